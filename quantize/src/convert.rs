@@ -1,0 +1,388 @@
+//! The conversion driver: validate everything, then stream tensors into the GGUF writer.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mllama::gguf::{Array, GgufWriter, TensorSink, Value};
+use mllama::{keys, GgmlType};
+use rayon::prelude::*;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{GenerationConfig, MllamaConfig, PreprocessConfig};
+use crate::error::{ConvertError, Result};
+use crate::plan::{self, OutTensor, RowOrder, Source, TypePolicy};
+
+/// Converter options (the CLI flags).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub ty: GgmlType,
+    pub quantize_vision: bool,
+    pub progress: bool,
+}
+
+/// What a finished conversion reports.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub tensors: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub seconds: f64,
+    pub by_type: Vec<(GgmlType, usize, u64)>,
+    pub warnings: Vec<String>,
+}
+
+/// Values converted per parallel task.
+const TASK_VALUES: usize = 1 << 16;
+/// Values converted per chunk (bounds the converter's own buffers: ≈ 4 bytes each in, ≤ 4 out).
+const CHUNK_VALUES: usize = 1 << 22;
+
+/// Types `-t` accepts.
+pub fn parse_type(s: &str) -> Option<GgmlType> {
+    match s.to_ascii_lowercase().as_str() {
+        "f32" => Some(GgmlType::F32),
+        "f16" => Some(GgmlType::F16),
+        "bf16" => Some(GgmlType::BF16),
+        "q8_0" => Some(GgmlType::Q8_0),
+        "q4_0" => Some(GgmlType::Q4_0),
+        _ => None,
+    }
+}
+
+/// Build the writer (all metadata + tensor table) and the plan, validating the whole input.
+pub fn prepare(opts: &Options) -> Result<(GgufWriter, Vec<OutTensor>, Checkpoint, Vec<String>)> {
+    let dir = &opts.input;
+    if !dir.exists() {
+        return Err(ConvertError::file(dir, "input directory not found"));
+    }
+    if !dir.is_dir() {
+        return Err(ConvertError::file(
+            dir,
+            "not a directory (expected an HF checkpoint directory)",
+        ));
+    }
+    let cfg = MllamaConfig::load(dir)?;
+    let pre = PreprocessConfig::load(dir, &cfg.vision)?;
+    let gen = GenerationConfig::load(dir)?;
+    let tok = crate::tokenizer::convert(dir, cfg.text.bos_token_id, cfg.text.pad_token_id)?;
+    let ckpt = Checkpoint::open(dir)?;
+    let policy = TypePolicy::new(opts.ty, opts.quantize_vision);
+    let (tensors, unused) = plan::build(&cfg, &ckpt, dir, policy)?;
+    let mut warnings = tok.warnings.clone();
+    if !unused.is_empty() {
+        warnings.push(format!(
+            "{} checkpoint tensors not used: {}{}",
+            unused.len(),
+            unused
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if unused.len() > 5 { ", …" } else { "" }
+        ));
+    }
+    if tok.vocab_size <= cfg.image_token_index as usize {
+        return Err(ConvertError::file(
+            dir.join("tokenizer.json"),
+            format!(
+                "vocabulary of {} tokens has no image token id {}",
+                tok.vocab_size, cfg.image_token_index
+            ),
+        ));
+    }
+
+    let mut w = GgufWriter::new(keys::ARCH);
+    let mut add = |k: &str, v: Value| -> Result<()> {
+        w.add(k, v)?;
+        Ok(())
+    };
+    let name = cfg.name.clone().unwrap_or_else(|| {
+        dir.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "mllama".into())
+    });
+    add("general.name", Value::String(name))?;
+    add("general.file_type", Value::U32(plan::file_type(opts.ty)))?;
+    add("general.quantization_version", Value::U32(2))?;
+
+    let t = &cfg.text;
+    let u32v = |x: usize| Value::U32(x as u32);
+    let emb_rows = tensors
+        .iter()
+        .find(|x| x.name == keys::T_TOKEN_EMBD)
+        .map(|x| x.shape[0])
+        .unwrap_or(t.vocab_size);
+    add(keys::VOCAB_SIZE, u32v(t.vocab_size))?;
+    add(keys::EMBEDDING_ROWS, u32v(emb_rows))?;
+    add(keys::CONTEXT_LENGTH, u32v(t.max_position_embeddings))?;
+    add(keys::EMBEDDING_LENGTH, u32v(t.hidden_size))?;
+    add(keys::BLOCK_COUNT, u32v(t.num_hidden_layers))?;
+    add(keys::FEED_FORWARD_LENGTH, u32v(t.intermediate_size))?;
+    add(keys::HEAD_COUNT, u32v(t.num_attention_heads))?;
+    add(keys::HEAD_COUNT_KV, u32v(t.num_key_value_heads))?;
+    add(keys::KEY_LENGTH, u32v(t.head_dim))?;
+    add(keys::RMS_EPS, Value::F32(t.rms_norm_eps as f32))?;
+    add(
+        keys::CROSS_ATTENTION_LAYERS,
+        Value::Array(Array::I32(
+            t.cross_attention_layers.iter().map(|&x| x as i32).collect(),
+        )),
+    )?;
+    add(keys::ROPE_DIMENSION_COUNT, u32v(t.head_dim))?;
+    add(keys::ROPE_FREQ_BASE, Value::F32(t.rope_theta as f32))?;
+    if let Some(s) = &t.rope_scaling {
+        add(keys::ROPE_SCALING_TYPE, Value::String(s.rope_type.clone()))?;
+        add(keys::ROPE_SCALING_FACTOR, Value::F32(s.factor as f32))?;
+        add(
+            keys::ROPE_SCALING_ORIG_CTX,
+            Value::U32(s.original_max_position_embeddings as u32),
+        )?;
+        add(
+            keys::ROPE_SCALING_LOW_FREQ,
+            Value::F32(s.low_freq_factor as f32),
+        )?;
+        add(
+            keys::ROPE_SCALING_HIGH_FREQ,
+            Value::F32(s.high_freq_factor as f32),
+        )?;
+    }
+    add(keys::IMAGE_TOKEN_INDEX, Value::U32(cfg.image_token_index))?;
+
+    let v = &cfg.vision;
+    add(keys::V_BLOCK_COUNT, u32v(v.num_hidden_layers))?;
+    add(keys::V_GLOBAL_BLOCK_COUNT, u32v(v.num_global_layers))?;
+    add(
+        keys::V_INTERMEDIATE_LAYERS,
+        Value::Array(Array::I32(
+            v.intermediate_layers_indices
+                .iter()
+                .map(|&x| x as i32)
+                .collect(),
+        )),
+    )?;
+    add(keys::V_EMBEDDING_LENGTH, u32v(v.hidden_size))?;
+    add(keys::V_FEED_FORWARD_LENGTH, u32v(v.intermediate_size))?;
+    add(keys::V_HEAD_COUNT, u32v(v.attention_heads))?;
+    add(keys::V_LN_EPS, Value::F32(v.norm_eps as f32))?;
+    add(keys::V_IMAGE_SIZE, u32v(v.image_size))?;
+    add(keys::V_PATCH_SIZE, u32v(v.patch_size))?;
+    add(keys::V_MAX_NUM_TILES, u32v(v.max_num_tiles))?;
+    add(keys::V_NUM_CHANNELS, u32v(v.num_channels))?;
+    add(keys::V_OUTPUT_DIM, u32v(v.vision_output_dim))?;
+    add(
+        keys::P_IMAGE_MEAN,
+        Value::Array(Array::F32(pre.image_mean.to_vec())),
+    )?;
+    add(
+        keys::P_IMAGE_STD,
+        Value::Array(Array::F32(pre.image_std.to_vec())),
+    )?;
+    add(keys::P_RESCALE_FACTOR, Value::F32(pre.rescale_factor))?;
+    add(
+        keys::P_SUPPORTED_ASPECT_RATIOS,
+        Value::Array(Array::I32(
+            v.supported_aspect_ratios
+                .iter()
+                .flat_map(|&(h, w)| [h as i32, w as i32])
+                .collect(),
+        )),
+    )?;
+    add(keys::P_RESAMPLE, Value::String(pre.resample.clone()))?;
+    if pre.max_image_tiles != v.max_num_tiles {
+        warnings.push(format!(
+            "preprocessor max_image_tiles {} differs from vision max_num_tiles {}; using the model's",
+            pre.max_image_tiles, v.max_num_tiles
+        ));
+    }
+
+    if let Some(g) = &gen {
+        if let Some(x) = g.do_sample {
+            add(keys::G_DO_SAMPLE, Value::Bool(x))?;
+        }
+        if let Some(x) = g.temperature {
+            add(keys::G_TEMPERATURE, Value::F32(x as f32))?;
+        }
+        if let Some(x) = g.top_p {
+            add(keys::G_TOP_P, Value::F32(x as f32))?;
+        }
+        if let Some(x) = g.top_k {
+            add(keys::G_TOP_K, Value::I32(x as i32))?;
+        }
+    }
+    let mut eos_ids = gen
+        .as_ref()
+        .map(|g| g.eos_token_ids.clone())
+        .unwrap_or_default();
+    if eos_ids.is_empty() {
+        eos_ids = t.eos_token_ids.clone();
+    }
+    if !eos_ids.is_empty() {
+        add(keys::G_EOS_IDS, Value::Array(Array::U32(eos_ids)))?;
+    }
+
+    add(keys::CONV_VISION_GATES, Value::String("raw".into()))?;
+    add(keys::CONV_CROSS_GATES, Value::String("raw".into()))?;
+    add(keys::CONV_SELF_QK, Value::String("ggml".into()))?;
+    add(keys::CONV_CROSS_QK, Value::String("hf".into()))?;
+
+    for (k, v) in tok.kv {
+        add(k, v)?;
+    }
+
+    for t in &tensors {
+        w.add_tensor(&t.name, &t.shape, t.ty)?;
+    }
+    Ok((w, tensors, ckpt, warnings))
+}
+
+/// Check that the output can be created before doing any work.
+fn check_output(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(ConvertError::file(path, "output path is a directory"));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(ConvertError::file(
+            path,
+            format!("output directory {} does not exist", dir.display()),
+        ));
+    }
+    // Probe writability with a temporary file that is removed again.
+    tempfile::Builder::new()
+        .prefix(".quantize-probe.")
+        .tempfile_in(&dir)
+        .map_err(|e| ConvertError::file(path, format!("cannot write to {}: {e}", dir.display())))?;
+    Ok(())
+}
+
+/// Run a conversion. On error nothing is left at the output path.
+pub fn run(opts: &Options) -> Result<Summary> {
+    let start = Instant::now();
+    check_output(&opts.output)?;
+    let (writer, tensors, ckpt, warnings) = prepare(opts)?;
+    let total_in: u64 = tensors
+        .iter()
+        .map(|t| match &t.source {
+            Source::Hf(n) => ckpt
+                .get(n)
+                .map(|s| (s.ty.size() * t.rows() * t.row_len()) as u64)
+                .unwrap_or(0),
+            Source::Computed(v) => 4 * v.len() as u64,
+        })
+        .sum();
+    let pb = if opts.progress {
+        let pb = ProgressBar::with_draw_target(Some(total_in), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}  {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let bytes_out = writer.write_file::<ConvertError>(&opts.output, |_, info, sink| {
+        let t = &tensors
+            .iter()
+            .find(|t| t.name == info.name)
+            .ok_or_else(|| {
+                ConvertError::Other(format!("internal: tensor {} not in plan", info.name))
+            })?;
+        pb.set_message(format!("{} {} {:?}", t.name, t.ty, t.shape));
+        write_tensor(&ckpt, t, sink, &pb)
+    })?;
+    pb.finish_and_clear();
+
+    let mut by_type: Vec<(GgmlType, usize, u64)> = Vec::new();
+    for t in writer.tensors() {
+        match by_type.iter_mut().find(|e| e.0 == t.ty) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += t.size;
+            }
+            None => by_type.push((t.ty, 1, t.size)),
+        }
+    }
+    Ok(Summary {
+        tensors: tensors.len(),
+        bytes_in: total_in,
+        bytes_out,
+        seconds: start.elapsed().as_secs_f64(),
+        by_type,
+        warnings,
+    })
+}
+
+/// Stream one tensor: convert chunks of rows in parallel and write them in order.
+fn write_tensor(
+    ckpt: &Checkpoint,
+    t: &OutTensor,
+    sink: &mut TensorSink<'_>,
+    pb: &ProgressBar,
+) -> Result<()> {
+    let row_len = t.row_len();
+    let rows = t.rows();
+    let out_row_bytes = t.ty.row_bytes(row_len as u64).ok_or_else(|| {
+        ConvertError::Other(format!(
+            "internal: {} rows of {row_len} as {}",
+            t.name, t.ty
+        ))
+    })? as usize;
+    let io = |e: std::io::Error| ConvertError::Other(format!("writing tensor {}: {e}", t.name));
+
+    let src = match &t.source {
+        Source::Computed(v) => {
+            let mut out = vec![0u8; out_row_bytes * rows];
+            mllama::quant::convert_f32(t.ty, v, row_len, &mut out)?;
+            sink.write_all(&out).map_err(io)?;
+            pb.inc(4 * v.len() as u64);
+            return Ok(());
+        }
+        Source::Hf(name) => ckpt
+            .get(name)
+            .ok_or_else(|| ConvertError::Other(format!("internal: source {name} vanished")))?,
+    };
+    let src_row_bytes = row_len * src.ty.size();
+    let chunk_rows = (CHUNK_VALUES / row_len).max(1);
+    let task_rows = (TASK_VALUES / row_len).max(1);
+    let mut out = vec![0u8; chunk_rows.min(rows) * out_row_bytes];
+    let mut row0 = 0;
+    while row0 < rows {
+        let n = chunk_rows.min(rows - row0);
+        let out_chunk = &mut out[..n * out_row_bytes];
+        out_chunk
+            .par_chunks_mut(task_rows * out_row_bytes)
+            .enumerate()
+            .try_for_each(|(ti, dst)| -> Result<()> {
+                let r0 = row0 + ti * task_rows;
+                let nr = dst.len() / out_row_bytes;
+                let mut buf = vec![0f32; nr * row_len];
+                for (k, b) in buf.chunks_exact_mut(row_len).enumerate() {
+                    let r = plan::source_row(t.order, r0 + k);
+                    ckpt.read_rows_f32(src, row_len, r, b);
+                }
+                mllama::quant::convert_f32_serial(t.ty, &buf, row_len, dst)?;
+                Ok(())
+            })?;
+        sink.write_all(out_chunk).map_err(io)?;
+        if t.order == RowOrder::AsIs {
+            ckpt.release(src, row0 * src_row_bytes, (row0 + n) * src_row_bytes);
+        }
+        pb.inc((n * src_row_bytes) as u64);
+        row0 += n;
+    }
+    if t.order != RowOrder::AsIs {
+        ckpt.release(src, 0, rows * src_row_bytes);
+    }
+    Ok(())
+}

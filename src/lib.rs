@@ -1,0 +1,21 @@
+//! mllama: a CPU runtime for Llama 3.2 Vision (HF `MllamaForConditionalGeneration`, GGUF
+//! architecture `mllama`) from quantized GGUF files.
+//!
+//! Module map:
+//! - [`gguf`]: GGUF reader (memory-mapped, validating) and streaming writer.
+//! - [`dtype`]: the ggml tensor type table (block sizes and byte sizes).
+//! - [`quant`]: quantized block formats, f32 ⇄ block conversions (scalar reference).
+//! - [`info`]: a human-readable summary of any GGUF file (`mllama info`).
+
+#[cfg(target_endian = "big")]
+compile_error!("mllama reads little-endian GGUF data in place and needs a little-endian target");
+
+pub mod dtype;
+pub mod error;
+pub mod gguf;
+pub mod info;
+pub mod keys;
+pub mod quant;
+
+pub use dtype::GgmlType;
+pub use error::{Error, GgufError, Result};

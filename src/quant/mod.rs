@@ -1,0 +1,297 @@
+//! Quantized block formats and conversions between f32 and every storable type.
+//!
+//! Block layouts are ggml's, byte for byte, so files interoperate with ggml tooling:
+//!
+//! ```text
+//! Q8_0: 32 values → { d: f16, qs: [i8; 32] }              34 bytes   x[i] = d · qs[i]
+//! Q4_0: 32 values → { d: f16, qs: [u8; 16] }              18 bytes   x[i]    = d · ((qs[i] & 0xF) − 8)
+//!                                                                    x[i+16] = d · ((qs[i] >> 4) − 8)
+//! ```
+//!
+//! Quantization is ggml's reference rounding (`quantize_row_*_ref`), which is also what PyPI
+//! `gguf.quants` does; our output is byte-identical to it (tested against files it produced):
+//! - Q8_0: `d = max|x| / 127`, `qs = round_half_away(x / d)` computed as `x · (1/d)` in f32.
+//! - Q4_0: `m` = the value of largest magnitude (first one on ties), `d = m / −8`,
+//!   `qs = min(15, trunc(x · (1/d) + 8.5))`.
+//!
+//! Both compute `1/d` from the f32 `d` and then store `d` rounded to f16 (round to nearest even).
+//!
+//! The dot-product kernels that consume these blocks live in [`crate::kernels`].
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::error::Error;
+use crate::GgmlType;
+
+/// A quantized block type: `BLOCK` values of one row stored in `size_of::<Self>()` bytes.
+pub trait QuantBlock: bytemuck::Pod + Send + Sync {
+    const TYPE: GgmlType;
+    /// Values per block.
+    const BLOCK: usize;
+    /// Quantize `x` (exactly `BLOCK` values) with the reference rounding.
+    fn quantize(x: &[f32]) -> Self;
+    /// Write the block's `BLOCK` values to `out`.
+    fn dequantize(&self, out: &mut [f32]);
+}
+
+/// Q8_0 block: 32 signed bytes and one f16 scale.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; 32],
+}
+
+/// Q4_0 block: 32 four-bit values (offset by 8) and one f16 scale. Byte `j` holds value `j` in
+/// its low nibble and value `j + 16` in its high nibble.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ4_0 {
+    pub d: f16,
+    pub qs: [u8; 16],
+}
+
+impl QuantBlock for BlockQ8_0 {
+    const TYPE: GgmlType = GgmlType::Q8_0;
+    const BLOCK: usize = 32;
+
+    fn quantize(x: &[f32]) -> Self {
+        debug_assert_eq!(x.len(), 32);
+        let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0i8; 32];
+        for (q, &v) in qs.iter_mut().zip(x) {
+            // f32::round rounds half away from zero, like C's roundf. The `as` cast saturates.
+            *q = (v * id).round() as i8;
+        }
+        BlockQ8_0 {
+            d: f16::from_f32(d),
+            qs,
+        }
+    }
+
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (o, &q) in out.iter_mut().zip(&self.qs) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+impl QuantBlock for BlockQ4_0 {
+    const TYPE: GgmlType = GgmlType::Q4_0;
+    const BLOCK: usize = 32;
+
+    fn quantize(x: &[f32]) -> Self {
+        debug_assert_eq!(x.len(), 32);
+        // The value of largest magnitude, keeping its sign; the first one wins on ties.
+        let mut amax = 0f32;
+        let mut max = 0f32;
+        for &v in x {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0u8; 16];
+        for j in 0..16 {
+            let q0 = ((x[j] * id + 8.5) as u8).min(15);
+            let q1 = ((x[j + 16] * id + 8.5) as u8).min(15);
+            qs[j] = q0 | (q1 << 4);
+        }
+        BlockQ4_0 {
+            d: f16::from_f32(d),
+            qs,
+        }
+    }
+
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for j in 0..16 {
+            out[j] = ((self.qs[j] & 0x0F) as i32 - 8) as f32 * d;
+            out[j + 16] = ((self.qs[j] >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+/// Quantize one row (`x.len() == out.len() * B::BLOCK`).
+pub fn quantize_row<B: QuantBlock>(x: &[f32], out: &mut [B]) {
+    debug_assert_eq!(x.len(), out.len() * B::BLOCK);
+    for (b, chunk) in out.iter_mut().zip(x.chunks_exact(B::BLOCK)) {
+        *b = B::quantize(chunk);
+    }
+}
+
+/// Dequantize one row (`out.len() == blocks.len() * B::BLOCK`).
+pub fn dequantize_row<B: QuantBlock>(blocks: &[B], out: &mut [f32]) {
+    debug_assert_eq!(out.len(), blocks.len() * B::BLOCK);
+    for (b, chunk) in blocks.iter().zip(out.chunks_exact_mut(B::BLOCK)) {
+        b.dequantize(chunk);
+    }
+}
+
+/// Types [`convert_f32`] can produce.
+pub fn can_store(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0
+    )
+}
+
+/// Below this many values a conversion runs on the calling thread.
+const PAR_MIN_VALUES: usize = 1 << 16;
+
+fn check_convert(ty: GgmlType, src: &[f32], row_len: usize, out: &[u8]) -> Result<usize, Error> {
+    let row_bytes = ty
+        .row_bytes(row_len as u64)
+        .filter(|_| row_len > 0 && src.len() % row_len == 0)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "cannot store rows of {row_len} values as {ty} (block size {})",
+                ty.block_size()
+            ))
+        })? as usize;
+    let rows = src.len() / row_len;
+    if out.len() != rows * row_bytes {
+        return Err(Error::Invalid(format!(
+            "output buffer holds {} bytes, {} needed",
+            out.len(),
+            rows * row_bytes
+        )));
+    }
+    if !can_store(ty) {
+        return Err(Error::Invalid(format!(
+            "quantizing to {ty} is not supported"
+        )));
+    }
+    Ok(row_bytes)
+}
+
+/// Convert f32 values (rows of `row_len`) to `ty`, writing `ty.row_bytes(row_len) * rows` bytes
+/// into `out`. Parallel over groups of rows.
+pub fn convert_f32(ty: GgmlType, src: &[f32], row_len: usize, out: &mut [u8]) -> Result<(), Error> {
+    let row_bytes = check_convert(ty, src, row_len, out)?;
+    // Rows per parallel task: enough values that the task outweighs rayon's overhead.
+    let rows_per_task = (PAR_MIN_VALUES / row_len).max(1);
+    let job = |(src, out): (&[f32], &mut [u8])| convert_rows(ty, src, out);
+    if src.len() < PAR_MIN_VALUES {
+        job((src, out));
+    } else {
+        src.par_chunks(rows_per_task * row_len)
+            .zip(out.par_chunks_mut(rows_per_task * row_bytes))
+            .for_each(job);
+    }
+    Ok(())
+}
+
+/// [`convert_f32`] on the calling thread (for callers that parallelise themselves).
+pub fn convert_f32_serial(
+    ty: GgmlType,
+    src: &[f32],
+    row_len: usize,
+    out: &mut [u8],
+) -> Result<(), Error> {
+    check_convert(ty, src, row_len, out)?;
+    convert_rows(ty, src, out);
+    Ok(())
+}
+
+/// Serial conversion of whole rows; `out` is exactly the right size.
+fn convert_rows(ty: GgmlType, src: &[f32], out: &mut [u8]) {
+    match ty {
+        GgmlType::F32 => out.copy_from_slice(bytemuck::cast_slice(src)),
+        GgmlType::F16 => {
+            for (o, &x) in out.chunks_exact_mut(2).zip(src) {
+                o.copy_from_slice(&f16::from_f32(x).to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, &x) in out.chunks_exact_mut(2).zip(src) {
+                o.copy_from_slice(&bf16::from_f32(x).to_le_bytes());
+            }
+        }
+        GgmlType::Q8_0 => quantize_bytes::<BlockQ8_0>(src, out),
+        GgmlType::Q4_0 => quantize_bytes::<BlockQ4_0>(src, out),
+        _ => unreachable!("checked by can_store"),
+    }
+}
+
+/// Quantize into a byte buffer whose alignment is unknown (block structs need 2-byte alignment).
+fn quantize_bytes<B: QuantBlock>(src: &[f32], out: &mut [u8]) {
+    let size = std::mem::size_of::<B>();
+    for (o, chunk) in out.chunks_exact_mut(size).zip(src.chunks_exact(B::BLOCK)) {
+        o.copy_from_slice(bytemuck::bytes_of(&B::quantize(chunk)));
+    }
+}
+
+/// Convert (dequantize) `data` of type `ty` to f32. `out.len()` values are produced; `data` must
+/// hold exactly that many values.
+pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Error> {
+    let n = out.len();
+    let expected = ty.row_bytes(n as u64).ok_or_else(|| {
+        Error::Invalid(format!("{n} values are not a whole number of {ty} blocks"))
+    })? as usize;
+    if data.len() != expected {
+        return Err(Error::Invalid(format!(
+            "{ty}: {} bytes given for {n} values ({expected} needed)",
+            data.len()
+        )));
+    }
+    let f = |(d, o): (&[u8], &mut [f32])| dequantize_chunk(ty, d, o);
+    let per_task = PAR_MIN_VALUES.div_ceil(ty.block_size()) * ty.block_size();
+    let bytes_per_task = per_task / ty.block_size() * ty.type_size();
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0 => {
+            if n < PAR_MIN_VALUES {
+                f((data, out));
+            } else {
+                data.par_chunks(bytes_per_task)
+                    .zip(out.par_chunks_mut(per_task))
+                    .for_each(f);
+            }
+            Ok(())
+        }
+        _ => Err(Error::Invalid(format!(
+            "dequantizing {ty} is not supported"
+        ))),
+    }
+}
+
+fn dequantize_chunk(ty: GgmlType, data: &[u8], out: &mut [f32]) {
+    match ty {
+        GgmlType::F32 => {
+            for (o, b) in out.iter_mut().zip(data.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (o, b) in out.iter_mut().zip(data.chunks_exact(2)) {
+                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, b) in out.iter_mut().zip(data.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        GgmlType::Q8_0 => dequantize_bytes::<BlockQ8_0>(data, out),
+        GgmlType::Q4_0 => dequantize_bytes::<BlockQ4_0>(data, out),
+        _ => {}
+    }
+}
+
+fn dequantize_bytes<B: QuantBlock>(data: &[u8], out: &mut [f32]) {
+    let size = std::mem::size_of::<B>();
+    for (b, o) in data.chunks_exact(size).zip(out.chunks_exact_mut(B::BLOCK)) {
+        // Unaligned read: `data` may sit at any byte offset.
+        let block: B = bytemuck::pod_read_unaligned(b);
+        block.dequantize(o);
+    }
+}
+
+#[cfg(test)]
+mod tests;
