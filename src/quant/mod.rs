@@ -63,8 +63,7 @@ impl QuantBlock for BlockQ8_0 {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0i8; 32];
         for (q, &v) in qs.iter_mut().zip(x) {
-            // f32::round rounds half away from zero, like C's roundf. The `as` cast saturates.
-            *q = (v * id).round() as i8;
+            *q = round_half_away(v * id) as i8;
         }
         BlockQ8_0 {
             d: f16::from_f32(d),
@@ -115,6 +114,21 @@ impl QuantBlock for BlockQ4_0 {
             out[j] = ((self.qs[j] & 0x0F) as i32 - 8) as f32 * d;
             out[j + 16] = ((self.qs[j] >> 4) as i32 - 8) as f32 * d;
         }
+    }
+}
+
+/// Round half away from zero, like C's `roundf`, for |v| ≤ 2³¹ (callers have |v| ≤ 127.5).
+/// `f32::round` gives the same result but is a libm call on baseline x86-64.
+#[inline(always)]
+pub fn round_half_away(v: f32) -> i32 {
+    let t = v as i32; // truncates toward zero
+    let frac = v - t as f32; // exact: t and v share sign and |v − t| < 1
+    if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
     }
 }
 

@@ -137,3 +137,18 @@ fn conversion_refuses_bad_sizes() {
     assert!(dequantize(GgmlType::Q8_0, &[0u8; 33], &mut y).is_err());
     assert!(dequantize(GgmlType::Q6_K, &[0u8; 210], &mut vec![0f32; 256]).is_err());
 }
+
+#[test]
+fn round_half_away_matches_roundf() {
+    let mut v = vec![0.5f32, -0.5, 1.5, -1.5, 2.5, 0.49999997, -0.49999997, 126.5, -127.0, 0.0, -0.0, 1e-30];
+    v.extend(randn(10_000, 11, 60.0));
+    let mut x = 0.0f32;
+    while x < 128.0 {
+        v.push(x);
+        v.push(-x);
+        x += 0.125;
+    }
+    for &x in &v {
+        assert_eq!(round_half_away(x), x.round() as i32, "{x}");
+    }
+}
