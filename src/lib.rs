@@ -15,7 +15,9 @@ pub mod error;
 pub mod gguf;
 pub mod info;
 pub mod keys;
+pub mod preprocess;
 pub mod quant;
+pub mod tokenizer;
 
 pub use dtype::GgmlType;
 pub use error::{Error, GgufError, Result};

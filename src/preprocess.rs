@@ -1,0 +1,1 @@
+//! Image preprocessing (owned by the preprocessing work; placeholder).

@@ -1,0 +1,1 @@
+//! Tokenizer (owned by the tokenizer work; placeholder).
