@@ -6,6 +6,13 @@
 //! - [`dtype`]: the ggml tensor type table (block sizes and byte sizes).
 //! - [`quant`]: quantized block formats, f32 ⇄ block conversions (scalar reference).
 //! - [`info`]: a human-readable summary of any GGUF file (`mllama info`).
+//! - [`tensor`]: zero-copy weight matrices over the memory map.
+//! - [`kernels`]: matrix kernels (`y = x·Wᵀ` for every weight type), scalar references.
+//! - [`ops`]: norms, activations, RoPE, tiled online-softmax attention.
+//! - [`model`]: the vision tower, projector and text decoder, loaded from GGUF.
+//! - [`session`]: a token sequence with its KV cache and cached cross-attention K/V.
+//! - [`preprocess`]: image decoding and the Mllama image processor.
+//! - [`tokenizer`]: the Llama 3 tokenizer built from GGUF metadata.
 
 #[cfg(target_endian = "big")]
 compile_error!("mllama reads little-endian GGUF data in place and needs a little-endian target");
@@ -15,8 +22,13 @@ pub mod error;
 pub mod gguf;
 pub mod info;
 pub mod keys;
+pub mod kernels;
+pub mod model;
+pub mod ops;
 pub mod preprocess;
 pub mod quant;
+pub mod session;
+pub mod tensor;
 pub mod tokenizer;
 
 pub use dtype::GgmlType;

@@ -343,7 +343,20 @@ pub struct GgufFile {
 #[derive(Debug)]
 pub enum MapBytes {
     Mmap(Mmap),
-    Owned(Vec<u8>),
+    /// Owned bytes, kept in a `u64` buffer so that typed views get 8-byte alignment like a map.
+    Owned { buf: Vec<u64>, len: usize },
+}
+
+impl MapBytes {
+    /// Owned, 8-byte aligned copy of `bytes`.
+    pub fn owned(bytes: &[u8]) -> Self {
+        let mut buf = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..bytes.len()].copy_from_slice(bytes);
+        MapBytes::Owned {
+            buf,
+            len: bytes.len(),
+        }
+    }
 }
 
 impl std::ops::Deref for MapBytes {
@@ -351,7 +364,7 @@ impl std::ops::Deref for MapBytes {
     fn deref(&self) -> &[u8] {
         match self {
             MapBytes::Mmap(m) => m,
-            MapBytes::Owned(v) => v,
+            MapBytes::Owned { buf, len } => &bytemuck::cast_slice::<u64, u8>(buf)[..*len],
         }
     }
 }
@@ -370,7 +383,7 @@ impl GgufFile {
             ));
         }
         let map = if meta.len() == 0 {
-            MapBytes::Owned(Vec::new())
+            MapBytes::owned(&[])
         } else {
             // SAFETY: the map is read-only and private to this process. Like every mmap-based
             // reader we rely on the file not being truncated or rewritten while it is open; the
@@ -383,7 +396,7 @@ impl GgufFile {
     /// Parse a GGUF image held in memory (used by tests and fuzzing).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<GgufFile, GgufError> {
         let path = PathBuf::from("<memory>");
-        Self::parse(path, MapBytes::Owned(bytes)).map_err(|e| match e {
+        Self::parse(path, MapBytes::owned(&bytes)).map_err(|e| match e {
             Error::Gguf { source, .. } => source,
             other => GgufError::Writer(other.to_string()),
         })

@@ -1,0 +1,165 @@
+//! The Llama 3.2 Vision model: loading from GGUF, and the forward passes.
+//!
+//! - [`vision`]: image tiles → vision tower → projector → cross-attention states.
+//! - [`text`]: the decoder (self-attention and cross-attention layers), its caches, logits.
+//!
+//! Weights stay in the memory map ([`Mat`]); only small vectors are copied.
+
+pub mod config;
+pub mod text;
+pub mod vision;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::{ModelConfig, TextConfig, VisionConfig};
+
+use crate::gguf::GgufFile;
+use crate::tensor::{Bytes, Mat};
+use crate::Error;
+
+/// Run-time choices that change the numerics (both reference behaviours are supported).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Semantics {
+    /// Meta's handling of text rows that see no image (tokens before the first `<|image|>`): their
+    /// cross-attention output is zeroed, so cross layers are the identity for them. Default: HF
+    /// transformers, where those rows attend unmasked to every vision token and only the MLP
+    /// branch is zeroed.
+    pub meta_cross_attn: bool,
+    /// Which hidden state of a local vision layer is an intermediate feature.
+    pub taps: TapConvention,
+}
+
+/// The vision tower's intermediate features ("taps") are taken at local layers
+/// `intermediate_layers_indices`; implementations disagree on which side of the layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TapConvention {
+    /// The output of layer k: HF transformers 5.x (the reference our fixtures were made with).
+    #[default]
+    LayerOutput,
+    /// The input of layer k (= output of layer k − 1): Meta's reference code and HF 4.x.
+    LayerInput,
+}
+
+/// Reads tensors from a GGUF with shape and type checks; errors name the file and tensor.
+pub(crate) struct Loader<'a> {
+    pub f: &'a GgufFile,
+    pub path: &'a Path,
+}
+
+impl Loader<'_> {
+    pub fn err(&self, msg: impl Into<String>) -> Error {
+        Error::Model {
+            path: self.path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    fn info(&self, name: &str) -> Result<&crate::gguf::TensorInfo, Error> {
+        self.f
+            .tensor_info(name)
+            .ok_or_else(|| self.err(format!("missing tensor {name}")))
+    }
+
+    /// A matrix `[rows, cols]` (any 2-D or higher tensor whose innermost dimension is `cols`).
+    pub fn mat(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, Error> {
+        let t = self.info(name)?;
+        // A float tensor of more dimensions may be viewed as [outermost, product of the rest]
+        // (the 4-D patch convolution [D, 3, p, p] is a [D, 3·p·p] matrix).
+        let flat_ok = !t.ty.is_quantized()
+            && t.dims.last().copied() == Some(rows as u64)
+            && t.n_elements() == (rows * cols) as u64;
+        if (t.row_len() != cols || t.n_rows() != rows) && !flat_ok {
+            return Err(self.err(format!(
+                "tensor {name} has shape {:?}, expected [{rows}, {cols}]",
+                t.shape()
+            )));
+        }
+        if !t.ty.is_supported_for_compute() {
+            return Err(self.err(format!(
+                "tensor {name} is stored as {}, which this runtime cannot compute with (supported: F32, F16, BF16, Q8_0, Q4_0)",
+                t.ty
+            )));
+        }
+        let bytes = Bytes::new(Arc::clone(self.f.bytes()), self.f.tensor_range(t))
+            .ok_or_else(|| self.err(format!("tensor {name}: data out of range")))?;
+        Mat::new(t.ty, rows, cols, bytes).ok_or_else(|| self.err(format!("tensor {name}: size or alignment mismatch")))
+    }
+
+    /// A small tensor of `len` values, converted to f32 (norm weights, biases, gates).
+    pub fn vec(&self, name: &str, len: usize) -> Result<Vec<f32>, Error> {
+        let t = self.info(name)?;
+        if t.n_elements() as usize != len {
+            return Err(self.err(format!(
+                "tensor {name} has shape {:?}, expected {len} values",
+                t.shape()
+            )));
+        }
+        self.f
+            .view(t)
+            .to_f32_vec()
+            .map_err(|e| self.err(format!("tensor {name}: {e}")))
+    }
+
+    /// A one-value tensor.
+    pub fn scalar(&self, name: &str) -> Result<f32, Error> {
+        Ok(self.vec(name, 1)?[0])
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.f.tensor_info(name).is_some()
+    }
+}
+
+/// A loaded model: configuration, vision tower, text decoder. Cheap to share across threads.
+pub struct Model {
+    pub cfg: ModelConfig,
+    pub vision: vision::VisionModel,
+    pub text: text::TextModel,
+    file: GgufFile,
+}
+
+impl Model {
+    /// Load a model from an `mllama` GGUF. The file is memory-mapped; weights are used in place.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, Error> {
+        let file = GgufFile::open(path.as_ref())?;
+        Self::from_gguf(file)
+    }
+
+    /// Build a model over an opened GGUF.
+    pub fn from_gguf(file: GgufFile) -> Result<Model, Error> {
+        let cfg = ModelConfig::from_gguf(&file)?;
+        let l = Loader {
+            f: &file,
+            path: file.path(),
+        };
+        let vision = vision::VisionModel::load(&l, &cfg)?;
+        let text = text::TextModel::load(&l, &cfg)?;
+        Ok(Model {
+            cfg,
+            vision,
+            text,
+            file,
+        })
+    }
+
+    /// The underlying GGUF file (metadata, tokenizer data).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// Bytes of text weights read per decoded token (everything but the embedding table, vision
+    /// and projector; cross-attention K/V projections are precomputed per image).
+    pub fn text_bytes_per_token(&self) -> usize {
+        self.text.bytes_per_token()
+    }
+}
+
+/// tanh of a gate stored raw, or the stored value when the file holds it transformed.
+pub(crate) fn gate(raw_or_tanh: f32, stored_tanh: bool) -> f32 {
+    if stored_tanh {
+        raw_or_tanh
+    } else {
+        raw_or_tanh.tanh()
+    }
+}

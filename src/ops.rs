@@ -1,0 +1,348 @@
+//! Element-wise and row-wise operations: norms, activations, RoPE, attention.
+//!
+//! Everything here works on row-major f32 buffers; `dim` is the row length. Numerics follow HF
+//! transformers in f32 (RMSNorm and LayerNorm statistics in f32, exact erf GELU, RoPE angles
+//! `pos · inv_freq` rounded to f32 before cos/sin).
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::kernels::scalar::{axpy, dot_f32};
+
+/// `y = w ⊙ x / sqrt(mean(x²) + eps)` per row.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let dim = w.len();
+    for (xr, yr) in x.chunks_exact(dim).zip(y.chunks_exact_mut(dim)) {
+        let ss = dot_f32(xr, xr);
+        let r = 1.0 / (ss / dim as f32 + eps).sqrt();
+        for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
+            *o = g * (v * r);
+        }
+    }
+}
+
+/// In-place [`rms_norm`].
+pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let dim = w.len();
+    for xr in x.chunks_exact_mut(dim) {
+        let ss = dot_f32(xr, xr);
+        let r = 1.0 / (ss / dim as f32 + eps).sqrt();
+        for (v, &g) in xr.iter_mut().zip(w) {
+            *v = g * (*v * r);
+        }
+    }
+}
+
+/// `y = (x − mean) / sqrt(var + eps) ⊙ w + b` per row (biased variance, as `nn.LayerNorm`).
+pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
+    let dim = w.len();
+    let f = |(xr, yr): (&[f32], &mut [f32])| {
+        let mean = xr.iter().sum::<f32>() / dim as f32;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+        let r = 1.0 / (var + eps).sqrt();
+        for (((o, &v), &g), &bb) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+            *o = (v - mean) * r * g + bb;
+        }
+    };
+    if x.len() >= 1 << 16 {
+        x.par_chunks(dim).zip(y.par_chunks_mut(dim)).for_each(f);
+    } else {
+        x.chunks_exact(dim).zip(y.chunks_exact_mut(dim)).for_each(f);
+    }
+}
+
+/// Exact GELU: `0.5·x·(1 + erf(x/√2))`.
+pub fn gelu_inplace(x: &mut [f32]) {
+    let f = |v: &mut f32| *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
+    if x.len() >= 1 << 16 {
+        x.par_iter_mut().for_each(f);
+    } else {
+        x.iter_mut().for_each(f);
+    }
+}
+
+/// `silu(a) ⊙ b` into `a` (SwiGLU).
+pub fn silu_mul_inplace(a: &mut [f32], b: &[f32]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x = *x / (1.0 + (-*x).exp()) * y;
+    }
+}
+
+/// `y += a · x`
+pub fn add_scaled(y: &mut [f32], a: f32, x: &[f32]) {
+    axpy(a, x, y);
+}
+
+/// `y += x`
+pub fn add(y: &mut [f32], x: &[f32]) {
+    for (a, b) in y.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// Which pairs of a head's dimensions rotate together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopePairs {
+    /// (2i, 2i+1): ggml "normal" RoPE, q/k rows permuted from HF by the converter.
+    Adjacent,
+    /// (i, i + d/2): HF rotate-half on unpermuted rows.
+    Half,
+}
+
+/// Rotary position embedding for one token's heads (`x` = `n_heads · head_dim` values).
+/// `inv_freq` has `head_dim / 2` entries; the angle of pair `i` is `f32(pos) · inv_freq[i]`.
+pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32], pairs: RopePairs) {
+    let half = head_dim / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &f) in inv_freq.iter().enumerate().take(half) {
+            let angle = pos as f32 * f;
+            let (s, c) = (angle as f64).sin_cos();
+            let (s, c) = (s as f32, c as f32);
+            let (a, b) = match pairs {
+                RopePairs::Adjacent => (2 * i, 2 * i + 1),
+                RopePairs::Half => (i, i + half),
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * c - x1 * s;
+            head[b] = x1 * c + x0 * s;
+        }
+    }
+}
+
+/// Which keys each query row of an attention call may see.
+#[derive(Clone, Copy, Debug)]
+pub enum Mask<'a> {
+    /// Every key.
+    None,
+    /// Query row `i` sits at position `offset + i` and sees keys `0..=offset + i`.
+    Causal { offset: usize },
+    /// Per query row, the allowed key ranges (sorted, disjoint). An empty list means no key.
+    Rows(&'a [Vec<Range<usize>>]),
+    /// Vision pad⊗pad mask: a query row with `pad_query[i]` sees only `real_keys`; others see all.
+    Vision {
+        pad_query: &'a [bool],
+        real_keys: &'a [Range<usize>],
+    },
+}
+
+impl Mask<'_> {
+    fn ranges(&self, i: usize, nk: usize, out: &mut Vec<Range<usize>>) {
+        out.clear();
+        match *self {
+            Mask::None => out.push(0..nk),
+            Mask::Causal { offset } => out.push(0..(offset + i + 1).min(nk)),
+            Mask::Rows(rows) => out.extend(rows[i].iter().map(|r| r.start.min(nk)..r.end.min(nk))),
+            Mask::Vision {
+                pad_query,
+                real_keys,
+            } => {
+                if pad_query[i] {
+                    out.extend(real_keys.iter().cloned())
+                } else {
+                    out.push(0..nk)
+                }
+            }
+        }
+    }
+}
+
+/// Query rows per attention task.
+const Q_BLOCK: usize = 32;
+/// Keys per online-softmax step.
+const K_BLOCK: usize = 256;
+
+/// Multi-head attention with an online softmax over key blocks (never a full score matrix).
+///
+/// - `q`: `[nq, n_heads · hd]` token-major.
+/// - `k`, `v`: head-major `[n_kv_heads][k_stride][hd]`; keys `0..nk` of each head are used.
+/// - `out`: `[nq, n_heads · hd]`.
+///
+/// Head `h` reads kv head `h / (n_heads / n_kv_heads)` (GQA). A row with no visible key gets zeros.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    nq: usize,
+    nk: usize,
+    k_stride: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    hd: usize,
+    scale: f32,
+    mask: Mask<'_>,
+    out: &mut [f32],
+) {
+    let qd = n_heads * hd;
+    assert_eq!(q.len(), nq * qd);
+    assert_eq!(out.len(), nq * qd);
+    assert!(nk <= k_stride && k.len() >= n_kv_heads * k_stride * hd && v.len() == k.len());
+    let rep = n_heads / n_kv_heads;
+    let nqb = nq.div_ceil(Q_BLOCK);
+    let op = crate::kernels::SyncPtr(out.as_mut_ptr());
+    let task = |t: usize| {
+        let op = op; // capture the whole Send/Sync wrapper, not its raw-pointer field
+        let (h, qb) = (t / nqb, t % nqb);
+        let kvh = h / rep;
+        let kh = &k[kvh * k_stride * hd..kvh * k_stride * hd + nk * hd];
+        let vh = &v[kvh * k_stride * hd..kvh * k_stride * hd + nk * hd];
+        let (i0, i1) = (qb * Q_BLOCK, ((qb + 1) * Q_BLOCK).min(nq));
+        let mut ranges = Vec::new();
+        let mut scores = vec![0f32; K_BLOCK];
+        let mut acc = vec![0f32; hd];
+        for i in i0..i1 {
+            let qi = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+            mask.ranges(i, nk, &mut ranges);
+            let mut m = f32::NEG_INFINITY;
+            let mut l = 0f32;
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            for r in &ranges {
+                let mut j0 = r.start;
+                while j0 < r.end {
+                    let j1 = (j0 + K_BLOCK).min(r.end);
+                    let s = &mut scores[..j1 - j0];
+                    let mut bmax = f32::NEG_INFINITY;
+                    for (sj, j) in s.iter_mut().zip(j0..j1) {
+                        *sj = dot_f32(qi, &kh[j * hd..(j + 1) * hd]) * scale;
+                        bmax = bmax.max(*sj);
+                    }
+                    let m_new = m.max(bmax);
+                    let corr = (m - m_new).exp();
+                    l *= corr;
+                    acc.iter_mut().for_each(|a| *a *= corr);
+                    for (sj, j) in s.iter().zip(j0..j1) {
+                        let p = (sj - m_new).exp();
+                        l += p;
+                        axpy(p, &vh[j * hd..(j + 1) * hd], &mut acc);
+                    }
+                    m = m_new;
+                    j0 = j1;
+                }
+            }
+            let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
+            for (d, a) in acc.iter().enumerate() {
+                // SAFETY: row i, head h is written by this task only (tasks own (head, row block)
+                // pairs); the index is inside `out` (nq × n_heads·hd).
+                unsafe { *op.0.add(i * qd + h * hd + d) = a * inv };
+            }
+        }
+    };
+    let n_tasks = n_heads * nqb;
+    if n_tasks == 1 || nq * nk * hd < 1 << 14 {
+        (0..n_tasks).for_each(task);
+    } else {
+        (0..n_tasks).into_par_iter().for_each(task);
+    }
+}
+
+/// Reorder token-major `[n, heads·hd]` into head-major `[heads][stride][hd]` rows `row0..row0+n`.
+pub fn to_head_major(x: &[f32], n: usize, heads: usize, hd: usize, stride: usize, row0: usize, out: &mut [f32]) {
+    for t in 0..n {
+        for h in 0..heads {
+            let src = &x[t * heads * hd + h * hd..t * heads * hd + (h + 1) * hd];
+            let dst = (h * stride + row0 + t) * hd;
+            out[dst..dst + hd].copy_from_slice(src);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rnd(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Plain softmax attention for one head and query row over the allowed keys.
+    fn naive(qi: &[f32], k: &[f32], v: &[f32], hd: usize, keys: &[usize], scale: f32) -> Vec<f32> {
+        let s: Vec<f64> = keys
+            .iter()
+            .map(|&j| (0..hd).map(|d| qi[d] as f64 * k[j * hd + d] as f64).sum::<f64>() * scale as f64)
+            .collect();
+        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        let mut o = vec![0f64; hd];
+        for (p, &j) in e.iter().zip(keys) {
+            for d in 0..hd {
+                o[d] += p / z * v[j * hd + d] as f64;
+            }
+        }
+        o.into_iter().map(|x| x as f32).collect()
+    }
+
+    #[test]
+    fn attention_matches_naive_softmax_for_every_mask() {
+        let (nq, nk, nh, nkv, hd) = (70, 600, 4, 2, 16);
+        let q = rnd(nq * nh * hd, 1);
+        let k = rnd(nkv * nk * hd, 2);
+        let v = rnd(nkv * nk * hd, 3);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let rows: Vec<Vec<Range<usize>>> = (0..nq).map(|i| vec![i..i + 100, 300..(310 + i)]).collect();
+        let pad: Vec<bool> = (0..nq).map(|i| i % 3 == 0).collect();
+        let real = vec![0..250, 400..500];
+        let masks = [
+            Mask::None,
+            Mask::Causal { offset: 500 },
+            Mask::Rows(&rows),
+            Mask::Vision {
+                pad_query: &pad,
+                real_keys: &real,
+            },
+        ];
+        for mask in masks {
+            let mut out = vec![0f32; nq * nh * hd];
+            attention(&q, &k, &v, nq, nk, nk, nh, nkv, hd, scale, mask, &mut out);
+            let mut ranges = Vec::new();
+            for i in 0..nq {
+                mask.ranges(i, nk, &mut ranges);
+                let keys: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();
+                for h in 0..nh {
+                    let kvh = h / (nh / nkv);
+                    let want = naive(
+                        &q[i * nh * hd + h * hd..][..hd],
+                        &k[kvh * nk * hd..],
+                        &v[kvh * nk * hd..],
+                        hd,
+                        &keys,
+                        scale,
+                    );
+                    let got = &out[i * nh * hd + h * hd..][..hd];
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!((a - b).abs() < 2e-6, "{mask:?} row {i} head {h}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rope_pairs_agree_after_permutation() {
+        let hd = 16;
+        let inv: Vec<f32> = (0..hd / 2).map(|i| 500000f32.powf(-(2 * i) as f32 / hd as f32)).collect();
+        let x = rnd(hd, 9);
+        // Adjacent layout of the same vector: position 2i ← i, 2i+1 ← i + hd/2.
+        let mut adj = vec![0f32; hd];
+        for i in 0..hd / 2 {
+            adj[2 * i] = x[i];
+            adj[2 * i + 1] = x[i + hd / 2];
+        }
+        let mut a = x.clone();
+        rope(&mut a, hd, 37, &inv, RopePairs::Half);
+        rope(&mut adj, hd, 37, &inv, RopePairs::Adjacent);
+        for i in 0..hd / 2 {
+            assert_eq!(adj[2 * i], a[i]);
+            assert_eq!(adj[2 * i + 1], a[i + hd / 2]);
+        }
+    }
+}

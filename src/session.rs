@@ -1,0 +1,213 @@
+//! A token sequence being processed: its self-attention KV cache, the cross-attention K/V of its
+//! images, and which vision keys each text position may see.
+//!
+//! Images attach in the order of the `<|image|>` tokens. The vision tower runs once per image
+//! ([`Sequence::attach_image`]); its projected states are turned into per-layer cross K/V right
+//! away and then dropped. Every later [`Sequence::feed`] (prefill chunk or one decode token) runs
+//! only the text stack against the two caches.
+
+use std::ops::Range;
+
+use crate::model::text::{CrossCache, KvCache, Workspace};
+use crate::model::vision::VisionOutput;
+use crate::model::{Model, Semantics};
+use crate::Error;
+
+/// For each image, the half-open range of token positions that attend to it, following HF's
+/// processor (`get_cross_attention_token_mask`): image i is seen from its own `<|image|>` token up
+/// to the next image token; the last image until the end; a run of consecutive image tokens is
+/// seen from each token to the end of whatever follows the run.
+pub fn image_ranges(tokens: &[u32], image_token: u32) -> Vec<Range<usize>> {
+    let locs: Vec<usize> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, &t)| t == image_token)
+        .map(|(i, _)| i)
+        .collect();
+    let len = tokens.len();
+    if locs.is_empty() {
+        return Vec::new();
+    }
+    let mut r: Vec<Range<usize>> = locs
+        .windows(2)
+        .map(|w| w[0]..w[1])
+        .chain(std::iter::once(locs[locs.len() - 1]..len))
+        .collect();
+    let mut last_end = len;
+    for m in r.iter_mut().rev() {
+        if m.start + 1 == m.end {
+            m.end = last_end;
+        }
+        last_end = m.end;
+    }
+    r
+}
+
+/// One sequence of tokens with its caches.
+pub struct Sequence<'m> {
+    model: &'m Model,
+    sem: Semantics,
+    tokens: Vec<u32>,
+    kv: KvCache,
+    cross: CrossCache,
+    ws: Workspace,
+    x: Vec<f32>,
+    logits: Vec<f32>,
+    rows: Vec<Vec<Range<usize>>>,
+    row_mask: Vec<bool>,
+}
+
+impl<'m> Sequence<'m> {
+    /// A sequence with room for `ctx` tokens.
+    pub fn new(model: &'m Model, ctx: usize, sem: Semantics) -> Self {
+        Sequence {
+            model,
+            sem,
+            tokens: Vec::new(),
+            kv: KvCache::new(&model.text, ctx),
+            cross: CrossCache::new(&model.text),
+            ws: Workspace::new(),
+            x: Vec::new(),
+            logits: Vec::new(),
+            rows: Vec::new(),
+            row_mask: Vec::new(),
+        }
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn n_images(&self) -> usize {
+        self.cross.images.len()
+    }
+
+    pub fn cross_cache(&self) -> &CrossCache {
+        &self.cross
+    }
+
+    /// Attach the next image: compute and cache its cross-attention K/V for every cross layer.
+    pub fn attach_image(&mut self, out: &VisionOutput, n_tiles: usize) {
+        let vc = &self.model.cfg.vision;
+        let (t, p) = (vc.max_tiles, vc.tokens_per_tile());
+        let kv = self.model.text.cross_kv(&out.states, t * p);
+        self.cross.push(kv, t, n_tiles, p);
+        if self.sem.meta_cross_attn {
+            // Rows without an image use no keys under Meta's semantics: padding tiles are never
+            // read, so drop them at once.
+            self.cross.trim_padding_tiles();
+        }
+    }
+
+    /// Process `tokens` (a prompt chunk or one generated token). Returns the logits of every new
+    /// row (`all_logits`, `[n, V]`) or of the last row only (`[V]`).
+    pub fn feed(&mut self, tokens: &[u32], all_logits: bool) -> Result<&[f32], Error> {
+        let model = self.model;
+        let c = &model.text.cfg;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(Error::Invalid("nothing to process: no tokens".into()));
+        }
+        if self.kv.len + n > self.kv.ctx {
+            return Err(Error::Invalid(format!(
+                "prompt too long: {} tokens do not fit in the context of {} tokens",
+                self.kv.len + n,
+                self.kv.ctx
+            )));
+        }
+        let pos0 = self.tokens.len();
+        self.tokens.extend_from_slice(tokens);
+        let ranges = image_ranges(&self.tokens, c.image_token);
+        if ranges.len() > self.cross.images.len() {
+            self.tokens.truncate(pos0);
+            return Err(Error::Invalid(format!(
+                "the text has {} <|image|> tokens but only {} images were given",
+                ranges.len(),
+                self.cross.images.len()
+            )));
+        }
+
+        // Which vision keys each new row sees.
+        let has_images = !self.cross.images.is_empty();
+        self.rows.resize_with(n, Vec::new);
+        self.row_mask.resize(n, false);
+        for i in 0..n {
+            let pos = pos0 + i;
+            let row = &mut self.rows[i];
+            row.clear();
+            for (m, r) in ranges.iter().enumerate() {
+                if r.contains(&pos) {
+                    row.push(self.cross.images[m].visible());
+                }
+            }
+            self.row_mask[i] = !row.is_empty();
+            if row.is_empty() && !self.sem.meta_cross_attn {
+                // HF: a row that sees no image attends, unmasked, to every stored vision key.
+                row.push(0..self.cross.n_keys);
+            }
+        }
+
+        let h = c.hidden;
+        self.x.resize(n * h, 0.0);
+        model.text.embed(tokens, &mut self.x)?;
+        let cross = has_images.then_some((&self.cross, &self.rows[..n], &self.row_mask[..n]));
+        model.text.forward(&mut self.x, n, &mut self.kv, cross, &mut self.ws)?;
+
+        // Once an image token is in the sequence no later row can be without an image, so the
+        // padding tiles' keys will never be read again.
+        if has_images && !ranges.is_empty() {
+            self.cross.trim_padding_tiles();
+        }
+
+        let v = c.vocab_size;
+        let (rows_out, src) = if all_logits { (n, 0) } else { (1, (n - 1) * h) };
+        self.logits.resize(rows_out * v, 0.0);
+        model
+            .text
+            .logits(&self.x[src..src + rows_out * h], rows_out, &mut self.logits, &mut self.ws);
+        Ok(&self.logits[..rows_out * v])
+    }
+
+    /// The final-norm hidden states of the last fed chunk `[n, H]` (diagnostics).
+    pub fn last_hidden(&self) -> &[f32] {
+        &self.x
+    }
+}
+
+/// Index of the largest value (first on ties), as `argmax` in PyTorch.
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_ranges_follow_hf_processor() {
+        const I: u32 = 9;
+        // One image: from its token to the end.
+        assert_eq!(image_ranges(&[1, 2, I, 3, 4], I), vec![2..5]);
+        // Two images apart: first until the second.
+        assert_eq!(image_ranges(&[1, I, 3, I, 4, 5], I), vec![1..3, 3..6]);
+        // Consecutive images: each from its token to the end.
+        assert_eq!(image_ranges(&[1, I, I, 4, 5], I), vec![1..5, 2..5]);
+        // A consecutive pair followed by a later image.
+        assert_eq!(image_ranges(&[I, I, 2, I, 3], I), vec![0..3, 1..3, 3..5]);
+        assert!(image_ranges(&[1, 2], I).is_empty());
+    }
+}
