@@ -228,7 +228,16 @@ impl MllamaConfig {
                 format!("text_config: hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"),
             ));
         }
-        let head_dim = t.usize_or(&["head_dim"], hidden_size / num_attention_heads)?;
+        // HF's mllama attention uses hidden_size / num_attention_heads whatever `head_dim` says.
+        let head_dim = hidden_size / num_attention_heads;
+        if let Some(hd) = t.get("head_dim").and_then(Json::as_u64) {
+            if hd as usize != head_dim {
+                return Err(ConvertError::file(
+                    path,
+                    format!("text_config.head_dim {hd} differs from hidden_size / num_attention_heads = {head_dim}, which HF's mllama uses"),
+                ));
+            }
+        }
         let num_key_value_heads = t.usize_or(&["num_key_value_heads"], num_attention_heads)?;
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
             return Err(ConvertError::file(
