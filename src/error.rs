@@ -104,6 +104,9 @@ pub enum Error {
     /// Invalid argument or input value (message names it).
     #[error("{0}")]
     Invalid(String),
+    /// An error while building a GGUF file in memory.
+    #[error("GGUF: {0}")]
+    GgufWrite(#[from] GgufError),
 }
 
 impl Error {
