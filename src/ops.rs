@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn rope_pairs_agree_after_permutation() {
         let hd = 16;
-        let inv: Vec<f32> = (0..hd / 2).map(|i| 500000f32.powf(-(2 * i) as f32 / hd as f32)).collect();
+        let inv: Vec<f32> = (0..hd / 2).map(|i| 500000f32.powf(-((2 * i) as f32) / hd as f32)).collect();
         let x = rnd(hd, 9);
         // Adjacent layout of the same vector: position 2i ← i, 2i+1 ← i + hd/2.
         let mut adj = vec![0f32; hd];

@@ -55,6 +55,8 @@ pub struct Sequence<'m> {
     logits: Vec<f32>,
     rows: Vec<Vec<Range<usize>>>,
     row_mask: Vec<bool>,
+    /// [`image_ranges`] of `tokens`, kept up to date without rescanning on decode steps.
+    ranges: Vec<Range<usize>>,
 }
 
 impl<'m> Sequence<'m> {
@@ -63,7 +65,7 @@ impl<'m> Sequence<'m> {
         Sequence {
             model,
             sem,
-            tokens: Vec::new(),
+            tokens: Vec::with_capacity(ctx),
             kv: KvCache::new(&model.text, ctx),
             cross: CrossCache::new(&model.text),
             ws: Workspace::new(),
@@ -71,6 +73,7 @@ impl<'m> Sequence<'m> {
             logits: Vec::new(),
             rows: Vec::new(),
             row_mask: Vec::new(),
+            ranges: Vec::new(),
         }
     }
 
@@ -124,16 +127,28 @@ impl<'m> Sequence<'m> {
             )));
         }
         let pos0 = self.tokens.len();
-        self.tokens.extend_from_slice(tokens);
-        let ranges = image_ranges(&self.tokens, c.image_token);
-        if ranges.len() > self.cross.images.len() {
-            self.tokens.truncate(pos0);
-            return Err(Error::Invalid(format!(
-                "the text has {} <|image|> tokens but only {} images were given",
-                ranges.len(),
-                self.cross.images.len()
-            )));
+        if tokens.contains(&c.image_token) {
+            let mut all = self.tokens.clone();
+            all.extend_from_slice(tokens);
+            let ranges = image_ranges(&all, c.image_token);
+            if ranges.len() > self.cross.images.len() {
+                return Err(Error::Invalid(format!(
+                    "the text has {} <|image|> tokens but only {} images were given",
+                    ranges.len(),
+                    self.cross.images.len()
+                )));
+            }
+            self.ranges = ranges;
+        } else {
+            // No new image token: ranges that ran to the end still do.
+            for r in &mut self.ranges {
+                if r.end == pos0 {
+                    r.end = pos0 + n;
+                }
+            }
         }
+        self.tokens.extend_from_slice(tokens);
+        let ranges = &self.ranges;
 
         // Which vision keys each new row sees.
         let has_images = !self.cross.images.is_empty();
@@ -163,7 +178,7 @@ impl<'m> Sequence<'m> {
 
         // Once an image token is in the sequence no later row can be without an image, so the
         // padding tiles' keys will never be read again.
-        if has_images && !ranges.is_empty() {
+        if has_images && !self.ranges.is_empty() {
             self.cross.trim_padding_tiles();
         }
 
@@ -176,7 +191,7 @@ impl<'m> Sequence<'m> {
         Ok(&self.logits[..rows_out * v])
     }
 
-    /// The final-norm hidden states of the last fed chunk `[n, H]` (diagnostics).
+    /// The hidden states (before the final norm) of the last fed chunk `[n, H]` (diagnostics).
     pub fn last_hidden(&self) -> &[f32] {
         &self.x
     }
