@@ -19,10 +19,11 @@ compile_error!("mllama reads little-endian GGUF data in place and needs a little
 
 pub mod dtype;
 pub mod error;
+pub mod eval;
 pub mod gguf;
 pub mod info;
-pub mod keys;
 pub mod kernels;
+pub mod keys;
 pub mod model;
 pub mod ops;
 pub mod preprocess;

@@ -147,6 +147,19 @@ impl Mask<'_> {
     }
 }
 
+/// The attention output buffer, shared by tasks that write disjoint (head, row) blocks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes only the (row block, head) cells it owns; the buffer outlives the
+// parallel section (rayon joins before `attention` returns).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Query rows per attention task.
 const Q_BLOCK: usize = 32;
 /// Keys per online-softmax step.
@@ -180,9 +193,9 @@ pub fn attention(
     assert!(nk <= k_stride && k.len() >= n_kv_heads * k_stride * hd && v.len() == k.len());
     let rep = n_heads / n_kv_heads;
     let nqb = nq.div_ceil(Q_BLOCK);
-    let op = crate::kernels::SyncPtr(out.as_mut_ptr());
+    let op = OutPtr(out.as_mut_ptr());
     let task = |t: usize| {
-        let op = op; // capture the whole Send/Sync wrapper, not its raw-pointer field
+        let out_ptr = op.get(); // a method call captures the whole Send/Sync wrapper
         let (h, qb) = (t / nqb, t % nqb);
         let kvh = h / rep;
         let kh = &k[kvh * k_stride * hd..kvh * k_stride * hd + nk * hd];
@@ -224,7 +237,7 @@ pub fn attention(
             for (d, a) in acc.iter().enumerate() {
                 // SAFETY: row i, head h is written by this task only (tasks own (head, row block)
                 // pairs); the index is inside `out` (nq × n_heads·hd).
-                unsafe { *op.0.add(i * qd + h * hd + d) = a * inv };
+                unsafe { *out_ptr.add(i * qd + h * hd + d) = a * inv };
             }
         }
     };
@@ -237,7 +250,15 @@ pub fn attention(
 }
 
 /// Reorder token-major `[n, heads·hd]` into head-major `[heads][stride][hd]` rows `row0..row0+n`.
-pub fn to_head_major(x: &[f32], n: usize, heads: usize, hd: usize, stride: usize, row0: usize, out: &mut [f32]) {
+pub fn to_head_major(
+    x: &[f32],
+    n: usize,
+    heads: usize,
+    hd: usize,
+    stride: usize,
+    row0: usize,
+    out: &mut [f32],
+) {
     for t in 0..n {
         for h in 0..heads {
             let src = &x[t * heads * hd + h * hd..t * heads * hd + (h + 1) * hd];
@@ -267,7 +288,12 @@ mod tests {
     fn naive(qi: &[f32], k: &[f32], v: &[f32], hd: usize, keys: &[usize], scale: f32) -> Vec<f32> {
         let s: Vec<f64> = keys
             .iter()
-            .map(|&j| (0..hd).map(|d| qi[d] as f64 * k[j * hd + d] as f64).sum::<f64>() * scale as f64)
+            .map(|&j| {
+                (0..hd)
+                    .map(|d| qi[d] as f64 * k[j * hd + d] as f64)
+                    .sum::<f64>()
+                    * scale as f64
+            })
             .collect();
         let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
@@ -288,7 +314,8 @@ mod tests {
         let k = rnd(nkv * nk * hd, 2);
         let v = rnd(nkv * nk * hd, 3);
         let scale = 1.0 / (hd as f32).sqrt();
-        let rows: Vec<Vec<Range<usize>>> = (0..nq).map(|i| vec![i..i + 100, 300..(310 + i)]).collect();
+        let rows: Vec<Vec<Range<usize>>> =
+            (0..nq).map(|i| vec![i..i + 100, 300..(310 + i)]).collect();
         let pad: Vec<bool> = (0..nq).map(|i| i % 3 == 0).collect();
         let real = vec![0..250, 400..500];
         let masks = [
@@ -319,7 +346,10 @@ mod tests {
                     );
                     let got = &out[i * nh * hd + h * hd..][..hd];
                     for (a, b) in got.iter().zip(&want) {
-                        assert!((a - b).abs() < 2e-6, "{mask:?} row {i} head {h}: {a} vs {b}");
+                        assert!(
+                            (a - b).abs() < 2e-6,
+                            "{mask:?} row {i} head {h}: {a} vs {b}"
+                        );
                     }
                 }
             }
@@ -329,7 +359,9 @@ mod tests {
     #[test]
     fn rope_pairs_agree_after_permutation() {
         let hd = 16;
-        let inv: Vec<f32> = (0..hd / 2).map(|i| 500000f32.powf(-((2 * i) as f32) / hd as f32)).collect();
+        let inv: Vec<f32> = (0..hd / 2)
+            .map(|i| 500000f32.powf(-((2 * i) as f32) / hd as f32))
+            .collect();
         let x = rnd(hd, 9);
         // Adjacent layout of the same vector: position 2i ← i, 2i+1 ← i + hd/2.
         let mut adj = vec![0f32; hd];

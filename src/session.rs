@@ -174,7 +174,9 @@ impl<'m> Sequence<'m> {
         self.x.resize(n * h, 0.0);
         model.text.embed(tokens, &mut self.x)?;
         let cross = has_images.then_some((&self.cross, &self.rows[..n], &self.row_mask[..n]));
-        model.text.forward(&mut self.x, n, &mut self.kv, cross, &mut self.ws)?;
+        model
+            .text
+            .forward(&mut self.x, n, &mut self.kv, cross, &mut self.ws)?;
 
         // Once an image token is in the sequence no later row can be without an image, so the
         // padding tiles' keys will never be read again.
@@ -185,9 +187,12 @@ impl<'m> Sequence<'m> {
         let v = c.vocab_size;
         let (rows_out, src) = if all_logits { (n, 0) } else { (1, (n - 1) * h) };
         self.logits.resize(rows_out * v, 0.0);
-        model
-            .text
-            .logits(&self.x[src..src + rows_out * h], rows_out, &mut self.logits, &mut self.ws);
+        model.text.logits(
+            &self.x[src..src + rows_out * h],
+            rows_out,
+            &mut self.logits,
+            &mut self.ws,
+        );
         Ok(&self.logits[..rows_out * v])
     }
 

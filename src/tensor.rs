@@ -63,7 +63,8 @@ impl Mat {
     /// cannot be computed with.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: Bytes) -> Option<Self> {
         let row_bytes = ty.row_bytes(cols as u64)? as usize;
-        if !ty.is_supported_for_compute() || row_bytes.checked_mul(rows)? != bytes.as_slice().len() {
+        if !ty.is_supported_for_compute() || row_bytes.checked_mul(rows)? != bytes.as_slice().len()
+        {
             return None;
         }
         let m = Mat {

@@ -28,7 +28,11 @@ fn cases() -> Vec<Case> {
         roots.push(shared);
     }
     for r in roots {
-        for m in std::fs::read_dir(&r).unwrap().filter_map(|e| e.ok()).map(|e| e.path()) {
+        for m in std::fs::read_dir(&r)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+        {
             let model_dir = m.join("model");
             if !model_dir.join("config.json").exists() {
                 continue;
@@ -48,7 +52,11 @@ fn cases() -> Vec<Case> {
             }
         }
     }
-    assert!(out.len() >= 9, "expected the fixture cases, found {}", out.len());
+    assert!(
+        out.len() >= 9,
+        "expected the fixture cases, found {}",
+        out.len()
+    );
     out
 }
 
@@ -60,7 +68,12 @@ struct Outputs {
     step_logits: Vec<Vec<f32>>,
 }
 
-fn run(model: &Model, reference: &std::collections::HashMap<String, T>, sem: Semantics, n_new: usize) -> Outputs {
+fn run(
+    model: &Model,
+    reference: &std::collections::HashMap<String, T>,
+    sem: Semantics,
+    n_new: usize,
+) -> Outputs {
     run_forced(model, reference, sem, n_new, None)
 }
 
@@ -82,8 +95,12 @@ fn run_forced(
         let per = pv.f.len() / n_img;
         for i in 0..n_img {
             let ar = reference["aspect_ratio_ids"].i[i] as usize;
-            let n_tiles = reference["aspect_ratio_mask"].i[i * 4..(i + 1) * 4].iter().sum::<i64>() as usize;
-            let out = model.vision.forward(&pv.f[i * per..(i + 1) * per], ar, n_tiles, sem.taps);
+            let n_tiles = reference["aspect_ratio_mask"].i[i * 4..(i + 1) * 4]
+                .iter()
+                .sum::<i64>() as usize;
+            let out = model
+                .vision
+                .forward(&pv.f[i * per..(i + 1) * per], ar, n_tiles, sem.taps);
             seq.attach_image(&out, n_tiles);
             features.push(out.features);
             states.extend_from_slice(&out.states);
@@ -113,7 +130,11 @@ fn run_forced(
 }
 
 /// Reference top-k logits of each greedy step vs ours at the same ids.
-fn step_diff(reference: &std::collections::HashMap<String, T>, prefix: &str, ours: &[Vec<f32>]) -> f32 {
+fn step_diff(
+    reference: &std::collections::HashMap<String, T>,
+    prefix: &str,
+    ours: &[Vec<f32>],
+) -> f32 {
     let ids = &reference[&format!("{prefix}greedy_step_topk_ids")];
     let lg = &reference[&format!("{prefix}greedy_step_topk_logits")];
     let k = ids.shape[1];
@@ -130,7 +151,12 @@ fn step_diff(reference: &std::collections::HashMap<String, T>, prefix: &str, our
 fn name(c: &Case) -> String {
     format!(
         "{}/{}",
-        c.model_dir.parent().unwrap().file_name().unwrap().to_string_lossy(),
+        c.model_dir
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy(),
         c.dir.file_name().unwrap().to_string_lossy()
     )
 }
@@ -147,9 +173,15 @@ fn check_exact(ty: &str) {
 
         let dl = max_abs_diff(&out.logits, &reference["logits"].f);
         assert!(dl <= 1e-4, "{name} {ty}: logits max abs diff {dl}");
-        assert_eq!(out.greedy, reference["greedy_ids"].i, "{name} {ty}: greedy ids");
+        assert_eq!(
+            out.greedy, reference["greedy_ids"].i,
+            "{name} {ty}: greedy ids"
+        );
         let ds = step_diff(&reference, "", &out.step_logits);
-        assert!(ds <= 1e-4, "{name} {ty}: greedy step logits max abs diff {ds}");
+        assert!(
+            ds <= 1e-4,
+            "{name} {ty}: greedy step logits max abs diff {ds}"
+        );
         let (mut dv, mut dc) = (0f32, 0f32);
         if let Some(vs) = reference.get("vision_states") {
             let per = vs.f.len() / out.features.len();
@@ -158,7 +190,10 @@ fn check_exact(ty: &str) {
             }
             dc = max_abs_diff(&out.states, &reference["cross_attention_states"].f);
             assert!(dv <= 1e-4, "{name} {ty}: vision_states max abs diff {dv}");
-            assert!(dc <= 1e-4, "{name} {ty}: cross_attention_states max abs diff {dc}");
+            assert!(
+                dc <= 1e-4,
+                "{name} {ty}: cross_attention_states max abs diff {dc}"
+            );
 
             // Meta's semantics for rows before the first image.
             let meta = run(
@@ -173,10 +208,19 @@ fn check_exact(ty: &str) {
             let v = model.text.cfg.vocab_size;
             let last = &meta.logits[meta.logits.len() - v..];
             let dm = max_abs_diff(last, &reference["meta_rowmask.logits_last"].f);
-            assert!(dm <= 1e-4, "{name} {ty}: meta_rowmask.logits_last max abs diff {dm}");
-            assert_eq!(meta.greedy, reference["meta_rowmask.greedy_ids"].i, "{name} {ty}: meta greedy ids");
+            assert!(
+                dm <= 1e-4,
+                "{name} {ty}: meta_rowmask.logits_last max abs diff {dm}"
+            );
+            assert_eq!(
+                meta.greedy, reference["meta_rowmask.greedy_ids"].i,
+                "{name} {ty}: meta greedy ids"
+            );
             let dms = step_diff(&reference, "meta_rowmask.", &meta.step_logits);
-            assert!(dms <= 1e-4, "{name} {ty}: meta step logits max abs diff {dms}");
+            assert!(
+                dms <= 1e-4,
+                "{name} {ty}: meta step logits max abs diff {dms}"
+            );
         }
         report.push(format!(
             "{name:<44} {ty}: logits {dl:.2e}  steps {ds:.2e}  vision {dv:.2e}  cross states {dc:.2e}  greedy {}/{}",
@@ -211,10 +255,20 @@ fn q8_0_gguf_is_close_to_hf() {
         let out = run(&model, &reference, Semantics::default(), n_new);
         let rel = rel_l2(&out.logits, &reference["logits"].f);
         // Free-running greedy: tokens equal up to the first divergence.
-        let prefix = out.greedy.iter().zip(want).take_while(|(a, b)| a == b).count();
+        let prefix = out
+            .greedy
+            .iter()
+            .zip(want)
+            .take_while(|(a, b)| a == b)
+            .count();
         // Teacher-forced: at each step, given HF's previous tokens, is our argmax HF's token?
         let forced = run_forced(&model, &reference, Semantics::default(), n_new, Some(want));
-        let hits = forced.greedy.iter().zip(want).filter(|(a, b)| a == b).count();
+        let hits = forced
+            .greedy
+            .iter()
+            .zip(want)
+            .filter(|(a, b)| a == b)
+            .count();
         report.push(format!(
             "{:<44} q8_0: logits rel L2 {rel:.4}, greedy {prefix}/{n_new} before first divergence, {hits}/{n_new} teacher-forced",
             name(&c)
@@ -226,7 +280,10 @@ fn q8_0_gguf_is_close_to_hf() {
     eprintln!("{}", report.join("\n"));
     // Rounding the weights to Q8_0 in HF itself moves logits by about 2% (fixtures README).
     assert!(worst_rel <= 0.05, "Q8_0 logits relative L2 {worst_rel}");
-    assert!(forced_ok * 100 >= total * 85, "teacher-forced greedy agreement {forced_ok}/{total}");
+    assert!(
+        forced_ok * 100 >= total * 85,
+        "teacher-forced greedy agreement {forced_ok}/{total}"
+    );
 }
 
 #[test]
@@ -236,12 +293,18 @@ fn vision_tap_conventions_differ() {
     let c = &cases()[0];
     let model = Model::load(converted(&c.model_dir, "f32")).unwrap();
     let reference = load_safetensors(&c.dir.join("reference.safetensors"));
-    let Some(pv) = reference.get("pixel_values") else { return };
+    let Some(pv) = reference.get("pixel_values") else {
+        return;
+    };
     let per = pv.f.len() / pv.shape[1];
     let ar = reference["aspect_ratio_ids"].i[0] as usize;
     let n_tiles = reference["aspect_ratio_mask"].i[..4].iter().sum::<i64>() as usize;
-    let a = model.vision.forward(&pv.f[..per], ar, n_tiles, TapConvention::LayerOutput);
-    let b = model.vision.forward(&pv.f[..per], ar, n_tiles, TapConvention::LayerInput);
+    let a = model
+        .vision
+        .forward(&pv.f[..per], ar, n_tiles, TapConvention::LayerOutput);
+    let b = model
+        .vision
+        .forward(&pv.f[..per], ar, n_tiles, TapConvention::LayerInput);
     let d = max_abs_diff(&a.features, &b.features);
     assert!(d > 1e-2, "tap conventions gave the same features ({d})");
     let vs = &reference["vision_states"];

@@ -344,7 +344,10 @@ pub struct GgufFile {
 pub enum MapBytes {
     Mmap(Mmap),
     /// Owned bytes, kept in a `u64` buffer so that typed views get 8-byte alignment like a map.
-    Owned { buf: Vec<u64>, len: usize },
+    Owned {
+        buf: Vec<u64>,
+        len: usize,
+    },
 }
 
 impl MapBytes {

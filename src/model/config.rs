@@ -75,18 +75,6 @@ pub struct Conventions {
     pub cross_qk_permuted: bool,
 }
 
-/// Image preprocessing parameters from the metadata.
-#[derive(Clone, Debug)]
-pub struct ImageParams {
-    pub tile_size: usize,
-    pub max_tiles: usize,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-    pub rescale_factor: f32,
-    /// (tiles_high, tiles_wide) pairs; aspect-ratio id = 1 + index.
-    pub supported_aspect_ratios: Vec<(usize, usize)>,
-}
-
 /// Generation defaults from the checkpoint's `generation_config.json`.
 #[derive(Clone, Debug, Default)]
 pub struct GenerationDefaults {
@@ -103,7 +91,7 @@ pub struct ModelConfig {
     pub text: TextConfig,
     pub vision: VisionConfig,
     pub conventions: Conventions,
-    pub preprocess: ImageParams,
+    pub preprocess: crate::preprocess::PreprocessConfig,
     pub generation: GenerationDefaults,
 }
 
@@ -131,7 +119,11 @@ impl Meta<'_> {
         v.as_u64()
             .filter(|&x| x <= u32::MAX as u64)
             .map(|x| x as usize)
-            .ok_or_else(|| self.err(format!("metadata key {key}: expected a non-negative integer, found {v:?}")))
+            .ok_or_else(|| {
+                self.err(format!(
+                    "metadata key {key}: expected a non-negative integer, found {v:?}"
+                ))
+            })
     }
 
     pub fn usize_or(&self, key: &str, default: usize) -> Result<usize, Error> {
@@ -144,10 +136,11 @@ impl Meta<'_> {
     pub fn f32_or(&self, key: &str, default: f32) -> Result<f32, Error> {
         match self.f.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .map(|x| x as f32)
-                .ok_or_else(|| self.err(format!("metadata key {key}: expected a number, found {v:?}"))),
+            Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| {
+                self.err(format!(
+                    "metadata key {key}: expected a number, found {v:?}"
+                ))
+            }),
         }
     }
 
@@ -173,7 +166,9 @@ impl Meta<'_> {
         match self.f.get(key) {
             None => Ok(default.to_string()),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(v) => Err(self.err(format!("metadata key {key}: expected a string, found {v:?}"))),
+            Some(v) => Err(self.err(format!(
+                "metadata key {key}: expected a string, found {v:?}"
+            ))),
         }
     }
 }
@@ -202,19 +197,29 @@ impl ModelConfig {
 
         let hidden = positive(&m, "embedding_length", m.usize(keys::EMBEDDING_LENGTH)?)?;
         let n_heads = positive(&m, "attention.head_count", m.usize(keys::HEAD_COUNT)?)?;
-        let n_kv_heads = positive(&m, "attention.head_count_kv", m.usize_or(keys::HEAD_COUNT_KV, n_heads)?)?;
+        let n_kv_heads = positive(
+            &m,
+            "attention.head_count_kv",
+            m.usize_or(keys::HEAD_COUNT_KV, n_heads)?,
+        )?;
         if n_heads % n_kv_heads != 0 {
-            return Err(m.err(format!("{n_heads} attention heads are not a multiple of {n_kv_heads} kv heads")));
+            return Err(m.err(format!(
+                "{n_heads} attention heads are not a multiple of {n_kv_heads} kv heads"
+            )));
         }
         let head_dim = m.usize_or(keys::KEY_LENGTH, hidden / n_heads)?;
         if head_dim == 0 || head_dim % 2 != 0 || head_dim * n_heads != hidden {
-            return Err(m.err(format!("head dimension {head_dim} × {n_heads} heads does not make hidden size {hidden}")));
+            return Err(m.err(format!(
+                "head dimension {head_dim} × {n_heads} heads does not make hidden size {hidden}"
+            )));
         }
         let n_layers = positive(&m, "block_count", m.usize(keys::BLOCK_COUNT)?)?;
         let mut cross_layers = Vec::new();
         for l in m.list(keys::CROSS_ATTENTION_LAYERS)? {
             if l < 0 || l as usize >= n_layers {
-                return Err(m.err(format!("cross-attention layer {l} is out of range (block_count {n_layers})")));
+                return Err(m.err(format!(
+                    "cross-attention layer {l} is out of range (block_count {n_layers})"
+                )));
             }
             cross_layers.push(l as usize);
         }
@@ -225,7 +230,11 @@ impl ModelConfig {
             embedding_rows: m.usize_or(keys::EMBEDDING_ROWS, vocab_size + 8)?,
             hidden,
             n_layers,
-            ffn: positive(&m, "feed_forward_length", m.usize(keys::FEED_FORWARD_LENGTH)?)?,
+            ffn: positive(
+                &m,
+                "feed_forward_length",
+                m.usize(keys::FEED_FORWARD_LENGTH)?,
+            )?,
             n_heads,
             n_kv_heads,
             head_dim,
@@ -236,29 +245,51 @@ impl ModelConfig {
             image_token,
         };
 
-        let vh = positive(&m, "vision.embedding_length", m.usize(keys::V_EMBEDDING_LENGTH)?)?;
-        let vheads = positive(&m, "vision.attention.head_count", m.usize(keys::V_HEAD_COUNT)?)?;
+        let vh = positive(
+            &m,
+            "vision.embedding_length",
+            m.usize(keys::V_EMBEDDING_LENGTH)?,
+        )?;
+        let vheads = positive(
+            &m,
+            "vision.attention.head_count",
+            m.usize(keys::V_HEAD_COUNT)?,
+        )?;
         if vh % vheads != 0 {
-            return Err(m.err(format!("vision hidden size {vh} is not a multiple of {vheads} heads")));
+            return Err(m.err(format!(
+                "vision hidden size {vh} is not a multiple of {vheads} heads"
+            )));
         }
         let n_local = m.usize(keys::V_BLOCK_COUNT)?;
         let mut taps = Vec::new();
         for t in m.list(keys::V_INTERMEDIATE_LAYERS)? {
             if t < 0 || t as usize >= n_local {
-                return Err(m.err(format!("vision intermediate layer {t} is out of range ({n_local} layers)")));
+                return Err(m.err(format!(
+                    "vision intermediate layer {t} is out of range ({n_local} layers)"
+                )));
             }
             taps.push(t as usize);
         }
         let image_size = positive(&m, "vision.image_size", m.usize(keys::V_IMAGE_SIZE)?)?;
         let patch_size = positive(&m, "vision.patch_size", m.usize(keys::V_PATCH_SIZE)?)?;
         if image_size % patch_size != 0 {
-            return Err(m.err(format!("image size {image_size} is not a multiple of patch size {patch_size}")));
+            return Err(m.err(format!(
+                "image size {image_size} is not a multiple of patch size {patch_size}"
+            )));
         }
-        let max_tiles = positive(&m, "vision.max_num_tiles", m.usize_or(keys::V_MAX_NUM_TILES, 4)?)?;
+        let max_tiles = positive(
+            &m,
+            "vision.max_num_tiles",
+            m.usize_or(keys::V_MAX_NUM_TILES, 4)?,
+        )?;
         let vision = VisionConfig {
             hidden: vh,
             n_heads: vheads,
-            ffn: positive(&m, "vision.feed_forward_length", m.usize(keys::V_FEED_FORWARD_LENGTH)?)?,
+            ffn: positive(
+                &m,
+                "vision.feed_forward_length",
+                m.usize(keys::V_FEED_FORWARD_LENGTH)?,
+            )?,
             n_local,
             n_global: m.usize(keys::V_GLOBAL_BLOCK_COUNT)?,
             output_dim: vh * (1 + taps.len()),
@@ -270,7 +301,10 @@ impl ModelConfig {
             channels: m.usize_or(keys::V_NUM_CHANNELS, 3)?,
         };
         if vision.channels != 3 {
-            return Err(m.err(format!("{} image channels: only RGB (3) is supported", vision.channels)));
+            return Err(m.err(format!(
+                "{} image channels: only RGB (3) is supported",
+                vision.channels
+            )));
         }
         if let Ok(d) = m.usize(keys::V_OUTPUT_DIM) {
             if d != vision.output_dim {
@@ -287,7 +321,10 @@ impl ModelConfig {
             match m.f32_list(key)? {
                 None => Ok(default),
                 Some(v) if v.len() == 3 => Ok([v[0], v[1], v[2]]),
-                Some(v) => Err(m.err(format!("metadata key {key}: expected 3 values, found {}", v.len()))),
+                Some(v) => Err(m.err(format!(
+                    "metadata key {key}: expected 3 values, found {}",
+                    v.len()
+                ))),
             }
         };
         let ratios = match m.f.get(keys::P_SUPPORTED_ASPECT_RATIOS) {
@@ -307,15 +344,20 @@ impl ModelConfig {
                 if flat.len() % 2 != 0 || flat.iter().any(|&x| x <= 0) {
                     return Err(m.err("supported_aspect_ratios must be positive (h, w) pairs"));
                 }
-                let r: Vec<(usize, usize)> = flat.chunks(2).map(|p| (p[0] as usize, p[1] as usize)).collect();
+                let r: Vec<(usize, usize)> = flat
+                    .chunks(2)
+                    .map(|p| (p[0] as usize, p[1] as usize))
+                    .collect();
                 if let Some(&(h, w)) = r.iter().find(|&&(h, w)| h * w > max_tiles) {
-                    return Err(m.err(format!("aspect ratio {h}×{w} needs more than {max_tiles} tiles")));
+                    return Err(m.err(format!(
+                        "aspect ratio {h}×{w} needs more than {max_tiles} tiles"
+                    )));
                 }
                 r
             }
         };
         #[allow(clippy::excessive_precision)]
-        let preprocess = ImageParams {
+        let preprocess = crate::preprocess::PreprocessConfig {
             tile_size: image_size,
             max_tiles,
             mean: triple(keys::P_IMAGE_MEAN, [0.48145466, 0.4578275, 0.40821073])?,
@@ -323,6 +365,7 @@ impl ModelConfig {
             rescale_factor: m.f32_or(keys::P_RESCALE_FACTOR, 1.0 / 255.0)?,
             supported_aspect_ratios: ratios,
         };
+        preprocess.validate().map_err(|e| m.err(e.to_string()))?;
 
         let conv = |key: &str, default: &str, allowed: &[&str]| -> Result<String, Error> {
             let v = m.str_or(key, default)?;
@@ -332,29 +375,53 @@ impl ModelConfig {
             Ok(v)
         };
         let conventions = Conventions {
-            vision_gates_tanh: conv(keys::CONV_VISION_GATES, keys::OLLAMA_VISION_GATES, &["raw", "tanh"])? == "tanh",
-            cross_gates_tanh: conv(keys::CONV_CROSS_GATES, keys::OLLAMA_CROSS_GATES, &["raw", "tanh"])? == "tanh",
+            vision_gates_tanh: conv(
+                keys::CONV_VISION_GATES,
+                keys::OLLAMA_VISION_GATES,
+                &["raw", "tanh"],
+            )? == "tanh",
+            cross_gates_tanh: conv(
+                keys::CONV_CROSS_GATES,
+                keys::OLLAMA_CROSS_GATES,
+                &["raw", "tanh"],
+            )? == "tanh",
             self_qk: if conv(keys::CONV_SELF_QK, keys::OLLAMA_SELF_QK, &["ggml", "hf"])? == "ggml" {
                 RopePairs::Adjacent
             } else {
                 RopePairs::Half
             },
-            cross_qk_permuted: conv(keys::CONV_CROSS_QK, keys::OLLAMA_CROSS_QK, &["ggml", "hf"])? == "ggml",
+            cross_qk_permuted: conv(keys::CONV_CROSS_QK, keys::OLLAMA_CROSS_QK, &["ggml", "hf"])?
+                == "ggml",
         };
 
         let eos_ids = match f.get(keys::G_EOS_IDS) {
             Some(v) => v
                 .as_array()
                 .and_then(|a| a.to_i64_vec())
-                .map(|v| v.into_iter().filter(|&x| x >= 0).map(|x| x as u32).collect())
+                .map(|v| {
+                    v.into_iter()
+                        .filter(|&x| x >= 0)
+                        .map(|x| x as u32)
+                        .collect()
+                })
                 .unwrap_or_default(),
             None => Vec::new(),
         };
         let generation = GenerationDefaults {
             do_sample: f.get(keys::G_DO_SAMPLE).and_then(Value::as_bool),
-            temperature: f.get(keys::G_TEMPERATURE).and_then(Value::as_f64).map(|x| x as f32),
-            top_p: f.get(keys::G_TOP_P).and_then(Value::as_f64).map(|x| x as f32),
-            top_k: f.get(keys::G_TOP_K).and_then(Value::as_i64).filter(|&x| x > 0).map(|x| x as usize),
+            temperature: f
+                .get(keys::G_TEMPERATURE)
+                .and_then(Value::as_f64)
+                .map(|x| x as f32),
+            top_p: f
+                .get(keys::G_TOP_P)
+                .and_then(Value::as_f64)
+                .map(|x| x as f32),
+            top_k: f
+                .get(keys::G_TOP_K)
+                .and_then(Value::as_i64)
+                .filter(|&x| x > 0)
+                .map(|x| x as usize),
             eos_ids,
         };
         Ok(ModelConfig {

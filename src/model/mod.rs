@@ -83,7 +83,8 @@ impl Loader<'_> {
         }
         let bytes = Bytes::new(Arc::clone(self.f.bytes()), self.f.tensor_range(t))
             .ok_or_else(|| self.err(format!("tensor {name}: data out of range")))?;
-        Mat::new(t.ty, rows, cols, bytes).ok_or_else(|| self.err(format!("tensor {name}: size or alignment mismatch")))
+        Mat::new(t.ty, rows, cols, bytes)
+            .ok_or_else(|| self.err(format!("tensor {name}: size or alignment mismatch")))
     }
 
     /// A small tensor of `len` values, converted to f32 (norm weights, biases, gates).

@@ -34,10 +34,10 @@ pub struct SelfLayer {
 
 pub struct CrossLayer {
     attn_norm: Vec<f32>,
-    q: Mat, // [nh·hd, H]
-    k: Mat, // [nkv·hd, H]
-    v: Mat, // [nkv·hd, H]
-    o: Mat, // [H, nh·hd]
+    q: Mat,           // [nh·hd, H]
+    k: Mat,           // [nkv·hd, H]
+    v: Mat,           // [nkv·hd, H]
+    o: Mat,           // [H, nh·hd]
     q_norm: Vec<f32>, // [hd]
     k_norm: Vec<f32>, // [hd]
     attn_gate: f32,   // tanh(g)
@@ -80,7 +80,10 @@ pub(crate) fn rope_inv_freq(l: &Loader<'_>, c: &TextConfig) -> Result<Vec<f32>, 
         .collect();
     let ty = l.f.get(keys::ROPE_SCALING_TYPE).and_then(|v| v.as_str());
     if ty == Some("llama3") {
-        let m = crate::model::config::Meta { f: l.f, path: l.path };
+        let m = crate::model::config::Meta {
+            f: l.f,
+            path: l.path,
+        };
         let factor = m.f32_or(keys::ROPE_SCALING_FACTOR, 8.0)?;
         let low = m.f32_or(keys::ROPE_SCALING_LOW_FREQ, 1.0)?;
         let high = m.f32_or(keys::ROPE_SCALING_HIGH_FREQ, 4.0)?;
@@ -94,7 +97,7 @@ pub(crate) fn rope_inv_freq(l: &Loader<'_>, c: &TextConfig) -> Result<Vec<f32>, 
                 let scaled = if wavelen > low_wavelen { f / factor } else { f };
                 let smooth = (orig / wavelen - low) / (high - low);
                 let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
-                let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
                 if medium {
                     smoothed
                 } else {
@@ -260,7 +263,7 @@ impl TextModel {
         x: &mut [f32],
         n: usize,
         kv: &mut KvCache,
-        cross: Option<(&CrossCache, &[Vec<Range<usize>>], &[bool])>,
+        cross: Option<CrossInput<'_>>,
         ws: &mut Workspace,
     ) -> Result<(), Error> {
         let c = &self.cfg;
@@ -279,12 +282,42 @@ impl TextModel {
             match layer {
                 Layer::SelfAttn(l) => {
                     ops::rms_norm(x, &l.attn_norm, c.rms_eps, &mut ws.xn[..n * h]);
-                    matmul(&l.q, &ws.xn[..n * h], n, &mut ws.q[..n * nh * hd], &mut ws.sc);
-                    matmul(&l.k, &ws.xn[..n * h], n, &mut ws.k[..n * nkv * hd], &mut ws.sc);
-                    matmul(&l.v, &ws.xn[..n * h], n, &mut ws.v[..n * nkv * hd], &mut ws.sc);
+                    matmul(
+                        &l.q,
+                        &ws.xn[..n * h],
+                        n,
+                        &mut ws.q[..n * nh * hd],
+                        &mut ws.sc,
+                    );
+                    matmul(
+                        &l.k,
+                        &ws.xn[..n * h],
+                        n,
+                        &mut ws.k[..n * nkv * hd],
+                        &mut ws.sc,
+                    );
+                    matmul(
+                        &l.v,
+                        &ws.xn[..n * h],
+                        n,
+                        &mut ws.v[..n * nkv * hd],
+                        &mut ws.sc,
+                    );
                     for i in 0..n {
-                        ops::rope(&mut ws.q[i * nh * hd..(i + 1) * nh * hd], hd, pos0 + i, &self.inv_freq, self.pairs);
-                        ops::rope(&mut ws.k[i * nkv * hd..(i + 1) * nkv * hd], hd, pos0 + i, &self.inv_freq, self.pairs);
+                        ops::rope(
+                            &mut ws.q[i * nh * hd..(i + 1) * nh * hd],
+                            hd,
+                            pos0 + i,
+                            &self.inv_freq,
+                            self.pairs,
+                        );
+                        ops::rope(
+                            &mut ws.k[i * nkv * hd..(i + 1) * nkv * hd],
+                            hd,
+                            pos0 + i,
+                            &self.inv_freq,
+                            self.pairs,
+                        );
                     }
                     let ctx = kv.ctx;
                     let (kc, vc) = kv.layer_mut(l.slot);
@@ -305,7 +338,13 @@ impl TextModel {
                         Mask::Causal { offset: pos0 },
                         &mut ws.att[..n * nh * hd],
                     );
-                    matmul(&l.o, &ws.att[..n * nh * hd], n, &mut ws.xn[..n * h], &mut ws.sc);
+                    matmul(
+                        &l.o,
+                        &ws.att[..n * nh * hd],
+                        n,
+                        &mut ws.xn[..n * h],
+                        &mut ws.sc,
+                    );
                     ops::add(x, &ws.xn[..n * h]);
                     self.mlp(&l.mlp, x, n, None, 1.0, ws);
                 }
@@ -314,7 +353,13 @@ impl TextModel {
                         continue;
                     };
                     ops::rms_norm(x, &l.attn_norm, c.rms_eps, &mut ws.xn[..n * h]);
-                    matmul(&l.q, &ws.xn[..n * h], n, &mut ws.q[..n * nh * hd], &mut ws.sc);
+                    matmul(
+                        &l.q,
+                        &ws.xn[..n * h],
+                        n,
+                        &mut ws.q[..n * nh * hd],
+                        &mut ws.sc,
+                    );
                     ops::rms_norm_inplace(&mut ws.q[..n * nh * hd], &l.q_norm, c.rms_eps);
                     let (kc, vc) = cc.layer(l.slot);
                     ops::attention(
@@ -331,7 +376,13 @@ impl TextModel {
                         Mask::Rows(rows),
                         &mut ws.att[..n * nh * hd],
                     );
-                    matmul(&l.o, &ws.att[..n * nh * hd], n, &mut ws.xn[..n * h], &mut ws.sc);
+                    matmul(
+                        &l.o,
+                        &ws.att[..n * nh * hd],
+                        n,
+                        &mut ws.xn[..n * h],
+                        &mut ws.sc,
+                    );
                     ops::add_scaled(x, l.attn_gate, &ws.xn[..n * h]);
                     self.mlp(&l.mlp, x, n, Some(row_mask), l.mlp_gate, ws);
                 }
@@ -342,7 +393,15 @@ impl TextModel {
     }
 
     /// `x += g · row_mask ⊙ down(silu(gate(rms(x))) ⊙ up(rms(x)))`
-    fn mlp(&self, m: &Mlp, x: &mut [f32], n: usize, row_mask: Option<&[bool]>, g: f32, ws: &mut Workspace) {
+    fn mlp(
+        &self,
+        m: &Mlp,
+        x: &mut [f32],
+        n: usize,
+        row_mask: Option<&[bool]>,
+        g: f32,
+        ws: &mut Workspace,
+    ) {
         let c = &self.cfg;
         let (h, f) = (c.hidden, c.ffn);
         ops::rms_norm(x, &m.norm, c.rms_eps, &mut ws.xn[..n * h]);
@@ -367,8 +426,19 @@ impl TextModel {
     pub fn logits(&self, x: &[f32], n: usize, out: &mut [f32], ws: &mut Workspace) {
         let h = self.cfg.hidden;
         ws.ensure(n, &self.cfg);
-        ops::rms_norm(&x[..n * h], &self.norm, self.cfg.rms_eps, &mut ws.xn[..n * h]);
-        matmul(&self.output, &ws.xn[..n * h], n, &mut out[..n * self.cfg.vocab_size], &mut ws.sc);
+        ops::rms_norm(
+            &x[..n * h],
+            &self.norm,
+            self.cfg.rms_eps,
+            &mut ws.xn[..n * h],
+        );
+        matmul(
+            &self.output,
+            &ws.xn[..n * h],
+            n,
+            &mut out[..n * self.cfg.vocab_size],
+            &mut ws.sc,
+        );
     }
 
     /// The final hidden state after the norm (`[n, H]`), for tests against HF's `text.norm`.
@@ -376,6 +446,10 @@ impl TextModel {
         ops::rms_norm(x, &self.norm, self.cfg.rms_eps, out);
     }
 }
+
+/// What cross layers need for one call: the cached vision K/V, the keys each row may see, and
+/// whether each row sees any image.
+pub type CrossInput<'a> = (&'a CrossCache, &'a [Vec<Range<usize>>], &'a [bool]);
 
 /// Self-attention K/V for every self layer: head-major `[layer][nkv][ctx][hd]`.
 pub struct KvCache {
@@ -454,7 +528,9 @@ pub struct CrossCache {
 impl CrossCache {
     pub fn new(model: &TextModel) -> Self {
         CrossCache {
-            layers: (0..model.n_cross).map(|_| (Vec::new(), Vec::new())).collect(),
+            layers: (0..model.n_cross)
+                .map(|_| (Vec::new(), Vec::new()))
+                .collect(),
             images: Vec::new(),
             n_keys: 0,
             nkv: model.cfg.n_kv_heads,
@@ -467,7 +543,13 @@ impl CrossCache {
     }
 
     /// Append one image's K/V (from [`TextModel::cross_kv`]) of `tiles · tokens_per_tile` keys.
-    pub fn push(&mut self, kv: Vec<(Vec<f32>, Vec<f32>)>, tiles: usize, tiles_real: usize, tokens_per_tile: usize) {
+    pub fn push(
+        &mut self,
+        kv: Vec<(Vec<f32>, Vec<f32>)>,
+        tiles: usize,
+        tiles_real: usize,
+        tokens_per_tile: usize,
+    ) {
         let add = tiles * tokens_per_tile;
         let (nkv, hd, old) = (self.nkv, self.hd, self.n_keys);
         let new = old + add;
@@ -501,7 +583,9 @@ impl CrossCache {
             let mut out = Vec::with_capacity(nkv * new_n * hd);
             for h in 0..nkv {
                 for r in &keep {
-                    out.extend_from_slice(&src[(h * old_n + r.start) * hd..(h * old_n + r.end) * hd]);
+                    out.extend_from_slice(
+                        &src[(h * old_n + r.start) * hd..(h * old_n + r.end) * hd],
+                    );
                 }
             }
             out
@@ -521,7 +605,10 @@ impl CrossCache {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|(k, v)| 4 * (k.len() + v.len())).sum()
+        self.layers
+            .iter()
+            .map(|(k, v)| 4 * (k.len() + v.len()))
+            .sum()
     }
 }
 
@@ -558,7 +645,12 @@ impl Workspace {
         if n <= self.rows {
             return;
         }
-        let (h, qd, kd, f) = (c.hidden, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.ffn);
+        let (h, qd, kd, f) = (
+            c.hidden,
+            c.n_heads * c.head_dim,
+            c.n_kv_heads * c.head_dim,
+            c.ffn,
+        );
         self.xn.resize(n * h, 0.0);
         self.q.resize(n * qd, 0.0);
         self.k.resize(n * kd, 0.0);

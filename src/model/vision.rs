@@ -76,11 +76,10 @@ impl VisionModel {
         let c = &mc.vision;
         let tanh_stored = mc.conventions.vision_gates_tanh;
         let (d, f, t, p) = (c.hidden, c.ffn, c.max_tiles, c.tokens_per_tile());
-        let r = l
-            .f
-            .tensor_info(keys::T_V_PRE_TILE_EMBD)
-            .map(|i| i.n_rows())
-            .ok_or_else(|| l.err(format!("missing tensor {}", keys::T_V_PRE_TILE_EMBD)))?;
+        let r =
+            l.f.tensor_info(keys::T_V_PRE_TILE_EMBD)
+                .map(|i| i.n_rows())
+                .ok_or_else(|| l.err(format!("missing tensor {}", keys::T_V_PRE_TILE_EMBD)))?;
         if r < mc.preprocess.supported_aspect_ratios.len() + 1 {
             return Err(l.err(format!(
                 "aspect-ratio tables have {r} rows, fewer than the {} supported ratios + 1",
@@ -129,7 +128,11 @@ impl VisionModel {
         Ok(VisionModel {
             cfg: c.clone(),
             text_hidden: h,
-            patch: l.mat(keys::T_V_PATCH_EMBD, d, c.channels * c.patch_size * c.patch_size)?,
+            patch: l.mat(
+                keys::T_V_PATCH_EMBD,
+                d,
+                c.channels * c.patch_size * c.patch_size,
+            )?,
             class_emb: l.vec(keys::T_V_CLASS_EMBD, d)?,
             pos_emb: l.mat(keys::T_V_POS_EMBD, p, d)?,
             pos_gate,
@@ -140,7 +143,10 @@ impl VisionModel {
             post_tile: l.mat(keys::T_V_POST_TILE_EMBD, r, t * d)?,
             post_gate: gate(l.scalar(keys::T_V_POST_TILE_GATE)?, tanh_stored),
             pre_ln: (l.vec(keys::T_V_PRE_LN_W, d)?, l.vec(keys::T_V_PRE_LN_B, d)?),
-            post_ln: (l.vec(keys::T_V_POST_LN_W, d)?, l.vec(keys::T_V_POST_LN_B, d)?),
+            post_ln: (
+                l.vec(keys::T_V_POST_LN_W, d)?,
+                l.vec(keys::T_V_POST_LN_B, d)?,
+            ),
             local,
             global,
             proj: l.mat(keys::T_MM_W, h, c.output_dim)?,
@@ -154,7 +160,14 @@ impl VisionModel {
             .local
             .iter()
             .chain(&self.global)
-            .map(|l| l.q.nbytes() + l.k.nbytes() + l.v.nbytes() + l.o.nbytes() + l.fc1.nbytes() + l.fc2.nbytes())
+            .map(|l| {
+                l.q.nbytes()
+                    + l.k.nbytes()
+                    + l.v.nbytes()
+                    + l.o.nbytes()
+                    + l.fc1.nbytes()
+                    + l.fc2.nbytes()
+            })
             .sum();
         layers + self.patch.nbytes() + self.proj.nbytes()
     }
@@ -163,7 +176,13 @@ impl VisionModel {
     ///
     /// `pixels`: `[T, 3, S, S]` normalized tiles (slots past `n_tiles` all zeros);
     /// `ar_id`: 1-based aspect-ratio id; `n_tiles`: real tiles.
-    pub fn forward(&self, pixels: &[f32], ar_id: usize, n_tiles: usize, taps: TapConvention) -> VisionOutput {
+    pub fn forward(
+        &self,
+        pixels: &[f32],
+        ar_id: usize,
+        n_tiles: usize,
+        taps: TapConvention,
+    ) -> VisionOutput {
         let c = &self.cfg;
         let (t_slots, s, ps, g) = (c.max_tiles, c.image_size, c.patch_size, c.grid());
         let (d, p, p8) = (c.hidden, c.tokens_per_tile(), c.padded_tokens_per_tile());
@@ -313,12 +332,26 @@ impl VisionModel {
         // 14. Projector.
         let hdim = self.text_hidden;
         let mut states = vec![0f32; t_slots * p * hdim];
-        matmul_bias(&self.proj, &self.proj_b, &features, t_slots * p, &mut states, &mut sc);
+        matmul_bias(
+            &self.proj,
+            &self.proj_b,
+            &features,
+            t_slots * p,
+            &mut states,
+            &mut sc,
+        );
         VisionOutput { states, features }
     }
 
     /// One pre-LN encoder layer, in place on `x` [N, D].
-    fn layer(&self, l: &EncoderLayer, x: &mut [f32], mask: Mask<'_>, ws: &mut Workspace, sc: &mut Scratch) {
+    fn layer(
+        &self,
+        l: &EncoderLayer,
+        x: &mut [f32],
+        mask: Mask<'_>,
+        ws: &mut Workspace,
+        sc: &mut Scratch,
+    ) {
         let c = &self.cfg;
         let (n, d) = (ws.n, c.hidden);
         let hd = d / c.n_heads;
@@ -330,7 +363,9 @@ impl VisionModel {
         matmul(&l.v, &ws.a, n, &mut ws.b, sc);
         ops::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.v);
         let scale = 1.0 / (hd as f32).sqrt();
-        ops::attention(&ws.q, &ws.k, &ws.v, n, n, n, c.n_heads, c.n_heads, hd, scale, mask, &mut ws.a);
+        ops::attention(
+            &ws.q, &ws.k, &ws.v, n, n, n, c.n_heads, c.n_heads, hd, scale, mask, &mut ws.a,
+        );
         matmul(&l.o, &ws.a, n, &mut ws.b, sc);
         match l.gates {
             Some((ga, _)) => ops::add_scaled(x, ga, &ws.b),

@@ -140,7 +140,20 @@ fn conversion_refuses_bad_sizes() {
 
 #[test]
 fn round_half_away_matches_roundf() {
-    let mut v = vec![0.5f32, -0.5, 1.5, -1.5, 2.5, 0.49999997, -0.49999997, 126.5, -127.0, 0.0, -0.0, 1e-30];
+    let mut v = vec![
+        0.5f32,
+        -0.5,
+        1.5,
+        -1.5,
+        2.5,
+        0.49999997,
+        -0.49999997,
+        126.5,
+        -127.0,
+        0.0,
+        -0.0,
+        1e-30,
+    ];
     v.extend(randn(10_000, 11, 60.0));
     let mut x = 0.0f32;
     while x < 128.0 {

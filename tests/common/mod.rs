@@ -30,16 +30,35 @@ pub fn load_safetensors(path: &Path) -> HashMap<String, T> {
     for (name, v) in st.tensors() {
         let d = v.data();
         let (f, i) = match v.dtype() {
-            Dtype::F32 => (d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(), vec![]),
-            Dtype::F16 => (
-                d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F32 => (
+                d.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
                 vec![],
             ),
-            Dtype::I64 => (vec![], d.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
+            Dtype::F16 => (
+                d.chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                vec![],
+            ),
+            Dtype::I64 => (
+                vec![],
+                d.chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+            ),
             Dtype::U8 => (vec![], d.iter().map(|&b| b as i64).collect()),
             other => panic!("{name}: dtype {other:?}"),
         };
-        out.insert(name, T { shape: v.shape().to_vec(), f, i });
+        out.insert(
+            name,
+            T {
+                shape: v.shape().to_vec(),
+                f,
+                i,
+            },
+        );
     }
     out
 }
@@ -70,7 +89,10 @@ pub fn converted(model_dir: &Path, ty: &str) -> PathBuf {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {

@@ -1,1 +1,0 @@
-//! Image preprocessing (owned by the preprocessing work; placeholder).
