@@ -17,6 +17,7 @@
 #[cfg(target_endian = "big")]
 compile_error!("mllama reads little-endian GGUF data in place and needs a little-endian target");
 
+pub mod bench;
 pub mod dtype;
 pub mod error;
 pub mod eval;
@@ -29,6 +30,7 @@ pub mod ops;
 pub mod preprocess;
 pub mod quant;
 pub mod session;
+pub mod synthetic;
 pub mod tensor;
 pub mod tokenizer;
 

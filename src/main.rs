@@ -12,12 +12,43 @@ use clap::{Parser, Subcommand};
     about = "Run Llama 3.2 Vision (mllama) GGUF models on the CPU"
 )]
 struct Cli {
+    /// Worker threads for the kernels (default: one per core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Measure vision, cross K/V, prefill and decode speed on a synthetic model at real shapes
+    /// (or a GGUF) next to this machine's read bandwidth and FMA peak.
+    Bench {
+        /// A model with random weights at these shapes, built in memory: 11b, 90b or tiny.
+        #[arg(long, conflicts_with = "model")]
+        synthetic: Option<String>,
+        /// A GGUF model instead of a synthetic one.
+        #[arg(short, long)]
+        model: Option<PathBuf>,
+        /// Storage type of the synthetic model's text matrices: q4_0, q8_0, f16, bf16, f32.
+        #[arg(long = "type", default_value = "q4_0")]
+        ty: String,
+        /// Quantize the synthetic vision tower and projector too (default F16, as `quantize`).
+        #[arg(long)]
+        quantize_vision: bool,
+        /// Which part to run: decode, prefill, vision or all.
+        #[arg(long, default_value = "all", value_parser = ["all", "decode", "prefill", "vision"])]
+        only: String,
+        /// Prompt length for prefill.
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        /// Decode steps timed.
+        #[arg(long, default_value_t = 16)]
+        decode_tokens: usize,
+        /// Print one JSON object instead of a report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a prompt (and images) through the model; write input ids, logits at every prompt
     /// position, greedy tokens and vision states to a safetensors file.
     Eval {
@@ -64,7 +95,53 @@ enum Cmd {
 }
 
 fn run(cli: Cli) -> mllama::Result<()> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            return Err(mllama::Error::Invalid(
+                "--threads must be at least 1".into(),
+            ));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| mllama::Error::Invalid(format!("--threads {n}: {e}")))?;
+    }
     match cli.cmd {
+        Cmd::Bench {
+            synthetic,
+            model,
+            ty,
+            quantize_vision,
+            only,
+            prompt_tokens,
+            decode_tokens,
+            json,
+        } => {
+            let ty = mllama::GgmlType::from_name(&ty)
+                .ok_or_else(|| mllama::Error::Invalid(format!("--type {ty}: unknown type")))?;
+            let only = match only.as_str() {
+                "decode" => mllama::bench::Only::Decode,
+                "prefill" => mllama::bench::Only::Prefill,
+                "vision" => mllama::bench::Only::Vision,
+                _ => mllama::bench::Only::All,
+            };
+            let r = mllama::bench::run(&mllama::bench::BenchOptions {
+                synthetic,
+                model,
+                ty,
+                quantize_vision,
+                only,
+                prompt_tokens,
+                decode_tokens: decode_tokens.max(1),
+                probe_bytes: 512 << 20,
+            })?;
+            if json {
+                println!("{}", r.to_json());
+            } else {
+                println!("{}", r.report());
+            }
+            Ok(())
+        }
         Cmd::Eval {
             model,
             images,

@@ -8,7 +8,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::kernels::scalar::{axpy, dot_f32};
+use std::cell::RefCell;
+
+use crate::kernels::attention::{attend, exp_sub_sum, AttnScratch};
+use crate::kernels::{self, axpy, dot as dot_f32};
 
 /// `y = w ⊙ x / sqrt(mean(x²) + eps)` per row.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
@@ -162,8 +165,25 @@ impl OutPtr {
 
 /// Query rows per attention task.
 const Q_BLOCK: usize = 32;
-/// Keys per online-softmax step.
+/// Keys per online-softmax step of the per-row path.
 const K_BLOCK: usize = 256;
+/// Below this many query rows in a task, the per-row path (vector kernels) beats the blocked one.
+const BLOCK_MIN_ROWS: usize = 4;
+
+/// Per-thread buffers of the attention tasks: grown once, then reused (no allocation per call).
+#[derive(Default)]
+struct AttnLocal {
+    ws: AttnScratch,
+    tmp: Vec<f32>,
+    rows: Vec<Vec<Range<usize>>>,
+    ranges: Vec<Range<usize>>,
+    scores: Vec<f32>,
+    acc: Vec<f32>,
+}
+
+thread_local! {
+    static ATTN_LOCAL: RefCell<AttnLocal> = RefCell::new(AttnLocal::default());
+}
 
 /// Multi-head attention with an online softmax over key blocks (never a full score matrix).
 ///
@@ -172,6 +192,9 @@ const K_BLOCK: usize = 256;
 /// - `out`: `[nq, n_heads · hd]`.
 ///
 /// Head `h` reads kv head `h / (n_heads / n_kv_heads)` (GQA). A row with no visible key gets zeros.
+/// Tasks are (head, block of query rows); blocks of 4+ rows go through the blocked kernel
+/// ([`crate::kernels::attention::attend`]: scores and P·V as small GEMMs), fewer rows (decode)
+/// through per-key vector kernels.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
@@ -201,45 +224,91 @@ pub fn attention(
         let kh = &k[kvh * k_stride * hd..kvh * k_stride * hd + nk * hd];
         let vh = &v[kvh * k_stride * hd..kvh * k_stride * hd + nk * hd];
         let (i0, i1) = (qb * Q_BLOCK, ((qb + 1) * Q_BLOCK).min(nq));
-        let mut ranges = Vec::new();
-        let mut scores = vec![0f32; K_BLOCK];
-        let mut acc = vec![0f32; hd];
-        for i in i0..i1 {
-            let qi = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-            mask.ranges(i, nk, &mut ranges);
-            let mut m = f32::NEG_INFINITY;
-            let mut l = 0f32;
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for r in &ranges {
-                let mut j0 = r.start;
-                while j0 < r.end {
-                    let j1 = (j0 + K_BLOCK).min(r.end);
-                    let s = &mut scores[..j1 - j0];
-                    let mut bmax = f32::NEG_INFINITY;
-                    for (sj, j) in s.iter_mut().zip(j0..j1) {
-                        *sj = dot_f32(qi, &kh[j * hd..(j + 1) * hd]) * scale;
-                        bmax = bmax.max(*sj);
+        let nr = i1 - i0;
+        ATTN_LOCAL.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let loc = &mut *guard;
+            if nr >= BLOCK_MIN_ROWS {
+                // Blocked path: the rows' key ranges, then one `attend` call.
+                let rows: &[Vec<Range<usize>>] = match mask {
+                    Mask::Rows(rows) => &rows[i0..i1],
+                    _ => {
+                        if loc.rows.len() < nr {
+                            loc.rows.resize_with(nr, Vec::new);
+                        }
+                        for (r, i) in loc.rows.iter_mut().zip(i0..i1) {
+                            mask.ranges(i, nk, r);
+                        }
+                        &loc.rows[..nr]
                     }
-                    let m_new = m.max(bmax);
-                    let corr = (m - m_new).exp();
-                    l *= corr;
-                    acc.iter_mut().for_each(|a| *a *= corr);
-                    for (sj, j) in s.iter().zip(j0..j1) {
-                        let p = (sj - m_new).exp();
-                        l += p;
-                        axpy(p, &vh[j * hd..(j + 1) * hd], &mut acc);
+                };
+                if loc.tmp.len() < nr * hd {
+                    loc.tmp.resize(nr * hd, 0.0);
+                }
+                attend(
+                    &q[i0 * qd + h * hd..],
+                    qd,
+                    nr,
+                    kh,
+                    vh,
+                    nk,
+                    hd,
+                    scale,
+                    rows,
+                    &mut loc.tmp[..nr * hd],
+                    hd,
+                    &mut loc.ws,
+                );
+                for (r, i) in (i0..i1).enumerate() {
+                    for d in 0..hd {
+                        // SAFETY: row i, head h is written by this task only (tasks own
+                        // (head, row block) pairs); the index is inside `out` (nq × n_heads·hd).
+                        unsafe { *out_ptr.add(i * qd + h * hd + d) = loc.tmp[r * hd + d] };
                     }
-                    m = m_new;
-                    j0 = j1;
+                }
+                return;
+            }
+            // Per-row path (decode): scores by dot products, exps and sums by the vector kernel.
+            if loc.scores.len() < K_BLOCK {
+                loc.scores.resize(K_BLOCK, 0.0);
+            }
+            if loc.acc.len() < hd {
+                loc.acc.resize(hd, 0.0);
+            }
+            for i in i0..i1 {
+                let qi = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+                mask.ranges(i, nk, &mut loc.ranges);
+                let acc = &mut loc.acc[..hd];
+                acc.fill(0.0);
+                let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+                for r in loc.ranges.iter() {
+                    let mut j0 = r.start;
+                    while j0 < r.end {
+                        let j1 = (j0 + K_BLOCK).min(r.end);
+                        let sc = &mut loc.scores[..j1 - j0];
+                        let mut bmax = f32::NEG_INFINITY;
+                        for (sj, j) in sc.iter_mut().zip(j0..j1) {
+                            *sj = kernels::dot(qi, &kh[j * hd..(j + 1) * hd]) * scale;
+                            bmax = bmax.max(*sj);
+                        }
+                        let m_new = m.max(bmax);
+                        let corr = (m - m_new).exp();
+                        l = l * corr + exp_sub_sum(sc, m_new);
+                        kernels::scale(corr, acc);
+                        for (p, j) in sc.iter().zip(j0..j1) {
+                            kernels::axpy(*p, &vh[j * hd..(j + 1) * hd], acc);
+                        }
+                        m = m_new;
+                        j0 = j1;
+                    }
+                }
+                let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
+                for (d, a) in acc.iter().enumerate() {
+                    // SAFETY: as above, row i of head h belongs to this task.
+                    unsafe { *out_ptr.add(i * qd + h * hd + d) = a * inv };
                 }
             }
-            let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
-            for (d, a) in acc.iter().enumerate() {
-                // SAFETY: row i, head h is written by this task only (tasks own (head, row block)
-                // pairs); the index is inside `out` (nq × n_heads·hd).
-                unsafe { *out_ptr.add(i * qd + h * hd + d) = a * inv };
-            }
-        }
+        });
     };
     let n_tasks = n_heads * nqb;
     if n_tasks == 1 || nq * nk * hd < 1 << 14 {

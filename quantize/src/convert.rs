@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mllama::gguf::{Array, GgufWriter, TensorSink, Value};
+use mllama::model::spec::{ModelSpec, RopeScaling};
 use mllama::{keys, GgmlType};
 use rayon::prelude::*;
 
@@ -111,95 +112,23 @@ pub fn prepare(opts: &Options) -> Result<(GgufWriter, Vec<OutTensor>, Checkpoint
     add("general.quantization_version", Value::U32(2))?;
 
     let t = &cfg.text;
-    let u32v = |x: usize| Value::U32(x as u32);
+    let v = &cfg.vision;
     let emb_rows = tensors
         .iter()
         .find(|x| x.name == keys::T_TOKEN_EMBD)
         .map(|x| x.shape[0])
         .unwrap_or(t.vocab_size);
-    add(keys::VOCAB_SIZE, u32v(t.vocab_size))?;
-    add(keys::EMBEDDING_ROWS, u32v(emb_rows))?;
-    add(keys::CONTEXT_LENGTH, u32v(t.max_position_embeddings))?;
-    add(keys::EMBEDDING_LENGTH, u32v(t.hidden_size))?;
-    add(keys::BLOCK_COUNT, u32v(t.num_hidden_layers))?;
-    add(keys::FEED_FORWARD_LENGTH, u32v(t.intermediate_size))?;
-    add(keys::HEAD_COUNT, u32v(t.num_attention_heads))?;
-    add(keys::HEAD_COUNT_KV, u32v(t.num_key_value_heads))?;
-    add(keys::KEY_LENGTH, u32v(t.head_dim))?;
-    add(keys::RMS_EPS, Value::F32(t.rms_norm_eps as f32))?;
-    add(
-        keys::CROSS_ATTENTION_LAYERS,
-        Value::Array(Array::I32(
-            t.cross_attention_layers.iter().map(|&x| x as i32).collect(),
-        )),
-    )?;
-    add(keys::ROPE_DIMENSION_COUNT, u32v(t.head_dim))?;
-    add(keys::ROPE_FREQ_BASE, Value::F32(t.rope_theta as f32))?;
-    if let Some(s) = &t.rope_scaling {
-        add(keys::ROPE_SCALING_TYPE, Value::String(s.rope_type.clone()))?;
-        add(keys::ROPE_SCALING_FACTOR, Value::F32(s.factor as f32))?;
-        add(
-            keys::ROPE_SCALING_ORIG_CTX,
-            Value::U32(s.original_max_position_embeddings as u32),
-        )?;
-        add(
-            keys::ROPE_SCALING_LOW_FREQ,
-            Value::F32(s.low_freq_factor as f32),
-        )?;
-        add(
-            keys::ROPE_SCALING_HIGH_FREQ,
-            Value::F32(s.high_freq_factor as f32),
-        )?;
-    }
-    add(keys::IMAGE_TOKEN_INDEX, Value::U32(cfg.image_token_index))?;
-
-    let v = &cfg.vision;
-    add(keys::V_BLOCK_COUNT, u32v(v.num_hidden_layers))?;
-    add(keys::V_GLOBAL_BLOCK_COUNT, u32v(v.num_global_layers))?;
-    add(
-        keys::V_INTERMEDIATE_LAYERS,
-        Value::Array(Array::I32(
-            v.intermediate_layers_indices
-                .iter()
-                .map(|&x| x as i32)
-                .collect(),
-        )),
-    )?;
-    add(keys::V_EMBEDDING_LENGTH, u32v(v.hidden_size))?;
-    add(keys::V_FEED_FORWARD_LENGTH, u32v(v.intermediate_size))?;
-    add(keys::V_HEAD_COUNT, u32v(v.attention_heads))?;
-    add(keys::V_LN_EPS, Value::F32(v.norm_eps as f32))?;
-    add(keys::V_IMAGE_SIZE, u32v(v.image_size))?;
-    add(keys::V_PATCH_SIZE, u32v(v.patch_size))?;
-    add(keys::V_MAX_NUM_TILES, u32v(v.max_num_tiles))?;
-    add(keys::V_NUM_CHANNELS, u32v(v.num_channels))?;
-    add(keys::V_OUTPUT_DIM, u32v(v.vision_output_dim))?;
-    add(
-        keys::P_IMAGE_MEAN,
-        Value::Array(Array::F32(pre.image_mean.to_vec())),
-    )?;
-    add(
-        keys::P_IMAGE_STD,
-        Value::Array(Array::F32(pre.image_std.to_vec())),
-    )?;
-    add(keys::P_RESCALE_FACTOR, Value::F32(pre.rescale_factor))?;
-    add(
-        keys::P_SUPPORTED_ASPECT_RATIOS,
-        Value::Array(Array::I32(
-            v.supported_aspect_ratios
-                .iter()
-                .flat_map(|&(h, w)| [h as i32, w as i32])
-                .collect(),
-        )),
-    )?;
-    add(keys::P_RESAMPLE, Value::String(pre.resample.clone()))?;
     if pre.max_image_tiles != v.max_num_tiles {
         warnings.push(format!(
             "preprocessor max_image_tiles {} differs from vision max_num_tiles {}; using the model's",
             pre.max_image_tiles, v.max_num_tiles
         ));
     }
-
+    spec(&cfg, &pre, emb_rows).write_metadata(&mut w)?;
+    let mut add = |k: &str, v: Value| -> Result<()> {
+        w.add(k, v)?;
+        Ok(())
+    };
     if let Some(g) = &gen {
         if let Some(x) = g.do_sample {
             add(keys::G_DO_SAMPLE, Value::Bool(x))?;
@@ -225,11 +154,6 @@ pub fn prepare(opts: &Options) -> Result<(GgufWriter, Vec<OutTensor>, Checkpoint
         add(keys::G_EOS_IDS, Value::Array(Array::U32(eos_ids)))?;
     }
 
-    add(keys::CONV_VISION_GATES, Value::String("raw".into()))?;
-    add(keys::CONV_CROSS_GATES, Value::String("raw".into()))?;
-    add(keys::CONV_SELF_QK, Value::String("ggml".into()))?;
-    add(keys::CONV_CROSS_QK, Value::String("hf".into()))?;
-
     for (k, v) in tok.kv {
         add(k, v)?;
     }
@@ -238,6 +162,45 @@ pub fn prepare(opts: &Options) -> Result<(GgufWriter, Vec<OutTensor>, Checkpoint
         w.add_tensor(&t.name, &t.shape, t.ty)?;
     }
     Ok((w, tensors, ckpt, warnings))
+}
+
+/// The architecture numbers of a checkpoint, as the runtime's metadata writer takes them.
+pub fn spec(cfg: &MllamaConfig, pre: &PreprocessConfig, embedding_rows: usize) -> ModelSpec {
+    let (t, v) = (&cfg.text, &cfg.vision);
+    ModelSpec {
+        vocab_size: t.vocab_size,
+        embedding_rows,
+        hidden: t.hidden_size,
+        n_layers: t.num_hidden_layers,
+        ffn: t.intermediate_size,
+        n_heads: t.num_attention_heads,
+        n_kv_heads: t.num_key_value_heads,
+        rms_eps: t.rms_norm_eps as f32,
+        rope_theta: t.rope_theta as f32,
+        rope_scaling: t.rope_scaling.as_ref().map(|s| RopeScaling {
+            factor: s.factor as f32,
+            low_freq_factor: s.low_freq_factor as f32,
+            high_freq_factor: s.high_freq_factor as f32,
+            original_context_length: s.original_max_position_embeddings as u32,
+        }),
+        context_length: t.max_position_embeddings,
+        cross_layers: t.cross_attention_layers.clone(),
+        image_token: cfg.image_token_index,
+        v_hidden: v.hidden_size,
+        v_heads: v.attention_heads,
+        v_ffn: v.intermediate_size,
+        v_local: v.num_hidden_layers,
+        v_global: v.num_global_layers,
+        v_taps: v.intermediate_layers_indices.clone(),
+        v_eps: v.norm_eps as f32,
+        image_size: v.image_size,
+        patch_size: v.patch_size,
+        max_tiles: v.max_num_tiles,
+        mean: pre.image_mean,
+        std: pre.image_std,
+        rescale_factor: pre.rescale_factor,
+        aspect_ratios: v.supported_aspect_ratios.clone(),
+    }
 }
 
 /// Check that the output can be created before doing any work.

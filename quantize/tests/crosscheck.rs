@@ -160,3 +160,31 @@ fn our_reader_sees_what_gguf_py_sees() {
         }
     }
 }
+
+#[test]
+fn converted_files_follow_the_model_spec() {
+    // The converter and `ModelSpec` (synthetic benchmark models) describe the same layout.
+    let model = root().join("tests/fixtures/models/base/model");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m.gguf");
+    mllama_quantize::run(&mllama_quantize::Options {
+        input: model.clone(),
+        output: out.clone(),
+        ty: GgmlType::Q8_0,
+        quantize_vision: false,
+        progress: false,
+    })
+    .unwrap();
+    let f = GgufFile::open(&out).unwrap();
+    let cfg = mllama_quantize::config::MllamaConfig::load(&model).unwrap();
+    let pre = mllama_quantize::config::PreprocessConfig::load(&model, &cfg.vision).unwrap();
+    let spec = mllama_quantize::convert::spec(&cfg, &pre, 520);
+    let listed: Vec<(String, Vec<usize>)> =
+        spec.tensors().into_iter().map(|(n, s, _)| (n, s)).collect();
+    let ours: Vec<(String, Vec<usize>)> = f
+        .tensors()
+        .iter()
+        .map(|t| (t.name.clone(), t.shape()))
+        .collect();
+    assert_eq!(ours, listed);
+}

@@ -343,6 +343,8 @@ pub struct GgufFile {
 #[derive(Debug)]
 pub enum MapBytes {
     Mmap(Mmap),
+    /// Anonymous memory (synthetic models built in memory).
+    Anon(memmap2::MmapMut),
     /// Owned bytes, kept in a `u64` buffer so that typed views get 8-byte alignment like a map.
     Owned {
         buf: Vec<u64>,
@@ -351,6 +353,12 @@ pub enum MapBytes {
 }
 
 impl MapBytes {
+    /// Owned bytes already in an aligned buffer (`len` of the `buf.len() · 8` bytes are used).
+    pub fn from_words(buf: Vec<u64>, len: usize) -> Self {
+        assert!(len <= buf.len() * 8);
+        MapBytes::Owned { buf, len }
+    }
+
     /// Owned, 8-byte aligned copy of `bytes`.
     pub fn owned(bytes: &[u8]) -> Self {
         let mut buf = vec![0u64; bytes.len().div_ceil(8)];
@@ -367,6 +375,7 @@ impl std::ops::Deref for MapBytes {
     fn deref(&self) -> &[u8] {
         match self {
             MapBytes::Mmap(m) => m,
+            MapBytes::Anon(m) => m,
             MapBytes::Owned { buf, len } => &bytemuck::cast_slice::<u64, u8>(buf)[..*len],
         }
     }
@@ -394,6 +403,11 @@ impl GgufFile {
             MapBytes::Mmap(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?)
         };
         Self::parse(path.to_path_buf(), map)
+    }
+
+    /// Parse a GGUF image held in memory under a display name (synthetic models).
+    pub fn from_map(name: &str, map: MapBytes) -> Result<GgufFile, Error> {
+        Self::parse(PathBuf::from(name), map)
     }
 
     /// Parse a GGUF image held in memory (used by tests and fuzzing).

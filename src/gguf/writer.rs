@@ -24,6 +24,8 @@ pub struct GgufWriter {
     metadata: Vec<(String, Value)>,
     keys: HashSet<String>,
     tensors: Vec<TensorInfo>,
+    /// `alias[i]`: tensor i shares the data of an earlier tensor (no bytes of its own).
+    alias: Vec<bool>,
     names: HashSet<String>,
     alignment: u64,
     next_offset: u64,
@@ -36,6 +38,7 @@ impl GgufWriter {
             metadata: Vec::new(),
             keys: HashSet::new(),
             tensors: Vec::new(),
+            alias: Vec::new(),
             names: HashSet::new(),
             alignment: DEFAULT_ALIGNMENT,
             next_offset: 0,
@@ -129,6 +132,27 @@ impl GgufWriter {
             offset,
             size,
         });
+        self.alias.push(false);
+        Ok(self.tensors.len() - 1)
+    }
+
+    /// Declare a tensor that shares the data of tensor `target` (same shape and type, no bytes of
+    /// its own). GGUF allows overlapping tensor data; synthetic benchmark models use this to give
+    /// a 90B-shaped model distinct tensors for every layer without 50 GB of distinct weights.
+    pub fn add_tensor_alias(&mut self, name: &str, target: usize) -> Result<usize, GgufError> {
+        let t = self
+            .tensors
+            .get(target)
+            .ok_or_else(|| GgufError::Writer(format!("alias {name}: no tensor {target}")))?
+            .clone();
+        if !self.names.insert(name.to_owned()) {
+            return Err(GgufError::DuplicateTensor(name.to_owned()));
+        }
+        self.tensors.push(TensorInfo {
+            name: name.to_owned(),
+            ..t
+        });
+        self.alias.push(true);
         Ok(self.tensors.len() - 1)
     }
 
@@ -149,7 +173,7 @@ impl GgufWriter {
     }
 
     /// Write the file to `out`. `produce(i, info, sink)` must write exactly `info.size` bytes of
-    /// tensor `i` into `sink`; tensors are requested in declaration order.
+    /// tensor `i` into `sink`; tensors are requested in declaration order (aliases are skipped).
     pub fn write<W: Write, E: From<GgufError> + From<std::io::Error>>(
         &self,
         out: W,
@@ -179,6 +203,9 @@ impl GgufWriter {
         pad_to(&mut w, &mut pos, align(header, self.alignment))?;
         let data_start = pos;
         for (i, t) in self.tensors.iter().enumerate() {
+            if self.alias[i] {
+                continue;
+            }
             debug_assert_eq!(pos - data_start, t.offset);
             let mut sink = TensorSink {
                 inner: &mut w,

@@ -1,12 +1,57 @@
-//! Matrix kernels: `y = x · Wᵀ` for every weight type, parallel over output tiles.
+//! Matrix kernels: `y[n, m] = x[n, k] · W[m, k]ᵀ` for every weight type (F32, F16, BF16, Q8_0,
+//! Q4_0), with a SIMD path chosen once at start-up.
 //!
-//! Float weights (F32/F16/BF16) multiply f32 activations. Quantized weights (Q8_0/Q4_0) multiply
-//! activations quantized to Q8_0 blocks with integer dot products, as ggml does; the activation
-//! quantization is the reference rounding of [`crate::quant::BlockQ8_0`].
+//! # Two regimes
+//! - **Decode** (few activation rows, memory-bound): each weight row is streamed once and dotted
+//!   with every activation row. Float weights multiply f32 activations (FMA); quantized weights
+//!   multiply activations quantized to Q8_0 with integer dot products, as ggml does (the
+//!   activation quantization is exactly [`BlockQ8_0::quantize`]). Parallel over blocks of weight
+//!   rows.
+//! - **GEMM** (many rows, compute-bound): a cache-blocked packed GEMM ([`gemm`]) that converts
+//!   weights of any type to f32 while packing and multiplies f32 activations (unquantized) with a
+//!   register-blocked FMA micro-kernel.
 //!
-//! [`scalar`] holds the reference dot products.
+//! [`matmul`] picks the regime by the number of rows ([`gemm_min_rows`], chosen by measurement);
+//! [`matmul_with`] forces one.
+//!
+//! # Paths and dispatch
+//! [`Path`]: `scalar` (portable reference, no target features), `avx2` (x86-64 with AVX2 + FMA +
+//! F16C), `neon` (aarch64) and `dotprod` (aarch64 NEON + `sdot`). The process-wide path is chosen
+//! on first use: the best available one, or the one named by the environment variable
+//! `MLLAMA_SIMD=scalar|avx2|neon|dotprod|auto` (an unavailable or unknown name prints a warning and
+//! falls back to the best available path). [`simd_name`] reports it; [`with_path`] runs a closure
+//! with another path on the current thread (tests, benchmarks). The path is read once per call on
+//! the calling thread and passed to the workers.
+//!
+//! Note that for quantized weights the two regimes differ numerically (decode quantizes the
+//! activations, GEMM does not), so a row's result can change slightly when the batch crosses the
+//! threshold; within one regime, a row's result does not depend on the other rows.
+//!
+//! # Agreement
+//! [`scalar`] is the meaning of every kernel. Integer kernels agree **bit for bit** on every path;
+//! float kernels (and the GEMM) agree within a relative tolerance (see [`scalar`]'s module docs).
+//!
+//! # Also here
+//! - [`quantize_row_q8_0`], [`dot`], [`axpy`], [`scale`]: vector helpers on the active path.
+//! - [`attention`]: blocked attention for one (head, query block) through the GEMM micro-kernels.
+//! - [`probe`]: FMA-peak and memory-bandwidth probes for reporting kernel figures as ratios.
+//!
+//! Allocation: a call with a warm [`Scratch`] allocates nothing itself (the GEMM's packing buffers
+//! are per-thread and persist); rayon's global job queue may allocate one block per 63 calls made
+//! from outside its pool.
 
+pub mod attention;
+mod gemm;
+pub mod probe;
 pub mod scalar;
+
+#[cfg(target_arch = "aarch64")]
+mod arm;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::cell::Cell;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -14,10 +59,171 @@ use crate::quant::{BlockQ8_0, QuantBlock};
 use crate::tensor::Mat;
 use crate::GgmlType;
 
+// ---------------------------------------------------------------------------------------------
+// Dispatch.
+
+/// A kernel implementation family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// Portable Rust, no target features: the reference.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// aarch64 NEON (`vmull_s8`/`vpadalq_s16` integer dots).
+    Neon,
+    /// aarch64 NEON with the `dotprod` extension (`sdot` integer dots).
+    Dotprod,
+}
+
+impl Path {
+    /// Every path, best first within an architecture.
+    pub const ALL: [Path; 4] = [Path::Dotprod, Path::Neon, Path::Avx2, Path::Scalar];
+
+    /// The name `MLLAMA_SIMD` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Scalar => "scalar",
+            Path::Avx2 => "avx2",
+            Path::Neon => "neon",
+            Path::Dotprod => "dotprod",
+        }
+    }
+
+    /// Parse a name (case-insensitive).
+    pub fn parse(s: &str) -> Option<Path> {
+        Path::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Whether this CPU can run the path (run-time detection).
+    pub fn is_available(self) -> bool {
+        match self {
+            Path::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Path::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Path::Dotprod => {
+                std::arch::is_aarch64_feature_detected!("neon")
+                    && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The best path this CPU can run.
+    pub fn best() -> Path {
+        Path::ALL
+            .into_iter()
+            .find(|p| p.is_available())
+            .unwrap_or(Path::Scalar)
+    }
+
+    /// Every path this CPU can run, best first.
+    pub fn available() -> Vec<Path> {
+        Path::ALL.into_iter().filter(|p| p.is_available()).collect()
+    }
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The path for a `MLLAMA_SIMD` value (`None`, empty or `auto`: the best one), with a warning
+/// when the request cannot be honoured (unknown name, or a path this CPU lacks).
+pub fn select_path(request: Option<&str>) -> (Path, Option<String>) {
+    let best = Path::best();
+    match request.map(str::trim) {
+        None | Some("") => (best, None),
+        Some(s) if s.eq_ignore_ascii_case("auto") => (best, None),
+        Some(s) => match Path::parse(s) {
+            Some(p) if p.is_available() => (p, None),
+            Some(p) => (
+                best,
+                Some(format!("MLLAMA_SIMD={s}: this CPU cannot run the {p} path; using {best}")),
+            ),
+            None => (
+                best,
+                Some(format!(
+                    "MLLAMA_SIMD={s}: unknown path (expected scalar, avx2, neon, dotprod or auto); using {best}"
+                )),
+            ),
+        },
+    }
+}
+
+static GLOBAL: OnceLock<Path> = OnceLock::new();
+
+thread_local! {
+    static OVERRIDE: Cell<Option<Path>> = const { Cell::new(None) };
+}
+
+fn global_path() -> Path {
+    *GLOBAL.get_or_init(|| {
+        let v = std::env::var("MLLAMA_SIMD").ok();
+        let (p, warning) = select_path(v.as_deref());
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
+        }
+        p
+    })
+}
+
+/// The path kernels called on this thread use now.
+pub fn active_path() -> Path {
+    OVERRIDE.with(|o| o.get()).unwrap_or_else(global_path)
+}
+
+/// Name of the active path (`scalar`, `avx2`, `neon` or `dotprod`).
+pub fn simd_name() -> &'static str {
+    active_path().name()
+}
+
+/// Run `f` with `path` as this thread's path (kernels it calls pass it on to their workers).
+///
+/// # Panics
+/// If this CPU cannot run `path`.
+pub fn with_path<R>(path: Path, f: impl FnOnce() -> R) -> R {
+    assert!(
+        path.is_available(),
+        "kernels::with_path: this CPU cannot run the {path} path"
+    );
+    struct Restore(Option<Path>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(path))));
+    f()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buffers.
+
+/// 32 quantized activation bytes, aligned for one 256-bit load.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(32))]
+pub(crate) struct Qs(pub [i8; 32]);
+
 /// Buffers reused across calls so the decode loop does not allocate.
 #[derive(Default, Debug)]
 pub struct Scratch {
+    /// Scalar path: activations as Q8_0 blocks.
     q8: Vec<BlockQ8_0>,
+    /// SIMD paths: activations split into bytes, f32 scales and per-block byte sums.
+    qs: Vec<Qs>,
+    qd: Vec<f32>,
+    qsum: Vec<i32>,
 }
 
 impl Scratch {
@@ -26,156 +232,456 @@ impl Scratch {
     }
 }
 
+fn grow<T: Clone>(v: &mut Vec<T>, len: usize, fill: T) {
+    if v.len() < len {
+        v.resize(len, fill);
+    }
+}
+
 /// A raw pointer to an output buffer that disjoint parallel tasks write into.
 #[derive(Clone, Copy)]
-pub(crate) struct SyncPtr(pub *mut f32);
+pub struct SyncPtr(pub *mut f32);
 // SAFETY: only used to hand one output buffer to tasks that write disjoint index sets (each task
 // owns a distinct tile of `y`); the buffer outlives the parallel section (rayon joins before the
 // borrow ends).
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
-/// Activations in the form the weight type wants.
-enum Act<'a> {
-    F32(&'a [f32]),
-    Q8(&'a [BlockQ8_0]),
+/// Row-major `[n, m]` output written by disjoint tasks.
+#[derive(Clone, Copy)]
+pub(crate) struct Out {
+    pub p: SyncPtr,
+    pub m: usize,
 }
 
-/// Rows of x per tile and rows of W per tile.
-const N_TILE: usize = 16;
-/// Aim for this many multiply-adds per parallel task.
-const TASK_WORK: usize = 1 << 18;
+impl Out {
+    /// # Safety
+    /// `(i, j)` lies inside the buffer and belongs to the calling task.
+    #[inline(always)]
+    pub unsafe fn put(self, i: usize, j: usize, v: f32) {
+        *self.p.0.add(i * self.m + j) = v;
+    }
+}
+
+#[inline(always)]
+pub(crate) fn with_bias(v: f32, bias: Option<&[f32]>, j: usize) -> f32 {
+    match bias {
+        Some(b) => v + b[j],
+        None => v,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix multiplication.
+
+/// Which kernel family computes a [`matmul_with`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Regime {
+    /// Decode below [`gemm_min_rows`] rows, GEMM from there.
+    Auto,
+    /// Streaming dot products (quantized weights: Q8_0-quantized activations, integer dots).
+    Decode,
+    /// Packed f32 GEMM (activations stay f32 for every weight type).
+    Gemm,
+}
+
+/// From this many activation rows on, [`matmul`] uses the packed GEMM for weights of type `ty` on
+/// `path` (`usize::MAX`: never). Measured on AVX2 with `cargo bench --bench kernels -- summary
+/// crossover` (4096×4096 and 14336×4096, three runs): the integer Q4_0 kernel beat the f32 GEMM
+/// at every n up to 512, the Q8_0 kernel up to n ≈ 64, the float decode kernels up to n ≈ 48.
+/// The NEON paths use the same values (not measured on hardware); on the scalar path the portable
+/// GEMM overtakes the plain dot products at once.
+pub fn gemm_min_rows(path: Path, ty: GgmlType) -> usize {
+    match (path, ty) {
+        (Path::Scalar, _) => 4,
+        (_, GgmlType::Q4_0) => usize::MAX,
+        (_, GgmlType::Q8_0) => 64,
+        _ => 48,
+    }
+}
 
 /// `y[n, m] = x[n, k] · W[m, k]ᵀ` with `m = w.rows`, `k = w.cols`.
 pub fn matmul(w: &Mat, x: &[f32], n: usize, y: &mut [f32], scratch: &mut Scratch) {
-    let (m, k) = (w.rows, w.cols);
-    assert_eq!(x.len(), n * k, "matmul: x has {} values, expected {n}×{k}", x.len());
-    assert_eq!(y.len(), n * m, "matmul: y has {} values, expected {n}×{m}", y.len());
-    if n == 0 || m == 0 {
-        return;
-    }
-    let act = match w.ty {
-        GgmlType::Q8_0 | GgmlType::Q4_0 => {
-            let nb = k / 32;
-            scratch.q8.resize(n * nb, bytemuck::Zeroable::zeroed());
-            let q8 = &mut scratch.q8[..n * nb];
-            let quant = |(row, out): (&[f32], &mut [BlockQ8_0])| {
-                for (b, c) in out.iter_mut().zip(row.chunks_exact(32)) {
-                    *b = BlockQ8_0::quantize(c);
-                }
-            };
-            if n * k >= 1 << 16 {
-                x.par_chunks(k).zip(q8.par_chunks_mut(nb)).for_each(quant);
-            } else {
-                x.chunks(k).zip(q8.chunks_mut(nb)).for_each(quant);
-            }
-            Act::Q8(&scratch.q8[..n * nb])
-        }
-        _ => Act::F32(x),
-    };
-
-    // Tiles: N_TILE rows of x by enough rows of W that a tile is TASK_WORK multiply-adds.
-    let n_tile = N_TILE.min(n);
-    let m_tile = (TASK_WORK / (k * n_tile)).clamp(1, m);
-    let (nt, mt) = (n.div_ceil(n_tile), m.div_ceil(m_tile));
-    let yp = SyncPtr(y.as_mut_ptr());
-    let job = |t: usize| {
-        let (ti, tj) = (t / mt, t % mt);
-        let (i0, i1) = (ti * n_tile, ((ti + 1) * n_tile).min(n));
-        let (j0, j1) = (tj * m_tile, ((tj + 1) * m_tile).min(m));
-        let yp = yp;
-        tile(w, &act, k, i0..i1, j0..j1, |i, j, v| {
-            // SAFETY: (i, j) lies in this task's tile; tiles are disjoint and inside y (n×m).
-            unsafe { *yp.0.add(i * m + j) = v }
-        });
-    };
-    if nt * mt == 1 {
-        job(0);
-    } else {
-        (0..nt * mt).into_par_iter().for_each(job);
-    }
-}
-
-/// Compute one output tile, calling `store(i, j, y[i, j])`.
-fn tile(
-    w: &Mat,
-    act: &Act<'_>,
-    k: usize,
-    is: std::ops::Range<usize>,
-    js: std::ops::Range<usize>,
-    mut store: impl FnMut(usize, usize, f32),
-) {
-    match (w.ty, act) {
-        (GgmlType::F32, Act::F32(x)) => {
-            let wv = w.as_f32();
-            for j in js {
-                let wr = &wv[j * k..(j + 1) * k];
-                for i in is.clone() {
-                    store(i, j, scalar::dot_f32(wr, &x[i * k..(i + 1) * k]));
-                }
-            }
-        }
-        (GgmlType::F16, Act::F32(x)) => {
-            let wv = w.as_f16();
-            for j in js {
-                let wr = &wv[j * k..(j + 1) * k];
-                for i in is.clone() {
-                    store(i, j, scalar::dot_f16_f32(wr, &x[i * k..(i + 1) * k]));
-                }
-            }
-        }
-        (GgmlType::BF16, Act::F32(x)) => {
-            let wv = w.as_bf16();
-            for j in js {
-                let wr = &wv[j * k..(j + 1) * k];
-                for i in is.clone() {
-                    store(i, j, scalar::dot_bf16_f32(wr, &x[i * k..(i + 1) * k]));
-                }
-            }
-        }
-        (GgmlType::Q8_0, Act::Q8(q)) => {
-            let nb = k / 32;
-            let wv = w.as_q8_0();
-            for j in js {
-                let wr = &wv[j * nb..(j + 1) * nb];
-                for i in is.clone() {
-                    store(i, j, scalar::dot_q8_0_q8_0(wr, &q[i * nb..(i + 1) * nb]));
-                }
-            }
-        }
-        (GgmlType::Q4_0, Act::Q8(q)) => {
-            let nb = k / 32;
-            let wv = w.as_q4_0();
-            for j in js {
-                let wr = &wv[j * nb..(j + 1) * nb];
-                for i in is.clone() {
-                    store(i, j, scalar::dot_q4_0_q8_0(wr, &q[i * nb..(i + 1) * nb]));
-                }
-            }
-        }
-        (ty, _) => unreachable!("matmul: weight type {ty} has no kernel (checked at load)"),
-    }
+    matmul_with(w, None, x, n, y, scratch, Regime::Auto);
 }
 
 /// `y[n, m] = x[n, k] · W[m, k]ᵀ + b[m]`
 pub fn matmul_bias(w: &Mat, b: &[f32], x: &[f32], n: usize, y: &mut [f32], scratch: &mut Scratch) {
-    matmul(w, x, n, y, scratch);
-    for row in y.chunks_exact_mut(w.rows) {
-        for (v, bb) in row.iter_mut().zip(b) {
-            *v += bb;
+    matmul_with(w, Some(b), x, n, y, scratch, Regime::Auto);
+}
+
+/// [`matmul`] / [`matmul_bias`] with the regime chosen by the caller.
+pub fn matmul_with(
+    w: &Mat,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut Scratch,
+    regime: Regime,
+) {
+    let (m, k) = (w.rows, w.cols);
+    assert_eq!(
+        x.len(),
+        n * k,
+        "matmul: x has {} values, expected {n}×{k}",
+        x.len()
+    );
+    assert_eq!(
+        y.len(),
+        n * m,
+        "matmul: y has {} values, expected {n}×{m}",
+        y.len()
+    );
+    if let Some(b) = bias {
+        assert_eq!(
+            b.len(),
+            m,
+            "matmul: bias has {} values, expected {m}",
+            b.len()
+        );
+    }
+    assert!(
+        matches!(
+            w.ty,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0
+        ),
+        "matmul: weight type {} has no kernel",
+        w.ty
+    );
+    if n == 0 || m == 0 {
+        return;
+    }
+    if k == 0 {
+        for row in y.chunks_exact_mut(m) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = with_bias(0.0, bias, j);
+            }
+        }
+        return;
+    }
+    let path = active_path();
+    let gemm = match regime {
+        Regime::Auto => n >= gemm_min_rows(path, w.ty),
+        Regime::Decode => false,
+        Regime::Gemm => true,
+    };
+    if gemm {
+        gemm::gemm(path, w, x, n, y);
+        if let Some(b) = bias {
+            for row in y.chunks_exact_mut(m) {
+                for (v, bb) in row.iter_mut().zip(b) {
+                    *v += bb;
+                }
+            }
+        }
+    } else {
+        decode(path, w, bias, x, n, y, scratch);
+    }
+}
+
+/// Activations in the form the weight type and path want.
+enum Act<'a> {
+    F32(&'a [f32]),
+    /// Scalar path: Q8_0 blocks.
+    Blocks(&'a [BlockQ8_0]),
+    /// SIMD paths: bytes, scales, byte sums.
+    Split(&'a [Qs], &'a [f32], &'a [i32]),
+}
+
+/// Weight bytes (times activation rows) a decode task should at least cover.
+const DECODE_TASK_BYTES: usize = 1 << 18;
+
+fn decode(
+    path: Path,
+    w: &Mat,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    sc: &mut Scratch,
+) {
+    let (m, k) = (w.rows, w.cols);
+    let act = match w.ty {
+        GgmlType::Q8_0 | GgmlType::Q4_0 => {
+            let nb = k / 32;
+            if path == Path::Scalar {
+                grow(&mut sc.q8, n * nb, bytemuck::Zeroable::zeroed());
+                let q8 = &mut sc.q8[..n * nb];
+                for (row, out) in x.chunks_exact(k).zip(q8.chunks_exact_mut(nb)) {
+                    scalar::quantize_row_q8_0(row, out);
+                }
+                Act::Blocks(&sc.q8[..n * nb])
+            } else {
+                grow(&mut sc.qs, n * nb, Qs::default());
+                grow(&mut sc.qd, n * nb, 0.0);
+                grow(&mut sc.qsum, n * nb, 0);
+                let (qs, qd, qsum) = (
+                    &mut sc.qs[..n * nb],
+                    &mut sc.qd[..n * nb],
+                    &mut sc.qsum[..n * nb],
+                );
+                for (i, row) in x.chunks_exact(k).enumerate() {
+                    let r = i * nb..(i + 1) * nb;
+                    quantize_split(
+                        path,
+                        w.ty,
+                        row,
+                        &mut qs[r.clone()],
+                        &mut qd[r.clone()],
+                        &mut qsum[r],
+                    );
+                }
+                Act::Split(&sc.qs[..n * nb], &sc.qd[..n * nb], &sc.qsum[..n * nb])
+            }
+        }
+        _ => Act::F32(x),
+    };
+    let threads = rayon::current_num_threads().max(1);
+    let work = w.nbytes().saturating_mul(n.div_ceil(4));
+    let tasks = (work / DECODE_TASK_BYTES)
+        .clamp(1, 8 * threads)
+        .min(m.div_ceil(4));
+    let rows_per = m.div_ceil(tasks).next_multiple_of(4);
+    let tasks = m.div_ceil(rows_per);
+    let out = Out {
+        p: SyncPtr(y.as_mut_ptr()),
+        m,
+    };
+    let job = |t: usize| {
+        let rows = t * rows_per..((t + 1) * rows_per).min(m);
+        // SAFETY: tasks own disjoint row ranges of W, hence disjoint columns of y; `out` covers
+        // the n × m buffer `y`, which outlives the parallel section.
+        unsafe { decode_rows(path, w, &act, n, rows, out, bias) };
+    };
+    if tasks == 1 {
+        job(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(job);
+    }
+}
+
+fn quantize_split(
+    path: Path,
+    ty: GgmlType,
+    x: &[f32],
+    qs: &mut [Qs],
+    d: &mut [f32],
+    s: &mut [i32],
+) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the Avx2 path is only active when its features were detected.
+        Path::Avx2 => unsafe { x86::quantize_row_split(x, qs, d, s, ty == GgmlType::Q4_0) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON detected for these paths.
+        Path::Neon | Path::Dotprod => unsafe {
+            arm::quantize_row_split(x, qs, d, s, ty == GgmlType::Q4_0)
+        },
+        _ => {
+            let _ = ty;
+            for (b, c) in x.chunks_exact(32).enumerate() {
+                let blk = BlockQ8_0::quantize(c);
+                qs[b].0 = blk.qs;
+                d[b] = blk.d.to_f32();
+                s[b] = blk.qs.iter().map(|&q| q as i32).sum();
+            }
         }
     }
 }
 
-/// Plain f32 GEMM on row-major buffers: `c[n, m] = a[n, k] · b[m, k]ᵀ` (both operands
-/// "row = one dot-product vector"). Used for attention scores; single-threaded (callers
-/// parallelise over heads and blocks).
-pub fn gemm_nt(a: &[f32], b: &[f32], n: usize, m: usize, k: usize, c: &mut [f32]) {
-    for i in 0..n {
-        let ar = &a[i * k..(i + 1) * k];
-        for j in 0..m {
-            c[i * m + j] = scalar::dot_f32(ar, &b[j * k..(j + 1) * k]);
+/// # Safety
+/// `out` covers `n × w.rows`; the caller owns columns `rows` of it.
+unsafe fn decode_rows(
+    path: Path,
+    w: &Mat,
+    act: &Act<'_>,
+    n: usize,
+    rows: std::ops::Range<usize>,
+    out: Out,
+    bias: Option<&[f32]>,
+) {
+    let k = w.cols;
+    let nb = k / 32;
+    match (path, act) {
+        #[cfg(target_arch = "x86_64")]
+        (Path::Avx2, Act::Split(qs, d, s)) => x86::decode_quant(
+            w.ty == GgmlType::Q4_0,
+            w.data(),
+            nb,
+            (qs, d, s),
+            n,
+            rows,
+            out,
+            bias,
+        ),
+        #[cfg(target_arch = "x86_64")]
+        (Path::Avx2, Act::F32(x)) => match w.ty {
+            GgmlType::F32 => x86::decode_float(w.as_f32(), k, x, n, rows, out, bias),
+            GgmlType::F16 => x86::decode_float(w.as_f16(), k, x, n, rows, out, bias),
+            _ => x86::decode_float(w.as_bf16(), k, x, n, rows, out, bias),
+        },
+        #[cfg(target_arch = "aarch64")]
+        (Path::Neon | Path::Dotprod, Act::Split(qs, d, s)) => arm::decode_quant(
+            path == Path::Dotprod,
+            w.ty == GgmlType::Q4_0,
+            w.data(),
+            nb,
+            (qs, d, s),
+            n,
+            rows,
+            out,
+            bias,
+        ),
+        #[cfg(target_arch = "aarch64")]
+        (Path::Neon | Path::Dotprod, Act::F32(x)) => match w.ty {
+            GgmlType::F32 => arm::decode_float(w.as_f32(), k, x, n, rows, out, bias),
+            GgmlType::F16 => arm::decode_float(w.as_f16(), k, x, n, rows, out, bias),
+            _ => arm::decode_float(w.as_bf16(), k, x, n, rows, out, bias),
+        },
+        (_, Act::Blocks(q)) => {
+            for j in rows {
+                for i in 0..n {
+                    let xq = &q[i * nb..(i + 1) * nb];
+                    let v = match w.ty {
+                        GgmlType::Q8_0 => {
+                            scalar::dot_q8_0_q8_0(&w.as_q8_0()[j * nb..(j + 1) * nb], xq)
+                        }
+                        _ => scalar::dot_q4_0_q8_0(&w.as_q4_0()[j * nb..(j + 1) * nb], xq),
+                    };
+                    out.put(i, j, with_bias(v, bias, j));
+                }
+            }
         }
+        (_, Act::F32(x)) => {
+            for j in rows {
+                for i in 0..n {
+                    let xr = &x[i * k..(i + 1) * k];
+                    let v = match w.ty {
+                        GgmlType::F32 => scalar::dot_f32(&w.as_f32()[j * k..(j + 1) * k], xr),
+                        GgmlType::F16 => scalar::dot_f16_f32(&w.as_f16()[j * k..(j + 1) * k], xr),
+                        _ => scalar::dot_bf16_f32(&w.as_bf16()[j * k..(j + 1) * k], xr),
+                    };
+                    out.put(i, j, with_bias(v, bias, j));
+                }
+            }
+        }
+        (_, Act::Split(..)) => unreachable!("split activations only on SIMD paths"),
+    }
+}
+
+/// Plain f32 GEMM on row-major buffers: `c[n, m] = a[n, k] · b[m, k]ᵀ` (both operands
+/// "row = one dot-product vector"). Single-threaded (callers parallelise over heads and blocks);
+/// SIMD on the active path.
+pub fn gemm_nt(a: &[f32], b: &[f32], n: usize, m: usize, k: usize, c: &mut [f32]) {
+    assert!(
+        a.len() >= n * k && b.len() >= m * k && c.len() >= n * m,
+        "gemm_nt: buffers too small"
+    );
+    if n == 0 || m == 0 {
+        return;
+    }
+    let out = Out {
+        p: SyncPtr(c.as_mut_ptr()),
+        m,
+    };
+    match active_path() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected; `out` covers c (n × m).
+        Path::Avx2 => unsafe { x86::decode_float(&b[..m * k], k, &a[..n * k], n, 0..m, out, None) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: features detected; `out` covers c (n × m).
+        Path::Neon | Path::Dotprod => unsafe {
+            arm::decode_float(&b[..m * k], k, &a[..n * k], n, 0..m, out, None)
+        },
+        _ => {
+            for i in 0..n {
+                let ar = &a[i * k..(i + 1) * k];
+                for j in 0..m {
+                    c[i * m + j] = scalar::dot_f32(ar, &b[j * k..(j + 1) * k]);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vector helpers on the active path.
+
+/// Quantize a row to Q8_0 blocks, bit-identical to [`BlockQ8_0::quantize`] (finite inputs).
+pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    assert_eq!(
+        x.len(),
+        out.len() * 32,
+        "quantize_row_q8_0: {} values for {} blocks",
+        x.len(),
+        out.len()
+    );
+    match active_path() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features detected.
+        Path::Avx2 => unsafe { x86::quantize_row_q8_0(x, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: features detected.
+        Path::Neon | Path::Dotprod => unsafe { arm::quantize_row_q8_0(x, out) },
+        _ => scalar::quantize_row_q8_0(x, out),
+    }
+}
+
+/// Σ a[i]·b[i] over the common length.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_on(active_path(), a, b)
+}
+
+/// `y[i] += a·x[i]` over the common length.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    axpy_on(active_path(), a, x, y)
+}
+
+/// `y[i] *= a`.
+pub fn scale(a: f32, y: &mut [f32]) {
+    scale_on(active_path(), a, y)
+}
+
+#[inline]
+pub(crate) fn dot_on(path: Path, a: &[f32], b: &[f32]) -> f32 {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `path` is only ever an available path.
+        Path::Avx2 => unsafe { x86::dot(a, b) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `path` is only ever an available path.
+        Path::Neon | Path::Dotprod => unsafe { arm::dot(a, b) },
+        _ => {
+            let n = a.len().min(b.len());
+            scalar::dot_f32(&a[..n], &b[..n])
+        }
+    }
+}
+
+#[inline]
+pub(crate) fn axpy_on(path: Path, a: f32, x: &[f32], y: &mut [f32]) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `path` is only ever an available path.
+        Path::Avx2 => unsafe { x86::axpy(a, x, y) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `path` is only ever an available path.
+        Path::Neon | Path::Dotprod => unsafe { arm::axpy(a, x, y) },
+        _ => scalar::axpy(a, x, y),
+    }
+}
+
+#[inline]
+pub(crate) fn scale_on(path: Path, a: f32, y: &mut [f32]) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `path` is only ever an available path.
+        Path::Avx2 => unsafe { x86::scale(a, y) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `path` is only ever an available path.
+        Path::Neon | Path::Dotprod => unsafe { arm::scale(a, y) },
+        _ => scalar::scale(a, y),
     }
 }
 
@@ -215,27 +721,62 @@ mod tests {
         let wf = rnd(m * k, 3);
         let x = rnd(n * k, 5);
         let mut sc = Scratch::new();
-        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0] {
-            let mut bytes = vec![0u8; ty.row_bytes(k as u64).unwrap() as usize * m];
-            crate::quant::convert_f32(ty, &wf, k, &mut bytes).unwrap();
-            let w = Mat::from_bytes(ty, m, k, &bytes);
-            // Reference on the dequantized weights.
-            let mut wd = vec![0f32; m * k];
-            crate::quant::dequantize(ty, &bytes, &mut wd).unwrap();
-            let want = reference(&wd, &x, n, m, k);
-            let mut y = vec![0f32; n * m];
-            matmul(&w, &x, n, &mut y, &mut sc);
-            let tol = match ty {
-                GgmlType::Q8_0 | GgmlType::Q4_0 => 0.02, // activation quantization
-                _ => 1e-5,
-            };
-            for (a, b) in y.iter().zip(&want) {
-                assert!((a - b).abs() <= tol, "{ty}: {a} vs {b}");
+        for path in Path::available() {
+            for ty in [
+                GgmlType::F32,
+                GgmlType::F16,
+                GgmlType::BF16,
+                GgmlType::Q8_0,
+                GgmlType::Q4_0,
+            ] {
+                let mut bytes = vec![0u8; ty.row_bytes(k as u64).unwrap() as usize * m];
+                crate::quant::convert_f32(ty, &wf, k, &mut bytes).unwrap();
+                let w = Mat::from_bytes(ty, m, k, &bytes);
+                // Reference on the dequantized weights.
+                let mut wd = vec![0f32; m * k];
+                crate::quant::dequantize(ty, &bytes, &mut wd).unwrap();
+                let want = reference(&wd, &x, n, m, k);
+                for regime in [Regime::Decode, Regime::Gemm] {
+                    let mut y = vec![0f32; n * m];
+                    with_path(path, || {
+                        matmul_with(&w, None, &x, n, &mut y, &mut sc, regime)
+                    });
+                    let tol = match (ty, regime) {
+                        (GgmlType::Q8_0 | GgmlType::Q4_0, Regime::Decode) => 0.02, // activation quantization
+                        _ => 1e-5,
+                    };
+                    for (a, b) in y.iter().zip(&want) {
+                        assert!((a - b).abs() <= tol, "{path} {ty} {regime:?}: {a} vs {b}");
+                    }
+                    // Decode rows do not depend on how many rows go together.
+                    if regime == Regime::Decode {
+                        let mut y1 = vec![0f32; m];
+                        with_path(path, || {
+                            matmul_with(&w, None, &x[..k], 1, &mut y1, &mut sc, regime)
+                        });
+                        assert_eq!(&y1[..], &y[..m], "{path} {ty}");
+                    }
+                }
             }
-            // n = 1 path.
-            let mut y1 = vec![0f32; m];
-            matmul(&w, &x[..k], 1, &mut y1, &mut sc);
-            assert_eq!(&y1[..], &y[..m]);
+        }
+    }
+
+    #[test]
+    fn select_path_parses_and_falls_back() {
+        assert_eq!(select_path(None), (Path::best(), None));
+        assert_eq!(select_path(Some("auto")), (Path::best(), None));
+        assert_eq!(select_path(Some("Scalar")), (Path::Scalar, None));
+        let (p, w) = select_path(Some("bogus"));
+        assert_eq!(p, Path::best());
+        assert!(w.unwrap().contains("unknown"));
+        for p in Path::ALL {
+            let (got, w) = select_path(Some(p.name()));
+            if p.is_available() {
+                assert_eq!((got, w), (p, None));
+            } else {
+                assert_eq!(got, Path::best());
+                assert!(w.unwrap().contains("cannot run"));
+            }
         }
     }
 }

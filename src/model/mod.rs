@@ -6,6 +6,7 @@
 //! Weights stay in the memory map ([`Mat`]); only small vectors are copied.
 
 pub mod config;
+pub mod spec;
 pub mod text;
 pub mod vision;
 

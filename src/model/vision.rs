@@ -343,6 +343,24 @@ impl VisionModel {
         VisionOutput { states, features }
     }
 
+    /// Run local encoder layer `i` alone on `x` `[T·P8, D]` with the mask of an image of
+    /// `n_tiles` tiles (benchmarks of one vision layer at real shapes).
+    pub fn run_local_layer(&self, i: usize, x: &mut [f32], n_tiles: usize) {
+        let c = &self.cfg;
+        let (p, p8) = (c.tokens_per_tile(), c.padded_tokens_per_tile());
+        let n = c.max_tiles * p8;
+        assert_eq!(x.len(), n * c.hidden);
+        let pad: Vec<bool> = (0..n).map(|j| j / p8 >= n_tiles || j % p8 >= p).collect();
+        let real: Vec<std::ops::Range<usize>> = (0..n_tiles).map(|t| t * p8..t * p8 + p).collect();
+        let mask = Mask::Vision {
+            pad_query: &pad,
+            real_keys: &real,
+        };
+        let mut ws = Workspace::new(n, c.hidden, c.ffn);
+        let mut sc = Scratch::new();
+        self.layer(&self.local[i], x, mask, &mut ws, &mut sc);
+    }
+
     /// One pre-LN encoder layer, in place on `x` [N, D].
     fn layer(
         &self,

@@ -1,0 +1,575 @@
+//! Matrix kernel throughput per SIMD path, with the machine's own limits for comparison.
+//!
+//! ```sh
+//! cargo bench --bench kernels                 # criterion: probe, decode, gemm, crossover groups
+//! cargo bench --bench kernels -- decode/      # one group
+//! cargo bench --bench kernels -- summary      # one-run table of ratios (GB/s vs the read probe,
+//!                                             # GFLOP/s vs the FMA peak, scalar vs SIMD)
+//! ```
+//!
+//! Decode (n = 1) is reported as GB/s of weights read. Matrices smaller than 256 MB are
+//! replicated and the copies used in turn, so every call streams its weights from memory (as in a
+//! real decode step, where the whole model passes through the caches) rather than from the
+//! last-level cache.
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use mllama::kernels::{matmul_with, probe, with_path, Path, Regime, Scratch};
+use mllama::tensor::Mat;
+use mllama::GgmlType;
+use rayon::prelude::*;
+
+/// Deterministic synthetic weights of any type (valid blocks with small random scales).
+fn weights(ty: GgmlType, m: usize, k: usize, seed: u64) -> Mat {
+    let row_bytes = ty.row_bytes(k as u64).unwrap() as usize;
+    let mut bytes = vec![0u8; row_bytes * m];
+    bytes
+        .par_chunks_mut(row_bytes)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let mut s = seed ^ (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s
+            };
+            match ty {
+                GgmlType::F32 => {
+                    for c in row.chunks_exact_mut(4) {
+                        let v = (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                        c.copy_from_slice(&(v * 0.1).to_le_bytes());
+                    }
+                }
+                GgmlType::F16 | GgmlType::BF16 => {
+                    for c in row.chunks_exact_mut(2) {
+                        let v = ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+                        let b = if ty == GgmlType::F16 {
+                            half::f16::from_f32(v).to_le_bytes()
+                        } else {
+                            half::bf16::from_f32(v).to_le_bytes()
+                        };
+                        c.copy_from_slice(&b);
+                    }
+                }
+                GgmlType::Q8_0 | GgmlType::Q4_0 => {
+                    let bs = ty.type_size();
+                    for blk in row.chunks_exact_mut(bs) {
+                        let d = half::f16::from_f32(0.001 + (next() % 1000) as f32 * 1e-5);
+                        blk[..2].copy_from_slice(&d.to_le_bytes());
+                        for q in &mut blk[2..] {
+                            *q = next() as u8;
+                        }
+                        if ty == GgmlType::Q8_0 {
+                            for q in &mut blk[2..] {
+                                if *q == 0x80 {
+                                    *q = 0x81; // keep to −127..127 like ggml's quantizer
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => unreachable!(),
+            }
+        });
+    Mat::from_bytes(ty, m, k, &bytes)
+}
+
+fn acts(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// Enough copies of a matrix that cycling through them exceeds the last-level cache.
+fn copies(ty: GgmlType, m: usize, k: usize) -> Vec<Mat> {
+    let bytes = ty.row_bytes(k as u64).unwrap() as usize * m;
+    let count = (256usize << 20).div_ceil(bytes).clamp(1, 64);
+    (0..count)
+        .map(|c| weights(ty, m, k, 17 + c as u64))
+        .collect()
+}
+
+fn simd_paths() -> Vec<Path> {
+    Path::available()
+}
+
+const DECODE_SHAPES: [(usize, usize); 4] =
+    [(4096, 4096), (14336, 4096), (4096, 14336), (128256, 4096)];
+const DECODE_TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16];
+
+/// (n, m, k, type): vision tower and prefill shapes.
+const GEMM_SHAPES: [(usize, usize, usize, GgmlType); 5] = [
+    (6432, 1280, 1280, GgmlType::F16),
+    (6432, 5120, 1280, GgmlType::F16),
+    (6432, 1280, 5120, GgmlType::F16),
+    (512, 4096, 4096, GgmlType::Q4_0),
+    (512, 4096, 4096, GgmlType::Q8_0),
+];
+
+fn bench_probe(c: &mut Criterion) {
+    let mut g = c.benchmark_group("probe");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    let buf = probe::probe_buffer(512 << 20);
+    for path in simd_paths() {
+        g.throughput(Throughput::Bytes((buf.len() * 4) as u64));
+        g.bench_function(BenchmarkId::new("read_512MB", path.name()), |b| {
+            b.iter(|| probe::read_pass_gbs(path, &buf))
+        });
+    }
+    g.finish();
+    for path in simd_paths() {
+        println!(
+            "probe/fma_peak/{path}: {:.1} GFLOP/s",
+            probe::fma_peak_gflops(path, 0.5)
+        );
+    }
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for ty in DECODE_TYPES {
+        for (m, k) in DECODE_SHAPES {
+            let ws = copies(ty, m, k);
+            let x = acts(k, 3);
+            let mut y = vec![0f32; m];
+            let mut sc = Scratch::new();
+            g.throughput(Throughput::Bytes(ws[0].nbytes() as u64));
+            for path in simd_paths() {
+                let mut idx = 0;
+                g.bench_function(
+                    BenchmarkId::new(format!("{}/{m}x{k}", ty.name()), path.name()),
+                    |b| {
+                        b.iter(|| {
+                            idx = (idx + 1) % ws.len();
+                            with_path(path, || {
+                                matmul_with(&ws[idx], None, &x, 1, &mut y, &mut sc, Regime::Decode)
+                            })
+                        })
+                    },
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
+fn bench_gemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for (n, m, k, ty) in GEMM_SHAPES {
+        let w = weights(ty, m, k, 5);
+        let x = acts(n * k, 7);
+        let mut y = vec![0f32; n * m];
+        let mut sc = Scratch::new();
+        g.throughput(Throughput::Elements((2 * n * m * k) as u64));
+        for path in simd_paths() {
+            g.bench_function(
+                BenchmarkId::new(format!("{}/n{n}/{m}x{k}", ty.name()), path.name()),
+                |b| {
+                    b.iter(|| {
+                        with_path(path, || {
+                            matmul_with(&w, None, &x, n, &mut y, &mut sc, Regime::Gemm)
+                        })
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+/// Decode vs GEMM for small n: where [`mllama::kernels::gemm_min_rows`] comes from.
+fn bench_crossover(c: &mut Criterion) {
+    let mut g = c.benchmark_group("crossover");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let path = Path::best();
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::F32,
+    ] {
+        let w = weights(ty, 4096, 4096, 9);
+        for n in [2, 4, 8, 12, 16, 24, 32, 48, 64] {
+            let x = acts(n * 4096, 1);
+            let mut y = vec![0f32; n * 4096];
+            let mut sc = Scratch::new();
+            for regime in [Regime::Decode, Regime::Gemm] {
+                let id = BenchmarkId::new(format!("{}/{path}/{regime:?}", ty.name()), n);
+                g.bench_function(id, |b| {
+                    b.iter(|| {
+                        with_path(path, || {
+                            matmul_with(&w, None, &x, n, &mut y, &mut sc, regime)
+                        })
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+/// Median seconds of `reps` calls of `f` after one warm-up call.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// The one-run table: every figure next to the probe it should be compared with.
+fn summary(filter: &[String]) {
+    let want = |s: &str| filter.is_empty() || filter.iter().any(|f| s.contains(f.as_str()));
+    let threads = rayon::current_num_threads();
+    let best = Path::best();
+    println!("threads: {threads}, best path: {best}");
+    let buf = probe::probe_buffer(512 << 20);
+    let bw = probe::best_read_gbs(best, &buf, 3);
+    println!(
+        "probe: read bandwidth ({best}, 512 MB, best of 3 rounds of 1/2/4/8 streams): {bw:.1} GB/s"
+    );
+    let mut peak = std::collections::HashMap::new();
+    for p in simd_paths() {
+        let f = probe::fma_peak_gflops(p, 0.5);
+        peak.insert(p, f);
+        println!("probe: FMA peak ({p}): {f:.1} GFLOP/s");
+    }
+    if let Some(spec) = filter.iter().find_map(|f| f.strip_prefix("prof=")) {
+        // prof=TYPE,N,REGIME: repeat one call for a profiler.
+        let parts: Vec<&str> = spec.split(',').collect();
+        let ty = GgmlType::from_name(parts[0]).unwrap();
+        let n: usize = parts[1].parse().unwrap();
+        let regime = if parts[2] == "gemm" {
+            Regime::Gemm
+        } else {
+            Regime::Decode
+        };
+        let w = weights(ty, 4096, 4096, 9);
+        let x = acts(n * 4096, 1);
+        let mut y = vec![0f32; n * 4096];
+        let mut sc = Scratch::new();
+        let t = time(200, || {
+            matmul_with(&w, None, &x, n, &mut y, &mut sc, regime)
+        });
+        println!("prof {spec}: {:.3} ms", t * 1e3);
+        return;
+    }
+    if want("probe1") {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let buf = probe::probe_buffer(512 << 20);
+        for streams in [1, 2, 4, 8] {
+            let one: Vec<f64> = (0..4)
+                .map(|_| pool.install(|| probe::read_pass_streams_gbs(best, &buf, streams)))
+                .collect();
+            let all: Vec<f64> = (0..4)
+                .map(|_| probe::read_pass_streams_gbs(best, &buf, streams))
+                .collect();
+            println!("{streams} streams: one thread {one:.1?} GB/s; all threads {all:.1?} GB/s");
+        }
+        let one = pool.install(|| probe::fma_peak_gflops(best, 0.5));
+        println!("FMA peak one thread: {one:.1} GFLOP/s");
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16] {
+            let ws = copies(ty, 14336, 4096);
+            let x = acts(4096, 3);
+            let mut y = vec![0f32; 14336];
+            let mut sc = Scratch::new();
+            let mut idx = 0;
+            let mut run = || {
+                idx = (idx + 1) % ws.len();
+                with_path(best, || {
+                    matmul_with(&ws[idx], None, &x, 1, &mut y, &mut sc, Regime::Decode)
+                })
+            };
+            let t1 = pool.install(|| time(20, &mut run));
+            let t2 = time(20, &mut run);
+            let gb = ws[0].nbytes() as f64 / 1e9;
+            println!(
+                "{} 14336x4096 decode: one thread {:.1} GB/s, all {:.1} GB/s",
+                ty.name(),
+                gb / t1,
+                gb / t2
+            );
+        }
+    }
+    if want("hot") {
+        // Compute ceiling of the decode kernels: one thread, weights hot in L2/L3.
+        println!("\ndecode, one thread, weights hot in cache (GB/s of weights)");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for (ty, m, k) in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::F32,
+        ]
+        .into_iter()
+        .flat_map(|t| [(t, 1024, 4096), (t, 256, 14336)])
+        {
+            let w = weights(ty, m, k, 1);
+            let mut line = format!("  {:5} {m}x{k}", ty.name());
+            for nx in [1, 2, 4] {
+                let x = acts(nx * k, 3);
+                let mut y = vec![0f32; nx * m];
+                let mut sc = Scratch::new();
+                let t = pool.install(|| {
+                    time(50, || {
+                        with_path(best, || {
+                            matmul_with(&w, None, &x, nx, &mut y, &mut sc, Regime::Decode)
+                        })
+                    })
+                });
+                line += &format!("  n={nx}: {:6.1} GB/s", w.nbytes() as f64 / t / 1e9);
+            }
+            println!("{line}");
+        }
+    }
+    if want("attn") {
+        // Vision-tower self-attention of one 1608-token tile: 16 heads of 80, all keys visible.
+        let (n, heads, hd) = (1608, 16, 80);
+        let q = acts(n * heads * hd, 1);
+        let k = acts(heads * n * hd, 2);
+        let v = acts(heads * n * hd, 3);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0f32; n * heads * hd];
+        let flop = 4.0 * (heads * n * n * hd) as f64;
+        let t_ops = time(2, || {
+            mllama::ops::attention(
+                &q,
+                &k,
+                &v,
+                n,
+                n,
+                n,
+                heads,
+                heads,
+                hd,
+                scale,
+                mllama::ops::Mask::None,
+                &mut out,
+            )
+        });
+        println!(
+            "\nattention n={n} heads={heads} hd={hd}: ops::attention {:.1} ms ({:.1} GFLOP/s)",
+            t_ops * 1e3,
+            flop / t_ops / 1e9
+        );
+        let rows: Vec<Vec<std::ops::Range<usize>>> =
+            (0..n).map(|_| std::iter::once(0..n).collect()).collect();
+        for path in simd_paths() {
+            let t = time(3, || {
+                let base = mllama::kernels::SyncPtr(out.as_mut_ptr());
+                let nqb = n.div_ceil(32);
+                (0..heads * nqb).into_par_iter().for_each_init(
+                    || {
+                        (
+                            mllama::kernels::attention::AttnScratch::new(),
+                            vec![0f32; 32 * hd],
+                        )
+                    },
+                    |(ws, tmp), t| {
+                        let op = base;
+                        let (h, qb) = (t / nqb, t % nqb);
+                        let (i0, i1) = (qb * 32, ((qb + 1) * 32).min(n));
+                        let qd = heads * hd;
+                        with_path(path, || {
+                            mllama::kernels::attention::attend(
+                                &q[i0 * qd + h * hd..],
+                                qd,
+                                i1 - i0,
+                                &k[h * n * hd..],
+                                &v[h * n * hd..],
+                                n,
+                                hd,
+                                scale,
+                                &rows[i0..i1],
+                                tmp,
+                                hd,
+                                ws,
+                            )
+                        });
+                        for (r, row) in tmp.chunks_exact(hd).take(i1 - i0).enumerate() {
+                            // SAFETY: task (h, qb) alone writes rows i0..i1 of head h, inside `out`.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    row.as_ptr(),
+                                    op.0.add((i0 + r) * qd + h * hd),
+                                    hd,
+                                )
+                            };
+                        }
+                    },
+                );
+            });
+            println!(
+                "  attend ({path}): {:.1} ms ({:.1} GFLOP/s) ×{:.1} vs ops::attention",
+                t * 1e3,
+                flop / t / 1e9,
+                t_ops / t
+            );
+        }
+    }
+    if want("decode") {
+        println!(
+            "\ndecode n=1 (GB/s of weights; % of the read probe re-measured just before each line)"
+        );
+        for ty in DECODE_TYPES {
+            for (m, k) in DECODE_SHAPES {
+                let ws = copies(ty, m, k);
+                let x = acts(k, 3);
+                let mut y = vec![0f32; m];
+                let mut sc = Scratch::new();
+                let bw = probe::best_read_gbs(best, &buf, 1);
+                let mut line = format!("  {:5} {m:6}x{k:<6} probe {bw:4.1} GB/s", ty.name());
+                let mut base = 0.0;
+                for path in simd_paths().into_iter().rev() {
+                    let mut idx = 0;
+                    let reps = if path == Path::Scalar {
+                        3
+                    } else {
+                        2 * ws.len().max(5)
+                    };
+                    let t = time(reps, || {
+                        idx = (idx + 1) % ws.len();
+                        with_path(path, || {
+                            matmul_with(&ws[idx], None, &x, 1, &mut y, &mut sc, Regime::Decode)
+                        })
+                    });
+                    let gbs = ws[0].nbytes() as f64 / t / 1e9;
+                    if path == Path::Scalar {
+                        base = t;
+                    }
+                    line += &format!(
+                        "  {path}: {:8.3} ms {gbs:6.1} GB/s ({:3.0}%) ×{:.1}",
+                        t * 1e3,
+                        100.0 * gbs / bw,
+                        base / t
+                    );
+                }
+                println!("{line}");
+            }
+        }
+    }
+    if want("gemm") {
+        println!("\ngemm (GFLOP/s; % of the path's FMA peak)");
+        for (n, m, k, ty) in GEMM_SHAPES {
+            let w = weights(ty, m, k, 5);
+            let x = acts(n * k, 7);
+            let mut y = vec![0f32; n * m];
+            let mut sc = Scratch::new();
+            let flop = 2.0 * (n * m * k) as f64;
+            let mut line = format!("  {:5} n={n:5} {m:5}x{k:<5}", ty.name());
+            let mut base = 0.0;
+            for path in simd_paths().into_iter().rev() {
+                let reps = if path == Path::Scalar { 1 } else { 3 };
+                let t = time(reps, || {
+                    with_path(path, || {
+                        matmul_with(&w, None, &x, n, &mut y, &mut sc, Regime::Gemm)
+                    })
+                });
+                let gf = flop / t / 1e9;
+                if path == Path::Scalar {
+                    base = t;
+                }
+                line += &format!(
+                    "  {path}: {gf:6.1} GFLOP/s ({:3.0}%) ×{:.1}",
+                    100.0 * gf / peak[&path],
+                    base / t
+                );
+            }
+            println!("{line}");
+        }
+    }
+    if want("crossover") {
+        println!("\ncrossover on {best}: ms decode / gemm");
+        for (ty, m, k) in [
+            (GgmlType::Q4_0, 4096, 4096),
+            (GgmlType::Q4_0, 14336, 4096),
+            (GgmlType::Q8_0, 4096, 4096),
+            (GgmlType::F16, 4096, 4096),
+            (GgmlType::F16, 14336, 4096),
+            (GgmlType::BF16, 4096, 4096),
+            (GgmlType::F32, 4096, 4096),
+        ] {
+            let w = weights(ty, m, k, 9);
+            let mut line = format!("  {:5} {m}x{k}", ty.name());
+            for n in [2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256, 512] {
+                if n > 64 && (m > 4096 || !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)) {
+                    continue;
+                }
+                let x = acts(n * k, 1);
+                let mut y = vec![0f32; n * m];
+                let mut sc = Scratch::new();
+                let mut ms = [0.0; 2];
+                for (r, regime) in [Regime::Decode, Regime::Gemm].into_iter().enumerate() {
+                    ms[r] = 1e3
+                        * time(5, || {
+                            with_path(best, || {
+                                matmul_with(&w, None, &x, n, &mut y, &mut sc, regime)
+                            })
+                        });
+                }
+                line += &format!("  n{n}: {:.2}/{:.2}", ms[0], ms[1]);
+            }
+            println!("{line}");
+        }
+    }
+}
+
+/// A criterion group: its name and the function that registers it.
+type Group = (&'static str, fn(&mut Criterion));
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if args.first().is_some_and(|a| a == "summary") {
+        summary(&args[1..]);
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    // A filter that names a group (`decode/...`) skips the other groups' set-up (their matrices
+    // take seconds to build); any other filter is left to criterion.
+    let groups: [Group; 4] = [
+        ("probe", bench_probe),
+        ("decode", bench_decode),
+        ("gemm", bench_gemm),
+        ("crossover", bench_crossover),
+    ];
+    let filter = args.first().map(String::as_str);
+    let named = filter.filter(|f| groups.iter().any(|(g, _)| f.starts_with(g)));
+    for (name, run) in groups {
+        if named.is_none_or(|f| f.starts_with(name)) {
+            run(&mut c);
+        }
+    }
+    c.final_summary();
+}

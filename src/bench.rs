@@ -1,0 +1,345 @@
+//! `mllama bench`: whole-model throughput at real shapes, against what this machine can do.
+//!
+//! Measures, on a synthetic model at the exact 11B/90B shapes (or a real GGUF): the vision tower +
+//! projector per image (4 tiles), the cross-attention K/V precompute, prefill tokens/s, decode
+//! tokens/s, weight bytes read per decoded token and the resulting effective bandwidth, next to
+//! this machine's read bandwidth and FMA peak measured by built-in probes in the same run.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::eval::peak_rss_bytes;
+use crate::kernels::{self, probe};
+use crate::model::spec::ModelSpec;
+use crate::model::{Model, Semantics};
+use crate::session::{argmax, Sequence};
+use crate::synthetic::{self, SyntheticOptions};
+use crate::{Error, GgmlType};
+
+/// Which parts to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Only {
+    All,
+    Decode,
+    Prefill,
+    Vision,
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// `Some("11b" | "90b" | "tiny")` for a synthetic model, else `model` is a GGUF path.
+    pub synthetic: Option<String>,
+    pub model: Option<std::path::PathBuf>,
+    pub ty: GgmlType,
+    /// Also quantize vision matrices (synthetic only).
+    pub quantize_vision: bool,
+    pub only: Only,
+    pub prompt_tokens: usize,
+    pub decode_tokens: usize,
+    /// Bytes of the read-bandwidth probe buffer.
+    pub probe_bytes: usize,
+}
+
+/// Everything measured; keys of parts not run are absent from the JSON.
+#[derive(Clone, Debug, Default)]
+pub struct BenchResult {
+    pub model: String,
+    pub simd: String,
+    pub threads: usize,
+    pub build_s: f64,
+    pub weight_bytes_per_token: u64,
+    pub read_bandwidth_gbs: f64,
+    pub fma_peak_gflops: f64,
+    pub vision_ms_per_image: Option<f64>,
+    pub vision_gflops: Option<f64>,
+    pub cross_kv_ms: Option<f64>,
+    pub prefill_tokens_per_s: Option<f64>,
+    pub prefill_gflops: Option<f64>,
+    pub decode_tokens_per_s: Option<f64>,
+    pub decode_ms_per_token: Option<f64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+impl BenchResult {
+    pub fn effective_bandwidth_gbs(&self) -> Option<f64> {
+        self.decode_tokens_per_s
+            .map(|t| t * self.weight_bytes_per_token as f64 / 1e9)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("model".into(), json!(self.model));
+        m.insert("simd".into(), json!(self.simd));
+        m.insert("threads".into(), json!(self.threads));
+        m.insert("build_s".into(), json!(self.build_s));
+        m.insert(
+            "weight_bytes_per_token".into(),
+            json!(self.weight_bytes_per_token),
+        );
+        m.insert("read_bandwidth_gbs".into(), json!(self.read_bandwidth_gbs));
+        m.insert("fma_peak_gflops".into(), json!(self.fma_peak_gflops));
+        let mut opt = |k: &str, v: Option<f64>| {
+            if let Some(v) = v {
+                m.insert(k.into(), json!(v));
+            }
+        };
+        opt("vision_ms_per_image", self.vision_ms_per_image);
+        opt("vision_gflops", self.vision_gflops);
+        opt(
+            "vision_fraction_of_fma_peak",
+            self.vision_gflops.map(|g| g / self.fma_peak_gflops),
+        );
+        opt("cross_kv_ms", self.cross_kv_ms);
+        opt("prefill_tokens_per_s", self.prefill_tokens_per_s);
+        opt("prefill_gflops", self.prefill_gflops);
+        opt(
+            "prefill_fraction_of_fma_peak",
+            self.prefill_gflops.map(|g| g / self.fma_peak_gflops),
+        );
+        opt("decode_tokens_per_s", self.decode_tokens_per_s);
+        opt("decode_ms_per_token", self.decode_ms_per_token);
+        opt("effective_bandwidth_gbs", self.effective_bandwidth_gbs());
+        opt(
+            "bandwidth_fraction",
+            self.effective_bandwidth_gbs()
+                .map(|b| b / self.read_bandwidth_gbs),
+        );
+        if let Some(r) = self.peak_rss_bytes {
+            m.insert("peak_rss_bytes".into(), json!(r));
+        }
+        if !self.notes.is_empty() {
+            m.insert("notes".into(), json!(self.notes));
+        }
+        serde_json::Value::Object(m)
+    }
+
+    pub fn report(&self) -> String {
+        let mut l = vec![
+            format!("model        {}", self.model),
+            format!("kernels      {} on {} threads", self.simd, self.threads),
+            format!(
+                "machine      read bandwidth {:.1} GB/s, FMA peak {:.0} GFLOP/s (probes, this run)",
+                self.read_bandwidth_gbs, self.fma_peak_gflops
+            ),
+            format!("model built  {:.1} s", self.build_s),
+        ];
+        if let (Some(ms), Some(g)) = (self.vision_ms_per_image, self.vision_gflops) {
+            l.push(format!(
+                "vision       {ms:.0} ms per image (4 tiles), {g:.1} GFLOP/s = {:.0}% of FMA peak",
+                100.0 * g / self.fma_peak_gflops
+            ));
+        }
+        if let Some(ms) = self.cross_kv_ms {
+            l.push(format!("cross K/V    {ms:.0} ms per image"));
+        }
+        if let (Some(t), Some(g)) = (self.prefill_tokens_per_s, self.prefill_gflops) {
+            l.push(format!(
+                "prefill      {t:.1} tokens/s, {g:.1} GFLOP/s = {:.0}% of FMA peak",
+                100.0 * g / self.fma_peak_gflops
+            ));
+        }
+        if let (Some(t), Some(bw)) = (self.decode_tokens_per_s, self.effective_bandwidth_gbs()) {
+            l.push(format!(
+                "decode       {t:.2} tokens/s; {:.2} GB of weights per token → {bw:.1} GB/s = {:.0}% of read bandwidth",
+                self.weight_bytes_per_token as f64 / 1e9,
+                100.0 * bw / self.read_bandwidth_gbs
+            ));
+        }
+        if let Some(r) = self.peak_rss_bytes {
+            l.push(format!(
+                "peak RSS     {:.2} GiB",
+                r as f64 / (1u64 << 30) as f64
+            ));
+        }
+        for n in &self.notes {
+            l.push(format!("note         {n}"));
+        }
+        l.join("\n")
+    }
+}
+
+/// Multiply-adds of one vision tower + projector pass (4 tiles), counted from the shapes.
+pub fn vision_flops(m: &Model) -> f64 {
+    let c = &m.cfg.vision;
+    let (t, g, p8, p, d, f) = (
+        c.max_tiles as f64,
+        c.grid() as f64,
+        c.padded_tokens_per_tile() as f64,
+        c.tokens_per_tile() as f64,
+        c.hidden as f64,
+        c.ffn as f64,
+    );
+    let n = t * p8;
+    let patch = t * g * g * (c.channels * c.patch_size * c.patch_size) as f64 * d;
+    let layer = n * (4.0 * d * d + 2.0 * d * f) + 2.0 * n * n * d;
+    let layers = (c.n_local + c.n_global) as f64 * layer;
+    let proj = t * p * c.output_dim as f64 * m.text.cfg.hidden as f64;
+    2.0 * (patch + layers + proj)
+}
+
+/// Multiply-adds of a prefill of `n` tokens (matrices only, plus attention).
+pub fn prefill_flops(m: &Model, n: usize, cross_keys: usize) -> f64 {
+    let c = &m.text.cfg;
+    let (h, hd, f) = (c.hidden as f64, c.head_dim as f64, c.ffn as f64);
+    let (q, kv) = (c.n_heads as f64 * hd, c.n_kv_heads as f64 * hd);
+    let n = n as f64;
+    let mut macs = 0.0;
+    for i in 0..c.n_layers {
+        macs += n * 3.0 * h * f;
+        if c.cross_layers.contains(&i) {
+            macs += n * 2.0 * h * q + 2.0 * n * cross_keys as f64 * q;
+        } else {
+            macs += n * (2.0 * h * q + 2.0 * h * kv) + n * n * q;
+        }
+    }
+    macs += h * c.vocab_size as f64; // logits of the last row
+    2.0 * macs
+}
+
+pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
+    let mut r = BenchResult {
+        simd: kernels::simd_name().to_string(),
+        threads: rayon::current_num_threads(),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let model = match (&o.synthetic, &o.model) {
+        (Some(s), _) => {
+            let (spec, distinct) = match s.as_str() {
+                "11b" => (ModelSpec::llama32_11b(), None),
+                "90b" => (ModelSpec::llama32_90b(), Some(4)),
+                "tiny" => (ModelSpec::tiny(), None),
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "--synthetic {other}: expected 11b, 90b or tiny"
+                    )))
+                }
+            };
+            if !matches!(
+                o.ty,
+                GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::F16 | GgmlType::BF16 | GgmlType::F32
+            ) {
+                return Err(Error::Invalid(format!(
+                    "--type {}: expected q4_0, q8_0, f16, bf16 or f32",
+                    o.ty
+                )));
+            }
+            let vision_type = if o.quantize_vision || !o.ty.is_quantized() {
+                o.ty
+            } else {
+                GgmlType::F16
+            };
+            if let Some(k) = distinct {
+                r.notes.push(format!(
+                    "synthetic {s}: {k} self layers and 1 cross layer have distinct weights, the others alias them (to fit in memory); every layer still streams its weights from DRAM"
+                ));
+            }
+            r.model = format!("synthetic {s}, text {}, vision {vision_type}", o.ty);
+            synthetic::build(
+                &spec,
+                &SyntheticOptions {
+                    text_type: o.ty,
+                    vision_type,
+                    distinct_layers: distinct,
+                    seed: 7,
+                },
+            )?
+        }
+        (None, Some(path)) => {
+            r.model = path.display().to_string();
+            Model::load(path)?
+        }
+        (None, None) => {
+            return Err(Error::Invalid(
+                "bench needs --synthetic 11b|90b|tiny or -m MODEL.gguf".into(),
+            ))
+        }
+    };
+    r.build_s = t0.elapsed().as_secs_f64();
+    r.weight_bytes_per_token = model.text_bytes_per_token() as u64;
+
+    let path = kernels::active_path();
+    r.read_bandwidth_gbs = probe::read_bandwidth_gbs(path, o.probe_bytes, 5);
+    r.fma_peak_gflops = probe::fma_peak_gflops(path, 0.5);
+
+    let vc = model.cfg.vision.clone();
+    let ar_2x2 = model
+        .cfg
+        .preprocess
+        .supported_aspect_ratios
+        .iter()
+        .position(|&hw| hw == (2, 2))
+        .map(|i| i + 1)
+        .unwrap_or(1);
+    let n_tiles = vc.max_tiles;
+    let want_vision = matches!(o.only, Only::All | Only::Vision);
+    let want_prefill = matches!(o.only, Only::All | Only::Prefill);
+    let want_decode = matches!(o.only, Only::All | Only::Decode);
+
+    // The image: random pixels in all tile slots (a 2×2 image uses all 4).
+    let mut image = None;
+    if want_vision || want_prefill || want_decode {
+        let px: Vec<f32> = (0..vc.max_tiles * 3 * vc.image_size * vc.image_size)
+            .map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        if want_vision {
+            let t = Instant::now();
+            let out = model
+                .vision
+                .forward(&px, ar_2x2, n_tiles, Semantics::default().taps);
+            let s = t.elapsed().as_secs_f64();
+            r.vision_ms_per_image = Some(s * 1e3);
+            r.vision_gflops = Some(vision_flops(&model) / s / 1e9);
+            image = Some(out);
+        } else {
+            // Decode/prefill alone still need cross K/V; their values do not matter for speed.
+            let p = vc.tokens_per_tile();
+            image = Some(crate::model::vision::VisionOutput {
+                states: (0..vc.max_tiles * p * model.text.cfg.hidden)
+                    .map(|i| ((i * 40503) % 997) as f32 / 997.0 - 0.5)
+                    .collect(),
+                features: Vec::new(),
+            });
+        }
+    }
+
+    if want_prefill || want_decode {
+        let c = &model.text.cfg;
+        let n = o.prompt_tokens.max(2);
+        let mut seq = Sequence::new(&model, n + o.decode_tokens + 1, Semantics::default());
+        if let Some(img) = &image {
+            let t = Instant::now();
+            seq.attach_image(img, n_tiles);
+            r.cross_kv_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+        }
+        // A chat-like prompt: a few tokens, the image, text.
+        let mut prompt: Vec<u32> = (0..n)
+            .map(|i| ((i * 7919 + 13) % (c.vocab_size - 300)) as u32)
+            .collect();
+        prompt[1.min(n - 1)] = c.image_token;
+        let cross_keys = seq.cross_cache().n_keys;
+        let t = Instant::now();
+        let logits = seq.feed(&prompt, false)?;
+        let s = t.elapsed().as_secs_f64();
+        let mut next = argmax(logits) as u32;
+        if want_prefill {
+            r.prefill_tokens_per_s = Some(n as f64 / s);
+            r.prefill_gflops = Some(prefill_flops(&model, n, cross_keys) / s / 1e9);
+        }
+        if want_decode {
+            // One warm-up step, then the timed ones.
+            next = argmax(seq.feed(&[next], false)?) as u32;
+            let t = Instant::now();
+            for _ in 0..o.decode_tokens {
+                next = argmax(seq.feed(&[next], false)?) as u32;
+            }
+            let s = t.elapsed().as_secs_f64();
+            r.decode_tokens_per_s = Some(o.decode_tokens as f64 / s);
+            r.decode_ms_per_token = Some(s * 1e3 / o.decode_tokens as f64);
+        }
+    }
+    r.peak_rss_bytes = peak_rss_bytes();
+    Ok(r)
+}

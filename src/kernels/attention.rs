@@ -1,0 +1,312 @@
+//! Attention inner routines: one (head, block of query rows) of softmax attention with an online
+//! softmax over key blocks, on the active SIMD path, as two small GEMMs per key block through the
+//! same micro-kernels as the matrix GEMM:
+//!
+//! ```text
+//! for each block of KEY_BLOCK keys (skipped when no row may see any of them):
+//!     S = (scale·Q) · K_blockᵀ                      packed GEMM, k = head_dim
+//!     per row: mask, m' = max(m, max S), P = exp(S − m'), l = l·e^(m−m') + ΣP, O ·= e^(m−m')
+//!     O += P · V_block                               packed GEMM, k = keys in the block
+//! out = O / l   (a row that sees no key gets zeros)
+//! ```
+//!
+//! The caller parallelises over (head, query block) exactly as `ops::attention` does and keeps one
+//! [`AttnScratch`] per task (or per thread). For one or two query rows (decode), the per-key
+//! vector routines [`super::dot`], [`super::axpy`], [`super::scale`] and [`exp_sub_sum`] are the
+//! better fit: packing K and V would cost more than it saves.
+
+use std::ops::Range;
+
+use super::gemm::{Kernel, ScalarKernel};
+use super::{active_path, Path};
+
+/// Keys per online-softmax step.
+pub const KEY_BLOCK: usize = 128;
+
+/// Buffers of one [`attend`] caller, reused across calls (grown on demand, never shrunk).
+#[derive(Default, Debug)]
+pub struct AttnScratch {
+    q: Vec<f32>,
+    kt: Vec<f32>,
+    vt: Vec<f32>,
+    s: Vec<f32>,
+    p: Vec<f32>,
+    o: Vec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+}
+
+impl AttnScratch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// `s[i] = exp(s[i] − m)` in place, returning Σ s[i], on the active path (a polynomial `expf`
+/// within 2 ulp on SIMD paths, `f32::exp` on the scalar path; arguments below −87 give 0).
+pub fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
+    exp_on(active_path(), s, m)
+}
+
+/// The scalar meaning of [`exp_sub_sum`].
+pub fn exp_sub_scalar(s: &mut [f32], m: f32) -> f32 {
+    let mut sum = 0f32;
+    for v in s {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    sum
+}
+
+fn exp_on(path: Path, s: &mut [f32], m: f32) -> f32 {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `path` is only ever an available path.
+        Path::Avx2 => unsafe { super::x86::exp_sub_sum(s, m) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `path` is only ever an available path.
+        Path::Neon | Path::Dotprod => unsafe { super::arm::exp_sub_sum(s, m) },
+        _ => exp_sub_scalar(s, m),
+    }
+}
+
+/// Softmax attention of `nq` query rows against keys `0..nk` of one head.
+///
+/// - `q`: row `i` is `q[i·q_stride ..][..hd]`.
+/// - `k`, `v`: row-major `[nk][hd]` (one head of a head-major cache: `&k[head·stride·hd..]`).
+/// - `row_keys[i]`: the key ranges row `i` may see (sorted, disjoint, inside `0..nk`; empty: none).
+/// - `out`: row `i` is written to `out[i·out_stride ..][..hd]`; a row that sees no key gets zeros.
+///
+/// Scores are `scale · q·k`; the result is `Σ_j softmax_j · v_j` over the visible keys, within
+/// float rounding of the plain formula (FMA and a polynomial `exp` on SIMD paths).
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    q: &[f32],
+    q_stride: usize,
+    nq: usize,
+    k: &[f32],
+    v: &[f32],
+    nk: usize,
+    hd: usize,
+    scale: f32,
+    row_keys: &[Vec<Range<usize>>],
+    out: &mut [f32],
+    out_stride: usize,
+    ws: &mut AttnScratch,
+) {
+    assert!(
+        row_keys.len() >= nq,
+        "attend: {} key lists for {nq} rows",
+        row_keys.len()
+    );
+    assert!(
+        k.len() >= nk * hd && v.len() >= nk * hd,
+        "attend: k/v hold fewer than {nk} rows"
+    );
+    assert!(
+        nq == 0 || (q.len() >= (nq - 1) * q_stride + hd && out.len() >= (nq - 1) * out_stride + hd)
+    );
+    if nq == 0 || hd == 0 {
+        return;
+    }
+    let path = active_path();
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => attend_with::<super::gemm::Avx2Kernel>(
+            path, q, q_stride, nq, k, v, nk, hd, scale, row_keys, out, out_stride, ws,
+        ),
+        #[cfg(target_arch = "aarch64")]
+        Path::Neon | Path::Dotprod => attend_with::<super::gemm::NeonKernel>(
+            path, q, q_stride, nq, k, v, nk, hd, scale, row_keys, out, out_stride, ws,
+        ),
+        _ => attend_with::<ScalarKernel>(
+            path, q, q_stride, nq, k, v, nk, hd, scale, row_keys, out, out_stride, ws,
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend_with<K: Kernel>(
+    path: Path,
+    q: &[f32],
+    q_stride: usize,
+    nq: usize,
+    k: &[f32],
+    v: &[f32],
+    nk: usize,
+    hd: usize,
+    scale: f32,
+    row_keys: &[Vec<Range<usize>>],
+    out: &mut [f32],
+    out_stride: usize,
+    ws: &mut AttnScratch,
+) {
+    let (mr, nr) = (K::MR, K::NR);
+    let nq_pad = nq.next_multiple_of(mr);
+    let hd_pad = hd.next_multiple_of(nr);
+    let kb_pad = KEY_BLOCK.next_multiple_of(nr);
+    let qp = grow(&mut ws.q, nq_pad * hd);
+    // Q panels: qp[panel][d][MR], pre-scaled.
+    for ip in 0..nq_pad / mr {
+        for d in 0..hd {
+            for r in 0..mr {
+                let i = ip * mr + r;
+                qp[(ip * hd + d) * mr + r] = if i < nq {
+                    q[i * q_stride + d] * scale
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    let o = grow(&mut ws.o, nq_pad * hd_pad);
+    o.fill(0.0);
+    let m = grow(&mut ws.m, nq);
+    m.fill(f32::NEG_INFINITY);
+    let l = grow(&mut ws.l, nq);
+    l.fill(0.0);
+    grow(&mut ws.kt, kb_pad * hd);
+    grow(&mut ws.vt, kb_pad * hd_pad);
+    grow(&mut ws.s, nq_pad * kb_pad);
+    grow(&mut ws.p, nq_pad * kb_pad);
+
+    // Keys anybody sees.
+    let lo = row_keys[..nq]
+        .iter()
+        .flat_map(|r| r.first())
+        .map(|r| r.start)
+        .min()
+        .unwrap_or(0);
+    let hi = row_keys[..nq]
+        .iter()
+        .flat_map(|r| r.last())
+        .map(|r| r.end.min(nk))
+        .max()
+        .unwrap_or(0);
+    let mut j0 = lo;
+    while j0 < hi {
+        let j1 = (j0 + KEY_BLOCK).min(hi);
+        let blk = j0..j1;
+        j0 = j1;
+        let visible =
+            |rs: &Vec<Range<usize>>| rs.iter().any(|r| r.start < blk.end && r.end > blk.start);
+        if !row_keys[..nq].iter().any(visible) {
+            continue;
+        }
+        let nkb = blk.len();
+        let nkb_pad = nkb.next_multiple_of(nr);
+        // K panels: kt[panel][d][NR] (missing keys zero).
+        let kt = &mut ws.kt[..nkb_pad * hd];
+        for jp in 0..nkb_pad / nr {
+            for r in 0..nr {
+                let j = jp * nr + r;
+                if j < nkb {
+                    let src = &k[(blk.start + j) * hd..][..hd];
+                    for (d, &x) in src.iter().enumerate() {
+                        kt[(jp * hd + d) * nr + r] = x;
+                    }
+                } else {
+                    for d in 0..hd {
+                        kt[(jp * hd + d) * nr + r] = 0.0;
+                    }
+                }
+            }
+        }
+        // S = Q·Kᵀ, full tiles into the padded buffer (row stride nkb_pad).
+        let s = &mut ws.s[..nq_pad * nkb_pad];
+        for jp in 0..nkb_pad / nr {
+            for ip in 0..nq_pad / mr {
+                // SAFETY: the path's features were checked by the dispatcher; the panels hold hd
+                // steps; the tile (rows ip·MR.., columns jp·NR..) lies inside `s`.
+                unsafe {
+                    K::kernel(
+                        hd,
+                        ws.q[ip * mr * hd..].as_ptr(),
+                        kt[jp * nr * hd..].as_ptr(),
+                        s.as_mut_ptr().add(ip * mr * nkb_pad + jp * nr),
+                        nkb_pad,
+                        false,
+                    )
+                };
+            }
+        }
+        // Online softmax per row; P panels: p[panel][key][MR].
+        let p = &mut ws.p[..nq_pad * nkb_pad];
+        p.fill(0.0);
+        for i in 0..nq {
+            let srow = &mut s[i * nkb_pad..i * nkb_pad + nkb];
+            let parts = row_keys[i]
+                .iter()
+                .map(|r| r.start.max(blk.start)..r.end.min(blk.end))
+                .filter(|r| r.start < r.end)
+                .map(|r| r.start - blk.start..r.end - blk.start);
+            let mut bmax = f32::NEG_INFINITY;
+            for r in parts.clone() {
+                bmax = srow[r].iter().fold(bmax, |a, &b| a.max(b));
+            }
+            if bmax == f32::NEG_INFINITY {
+                continue;
+            }
+            let m_new = m[i].max(bmax);
+            let corr = (m[i] - m_new).exp();
+            let mut sum = 0f32;
+            let (ip, r0) = (i / mr, i % mr);
+            for r in parts {
+                sum += exp_on(path, &mut srow[r.clone()], m_new);
+                for j in r {
+                    p[(ip * nkb_pad + j) * mr + r0] = srow[j];
+                }
+            }
+            if corr != 1.0 {
+                super::scale_on(path, corr, &mut o[i * hd_pad..(i + 1) * hd_pad]);
+            }
+            l[i] = l[i] * corr + sum;
+            m[i] = m_new;
+        }
+        // V panels: vt[panel][key][NR] (missing keys and dims zero).
+        let vt = &mut ws.vt[..nkb_pad * hd_pad];
+        for dp in 0..hd_pad / nr {
+            for j in 0..nkb_pad {
+                let dst = &mut vt[(dp * nkb_pad + j) * nr..][..nr];
+                if j < nkb {
+                    let d0 = dp * nr;
+                    let cnt = nr.min(hd - d0);
+                    dst[..cnt].copy_from_slice(&v[(blk.start + j) * hd + d0..][..cnt]);
+                    dst[cnt..].fill(0.0);
+                } else {
+                    dst.fill(0.0);
+                }
+            }
+        }
+        // O += P·V.
+        for dp in 0..hd_pad / nr {
+            for ip in 0..nq_pad / mr {
+                // SAFETY: as above; the tile (rows ip·MR.., columns dp·NR..) lies inside `o`.
+                unsafe {
+                    K::kernel(
+                        nkb_pad,
+                        p[ip * mr * nkb_pad..].as_ptr(),
+                        vt[dp * nr * nkb_pad..].as_ptr(),
+                        o.as_mut_ptr().add(ip * mr * hd_pad + dp * nr),
+                        hd_pad,
+                        true,
+                    )
+                };
+            }
+        }
+    }
+    for i in 0..nq {
+        let inv = if l[i] > 0.0 { 1.0 / l[i] } else { 0.0 };
+        let dst = &mut out[i * out_stride..i * out_stride + hd];
+        for (d, x) in dst.iter_mut().zip(&o[i * hd_pad..]) {
+            *d = x * inv;
+        }
+    }
+}
