@@ -56,8 +56,14 @@ pub struct BenchResult {
     pub cross_kv_ms: Option<f64>,
     pub prefill_tokens_per_s: Option<f64>,
     pub prefill_gflops: Option<f64>,
+    /// Median over the timed steps.
     pub decode_tokens_per_s: Option<f64>,
     pub decode_ms_per_token: Option<f64>,
+    /// Fastest step.
+    pub decode_best_tokens_per_s: Option<f64>,
+    /// Median over steps of (weight bytes / step time) / (read bandwidth probed right before the
+    /// step): robust to other tenants slowing the machine down during the run.
+    pub decode_paired_fraction: Option<f64>,
     pub peak_rss_bytes: Option<u64>,
     pub notes: Vec<String>,
 }
@@ -140,12 +146,22 @@ impl BenchResult {
                 100.0 * g / self.fma_peak_gflops
             ));
         }
-        if let (Some(t), Some(bw)) = (self.decode_tokens_per_s, self.effective_bandwidth_gbs()) {
+        if let (Some(t), Some(bw), Some(f)) = (
+            self.decode_tokens_per_s,
+            self.effective_bandwidth_gbs(),
+            self.decode_paired_fraction,
+        ) {
             l.push(format!(
-                "decode       {t:.2} tokens/s; {:.2} GB of weights per token → {bw:.1} GB/s = {:.0}% of read bandwidth",
+                "decode       {t:.2} tokens/s (median); {:.2} GB of weights per token → {bw:.1} GB/s; {:.0}% of the read bandwidth probed beside each step (median)",
                 self.weight_bytes_per_token as f64 / 1e9,
-                100.0 * bw / self.read_bandwidth_gbs
+                100.0 * f
             ));
+            if let Some(b) = self.decode_best_tokens_per_s {
+                l.push(format!(
+                    "             best step {b:.2} tokens/s = {:.0}% of the best probe",
+                    100.0 * b * self.weight_bytes_per_token as f64 / 1e9 / self.read_bandwidth_gbs
+                ));
+            }
         }
         if let Some(r) = self.peak_rss_bytes {
             l.push(format!(
@@ -196,6 +212,19 @@ pub fn prefill_flops(m: &Model, n: usize, cross_keys: usize) -> f64 {
     }
     macs += h * c.vocab_size as f64; // logits of the last row
     2.0 * macs
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
 }
 
 pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
@@ -261,7 +290,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
     r.weight_bytes_per_token = model.text_bytes_per_token() as u64;
 
     let path = kernels::active_path();
-    r.read_bandwidth_gbs = probe::read_bandwidth_gbs(path, o.probe_bytes, 5);
+    let probe_buf = probe::probe_buffer(o.probe_bytes);
+    r.read_bandwidth_gbs = probe::best_read_gbs(path, &probe_buf, 3);
     r.fma_peak_gflops = probe::fma_peak_gflops(path, 0.5);
 
     let vc = model.cfg.vision.clone();
@@ -308,7 +338,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
     if want_prefill || want_decode {
         let c = &model.text.cfg;
         let n = o.prompt_tokens.max(2);
-        let mut seq = Sequence::new(&model, n + o.decode_tokens + 1, Semantics::default());
+        let mut seq = Sequence::new(&model, n + o.decode_tokens + 4, Semantics::default());
         if let Some(img) = &image {
             let t = Instant::now();
             seq.attach_image(img, n_tiles);
@@ -329,15 +359,28 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
             r.prefill_gflops = Some(prefill_flops(&model, n, cross_keys) / s / 1e9);
         }
         if want_decode {
-            // One warm-up step, then the timed ones.
-            next = argmax(seq.feed(&[next], false)?) as u32;
-            let t = Instant::now();
-            for _ in 0..o.decode_tokens {
+            // Two warm-up steps, then timed steps, each right after a read-bandwidth probe pass
+            // (the machine may be shared: pairing makes the ratio fair to both).
+            for _ in 0..2 {
                 next = argmax(seq.feed(&[next], false)?) as u32;
             }
-            let s = t.elapsed().as_secs_f64();
-            r.decode_tokens_per_s = Some(o.decode_tokens as f64 / s);
-            r.decode_ms_per_token = Some(s * 1e3 / o.decode_tokens as f64);
+            let bytes = r.weight_bytes_per_token as f64;
+            let mut times = Vec::with_capacity(o.decode_tokens);
+            let mut ratios = Vec::with_capacity(o.decode_tokens);
+            for _ in 0..o.decode_tokens {
+                let bw = probe::best_read_gbs(path, &probe_buf, 1);
+                r.read_bandwidth_gbs = r.read_bandwidth_gbs.max(bw);
+                let t = Instant::now();
+                next = argmax(seq.feed(&[next], false)?) as u32;
+                let dt = t.elapsed().as_secs_f64();
+                times.push(dt);
+                ratios.push(bytes / dt / 1e9 / bw);
+            }
+            let med = median(&mut times);
+            r.decode_tokens_per_s = Some(1.0 / med);
+            r.decode_ms_per_token = Some(med * 1e3);
+            r.decode_best_tokens_per_s = Some(1.0 / times.iter().cloned().fold(f64::MAX, f64::min));
+            r.decode_paired_fraction = Some(median(&mut ratios));
         }
     }
     r.peak_rss_bytes = peak_rss_bytes();

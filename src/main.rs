@@ -95,18 +95,38 @@ enum Cmd {
 }
 
 fn run(cli: Cli) -> mllama::Result<()> {
+    // All work runs on a worker of one pool: kernels then split jobs through the worker's own
+    // deque (no allocation per decode step), and --threads sizes it.
+    let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = cli.threads {
         if n == 0 {
             return Err(mllama::Error::Invalid(
                 "--threads must be at least 1".into(),
             ));
         }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| mllama::Error::Invalid(format!("--threads {n}: {e}")))?;
+        builder = builder.num_threads(n);
     }
-    match cli.cmd {
+    let pool = builder
+        .build()
+        .map_err(|e| mllama::Error::Invalid(format!("cannot start worker threads: {e}")))?;
+    pool.install(|| run_command(cli.cmd))
+}
+
+/// Print to stdout; a closed pipe (`mllama ... | head`) ends the program quietly.
+fn out(s: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run_command(cmd: Cmd) -> mllama::Result<()> {
+    match cmd {
         Cmd::Bench {
             synthetic,
             model,
@@ -136,9 +156,9 @@ fn run(cli: Cli) -> mllama::Result<()> {
                 probe_bytes: 512 << 20,
             })?;
             if json {
-                println!("{}", r.to_json());
+                out(&format!("{}\n", r.to_json()));
             } else {
-                println!("{}", r.report());
+                out(&format!("{}\n", r.report()));
             }
             Ok(())
         }
@@ -181,13 +201,19 @@ fn run(cli: Cli) -> mllama::Result<()> {
             tensors,
         } => {
             let f = mllama::gguf::GgufFile::open(&file)?;
-            print!("{}", mllama::info::summary(&f, keys));
+            let mut text = mllama::info::summary(&f, keys);
             if tensors {
-                println!("\ntensor list:");
+                text.push_str("\ntensor list:\n");
                 for t in f.tensors() {
-                    println!("  {:<48} {:<6} {:?}", t.name, t.ty.name(), t.shape());
+                    text.push_str(&format!(
+                        "  {:<48} {:<6} {:?}\n",
+                        t.name,
+                        t.ty.name(),
+                        t.shape()
+                    ));
                 }
             }
+            out(&text);
             Ok(())
         }
     }

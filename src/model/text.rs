@@ -569,6 +569,13 @@ impl CrossCache {
     /// Drop the keys of padding tile slots. Exact for every row that sees at least one image
     /// (padding tiles are always masked for those rows).
     pub fn trim_padding_tiles(&mut self) {
+        if self
+            .images
+            .iter()
+            .all(|im| im.tiles_stored == im.tiles_real)
+        {
+            return;
+        }
         let keep: Vec<Range<usize>> = self
             .images
             .iter()

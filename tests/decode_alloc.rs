@@ -1,0 +1,114 @@
+//! A decode step allocates nothing: every buffer (activations, quantized activations, attention
+//! scratch, logits, key ranges) is sized once and reused. Counted with a global allocator.
+//!
+//! The steps run inside a rayon pool, as the CLI runs them: jobs spawned from a worker go to its
+//! own deque, while jobs injected from outside a pool may allocate a queue block now and then.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mllama::model::spec::ModelSpec;
+use mllama::model::vision::VisionOutput;
+use mllama::model::Semantics;
+use mllama::session::{argmax, Sequence};
+use mllama::synthetic::{build, SyntheticOptions};
+use mllama::GgmlType;
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn decode_allocations(ty: GgmlType, sem: Semantics, with_image: bool) -> usize {
+    let spec = ModelSpec {
+        // Wide enough that the kernels split work over several tasks.
+        hidden: 256,
+        ffn: 768,
+        n_heads: 8,
+        n_kv_heads: 2,
+        vocab_size: 4096,
+        embedding_rows: 4104,
+        image_token: 4096,
+        ..ModelSpec::tiny()
+    };
+    let model = build(
+        &spec,
+        &SyntheticOptions {
+            text_type: ty,
+            vision_type: GgmlType::F16,
+            distinct_layers: None,
+            seed: 9,
+        },
+    )
+    .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut seq = Sequence::new(&model, 256, sem);
+        let mut prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 4000).collect();
+        if with_image {
+            let vc = &model.cfg.vision;
+            let n = vc.max_tiles * vc.tokens_per_tile() * spec.hidden;
+            let states = (0..n)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+                .collect();
+            seq.attach_image(
+                &VisionOutput {
+                    states,
+                    features: Vec::new(),
+                },
+                2,
+            );
+            prompt[5] = spec.image_token;
+        }
+        let mut next = argmax(seq.feed(&prompt, false).unwrap()) as u32;
+        // Warm-up: buffers reach their decode sizes, thread-local scratch exists on every worker.
+        for _ in 0..8 {
+            next = argmax(seq.feed(&[next], false).unwrap()) as u32;
+        }
+        let before = ALLOCS.load(Ordering::SeqCst);
+        for _ in 0..32 {
+            next = argmax(seq.feed(&[next], false).unwrap()) as u32;
+        }
+        ALLOCS.load(Ordering::SeqCst) - before
+    })
+}
+
+#[test]
+fn decode_steps_do_not_allocate() {
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16, GgmlType::F32] {
+        for with_image in [false, true] {
+            for meta in [false, true] {
+                let sem = Semantics {
+                    meta_cross_attn: meta,
+                    ..Default::default()
+                };
+                let n = decode_allocations(ty, sem, with_image);
+                assert_eq!(
+                    n, 0,
+                    "{ty}, image {with_image}, meta {meta}: {n} allocations in 32 decode steps"
+                );
+            }
+        }
+    }
+}
