@@ -239,6 +239,78 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
+/// Decode of one 14336×4096 matrix per call, 20 distinct copies per pass (far beyond the
+/// last-level cache), on pools of 1 and 2 threads; every pass is paired with a read-probe pass on
+/// the same pool right before it. Prints, per type, thread count and path, the median over the
+/// rounds of decode GB/s, probe GB/s and their ratio (each ratio from one adjacent pair).
+fn paired(buf: &[f32]) {
+    const COPIES: usize = 20;
+    const ROUNDS: usize = 5;
+    let (m, k) = (14336, 4096);
+    println!(
+        "\npaired decode n=1, {m}x{k} ×{COPIES} copies per pass, median of {ROUNDS} (probe pass; decode pass)"
+    );
+    let paths: Vec<Path> = simd_paths()
+        .into_iter()
+        .filter(|&p| p != Path::Scalar)
+        .collect();
+    let probe_path = Path::best();
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16] {
+        let ws: Vec<Mat> = (0..COPIES)
+            .map(|c| weights(ty, m, k, 101 + c as u64))
+            .collect();
+        let bytes: usize = ws.iter().map(|w| w.nbytes()).sum();
+        let x = acts(k, 3);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for &path in &paths {
+                let mut y = vec![0f32; m];
+                let mut sc = Scratch::new();
+                let mut rows: Vec<(f64, f64)> = pool.install(|| {
+                    // Warm-up: scratch, pool threads, page tables.
+                    for w in &ws[..2] {
+                        with_path(path, || {
+                            matmul_with(w, None, &x, 1, &mut y, &mut sc, Regime::Decode)
+                        });
+                    }
+                    (0..ROUNDS)
+                        .map(|_| {
+                            let bw = probe::best_read_gbs(probe_path, buf, 1);
+                            let t = Instant::now();
+                            for w in &ws {
+                                with_path(path, || {
+                                    matmul_with(w, None, &x, 1, &mut y, &mut sc, Regime::Decode)
+                                });
+                            }
+                            (bytes as f64 / t.elapsed().as_secs_f64() / 1e9, bw)
+                        })
+                        .collect()
+                });
+                let med = |v: &mut Vec<f64>| {
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                };
+                let mut d: Vec<f64> = rows.iter().map(|r| r.0).collect();
+                let mut p: Vec<f64> = rows.iter().map(|r| r.1).collect();
+                let mut ratio: Vec<f64> = rows.iter_mut().map(|r| r.0 / r.1).collect();
+                let best = d.iter().cloned().fold(0.0, f64::max);
+                println!(
+                    "  {:5} threads={threads} {:7}: decode {:5.1} GB/s (best {:5.1}), probe {:5.1} GB/s, ratio {:3.0}%",
+                    ty.name(),
+                    path.name(),
+                    med(&mut d),
+                    best,
+                    med(&mut p),
+                    100.0 * med(&mut ratio)
+                );
+            }
+        }
+    }
+}
+
 /// The one-run table: every figure next to the probe it should be compared with.
 fn summary(filter: &[String]) {
     let want = |s: &str| filter.is_empty() || filter.iter().any(|f| s.contains(f.as_str()));
@@ -315,6 +387,9 @@ fn summary(filter: &[String]) {
                 gb / t2
             );
         }
+    }
+    if want("paired") {
+        paired(&buf);
     }
     if want("hot") {
         // Compute ceiling of the decode kernels: one thread, weights hot in L2/L3.

@@ -9,7 +9,6 @@ use safetensors::tensor::{Dtype, TensorView};
 use crate::model::{Model, Semantics};
 use crate::preprocess::{self, ImageLimits};
 use crate::session::{argmax, Sequence};
-use crate::tokenizer::Tokenizer;
 use crate::Error;
 
 /// What to evaluate.
@@ -78,7 +77,7 @@ pub fn run(req: &EvalRequest) -> Result<EvalStats, Error> {
     let mut stats = EvalStats::default();
     let t0 = Instant::now();
     let model = Model::load(&req.model)?;
-    let tok = Tokenizer::from_gguf(model.gguf())?;
+    let tok = model.tokenizer()?;
     stats.load_s = t0.elapsed().as_secs_f64();
 
     let ids = tok.encode(&req.prompt, req.add_bos)?;

@@ -17,7 +17,9 @@
 #[cfg(target_endian = "big")]
 compile_error!("mllama reads little-endian GGUF data in place and needs a little-endian target");
 
+pub mod api;
 pub mod bench;
+pub mod chat;
 pub mod dtype;
 pub mod error;
 pub mod eval;
@@ -29,10 +31,14 @@ pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod quant;
+pub mod sampling;
 pub mod session;
 pub mod synthetic;
 pub mod tensor;
 pub mod tokenizer;
 
+pub use api::{EncodedImage, Generation, ImageCache, Piece, Session, SessionOptions, SessionStats};
 pub use dtype::GgmlType;
 pub use error::{Error, GgufError, Result};
+pub use model::{Model, Semantics, TapConvention};
+pub use sampling::SamplingParams;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "mllama",
@@ -21,6 +23,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Answer one prompt (about images) with the model's chat template, streaming the text.
+    /// Without -m, runs the demo model on the demo image.
+    Run {
+        /// The model GGUF (default: the demo model in models/demo).
+        #[arg(short, long)]
+        model: Option<PathBuf>,
+        /// An image (repeatable); placed where the prompt has <|image|>, else before the text.
+        #[arg(long = "image")]
+        images: Vec<PathBuf>,
+        /// The question; `-` reads it from stdin.
+        #[arg(short, long)]
+        prompt: Option<String>,
+        /// Send the prompt as is, without the chat template.
+        #[arg(long)]
+        raw: bool,
+        /// A system message (the Llama 3.2 Vision template refuses one together with images).
+        #[arg(long)]
+        system: Option<String>,
+        #[command(flatten)]
+        args: cli::GenArgs,
+    },
+    /// An interactive conversation: /image PATH attaches a picture to the next message, /reset,
+    /// /stats, /help, /quit. Works with piped input too.
+    Chat {
+        /// The model GGUF (default: the demo model in models/demo).
+        #[arg(short, long)]
+        model: Option<PathBuf>,
+        /// A system message.
+        #[arg(long)]
+        system: Option<String>,
+        #[command(flatten)]
+        args: cli::GenArgs,
+    },
     /// Measure vision, cross K/V, prefill and decode speed on a synthetic model at real shapes
     /// (or a GGUF) next to this machine's read bandwidth and FMA peak.
     Bench {
@@ -127,6 +162,19 @@ fn out(s: &str) {
 
 fn run_command(cmd: Cmd) -> mllama::Result<()> {
     match cmd {
+        Cmd::Run {
+            model,
+            images,
+            prompt,
+            raw,
+            system,
+            args,
+        } => cli::run(model, images, prompt, raw, system, args),
+        Cmd::Chat {
+            model,
+            system,
+            args,
+        } => cli::chat(model, system, args),
         Cmd::Bench {
             synthetic,
             model,
@@ -220,7 +268,26 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || !e.use_stderr()
+            {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: clap's first line without its usage and "--help" hints.
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            eprintln!("{}", first.trim_end());
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

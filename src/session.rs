@@ -102,12 +102,41 @@ impl<'m> Sequence<'m> {
         let vc = &self.model.cfg.vision;
         let (t, p) = (vc.max_tiles, vc.tokens_per_tile());
         let kv = self.model.text.cross_kv(&out.states, t * p);
-        self.cross.push(kv, t, n_tiles, p);
+        self.push_kv(kv, t, n_tiles, p);
+    }
+
+    /// Attach the next image from its already computed K/V (an image cache entry).
+    pub fn attach_encoded(&mut self, im: &crate::api::EncodedImage) {
+        self.push_kv(im.kv.clone(), im.tile_slots, im.n_tiles, im.tokens_per_tile);
+    }
+
+    fn push_kv(&mut self, kv: Vec<(Vec<f32>, Vec<f32>)>, slots: usize, n_tiles: usize, p: usize) {
+        self.cross.push(kv, slots, n_tiles, p);
         if self.sem.meta_cross_attn {
             // Rows without an image use no keys under Meta's semantics: padding tiles are never
             // read, so drop them at once.
             self.cross.trim_padding_tiles();
         }
+    }
+
+    /// Forget every token after the first `len` (their self-attention K/V). Attached images stay.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.tokens.len() {
+            return;
+        }
+        self.tokens.truncate(len);
+        self.kv.truncate(len);
+        self.ranges = image_ranges(&self.tokens, self.model.text.cfg.image_token);
+    }
+
+    /// The semantics this sequence runs with.
+    pub fn semantics(&self) -> Semantics {
+        self.sem
+    }
+
+    /// Room in tokens.
+    pub fn capacity(&self) -> usize {
+        self.kv.ctx
     }
 
     /// Process `tokens` (a prompt chunk or one generated token). Returns the logits of every new

@@ -113,11 +113,18 @@ impl Loader<'_> {
     }
 }
 
-/// A loaded model: configuration, vision tower, text decoder. Cheap to share across threads.
+/// A loaded model: configuration, vision tower, text decoder, tokenizer, and the cache of encoded
+/// images. Share it across threads by reference (`&Model` is `Send + Sync`).
 pub struct Model {
+    /// Dimensions and conventions read from the file.
     pub cfg: ModelConfig,
+    /// Vision tower and projector.
     pub vision: vision::VisionModel,
+    /// Text decoder.
     pub text: text::TextModel,
+    tokenizer: Option<crate::tokenizer::Tokenizer>,
+    /// Encoded images (cross-attention K/V), keyed by a hash of the image bytes.
+    pub image_cache: crate::api::ImageCache,
     file: GgufFile,
 }
 
@@ -137,12 +144,54 @@ impl Model {
         };
         let vision = vision::VisionModel::load(&l, &cfg)?;
         let text = text::TextModel::load(&l, &cfg)?;
+        // Files without tokenizer data (synthetic benchmark models) load without one.
+        let tokenizer = if file.get(crate::keys::TOK_TOKENS).is_some() {
+            Some(crate::tokenizer::Tokenizer::from_gguf(&file)?)
+        } else {
+            None
+        };
         Ok(Model {
             cfg,
             vision,
             text,
+            tokenizer,
+            image_cache: crate::api::ImageCache::new(crate::api::DEFAULT_IMAGE_CACHE_BYTES),
             file,
         })
+    }
+
+    /// The tokenizer built from the file's `tokenizer.ggml.*` data.
+    pub fn tokenizer(&self) -> Result<&crate::tokenizer::Tokenizer, Error> {
+        self.tokenizer.as_ref().ok_or_else(|| Error::Model {
+            path: self.file.path().to_path_buf(),
+            msg: "the file has no tokenizer (tokenizer.ggml.* keys)".into(),
+        })
+    }
+
+    /// Run the vision tower on a preprocessed image and compute its cross-attention K/V for every
+    /// cross layer (all tile slots kept; sequences drop padding tiles when that is exact).
+    pub fn encode_image(
+        &self,
+        pre: &crate::preprocess::Preprocessed,
+        taps: TapConvention,
+    ) -> crate::api::EncodedImage {
+        let t = std::time::Instant::now();
+        let out = self
+            .vision
+            .forward(&pre.pixel_values, pre.aspect_ratio_id, pre.num_tiles, taps);
+        let vision_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let vc = &self.cfg.vision;
+        let n = vc.max_tiles * vc.tokens_per_tile();
+        let kv = self.text.cross_kv(&out.states, n);
+        crate::api::EncodedImage {
+            kv,
+            n_tiles: pre.num_tiles,
+            tile_slots: vc.max_tiles,
+            tokens_per_tile: vc.tokens_per_tile(),
+            vision_s,
+            cross_kv_s: t.elapsed().as_secs_f64(),
+        }
     }
 
     /// The underlying GGUF file (metadata, tokenizer data).

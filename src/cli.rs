@@ -1,0 +1,346 @@
+//! `mllama run` and `mllama chat` (a module of the binary, not of the library).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use mllama::{Error, Model, SamplingParams, Semantics, Session, SessionOptions};
+
+/// Set by Ctrl-C: stops the answer being generated.
+static CANCEL: AtomicBool = AtomicBool::new(false);
+/// True while an answer is being generated (Ctrl-C outside it only prints a hint in chat).
+static GENERATING: AtomicBool = AtomicBool::new(false);
+
+/// The demo model shipped in the repository, used when no `-m` is given.
+pub fn demo_model() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/demo/mllama-demo-q4_0.gguf"
+    ))
+}
+
+/// The demo image.
+pub fn demo_image() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/demo/example.jpg"
+    ))
+}
+
+/// Flags shared by `run` and `chat`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GenArgs {
+    /// Maximum tokens to generate.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Sampling temperature (0 = greedy). Default: the model's generation config.
+    #[arg(long, allow_negative_numbers = true)]
+    pub temperature: Option<f32>,
+    /// Keep only the k most likely tokens (0 = all). Default: the model's, else 50 when sampling.
+    #[arg(long, allow_negative_numbers = true)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass (0 < p ≤ 1). Default: the model's generation config.
+    #[arg(long, allow_negative_numbers = true)]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than this fraction of the most likely one.
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_p: Option<f32>,
+    /// Penalty on tokens seen in the last 64 (1 = off).
+    #[arg(long, allow_negative_numbers = true)]
+    pub repeat_penalty: Option<f32>,
+    /// RNG seed (same seed, same output).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Context window in tokens (default: the model's, at most 4096).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Meta's cross-attention semantics for text before the first image (default: HF's).
+    #[arg(long)]
+    pub meta_cross_attn: bool,
+    /// Most memory for cached image encodings, in MiB (default 2048).
+    #[arg(long)]
+    pub image_cache_mb: Option<usize>,
+    /// Print timings and peak memory to stderr.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+impl GenArgs {
+    pub fn sampling(&self, model: &Model) -> Result<SamplingParams, Error> {
+        let mut p = SamplingParams::from_model(&model.cfg.generation);
+        if let Some(t) = self.temperature {
+            p.temperature = t;
+            if t > 0.0 && p.top_k == 0 && self.top_k.is_none() {
+                p.top_k = model.cfg.generation.top_k.unwrap_or(50);
+            }
+        }
+        if let Some(k) = self.top_k {
+            p.top_k = k;
+        }
+        if let Some(x) = self.top_p {
+            p.top_p = x;
+        }
+        if let Some(x) = self.min_p {
+            p.min_p = x;
+        }
+        if let Some(x) = self.repeat_penalty {
+            p.repeat_penalty = x;
+        }
+        p.seed = self.seed;
+        p.validate()?;
+        if self.max_tokens == 0 {
+            return Err(Error::Invalid("--max-tokens must be at least 1".into()));
+        }
+        Ok(p)
+    }
+
+    fn options(&self) -> SessionOptions {
+        SessionOptions {
+            ctx: self.ctx,
+            semantics: Semantics {
+                meta_cross_attn: self.meta_cross_attn,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+fn load(model: Option<PathBuf>, args: &GenArgs) -> Result<(Model, f64, bool), Error> {
+    let demo = model.is_none();
+    let path = model.unwrap_or_else(demo_model);
+    if demo {
+        eprintln!(
+            "note: no -m given; using the demo model {} (random weights: the text is gibberish)",
+            path.display()
+        );
+    }
+    let t = Instant::now();
+    let m = Model::load(&path)?;
+    if let Some(mb) = args.image_cache_mb {
+        m.image_cache.set_max_bytes(mb << 20);
+    }
+    if let Some(c) = args.ctx {
+        if c == 0 {
+            return Err(Error::Invalid("--ctx must be at least 1".into()));
+        }
+    }
+    Ok((m, t.elapsed().as_secs_f64(), demo))
+}
+
+fn install_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        if GENERATING.load(Ordering::SeqCst) {
+            CANCEL.store(true, Ordering::SeqCst);
+        } else {
+            eprintln!("\n(Ctrl-C stops an answer; type /quit or press Ctrl-D to leave)");
+        }
+    });
+}
+
+/// Write generated text as it comes; a closed stdout ends quietly.
+fn emit(s: &str) -> Result<(), Error> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Error::Invalid(format!("writing to stdout: {e}"))),
+    }
+}
+
+/// Generate one answer, streaming it to stdout.
+fn answer(s: &mut Session<'_>, p: &SamplingParams, max: usize) -> Result<String, Error> {
+    CANCEL.store(false, Ordering::SeqCst);
+    GENERATING.store(true, Ordering::SeqCst);
+    let result = (|| {
+        let mut text = String::new();
+        for piece in s.generate(p, max, Some(&CANCEL))? {
+            let piece = piece?;
+            emit(&piece.text)?;
+            text.push_str(&piece.text);
+        }
+        Ok(text)
+    })();
+    GENERATING.store(false, Ordering::SeqCst);
+    result
+}
+
+fn print_stats(s: &Session<'_>, load_s: f64) {
+    let st = s.stats();
+    let mut l = vec![format!("load {:.2} s", load_s)];
+    for (i, v) in st.vision_s.iter().enumerate() {
+        l.push(format!("image {i}: vision tower + projector {:.2} s", v));
+    }
+    if st.cache_hits > 0 {
+        l.push(format!(
+            "{} image(s) from the cache (no vision work)",
+            st.cache_hits
+        ));
+    }
+    l.push(format!(
+        "prefill {} tokens in {:.2} s ({:.1} tokens/s)",
+        st.prefill_tokens,
+        st.prefill_s,
+        st.prefill_tokens as f64 / st.prefill_s.max(1e-9)
+    ));
+    l.push(format!(
+        "decode {} tokens in {:.2} s ({:.2} tokens/s)",
+        st.decode_tokens,
+        st.decode_s,
+        st.decode_tokens as f64 / st.decode_s.max(1e-9)
+    ));
+    l.push(format!(
+        "context {} / {} tokens",
+        st.context_tokens,
+        s.context_size()
+    ));
+    if let Some(r) = mllama::eval::peak_rss_bytes() {
+        l.push(format!("peak RSS {:.1} MiB", r as f64 / (1 << 20) as f64));
+    }
+    eprintln!("{}", l.join("\n"));
+}
+
+/// `mllama run`
+pub fn run(
+    model: Option<PathBuf>,
+    images: Vec<PathBuf>,
+    prompt: Option<String>,
+    raw: bool,
+    system: Option<String>,
+    args: GenArgs,
+) -> Result<(), Error> {
+    let (model, load_s, demo) = load(model, &args)?;
+    let params = args.sampling(&model)?;
+    let mut images = images;
+    let prompt = match prompt.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| Error::Invalid(format!("reading the prompt from stdin: {e}")))?;
+            s
+        }
+        Some(p) => p.to_string(),
+        None if demo => {
+            if images.is_empty() {
+                images.push(demo_image());
+            }
+            "What is in this picture?".to_string()
+        }
+        None => {
+            return Err(Error::Invalid(
+                "no prompt: give -p TEXT (or -p - to read stdin)".into(),
+            ))
+        }
+    };
+    if prompt.trim().is_empty() {
+        return Err(Error::Invalid("the prompt is empty".into()));
+    }
+    let mut s = Session::new(&model, args.options())?;
+    if let Some(sys) = &system {
+        s.push_system(sys)?;
+    }
+    for im in &images {
+        s.add_image(im)?;
+    }
+    if raw {
+        s.set_raw_prompt(&prompt)?;
+    } else {
+        s.push_user(&prompt)?;
+    }
+    install_ctrl_c();
+    answer(&mut s, &params, args.max_tokens)?;
+    if std::io::stdout().is_terminal() {
+        emit("\n")?;
+    }
+    if args.stats {
+        print_stats(&s, load_s);
+    }
+    Ok(())
+}
+
+const HELP: &str = "commands:
+  /image PATH   attach an image to the next message
+  /reset        forget the conversation
+  /stats        timings of the last answer
+  /help         this text
+  /quit         leave (also Ctrl-D)
+Ctrl-C stops the answer being written.";
+
+/// `mllama chat`
+pub fn chat(model: Option<PathBuf>, system: Option<String>, args: GenArgs) -> Result<(), Error> {
+    let (model, load_s, _) = load(model, &args)?;
+    let params = args.sampling(&model)?;
+    let mut s = Session::new(&model, args.options())?;
+    if let Some(sys) = &system {
+        s.push_system(sys)?;
+    }
+    let interactive = std::io::stdin().is_terminal();
+    install_ctrl_c();
+    if interactive {
+        eprintln!("mllama chat: type a message, /help for commands.");
+    }
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+            let _ = std::io::stderr().flush();
+        }
+        let line = match lines.next() {
+            None => break,
+            Some(Ok(l)) => l,
+            Some(Err(e)) => return Err(Error::Invalid(format!("reading stdin: {e}"))),
+        };
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(cmd) = line.strip_prefix('/') {
+            let (name, arg) = cmd
+                .split_once(' ')
+                .map(|(a, b)| (a, b.trim()))
+                .unwrap_or((cmd, ""));
+            match name {
+                "quit" | "exit" => break,
+                "help" => eprintln!("{HELP}"),
+                "reset" => {
+                    s.reset();
+                    if let Some(sys) = &system {
+                        s.push_system(sys)?;
+                    }
+                    eprintln!("(conversation reset)");
+                }
+                "stats" => print_stats(&s, load_s),
+                "image" => {
+                    if arg.is_empty() {
+                        eprintln!("error: /image needs a path");
+                        continue;
+                    }
+                    // A bad image is reported and the chat goes on.
+                    match s.add_image(Path::new(arg)) {
+                        Ok(()) => eprintln!("(image attached to your next message)"),
+                        Err(e) => eprintln!("error: {e}"),
+                    }
+                }
+                other => eprintln!("error: unknown command /{other} (try /help)"),
+            }
+            continue;
+        }
+        if let Err(e) = s.push_user(line) {
+            eprintln!("error: {e}");
+            continue;
+        }
+        match answer(&mut s, &params, args.max_tokens) {
+            Ok(_) => emit("\n")?,
+            Err(e) => {
+                emit("\n")?;
+                eprintln!("error: {e}");
+            }
+        }
+        if args.stats {
+            print_stats(&s, load_s);
+        }
+    }
+    Ok(())
+}
