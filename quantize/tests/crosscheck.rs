@@ -188,3 +188,30 @@ fn converted_files_follow_the_model_spec() {
         .collect();
     assert_eq!(ours, listed);
 }
+
+#[test]
+fn fuzz_seeds_and_regressions_replay_cleanly() {
+    // The `safetensors` fuzz target's seeds and past failures (see tests/fuzz_regressions.rs).
+    let mut n = 0;
+    for dir in [
+        root().join("fuzz/seeds/safetensors"),
+        root().join("tests/fixtures/fuzz/safetensors"),
+    ] {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let data = std::fs::read(e.path()).unwrap();
+            for k in 0..=8 {
+                let cut = &data[..data.len() * k / 8];
+                let tmp = tempfile::tempdir().unwrap();
+                let r = std::panic::catch_unwind(|| {
+                    mllama_quantize::fuzz_entry::checkpoint(tmp.path(), cut)
+                });
+                assert!(r.is_ok(), "{} cut at {k}/8 panicked", e.path().display());
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 27, "{n} inputs");
+}
