@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use mllama::preprocess::ImageLimits;
 use mllama::{Error, Model, SamplingParams, Semantics, Session, SessionOptions};
 
 /// Set by Ctrl-C: stops the answer being generated.
@@ -64,6 +65,16 @@ pub struct GenArgs {
     /// Print timings and peak memory to stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Refuse images of more pixels than this, before decoding (default 67108864 = 64 Mpixel).
+    #[arg(long, value_name = "PIXELS")]
+    pub max_image_pixels: Option<u64>,
+    /// Refuse image files larger than this many bytes (default 67108864 = 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_image_bytes: Option<u64>,
+    /// Memory budget of the context's KV cache in MiB (default: the memory the system reports
+    /// available); a --ctx that needs more is refused before anything is allocated.
+    #[arg(long, value_name = "MIB")]
+    pub max_memory_mb: Option<u64>,
 }
 
 impl GenArgs {
@@ -96,12 +107,26 @@ impl GenArgs {
     }
 
     fn options(&self) -> SessionOptions {
+        let mut limits = ImageLimits::default();
+        if let Some(p) = self.max_image_pixels {
+            limits.max_pixels = p;
+            // The pixel count is the limit that matters; let the side lengths and the decoder's
+            // allocations follow it (8 bytes per pixel covers RGBA16 and JPEG coefficients).
+            limits.max_width = u32::MAX;
+            limits.max_height = u32::MAX;
+            limits.max_alloc = limits.max_alloc.max(p.saturating_mul(8));
+        }
+        if let Some(b) = self.max_image_bytes {
+            limits.max_bytes = b;
+        }
         SessionOptions {
             ctx: self.ctx,
             semantics: Semantics {
                 meta_cross_attn: self.meta_cross_attn,
                 ..Default::default()
             },
+            image_limits: limits,
+            max_memory: self.max_memory_mb.map(|m| m.saturating_mul(1 << 20)),
             ..Default::default()
         }
     }
@@ -194,6 +219,11 @@ fn print_stats(s: &Session<'_>, load_s: f64) {
         "context {} / {} tokens",
         st.context_tokens,
         s.context_size()
+    ));
+    l.push(format!(
+        "kernels {} on {} threads",
+        mllama::kernels::simd_name(),
+        rayon::current_num_threads()
     ));
     if let Some(r) = mllama::eval::peak_rss_bytes() {
         l.push(format!("peak RSS {:.1} MiB", r as f64 / (1 << 20) as f64));

@@ -47,6 +47,18 @@ pub enum TokenKind {
 /// A Llama 3 byte-level BPE tokenizer plus the special token ids of the model.
 ///
 /// Building from GGUF metadata takes ~0.1-0.2 s for the real 128k-token vocabulary (release build).
+/// A loaded [`Model`](crate::Model) holds one ([`Model::tokenizer`](crate::Model::tokenizer)).
+///
+/// ```
+/// # fn main() -> Result<(), mllama::Error> {
+/// let model = mllama::Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+/// let tok = model.tokenizer()?;
+/// assert_eq!(tok.vocab_size(), 128257);
+/// assert_eq!(tok.id_of("<|eot_id|>"), tok.eot_id());
+/// assert!(tok.is_eos(tok.eot_id().unwrap()));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     tokens: Vec<String>,
@@ -132,6 +144,22 @@ impl Tokenizer {
                 )))
             }
             Some(None) => return Err(err(format!("{} is not a string", keys::TOK_PRE))),
+        }
+        // Sizes first: building the BPE tables costs ~100 bytes per token and per merge, so an
+        // absurd vocabulary is refused before anything is built from it.
+        let (max_vocab, max_merges) = vocab_limits();
+        for (key, max) in [
+            (keys::TOK_TOKENS, max_vocab),
+            (keys::TOK_MERGES, max_merges),
+        ] {
+            if let Some(len) = f.get(key).and_then(|v| v.as_array()).map(|a| a.len()) {
+                if len > max {
+                    return Err(err(format!(
+                        "tokenizer vocabulary too large: {key} has {len} entries, above the limit \
+                         of {max} (set MLLAMA_MAX_VOCAB to raise it)"
+                    )));
+                }
+            }
         }
         let tokens = string_array(f, keys::TOK_TOKENS)?
             .ok_or_else(|| err(format!("no tokenizer: {} is missing", keys::TOK_TOKENS)))?;
@@ -516,6 +544,26 @@ impl Tokenizer {
     /// `add_bos = false` gives HF's `tokenizer(text, add_special_tokens=False)`: nothing is added
     /// or moved. Use it for chat-template output, which already starts with `<|begin_of_text|>`
     /// (this is what `MllamaProcessor.apply_chat_template(tokenize=True)` does).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the underlying BPE model fails on the text (not expected for valid
+    /// UTF-8 input).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = mllama::Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let tok = model.tokenizer()?;
+    /// let (bos, img) = (tok.bos_id().unwrap(), tok.image_id().unwrap());
+    ///
+    /// assert_eq!(tok.encode("Hello, world!", false)?, [9906, 11, 1917, 0]);
+    /// // Special tokens written in the text are recognised.
+    /// assert_eq!(tok.encode("<|image|>Hi", false)?, [img, 13347]);
+    /// // HF's processor rules: image tokens first, then BOS (here twice, as HF does).
+    /// assert_eq!(tok.encode("<|image|>Hi", true)?, [bos, img, bos, 13347]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, Error> {
         if !add_bos {
             return self.encode_plain(text);
@@ -584,6 +632,22 @@ impl Tokenizer {
     /// tokenizers). With `skip_special` the special (CONTROL) tokens are left out; unused ids
     /// decode to nothing. Byte sequences that are not valid UTF-8 become U+FFFD. Errors on an id
     /// outside the vocabulary.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the first id at or above [`vocab_size`](Tokenizer::vocab_size).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = mllama::Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let tok = model.tokenizer()?;
+    /// let ids = tok.encode("<|begin_of_text|>Hello, world!", false)?;
+    /// assert_eq!(tok.decode(&ids, false)?, "<|begin_of_text|>Hello, world!");
+    /// assert_eq!(tok.decode(&ids, true)?, "Hello, world!"); // special tokens skipped
+    /// assert!(tok.decode(&[u32::MAX], false).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, Error> {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
         for &id in ids {
@@ -622,6 +686,25 @@ impl Tokenizer {
 
     /// An incremental detokenizer for streaming output that skips special tokens if
     /// `skip_special`. See [`TokenStream`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = mllama::Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let tok = model.tokenizer()?;
+    /// let ids = tok.encode("Crème brûlée 🍮", false)?;
+    ///
+    /// let mut stream = tok.stream(true);
+    /// let mut text = String::new();
+    /// for &id in &ids {
+    ///     // Each piece is valid UTF-8; a character split across tokens waits for its last byte.
+    ///     text.push_str(&stream.push(id)?);
+    /// }
+    /// text.push_str(&stream.finish());
+    /// assert_eq!(text, tok.decode(&ids, true)?);
+    /// assert_eq!(text, "Crème brûlée 🍮");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stream(&self, skip_special: bool) -> TokenStream<'_> {
         TokenStream {
             tok: self,
@@ -803,6 +886,23 @@ fn byte_level_decode(token: &str, out: &mut Vec<u8>) {
 }
 
 /// A GGUF string array, `None` if the key is absent.
+/// Most tokens a vocabulary may have (Llama 3: 128,256), and most merges (Llama 3: 280,147).
+pub const MAX_VOCAB: usize = 1 << 20;
+/// Most BPE merges a tokenizer may have.
+pub const MAX_MERGES: usize = 4 << 20;
+
+/// The vocabulary limits: [`MAX_VOCAB`] tokens and [`MAX_MERGES`] merges, or `MLLAMA_MAX_VOCAB`
+/// tokens (and four times as many merges) when that environment variable is set.
+fn vocab_limits() -> (usize, usize) {
+    match std::env::var("MLLAMA_MAX_VOCAB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        Some(v) => (v, v.saturating_mul(4)),
+        None => (MAX_VOCAB, MAX_MERGES),
+    }
+}
+
 fn string_array<'a>(f: &'a GgufFile, key: &str) -> Result<Option<&'a [String]>, Error> {
     match f.get(key) {
         None => Ok(None),

@@ -217,6 +217,20 @@ impl RgbImage {
 /// Decode an image file held in memory (PNG, JPEG, WebP, GIF or BMP) to RGB8 with HF's conversion
 /// rules (see the module docs). The header is checked against `limits` before decoding. Never panics;
 /// errors are [`Error::Invalid`] with a message naming the problem.
+///
+/// ```
+/// use mllama::preprocess::{decode_image, ImageLimits};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bytes = std::fs::read("models/demo/example.jpg")?;
+/// let img = decode_image(&bytes, &ImageLimits::default())?;
+/// assert_eq!((img.width, img.height, img.data.len()), (640, 480, 640 * 480 * 3));
+///
+/// let small = ImageLimits { max_pixels: 100 * 100, ..ImageLimits::default() };
+/// assert!(decode_image(&bytes, &small).is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Error> {
     let img = decode::decode(bytes, limits).map_err(Error::Invalid)?;
     Ok(RgbImage {
@@ -229,6 +243,22 @@ pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Erro
 /// Read and decode an image file like [`decode_image`]. The file size is checked before reading.
 /// I/O errors are [`Error::Io`] (naming the path); decoding errors are [`Error::Invalid`] with the
 /// path in the message, e.g. `photo.png: image is 40000x30000 pixels, more than the 16384x16384 limit`.
+/// A directory or a file larger than [`ImageLimits::max_bytes`] is also [`Error::Invalid`].
+///
+/// ```
+/// use std::path::Path;
+/// use mllama::preprocess::{load_image, ImageLimits};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// let img = load_image(Path::new("models/demo/example.jpg"), &ImageLimits::default())?;
+/// assert_eq!((img.width, img.height), (640, 480));
+/// assert_eq!(img.pixel(0, 0).len(), 3); // RGB
+///
+/// let err = load_image(Path::new("no/such.png"), &ImageLimits::default()).unwrap_err();
+/// assert!(matches!(err, mllama::Error::Io { .. }));
+/// # Ok(())
+/// # }
+/// ```
 pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, Error> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
@@ -239,7 +269,7 @@ pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, Error> 
     }
     if meta.len() > limits.max_bytes {
         return Err(Error::Invalid(format!(
-            "{}: file is {} bytes, more than the {} byte limit",
+            "{}: file is {} bytes, more than the {} byte limit (raise with --max-image-bytes)",
             path.display(),
             meta.len(),
             limits.max_bytes
@@ -486,6 +516,32 @@ pub fn normalize_and_tile(
 }
 
 /// Run the whole processor on one decoded image (canvas choice, resize, pad, normalise, tile).
+/// Use the model's settings, [`ModelConfig::preprocess`](crate::model::ModelConfig::preprocess),
+/// when the result goes to a model.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] if `cfg` fails [`PreprocessConfig::validate`] or the image has a zero size.
+///
+/// ```
+/// use std::path::Path;
+/// use mllama::preprocess::{load_image, preprocess, ImageLimits, PreprocessConfig};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// let img = load_image(Path::new("models/demo/example.jpg"), &ImageLimits::default())?;
+/// let cfg = PreprocessConfig::llama32_vision();
+/// let p = preprocess(&img, &cfg)?;
+///
+/// // 640x480 fits best on a 1x2 canvas of 560-px tiles (aspect-ratio id 2), without resizing.
+/// assert_eq!((p.tiles_hw, p.aspect_ratio_id, p.num_tiles), ((1, 2), 2, 2));
+/// assert_eq!((p.resized_hw, p.canvas_hw), ((480, 640), (560, 1120)));
+/// // [max_tiles, 3, tile, tile], unused slots zero.
+/// assert_eq!(p.pixel_values.len(), 4 * 3 * 560 * 560);
+/// assert_eq!(p.aspect_ratio_mask(), [1, 1, 0, 0]);
+/// assert!(p.tile(3).iter().all(|&v| v == 0.0));
+/// # Ok(())
+/// # }
+/// ```
 pub fn preprocess(img: &RgbImage, cfg: &PreprocessConfig) -> Result<Preprocessed, Error> {
     let plan = plan_tiles(img.width as usize, img.height as usize, cfg)?;
     let (rh, rw) = plan.resized_hw;
