@@ -1,22 +1,24 @@
 //! The library API for applications: load a model, open a [`Session`], add images, add user
 //! messages, and generate an answer as an iterator of text pieces, with cancellation.
 //!
-//! ```no_run
-//! use mllama::{Model, Session, SessionOptions, SamplingParams};
+//! ```
+//! use mllama::{Model, SamplingParams, Session, SessionOptions};
 //!
 //! # fn main() -> Result<(), mllama::Error> {
-//! let model = Model::load("llama-3.2-11b-vision-q4_0.gguf")?;
+//! // The tiny demo model shipped in the repository (random weights: the answer is gibberish).
+//! let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
 //! let mut chat = Session::new(&model, SessionOptions::default())?;
-//! chat.add_image("photo.jpg")?;
+//! chat.add_image("models/demo/example.jpg")?;
 //! chat.push_user("What is in this picture?")?;
-//! for piece in chat.generate(&SamplingParams::default(), 256, None)? {
+//! for piece in chat.generate(&SamplingParams::default(), 8, None)? {
 //!     print!("{}", piece?.text);
 //! }
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! The library never prints; errors are [`crate::Error`] values.
+//! The library never prints; errors are [`crate::Error`] values. Paths in the examples are relative
+//! to the repository root, where the demo model lives.
 //!
 //! ## Caching
 //!
@@ -25,6 +27,11 @@
 //! SHA-256 of the image bytes and the vision-tap convention, so the same picture costs no vision
 //! work again in any session of the process. A session keeps the self-attention KV cache of the
 //! conversation and only processes what a new turn adds.
+//!
+//! ## Threads
+//!
+//! A [`Model`] is shared by reference (`&Model` is `Send + Sync`); each thread runs its own
+//! [`Session`]. Matrix products and attention run on rayon's global thread pool.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,19 +49,24 @@ use crate::tokenizer::TokenStream;
 use crate::Error;
 
 /// Default bound of the image cache: 2 GiB of cross-attention K/V (about 5 images of the 11B
-/// model, 40 of the demo model).
+/// model). Change it with [`ImageCache::set_max_bytes`] on [`Model::image_cache`].
 pub const DEFAULT_IMAGE_CACHE_BYTES: usize = 2 << 30;
 
 /// One image after the vision tower: its cross-attention K/V for every cross layer, head-major
 /// `[n_kv_heads][tile_slots · tokens_per_tile][head_dim]`, all tile slots kept.
+///
+/// Made by [`Model::encode_image`] or [`ImageCache::get_or_encode`]; attach it to a conversation
+/// through [`Session::add_image`] (which uses the cache) rather than by hand.
 pub struct EncodedImage {
-    /// Per cross layer: (K with k_norm applied, V).
+    /// Per cross layer, in layer order: (K with k_norm applied, V), each f32 head-major
+    /// `[n_kv_heads][tile_slots · tokens_per_tile][head_dim]`.
     pub kv: Vec<(Vec<f32>, Vec<f32>)>,
-    /// Real tiles of the image.
+    /// Real tiles of the image (1 to `tile_slots`); the keys of the other slots are never attended
+    /// to by text that sees the image.
     pub n_tiles: usize,
-    /// Tile slots the K/V cover (the model's `max_tiles`).
+    /// Tile slots the K/V cover (the model's `max_tiles`, 4 for Llama 3.2 Vision).
     pub tile_slots: usize,
-    /// Vision tokens per tile.
+    /// Vision tokens per tile: patches + the class token (1601 at 560-pixel tiles).
     pub tokens_per_tile: usize,
     /// Seconds spent in the vision tower + projector.
     pub vision_s: f64,
@@ -63,7 +75,8 @@ pub struct EncodedImage {
 }
 
 impl EncodedImage {
-    /// Bytes held.
+    /// Bytes of K/V held (4 bytes per value, K and V of every cross layer): what the image costs
+    /// in an [`ImageCache`].
     pub fn bytes(&self) -> usize {
         self.kv.iter().map(|(k, v)| 4 * (k.len() + v.len())).sum()
     }
@@ -78,13 +91,48 @@ struct CacheEntry {
 /// Encoded images kept across turns and sessions, bounded in bytes; the least recently used
 /// entry is dropped when a new one would exceed the bound (an entry a session still holds stays
 /// alive in that session). A single image larger than the bound is used but not kept.
+///
+/// Every [`Model`] owns one ([`Model::image_cache`], bounded by [`DEFAULT_IMAGE_CACHE_BYTES`]);
+/// [`Session::add_image`] goes through it. All methods take `&self` and are thread-safe.
+///
+/// ```
+/// use std::sync::Arc;
+/// use mllama::preprocess::ImageLimits;
+/// use mllama::{Model, TapConvention};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+/// let path = "models/demo/example.jpg";
+/// let bytes = std::fs::read(path).map_err(|e| mllama::Error::io(path, e))?;
+/// let (taps, limits) = (TapConvention::default(), ImageLimits::default());
+///
+/// // First use: decoded, preprocessed and run through the vision tower.
+/// let (first, cached) = model.image_cache.get_or_encode(&model, &bytes, path, taps, &limits)?;
+/// assert!(!cached);
+/// // Second use: the same K/V, no vision work.
+/// let (again, cached) = model.image_cache.get_or_encode(&model, &bytes, path, taps, &limits)?;
+/// assert!(cached && Arc::ptr_eq(&first, &again));
+/// assert_eq!(model.image_cache.usage(), (1, first.bytes()));
+///
+/// // A bound below one image's size empties the cache; images are then used but not kept.
+/// model.image_cache.set_max_bytes(first.bytes() - 1);
+/// assert_eq!(model.image_cache.usage(), (0, 0));
+/// # Ok(())
+/// # }
+/// ```
 pub struct ImageCache {
     max_bytes: Mutex<usize>,
     entries: Mutex<(Vec<CacheEntry>, u64)>,
 }
 
 impl ImageCache {
-    /// An empty cache holding at most `max_bytes` of K/V.
+    /// An empty cache holding at most `max_bytes` of K/V (as counted by
+    /// [`EncodedImage::bytes`]).
+    ///
+    /// ```
+    /// let cache = mllama::ImageCache::new(256 << 20);
+    /// assert_eq!(cache.usage(), (0, 0));
+    /// ```
     pub fn new(max_bytes: usize) -> Self {
         ImageCache {
             max_bytes: Mutex::new(max_bytes),
@@ -92,14 +140,14 @@ impl ImageCache {
         }
     }
 
-    /// Change the bound (evicting as needed).
+    /// Change the bound in bytes, evicting least recently used entries until the rest fits.
     pub fn set_max_bytes(&self, max_bytes: usize) {
         *self.max_bytes.lock().unwrap_or_else(|e| e.into_inner()) = max_bytes;
         let mut g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         Self::evict(&mut g.0, max_bytes, 0);
     }
 
-    /// Entries and bytes held.
+    /// `(entries, bytes)` currently held.
     pub fn usage(&self) -> (usize, usize) {
         let g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         (g.0.len(), g.0.iter().map(|e| e.image.bytes()).sum())
@@ -120,7 +168,8 @@ impl ImageCache {
         }
     }
 
-    /// The cache key of image bytes under a tap convention.
+    /// The cache key of image bytes under a tap convention: SHA-256 of the convention byte
+    /// followed by the file bytes (the same picture re-encoded as another file is another key).
     pub fn key(bytes: &[u8], taps: TapConvention) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update([taps as u8]);
@@ -153,8 +202,18 @@ impl ImageCache {
         });
     }
 
-    /// The encoded image for these bytes: from the cache, or decoded, preprocessed and run through
-    /// the vision tower now. `name` labels errors (a file name). Returns whether it was cached.
+    /// The encoded image for these bytes (an image file held in memory: PNG, JPEG, WebP, GIF or
+    /// BMP): from the cache, or decoded, preprocessed with the model's settings and run through
+    /// the vision tower now (and then cached). Returns the image and whether it came from the
+    /// cache.
+    ///
+    /// `name` labels errors (a file name); `limits` bound the decoder. Two threads that miss on
+    /// the same new image at the same time both encode it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when the bytes are not a supported image, exceed `limits`, or cannot be
+    /// preprocessed; the message starts with `name`.
     pub fn get_or_encode(
         &self,
         model: &Model,
@@ -178,53 +237,187 @@ impl ImageCache {
     }
 }
 
-/// How a session runs.
+/// How a session runs. The default is the model's context capped at [`DEFAULT_CTX_CAP`] tokens,
+/// HF transformers numerics, default image limits and today's date for the chat template.
+///
+/// ```
+/// use mllama::preprocess::ImageLimits;
+/// use mllama::{Semantics, SessionOptions, TapConvention};
+///
+/// let opts = SessionOptions {
+///     ctx: Some(2048),
+///     // Meta's reference behaviour instead of HF transformers 5.x.
+///     semantics: Semantics { meta_cross_attn: true, taps: TapConvention::LayerInput },
+///     image_limits: ImageLimits { max_bytes: 8 << 20, ..ImageLimits::default() },
+///     // Reproducible prompts: the Llama 3.2 Vision template writes the date into the system
+///     // header of conversations without images.
+///     date_string: Some("26 Jul 2024".into()),
+/// };
+/// # let _ = opts;
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct SessionOptions {
-    /// Context window in tokens (`None`: the model's, capped at [`DEFAULT_CTX_CAP`]).
+    /// Context window in tokens, prompt and answers together (`None`: the model's
+    /// `context_length`, capped at [`DEFAULT_CTX_CAP`]). The self-attention KV cache for this many
+    /// tokens is allocated when the session is created; [`Session::new`] refuses a value above the
+    /// model's `context_length`. A value of 0 is treated as 1.
     pub ctx: Option<usize>,
+    /// Which reference numerics to follow (HF transformers by default, or Meta's).
     pub semantics: Semantics,
+    /// Size limits checked before an image is read and decoded.
     pub image_limits: ImageLimits,
-    /// Render the chat template with this `date_string` instead of today's date.
+    /// Render the chat template with this `date_string` (e.g. `"26 Jul 2024"`) instead of
+    /// today's date.
     pub date_string: Option<String>,
+    /// Most bytes the session's self-attention KV cache may take. [`Session::new`] refuses a
+    /// context whose cache exceeds this, or exceeds the memory the system reports available
+    /// (`MemAvailable` on Linux), whichever is smaller, before allocating it. `None`: only the
+    /// system's figure.
+    pub max_memory: Option<u64>,
 }
 
-/// Default upper bound of the context window: a self-attention KV cache of 4096 tokens is 1 GiB
-/// for the 11B model (f32 keys and values).
+/// Memory the system reports available, in bytes (`MemAvailable` of `/proc/meminfo`), if known.
+pub fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb.saturating_mul(1024))
+}
+
+/// Refuse a context whose self-attention KV cache would not fit the budget: the smaller of
+/// `max_memory` and the memory the system reports available.
+fn check_kv_memory(model: &Model, ctx: usize, max_memory: Option<u64>) -> Result<(), Error> {
+    let need = crate::model::text::KvCache::bytes_for(&model.text, ctx) as u64;
+    let avail = available_memory();
+    let (budget, what) = match (max_memory, avail) {
+        (Some(m), Some(a)) if a < m => (a, "the memory available"),
+        (Some(m), _) => (m, "the --max-memory-mb budget"),
+        (None, Some(a)) => (a, "the memory available"),
+        (None, None) => return Ok(()),
+    };
+    if need > budget {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let fit = (budget as f64 / need as f64 * ctx as f64) as u64;
+        return Err(Error::Invalid(format!(
+            "--ctx {ctx} needs a {:.0} MiB KV cache, more than {what} ({:.0} MiB); use --ctx {} or less",
+            mib(need),
+            mib(budget),
+            fit.max(1)
+        )));
+    }
+    Ok(())
+}
+
+/// Default upper bound of the context window in tokens, used when [`SessionOptions::ctx`] is
+/// `None`: a self-attention KV cache of 4096 tokens is 1 GiB for the 11B model (f32 keys and
+/// values).
 pub const DEFAULT_CTX_CAP: usize = 4096;
 
-/// Timings of the last [`Session::generate`] and of images added.
+/// Timings of the last [`Session::generate`] and of images added, from [`Session::stats`].
+///
+/// The generation figures are final once the [`Generation`] is exhausted or dropped.
 #[derive(Clone, Debug, Default)]
 pub struct SessionStats {
-    /// Vision tower + projector seconds of each image encoded (not cached) by this session.
+    /// Vision tower + projector seconds of each image encoded (not cached) by this session, in
+    /// the order the images were added.
     pub vision_s: Vec<f64>,
-    /// Images found in the cache.
+    /// Images found in the cache (no vision work).
     pub cache_hits: usize,
     /// Prompt tokens processed by the last generation (not reused from the KV cache).
     pub prefill_tokens: usize,
+    /// Seconds the last prefill took (the `prefill_tokens` run through the decoder).
     pub prefill_s: f64,
-    /// Tokens generated and the seconds they took (sampling and decoding).
+    /// Tokens generated by the last generation.
     pub decode_tokens: usize,
+    /// Seconds from the end of the prefill to the end of the generation: sampling and decoding
+    /// the `decode_tokens`, plus whatever the caller did between pieces.
     pub decode_s: f64,
     /// Tokens of the conversation in the KV cache.
     pub context_tokens: usize,
 }
 
 /// One generated token and the text it completes (possibly empty: a multi-byte character split
-/// across tokens comes out whole with the token that completes it).
+/// across tokens comes out whole with the token that completes it). Items of a [`Generation`].
+///
+/// Concatenating the `text` of every piece gives the whole answer ([`Generation::text`]).
+///
+/// ```
+/// use mllama::{Model, Piece, SamplingParams, Session, SessionOptions};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+/// let mut chat = Session::new(&model, SessionOptions::default())?;
+/// chat.push_user("Hello!")?;
+/// let mut ids = Vec::new();
+/// for piece in chat.generate(&SamplingParams::default(), 4, None)? {
+///     let piece: Piece = piece?;
+///     if piece.id != Piece::FLUSH {
+///         ids.push(piece.id);
+///     }
+/// }
+/// assert!(ids.len() <= 4);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Piece {
     /// The token id, or [`Piece::FLUSH`] for the bytes a cut-off character left at the end.
     pub id: u32,
+    /// The text this token completes: valid UTF-8, possibly empty. Special (control) tokens give
+    /// no text.
     pub text: String,
 }
 
 impl Piece {
-    /// The id of the final piece that flushes held-back bytes (not a token).
+    /// The id of the final piece that flushes held-back bytes (not a token). Such a piece comes
+    /// only when the answer ends inside a multi-byte character; its text is U+FFFD.
     pub const FLUSH: u32 = u32::MAX;
 }
 
 /// A conversation (or a raw prompt) with its caches.
+///
+/// Two ways to build the prompt:
+/// - **chat**: [`push_system`](Session::push_system) (optional, first),
+///   [`add_image`](Session::add_image) and [`push_user`](Session::push_user), then
+///   [`generate`](Session::generate); the model's chat template renders the conversation and each
+///   answer becomes an assistant message. Repeat for more turns.
+/// - **raw**: [`set_raw_prompt`](Session::set_raw_prompt) with the exact prompt text (special
+///   tokens written out), then [`generate`](Session::generate); the answer is appended to the
+///   prompt.
+///
+/// Each turn reuses the KV cache of the tokens that did not change, so usually only the new
+/// message is processed. (Under the default HF semantics, text before the first image attends to
+/// every image, so a turn that adds an image processes the whole prompt again; the images
+/// themselves come from the cache.) When the conversation outgrows the context window, the oldest
+/// user/assistant exchanges are dropped (a system message and the last message are kept). A
+/// session borrows its [`Model`]; create one per conversation (and per thread).
+///
+/// ```
+/// use mllama::{Model, SamplingParams, Session, SessionOptions};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+/// let mut chat = Session::new(&model, SessionOptions::default())?;
+/// let greedy = SamplingParams::default();
+///
+/// chat.push_system("You are a terse assistant.")?;
+/// chat.push_user("Name a colour.")?;
+/// let first: String = chat
+///     .generate(&greedy, 8, None)?
+///     .map(|p| p.map(|p| p.text))
+///     .collect::<Result<_, _>>()?;
+///
+/// // The answer is now part of the conversation; the next turn only processes the new message.
+/// chat.push_user("Another one.")?;
+/// for piece in chat.generate(&greedy, 8, None)? {
+///     print!("{}", piece?.text);
+/// }
+/// assert_eq!(chat.messages().len(), 5); // system, user, assistant, user, assistant
+/// assert!(chat.stats().context_tokens <= chat.context_size());
+/// # let _ = first;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Session<'m> {
     model: &'m Model,
     opts: SessionOptions,
@@ -244,7 +437,32 @@ pub struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
-    /// A new conversation with `model`.
+    /// A new, empty conversation with `model`.
+    ///
+    /// The self-attention KV cache for the whole context window is allocated now:
+    /// 2 · self-attention layers · `n_kv_heads` · ctx · `head_dim` · 4 bytes (1 GiB for the 11B
+    /// model at 4096 tokens).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Model`] if the model file has no tokenizer.
+    /// - [`Error::Invalid`] if `opts.ctx` exceeds the model's `context_length`, or the model's
+    ///   chat template does not compile.
+    ///
+    /// ```
+    /// use mllama::{Model, Session, SessionOptions};
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let chat = Session::new(&model, SessionOptions { ctx: Some(512), ..Default::default() })?;
+    /// assert_eq!(chat.context_size(), 512);
+    ///
+    /// // More than the model supports is refused.
+    /// let too_long = SessionOptions { ctx: Some(1 << 30), ..Default::default() };
+    /// assert!(Session::new(&model, too_long).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Self, Error> {
         let tok = model.tokenizer()?;
         let ctx = opts
@@ -257,6 +475,7 @@ impl<'m> Session<'m> {
                 model.text.cfg.context_length
             )));
         }
+        check_kv_memory(model, ctx, opts.max_memory)?;
         let template = match tok.chat_template() {
             Some(src) => {
                 let bos = tok
@@ -286,30 +505,124 @@ impl<'m> Session<'m> {
         })
     }
 
-    /// The context window in tokens.
+    /// The context window in tokens (prompt and answers together).
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// use mllama::api::DEFAULT_CTX_CAP;
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let chat = Session::new(&model, SessionOptions::default())?;
+    /// // The demo model supports 131072 tokens; the default caps the window.
+    /// assert_eq!(chat.context_size(), DEFAULT_CTX_CAP);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn context_size(&self) -> usize {
         self.ctx
     }
 
     /// Timings of the last generation and of images added.
+    ///
+    /// ```
+    /// # use mllama::{Model, SamplingParams, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_user("Hi")?;
+    /// let n = chat.generate(&SamplingParams::default(), 4, None)?.count();
+    /// let s = chat.stats();
+    /// assert!(s.prefill_tokens > 0 && s.decode_tokens <= 4 && n >= s.decode_tokens);
+    /// println!("{:.1} tokens/s", s.decode_tokens as f64 / s.decode_s.max(1e-9));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> &SessionStats {
         &self.stats
     }
 
-    /// The conversation so far.
+    /// The conversation so far, in order (empty in raw-prompt mode). Messages dropped to fit the
+    /// context window are no longer listed.
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// use mllama::chat::{Part, Role};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_user("Hi")?;
+    /// assert_eq!(chat.messages()[0].role, Role::User);
+    /// assert_eq!(chat.messages()[0].content, vec![Part::Text { text: "Hi".into() }]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn messages(&self) -> &[Message] {
         &self.messages
     }
 
-    /// Add an image file; it goes with the next user message. The image is decoded and encoded
-    /// now (or taken from the cache), so a bad file fails here.
+    /// Add an image file (PNG, JPEG, WebP, GIF or BMP); it goes with the next user message (or
+    /// the raw prompt). The image is decoded, preprocessed and run through the vision tower now
+    /// (or taken from the model's [`ImageCache`]), so a bad file fails here.
+    ///
+    /// The Llama 3.2 Vision chat template refuses a system message in a conversation with images
+    /// (the error comes from [`generate`](Session::generate)).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Io`] if the file cannot be read (missing, no permission).
+    /// - [`Error::Invalid`] if the path is a directory, the file is larger than
+    ///   [`ImageLimits::max_bytes`](crate::preprocess::ImageLimits::max_bytes), or it is not a
+    ///   decodable image within the limits of [`SessionOptions::image_limits`]; the message names
+    ///   the file.
+    ///
+    /// ```
+    /// # use mllama::{Model, SamplingParams, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.add_image("models/demo/example.jpg")?;
+    /// chat.push_user("Describe this picture.")?;
+    /// let answer = chat.generate(&SamplingParams::default(), 4, None)?;
+    /// drop(answer);
+    ///
+    /// // The same file in a later turn (or another session) comes from the cache.
+    /// chat.add_image("models/demo/example.jpg")?;
+    /// chat.push_user("And this one?")?;
+    /// assert_eq!(chat.stats().cache_hits, 1);
+    ///
+    /// assert!(chat.add_image("no/such/file.png").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_image(&mut self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
         let bytes = read_image_file(path, &self.opts.image_limits)?;
         self.add_image_bytes(&bytes, &path.display().to_string())
     }
 
-    /// Add an image from memory (`name` labels errors).
+    /// Add an image held in memory (the bytes of an image file), like
+    /// [`add_image`](Session::add_image). `name` labels errors (e.g. a file name or URL).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the bytes are not a decodable image within the limits of
+    /// [`SessionOptions::image_limits`]; the message starts with `name`. (`max_bytes` is not
+    /// checked here: the bytes are already in memory.)
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// let bytes = std::fs::read("models/demo/example.jpg")?;
+    /// chat.add_image_bytes(&bytes, "example.jpg")?;
+    /// chat.push_user("What is in this picture?")?;
+    ///
+    /// let err = chat.add_image_bytes(b"not an image", "upload.bin").unwrap_err();
+    /// assert!(err.to_string().starts_with("upload.bin"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_image_bytes(&mut self, bytes: &[u8], name: &str) -> Result<(), Error> {
         let (im, hit) = self.model.image_cache.get_or_encode(
             self.model,
@@ -328,7 +641,28 @@ impl<'m> Session<'m> {
     }
 
     /// Add a user message. Images added since the last message go where the text has
-    /// `<|image|>` markers, the rest before the text.
+    /// `<|image|>` markers (in order), the rest before the text (see
+    /// [`user_message`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the session holds a raw prompt, or the text has more `<|image|>`
+    /// markers than images were added.
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// use mllama::chat::Role;
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_user("Name three birds.")?;
+    /// assert_eq!(chat.messages()[0].role, Role::User);
+    ///
+    /// // A marker needs an image added before the message.
+    /// assert!(chat.push_user("What is in <|image|>?").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn push_user(&mut self, text: &str) -> Result<(), Error> {
         if self.raw.is_some() {
             return Err(Error::Invalid(
@@ -342,7 +676,25 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// Add a system message (only before the first user message).
+    /// Add a system message (only as the first message). The Llama 3.2 Vision chat template
+    /// refuses system messages in conversations with images (the error comes from
+    /// [`generate`](Session::generate)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the conversation already has messages.
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_system("Answer in French.")?;
+    /// chat.push_user("Hello!")?;
+    /// assert!(chat.push_system("Too late.").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn push_system(&mut self, text: &str) -> Result<(), Error> {
         if !self.messages.is_empty() {
             return Err(Error::Invalid("a system message must come first".into()));
@@ -352,8 +704,35 @@ impl<'m> Session<'m> {
     }
 
     /// Use `text` as the whole prompt, without the chat template (tokenized like HF's processor
-    /// with special tokens: BOS added, leading `<|image|>` moved before it). Images added so far
-    /// attach to the `<|image|>` tokens in order.
+    /// with special tokens: BOS added, leading `<|image|>` moved before it; see
+    /// [`Tokenizer::encode`](crate::tokenizer::Tokenizer::encode)). Images added so far attach to
+    /// the `<|image|>` tokens in order; their count must match when generating. Generated text is
+    /// appended to the prompt, so calling [`generate`](Session::generate) again continues it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the session holds chat messages.
+    ///
+    /// ```
+    /// # use mllama::{Model, SamplingParams, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut s = Session::new(&model, SessionOptions::default())?;
+    /// // With images, add them first and write one `<|image|>` per image in the prompt.
+    /// s.set_raw_prompt("Once upon a time")?;
+    /// let text = {
+    ///     let mut g = s.generate(&SamplingParams::default(), 6, None)?;
+    ///     for piece in g.by_ref() {
+    ///         piece?;
+    ///     }
+    ///     g.text().to_string()
+    /// };
+    /// # let _ = text;
+    /// // A raw session takes no chat messages.
+    /// assert!(s.push_user("Hi").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_raw_prompt(&mut self, text: &str) -> Result<(), Error> {
         if !self.messages.is_empty() {
             return Err(Error::Invalid(
@@ -365,7 +744,22 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// Forget the conversation (cached images stay in the model's cache).
+    /// Forget the conversation, raw prompt, pending images and KV cache, keeping the options
+    /// (encoded images stay in the model's [`ImageCache`]). [`stats`](Session::stats) keep their
+    /// values until the next generation.
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_user("Hi")?;
+    /// chat.reset();
+    /// assert!(chat.messages().is_empty());
+    /// chat.set_raw_prompt("Once upon a time")?; // allowed again after a reset
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reset(&mut self) {
         self.messages.clear();
         self.images.clear();
@@ -427,9 +821,51 @@ impl<'m> Session<'m> {
         }
     }
 
-    /// Generate the assistant's answer: at most `max_tokens` tokens, stopping at an end-of-turn
-    /// token. Pieces come as soon as each token is chosen; `cancel` (checked before every token)
-    /// stops early. The answer becomes part of the conversation when the iterator is dropped.
+    /// Generate the assistant's answer (chat mode) or the continuation of the raw prompt: at most
+    /// `max_tokens` tokens (and no more than the context window has room for), stopping at an
+    /// end-of-turn token ([`Tokenizer::eos_ids`](crate::tokenizer::Tokenizer::eos_ids) or the
+    /// model's generation `eos_ids`; the stop token itself is not returned).
+    ///
+    /// The prompt is processed (prefill) before this returns; each call to
+    /// [`Generation::next`](Iterator::next) then samples one token with `params` and runs one
+    /// decode step, so pieces come as soon as each token is chosen. `cancel` is checked before
+    /// every token: set it (from another thread or a Ctrl-C handler) to stop early. The answer so
+    /// far becomes part of the conversation when the [`Generation`] is exhausted or dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `params` are out of range
+    /// ([`SamplingParams::validate`]), images were added after the last user message, there is no
+    /// user message to answer (chat mode), the model has no chat template (chat mode; use
+    /// [`set_raw_prompt`](Session::set_raw_prompt)), the template fails to render, the prompt
+    /// does not fit in the context window even after dropping old turns, or the number of
+    /// `<|image|>` tokens differs from the number of images. [`Error::Model`] if the model has no
+    /// tokenizer.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use mllama::{Model, SamplingParams, Session, SessionOptions};
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_user("Write a long story.")?;
+    ///
+    /// // Seeded sampling: the same seed gives the same text.
+    /// let params =
+    ///     SamplingParams { temperature: 0.7, top_p: 0.9, seed: Some(42), ..Default::default() };
+    /// let stop = AtomicBool::new(false);
+    /// let mut answer = String::new();
+    /// for piece in chat.generate(&params, 100, Some(&stop))? {
+    ///     answer.push_str(&piece?.text);
+    ///     if answer.len() > 10 {
+    ///         stop.store(true, Ordering::Relaxed); // e.g. from a Ctrl-C handler
+    ///     }
+    /// }
+    /// assert!(chat.stats().decode_tokens < 100);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn generate<'s>(
         &'s mut self,
         params: &SamplingParams,
@@ -548,7 +984,14 @@ fn read_image_file(path: &Path, limits: &ImageLimits) -> Result<Vec<u8>, Error> 
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-/// The answer being generated: an iterator of [`Piece`]s.
+/// The answer being generated: an iterator of `Result<`[`Piece`]`, `[`Error`]`>`, one item per
+/// token, made by [`Session::generate`]. It borrows the session mutably.
+///
+/// Iteration ends at an end-of-turn token, after `max_tokens`, when the cancel flag is set, or
+/// after the first error (which is returned as the last item). When the answer ends inside a
+/// multi-byte character, a last piece with id [`Piece::FLUSH`] carries the held-back bytes as
+/// U+FFFD. When the generation is exhausted or dropped, its text is added to the conversation and
+/// [`Session::stats`] are updated; dropping it early keeps the answer so far.
 pub struct Generation<'s, 'm> {
     session: &'s mut Session<'m>,
     sampler: Sampler,
@@ -564,7 +1007,7 @@ pub struct Generation<'s, 'm> {
 }
 
 impl Generation<'_, '_> {
-    /// The text generated so far.
+    /// The text generated so far: the concatenation of every piece returned.
     pub fn text(&self) -> &str {
         &self.text
     }

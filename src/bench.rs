@@ -20,22 +20,33 @@ use crate::{Error, GgmlType};
 /// Which parts to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Only {
+    /// Vision, prefill and decode.
     All,
+    /// Decode only (prefill runs untimed first).
     Decode,
+    /// Prefill only.
     Prefill,
+    /// The vision tower + projector only.
     Vision,
 }
 
+/// What `mllama bench` runs (its flags). Every run also probes the machine's read bandwidth
+/// (over `probe_bytes`) and FMA peak (for half a second).
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
     /// `Some("11b" | "90b" | "tiny")` for a synthetic model, else `model` is a GGUF path.
     pub synthetic: Option<String>,
+    /// A GGUF model file (when `synthetic` is `None`).
     pub model: Option<std::path::PathBuf>,
+    /// Storage type of the synthetic model's text matrices (Q4_0, Q8_0, F16, BF16 or F32).
     pub ty: GgmlType,
     /// Also quantize vision matrices (synthetic only).
     pub quantize_vision: bool,
+    /// Which parts to run.
     pub only: Only,
+    /// Prompt length of the prefill (at least 2).
     pub prompt_tokens: usize,
+    /// Timed decode steps.
     pub decode_tokens: usize,
     /// Bytes of the read-bandwidth probe buffer.
     pub probe_bytes: usize,
@@ -44,36 +55,53 @@ pub struct BenchOptions {
 /// Everything measured; keys of parts not run are absent from the JSON.
 #[derive(Clone, Debug, Default)]
 pub struct BenchResult {
+    /// Which model ran (synthetic preset and types, or the file path).
     pub model: String,
+    /// The active kernel path (e.g. `avx2`).
     pub simd: String,
+    /// Rayon worker threads.
     pub threads: usize,
+    /// Seconds to build or load the model.
     pub build_s: f64,
+    /// Weight bytes a decode step reads ([`Model::text_bytes_per_token`]).
     pub weight_bytes_per_token: u64,
+    /// Best read bandwidth measured by the probe, GB/s.
     pub read_bandwidth_gbs: f64,
+    /// FMA peak measured by the probe, GFLOP/s.
     pub fma_peak_gflops: f64,
+    /// Vision tower + projector time for one 4-tile image, ms.
     pub vision_ms_per_image: Option<f64>,
+    /// Vision throughput, GFLOP/s.
     pub vision_gflops: Option<f64>,
+    /// Cross-attention K/V precompute for one image, ms.
     pub cross_kv_ms: Option<f64>,
+    /// Prefill speed, tokens/s.
     pub prefill_tokens_per_s: Option<f64>,
+    /// Prefill throughput, GFLOP/s.
     pub prefill_gflops: Option<f64>,
     /// Median over the timed steps.
     pub decode_tokens_per_s: Option<f64>,
+    /// Median decode step time, ms.
     pub decode_ms_per_token: Option<f64>,
     /// Fastest step.
     pub decode_best_tokens_per_s: Option<f64>,
     /// Median over steps of (weight bytes / step time) / (read bandwidth probed right before the
     /// step): robust to other tenants slowing the machine down during the run.
     pub decode_paired_fraction: Option<f64>,
+    /// Peak resident set size at the end, if known.
     pub peak_rss_bytes: Option<u64>,
+    /// Remarks printed with the report (e.g. aliased layers of a synthetic 90B model).
     pub notes: Vec<String>,
 }
 
 impl BenchResult {
+    /// Weight bytes per token × median decode speed, GB/s (`None` without decode figures).
     pub fn effective_bandwidth_gbs(&self) -> Option<f64> {
         self.decode_tokens_per_s
             .map(|t| t * self.weight_bytes_per_token as f64 / 1e9)
     }
 
+    /// The results as a JSON object (`mllama bench --json`); parts not run are absent.
     pub fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         m.insert("model".into(), json!(self.model));
@@ -121,6 +149,7 @@ impl BenchResult {
         serde_json::Value::Object(m)
     }
 
+    /// A human-readable report, one line per measurement.
     pub fn report(&self) -> String {
         let mut l = vec![
             format!("model        {}", self.model),
@@ -227,6 +256,13 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Build or load the model, probe the machine, and run the parts `o.only` asks for.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for an unknown synthetic preset or type, or neither a preset nor a model;
+/// the errors of [`Model::load`], [`synthetic::build`] and
+/// [`Sequence::feed`](crate::session::Sequence::feed).
 pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
     let mut r = BenchResult {
         simd: kernels::simd_name().to_string(),

@@ -1,16 +1,22 @@
 //! Chat prompts: the model's own Jinja chat template (from the GGUF) rendered with minijinja, as
 //! HF's `apply_chat_template` does.
+//!
+//! [`Session`](crate::Session) does this for you; use [`ChatTemplate`] directly to see or
+//! tokenize the exact prompt text.
 
 use serde::Serialize;
 
 use crate::Error;
 
-/// Who wrote a message.
+/// Who wrote a message (serialized as `"system"`, `"user"`, `"assistant"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Instructions for the whole conversation (first message only).
     System,
+    /// The person asking.
     User,
+    /// The model's answers.
     Assistant,
 }
 
@@ -18,14 +24,21 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Part {
-    Text { text: String },
+    /// Plain text (`{"type": "text", "text": ...}`).
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// An image slot (`{"type": "image"}`); the image itself is attached separately, in order.
     Image,
 }
 
 /// A chat message in HF's format: `{"role": ..., "content": [{"type": "image"}, {"type": "text", "text": ...}]}`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Message {
+    /// Who wrote it.
     pub role: Role,
+    /// Its parts, in order.
     pub content: Vec<Part>,
 }
 
@@ -48,7 +61,27 @@ impl Message {
 }
 
 /// A user message from text and a number of images: where the text contains `<|image|>` markers
-/// the images go there (in order); any further images go before the text.
+/// the images go there (in order); any further images go before the text. `image_marker` is the
+/// marker string (`"<|image|>"`).
+///
+/// # Errors
+///
+/// [`Error::Invalid`] if the text has more markers than `n_images`.
+///
+/// ```
+/// use mllama::chat::{user_message, Part};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// let m = user_message("Compare <|image|> with this.", 2, "<|image|>")?;
+/// assert_eq!(m.content, vec![
+///     Part::Image, // the image without a marker goes first
+///     Part::Text { text: "Compare ".into() },
+///     Part::Image,
+///     Part::Text { text: " with this.".into() },
+/// ]);
+/// # Ok(())
+/// # }
+/// ```
 pub fn user_message(text: &str, n_images: usize, image_marker: &str) -> Result<Message, Error> {
     let pieces: Vec<&str> = text.split(image_marker).collect();
     let markers = pieces.len() - 1;
@@ -77,7 +110,29 @@ pub fn user_message(text: &str, n_images: usize, image_marker: &str) -> Result<M
     })
 }
 
-/// A compiled chat template.
+/// A compiled chat template: HF's Jinja dialect (trim_blocks, lstrip_blocks, Python string
+/// methods, `raise_exception`, `strftime_now`) rendered with minijinja.
+///
+/// ```
+/// use mllama::chat::{ChatTemplate, Message, Role};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// let model = mllama::Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+/// let tok = model.tokenizer()?;
+/// let mut t = ChatTemplate::new(tok.chat_template().unwrap(), "<|begin_of_text|>")?;
+/// t.date_string = Some("26 Jul 2024".into());
+///
+/// let prompt = t.render(&[Message::text(Role::User, "Hi!")], true)?;
+/// assert!(prompt.starts_with("<|begin_of_text|><|start_header_id|>system<|end_header_id|>"));
+/// assert!(prompt.contains("Today Date: 26 Jul 2024"));
+/// assert!(prompt.ends_with("Hi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"));
+///
+/// // The rendered text already starts with BOS: tokenize without adding another.
+/// let ids = tok.encode(&prompt, false)?;
+/// assert_eq!(ids[0], tok.bos_id().unwrap());
+/// # Ok(())
+/// # }
+/// ```
 pub struct ChatTemplate {
     env: minijinja::Environment<'static>,
     bos: String,
@@ -91,7 +146,8 @@ impl std::fmt::Debug for ChatTemplate {
     }
 }
 
-/// Today's date as `strftime("%d %b %Y")` (UTC), e.g. `29 Nov 2026`.
+/// Today's date as `strftime("%d %b %Y")` (UTC), e.g. `29 Nov 2026`: what `strftime_now` gives
+/// templates.
 pub fn today() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -117,6 +173,25 @@ pub fn today() -> String {
 impl ChatTemplate {
     /// Compile `source` (a Jinja chat template as HF writes them). `bos` is the `bos_token`
     /// string passed to the template.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the template does not compile.
+    ///
+    /// ```
+    /// use mllama::chat::{ChatTemplate, Message, Role};
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let src = "{{ bos_token }}{% for m in messages %}\
+    ///            [{{ m.role }}] {{ m.content[0].text }}\n{% endfor %}";
+    /// let t = ChatTemplate::new(src, "<s>")?;
+    /// let text = t.render(&[Message::text(Role::User, "Hi")], false)?;
+    /// assert_eq!(text, "<s>[user] Hi\n");
+    ///
+    /// assert!(ChatTemplate::new("{% if %}", "<s>").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(source: &str, bos: &str) -> Result<Self, Error> {
         let mut env = minijinja::Environment::new();
         // HF renders chat templates with trim_blocks and lstrip_blocks.
@@ -157,6 +232,12 @@ impl ChatTemplate {
     }
 
     /// Render `messages`, ending with the assistant header when `add_generation_prompt`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if rendering fails, including the template's own
+    /// `raise_exception(...)` (e.g. Llama 3.2 Vision refuses a system message together with
+    /// images); the message is the template's.
     pub fn render(
         &self,
         messages: &[Message],

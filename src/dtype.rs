@@ -11,44 +11,90 @@
 
 use std::fmt;
 
-/// A ggml tensor type id, as stored in a GGUF tensor info.
+/// A ggml tensor type id, as stored in a GGUF tensor info (`ty as u32` is the id). The runtime
+/// computes with F32, F16, BF16, Q8_0 and Q4_0 ([`GgmlType::is_supported_for_compute`]); the
+/// others are known so that any file can be described.
+///
+/// ```
+/// use mllama::GgmlType;
+///
+/// let t = GgmlType::from_name("q4_0").unwrap();
+/// assert_eq!((t.id(), t.name(), t.block_size(), t.type_size()), (2, "Q4_0", 32, 18));
+/// assert_eq!(t.row_bytes(4096), Some(4096 / 32 * 18));
+/// assert!(t.is_quantized() && t.is_supported_for_compute());
+/// assert!(!GgmlType::Q4_K.is_supported_for_compute());
+/// ```
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum GgmlType {
+    /// 32-bit float (computable).
     F32 = 0,
+    /// IEEE 754 half-precision float (computable).
     F16 = 1,
+    /// 4-bit blocks of 32 values with an f16 scale, 18 bytes (computable).
     Q4_0 = 2,
+    /// 4-bit blocks of 32 values with an f16 scale and minimum.
     Q4_1 = 3,
+    /// 5-bit blocks of 32 values with an f16 scale.
     Q5_0 = 6,
+    /// 5-bit blocks of 32 values with an f16 scale and minimum.
     Q5_1 = 7,
+    /// 8-bit blocks of 32 values with an f16 scale, 34 bytes (computable).
     Q8_0 = 8,
+    /// 8-bit blocks of 32 values with an f16 scale and sum (ggml activations).
     Q8_1 = 9,
+    /// 2-bit k-quant, super-blocks of 256 values.
     Q2_K = 10,
+    /// 3-bit k-quant, super-blocks of 256 values.
     Q3_K = 11,
+    /// 4-bit k-quant, super-blocks of 256 values.
     Q4_K = 12,
+    /// 5-bit k-quant, super-blocks of 256 values.
     Q5_K = 13,
+    /// 6-bit k-quant, super-blocks of 256 values.
     Q6_K = 14,
+    /// 8-bit k-quant, super-blocks of 256 values (ggml activations).
     Q8_K = 15,
+    /// 2.06-bit i-quant, super-blocks of 256 values.
     IQ2_XXS = 16,
+    /// 2.31-bit i-quant, super-blocks of 256 values.
     IQ2_XS = 17,
+    /// 3.06-bit i-quant, super-blocks of 256 values.
     IQ3_XXS = 18,
+    /// 1.56-bit i-quant, super-blocks of 256 values.
     IQ1_S = 19,
+    /// 4-bit non-linear i-quant, blocks of 32 values.
     IQ4_NL = 20,
+    /// 3.44-bit i-quant, super-blocks of 256 values.
     IQ3_S = 21,
+    /// 2.56-bit i-quant, super-blocks of 256 values.
     IQ2_S = 22,
+    /// 4.25-bit non-linear i-quant, super-blocks of 256 values.
     IQ4_XS = 23,
+    /// 8-bit signed integer.
     I8 = 24,
+    /// 16-bit signed integer.
     I16 = 25,
+    /// 32-bit signed integer.
     I32 = 26,
+    /// 64-bit signed integer.
     I64 = 27,
+    /// 64-bit float.
     F64 = 28,
+    /// 1.75-bit i-quant, super-blocks of 256 values.
     IQ1_M = 29,
+    /// bfloat16 (the upper half of an f32; computable).
     BF16 = 30,
+    /// Ternary quant (1.69 bits), super-blocks of 256 values.
     TQ1_0 = 34,
+    /// Ternary quant (2.06 bits), super-blocks of 256 values.
     TQ2_0 = 35,
+    /// OCP microscaling FP4, blocks of 32 values with a shared exponent.
     MXFP4 = 39,
+    /// NVIDIA FP4, blocks of 64 values.
     NVFP4 = 40,
+    /// 1-bit blocks of 128 values.
     Q1_0 = 41,
 }
 
@@ -114,10 +160,12 @@ impl GgmlType {
         TABLE.iter().find(|e| e.0 == self).unwrap_or(&TABLE[0])
     }
 
+    /// The numeric type id stored in GGUF files.
     pub fn id(self) -> u32 {
         self as u32
     }
 
+    /// The ggml name, e.g. `"Q8_0"` (also what `Display` prints).
     pub fn name(self) -> &'static str {
         self.entry().1
     }
@@ -147,7 +195,8 @@ impl GgmlType {
         (n / bs).checked_mul(self.type_size() as u64)
     }
 
-    /// Bytes taken by a tensor of `n_elements` values laid out in rows of `row_len`.
+    /// Bytes taken by a tensor of `n_elements` values laid out in rows of `row_len` (`None` as
+    /// for [`GgmlType::row_bytes`]; 0 when `row_len` is 0).
     pub fn tensor_bytes(self, row_len: u64, n_elements: u64) -> Option<u64> {
         if row_len == 0 {
             return Some(0);

@@ -11,31 +11,66 @@ use crate::preprocess::{self, ImageLimits};
 use crate::session::{argmax, Sequence};
 use crate::Error;
 
-/// What to evaluate.
+/// What to evaluate (the flags of `mllama eval`).
+///
+/// ```
+/// use mllama::eval::{run, EvalRequest};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let req = EvalRequest {
+///     model: "models/demo/mllama-demo-q4_0.gguf".into(),
+///     images: vec![],
+///     prompt: "<|begin_of_text|>Hello".into(),
+///     add_bos: false,
+///     generate: 2,
+///     semantics: Default::default(),
+///     out: dir.path().join("out.safetensors"),
+/// };
+/// let stats = run(&req)?;
+/// assert_eq!(stats.prompt_tokens, 2);
+/// assert!(req.out.exists());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct EvalRequest {
+    /// The GGUF model file.
     pub model: PathBuf,
+    /// One image file per `<|image|>` token of the prompt, in order.
     pub images: Vec<PathBuf>,
+    /// The prompt, special tokens written out (no chat template is applied).
     pub prompt: String,
     /// Tokenize like HF with `add_special_tokens=True` (processor rules included).
     pub add_bos: bool,
     /// Greedy tokens to generate after the prompt.
     pub generate: usize,
+    /// Which reference numerics to follow.
     pub semantics: Semantics,
+    /// The safetensors file to write (atomically).
     pub out: PathBuf,
 }
 
-/// Timings and sizes of one evaluation (printed with `--stats`).
+/// Timings and sizes of one evaluation (printed with `--stats`). Times are in seconds.
 #[derive(Clone, Debug, Default)]
 pub struct EvalStats {
+    /// Loading the model (file, weights, tokenizer).
     pub load_s: f64,
+    /// Decoding and preprocessing each image.
     pub preprocess_s: Vec<f64>,
+    /// Vision tower + projector of each image.
     pub vision_s: Vec<f64>,
+    /// Cross-attention K/V of each image.
     pub cross_kv_s: Vec<f64>,
+    /// Prefill of the whole prompt.
     pub prefill_s: f64,
+    /// Prompt length in tokens.
     pub prompt_tokens: usize,
+    /// Each greedy decode step after the first generated token.
     pub decode_s: Vec<f64>,
+    /// Bytes of cross-attention K/V held for the images.
     pub cross_cache_bytes: usize,
+    /// Peak resident set size at the end, if known.
     pub peak_rss_bytes: Option<u64>,
 }
 
@@ -73,6 +108,16 @@ fn i64s(name: &str, shape: Vec<usize>, v: &[i64]) -> OutTensor {
 }
 
 /// Run the evaluation and write the output file (atomically: nothing appears at `out` on error).
+/// The tensors written are listed in the README (`input_ids`, `logits` for every prompt position,
+/// `greedy_ids`, `greedy_step_logits`, and with images `cross_attention_states`, `vision_states`,
+/// `pixel_values`, `aspect_ratio_ids`, `aspect_ratio_mask`).
+///
+/// # Errors
+///
+/// The errors of [`Model::load`] and image loading; [`Error::Invalid`] if the prompt is empty,
+/// the number of `<|image|>` tokens differs from the number of images, prompt plus generated
+/// tokens exceed the model's context, or the output directory does not exist; [`Error::Io`] if
+/// the output cannot be written.
 pub fn run(req: &EvalRequest) -> Result<EvalStats, Error> {
     let mut stats = EvalStats::default();
     let t0 = Instant::now();

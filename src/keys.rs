@@ -6,58 +6,97 @@
 //! weights are stored is written as an explicit `mllama.convention.*` key; files without those keys
 //! (Ollama's) are read with the conventions given by the `OLLAMA_*` constants below.
 
+/// The value of `general.architecture` for Llama 3.2 Vision files.
 pub const ARCH: &str = "mllama";
 
 // ---- text decoder -------------------------------------------------------------------------
+/// Output vocabulary size (rows of `output.weight`).
 pub const VOCAB_SIZE: &str = "mllama.vocab_size";
+/// Longest supported context in tokens.
 pub const CONTEXT_LENGTH: &str = "mllama.context_length";
+/// Text hidden size.
 pub const EMBEDDING_LENGTH: &str = "mllama.embedding_length";
+/// Text decoder layers (self- and cross-attention together).
 pub const BLOCK_COUNT: &str = "mllama.block_count";
+/// Text MLP intermediate width.
 pub const FEED_FORWARD_LENGTH: &str = "mllama.feed_forward_length";
+/// Text query heads.
 pub const HEAD_COUNT: &str = "mllama.attention.head_count";
+/// Text key/value heads (defaults to the head count).
 pub const HEAD_COUNT_KV: &str = "mllama.attention.head_count_kv";
+/// Text head dimension (defaults to hidden / heads).
 pub const KEY_LENGTH: &str = "mllama.attention.key_length";
+/// RMSNorm epsilon of the text decoder.
 pub const RMS_EPS: &str = "mllama.attention.layer_norm_rms_epsilon";
+/// Indices of the cross-attention layers (integer array).
 pub const CROSS_ATTENTION_LAYERS: &str = "mllama.attention.cross_attention_layers";
+/// Dimensions rotated by RoPE (the head dimension).
 pub const ROPE_DIMENSION_COUNT: &str = "mllama.rope.dimension_count";
+/// RoPE base θ.
 pub const ROPE_FREQ_BASE: &str = "mllama.rope.freq_base";
+/// RoPE scaling type (`"llama3"`).
 pub const ROPE_SCALING_TYPE: &str = "mllama.rope.scaling.type";
+/// llama3 RoPE scaling factor.
 pub const ROPE_SCALING_FACTOR: &str = "mllama.rope.scaling.factor";
+/// llama3 RoPE scaling: pre-training context length.
 pub const ROPE_SCALING_ORIG_CTX: &str = "mllama.rope.scaling.original_context_length";
+/// llama3 RoPE scaling: low-frequency factor.
 pub const ROPE_SCALING_LOW_FREQ: &str = "mllama.rope.scaling.low_freq_factor";
+/// llama3 RoPE scaling: high-frequency factor.
 pub const ROPE_SCALING_HIGH_FREQ: &str = "mllama.rope.scaling.high_freq_factor";
 /// Number of rows of `token_embd.weight` (vocab + 8 learnable rows in Llama 3.2 Vision).
 pub const EMBEDDING_ROWS: &str = "mllama.embedding_rows";
+/// Id of the `<|image|>` token.
 pub const IMAGE_TOKEN_INDEX: &str = "mllama.image_token_index";
 
 // ---- vision encoder -----------------------------------------------------------------------
+/// Local vision encoder layers.
 pub const V_BLOCK_COUNT: &str = "mllama.vision.block_count";
+/// Gated global vision encoder layers.
 pub const V_GLOBAL_BLOCK_COUNT: &str = "mllama.vision.global.block_count";
+/// Local vision layers whose states feed the projector (integer array).
 pub const V_INTERMEDIATE_LAYERS: &str = "mllama.vision.intermediate_layers_indices";
+/// Vision hidden size.
 pub const V_EMBEDDING_LENGTH: &str = "mllama.vision.embedding_length";
+/// Vision MLP intermediate width.
 pub const V_FEED_FORWARD_LENGTH: &str = "mllama.vision.feed_forward_length";
+/// Vision attention heads.
 pub const V_HEAD_COUNT: &str = "mllama.vision.attention.head_count";
+/// Vision LayerNorm epsilon.
 pub const V_LN_EPS: &str = "mllama.vision.attention.layer_norm_epsilon";
+/// Tile edge in pixels.
 pub const V_IMAGE_SIZE: &str = "mllama.vision.image_size";
+/// Patch edge in pixels.
 pub const V_PATCH_SIZE: &str = "mllama.vision.patch_size";
+/// Tile slots per image.
 pub const V_MAX_NUM_TILES: &str = "mllama.vision.max_num_tiles";
+/// Image channels (3).
 pub const V_NUM_CHANNELS: &str = "mllama.vision.num_channels";
 /// Vision feature width fed to the projector (hidden × (1 + taps)).
 pub const V_OUTPUT_DIM: &str = "mllama.vision.output_dim";
 
 // ---- image preprocessing ------------------------------------------------------------------
+/// Preprocessing mean per RGB channel (3 floats).
 pub const P_IMAGE_MEAN: &str = "mllama.vision.image_mean";
+/// Preprocessing standard deviation per RGB channel (3 floats).
 pub const P_IMAGE_STD: &str = "mllama.vision.image_std";
+/// Factor applied to uint8 pixel values (1/255).
 pub const P_RESCALE_FACTOR: &str = "mllama.vision.rescale_factor";
 /// Flat i32 array of (tiles_high, tiles_wide) pairs, in the order that defines aspect-ratio ids.
 pub const P_SUPPORTED_ASPECT_RATIOS: &str = "mllama.vision.supported_aspect_ratios";
+/// Resize filter name (`"bilinear"`).
 pub const P_RESAMPLE: &str = "mllama.vision.resample";
 
 // ---- generation defaults (from generation_config.json) ------------------------------------
+/// Generation default: sample (`true`) or decode greedily.
 pub const G_DO_SAMPLE: &str = "mllama.generation.do_sample";
+/// Generation default: temperature.
 pub const G_TEMPERATURE: &str = "mllama.generation.temperature";
+/// Generation default: top-p.
 pub const G_TOP_P: &str = "mllama.generation.top_p";
+/// Generation default: top-k.
 pub const G_TOP_K: &str = "mllama.generation.top_k";
+/// Token ids that end generation (array).
 pub const G_EOS_IDS: &str = "mllama.generation.eos_token_ids";
 
 // ---- storage conventions ------------------------------------------------------------------
@@ -73,60 +112,109 @@ pub const CONV_SELF_QK: &str = "mllama.convention.self_attn_qk";
 /// (RoPE-permuted per head like Ollama's converter does, with q_norm/k_norm left unpermuted).
 pub const CONV_CROSS_QK: &str = "mllama.convention.cross_attn_qk";
 
-/// Conventions assumed when a file has no `mllama.convention.*` keys (Ollama's converter).
+// Conventions assumed when a file has no `mllama.convention.*` keys (Ollama's converter).
+/// [`CONV_VISION_GATES`] assumed when a file has no `mllama.convention.*` keys (Ollama's
+/// converter).
 pub const OLLAMA_VISION_GATES: &str = "tanh";
+/// [`CONV_CROSS_GATES`] assumed when a file has no convention keys.
 pub const OLLAMA_CROSS_GATES: &str = "raw";
+/// [`CONV_SELF_QK`] assumed when a file has no convention keys.
 pub const OLLAMA_SELF_QK: &str = "ggml";
+/// [`CONV_CROSS_QK`] assumed when a file has no convention keys.
 pub const OLLAMA_CROSS_QK: &str = "ggml";
 
 // ---- tokenizer (standard GGUF keys) -------------------------------------------------------
+/// Tokenizer model: `"gpt2"` (byte-level BPE) for Llama 3.
 pub const TOK_MODEL: &str = "tokenizer.ggml.model";
+/// Pre-tokenizer name (`"llama-bpe"`).
 pub const TOK_PRE: &str = "tokenizer.ggml.pre";
+/// Token strings by id (string array).
 pub const TOK_TOKENS: &str = "tokenizer.ggml.tokens";
+/// ggml token type of each id (i32 array, see [`token_type`]).
 pub const TOK_TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
+/// BPE merges as `"left right"` strings.
 pub const TOK_MERGES: &str = "tokenizer.ggml.merges";
+/// Id of the beginning-of-text token.
 pub const TOK_BOS: &str = "tokenizer.ggml.bos_token_id";
+/// Id of the end-of-sequence token.
 pub const TOK_EOS: &str = "tokenizer.ggml.eos_token_id";
+/// Id of the end-of-turn token (`<|eot_id|>`).
 pub const TOK_EOT: &str = "tokenizer.ggml.eot_token_id";
+/// Id of the end-of-message token (`<|eom_id|>`).
 pub const TOK_EOM: &str = "tokenizer.ggml.eom_token_id";
+/// Id of the padding token.
 pub const TOK_PAD: &str = "tokenizer.ggml.padding_token_id";
+/// Whether encoding with special tokens prepends BOS.
 pub const TOK_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
+/// Whether encoding with special tokens appends EOS.
 pub const TOK_ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
+/// The Jinja chat template.
 pub const TOK_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
 
 /// ggml token types (`tokenizer.ggml.token_type`).
 pub mod token_type {
+    /// An ordinary token.
     pub const NORMAL: i32 = 1;
+    /// The unknown token.
     pub const UNKNOWN: i32 = 2;
+    /// A special (control) token, e.g. `<|eot_id|>`.
     pub const CONTROL: i32 = 3;
+    /// A non-special added token.
     pub const USER_DEFINED: i32 = 4;
+    /// An id without a token (`[PADn]` filler).
     pub const UNUSED: i32 = 5;
+    /// A byte-fallback token (not used by Llama 3).
     pub const BYTE: i32 = 6;
 }
 
 // ---- tensor names -------------------------------------------------------------------------
+/// Token embedding table `[embedding_rows, H]`.
 pub const T_TOKEN_EMBD: &str = "token_embd.weight";
+/// llama3 RoPE frequency divisors `[head_dim / 2]` (llama.cpp's layout).
 pub const T_ROPE_FREQS: &str = "rope_freqs.weight";
+/// Final RMSNorm weight `[H]`.
 pub const T_OUTPUT_NORM: &str = "output_norm.weight";
+/// Output head `[vocab_size, H]`.
 pub const T_OUTPUT: &str = "output.weight";
+/// Patch convolution `[D, 3, patch, patch]`.
 pub const T_V_PATCH_EMBD: &str = "v.patch_embd.weight";
+/// Class token embedding `[D]`.
 pub const T_V_CLASS_EMBD: &str = "v.class_embd";
+/// Position embedding `[tokens_per_tile, D]`.
 pub const T_V_POS_EMBD: &str = "v.position_embd.weight";
+/// Gate of the gated positional embedding `[1]` (raw g; Ollama stores 1 − tanh(g)).
 pub const T_V_POS_GATE: &str = "v.position_embd.gate";
+/// Tile position embedding per aspect ratio `[R, max_tiles · tokens_per_tile · D]`.
 pub const T_V_TILE_POS_EMBD: &str = "v.tile_position_embd.weight";
+/// Gate of the tile position embedding `[1]`: the same raw g as [`T_V_POS_GATE`] in our files,
+/// tanh(g) in Ollama's (only read then).
 pub const T_V_TILE_POS_GATE: &str = "v.tile_position_embd.gate";
+/// Pre-tile positional embedding per aspect ratio `[R, max_tiles · D]`.
 pub const T_V_PRE_TILE_EMBD: &str = "v.pre_tile_position_embd.weight";
+/// Gate of the pre-tile embedding `[1]`.
 pub const T_V_PRE_TILE_GATE: &str = "v.pre_tile_position_embd.gate";
+/// Post-tile positional embedding per aspect ratio `[R, max_tiles · D]`.
 pub const T_V_POST_TILE_EMBD: &str = "v.post_tile_position_embd.weight";
+/// Gate of the post-tile embedding `[1]`.
 pub const T_V_POST_TILE_GATE: &str = "v.post_tile_position_embd.gate";
+/// LayerNorm before the local layers: weight `[D]`.
 pub const T_V_PRE_LN_W: &str = "v.pre_ln.weight";
+/// LayerNorm before the local layers: bias `[D]`.
 pub const T_V_PRE_LN_B: &str = "v.pre_ln.bias";
+/// LayerNorm after the local layers: weight `[D]`.
 pub const T_V_POST_LN_W: &str = "v.post_ln.weight";
+/// LayerNorm after the local layers: bias `[D]`.
 pub const T_V_POST_LN_B: &str = "v.post_ln.bias";
+/// Multi-modal projector weight `[H, D · (1 + taps)]`.
 pub const T_MM_W: &str = "mm.0.weight";
+/// Multi-modal projector bias `[H]`.
 pub const T_MM_B: &str = "mm.0.bias";
 
-/// `blk.{i}.{suffix}`
+/// `blk.{i}.{suffix}` (text decoder layer `i`).
+///
+/// ```
+/// assert_eq!(mllama::keys::blk(3, "attn_q.weight"), "blk.3.attn_q.weight");
+/// ```
 pub fn blk(i: usize, suffix: &str) -> String {
     format!("blk.{i}.{suffix}")
 }

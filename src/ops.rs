@@ -183,12 +183,17 @@ pub enum Mask<'a> {
     /// Every key.
     None,
     /// Query row `i` sits at position `offset + i` and sees keys `0..=offset + i`.
-    Causal { offset: usize },
+    Causal {
+        /// Position of query row 0 (tokens already in the cache).
+        offset: usize,
+    },
     /// Per query row, the allowed key ranges (sorted, disjoint). An empty list means no key.
     Rows(&'a [Vec<Range<usize>>]),
     /// Vision pad⊗pad mask: a query row with `pad_query[i]` sees only `real_keys`; others see all.
     Vision {
+        /// Per query row: whether it is a padding row.
         pad_query: &'a [bool],
+        /// The key ranges of real (non-padding) tokens.
         real_keys: &'a [Range<usize>],
     },
 }

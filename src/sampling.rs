@@ -4,21 +4,40 @@
 
 use crate::Error;
 
-/// Sampling settings. `temperature == 0` means greedy.
+/// Sampling settings. `temperature == 0` means greedy; the [`Default`] is greedy with every
+/// filter off. Processors apply in HF's order: repetition penalty → temperature → top-k → top-p →
+/// min-p. Checked by [`SamplingParams::validate`] when a generation starts.
+///
+/// ```
+/// use mllama::SamplingParams;
+///
+/// // Greedy (the default): always the most likely token.
+/// let greedy = SamplingParams::default();
+/// assert_eq!(greedy.temperature, 0.0);
+///
+/// // Llama 3.2 Vision Instruct's published settings, reproducible with a seed.
+/// let sampled =
+///     SamplingParams { temperature: 0.6, top_p: 0.9, seed: Some(7), ..Default::default() };
+/// assert!(sampled.validate().is_ok());
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
+    /// Logits are divided by this before sampling; 0 means greedy (argmax, no RNG); must be
+    /// finite and ≥ 0.
     pub temperature: f32,
     /// Keep the `top_k` most likely tokens (0: all).
     pub top_k: usize,
-    /// Keep the smallest set of tokens whose probability reaches `top_p` (1: all).
+    /// Keep the smallest set of tokens whose probability reaches `top_p` (1: all); in (0, 1].
     pub top_p: f32,
-    /// Drop tokens less likely than `min_p` × the most likely one (0: none).
+    /// Drop tokens less likely than `min_p` × the most likely one (0: none); in [0, 1].
     pub min_p: f32,
-    /// Divide positive logits (multiply negative ones) of recently seen tokens by this (1: off).
+    /// Divide positive logits (multiply negative ones) of recently seen tokens by this (1: off);
+    /// applies to greedy decoding too; > 0.
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalty looks at.
+    /// How many recent tokens the penalty looks at (prompt included).
     pub repeat_last_n: usize,
-    /// RNG seed; `None` picks one from the clock.
+    /// RNG seed: the same seed, settings and prompt give the same text. `None` picks one from the
+    /// clock.
     pub seed: Option<u64>,
 }
 
@@ -39,7 +58,20 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     /// The model's generation defaults (HF's `GenerationConfig` defaults where the file is silent:
-    /// top-k 50 when sampling).
+    /// top-k 50 when sampling). Greedy when the file says `do_sample = false` or gives no positive
+    /// temperature.
+    ///
+    /// ```
+    /// use mllama::{Model, SamplingParams};
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// // The demo carries Llama 3.2 Vision Instruct's generation_config.json.
+    /// let p = SamplingParams::from_model(&model.cfg.generation);
+    /// assert_eq!((p.temperature, p.top_p, p.top_k), (0.6, 0.9, 50));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_model(g: &crate::model::config::GenerationDefaults) -> Self {
         if g.do_sample == Some(false) {
             return SamplingParams::default();
@@ -55,7 +87,19 @@ impl SamplingParams {
         }
     }
 
-    /// Refuse values that make no sense, naming the flag.
+    /// Refuse values that make no sense, naming the CLI flag in the message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `temperature` is negative or not finite, `top_p` is outside
+    /// (0, 1], `min_p` is outside [0, 1], or `repeat_penalty` is not a finite number > 0.
+    ///
+    /// ```
+    /// use mllama::SamplingParams;
+    ///
+    /// let bad = SamplingParams { top_p: 0.0, ..Default::default() };
+    /// assert_eq!(bad.validate().unwrap_err().to_string(), "--top-p 0: must be in (0, 1]");
+    /// ```
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| Err(Error::Invalid(m));
         if !self.temperature.is_finite() || self.temperature < 0.0 {
@@ -117,8 +161,28 @@ impl Rng {
 }
 
 /// A sampler: settings, RNG state and reusable buffers.
+/// [`Session::generate`](crate::Session::generate) makes one per generation; use it directly with
+/// a [`Sequence`](crate::session::Sequence).
+///
+/// ```
+/// use mllama::sampling::Sampler;
+/// use mllama::SamplingParams;
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// let logits = [0.1, 3.0, 0.2, 2.9];
+/// let mut greedy = Sampler::new(SamplingParams::default())?;
+/// assert_eq!(greedy.sample(&logits, &[]), 1);
+///
+/// let p = SamplingParams { temperature: 1.0, top_k: 2, seed: Some(1), ..Default::default() };
+/// let mut s = Sampler::new(p)?;
+/// let t = s.sample(&logits, &[]);
+/// assert!(t == 1 || t == 3); // only the two most likely tokens can come out
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Sampler {
+    /// The settings (validated).
     pub params: SamplingParams,
     rng: Rng,
     cand: Vec<(f32, u32)>,
@@ -127,6 +191,11 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler with `params`, its RNG seeded from `params.seed` (or the clock).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the params fail [`SamplingParams::validate`].
     pub fn new(params: SamplingParams) -> Result<Self, Error> {
         params.validate()?;
         let seed = params.seed.unwrap_or_else(|| {
@@ -144,7 +213,12 @@ impl Sampler {
         })
     }
 
-    /// Pick the next token from `logits`, given the tokens so far (for the repetition penalty).
+    /// Pick the next token from `logits` (`[V]`, one value per token id), given the tokens so far
+    /// (for the repetition penalty; ids beyond the logits are ignored).
+    ///
+    /// # Panics
+    ///
+    /// If `logits` is empty while sampling (temperature > 0).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;
         self.logits.clear();

@@ -5,6 +5,33 @@
 //! ([`Sequence::attach_image`]); its projected states are turned into per-layer cross K/V right
 //! away and then dropped. Every later [`Sequence::feed`] (prefill chunk or one decode token) runs
 //! only the text stack against the two caches.
+//!
+//! This is the low-level interface (token ids in, logits out) that `mllama eval` and the
+//! benchmarks use; applications normally use [`Session`](crate::Session), which adds the chat
+//! template, sampling and detokenization.
+//!
+//! ```
+//! use mllama::session::{argmax, Sequence};
+//! use mllama::{Model, Semantics};
+//!
+//! # fn main() -> Result<(), mllama::Error> {
+//! let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+//! let tok = model.tokenizer()?;
+//! let mut seq = Sequence::new(&model, 64, Semantics::default());
+//! let prompt = tok.encode("The capital of France is", true)?;
+//! // Prefill: logits of every prompt position, [n, V].
+//! let v = model.cfg.text.vocab_size;
+//! let logits = seq.feed(&prompt, true)?;
+//! assert_eq!(logits.len(), prompt.len() * v);
+//! // Greedy decoding, one token at a time: logits of the last row only, [V].
+//! let mut next = argmax(&logits[(prompt.len() - 1) * v..]) as u32;
+//! for _ in 0..3 {
+//!     next = argmax(seq.feed(&[next], false)?) as u32;
+//! }
+//! assert_eq!(seq.len(), prompt.len() + 3);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::ops::Range;
 
@@ -17,6 +44,14 @@ use crate::Error;
 /// processor (`get_cross_attention_token_mask`): image i is seen from its own `<|image|>` token up
 /// to the next image token; the last image until the end; a run of consecutive image tokens is
 /// seen from each token to the end of whatever follows the run.
+///
+/// ```
+/// use mllama::session::image_ranges;
+///
+/// const IMG: u32 = 9;
+/// assert_eq!(image_ranges(&[1, IMG, 3, IMG, 4, 5], IMG), vec![1..3, 3..6]);
+/// assert_eq!(image_ranges(&[1, IMG, IMG, 4, 5], IMG), vec![1..5, 2..5]);
+/// ```
 pub fn image_ranges(tokens: &[u32], image_token: u32) -> Vec<Range<usize>> {
     let locs: Vec<usize> = tokens
         .iter()
@@ -43,7 +78,8 @@ pub fn image_ranges(tokens: &[u32], image_token: u32) -> Vec<Range<usize>> {
     r
 }
 
-/// One sequence of tokens with its caches.
+/// One sequence of tokens with its caches: the self-attention [`KvCache`] (allocated for the
+/// whole context at creation) and the [`CrossCache`] of attached images.
 pub struct Sequence<'m> {
     model: &'m Model,
     sem: Semantics,
@@ -60,7 +96,8 @@ pub struct Sequence<'m> {
 }
 
 impl<'m> Sequence<'m> {
-    /// A sequence with room for `ctx` tokens.
+    /// An empty sequence with room for `ctx` tokens, run with the numerics of `sem`. Allocates
+    /// the KV cache now ([`KvCache::bytes_for`] bytes).
     pub fn new(model: &'m Model, ctx: usize, sem: Semantics) -> Self {
         Sequence {
             model,
@@ -77,27 +114,34 @@ impl<'m> Sequence<'m> {
         }
     }
 
+    /// The tokens processed so far, in order.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
     }
 
+    /// Number of tokens processed (positions in the KV cache).
     pub fn len(&self) -> usize {
         self.tokens.len()
     }
 
+    /// Whether no token has been processed yet.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
 
+    /// Number of images attached.
     pub fn n_images(&self) -> usize {
         self.cross.images.len()
     }
 
+    /// The cross-attention K/V of the attached images (e.g. for its size in bytes).
     pub fn cross_cache(&self) -> &CrossCache {
         &self.cross
     }
 
     /// Attach the next image: compute and cache its cross-attention K/V for every cross layer.
+    /// `out` is the vision tower's output for the image and `n_tiles` its number of real tiles.
+    /// Attach images before feeding the `<|image|>` tokens that refer to them.
     pub fn attach_image(&mut self, out: &VisionOutput, n_tiles: usize) {
         let vc = &self.model.cfg.vision;
         let (t, p) = (vc.max_tiles, vc.tokens_per_tile());
@@ -134,13 +178,21 @@ impl<'m> Sequence<'m> {
         self.sem
     }
 
-    /// Room in tokens.
+    /// Room in tokens (the `ctx` given to [`Sequence::new`]).
     pub fn capacity(&self) -> usize {
         self.kv.ctx
     }
 
     /// Process `tokens` (a prompt chunk or one generated token). Returns the logits of every new
-    /// row (`all_logits`, `[n, V]`) or of the last row only (`[V]`).
+    /// row (`all_logits`, `[n, V]`) or of the last row only (`[V]`); the slice is valid until the
+    /// next call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `tokens` is empty, the sequence would exceed its capacity, the
+    /// sequence would hold more `<|image|>` tokens than images are attached (these are checked
+    /// before anything changes), or an id is outside the embedding table (then the sequence must
+    /// be discarded or [truncated](Sequence::truncate) to its previous length).
     pub fn feed(&mut self, tokens: &[u32], all_logits: bool) -> Result<&[f32], Error> {
         let model = self.model;
         let c = &model.text.cfg;
@@ -231,7 +283,12 @@ impl<'m> Sequence<'m> {
     }
 }
 
-/// Index of the largest value (first on ties), as `argmax` in PyTorch.
+/// Index of the largest value (first on ties), as `argmax` in PyTorch. NaNs are never chosen
+/// unless at index 0; an empty slice gives 0.
+///
+/// ```
+/// assert_eq!(mllama::session::argmax(&[0.5, 2.0, 2.0, -1.0]), 1);
+/// ```
 pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {

@@ -23,10 +23,13 @@ use crate::{keys, Error, GgmlType};
 /// How to build a synthetic model.
 #[derive(Clone, Debug)]
 pub struct SyntheticOptions {
+    /// Storage type of the text matrices (F32, F16, BF16, Q8_0 or Q4_0).
     pub text_type: GgmlType,
+    /// Storage type of the vision and projector matrices.
     pub vision_type: GgmlType,
     /// Give only this many self layers (and one cross layer) distinct weights; `None`: all.
     pub distinct_layers: Option<usize>,
+    /// Seed of the random weights (the same seed gives the same model).
     pub seed: u64,
 }
 
@@ -91,7 +94,30 @@ fn fill(ty: GgmlType, out: &mut [u8], seed: u64, base: f32, scale: f32) {
     });
 }
 
-/// Build the model in memory.
+/// Build the model in memory (anonymous memory, no file; no tokenizer).
+///
+/// # Errors
+///
+/// The writer's and loader's errors, e.g. [`Error::Model`] if a type cannot store the shapes.
+///
+/// ```
+/// use mllama::model::spec::ModelSpec;
+/// use mllama::synthetic::{build, SyntheticOptions};
+/// use mllama::GgmlType;
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// let opts = SyntheticOptions {
+///     text_type: GgmlType::Q8_0,
+///     vision_type: GgmlType::F16,
+///     distinct_layers: None,
+///     seed: 1,
+/// };
+/// let model = build(&ModelSpec::tiny(), &opts)?;
+/// assert_eq!(model.cfg.text.hidden, 64);
+/// assert!(model.tokenizer().is_err()); // no tokenizer data
+/// # Ok(())
+/// # }
+/// ```
 pub fn build(spec: &ModelSpec, opts: &SyntheticOptions) -> Result<Model, Error> {
     let mut w = GgufWriter::new(keys::ARCH);
     w.add(

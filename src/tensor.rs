@@ -38,6 +38,7 @@ impl Bytes {
         }
     }
 
+    /// The tensor's bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.map[self.range.clone()]
     }
@@ -50,10 +51,23 @@ impl std::fmt::Debug for Bytes {
 }
 
 /// A weight matrix `[rows, cols]`: row `r` is output feature `r`, contiguous over the `cols` inputs.
+///
+/// ```
+/// use mllama::tensor::Mat;
+///
+/// let w = Mat::from_f32(2, 3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+/// assert_eq!((w.rows, w.cols, w.row_bytes()), (2, 3, 12));
+/// let mut row = [0f32; 3];
+/// w.row_to_f32(1, &mut row);
+/// assert_eq!(row, [4.0, 5.0, 6.0]);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Mat {
+    /// Storage type (F32, F16, BF16, Q8_0 or Q4_0).
     pub ty: GgmlType,
+    /// Rows (output features).
     pub rows: usize,
+    /// Values per row (input features).
     pub cols: usize,
     bytes: Bytes,
 }
@@ -85,55 +99,81 @@ impl Mat {
         Some(m)
     }
 
-    /// An f32 matrix owned in memory.
+    /// An f32 matrix owned in memory (a copy of `v`, row-major).
+    ///
+    /// # Panics
+    ///
+    /// If `v.len() != rows · cols`.
     pub fn from_f32(rows: usize, cols: usize, v: &[f32]) -> Self {
         assert_eq!(v.len(), rows * cols);
         Mat::from_bytes(GgmlType::F32, rows, cols, bytemuck::cast_slice(v))
     }
 
     /// A matrix of any computable type over an owned copy of `data` (tests, synthetic models).
+    ///
+    /// # Panics
+    ///
+    /// If the type cannot be computed with, or `data` is not exactly `rows` rows of `cols` values
+    /// of that type.
     pub fn from_bytes(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Self {
         let m = Mat::new(ty, rows, cols, Bytes::owned(data));
         m.unwrap_or_else(|| panic!("{ty} [{rows}, {cols}]: {} bytes do not fit", data.len()))
     }
 
+    /// All the matrix's bytes, row after row.
     pub fn data(&self) -> &[u8] {
         self.bytes.as_slice()
     }
 
+    /// Bytes of one row (`ty.row_bytes(cols)`).
     pub fn row_bytes(&self) -> usize {
         self.data().len() / self.rows.max(1)
     }
 
-    /// Bytes of rows `r0..r1`.
+    /// Bytes of rows `r.start..r.end`.
+    ///
+    /// # Panics
+    ///
+    /// If the range goes past the last row.
     pub fn rows_data(&self, r: Range<usize>) -> &[u8] {
         let rb = self.row_bytes();
         &self.data()[r.start * rb..r.end * rb]
     }
 
-    /// The whole matrix as typed elements.
+    /// The whole matrix as f32 elements, `rows · cols` of them.
+    ///
+    /// The `as_*` views require the matching [`Mat::ty`]; this is checked in debug builds only
+    /// (a wrong type reinterprets the bytes, or panics if their size does not fit).
     pub fn as_f32(&self) -> &[f32] {
         debug_assert_eq!(self.ty, GgmlType::F32);
         bytemuck::cast_slice(self.data())
     }
+    /// The whole matrix as f16 elements (type F16; see [`Mat::as_f32`]).
     pub fn as_f16(&self) -> &[f16] {
         debug_assert_eq!(self.ty, GgmlType::F16);
         bytemuck::cast_slice(self.data())
     }
+    /// The whole matrix as bf16 elements (type BF16; see [`Mat::as_f32`]).
     pub fn as_bf16(&self) -> &[bf16] {
         debug_assert_eq!(self.ty, GgmlType::BF16);
         bytemuck::cast_slice(self.data())
     }
+    /// The whole matrix as Q8_0 blocks, `cols / 32` per row (type Q8_0; see [`Mat::as_f32`]).
     pub fn as_q8_0(&self) -> &[BlockQ8_0] {
         debug_assert_eq!(self.ty, GgmlType::Q8_0);
         bytemuck::cast_slice(self.data())
     }
+    /// The whole matrix as Q4_0 blocks, `cols / 32` per row (type Q4_0; see [`Mat::as_f32`]).
     pub fn as_q4_0(&self) -> &[BlockQ4_0] {
         debug_assert_eq!(self.ty, GgmlType::Q4_0);
         bytemuck::cast_slice(self.data())
     }
 
     /// Dequantize row `r` into `out` (`cols` values): embedding lookups.
+    ///
+    /// # Panics
+    ///
+    /// If `r >= rows` or `out` has fewer than `cols` values.
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
         let d = self.rows_data(r..r + 1);
         // Sizes are consistent by construction.

@@ -20,12 +20,16 @@ use crate::error::{ConvertError, Result};
 /// Source element types we read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SrcType {
+    /// bfloat16.
     BF16,
+    /// IEEE half precision.
     F16,
+    /// 32-bit float.
     F32,
 }
 
 impl SrcType {
+    /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
             SrcType::BF16 | SrcType::F16 => 2,
@@ -37,16 +41,22 @@ impl SrcType {
 /// A tensor inside one shard.
 #[derive(Clone, Debug)]
 pub struct SrcTensor {
+    /// Canonical name ([`canonical_name`]), e.g. `language_model.model.embed_tokens.weight`.
     pub name: String,
+    /// Element type.
     pub ty: SrcType,
+    /// Shape, outermost first (PyTorch order).
     pub shape: Vec<usize>,
+    /// Index of the shard file holding it.
     pub shard: usize,
-    /// Absolute byte range inside the shard file.
+    /// Absolute byte range inside the shard file: `start..end`.
     pub start: usize,
+    /// End of the byte range (exclusive).
     pub end: usize,
 }
 
 impl SrcTensor {
+    /// Number of elements (product of the shape).
     pub fn n_elements(&self) -> usize {
         self.shape.iter().product()
     }
@@ -57,6 +67,23 @@ struct Shard {
     map: Mmap,
 }
 
+/// The tensors of an HF checkpoint over memory-mapped safetensors shards, validated at open.
+///
+/// ```
+/// use mllama_quantize::checkpoint::Checkpoint;
+/// use mllama_quantize::synthetic::{write_checkpoint, SynthDims};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// write_checkpoint(dir.path(), &SynthDims::tiny(), 1)?; // two shards + index
+/// let ckpt = Checkpoint::open(dir.path())?;
+/// let t = ckpt.get("multi_modal_projector.bias").unwrap();
+/// assert_eq!(t.shape, [64]);
+/// let mut row = vec![0f32; 64];
+/// ckpt.read_rows_f32(t, 64, 0, &mut row);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Checkpoint {
     shards: Vec<Shard>,
     tensors: BTreeMap<String, SrcTensor>,
@@ -79,7 +106,14 @@ pub fn canonical_name(name: &str) -> String {
 }
 
 impl Checkpoint {
-    /// Open the safetensors files of an HF model directory.
+    /// Open the safetensors files of an HF model directory: `model.safetensors.index.json` and
+    /// the shards it lists, or a single `model.safetensors`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConvertError::File`] naming the file: no weights, a malformed index, a missing shard, a
+    /// truncated or corrupt safetensors file. [`ConvertError::Tensor`] for a tensor of an
+    /// unsupported dtype or one found in more than one shard.
     pub fn open(dir: &Path) -> Result<Checkpoint> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
@@ -189,14 +223,17 @@ impl Checkpoint {
         Ok(Checkpoint { shards, tensors })
     }
 
+    /// The tensor with canonical name `name`, if present.
     pub fn get(&self, name: &str) -> Option<&SrcTensor> {
         self.tensors.get(name)
     }
 
+    /// Every tensor name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }
 
+    /// The shard file holding `t`.
     pub fn shard_path(&self, t: &SrcTensor) -> &Path {
         &self.shards[t.shard].path
     }
@@ -210,13 +247,21 @@ impl Checkpoint {
     }
 
     /// Raw bytes of rows `[row0, row0 + n)` of a tensor seen as `[rows, row_len]`.
+    ///
+    /// # Panics
+    ///
+    /// If the rows lie outside the shard's map.
     pub fn row_bytes(&self, t: &SrcTensor, row_len: usize, row0: usize, n: usize) -> &[u8] {
         let rb = row_len * t.ty.size();
         let s = t.start + row0 * rb;
         &self.shards[t.shard].map[s..s + n * rb]
     }
 
-    /// Convert rows to f32 into `out` (`out.len() == n * row_len`).
+    /// Convert rows `row0..row0 + n` to f32 into `out` (`n = out.len() / row_len`).
+    ///
+    /// # Panics
+    ///
+    /// As for [`Checkpoint::row_bytes`].
     pub fn read_rows_f32(&self, t: &SrcTensor, row_len: usize, row0: usize, out: &mut [f32]) {
         let n = out.len() / row_len;
         let bytes = self.row_bytes(t, row_len, row0, n);
@@ -255,7 +300,8 @@ impl Checkpoint {
     }
 }
 
-/// Element conversion to f32 from unaligned little-endian bytes.
+/// Element conversion to f32 from unaligned little-endian bytes (as many values as both `bytes`
+/// and `out` hold).
 pub fn to_f32(ty: SrcType, bytes: &[u8], out: &mut [f32]) {
     match ty {
         SrcType::BF16 => {

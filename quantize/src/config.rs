@@ -7,83 +7,156 @@ use serde_json::Value as Json;
 
 use crate::error::{ConvertError, Result};
 
-/// Everything the converter needs from `config.json`.
+/// Everything the converter needs from `config.json`. Field names follow HF's keys.
+///
+/// ```
+/// use mllama_quantize::config::MllamaConfig;
+/// use mllama_quantize::synthetic::{write_checkpoint, SynthDims};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// write_checkpoint(dir.path(), &SynthDims::tiny(), 1)?;
+/// let cfg = MllamaConfig::load(dir.path())?;
+/// assert_eq!((cfg.text.hidden_size, cfg.text.head_dim), (64, 16));
+/// assert_eq!(cfg.vision.supported_aspect_ratios.len(), 8);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct MllamaConfig {
+    /// `_name_or_path`, if set (becomes `general.name`).
     pub name: Option<String>,
+    /// Id of the `<|image|>` token.
     pub image_token_index: u32,
+    /// `text_config`.
     pub text: TextConfig,
+    /// `vision_config`.
     pub vision: VisionConfig,
 }
 
+/// `config.json` → `text_config`.
 #[derive(Clone, Debug)]
 pub struct TextConfig {
+    /// Output vocabulary size.
     pub vocab_size: usize,
+    /// Hidden size.
     pub hidden_size: usize,
+    /// MLP intermediate width.
     pub intermediate_size: usize,
+    /// Decoder layers (self- and cross-attention).
     pub num_hidden_layers: usize,
+    /// Query heads.
     pub num_attention_heads: usize,
+    /// Key/value heads (defaults to `num_attention_heads`).
     pub num_key_value_heads: usize,
+    /// `hidden_size / num_attention_heads`, as HF's mllama uses (a differing `head_dim` key is
+    /// refused).
     pub head_dim: usize,
+    /// RMSNorm epsilon (default 1e-5).
     pub rms_norm_eps: f64,
+    /// RoPE base θ (`rope_theta`, or from `rope_parameters`; default 500000).
     pub rope_theta: f64,
+    /// llama3 RoPE scaling (`rope_scaling` or `rope_parameters`); `None` for default RoPE.
     pub rope_scaling: Option<RopeScaling>,
+    /// Longest context (default 131072).
     pub max_position_embeddings: usize,
+    /// Indices of the cross-attention layers.
     pub cross_attention_layers: Vec<usize>,
+    /// BOS id, used when `tokenizer_config.json` names none.
     pub bos_token_id: Option<u32>,
+    /// `eos_token_id` (an integer or a list), used when `generation_config.json` gives none.
     pub eos_token_ids: Vec<u32>,
+    /// Padding id, used when `tokenizer_config.json` names none.
     pub pad_token_id: Option<u32>,
+    /// Whether the output head shares the embedding table (then `output.weight` is taken from
+    /// it).
     pub tie_word_embeddings: bool,
 }
 
+/// llama3 RoPE scaling (`text_config.rope_scaling`).
 #[derive(Clone, Debug)]
 pub struct RopeScaling {
+    /// `rope_type` (always `"llama3"`; other types are refused).
     pub rope_type: String,
+    /// Frequency divisor for long wavelengths (default 8).
     pub factor: f64,
+    /// Low-frequency factor (default 1).
     pub low_freq_factor: f64,
+    /// High-frequency factor (default 4).
     pub high_freq_factor: f64,
+    /// Pre-training context length (default 8192).
     pub original_max_position_embeddings: f64,
 }
 
+/// `config.json` → `vision_config`.
 #[derive(Clone, Debug)]
 pub struct VisionConfig {
+    /// Hidden size.
     pub hidden_size: usize,
+    /// MLP intermediate width.
     pub intermediate_size: usize,
+    /// Local encoder layers.
     pub num_hidden_layers: usize,
+    /// Gated global encoder layers.
     pub num_global_layers: usize,
+    /// Attention heads (`attention_heads` or `num_attention_heads`).
     pub attention_heads: usize,
+    /// Local layers whose states feed the projector.
     pub intermediate_layers_indices: Vec<usize>,
+    /// Projector input width: `hidden_size × (1 + taps)` (checked).
     pub vision_output_dim: usize,
+    /// Tile edge in pixels.
     pub image_size: usize,
+    /// Patch edge in pixels.
     pub patch_size: usize,
+    /// Image channels (default 3).
     pub num_channels: usize,
+    /// Tile slots per image (default 4).
     pub max_num_tiles: usize,
+    /// LayerNorm epsilon (default 1e-5).
     pub norm_eps: f64,
+    /// (tiles_high, tiles_wide) arrangements in aspect-ratio id order (HF's default list when
+    /// absent).
     pub supported_aspect_ratios: Vec<(usize, usize)>,
 }
 
 /// Image preprocessing parameters (`preprocessor_config.json`).
 #[derive(Clone, Debug)]
 pub struct PreprocessConfig {
+    /// Mean per RGB channel (CLIP's when absent).
     pub image_mean: [f32; 3],
+    /// Standard deviation per RGB channel (CLIP's when absent).
     pub image_std: [f32; 3],
+    /// Factor applied to uint8 values (default 1/255).
     pub rescale_factor: f32,
+    /// `max_image_tiles` (defaults to the model's `max_num_tiles`; the model's value wins).
     pub max_image_tiles: usize,
+    /// Tile edge in pixels (`size`; must equal the model's `image_size`).
     pub tile_size: usize,
+    /// PIL filter name of `resample` (`"bilinear"` by default).
     pub resample: String,
 }
 
 /// Generation defaults (`generation_config.json`).
 #[derive(Clone, Debug, Default)]
 pub struct GenerationConfig {
+    /// `do_sample`.
     pub do_sample: Option<bool>,
+    /// `temperature`.
     pub temperature: Option<f64>,
+    /// `top_p`.
     pub top_p: Option<f64>,
+    /// `top_k`.
     pub top_k: Option<i64>,
+    /// `eos_token_id` (an integer or a list; empty when absent).
     pub eos_token_ids: Vec<u32>,
 }
 
 /// Read and parse a JSON file, naming it in every error.
+///
+/// # Errors
+///
+/// [`ConvertError::File`] if the file is missing, unreadable or not valid JSON.
 pub fn read_json(path: &Path) -> Result<Json> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let msg = if e.kind() == std::io::ErrorKind::NotFound {
@@ -97,9 +170,24 @@ pub fn read_json(path: &Path) -> Result<Json> {
 }
 
 /// Typed access to a JSON object with errors that name the file and key.
+///
+/// ```
+/// use std::path::Path;
+/// use mllama_quantize::config::Fields;
+///
+/// let obj = serde_json::json!({"hidden_size": 64, "eos_token_id": [1, 2]});
+/// let f = Fields { path: Path::new("config.json"), prefix: "text_config.", obj: &obj };
+/// assert_eq!(f.usize(&["hidden_size"]).unwrap(), 64);
+/// assert_eq!(f.id_list("eos_token_id").unwrap(), [1, 2]);
+/// let err = f.usize(&["vocab_size"]).unwrap_err();
+/// assert_eq!(err.to_string(), "config.json: text_config.vocab_size: missing");
+/// ```
 pub struct Fields<'a> {
+    /// The file, for error messages.
     pub path: &'a Path,
+    /// Prepended to key names in errors (e.g. `"text_config."`).
     pub prefix: &'a str,
+    /// The JSON object.
     pub obj: &'a Json,
 }
 
@@ -108,6 +196,7 @@ impl<'a> Fields<'a> {
         ConvertError::file(self.path, format!("{}{key}: {msg}", self.prefix))
     }
 
+    /// The value of `key`; `None` if absent or `null`.
     pub fn get(&self, key: &str) -> Option<&'a Json> {
         self.obj.get(key).filter(|v| !v.is_null())
     }
@@ -117,6 +206,12 @@ impl<'a> Fields<'a> {
         keys.iter().find_map(|k| self.get(k))
     }
 
+    /// A required non-negative integer under the first present of `keys`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConvertError::File`] naming `keys[0]` if none is present or the value is not a
+    /// non-negative integer.
     pub fn usize(&self, keys: &[&str]) -> Result<usize> {
         match self.any(keys) {
             None => Err(self.err(keys[0], "missing")),
@@ -129,6 +224,11 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An optional non-negative integer (`default` when absent).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Fields::usize`] when present with another type.
     pub fn usize_or(&self, keys: &[&str], default: usize) -> Result<usize> {
         if self.any(keys).is_none() {
             return Ok(default);
@@ -136,6 +236,11 @@ impl<'a> Fields<'a> {
         self.usize(keys)
     }
 
+    /// An optional number (`default` when absent).
+    ///
+    /// # Errors
+    ///
+    /// [`ConvertError::File`] if present but not a number.
     pub fn f64_or(&self, keys: &[&str], default: f64) -> Result<f64> {
         match self.any(keys) {
             None => Ok(default),
@@ -145,6 +250,11 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A required list of non-negative integers.
+    ///
+    /// # Errors
+    ///
+    /// [`ConvertError::File`] if missing or not such a list.
     pub fn usize_list(&self, key: &str) -> Result<Vec<usize>> {
         let v = self.get(key).ok_or_else(|| self.err(key, "missing"))?;
         v.as_array()
@@ -152,7 +262,11 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.err(key, &format!("expected a list of integers, found {v}")))
     }
 
-    /// An integer or a list of integers.
+    /// An integer or a list of integers (token ids); empty when absent.
+    ///
+    /// # Errors
+    ///
+    /// [`ConvertError::File`] if present but neither.
     pub fn id_list(&self, key: &str) -> Result<Vec<u32>> {
         match self.get(key) {
             None => Ok(vec![]),
@@ -171,6 +285,13 @@ impl<'a> Fields<'a> {
 }
 
 impl MllamaConfig {
+    /// Read and validate `dir/config.json`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConvertError::File`] naming `config.json` and the key: file missing or not JSON,
+    /// `model_type` not `"mllama"`, a required key missing, inconsistent values (heads not
+    /// dividing the hidden size, a layer index out of range, an unsupported RoPE type, ...).
     pub fn load(dir: &Path) -> Result<MllamaConfig> {
         let path: PathBuf = dir.join("config.json");
         let root = read_json(&path)?;
@@ -434,6 +555,12 @@ impl MllamaConfig {
 }
 
 impl PreprocessConfig {
+    /// Read `dir/preprocessor_config.json`, checked against the model's vision config.
+    ///
+    /// # Errors
+    ///
+    /// [`ConvertError::File`] naming the file: missing or not JSON, a tile size that differs
+    /// from `vision.image_size`, a malformed mean/std, an unknown resample filter.
     // The CLIP constants are written as published.
     #[allow(clippy::excessive_precision)]
     pub fn load(dir: &Path, vision: &VisionConfig) -> Result<PreprocessConfig> {
@@ -512,6 +639,11 @@ impl PreprocessConfig {
 
 impl GenerationConfig {
     /// Read `generation_config.json`; absent file → no defaults (the runtime's own apply).
+    ///
+    /// # Errors
+    ///
+    /// [`ConvertError::File`] if the file exists but is not valid JSON or has a malformed
+    /// `eos_token_id`.
     pub fn load(dir: &Path) -> Result<Option<GenerationConfig>> {
         let path = dir.join("generation_config.json");
         if !path.exists() {

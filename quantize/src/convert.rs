@@ -18,21 +18,35 @@ use crate::plan::{self, OutTensor, RowOrder, Source, TypePolicy};
 /// Converter options (the CLI flags).
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// The HF checkpoint directory (`config.json`, safetensors, tokenizer and preprocessor files).
     pub input: PathBuf,
+    /// The GGUF file to write (atomically: nothing appears there unless conversion succeeds).
     pub output: PathBuf,
+    /// Storage type of the large text matrices: F32, F16, BF16, Q8_0 or Q4_0 (see
+    /// [`parse_type`]).
     pub ty: GgmlType,
+    /// Also store the vision tower and projector matrices as `ty` (default for quantized `ty`:
+    /// F16).
     pub quantize_vision: bool,
+    /// Draw a progress bar on stderr.
     pub progress: bool,
 }
 
 /// What a finished conversion reports.
 #[derive(Clone, Debug)]
 pub struct Summary {
+    /// Tensors written.
     pub tensors: usize,
+    /// Bytes of source tensor data read.
     pub bytes_in: u64,
+    /// Size of the output file in bytes.
     pub bytes_out: u64,
+    /// Wall time of the conversion in seconds.
     pub seconds: f64,
+    /// Per storage type: (type, number of tensors, bytes of data).
     pub by_type: Vec<(GgmlType, usize, u64)>,
+    /// Things the user should know that did not stop the conversion (unused checkpoint tensors,
+    /// a missing chat template, ...).
     pub warnings: Vec<String>,
 }
 
@@ -41,7 +55,14 @@ const TASK_VALUES: usize = 1 << 16;
 /// Values converted per chunk (bounds the converter's own buffers: ≈ 4 bytes each in, ≤ 4 out).
 const CHUNK_VALUES: usize = 1 << 22;
 
-/// Types `-t` accepts.
+/// Types `-t` accepts: `f32`, `f16`, `bf16`, `q8_0`, `q4_0` (case-insensitive).
+///
+/// ```
+/// use mllama_quantize::convert::parse_type;
+///
+/// assert_eq!(parse_type("Q4_0"), Some(mllama::GgmlType::Q4_0));
+/// assert_eq!(parse_type("q4_k"), None);
+/// ```
 pub fn parse_type(s: &str) -> Option<GgmlType> {
     match s.to_ascii_lowercase().as_str() {
         "f32" => Some(GgmlType::F32),
@@ -53,7 +74,12 @@ pub fn parse_type(s: &str) -> Option<GgmlType> {
     }
 }
 
-/// Build the writer (all metadata + tensor table) and the plan, validating the whole input.
+/// Build the writer (all metadata + tensor table) and the plan, validating the whole input; also
+/// returns the opened checkpoint and the warnings. Nothing is written.
+///
+/// # Errors
+///
+/// As for [`run`], except those of writing the output.
 pub fn prepare(opts: &Options) -> Result<(GgufWriter, Vec<OutTensor>, Checkpoint, Vec<String>)> {
     let dir = &opts.input;
     if !dir.exists() {
@@ -226,7 +252,47 @@ fn check_output(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Run a conversion. On error nothing is left at the output path.
+/// Run a conversion: check that the output can be written, read and validate every input file
+/// and tensor shape, then stream the tensors (a few MB at a time, converted in parallel) into a
+/// temporary file that is renamed to `opts.output` at the end. On error nothing is left at the
+/// output path.
+///
+/// # Errors
+///
+/// A [`ConvertError`] naming the file (and tensor) at fault: a missing or unreadable input file,
+/// a `config.json` that is not mllama, a missing tensor or a shape that does not match the
+/// config, a truncated or corrupt safetensors file, an unsupported source dtype (only bf16, f16
+/// and f32 are read), an output directory that does not exist or is not writable.
+///
+/// ```
+/// use mllama_quantize::synthetic::{write_checkpoint, SynthDims};
+/// use mllama_quantize::{run, ConvertError, Options};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let input = dir.path().join("ckpt");
+/// write_checkpoint(&input, &SynthDims::tiny(), 1)?;
+/// let opts = Options {
+///     input,
+///     output: dir.path().join("out.gguf"),
+///     ty: mllama::GgmlType::Q4_0,
+///     quantize_vision: false,
+///     progress: false,
+/// };
+/// let s = run(&opts)?;
+/// assert_eq!(s.bytes_out, std::fs::metadata(&opts.output)?.len());
+/// // Text matrices Q4_0, vision F16, small tensors F32.
+/// assert!(s.by_type.iter().any(|&(t, _, _)| t == mllama::GgmlType::Q4_0));
+///
+/// // A bad input: one line naming the file, and no output.
+/// let missing = dir.path().join("missing");
+/// let bad = Options { input: missing, output: dir.path().join("x.gguf"), ..opts };
+/// let err: ConvertError = run(&bad).unwrap_err();
+/// assert!(err.to_string().contains("input directory not found"));
+/// assert!(!bad.output.exists());
+/// # Ok(())
+/// # }
+/// ```
 pub fn run(opts: &Options) -> Result<Summary> {
     let start = Instant::now();
     check_output(&opts.output)?;

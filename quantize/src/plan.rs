@@ -25,28 +25,41 @@ pub enum Source {
 /// How rows are reordered on the way out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowOrder {
+    /// Rows in checkpoint order.
     AsIs,
     /// HF rotate-half q/k rows → ggml adjacent-pair rows, per head of `head_dim` rows:
     /// output row `2i + j` of a head is HF row `j · head_dim/2 + i`.
     RopePermute {
+        /// Rows per head.
         head_dim: usize,
     },
 }
 
+/// One tensor of the output file and how to make it.
 #[derive(Clone, Debug)]
 pub struct OutTensor {
+    /// GGUF tensor name.
     pub name: String,
+    /// Where its values come from.
     pub source: Source,
     /// Outermost-first shape (PyTorch order).
     pub shape: Vec<usize>,
+    /// Storage type.
     pub ty: GgmlType,
+    /// Row reordering on the way out.
     pub order: RowOrder,
 }
 
 impl OutTensor {
+    /// Values per row (the last dimension).
     pub fn row_len(&self) -> usize {
         *self.shape.last().unwrap_or(&1)
     }
+    /// Number of rows (the product of the other dimensions).
+    ///
+    /// # Panics
+    ///
+    /// If the shape is empty.
     pub fn rows(&self) -> usize {
         self.shape[..self.shape.len() - 1].iter().product()
     }
@@ -177,7 +190,13 @@ impl Builder<'_> {
     }
 }
 
-/// Build and validate the plan.
+/// Build and validate the plan: every output tensor with its source, shape and type, plus the
+/// names of checkpoint tensors left unused.
+///
+/// # Errors
+///
+/// [`ConvertError`] naming the checkpoint tensor if one is missing or its shape differs from
+/// what `config.json` implies.
 pub fn build(
     cfg: &MllamaConfig,
     ckpt: &Checkpoint,
@@ -533,6 +552,14 @@ pub fn build(
 }
 
 /// Source row for output row `r` under `order`.
+///
+/// ```
+/// use mllama_quantize::plan::{source_row, RowOrder};
+///
+/// let order = RowOrder::RopePermute { head_dim: 8 };
+/// let rows: Vec<usize> = (0..8).map(|r| source_row(order, r)).collect();
+/// assert_eq!(rows, [0, 4, 1, 5, 2, 6, 3, 7]); // HF pairs (i, i + 4) become adjacent rows
+/// ```
 pub fn source_row(order: RowOrder, r: usize) -> usize {
     match order {
         RowOrder::AsIs => r,

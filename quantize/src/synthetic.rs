@@ -12,20 +12,35 @@ use serde_json::json;
 /// Shapes of a synthetic checkpoint.
 #[derive(Clone, Debug)]
 pub struct SynthDims {
+    /// Vocabulary size (the `<|image|>` token gets id `vocab`).
     pub vocab: usize,
+    /// Text hidden size.
     pub hidden: usize,
+    /// Text MLP intermediate width.
     pub intermediate: usize,
+    /// Text decoder layers.
     pub layers: usize,
+    /// Indices of the cross-attention layers.
     pub cross_layers: Vec<usize>,
+    /// Query heads.
     pub heads: usize,
+    /// Key/value heads.
     pub kv_heads: usize,
+    /// Vision hidden size.
     pub v_hidden: usize,
+    /// Vision attention heads.
     pub v_heads: usize,
+    /// Vision MLP intermediate width.
     pub v_intermediate: usize,
+    /// Local vision layers.
     pub v_layers: usize,
+    /// Gated global vision layers.
     pub v_global_layers: usize,
+    /// Local vision layers feeding the projector.
     pub v_taps: Vec<usize>,
+    /// Tile edge in pixels.
     pub tile: usize,
+    /// Patch edge in pixels.
     pub patch: usize,
     /// Number of safetensors shards (1 = a single `model.safetensors`).
     pub shards: usize,
@@ -180,6 +195,7 @@ impl SynthDims {
         t
     }
 
+    /// The checkpoint's `config.json` (HF `MllamaForConditionalGeneration` layout).
     pub fn config_json(&self) -> serde_json::Value {
         json!({
             "architectures": ["MllamaForConditionalGeneration"],
@@ -309,7 +325,25 @@ impl Rng {
     }
 }
 
-/// Write a complete synthetic HF checkpoint directory (bf16 weights).
+/// Write a complete synthetic HF checkpoint directory (bf16 weights): `config.json`,
+/// `tokenizer.json`, `tokenizer_config.json` (with a small chat template),
+/// `preprocessor_config.json`, `generation_config.json` and the safetensors shards (with an
+/// index when `dims.shards > 1`). The same `seed` gives the same files. Creates `dir` if needed.
+///
+/// # Errors
+///
+/// Any I/O error creating or writing the files.
+///
+/// ```
+/// use mllama_quantize::synthetic::{write_checkpoint, SynthDims};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let dir = tempfile::tempdir()?;
+/// write_checkpoint(dir.path(), &SynthDims::tiny(), 7)?;
+/// assert!(dir.path().join("model.safetensors.index.json").exists());
+/// # Ok(())
+/// # }
+/// ```
 pub fn write_checkpoint(dir: &Path, dims: &SynthDims, seed: u64) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let js = |name: &str, v: serde_json::Value| -> std::io::Result<()> {

@@ -19,8 +19,12 @@ pub const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?
 /// A tokenizer ready to be written as GGUF metadata.
 #[derive(Debug)]
 pub struct TokenizerKv {
+    /// The `tokenizer.*` keys and values, in the order to write them.
     pub kv: Vec<(&'static str, Value)>,
+    /// Number of token ids (highest id + 1).
     pub vocab_size: usize,
+    /// Problems that did not stop the conversion (holes in the ids, an unexpected
+    /// pre-tokenizer, no chat template).
     pub warnings: Vec<String>,
 }
 
@@ -33,6 +37,16 @@ fn token_id(vocab_lookup: &dyn Fn(&str) -> Option<u32>, v: Option<&Json>) -> Opt
     vocab_lookup(s)
 }
 
+/// Read `dir/tokenizer.json`, `dir/tokenizer_config.json` and the chat template
+/// (`tokenizer_config.json`, `chat_template.json` or `chat_template.jinja`) and build the GGUF
+/// `tokenizer.*` keys: tokens by id (holes filled with unused `[PADn]` entries), ggml token types,
+/// merges, special ids, `add_bos_token` and the chat template. `bos_fallback` / `pad_fallback`
+/// (from `config.json`) are used when `tokenizer_config.json` names no BOS / padding token.
+///
+/// # Errors
+///
+/// [`ConvertError::File`] naming the file: missing or not JSON, not a BPE model, a malformed
+/// vocabulary, added token or merge.
 pub fn convert(
     dir: &Path,
     bos_fallback: Option<u32>,

@@ -48,26 +48,40 @@ pub const MAX_ARRAY_DEPTH: usize = 8;
 /// ggml tensors have at most 4 dimensions.
 pub const MAX_DIMS: usize = 4;
 
-/// Metadata value type ids.
+/// Metadata value type ids, as stored in the file (`value as u32` is the id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ValueType {
+    /// `u8`.
     U8 = 0,
+    /// `i8`.
     I8 = 1,
+    /// `u16` (little-endian).
     U16 = 2,
+    /// `i16` (little-endian).
     I16 = 3,
+    /// `u32` (little-endian).
     U32 = 4,
+    /// `i32` (little-endian).
     I32 = 5,
+    /// `f32` (little-endian).
     F32 = 6,
+    /// `bool`, one byte (0 = false).
     Bool = 7,
+    /// A string: `u64` length and UTF-8 bytes.
     String = 8,
+    /// An array: `u32` element type, `u64` count, elements.
     Array = 9,
+    /// `u64` (little-endian).
     U64 = 10,
+    /// `i64` (little-endian).
     I64 = 11,
+    /// `f64` (little-endian).
     F64 = 12,
 }
 
 impl ValueType {
+    /// The type with this id, or `None` for an unknown id.
     pub fn from_id(id: u32) -> Option<Self> {
         use ValueType::*;
         Some(match id {
@@ -102,43 +116,79 @@ impl ValueType {
     }
 }
 
-/// A metadata value.
+/// A metadata value. The `as_*` accessors convert between compatible types.
+///
+/// ```
+/// use mllama::gguf::Value;
+///
+/// assert_eq!(Value::U32(40).as_u64(), Some(40));
+/// assert_eq!(Value::I32(-1).as_u64(), None);
+/// assert_eq!(Value::F32(0.5).as_f64(), Some(0.5));
+/// assert_eq!(Value::String("mllama".into()).as_str(), Some("mllama"));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// `u8`.
     U8(u8),
+    /// `i8`.
     I8(i8),
+    /// `u16`.
     U16(u16),
+    /// `i16`.
     I16(i16),
+    /// `u32`.
     U32(u32),
+    /// `i32`.
     I32(i32),
+    /// `f32`.
     F32(f32),
+    /// A boolean.
     Bool(bool),
+    /// A UTF-8 string.
     String(String),
+    /// An array.
     Array(Array),
+    /// `u64`.
     U64(u64),
+    /// `i64`.
     I64(i64),
+    /// `f64`.
     F64(f64),
 }
 
 /// A metadata array: homogeneous, stored typed (a 128k-entry token list is one `Vec<String>`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Array {
+    /// `u8` elements.
     U8(Vec<u8>),
+    /// `i8` elements.
     I8(Vec<i8>),
+    /// `u16` elements.
     U16(Vec<u16>),
+    /// `i16` elements.
     I16(Vec<i16>),
+    /// `u32` elements.
     U32(Vec<u32>),
+    /// `i32` elements (e.g. `tokenizer.ggml.token_type`).
     I32(Vec<i32>),
+    /// `f32` elements.
     F32(Vec<f32>),
+    /// Boolean elements.
     Bool(Vec<bool>),
+    /// String elements (e.g. `tokenizer.ggml.tokens`).
     String(Vec<String>),
+    /// Nested arrays.
     Array(Vec<Array>),
+    /// `u64` elements.
     U64(Vec<u64>),
+    /// `i64` elements.
     I64(Vec<i64>),
+    /// `f64` elements.
     F64(Vec<f64>),
 }
 
 impl Value {
+    /// The value's type id.
     pub fn value_type(&self) -> ValueType {
         match self {
             Value::U8(_) => ValueType::U8,
@@ -190,6 +240,7 @@ impl Value {
         }
     }
 
+    /// The boolean, if this is a [`Value::Bool`].
     pub fn as_bool(&self) -> Option<bool> {
         match *self {
             Value::Bool(v) => Some(v),
@@ -197,6 +248,7 @@ impl Value {
         }
     }
 
+    /// The string, if this is a [`Value::String`].
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
@@ -204,6 +256,7 @@ impl Value {
         }
     }
 
+    /// The array, if this is a [`Value::Array`].
     pub fn as_array(&self) -> Option<&Array> {
         match self {
             Value::Array(a) => Some(a),
@@ -213,6 +266,7 @@ impl Value {
 }
 
 impl Array {
+    /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
             Array::U8(v) => v.len(),
@@ -231,10 +285,12 @@ impl Array {
         }
     }
 
+    /// Whether the array has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The element type.
     pub fn elem_type(&self) -> ValueType {
         match self {
             Array::U8(_) => ValueType::U8,
@@ -271,7 +327,7 @@ impl Array {
         })
     }
 
-    /// Numeric elements as f64.
+    /// Numeric elements (integer or float) as f64; `None` for other arrays.
     pub fn to_f64_vec(&self) -> Option<Vec<f64>> {
         match self {
             Array::F32(v) => Some(v.iter().map(|&x| x as f64).collect()),
@@ -282,6 +338,7 @@ impl Array {
         }
     }
 
+    /// The strings, if this is an [`Array::String`].
     pub fn as_strings(&self) -> Option<&[String]> {
         match self {
             Array::String(v) => Some(v),
@@ -293,9 +350,11 @@ impl Array {
 /// One tensor's entry in the tensor table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorInfo {
+    /// Tensor name, e.g. `blk.0.attn_q.weight`.
     pub name: String,
-    /// ggml order: `dims[0]` is the innermost (row) length.
+    /// ggml order: `dims[0]` is the innermost (row) length. 1 to 4 dimensions.
     pub dims: Vec<u64>,
+    /// Storage type.
     pub ty: GgmlType,
     /// Offset of the data from the start of the data section.
     pub offset: u64,
@@ -304,6 +363,7 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// Number of values (product of the dimensions).
     pub fn n_elements(&self) -> u64 {
         self.dims.iter().product()
     }
@@ -324,11 +384,27 @@ impl TensorInfo {
     }
 }
 
-/// A GGUF file opened over a read-only memory map.
+/// A GGUF file opened over a read-only memory map: metadata and tensor table parsed and validated
+/// at open, tensor data read in place on demand.
+///
+/// ```
+/// use mllama::gguf::GgufFile;
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// let f = GgufFile::open("models/demo/mllama-demo-q4_0.gguf")?;
+/// assert_eq!(f.get("general.architecture").and_then(|v| v.as_str()), Some("mllama"));
+/// let t = f.tensor_info("blk.0.attn_q.weight").unwrap();
+/// assert_eq!((t.ty, t.shape()), (mllama::GgmlType::Q4_0, vec![32, 32]));
+/// let norm = f.tensor("output_norm.weight").unwrap().to_f32_vec()?;
+/// assert_eq!(norm.len(), 32);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct GgufFile {
     path: PathBuf,
     map: Arc<MapBytes>,
+    /// GGUF format version (2 or 3).
     pub version: u32,
     metadata: Vec<(String, Value)>,
     key_index: HashMap<String, usize>,
@@ -342,18 +418,25 @@ pub struct GgufFile {
 /// The bytes of an opened file: a memory map, or an owned buffer (for parsing in memory).
 #[derive(Debug)]
 pub enum MapBytes {
+    /// A read-only memory map of a file.
     Mmap(Mmap),
     /// Anonymous memory (synthetic models built in memory).
     Anon(memmap2::MmapMut),
     /// Owned bytes, kept in a `u64` buffer so that typed views get 8-byte alignment like a map.
     Owned {
+        /// The bytes, in 8-byte words.
         buf: Vec<u64>,
+        /// Number of bytes used (at most `buf.len() · 8`).
         len: usize,
     },
 }
 
 impl MapBytes {
     /// Owned bytes already in an aligned buffer (`len` of the `buf.len() · 8` bytes are used).
+    ///
+    /// # Panics
+    ///
+    /// If `len > buf.len() · 8`.
     pub fn from_words(buf: Vec<u64>, len: usize) -> Self {
         assert!(len <= buf.len() * 8);
         MapBytes::Owned { buf, len }
@@ -382,8 +465,36 @@ impl std::ops::Deref for MapBytes {
 }
 
 impl GgufFile {
-    /// Memory-map and parse a GGUF file. Only the header is read; tensor data stay on disk until
-    /// touched.
+    /// Memory-map and parse a GGUF file (version 2 or 3, little-endian). Only the header is read;
+    /// tensor data stay on disk until touched. The file must not be truncated or rewritten while
+    /// it is open.
+    ///
+    /// Every count, length, offset and tensor size is checked against the file, so a malformed or
+    /// hostile file gives an error, never a panic or a huge allocation.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Io`] if the file cannot be opened or mapped, or is a directory.
+    /// - [`Error::Gguf`] with the [`GgufError`] describing what is wrong: bad magic, unsupported
+    ///   version, truncation, duplicate key or tensor, unknown type, bad dimensions, misaligned or
+    ///   out-of-range tensor data.
+    ///
+    /// ```
+    /// use mllama::gguf::GgufFile;
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let f = GgufFile::open("models/demo/mllama-demo-q4_0.gguf")?;
+    /// println!("GGUF v{}, {} keys, {} tensors", f.version, f.metadata().len(), f.tensors().len());
+    /// for t in f.tensors().iter().take(3) {
+    ///     println!("{} {} {:?}", t.name, t.ty, t.shape());
+    /// }
+    ///
+    /// // Not a GGUF file: a clear error naming the file.
+    /// let err = GgufFile::open("models/demo/example.jpg").unwrap_err();
+    /// assert!(err.to_string().contains("not a GGUF file"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, Error> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -406,11 +517,36 @@ impl GgufFile {
     }
 
     /// Parse a GGUF image held in memory under a display name (synthetic models).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Gguf`] as for [`GgufFile::open`], with `name` as the path.
     pub fn from_map(name: &str, map: MapBytes) -> Result<GgufFile, Error> {
         Self::parse(PathBuf::from(name), map)
     }
 
-    /// Parse a GGUF image held in memory (used by tests and fuzzing).
+    /// Parse a GGUF image held in memory (used by tests and fuzzing). The bytes are copied into an
+    /// aligned buffer.
+    ///
+    /// # Errors
+    ///
+    /// The [`GgufError`] describing what is wrong, as for [`GgufFile::open`].
+    ///
+    /// ```
+    /// use mllama::gguf::{GgufFile, GgufWriter, Value};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut w = GgufWriter::new("demo");
+    /// w.add("demo.answer", Value::U32(42))?;
+    /// let mut bytes = Vec::new();
+    /// w.write::<_, mllama::GgufError>(&mut bytes, |_, _, _| Ok(()))?;
+    ///
+    /// let f = GgufFile::from_bytes(bytes)?;
+    /// assert_eq!(f.get("demo.answer"), Some(&Value::U32(42)));
+    /// assert!(GgufFile::from_bytes(b"GGML".to_vec()).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_bytes(bytes: Vec<u8>) -> Result<GgufFile, GgufError> {
         let path = PathBuf::from("<memory>");
         Self::parse(path, MapBytes::owned(&bytes)).map_err(|e| match e {
@@ -437,6 +573,7 @@ impl GgufFile {
         })
     }
 
+    /// The path the file was opened from (a display name for in-memory files).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -446,6 +583,7 @@ impl GgufFile {
         self.map.len() as u64
     }
 
+    /// Alignment of tensor data in bytes (`general.alignment`, default 32).
     pub fn alignment(&self) -> u64 {
         self.alignment
     }
@@ -460,6 +598,7 @@ impl GgufFile {
         &self.metadata
     }
 
+    /// The value of metadata key `key`, if present.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.key_index.get(key).map(|&i| &self.metadata[i].1)
     }
@@ -469,6 +608,7 @@ impl GgufFile {
         &self.tensors
     }
 
+    /// The table entry of tensor `name`, if present.
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
@@ -478,13 +618,17 @@ impl GgufFile {
         &self.map
     }
 
-    /// A zero-copy view of a tensor's data.
+    /// A zero-copy view of a tensor's data, or `None` if there is no tensor `name`.
     pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
         let info = self.tensor_info(name)?;
         Some(self.view(info))
     }
 
     /// View of a tensor from this file's table.
+    ///
+    /// # Panics
+    ///
+    /// If `info` is not from this file's table and its range lies outside the file.
     pub fn view<'a>(&'a self, info: &'a TensorInfo) -> TensorView<'a> {
         let start = (self.data_start + info.offset) as usize;
         // In range: checked in `parse_header` for every tensor in the table.
@@ -502,7 +646,9 @@ impl GgufFile {
 /// A tensor's info and its bytes inside the memory map.
 #[derive(Clone, Copy, Debug)]
 pub struct TensorView<'a> {
+    /// The tensor's table entry.
     pub info: &'a TensorInfo,
+    /// Its data: exactly `info.size` bytes, in the layout of `info.ty`.
     pub data: &'a [u8],
 }
 
@@ -525,25 +671,39 @@ impl<'a> TensorView<'a> {
         })
     }
 
+    /// The data as `f32` values, without copying.
+    ///
+    /// # Errors
+    ///
+    /// [`GgufError::WrongType`] if the tensor is not F32; [`GgufError::UnalignedView`] if the
+    /// data are not 4-byte aligned in memory.
     pub fn as_f32(&self) -> Result<&'a [f32], GgufError> {
         self.typed(GgmlType::F32, "F32")
     }
 
+    /// The data as `f16` values, without copying (errors as for [`TensorView::as_f32`]).
     pub fn as_f16(&self) -> Result<&'a [f16], GgufError> {
         self.typed(GgmlType::F16, "F16")
     }
 
+    /// The data as `bf16` values, without copying (errors as for [`TensorView::as_f32`]).
     pub fn as_bf16(&self) -> Result<&'a [bf16], GgufError> {
         self.typed(GgmlType::BF16, "BF16")
     }
 
-    /// The data as quantized blocks of type `B`.
+    /// The data as quantized blocks of type `B` (e.g. [`BlockQ8_0`](crate::quant::BlockQ8_0)),
+    /// without copying (errors as for [`TensorView::as_f32`]).
     pub fn as_blocks<B: crate::quant::QuantBlock>(&self) -> Result<&'a [B], GgufError> {
         self.typed(B::TYPE, B::TYPE.name())
     }
 
     /// Dequantize (or convert) the whole tensor to f32. Allocates; meant for small tensors
     /// (norms, gates, embeddings looked up once) and for tests.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a type [`dequantize`](crate::quant::dequantize) does not support
+    /// (only F32, F16, BF16, Q8_0 and Q4_0 are).
     pub fn to_f32_vec(&self) -> Result<Vec<f32>, Error> {
         let n = self.info.n_elements() as usize;
         let mut out = vec![0f32; n];

@@ -18,7 +18,39 @@ use super::{Array, TensorInfo, Value, DEFAULT_ALIGNMENT, MAGIC, MAX_DIMS};
 use crate::error::{Error, GgufError};
 use crate::GgmlType;
 
-/// Builds a GGUF file: declare keys and tensors, then stream tensor data.
+/// Builds a GGUF file (version 3): declare keys and tensors, then stream tensor data.
+///
+/// ```
+/// use std::io::Write;
+/// use mllama::gguf::{GgufFile, GgufWriter, Value};
+/// use mllama::GgmlType;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Declare: metadata in order, then tensors with PyTorch-order shapes.
+/// let mut w = GgufWriter::new("demo");
+/// w.add("general.name", Value::String("tiny".into()))?;
+/// w.add_tensor("weight", &[2, 32], GgmlType::Q8_0)?; // [rows, cols]
+/// w.add_tensor("bias", &[2], GgmlType::F32)?;
+///
+/// // Stream: each tensor's bytes, converted from f32 as they are produced.
+/// let weight: Vec<f32> = (0..64).map(|i| i as f32 / 64.0).collect();
+/// let bias = [0.5f32, -0.5];
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("tiny.gguf");
+/// let size = w.write_file::<mllama::Error>(&path, |_, info, sink| {
+///     let values: &[f32] = if info.name == "weight" { &weight } else { &bias };
+///     let mut bytes = vec![0u8; info.size as usize];
+///     mllama::quant::convert_f32(info.ty, values, info.dims[0] as usize, &mut bytes)?;
+///     sink.write_all(&bytes).map_err(|e| mllama::Error::io(&path, e))?;
+///     Ok(())
+/// })?;
+/// assert_eq!(size, w.file_size());
+///
+/// let f = GgufFile::open(&path)?;
+/// assert_eq!(f.tensor("bias").unwrap().to_f32_vec()?, bias);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct GgufWriter {
     metadata: Vec<(String, Value)>,
@@ -56,7 +88,13 @@ impl GgufWriter {
         w
     }
 
-    /// Add a metadata key; keys are written in insertion order. Duplicate keys are refused.
+    /// Add a metadata key; keys are written in insertion order. Returns the writer for chaining.
+    ///
+    /// # Errors
+    ///
+    /// [`GgufError::DuplicateKey`] for a key already added; [`GgufError::BadAlignment`] if
+    /// `general.alignment` is not a `U32` power of two; [`GgufError::Writer`] if
+    /// `general.alignment` comes after a tensor was declared.
     pub fn add(&mut self, key: &str, value: Value) -> Result<&mut Self, GgufError> {
         if !self.keys.insert(key.to_owned()) {
             return Err(GgufError::DuplicateKey(key.to_owned()));
@@ -78,16 +116,25 @@ impl GgufWriter {
         Ok(self)
     }
 
+    /// The metadata declared so far, in order.
     pub fn metadata(&self) -> &[(String, Value)] {
         &self.metadata
     }
 
+    /// The tensors declared so far, in order, with their offsets and sizes.
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
     }
 
     /// Declare a tensor. `shape` is outermost-first (PyTorch order, `[rows, cols]`); it is stored
     /// reversed, as ggml expects. Returns the tensor's index.
+    ///
+    /// # Errors
+    ///
+    /// [`GgufError::BadDimCount`] for 0 or more than 4 dimensions, [`GgufError::BadDims`] for a
+    /// zero or overflowing size, [`GgufError::BadRowLength`] if the row length (last dimension)
+    /// is not a multiple of the type's block size, [`GgufError::DuplicateTensor`] for a name
+    /// already declared.
     pub fn add_tensor(
         &mut self,
         name: &str,
@@ -139,6 +186,11 @@ impl GgufWriter {
     /// Declare a tensor that shares the data of tensor `target` (same shape and type, no bytes of
     /// its own). GGUF allows overlapping tensor data; synthetic benchmark models use this to give
     /// a 90B-shaped model distinct tensors for every layer without 50 GB of distinct weights.
+    ///
+    /// # Errors
+    ///
+    /// [`GgufError::Writer`] if there is no tensor `target`; [`GgufError::DuplicateTensor`] for
+    /// a name already declared.
     pub fn add_tensor_alias(&mut self, name: &str, target: usize) -> Result<usize, GgufError> {
         let t = self
             .tensors
@@ -156,7 +208,7 @@ impl GgufWriter {
         Ok(self.tensors.len() - 1)
     }
 
-    /// Size of the file this writer will produce.
+    /// Size in bytes of the file this writer will produce (header, padding and tensor data).
     pub fn file_size(&self) -> u64 {
         align(self.header_size(), self.alignment) + self.next_offset
     }
@@ -174,6 +226,12 @@ impl GgufWriter {
 
     /// Write the file to `out`. `produce(i, info, sink)` must write exactly `info.size` bytes of
     /// tensor `i` into `sink`; tensors are requested in declaration order (aliases are skipped).
+    /// Returns the number of bytes written.
+    ///
+    /// # Errors
+    ///
+    /// Any error of `produce` or of `out`; [`GgufError::Writer`] if a tensor got a different
+    /// number of bytes than declared (writing more fails inside the sink).
     pub fn write<W: Write, E: From<GgufError> + From<std::io::Error>>(
         &self,
         out: W,
@@ -233,7 +291,12 @@ impl GgufWriter {
 
     /// Write to `path` atomically: a temporary file in the same directory is written, flushed,
     /// synced and then renamed to `path`. On any error nothing is left at `path` (an existing file
-    /// there is untouched).
+    /// there is untouched). `produce` works as for [`GgufWriter::write`]. Returns the file size.
+    ///
+    /// # Errors
+    ///
+    /// Any error of `produce`; [`Error::Io`] (naming `path`) if the temporary file cannot be
+    /// created, written, synced or renamed; the [`GgufError`]s of [`GgufWriter::write`].
     pub fn write_file<E: From<GgufError> + From<Error>>(
         &self,
         path: &Path,
@@ -296,7 +359,8 @@ impl<E> From<std::io::Error> for WriteErr<E> {
     }
 }
 
-/// Where a tensor's bytes go. Counts what is written so the writer can check the size.
+/// Where a tensor's bytes go (an [`std::io::Write`]). Counts what is written so the writer can
+/// check the size; writing past the declared size is an I/O error.
 pub struct TensorSink<'a> {
     inner: &'a mut dyn Write,
     written: u64,

@@ -37,6 +37,7 @@ pub struct AttnScratch {
 }
 
 impl AttnScratch {
+    /// Empty buffers; they grow to the largest call and are then reused.
     pub fn new() -> Self {
         Self::default()
     }
@@ -49,7 +50,7 @@ fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
-/// `s[i] = exp(s[i] − m)` in place, returning Σ s[i], on the active path (a polynomial `expf`
+/// `s[i] = exp(s[i] − m)` in place, returning `Σ s[i]`, on the active path (a polynomial `expf`
 /// within 2 ulp on SIMD paths, `f32::exp` on the scalar path; arguments below −87 give 0).
 pub fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
     exp_on(active_path(), s, m)

@@ -7,7 +7,7 @@
 //!   multiply activations quantized to Q8_0 with integer dot products, as ggml does (the
 //!   activation quantization is exactly [`BlockQ8_0::quantize`]). Parallel over blocks of weight
 //!   rows.
-//! - **GEMM** (many rows, compute-bound): a cache-blocked packed GEMM ([`gemm`]) that converts
+//! - **GEMM** (many rows, compute-bound): a cache-blocked packed GEMM (module `gemm`) that converts
 //!   weights of any type to f32 while packing and multiplies f32 activations (unquantized) with a
 //!   register-blocked FMA micro-kernel.
 //!
@@ -227,6 +227,7 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// Empty buffers; they grow to the largest call and are then reused.
     pub fn new() -> Self {
         Self::default()
     }
@@ -628,7 +629,7 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     }
 }
 
-/// Σ a[i]·b[i] over the common length.
+/// `Σ a[i]·b[i]` over the common length.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_on(active_path(), a, b)
 }

@@ -15,7 +15,7 @@ use half::{bf16, f16};
 
 use crate::quant::{BlockQ4_0, BlockQ8_0, QuantBlock};
 
-/// Σ a[i]·b[i] in f32, eight interleaved partial sums (the order SIMD kernels use too, so results
+/// `Σ a[i]·b[i]` in f32, eight interleaved partial sums (the order SIMD kernels use too, so results
 /// stay close; it is not the left-to-right sum).
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -35,7 +35,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     lanes8(&acc) + tail
 }
 
-/// Σ f16(w[i])·x[i]
+/// `Σ f16(w[i])·x[i]`
 #[inline]
 pub fn dot_f16_f32(w: &[f16], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
@@ -54,7 +54,7 @@ pub fn dot_f16_f32(w: &[f16], x: &[f32]) -> f32 {
     lanes8(&acc) + tail
 }
 
-/// Σ bf16(w[i])·x[i]
+/// `Σ bf16(w[i])·x[i]`
 #[inline]
 pub fn dot_bf16_f32(w: &[bf16], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
@@ -142,7 +142,7 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     }
 }
 
-/// y[i] += a·x[i]
+/// `y[i] += a·x[i]`
 #[inline]
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (yi, xi) in y.iter_mut().zip(x) {
@@ -150,7 +150,7 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// y[i] *= a
+/// `y[i] *= a`
 #[inline]
 pub fn scale(a: f32, y: &mut [f32]) {
     for v in y {

@@ -8,55 +8,78 @@ use crate::keys;
 use crate::ops::RopePairs;
 use crate::Error;
 
-/// Text decoder dimensions.
+/// Text decoder dimensions (the `mllama.*` keys). Values in comments are Llama-3.2-11B-Vision's.
 #[derive(Clone, Debug)]
 pub struct TextConfig {
-    /// Rows of the output projection (tokens that can be produced).
+    /// Rows of the output projection (tokens that can be produced; 128256).
     pub vocab_size: usize,
-    /// Rows of the token embedding table (vocab + the image token's learnable rows).
+    /// Rows of the token embedding table (vocab + the image token's learnable rows; 128264).
     pub embedding_rows: usize,
+    /// Hidden size H (4096).
     pub hidden: usize,
+    /// Decoder layers, self-attention and cross-attention together (40).
     pub n_layers: usize,
+    /// MLP intermediate width F (14336).
     pub ffn: usize,
+    /// Query heads (32).
     pub n_heads: usize,
+    /// Key/value heads (8; grouped-query attention).
     pub n_kv_heads: usize,
+    /// Dimension of one head (128); `n_heads · head_dim == hidden`.
     pub head_dim: usize,
+    /// RMSNorm epsilon.
     pub rms_eps: f32,
+    /// RoPE base θ (500000).
     pub rope_theta: f32,
+    /// Indices of the cross-attention layers among the `n_layers` (`[3, 8, ..., 38]`).
     pub cross_layers: Vec<usize>,
+    /// Longest context the model supports, in tokens (131072).
     pub context_length: usize,
+    /// Id of the `<|image|>` token (128256).
     pub image_token: u32,
 }
 
-/// Vision encoder dimensions.
+/// Vision encoder dimensions (the `mllama.vision.*` keys). Values in comments are
+/// Llama-3.2-11B-Vision's.
 #[derive(Clone, Debug)]
 pub struct VisionConfig {
+    /// Hidden size D (1280).
     pub hidden: usize,
+    /// Attention heads (16).
     pub n_heads: usize,
+    /// MLP intermediate width (5120).
     pub ffn: usize,
+    /// Local (ungated) encoder layers (32).
     pub n_local: usize,
+    /// Gated global encoder layers after the local ones (8).
     pub n_global: usize,
-    /// Local layers whose hidden states feed the projector (see [`TapConvention`]).
+    /// Local layers whose hidden states feed the projector (`[3, 7, 15, 23, 30]`; see
+    /// [`TapConvention`](crate::TapConvention)).
     pub taps: Vec<usize>,
+    /// LayerNorm epsilon.
     pub eps: f32,
+    /// Tile edge in pixels (560).
     pub image_size: usize,
+    /// Patch edge in pixels (14).
     pub patch_size: usize,
+    /// Tile slots per image (4).
     pub max_tiles: usize,
+    /// Input channels (always 3, RGB).
     pub channels: usize,
-    /// hidden × (1 + taps): the projector's input width.
+    /// hidden × (1 + taps): the projector's input width (7680).
     pub output_dim: usize,
 }
 
 impl VisionConfig {
-    /// Patches per tile side.
+    /// Patches per tile side (`image_size / patch_size`; 40).
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
     }
-    /// Tokens per tile: patches + the class token.
+    /// Tokens per tile: patches + the class token (1601).
     pub fn tokens_per_tile(&self) -> usize {
         self.grid() * self.grid() + 1
     }
-    /// Tokens per tile padded to a multiple of 8.
+    /// Tokens per tile padded to a multiple of 8 (1608).
     pub fn padded_tokens_per_tile(&self) -> usize {
         self.tokens_per_tile().div_ceil(8) * 8
     }
@@ -75,23 +98,36 @@ pub struct Conventions {
     pub cross_qk_permuted: bool,
 }
 
-/// Generation defaults from the checkpoint's `generation_config.json`.
+/// Generation defaults from the checkpoint's `generation_config.json` (the
+/// `mllama.generation.*` keys; `None` where the file is silent). Turn them into sampling settings
+/// with [`SamplingParams::from_model`](crate::SamplingParams::from_model).
 #[derive(Clone, Debug, Default)]
 pub struct GenerationDefaults {
+    /// Whether to sample (`false`: greedy).
     pub do_sample: Option<bool>,
+    /// Sampling temperature.
     pub temperature: Option<f32>,
+    /// Nucleus (top-p) probability mass.
     pub top_p: Option<f32>,
+    /// Top-k candidates (only positive values are kept).
     pub top_k: Option<usize>,
+    /// Token ids that end generation (`[128001, 128008, 128009]` for Llama 3.2 Vision; empty if
+    /// absent).
     pub eos_ids: Vec<u32>,
 }
 
-/// Everything read from the metadata.
+/// Everything read from the metadata, validated (every dimension non-zero and consistent).
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
+    /// Text decoder dimensions.
     pub text: TextConfig,
+    /// Vision encoder dimensions.
     pub vision: VisionConfig,
+    /// How gates and q/k rows are stored.
     pub conventions: Conventions,
+    /// Image preprocessing parameters (CLIP defaults where the file has none).
     pub preprocess: crate::preprocess::PreprocessConfig,
+    /// Generation defaults.
     pub generation: GenerationDefaults,
 }
 
@@ -181,6 +217,29 @@ fn positive(m: &Meta<'_>, what: &str, v: usize) -> Result<usize, Error> {
 }
 
 impl ModelConfig {
+    /// Read and validate the configuration from a GGUF's metadata (no tensors are touched).
+    /// Optional keys take the Llama 3.2 Vision defaults; files without `mllama.convention.*`
+    /// keys get Ollama's conventions.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] naming the key if `general.architecture` is not `mllama`, a required key
+    /// is missing or has the wrong type, or the values are inconsistent (heads not dividing the
+    /// hidden size, a layer index out of range, an aspect ratio needing more than `max_tiles`
+    /// tiles, ...).
+    ///
+    /// ```
+    /// use mllama::gguf::GgufFile;
+    /// use mllama::model::ModelConfig;
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let f = GgufFile::open("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let cfg = ModelConfig::from_gguf(&f)?;
+    /// assert_eq!(cfg.vision.tokens_per_tile(), 1601);
+    /// assert_eq!(cfg.preprocess.supported_aspect_ratios.len(), 8);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig, Error> {
         let m = Meta { f, path: f.path() };
         let arch = m.str_or("general.architecture", "")?;

@@ -19,7 +19,18 @@ use crate::gguf::GgufFile;
 use crate::tensor::{Bytes, Mat};
 use crate::Error;
 
-/// Run-time choices that change the numerics (both reference behaviours are supported).
+/// Run-time choices that change the numerics (both reference behaviours are supported). The
+/// default follows HF transformers 5.x, the reference of the test fixtures; set both fields for
+/// Meta's reference code (what the released weights were trained with).
+///
+/// ```
+/// use mllama::{Semantics, TapConvention};
+///
+/// let hf = Semantics::default();
+/// assert!(!hf.meta_cross_attn && hf.taps == TapConvention::LayerOutput);
+/// let meta = Semantics { meta_cross_attn: true, taps: TapConvention::LayerInput };
+/// # let _ = meta;
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Semantics {
     /// Meta's handling of text rows that see no image (tokens before the first `<|image|>`): their
@@ -115,27 +126,78 @@ impl Loader<'_> {
 
 /// A loaded model: configuration, vision tower, text decoder, tokenizer, and the cache of encoded
 /// images. Share it across threads by reference (`&Model` is `Send + Sync`).
+///
+/// Weights are used in place from the memory-mapped file, so loading is fast and costs little
+/// memory beyond the file's pages; the file must not be modified while the model is alive. Run it
+/// through a [`Session`](crate::Session).
 pub struct Model {
-    /// Dimensions and conventions read from the file.
+    /// Dimensions, conventions, preprocessing and generation defaults read from the file.
     pub cfg: ModelConfig,
     /// Vision tower and projector.
     pub vision: vision::VisionModel,
     /// Text decoder.
     pub text: text::TextModel,
     tokenizer: Option<crate::tokenizer::Tokenizer>,
-    /// Encoded images (cross-attention K/V), keyed by a hash of the image bytes.
+    /// Encoded images (cross-attention K/V), keyed by a hash of the image bytes, shared by every
+    /// session of this model; bounded by
+    /// [`DEFAULT_IMAGE_CACHE_BYTES`](crate::api::DEFAULT_IMAGE_CACHE_BYTES) until changed with
+    /// [`ImageCache::set_max_bytes`](crate::ImageCache::set_max_bytes).
     pub image_cache: crate::api::ImageCache,
     file: GgufFile,
 }
 
 impl Model {
-    /// Load a model from an `mllama` GGUF. The file is memory-mapped; weights are used in place.
+    /// Load a model from an `mllama` GGUF (as written by `quantize`, or Ollama's single-file
+    /// `llama3.2-vision` layout). The file is memory-mapped; weights are used in place. Matrices
+    /// may be F32, F16, BF16, Q8_0 or Q4_0.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Io`] if the file cannot be opened or mapped.
+    /// - [`Error::Gguf`] if it is not a valid GGUF file.
+    /// - [`Error::Model`] if it is a GGUF but not a model this runtime can run: another
+    ///   architecture, a missing or malformed metadata key, a missing tensor, a wrong shape, an
+    ///   unsupported tensor type, or broken tokenizer data. The message names the key or tensor.
+    ///
+    /// ```
+    /// use mllama::Model;
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let t = &model.cfg.text;
+    /// assert_eq!((t.hidden, t.n_layers, t.cross_layers.clone()), (32, 4, vec![2]));
+    /// assert_eq!(model.cfg.vision.image_size, 560);
+    ///
+    /// let missing = Model::load("no/such/model.gguf");
+    /// assert!(matches!(missing, Err(mllama::Error::Io { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn load(path: impl AsRef<Path>) -> Result<Model, Error> {
         let file = GgufFile::open(path.as_ref())?;
         Self::from_gguf(file)
     }
 
-    /// Build a model over an opened GGUF.
+    /// Build a model over an opened GGUF (e.g. one parsed from memory with
+    /// [`GgufFile::from_map`]). Files without tokenizer data load without a tokenizer
+    /// ([`Model::tokenizer`] then fails).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] as for [`Model::load`].
+    ///
+    /// ```
+    /// use mllama::gguf::GgufFile;
+    /// use mllama::Model;
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let file = GgufFile::open("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let model = Model::from_gguf(file)?;
+    /// let arch = model.gguf().get("general.architecture").and_then(|v| v.as_str());
+    /// assert_eq!(arch, Some("mllama"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_gguf(file: GgufFile) -> Result<Model, Error> {
         let cfg = ModelConfig::from_gguf(&file)?;
         let l = Loader {
@@ -160,7 +222,23 @@ impl Model {
         })
     }
 
-    /// The tokenizer built from the file's `tokenizer.ggml.*` data.
+    /// The tokenizer built from the file's `tokenizer.ggml.*` data (built once, at load).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the file has no tokenizer data (synthetic benchmark models).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = mllama::Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let tok = model.tokenizer()?;
+    /// let ids = tok.encode("Hello, world!", false)?;
+    /// assert_eq!(ids, [9906, 11, 1917, 0]);
+    /// assert_eq!(tok.decode(&ids, false)?, "Hello, world!");
+    /// assert_eq!(tok.image_id(), Some(model.cfg.text.image_token));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn tokenizer(&self) -> Result<&crate::tokenizer::Tokenizer, Error> {
         self.tokenizer.as_ref().ok_or_else(|| Error::Model {
             path: self.file.path().to_path_buf(),
@@ -169,7 +247,36 @@ impl Model {
     }
 
     /// Run the vision tower on a preprocessed image and compute its cross-attention K/V for every
-    /// cross layer (all tile slots kept; sequences drop padding tiles when that is exact).
+    /// cross layer (all tile slots kept; sequences drop padding tiles when that is exact). This
+    /// bypasses the [`ImageCache`](crate::ImageCache);
+    /// [`Session::add_image`](crate::Session::add_image) is the usual way in.
+    ///
+    /// `pre` must come from [`preprocess`](crate::preprocess::preprocess) with this model's
+    /// `cfg.preprocess`; `taps` chooses which side of each tapped vision layer is used
+    /// ([`Semantics::taps`]).
+    ///
+    /// # Panics
+    ///
+    /// If `pre.pixel_values` does not hold `max_tiles · 3 · image_size²` values for this model.
+    ///
+    /// ```
+    /// use mllama::preprocess::{load_image, preprocess, ImageLimits};
+    /// use mllama::{Model, TapConvention};
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let img = load_image("models/demo/example.jpg".as_ref(), &ImageLimits::default())?;
+    /// let pre = preprocess(&img, &model.cfg.preprocess)?;
+    /// let enc = model.encode_image(&pre, TapConvention::LayerOutput);
+    ///
+    /// // 640x480 → 1x2 tiles of 560 px, padded to 4 tile slots of 1601 vision tokens.
+    /// assert_eq!((enc.n_tiles, enc.tile_slots, enc.tokens_per_tile), (2, 4, 1601));
+    /// let t = &model.cfg.text;
+    /// assert_eq!(enc.kv.len(), t.cross_layers.len());
+    /// assert_eq!(enc.kv[0].0.len(), t.n_kv_heads * 4 * 1601 * t.head_dim);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn encode_image(
         &self,
         pre: &crate::preprocess::Preprocessed,
@@ -194,7 +301,7 @@ impl Model {
         }
     }
 
-    /// The underlying GGUF file (metadata, tokenizer data).
+    /// The underlying GGUF file (metadata, tokenizer data, tensor table).
     pub fn gguf(&self) -> &GgufFile {
         &self.file
     }

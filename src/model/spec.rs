@@ -5,43 +5,87 @@ use crate::gguf::{Array, GgufWriter, Value};
 use crate::keys::{self, blk, vblk, vgblk};
 use crate::GgufError;
 
-/// llama3 RoPE scaling parameters.
+/// llama3 RoPE scaling parameters (HF `rope_scaling` with `rope_type: "llama3"`; the
+/// `mllama.rope.scaling.*` keys).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RopeScaling {
+    /// Frequency divisor for long wavelengths (8).
     pub factor: f32,
+    /// Wavelengths above `original_context_length / low_freq_factor` are divided by `factor` (1).
     pub low_freq_factor: f32,
+    /// Wavelengths below `original_context_length / high_freq_factor` are kept (4).
     pub high_freq_factor: f32,
+    /// Context length of pre-training (8192).
     pub original_context_length: u32,
 }
 
-/// Dimensions of an mllama model.
+/// Dimensions of an mllama model as plain numbers: what
+/// [`write_metadata`](ModelSpec::write_metadata) writes and [`tensors`](ModelSpec::tensors)
+/// lists. Fields mirror [`TextConfig`](super::TextConfig) (no prefix),
+/// [`VisionConfig`](super::VisionConfig) (`v_` prefix) and
+/// [`PreprocessConfig`](crate::preprocess::PreprocessConfig).
+///
+/// ```
+/// use mllama::model::spec::ModelSpec;
+///
+/// let spec = ModelSpec::llama32_11b();
+/// assert_eq!((spec.head_dim(), spec.tokens_per_tile()), (128, 1601));
+/// let (name, shape, _) = &spec.tensors()[0];
+/// assert_eq!((name.as_str(), shape.as_slice()), ("token_embd.weight", &[128264, 4096][..]));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
+    /// Output vocabulary (rows of `output.weight`).
     pub vocab_size: usize,
+    /// Rows of `token_embd.weight` (vocab + 8 learnable rows).
     pub embedding_rows: usize,
+    /// Text hidden size.
     pub hidden: usize,
+    /// Text decoder layers (self- and cross-attention).
     pub n_layers: usize,
+    /// Text MLP intermediate width.
     pub ffn: usize,
+    /// Query heads.
     pub n_heads: usize,
+    /// Key/value heads.
     pub n_kv_heads: usize,
+    /// RMSNorm epsilon.
     pub rms_eps: f32,
+    /// RoPE base θ.
     pub rope_theta: f32,
+    /// llama3 RoPE scaling (`None`: unscaled RoPE, and no `rope_freqs.weight` tensor).
     pub rope_scaling: Option<RopeScaling>,
+    /// Longest supported context in tokens.
     pub context_length: usize,
+    /// Indices of the cross-attention layers.
     pub cross_layers: Vec<usize>,
+    /// Id of the `<|image|>` token.
     pub image_token: u32,
+    /// Vision hidden size.
     pub v_hidden: usize,
+    /// Vision attention heads.
     pub v_heads: usize,
+    /// Vision MLP intermediate width.
     pub v_ffn: usize,
+    /// Local vision layers.
     pub v_local: usize,
+    /// Gated global vision layers.
     pub v_global: usize,
+    /// Local vision layers whose states feed the projector.
     pub v_taps: Vec<usize>,
+    /// Vision LayerNorm epsilon.
     pub v_eps: f32,
+    /// Tile edge in pixels.
     pub image_size: usize,
+    /// Patch edge in pixels.
     pub patch_size: usize,
+    /// Tile slots per image.
     pub max_tiles: usize,
+    /// Preprocessing mean per RGB channel.
     pub mean: [f32; 3],
+    /// Preprocessing standard deviation per RGB channel.
     pub std: [f32; 3],
+    /// Factor applied to uint8 pixel values (1/255).
     pub rescale_factor: f32,
     /// (tiles_high, tiles_wide), aspect-ratio id = 1 + index.
     pub aspect_ratios: Vec<(usize, usize)>,
@@ -144,6 +188,7 @@ impl ModelSpec {
         }
     }
 
+    /// Text head dimension: `hidden / n_heads`.
     pub fn head_dim(&self) -> usize {
         self.hidden / self.n_heads
     }
@@ -155,7 +200,12 @@ impl ModelSpec {
     }
 
     /// Write every `mllama.*` architecture and preprocessing key, and the convention keys for
-    /// files laid out as our converter writes them.
+    /// files laid out as our converter writes them (the caller adds `general.*`, tokenizer and
+    /// generation keys).
+    ///
+    /// # Errors
+    ///
+    /// [`GgufError::DuplicateKey`] if `w` already holds one of these keys.
     pub fn write_metadata(&self, w: &mut GgufWriter) -> Result<(), GgufError> {
         let u = |x: usize| Value::U32(x as u32);
         let i32s = |v: &[usize]| Value::Array(Array::I32(v.iter().map(|&x| x as i32).collect()));

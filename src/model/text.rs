@@ -21,6 +21,8 @@ use crate::ops::{self, Mask, RopePairs};
 use crate::tensor::Mat;
 use crate::{keys, Error};
 
+/// A self-attention decoder layer: RMSNorm, GQA attention with RoPE over the [`KvCache`],
+/// SwiGLU MLP. Weights stay in the memory map.
 pub struct SelfLayer {
     attn_norm: Vec<f32>,
     q: Mat, // [nh·hd, H]
@@ -32,6 +34,8 @@ pub struct SelfLayer {
     slot: usize,
 }
 
+/// A gated cross-attention decoder layer: queries from the text (q_norm, no RoPE) attend to the
+/// image keys in the [`CrossCache`]; attention and MLP branches are scaled by tanh gates.
 pub struct CrossLayer {
     attn_norm: Vec<f32>,
     q: Mat,           // [nh·hd, H]
@@ -54,12 +58,18 @@ struct Mlp {
     down: Mat, // [H, F]
 }
 
+/// One decoder layer, in file order.
 pub enum Layer {
+    /// A self-attention layer.
     SelfAttn(SelfLayer),
+    /// A cross-attention layer (at one of [`TextConfig::cross_layers`]).
     Cross(CrossLayer),
 }
 
+/// The text decoder: token embeddings, the layer stack, the final norm and the output head.
+/// Run it through a [`Sequence`](crate::session::Sequence), which owns the caches.
 pub struct TextModel {
+    /// Dimensions (a copy of [`ModelConfig::text`]).
     pub cfg: TextConfig,
     embed: Mat, // [embedding_rows, H]
     layers: Vec<Layer>,
@@ -190,10 +200,12 @@ impl TextModel {
         })
     }
 
+    /// Number of cross-attention layers (entries of [`TextModel::cross_kv`]'s result).
     pub fn n_cross_layers(&self) -> usize {
         self.n_cross
     }
 
+    /// Number of self-attention layers (layers of the [`KvCache`]).
     pub fn n_self_layers(&self) -> usize {
         self.n_self
     }
@@ -218,7 +230,12 @@ impl TextModel {
         b
     }
 
-    /// Token embeddings `[n, H]`. Ids must be below `embedding_rows`.
+    /// Token embeddings of `tokens` into `out`, `[n, H]` with `n = tokens.len()` (rows are
+    /// written for as many tokens as `out` has room for).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for an id at or above `embedding_rows`.
     pub fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<(), Error> {
         let h = self.cfg.hidden;
         for (t, row) in tokens.iter().zip(out.chunks_exact_mut(h)) {
@@ -233,8 +250,9 @@ impl TextModel {
         Ok(())
     }
 
-    /// Per-layer cross-attention K (k_norm applied) and V of one image's states `[n, H]`,
-    /// each head-major `[nkv][n][hd]`.
+    /// Per-layer cross-attention K (k_norm applied) and V of one image's states `[n, H]` (the
+    /// projector output, [`VisionOutput::states`](super::vision::VisionOutput::states)): one
+    /// `(K, V)` per cross layer in layer order, each head-major `[nkv][n][hd]`.
     pub fn cross_kv(&self, states: &[f32], n: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
         let (hd, nkv) = (self.cfg.head_dim, self.cfg.n_kv_heads);
         let mut sc = Scratch::new();
@@ -255,9 +273,15 @@ impl TextModel {
         out
     }
 
-    /// Run the decoder over `x` = embeddings of n tokens at positions `kv.len ..`, in place.
-    /// `cross` is `None` while no image is attached (cross layers are skipped). `rows[i]` are the
-    /// vision keys token i may see (empty: none) and `row_mask[i]` whether it sees any image.
+    /// Run the decoder over `x` = embeddings of n tokens at positions `kv.len ..`, in place
+    /// (`x` is `[n, H]`; afterwards it holds the hidden states before the final norm). Appends the
+    /// tokens' keys and values to `kv`. `cross` is `None` while no image is attached (cross layers
+    /// are skipped). `rows[i]` are the vision keys token i may see (empty: none) and
+    /// `row_mask[i]` whether it sees any image.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `kv.len + n` exceeds the cache's context.
     pub fn forward(
         &self,
         x: &mut [f32],
@@ -422,7 +446,8 @@ impl TextModel {
         }
     }
 
-    /// Final norm and output head for `n` rows of `x`: logits `[n, V]`.
+    /// Final norm and output head for `n` rows of `x` (`[n, H]`): logits `[n, V]` into the first
+    /// `n · V` values of `out`.
     pub fn logits(&self, x: &[f32], n: usize, out: &mut [f32], ws: &mut Workspace) {
         let h = self.cfg.hidden;
         ws.ensure(n, &self.cfg);
@@ -451,17 +476,19 @@ impl TextModel {
 /// whether each row sees any image.
 pub type CrossInput<'a> = (&'a CrossCache, &'a [Vec<Range<usize>>], &'a [bool]);
 
-/// Self-attention K/V for every self layer: head-major `[layer][nkv][ctx][hd]`.
+/// Self-attention K/V for every self layer: head-major `[layer][nkv][ctx][hd]`, f32.
 pub struct KvCache {
     k: Vec<f32>,
     v: Vec<f32>,
     per_layer: usize,
+    /// Capacity in tokens.
     pub ctx: usize,
     /// Tokens stored.
     pub len: usize,
 }
 
 impl KvCache {
+    /// An empty cache for `ctx` tokens, allocated (zeroed) now: [`KvCache::bytes_for`] bytes.
     pub fn new(model: &TextModel, ctx: usize) -> Self {
         let c = &model.cfg;
         let per_layer = c.n_kv_heads * ctx * c.head_dim;
@@ -505,6 +532,7 @@ pub struct ImageKeys {
     pub tiles_stored: usize,
     /// Real tiles (the ones text may attend to).
     pub tiles_real: usize,
+    /// Keys per tile (vision tokens per tile).
     pub tokens_per_tile: usize,
 }
 
@@ -519,13 +547,16 @@ impl ImageKeys {
 /// `[layer][nkv][n_keys][hd]`, images concatenated along the key axis in order.
 pub struct CrossCache {
     layers: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Where each attached image's keys sit, in attachment order.
     pub images: Vec<ImageKeys>,
+    /// Keys stored per layer and kv head (all images together).
     pub n_keys: usize,
     nkv: usize,
     hd: usize,
 }
 
 impl CrossCache {
+    /// An empty cache for `model`'s cross layers.
     pub fn new(model: &TextModel) -> Self {
         CrossCache {
             layers: (0..model.n_cross)
@@ -542,7 +573,8 @@ impl CrossCache {
         (&self.layers[i].0, &self.layers[i].1)
     }
 
-    /// Append one image's K/V (from [`TextModel::cross_kv`]) of `tiles · tokens_per_tile` keys.
+    /// Append one image's K/V (from [`TextModel::cross_kv`]) of `tiles · tokens_per_tile` keys,
+    /// of which the first `tiles_real` tiles are real (the rest padding slots).
     pub fn push(
         &mut self,
         kv: Vec<(Vec<f32>, Vec<f32>)>,
@@ -644,6 +676,7 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// Empty buffers (sized on first use).
     pub fn new() -> Self {
         Self::default()
     }

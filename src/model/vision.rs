@@ -42,7 +42,10 @@ pub struct EncoderLayer {
     gates: Option<(f32, f32)>,
 }
 
+/// The vision tower (patch embedding, 32 local and 8 gated global encoder layers for the 11B
+/// model) and the multi-modal projector to the text hidden size. Weights stay in the memory map.
 pub struct VisionModel {
+    /// Dimensions (a copy of [`ModelConfig::vision`]).
     pub cfg: VisionConfig,
     text_hidden: usize,
     patch: Mat,          // [D, 3·p·p], unfold order (c, ky, kx)
@@ -174,8 +177,14 @@ impl VisionModel {
 
     /// Run the tower on one preprocessed image.
     ///
-    /// `pixels`: `[T, 3, S, S]` normalized tiles (slots past `n_tiles` all zeros);
-    /// `ar_id`: 1-based aspect-ratio id; `n_tiles`: real tiles.
+    /// `pixels`: `[T, 3, S, S]` normalized tiles (slots past `n_tiles` all zeros), i.e.
+    /// [`Preprocessed::pixel_values`](crate::preprocess::Preprocessed::pixel_values);
+    /// `ar_id`: 1-based aspect-ratio id; `n_tiles`: real tiles; `taps`: which side of each tapped
+    /// layer is a feature.
+    ///
+    /// # Panics
+    ///
+    /// If `pixels.len() != T · 3 · S · S`, or `ar_id` is beyond the aspect-ratio tables.
     pub fn forward(
         &self,
         pixels: &[f32],
@@ -345,6 +354,10 @@ impl VisionModel {
 
     /// Run local encoder layer `i` alone on `x` `[T·P8, D]` with the mask of an image of
     /// `n_tiles` tiles (benchmarks of one vision layer at real shapes).
+    ///
+    /// # Panics
+    ///
+    /// If `i` is not a local layer or `x.len() != T · P8 · D`.
     pub fn run_local_layer(&self, i: usize, x: &mut [f32], n_tiles: usize) {
         let c = &self.cfg;
         let (p, p8) = (c.tokens_per_tile(), c.padded_tokens_per_tile());

@@ -26,6 +26,7 @@ use crate::GgmlType;
 
 /// A quantized block type: `BLOCK` values of one row stored in `size_of::<Self>()` bytes.
 pub trait QuantBlock: bytemuck::Pod + Send + Sync {
+    /// The ggml type this block stores.
     const TYPE: GgmlType;
     /// Values per block.
     const BLOCK: usize;
@@ -39,7 +40,9 @@ pub trait QuantBlock: bytemuck::Pod + Send + Sync {
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 pub struct BlockQ8_0 {
+    /// Scale: value `i` is `d · qs[i]`.
     pub d: f16,
+    /// Quantized values.
     pub qs: [i8; 32],
 }
 
@@ -48,7 +51,9 @@ pub struct BlockQ8_0 {
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 pub struct BlockQ4_0 {
+    /// Scale: a nibble `q` stands for `d · (q − 8)`.
     pub d: f16,
+    /// Packed nibbles: values `j` (low) and `j + 16` (high) in byte `j`.
     pub qs: [u8; 16],
 }
 
@@ -132,7 +137,8 @@ pub fn round_half_away(v: f32) -> i32 {
     }
 }
 
-/// Quantize one row (`x.len() == out.len() * B::BLOCK`).
+/// Quantize one row (`x.len() == out.len() * B::BLOCK`; checked in debug builds only, extra
+/// values or blocks are left alone).
 pub fn quantize_row<B: QuantBlock>(x: &[f32], out: &mut [B]) {
     debug_assert_eq!(x.len(), out.len() * B::BLOCK);
     for (b, chunk) in out.iter_mut().zip(x.chunks_exact(B::BLOCK)) {
@@ -140,7 +146,7 @@ pub fn quantize_row<B: QuantBlock>(x: &[f32], out: &mut [B]) {
     }
 }
 
-/// Dequantize one row (`out.len() == blocks.len() * B::BLOCK`).
+/// Dequantize one row (`out.len() == blocks.len() * B::BLOCK`; checked in debug builds only).
 pub fn dequantize_row<B: QuantBlock>(blocks: &[B], out: &mut [f32]) {
     debug_assert_eq!(out.len(), blocks.len() * B::BLOCK);
     for (b, chunk) in blocks.iter().zip(out.chunks_exact_mut(B::BLOCK)) {
@@ -148,7 +154,7 @@ pub fn dequantize_row<B: QuantBlock>(blocks: &[B], out: &mut [f32]) {
     }
 }
 
-/// Types [`convert_f32`] can produce.
+/// Types [`convert_f32`] can produce: F32, F16, BF16, Q8_0 and Q4_0.
 pub fn can_store(ty: GgmlType) -> bool {
     matches!(
         ty,
@@ -186,7 +192,39 @@ fn check_convert(ty: GgmlType, src: &[f32], row_len: usize, out: &[u8]) -> Resul
 }
 
 /// Convert f32 values (rows of `row_len`) to `ty`, writing `ty.row_bytes(row_len) * rows` bytes
-/// into `out`. Parallel over groups of rows.
+/// into `out`. Parallel over groups of rows (rayon) once there are 65536 values or more.
+///
+/// Output is ggml's byte layout, little-endian; Q8_0 and Q4_0 blocks are byte-identical to
+/// ggml's reference quantization. F16 and BF16 round to nearest even.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] if `row_len` is 0, not a multiple of the type's block size (32 for Q8_0
+/// and Q4_0), or does not divide `src.len()`; if `out` is not exactly the right size; or if `ty`
+/// is not one [`can_store`] accepts.
+///
+/// ```
+/// use mllama::quant::{convert_f32, dequantize};
+/// use mllama::GgmlType;
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// // Two rows of 32 values → two Q8_0 blocks of 34 bytes.
+/// let x: Vec<f32> = (0..64).map(|i| (i as f32 - 32.0) / 8.0).collect();
+/// let ty = GgmlType::Q8_0;
+/// let mut q = vec![0u8; 2 * ty.row_bytes(32).unwrap() as usize];
+/// convert_f32(ty, &x, 32, &mut q)?;
+/// assert_eq!(q.len(), 68);
+///
+/// let mut back = vec![0f32; 64];
+/// dequantize(ty, &q, &mut back)?;
+/// let max_err = x.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+/// assert!(max_err < 0.02); // about half a step of the scale, 4 / 127 / 2
+///
+/// // Q4_0 rows must be whole blocks.
+/// assert!(convert_f32(GgmlType::Q4_0, &x[..48], 48, &mut [0u8; 36]).is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub fn convert_f32(ty: GgmlType, src: &[f32], row_len: usize, out: &mut [u8]) -> Result<(), Error> {
     let row_bytes = check_convert(ty, src, row_len, out)?;
     // Rows per parallel task: enough values that the task outweighs rayon's overhead.
@@ -202,7 +240,8 @@ pub fn convert_f32(ty: GgmlType, src: &[f32], row_len: usize, out: &mut [u8]) ->
     Ok(())
 }
 
-/// [`convert_f32`] on the calling thread (for callers that parallelise themselves).
+/// [`convert_f32`] on the calling thread (for callers that parallelise themselves). Same output
+/// and errors.
 pub fn convert_f32_serial(
     ty: GgmlType,
     src: &[f32],
@@ -243,7 +282,36 @@ fn quantize_bytes<B: QuantBlock>(src: &[f32], out: &mut [u8]) {
 }
 
 /// Convert (dequantize) `data` of type `ty` to f32. `out.len()` values are produced; `data` must
-/// hold exactly that many values.
+/// hold exactly that many values (in ggml's byte layout, at any alignment). Parallel (rayon) once
+/// there are 65536 values or more.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] if `out.len()` is not a whole number of blocks, `data` is not exactly
+/// `ty.row_bytes(out.len())` bytes, or `ty` is not F32, F16, BF16, Q8_0 or Q4_0.
+///
+/// ```
+/// use half::f16;
+/// use mllama::quant::dequantize;
+/// use mllama::GgmlType;
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// // One Q4_0 block: scale 0.5, nibbles 0..15 (low) and 15..0 (high).
+/// let mut block = f16::from_f32(0.5).to_le_bytes().to_vec();
+/// block.extend((0u8..16).map(|j| j | ((15 - j) << 4)));
+/// let mut out = [0f32; 32];
+/// dequantize(GgmlType::Q4_0, &block, &mut out)?;
+/// assert_eq!((out[0], out[15], out[16]), (-4.0, 3.5, 3.5)); // 0.5 · (q − 8)
+///
+/// // F16 values are plain little-endian halves.
+/// let data: Vec<u8> =
+///     [1.5f32, -2.0].iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
+/// let mut out = [0f32; 2];
+/// dequantize(GgmlType::F16, &data, &mut out)?;
+/// assert_eq!(out, [1.5, -2.0]);
+/// # Ok(())
+/// # }
+/// ```
 pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Error> {
     let n = out.len();
     let expected = ty.row_bytes(n as u64).ok_or_else(|| {
