@@ -5,6 +5,8 @@
 //! cargo bench --bench kernels -- decode/      # one group
 //! cargo bench --bench kernels -- summary      # one-run table of ratios (GB/s vs the read probe,
 //!                                             # GFLOP/s vs the FMA peak, scalar vs SIMD)
+//! cargo bench --bench kernels -- summary pathratio   # quantized decode, each SIMD path vs the
+//!                                             # slowest one, interleaved round-robin
 //! ```
 //!
 //! Decode (n = 1) is reported as GB/s of weights read. Matrices smaller than 256 MB are
@@ -311,6 +313,90 @@ fn paired(buf: &[f32]) {
     }
 }
 
+/// Quantized decode (Q4_0, Q8_0; n = 1, 2, 4; k = 4096) on every SIMD path as a speed ratio to the
+/// last (slowest) SIMD path, e.g. avx512/avx2. The paths take turns (round-robin) and each keeps
+/// its best sample, so load from other processes on a shared machine shifts all paths alike.
+/// Shapes: weights hot in L2 on one thread (m = 32 and 160 rows: the compute ceiling) and a
+/// 4096×4096 matrix streamed from memory (copies beyond the last-level cache) on 1 and 2 threads.
+fn path_ratios() {
+    const ROUNDS: usize = 25;
+    let paths: Vec<Path> = simd_paths()
+        .into_iter()
+        .filter(|&p| p != Path::Scalar)
+        .collect();
+    let Some(&base) = paths.last() else {
+        println!("pathratio: no SIMD path");
+        return;
+    };
+    let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
+    println!("\nquantized decode, k=4096, GB/s of weights (best of {ROUNDS} interleaved rounds), ratio to {base}: paths {names:?}");
+    let k = 4096;
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        // (label, rows, copies, threads)
+        let hot: Vec<Mat> = vec![weights(ty, 160, k, 5)];
+        let hot32: Vec<Mat> = vec![weights(ty, 32, k, 6)];
+        let cold = copies(ty, 4096, k);
+        let cases: [(&str, &[Mat], usize); 4] = [
+            ("L2 m=32    1 thr ", &hot32, 1),
+            ("L2 m=160   1 thr ", &hot, 1),
+            ("mem m=4096 1 thr ", &cold, 1),
+            ("mem m=4096 2 thr ", &cold, 2),
+        ];
+        for (label, ws, threads) in cases {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let m = ws[0].rows;
+            let bytes: usize = ws.iter().map(|w| w.nbytes()).sum();
+            // Hot weights: repeat the call so one sample takes about a millisecond.
+            let reps = if ws.len() == 1 {
+                (1 << 20) / bytes + 1
+            } else {
+                1
+            };
+            for n in [1, 2, 4] {
+                let x = acts(n * k, 3);
+                let mut y = vec![0f32; n * m];
+                let mut sc = Scratch::new();
+                let mut best = vec![f64::INFINITY; paths.len()];
+                pool.install(|| {
+                    for round in 0..=ROUNDS {
+                        for (pi, &path) in paths.iter().enumerate() {
+                            let t = Instant::now();
+                            with_path(path, || {
+                                for _ in 0..reps {
+                                    for w in ws {
+                                        matmul_with(w, None, &x, n, &mut y, &mut sc, Regime::Decode)
+                                    }
+                                }
+                            });
+                            // Round 0 warms scratch, pool and caches.
+                            if round > 0 {
+                                best[pi] = best[pi].min(t.elapsed().as_secs_f64());
+                            }
+                        }
+                    }
+                });
+                let gbs: Vec<String> = best
+                    .iter()
+                    .map(|t| format!("{:5.1}", (reps * bytes) as f64 / t / 1e9))
+                    .collect();
+                let ratios: Vec<String> = best
+                    .iter()
+                    .map(|t| format!("{:.2}", best[best.len() - 1] / t))
+                    .collect();
+                println!(
+                    "  {:5} {label} n={n}: GB/s [{}]  ratio [{}]",
+                    ty.name(),
+                    gbs.join(", "),
+                    ratios.join(", ")
+                );
+            }
+        }
+    }
+}
+
 /// The one-run table: every figure next to the probe it should be compared with.
 fn summary(filter: &[String]) {
     let want = |s: &str| filter.is_empty() || filter.iter().any(|f| s.contains(f.as_str()));
@@ -390,6 +476,9 @@ fn summary(filter: &[String]) {
     }
     if want("paired") {
         paired(&buf);
+    }
+    if want("pathratio") {
+        path_ratios();
     }
     if want("hot") {
         // Compute ceiling of the decode kernels: one thread, weights hot in L2/L3.

@@ -252,6 +252,8 @@ impl ImageCache {
 ///     // Reproducible prompts: the Llama 3.2 Vision template writes the date into the system
 ///     // header of conversations without images.
 ///     date_string: Some("26 Jul 2024".into()),
+///     // Refuse a context whose KV cache needs more than 1 GiB.
+///     max_memory: Some(1 << 30),
 /// };
 /// # let _ = opts;
 /// ```

@@ -69,7 +69,7 @@ fn gelu_chunk(path: kernels::Path, x: &mut [f32]) {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the AVX2 path is only active when AVX2 and FMA were detected.
-        kernels::Path::Avx2 => unsafe { gelu_avx2(x) },
+        kernels::Path::Avx2 | kernels::Path::Avx512 => unsafe { gelu_avx2(x) },
         _ => gelu_portable(x),
     }
 }

@@ -93,7 +93,7 @@ impl Mat {
             GgmlType::F32 => 4,
             _ => 2,
         };
-        if (m.bytes.as_slice().as_ptr() as usize) % align != 0 {
+        if !(m.bytes.as_slice().as_ptr() as usize).is_multiple_of(align) {
             return None;
         }
         Some(m)

@@ -158,7 +158,7 @@ fn random_byte_flips_never_panic() {
         let flips = 1 + rng.next() % 4;
         for _ in 0..flips {
             // Mostly in the header, where the structure is.
-            let pos = if rng.next() % 8 == 0 {
+            let pos = if rng.next().is_multiple_of(8) {
                 rng.next() as usize % m.len()
             } else {
                 rng.next() as usize % header

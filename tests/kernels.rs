@@ -160,6 +160,13 @@ fn reports_available_paths() {
         && is_x86_feature_detected!("f16c")
     {
         assert!(avail.contains(&Path::Avx2));
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+        {
+            assert!(avail.contains(&Path::Avx512));
+        }
     }
     #[cfg(target_arch = "aarch64")]
     assert!(avail.contains(&Path::Neon));

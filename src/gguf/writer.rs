@@ -160,7 +160,7 @@ impl GgufWriter {
         };
         let size = ty
             .tensor_bytes(dims[0], n)
-            .filter(|_| dims[0] % ty.block_size() as u64 == 0)
+            .filter(|_| dims[0].is_multiple_of(ty.block_size() as u64))
             .ok_or_else(|| GgufError::BadRowLength {
                 name: name.to_owned(),
                 row_len: dims[0],

@@ -70,7 +70,7 @@ fn exp_on(path: Path, s: &mut [f32], m: f32) -> f32 {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `path` is only ever an available path.
-        Path::Avx2 => unsafe { super::x86::exp_sub_sum(s, m) },
+        Path::Avx2 | Path::Avx512 => unsafe { super::x86::exp_sub_sum(s, m) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: `path` is only ever an available path.
         Path::Neon | Path::Dotprod => unsafe { super::arm::exp_sub_sum(s, m) },
@@ -120,7 +120,7 @@ pub fn attend(
     let path = active_path();
     match path {
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => attend_with::<super::gemm::Avx2Kernel>(
+        Path::Avx2 | Path::Avx512 => attend_with::<super::gemm::Avx2Kernel>(
             path, q, q_stride, nq, k, v, nk, hd, scale, row_keys, out, out_stride, ws,
         ),
         #[cfg(target_arch = "aarch64")]

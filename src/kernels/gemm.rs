@@ -264,7 +264,7 @@ thread_local! {
 pub(super) fn gemm(path: Path, w: &Mat, x: &[f32], n: usize, y: &mut [f32]) {
     match path {
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => gemm_with::<Avx2Kernel>(w, x, n, y),
+        Path::Avx2 | Path::Avx512 => gemm_with::<Avx2Kernel>(w, x, n, y),
         #[cfg(target_arch = "aarch64")]
         Path::Neon | Path::Dotprod => gemm_with::<NeonKernel>(w, x, n, y),
         _ => gemm_with::<ScalarKernel>(w, x, n, y),

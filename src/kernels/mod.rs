@@ -16,10 +16,11 @@
 //!
 //! # Paths and dispatch
 //! [`Path`]: `scalar` (portable reference, no target features), `avx2` (x86-64 with AVX2 + FMA +
-//! F16C), `neon` (aarch64) and `dotprod` (aarch64 NEON + `sdot`). The process-wide path is chosen
-//! on first use: the best available one, or the one named by the environment variable
-//! `MLLAMA_SIMD=scalar|avx2|neon|dotprod|auto` (an unavailable or unknown name prints a warning and
-//! falls back to the best available path). [`simd_name`] reports it; [`with_path`] runs a closure
+//! F16C), `avx512` (`avx2` plus AVX-512 F/BW/VL/VNNI: `vpdpbusd` quantized decode kernels,
+//! everything else shared with `avx2`), `neon` (aarch64) and `dotprod` (aarch64 NEON + `sdot`). The
+//! process-wide path is chosen on first use: the best available one, or the one named by the
+//! environment variable `MLLAMA_SIMD=scalar|avx2|avx512|neon|dotprod|auto` (an unavailable or
+//! unknown name prints a warning and falls back to the best available path). [`simd_name`] reports it; [`with_path`] runs a closure
 //! with another path on the current thread (tests, benchmarks). The path is read once per call on
 //! the calling thread and passed to the workers.
 //!
@@ -69,6 +70,10 @@ pub enum Path {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI: the quantized (Q8_0/Q4_0) decode kernels
+    /// use `vpdpbusd` (Q8_0 on 512-bit registers, Q4_0 on 256-bit ones); every other kernel is the
+    /// [`Path::Avx2`] one. Results are bit-identical to [`Path::Avx2`].
+    Avx512,
     /// aarch64 NEON (`vmull_s8`/`vpadalq_s16` integer dots).
     Neon,
     /// aarch64 NEON with the `dotprod` extension (`sdot` integer dots).
@@ -77,13 +82,20 @@ pub enum Path {
 
 impl Path {
     /// Every path, best first within an architecture.
-    pub const ALL: [Path; 4] = [Path::Dotprod, Path::Neon, Path::Avx2, Path::Scalar];
+    pub const ALL: [Path; 5] = [
+        Path::Dotprod,
+        Path::Neon,
+        Path::Avx512,
+        Path::Avx2,
+        Path::Scalar,
+    ];
 
     /// The name `MLLAMA_SIMD` uses.
     pub fn name(self) -> &'static str {
         match self {
             Path::Scalar => "scalar",
             Path::Avx2 => "avx2",
+            Path::Avx512 => "avx512",
             Path::Neon => "neon",
             Path::Dotprod => "dotprod",
         }
@@ -105,6 +117,14 @@ impl Path {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                     && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => {
+                Path::Avx2.is_available()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "aarch64")]
             Path::Neon => std::arch::is_aarch64_feature_detected!("neon"),
@@ -154,7 +174,7 @@ pub fn select_path(request: Option<&str>) -> (Path, Option<String>) {
             None => (
                 best,
                 Some(format!(
-                    "MLLAMA_SIMD={s}: unknown path (expected scalar, avx2, neon, dotprod or auto); using {best}"
+                    "MLLAMA_SIMD={s}: unknown path (expected scalar, avx2, avx512, neon, dotprod or auto); using {best}"
                 )),
             ),
         },
@@ -183,7 +203,7 @@ pub fn active_path() -> Path {
     OVERRIDE.with(|o| o.get()).unwrap_or_else(global_path)
 }
 
-/// Name of the active path (`scalar`, `avx2`, `neon` or `dotprod`).
+/// Name of the active path (`scalar`, `avx2`, `avx512`, `neon` or `dotprod`).
 pub fn simd_name() -> &'static str {
     active_path().name()
 }
@@ -472,8 +492,12 @@ fn quantize_split(
 ) {
     match path {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the Avx2 path is only active when its features were detected.
-        Path::Avx2 => unsafe { x86::quantize_row_split(x, qs, d, s, ty == GgmlType::Q4_0) },
+        // SAFETY: the Avx2 and Avx512 paths are only active when their features (a superset of
+        // AVX2 + FMA + F16C) were detected (`Path::is_available`, checked by `select_path` and
+        // `with_path`).
+        Path::Avx2 | Path::Avx512 => unsafe {
+            x86::quantize_row_split(x, qs, d, s, ty == GgmlType::Q4_0)
+        },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON detected for these paths.
         Path::Neon | Path::Dotprod => unsafe {
@@ -517,7 +541,18 @@ unsafe fn decode_rows(
             bias,
         ),
         #[cfg(target_arch = "x86_64")]
-        (Path::Avx2, Act::F32(x)) => match w.ty {
+        (Path::Avx512, Act::Split(qs, d, s)) => x86::decode_quant_avx512(
+            w.ty == GgmlType::Q4_0,
+            w.data(),
+            nb,
+            (qs, d, s),
+            n,
+            rows,
+            out,
+            bias,
+        ),
+        #[cfg(target_arch = "x86_64")]
+        (Path::Avx2 | Path::Avx512, Act::F32(x)) => match w.ty {
             GgmlType::F32 => x86::decode_float(w.as_f32(), k, x, n, rows, out, bias),
             GgmlType::F16 => x86::decode_float(w.as_f16(), k, x, n, rows, out, bias),
             _ => x86::decode_float(w.as_bf16(), k, x, n, rows, out, bias),
@@ -589,7 +624,9 @@ pub fn gemm_nt(a: &[f32], b: &[f32], n: usize, m: usize, k: usize, c: &mut [f32]
     match active_path() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected; `out` covers c (n × m).
-        Path::Avx2 => unsafe { x86::decode_float(&b[..m * k], k, &a[..n * k], n, 0..m, out, None) },
+        Path::Avx2 | Path::Avx512 => unsafe {
+            x86::decode_float(&b[..m * k], k, &a[..n * k], n, 0..m, out, None)
+        },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: features detected; `out` covers c (n × m).
         Path::Neon | Path::Dotprod => unsafe {
@@ -621,7 +658,7 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     match active_path() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features detected.
-        Path::Avx2 => unsafe { x86::quantize_row_q8_0(x, out) },
+        Path::Avx2 | Path::Avx512 => unsafe { x86::quantize_row_q8_0(x, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: features detected.
         Path::Neon | Path::Dotprod => unsafe { arm::quantize_row_q8_0(x, out) },
@@ -649,7 +686,7 @@ pub(crate) fn dot_on(path: Path, a: &[f32], b: &[f32]) -> f32 {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `path` is only ever an available path.
-        Path::Avx2 => unsafe { x86::dot(a, b) },
+        Path::Avx2 | Path::Avx512 => unsafe { x86::dot(a, b) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: `path` is only ever an available path.
         Path::Neon | Path::Dotprod => unsafe { arm::dot(a, b) },
@@ -665,7 +702,7 @@ pub(crate) fn axpy_on(path: Path, a: f32, x: &[f32], y: &mut [f32]) {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `path` is only ever an available path.
-        Path::Avx2 => unsafe { x86::axpy(a, x, y) },
+        Path::Avx2 | Path::Avx512 => unsafe { x86::axpy(a, x, y) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: `path` is only ever an available path.
         Path::Neon | Path::Dotprod => unsafe { arm::axpy(a, x, y) },
@@ -678,7 +715,7 @@ pub(crate) fn scale_on(path: Path, a: f32, y: &mut [f32]) {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `path` is only ever an available path.
-        Path::Avx2 => unsafe { x86::scale(a, y) },
+        Path::Avx2 | Path::Avx512 => unsafe { x86::scale(a, y) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: `path` is only ever an available path.
         Path::Neon | Path::Dotprod => unsafe { arm::scale(a, y) },

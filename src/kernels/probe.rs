@@ -13,7 +13,7 @@ use super::Path;
 fn fma_flops_per_iter(path: Path) -> f64 {
     match path {
         // 12 chains × 8 lanes × 2.
-        Path::Avx2 => 192.0,
+        Path::Avx2 | Path::Avx512 => 192.0,
         // 16 chains × 4 lanes × 2.
         Path::Neon | Path::Dotprod => 128.0,
         // 8 chains × (mul + add).
@@ -25,7 +25,7 @@ fn fma_loop(path: Path, iters: u64) -> f32 {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `path` must be available (checked by the callers).
-        Path::Avx2 => unsafe { super::x86::fma_chains(iters) },
+        Path::Avx2 | Path::Avx512 => unsafe { super::x86::fma_chains(iters) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: as above.
         Path::Neon | Path::Dotprod => unsafe { super::arm::fma_chains(iters) },
@@ -89,7 +89,7 @@ fn sum(path: Path, x: &[f32], streams: usize) -> f32 {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `path` must be available (checked by the callers).
-        Path::Avx2 => unsafe {
+        Path::Avx2 | Path::Avx512 => unsafe {
             match streams {
                 1 => super::x86::sum_streams::<1>(x),
                 2 => super::x86::sum_streams::<2>(x),

@@ -1,4 +1,7 @@
-//! AVX2 + FMA + F16C kernels for x86-64 ([`super::Path::Avx2`]).
+//! AVX2 + FMA + F16C kernels for x86-64 ([`super::Path::Avx2`]), and the AVX-512 VNNI quantized
+//! decode kernels of [`super::Path::Avx512`] (`QBlock::sums8_512`, `decode_quant_avx512`, compiled
+//! with `avx512f,avx512bw,avx512vl,avx512vnni` as well; every other kernel of that path is the
+//! AVX2 one).
 //!
 //! Every function here is `unsafe` and compiled with `#[target_feature(enable = "avx2,fma,f16c")]`;
 //! the dispatcher only calls them after `is_x86_feature_detected!` confirmed all three. Each names
@@ -207,11 +210,40 @@ unsafe fn block_sums(q: &[__m256i; 2]) -> __m256i {
     )
 }
 
+/// Transpose-and-add of four vectors of sixteen i32 partial sums: 128-bit lane `l` of the result
+/// is `[Σ d[0]ₗ, Σ d[1]ₗ, Σ d[2]ₗ, Σ d[3]ₗ]`, where `Σ d[p]ₗ` is the sum of the four i32 in lane
+/// `l` of `d[p]` (exact, wrapping i32 adds of values far below overflow).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn lane_sums4(d: &[__m512i; 4]) -> __m512i {
+    // Per lane: [a0+a2, b0+b2, a1+a3, b1+b3] for (a, b) = (d0, d1), likewise (d2, d3) …
+    let e01 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(d[0], d[1]),
+        _mm512_unpackhi_epi32(d[0], d[1]),
+    );
+    let e23 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(d[2], d[3]),
+        _mm512_unpackhi_epi32(d[2], d[3]),
+    );
+    // … then [Σa, Σb, Σc, Σd].
+    _mm512_add_epi32(
+        _mm512_unpacklo_epi64(e01, e23),
+        _mm512_unpackhi_epi64(e01, e23),
+    )
+}
+
 /// A quantized weight block type the integer decode kernels read.
 trait QBlock: Copy {
     /// For each activation row: the exact integer dots `[s0..s7]` of blocks `g..g+8` of this
     /// weight row with the activation blocks `g..g+8`.
     unsafe fn sums8<const NX: usize>(w: *const Self, g: usize, x: &[Q8Row; NX]) -> [__m256i; NX];
+    /// [`QBlock::sums8`] with AVX-512 VNNI (`vpdpbusd`); the same integers. Callers must have
+    /// AVX-512 F/BW/VL/VNNI besides AVX2.
+    unsafe fn sums8_512<const NX: usize>(
+        w: *const Self,
+        g: usize,
+        x: &[Q8Row; NX],
+    ) -> [__m256i; NX];
     /// The exact integer dot of block `b` (past the full groups: plain layout).
     unsafe fn isum(w: *const Self, b: usize, x: &Q8Row) -> i32;
     fn scale(&self) -> f32;
@@ -251,6 +283,47 @@ impl QBlock for BlockQ4_0 {
             // [b0, b2, b4, b6 | b1, b3, b5, b7] → [b0 .. b7]
             let t = _mm256_hadd_epi32(i0, i1);
             let sums = _mm256_permutevar8x32_epi32(t, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            let ys = _mm256_loadu_si256(xt.s.add(g) as *const __m256i);
+            *o = _mm256_sub_epi32(sums, _mm256_slli_epi32::<3>(ys));
+        }
+        out
+    }
+    /// The [`QBlock::sums8`] layout (two blocks per 256-bit register against the pair-interleaved
+    /// activations) with `vpdpbusd` on 256-bit registers (AVX-512 VNNI + VL): unsigned nibbles
+    /// times signed activation bytes summed straight into i32, so neither the i16 step nor the
+    /// `madd` widening is needed. On cores that split 512-bit operations in two halves this beats
+    /// a 512-bit layout, whose nibble expansion and lane transposes cost more than they save.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn sums8_512<const NX: usize>(
+        w: *const Self,
+        g: usize,
+        x: &[Q8Row; NX],
+    ) -> [__m256i; NX] {
+        let mask = _mm256_set1_epi8(0x0F);
+        let zero = _mm256_setzero_si256();
+        let mut m = [[zero; 4]; NX];
+        for p in 0..4 {
+            let b = g + 2 * p;
+            let q0 = _mm_loadu_si128((w.add(b) as *const u8).add(2) as *const __m128i);
+            let q1 = _mm_loadu_si128((w.add(b + 1) as *const u8).add(2) as *const __m128i);
+            let v = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(q0), q1);
+            let lo = _mm256_and_si256(v, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+            for (mt, xt) in m.iter_mut().zip(x) {
+                let ya = _mm256_load_si256(xt.qs.add(b) as *const __m256i);
+                let yb = _mm256_load_si256(xt.qs.add(b + 1) as *const __m256i);
+                // Lanes 0..3: block b, lanes 4..7: block b+1.
+                mt[p] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, lo, ya), hi, yb);
+            }
+        }
+        let idx = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let mut out = [zero; NX];
+        for ((o, mt), xt) in out.iter_mut().zip(&m).zip(x) {
+            // [b0 b0 b2 b2 | b1 b1 b3 b3], [b4 b4 b6 b6 | b5 b5 b7 b7] → [b0 b2 b4 b6 | b1 b3 b5 b7]
+            let h01 = _mm256_hadd_epi32(mt[0], mt[1]);
+            let h23 = _mm256_hadd_epi32(mt[2], mt[3]);
+            let sums = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(h01, h23), idx);
             let ys = _mm256_loadu_si256(xt.s.add(g) as *const __m256i);
             *o = _mm256_sub_epi32(sums, _mm256_slli_epi32::<3>(ys));
         }
@@ -299,6 +372,46 @@ impl QBlock for BlockQ8_0 {
         }
         q.map(|qt| block_sums(&qt))
     }
+    /// One pair of blocks per 512-bit register, `[q(b) | q(b+1)]` against the plain activation
+    /// bytes `Qs[b..b+2]`, with `vpdpbusd` on `w + 128` as unsigned bytes (exact in i32, no i16
+    /// saturation); the `+128` is taken out with the activation block sums:
+    /// Σ(w+128)·y − 128·Σy. Lanes (128 bits) 0, 1 of the i32 dot vector belong to block `b`,
+    /// lanes 2, 3 to block `b+1`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn sums8_512<const NX: usize>(
+        w: *const Self,
+        g: usize,
+        x: &[Q8Row; NX],
+    ) -> [__m256i; NX] {
+        let zero = _mm512_setzero_si512();
+        let mut d = [[zero; 4]; NX];
+        for p in 0..4 {
+            let b = g + 2 * p;
+            let v = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(q8_bytes(w.add(b))),
+                q8_bytes(w.add(b + 1)),
+            );
+            // w + 128 as unsigned bytes; the +128 comes out with the block sums.
+            let u = _mm512_xor_si512(v, _mm512_set1_epi8(-128));
+            for (dt, xt) in d.iter_mut().zip(x) {
+                let y = _mm512_loadu_si512(xt.qs.add(b) as *const __m512i);
+                dt[p] = _mm512_dpbusd_epi32(zero, u, y);
+            }
+        }
+        // After `lane_sums4`: lanes [b0 b2 b4 b6 | same | b1 b3 b5 b7 | same] (two halves each);
+        // add neighbouring lanes, then gather lanes 0 and 2 in block order.
+        let idx = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
+        let mut out = [_mm256_setzero_si256(); NX];
+        for ((o, dt), xt) in out.iter_mut().zip(&d).zip(x) {
+            let f = lane_sums4(dt);
+            let t = _mm512_add_epi32(f, _mm512_shuffle_i64x2::<0b10_11_00_01>(f, f));
+            let sums = _mm512_castsi512_si256(_mm512_permutexvar_epi32(idx, t));
+            let ys = _mm256_loadu_si256(xt.s.add(g) as *const __m256i);
+            *o = _mm256_sub_epi32(sums, _mm256_slli_epi32::<7>(ys));
+        }
+        out
+    }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn isum(w: *const Self, b: usize, x: &Q8Row) -> i32 {
@@ -318,44 +431,148 @@ unsafe fn q8_bytes(b: *const BlockQ8_0) -> __m256i {
     _mm256_loadu_si256((b as *const u8).add(2) as *const __m256i)
 }
 
-/// `RW × NX` dot products of quantized weight rows `w[r]` (`nb` blocks each) with activation
-/// rows `x[t]`. Twins: [`super::scalar::dot_q4_0_q8_0`], [`super::scalar::dot_q8_0_q8_0`]
-/// (bit-exact: exact integer block sums, then the "eight block lanes" f32 order, no FMA). Several
-/// weight rows go side by side so the memory system sees several streams.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q<B: QBlock, const RW: usize, const NX: usize>(
-    w: [*const B; RW],
-    nb: usize,
-    x: [Q8Row; NX],
-) -> [[f32; NX]; RW] {
-    let mut acc = [[_mm256_setzero_ps(); NX]; RW];
-    let full = nb / 8 * 8;
-    let mut g = 0;
-    while g < full {
-        for (wr, ar) in w.iter().zip(acc.iter_mut()) {
-            let sums8 = B::sums8::<NX>(*wr, g, &x);
-            let dw = scales8(wr.add(g) as *const u8, std::mem::size_of::<B>());
-            for (t, &sums) in sums8.iter().enumerate() {
-                let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(x[t].d.add(g)));
-                ar[t] = _mm256_add_ps(ar[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(sums)));
+/// The quantized decode driver (`dot_q`, `decode_q`, `decode_q_block`), instantiated once per
+/// instruction set so that the per-group integer sums (`QBlock::$sums`) inline into loops compiled
+/// with the same target features (`$feat`). The instances differ only in how the eight block sums
+/// of a group are computed; the f32 part (scales, "eight block lanes" accumulation, tail) is the
+/// same code, hence bit-identical results. (`$d` is a literal `$` for the inner macros.)
+macro_rules! quant_decoder {
+    ($d:tt, $feat:literal, $sums:ident, $dot_q:ident, $decode_q:ident, $decode_q_block:ident) => {
+    /// `RW × NX` dot products of quantized weight rows `w[r]` (`nb` blocks each) with activation
+    /// rows `x[t]`. Twins: [`super::scalar::dot_q4_0_q8_0`], [`super::scalar::dot_q8_0_q8_0`]
+    /// (bit-exact: exact integer block sums, then the "eight block lanes" f32 order, no FMA). Several
+    /// weight rows go side by side so the memory system sees several streams.
+    #[inline]
+    #[target_feature(enable = $feat)]
+    unsafe fn $dot_q<B: QBlock, const RW: usize, const NX: usize>(
+        w: [*const B; RW],
+        nb: usize,
+        x: [Q8Row; NX],
+    ) -> [[f32; NX]; RW] {
+        let mut acc = [[_mm256_setzero_ps(); NX]; RW];
+        let full = nb / 8 * 8;
+        let mut g = 0;
+        while g < full {
+            for (wr, ar) in w.iter().zip(acc.iter_mut()) {
+                let sums8 = B::$sums::<NX>(*wr, g, &x);
+                let dw = scales8(wr.add(g) as *const u8, std::mem::size_of::<B>());
+                for (t, &sums) in sums8.iter().enumerate() {
+                    let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(x[t].d.add(g)));
+                    ar[t] = _mm256_add_ps(ar[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(sums)));
+                }
+            }
+            g += 8;
+        }
+        let mut out = [[0f32; NX]; RW];
+        for r in 0..RW {
+            for t in 0..NX {
+                let mut tail = 0f32;
+                for b in full..nb {
+                    let sc = (*w[r].add(b)).scale() * *x[t].d.add(b);
+                    tail += sc * B::isum(w[r], b, &x[t]) as f32;
+                }
+                out[r][t] = lanes8(acc[r][t]) + tail;
             }
         }
-        g += 8;
+        out
     }
-    let mut out = [[0f32; NX]; RW];
-    for r in 0..RW {
-        for t in 0..NX {
-            let mut tail = 0f32;
-            for b in full..nb {
-                let sc = (*w[r].add(b)).scale() * *x[t].d.add(b);
-                tail += sc * B::isum(w[r], b, &x[t]) as f32;
-            }
-            out[r][t] = lanes8(acc[r][t]) + tail;
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = $feat)]
+    unsafe fn $decode_q<B: QBlock>(
+        w: *const B,
+        nb: usize,
+        act: (&[Qs], &[f32], &[i32]),
+        n: usize,
+        rows: std::ops::Range<usize>,
+        out: Out,
+        bias: Option<&[f32]>,
+    ) {
+        let (qs, d, s) = act;
+        // With more than one group of activation rows, go over the weights in blocks of 32 rows (a
+        // few KB to tens of KB, kept in L1/L2 while every group passes).
+        let rb = if n > 4 { 32 } else { rows.len().max(1) };
+        let mut jb = rows.start;
+        while jb < rows.end {
+            let rows = jb..(jb + rb).min(rows.end);
+            jb = rows.end;
+            $decode_q_block(w, nb, (qs, d, s), n, rows, out, bias);
         }
     }
-    out
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = $feat)]
+    unsafe fn $decode_q_block<B: QBlock>(
+        w: *const B,
+        nb: usize,
+        act: (&[Qs], &[f32], &[i32]),
+        n: usize,
+        rows: std::ops::Range<usize>,
+        out: Out,
+        bias: Option<&[f32]>,
+    ) {
+        let (qs, d, s) = act;
+        let mut i = 0;
+        while i < n {
+            let nx = (n - i).min(4);
+            let rw = 4 / nx;
+            // `rw` weight rows side by side, taken from `rw` equal contiguous parts of `rows` so each
+            // part is one long sequential stream; the leftover rows go one at a time.
+            let part = rows.len() / rw;
+            for t in 0..part {
+                macro_rules! go {
+                    ($d rw:literal, $d nx:literal) => {{
+                        let js: [usize; $d rw] = std::array::from_fn(|r| rows.start + r * part + t);
+                        let ws: [*const B; $d rw] = std::array::from_fn(|r| w.add(js[r] * nb));
+                        let v = $dot_q::<B, $d rw, $d nx>(ws, nb, q8_rows::<$d nx>(qs, d, s, nb, i));
+                        for (&j, row) in js.iter().zip(&v) {
+                            for (dt, val) in row.iter().enumerate() {
+                                out.put(i + dt, j, with_bias(*val, bias, j));
+                            }
+                        }
+                    }};
+                }
+                match nx {
+                    1 => go!(4, 1),
+                    2 => go!(2, 2),
+                    3 => go!(1, 3),
+                    _ => go!(1, 4),
+                }
+            }
+            for j in rows.start + rw * part..rows.end {
+                let ws = [w.add(j * nb)];
+                macro_rules! go1 {
+                    ($d nx:literal) => {{
+                        let v = $dot_q::<B, 1, $d nx>(ws, nb, q8_rows::<$d nx>(qs, d, s, nb, i));
+                        for (dt, val) in v[0].iter().enumerate() {
+                            out.put(i + dt, j, with_bias(*val, bias, j));
+                        }
+                    }};
+                }
+                match nx {
+                    1 => go1!(1),
+                    2 => go1!(2),
+                    3 => go1!(3),
+                    _ => go1!(4),
+                }
+            }
+            i += nx;
+        }
+    }
+
+    };
 }
+
+quant_decoder!($, "avx2,fma,f16c", sums8, dot_q, decode_q, decode_q_block);
+quant_decoder!(
+    $,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    sums8_512,
+    dot_q_512,
+    decode_q_512,
+    decode_q_block_512
+);
 
 /// Activation rows `i0..i0+NX` of a split-layout buffer with `nb` blocks per row.
 #[inline(always)]
@@ -395,10 +612,17 @@ pub(super) unsafe fn decode_quant(
     }
 }
 
+/// [`decode_quant`] with the AVX-512 VNNI kernels (`QBlock::sums8_512`): the same results bit for
+/// bit.
+///
+/// # Safety
+/// AVX2/FMA/F16C and AVX-512 F/BW/VL/VNNI available; `w` holds `m·nb` blocks of the right type; `out`
+/// covers `n × m`.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_q<B: QBlock>(
-    w: *const B,
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn decode_quant_avx512(
+    q4: bool,
+    w: &[u8],
     nb: usize,
     act: (&[Qs], &[f32], &[i32]),
     n: usize,
@@ -406,76 +630,10 @@ unsafe fn decode_q<B: QBlock>(
     out: Out,
     bias: Option<&[f32]>,
 ) {
-    let (qs, d, s) = act;
-    // With more than one group of activation rows, go over the weights in blocks of 32 rows (a
-    // few KB to tens of KB, kept in L1/L2 while every group passes).
-    let rb = if n > 4 { 32 } else { rows.len().max(1) };
-    let mut jb = rows.start;
-    while jb < rows.end {
-        let rows = jb..(jb + rb).min(rows.end);
-        jb = rows.end;
-        decode_q_block(w, nb, (qs, d, s), n, rows, out, bias);
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_q_block<B: QBlock>(
-    w: *const B,
-    nb: usize,
-    act: (&[Qs], &[f32], &[i32]),
-    n: usize,
-    rows: std::ops::Range<usize>,
-    out: Out,
-    bias: Option<&[f32]>,
-) {
-    let (qs, d, s) = act;
-    let mut i = 0;
-    while i < n {
-        let nx = (n - i).min(4);
-        let rw = 4 / nx;
-        // `rw` weight rows side by side, taken from `rw` equal contiguous parts of `rows` so each
-        // part is one long sequential stream; the leftover rows go one at a time.
-        let part = rows.len() / rw;
-        for t in 0..part {
-            macro_rules! go {
-                ($rw:literal, $nx:literal) => {{
-                    let js: [usize; $rw] = std::array::from_fn(|r| rows.start + r * part + t);
-                    let ws: [*const B; $rw] = std::array::from_fn(|r| w.add(js[r] * nb));
-                    let v = dot_q::<B, $rw, $nx>(ws, nb, q8_rows::<$nx>(qs, d, s, nb, i));
-                    for (&j, row) in js.iter().zip(&v) {
-                        for (dt, val) in row.iter().enumerate() {
-                            out.put(i + dt, j, with_bias(*val, bias, j));
-                        }
-                    }
-                }};
-            }
-            match nx {
-                1 => go!(4, 1),
-                2 => go!(2, 2),
-                3 => go!(1, 3),
-                _ => go!(1, 4),
-            }
-        }
-        for j in rows.start + rw * part..rows.end {
-            let ws = [w.add(j * nb)];
-            macro_rules! go1 {
-                ($nx:literal) => {{
-                    let v = dot_q::<B, 1, $nx>(ws, nb, q8_rows::<$nx>(qs, d, s, nb, i));
-                    for (dt, val) in v[0].iter().enumerate() {
-                        out.put(i + dt, j, with_bias(*val, bias, j));
-                    }
-                }};
-            }
-            match nx {
-                1 => go1!(1),
-                2 => go1!(2),
-                3 => go1!(3),
-                _ => go1!(4),
-            }
-        }
-        i += nx;
+    if q4 {
+        decode_q_512::<BlockQ4_0>(w.as_ptr() as *const BlockQ4_0, nb, act, n, rows, out, bias)
+    } else {
+        decode_q_512::<BlockQ8_0>(w.as_ptr() as *const BlockQ8_0, nb, act, n, rows, out, bias)
     }
 }
 

@@ -1184,7 +1184,7 @@ fn upsample_row(c: &Component, p: &Plane, mode: Upsample, y: usize, width: usize
         }
         Upsample::H1V2Fancy => {
             let r = y / 2;
-            let (nb, bias) = if y % 2 == 0 {
+            let (nb, bias) = if y.is_multiple_of(2) {
                 (r.saturating_sub(1), 1)
             } else {
                 ((r + 1).min(c.dh - 1), 2)
@@ -1196,7 +1196,7 @@ fn upsample_row(c: &Component, p: &Plane, mode: Upsample, y: usize, width: usize
         }
         Upsample::H2V2Fancy => {
             let r = y / 2;
-            let nb = if y % 2 == 0 {
+            let nb = if y.is_multiple_of(2) {
                 r.saturating_sub(1)
             } else {
                 (r + 1).min(c.dh - 1)

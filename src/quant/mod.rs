@@ -168,7 +168,7 @@ const PAR_MIN_VALUES: usize = 1 << 16;
 fn check_convert(ty: GgmlType, src: &[f32], row_len: usize, out: &[u8]) -> Result<usize, Error> {
     let row_bytes = ty
         .row_bytes(row_len as u64)
-        .filter(|_| row_len > 0 && src.len() % row_len == 0)
+        .filter(|_| row_len > 0 && src.len().is_multiple_of(row_len))
         .ok_or_else(|| {
             Error::Invalid(format!(
                 "cannot store rows of {row_len} values as {ty} (block size {})",
