@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use mllama::preprocess::ImageLimits;
-use mllama::{Error, Model, SamplingParams, Semantics, Session, SessionOptions};
+use mllama::{Error, Model, SamplingParams, Semantics, Session, SessionOptions, TapConvention};
 
 /// Set by Ctrl-C: stops the answer being generated.
 static CANCEL: AtomicBool = AtomicBool::new(false);
@@ -59,6 +59,10 @@ pub struct GenArgs {
     /// Meta's cross-attention semantics for text before the first image (default: HF's).
     #[arg(long)]
     pub meta_cross_attn: bool,
+    /// Which side of local vision layer k is intermediate feature k: `output` (HF transformers
+    /// 5.x, the default) or `input` (Meta's reference code and HF 4.x).
+    #[arg(long, default_value = "output", value_parser = ["output", "input"])]
+    pub vision_taps: String,
     /// Most memory for cached image encodings, in MiB (default 2048).
     #[arg(long)]
     pub image_cache_mb: Option<usize>,
@@ -123,7 +127,11 @@ impl GenArgs {
             ctx: self.ctx,
             semantics: Semantics {
                 meta_cross_attn: self.meta_cross_attn,
-                ..Default::default()
+                taps: if self.vision_taps == "input" {
+                    TapConvention::LayerInput
+                } else {
+                    TapConvention::LayerOutput
+                },
             },
             image_limits: limits,
             max_memory: self.max_memory_mb.map(|m| m.saturating_mul(1 << 20)),
