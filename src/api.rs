@@ -977,7 +977,7 @@ fn read_image_file(path: &Path, limits: &ImageLimits) -> Result<Vec<u8>, Error> 
     }
     if meta.len() > limits.max_bytes {
         return Err(Error::Invalid(format!(
-            "{}: {} bytes, more than the {}-byte limit for images",
+            "{}: {} bytes, more than the {}-byte limit for images (raise with --max-image-bytes)",
             path.display(),
             meta.len(),
             limits.max_bytes

@@ -129,6 +129,29 @@ fn decompression_bomb_is_refused() {
     );
 }
 
+/// The file-size limit, and raising it.
+#[test]
+fn image_file_size_limit_and_flag() {
+    let img = root().join("models/demo/example.jpg");
+    let img = img.to_str().unwrap();
+    refused(
+        &[
+            "run",
+            "-m",
+            &demo(),
+            "--image",
+            img,
+            "-p",
+            "hi",
+            "--max-image-bytes",
+            "1000",
+        ],
+        "--max-image-bytes",
+    );
+    let (ok, err, _) = run(&["run", "-m", &demo(), "--image", img, "-p", "hi", "-n", "1"]);
+    assert!(ok, "{err}");
+}
+
 /// A GGUF whose tensor table claims far more data than the file holds.
 #[test]
 fn gguf_claiming_more_than_the_file_is_refused() {

@@ -337,37 +337,17 @@ fn bad_input_gives_one_line_errors() {
         None,
         "prompt too long",
     );
-    // Invalid sampling values.
-    expect_error(
-        &["run", "-m", demo_s, "-p", "hi", "--temperature", "-1"],
-        None,
-        "--temperature",
-    );
-    expect_error(
-        &["run", "-m", demo_s, "-p", "hi", "--top-p", "1.5"],
-        None,
-        "--top-p",
-    );
-    expect_error(
-        &["run", "-m", demo_s, "-p", "hi", "--min-p", "2"],
-        None,
-        "--min-p",
-    );
-    expect_error(
-        &["run", "-m", demo_s, "-p", "hi", "--repeat-penalty", "0"],
-        None,
-        "--repeat-penalty",
-    );
-    expect_error(
-        &["run", "-m", demo_s, "-p", "hi", "--top-k", "-3"],
-        None,
-        "--top-k",
-    );
-    expect_error(
-        &["run", "-m", demo_s, "-p", "hi", "-n", "0"],
-        None,
-        "--max-tokens",
-    );
+    // Invalid sampling values: each error names its flag.
+    for (flag, value) in [
+        ("--temperature", "-1"),
+        ("--top-p", "1.5"),
+        ("--min-p", "2"),
+        ("--repeat-penalty", "0"),
+        ("--top-k", "-3"),
+        ("--max-tokens", "0"),
+    ] {
+        expect_error(&["run", "-m", demo_s, "-p", "hi", flag, value], None, flag);
+    }
     expect_error(&["run", "-m", demo_s, "-p", ""], None, "empty");
     // An unknown flag is a one-line error too.
     expect_error(&["run", "--no-such-flag"], None, "--no-such-flag");

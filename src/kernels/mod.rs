@@ -530,18 +530,8 @@ unsafe fn decode_rows(
     let nb = k / 32;
     match (path, act) {
         #[cfg(target_arch = "x86_64")]
-        (Path::Avx2, Act::Split(qs, d, s)) => x86::decode_quant(
-            w.ty == GgmlType::Q4_0,
-            w.data(),
-            nb,
-            (qs, d, s),
-            n,
-            rows,
-            out,
-            bias,
-        ),
-        #[cfg(target_arch = "x86_64")]
-        (Path::Avx512, Act::Split(qs, d, s)) => x86::decode_quant_avx512(
+        (Path::Avx2 | Path::Avx512, Act::Split(qs, d, s)) => x86::decode_quant(
+            path == Path::Avx512,
             w.ty == GgmlType::Q4_0,
             w.data(),
             nb,

@@ -589,13 +589,16 @@ fn q8_rows<const NX: usize>(qs: &[Qs], d: &[f32], s: &[i32], nb: usize, i0: usiz
 
 /// Decode rows `rows` of a quantized weight matrix (`Q4_0` when `q4`, else `Q8_0`) against all `n`
 /// activation rows, writing `y[i, j] (+ bias[j])`. Activation rows go up to four at a time, and
-/// weight rows `4 / nx` at a time.
+/// weight rows `4 / nx` at a time. With `vnni`, the per-group integer sums use the AVX-512 VNNI
+/// kernels (`QBlock::sums8_512`); the results are the same bit for bit.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available; `w` holds `m·nb` blocks of the right type; `out` covers `n × m`.
+/// AVX2/FMA/F16C available (and AVX-512 F/BW/VL/VNNI when `vnni`); `w` holds `m·nb` blocks of the
+/// right type; `out` covers `n × m`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn decode_quant(
+    vnni: bool,
     q4: bool,
     w: &[u8],
     nb: usize,
@@ -605,35 +608,16 @@ pub(super) unsafe fn decode_quant(
     out: Out,
     bias: Option<&[f32]>,
 ) {
-    if q4 {
-        decode_q::<BlockQ4_0>(w.as_ptr() as *const BlockQ4_0, nb, act, n, rows, out, bias)
-    } else {
-        decode_q::<BlockQ8_0>(w.as_ptr() as *const BlockQ8_0, nb, act, n, rows, out, bias)
-    }
-}
-
-/// [`decode_quant`] with the AVX-512 VNNI kernels (`QBlock::sums8_512`): the same results bit for
-/// bit.
-///
-/// # Safety
-/// AVX2/FMA/F16C and AVX-512 F/BW/VL/VNNI available; `w` holds `m·nb` blocks of the right type; `out`
-/// covers `n × m`.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn decode_quant_avx512(
-    q4: bool,
-    w: &[u8],
-    nb: usize,
-    act: (&[Qs], &[f32], &[i32]),
-    n: usize,
-    rows: std::ops::Range<usize>,
-    out: Out,
-    bias: Option<&[f32]>,
-) {
-    if q4 {
-        decode_q_512::<BlockQ4_0>(w.as_ptr() as *const BlockQ4_0, nb, act, n, rows, out, bias)
-    } else {
-        decode_q_512::<BlockQ8_0>(w.as_ptr() as *const BlockQ8_0, nb, act, n, rows, out, bias)
+    let (w4, w8) = (
+        w.as_ptr() as *const BlockQ4_0,
+        w.as_ptr() as *const BlockQ8_0,
+    );
+    match (vnni, q4) {
+        (false, true) => decode_q::<BlockQ4_0>(w4, nb, act, n, rows, out, bias),
+        (false, false) => decode_q::<BlockQ8_0>(w8, nb, act, n, rows, out, bias),
+        // SAFETY (both arms): the caller guarantees AVX-512 F/BW/VL/VNNI when `vnni`.
+        (true, true) => decode_q_512::<BlockQ4_0>(w4, nb, act, n, rows, out, bias),
+        (true, false) => decode_q_512::<BlockQ8_0>(w8, nb, act, n, rows, out, bias),
     }
 }
 
