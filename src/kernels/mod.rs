@@ -16,7 +16,7 @@
 //!
 //! # Paths and dispatch
 //! [`Path`]: `scalar` (portable reference, no target features), `avx2` (x86-64 with AVX2 + FMA +
-//! F16C), `avx512` (`avx2` plus AVX-512 F/BW/VL/VNNI: `vpdpbusd` quantized decode kernels,
+//! F16C), `avx512` (`avx2` plus AVX-512 F/BW/VL/VNNI/VBMI: `vpdpbusd` quantized decode kernels,
 //! everything else shared with `avx2`), `neon` (aarch64) and `dotprod` (aarch64 NEON + `sdot`). The
 //! process-wide path is chosen on first use: the best available one, or the one named by the
 //! environment variable `MLLAMA_SIMD=scalar|avx2|avx512|neon|dotprod|auto` (an unavailable or
@@ -70,9 +70,10 @@ pub enum Path {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI: the quantized (Q8_0/Q4_0) decode kernels
-    /// use `vpdpbusd` (Q8_0 on 512-bit registers, Q4_0 on 256-bit ones); every other kernel is the
-    /// [`Path::Avx2`] one. Results are bit-identical to [`Path::Avx2`].
+    /// x86-64 AVX2 + FMA + F16C + AVX-512 F/BW/VL/VNNI/VBMI: the quantized (Q8_0/Q4_0) decode
+    /// kernels use `vpdpbusd` on 512-bit registers (Q4_0 nibbles gathered four blocks at a time
+    /// with the VBMI byte permute); every other kernel is the [`Path::Avx2`] one. Results are
+    /// bit-identical to [`Path::Avx2`]. CPUs with VNNI but no VBMI (Cascade Lake) get `avx2`.
     Avx512,
     /// aarch64 NEON (`vmull_s8`/`vpadalq_s16` integer dots).
     Neon,
@@ -125,6 +126,7 @@ impl Path {
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vl")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("avx512vbmi")
             }
             #[cfg(target_arch = "aarch64")]
             Path::Neon => std::arch::is_aarch64_feature_detected!("neon"),
@@ -496,7 +498,12 @@ fn quantize_split(
         // AVX2 + FMA + F16C) were detected (`Path::is_available`, checked by `select_path` and
         // `with_path`).
         Path::Avx2 | Path::Avx512 => unsafe {
-            x86::quantize_row_split(x, qs, d, s, ty == GgmlType::Q4_0)
+            let interleave = match (path, ty) {
+                (Path::Avx2, GgmlType::Q4_0) => 2,
+                (_, GgmlType::Q4_0) => 4,
+                _ => 1,
+            };
+            x86::quantize_row_split(x, qs, d, s, interleave)
         },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON detected for these paths.

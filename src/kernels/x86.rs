@@ -1,6 +1,6 @@
 //! AVX2 + FMA + F16C kernels for x86-64 ([`super::Path::Avx2`]), and the AVX-512 VNNI quantized
-//! decode kernels of [`super::Path::Avx512`] (`QBlock::sums8_512`, `decode_quant_avx512`, compiled
-//! with `avx512f,avx512bw,avx512vl,avx512vnni` as well; every other kernel of that path is the
+//! decode kernels of [`super::Path::Avx512`] (`QBlock::sums8_512`, `decode_q_512`, compiled
+//! with `avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi` as well; every other kernel of that path is the
 //! AVX2 one).
 //!
 //! Every function here is `unsafe` and compiled with `#[target_feature(enable = "avx2,fma,f16c")]`;
@@ -107,32 +107,46 @@ pub(super) unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
 }
 
 /// Quantize one row into the split layout of the SIMD paths: bytes, f32 scale (the f16 value),
-/// and Σ qs per block. With `q4_pairs`, the bytes of each pair of blocks `(2p, 2p+1)` inside every
-/// full group of eight are stored as `[x₂ₚ[0..16] x₂ₚ₊₁[0..16]] [x₂ₚ[16..32] x₂ₚ₊₁[16..32]]`, the order
-/// in which [`BlockQ4_0`] nibbles of two blocks unpack (see `sums8` for Q4_0); blocks past the last
-/// full group keep the plain order. Twin: [`super::scalar::quantize_row_q8_0`].
+/// and Σ qs per block. Inside every full group of eight blocks the bytes may be interleaved the
+/// way [`BlockQ4_0`] nibbles unpack (`interleave`, see `sums8` and `sums8_512` for Q4_0):
+/// - `2` (AVX2 Q4_0): each pair of blocks `(2p, 2p+1)` is stored as `[x₂ₚ[0..16] x₂ₚ₊₁[0..16]]
+///   [x₂ₚ[16..32] x₂ₚ₊₁[16..32]]`;
+/// - `4` (AVX-512 Q4_0): each quad `(4p..4p+4)` is stored as the four first halves
+///   `x₄ₚ₊ⱼ[0..16]`, j = 0..3, then the four second halves `x₄ₚ₊ⱼ[16..32]`;
+/// - `1`: plain order.
+///
+/// Blocks past the last full group keep the plain order. Twin: [`super::scalar::quantize_row_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn quantize_row_split(
     x: &[f32],
     qs: &mut [Qs],
     d: &mut [f32],
     s: &mut [i32],
-    q4_pairs: bool,
+    interleave: usize,
 ) {
     let nb = qs.len();
-    let full = if q4_pairs { nb / 8 * 8 } else { 0 };
+    let full = if interleave > 1 { nb / 8 * 8 } else { 0 };
+    let step = interleave.max(1);
     let qp = qs.as_mut_ptr() as *mut __m256i;
     let mut b = 0;
     while b < full {
-        let (d0, q0, s0) = quant_block(x.as_ptr().add(b * 32));
-        let (d1, q1, s1) = quant_block(x.as_ptr().add(b * 32 + 32));
-        _mm256_store_si256(qp.add(b), _mm256_permute2x128_si256::<0x20>(q0, q1));
-        _mm256_store_si256(qp.add(b + 1), _mm256_permute2x128_si256::<0x31>(q0, q1));
-        d[b] = f16::from_bits(d0).to_f32();
-        d[b + 1] = f16::from_bits(d1).to_f32();
-        s[b] = s0;
-        s[b + 1] = s1;
-        b += 2;
+        let mut q = [_mm256_setzero_si256(); 4];
+        for (j, qj) in q.iter_mut().enumerate().take(step) {
+            let (dh, v, sum) = quant_block(x.as_ptr().add((b + j) * 32));
+            *qj = v;
+            d[b + j] = f16::from_bits(dh).to_f32();
+            s[b + j] = sum;
+        }
+        if step == 2 {
+            _mm256_store_si256(qp.add(b), _mm256_permute2x128_si256::<0x20>(q[0], q[1]));
+            _mm256_store_si256(qp.add(b + 1), _mm256_permute2x128_si256::<0x31>(q[0], q[1]));
+        } else {
+            _mm256_store_si256(qp.add(b), _mm256_permute2x128_si256::<0x20>(q[0], q[1]));
+            _mm256_store_si256(qp.add(b + 1), _mm256_permute2x128_si256::<0x20>(q[2], q[3]));
+            _mm256_store_si256(qp.add(b + 2), _mm256_permute2x128_si256::<0x31>(q[0], q[1]));
+            _mm256_store_si256(qp.add(b + 3), _mm256_permute2x128_si256::<0x31>(q[2], q[3]));
+        }
+        b += step;
     }
     while b < nb {
         let (dh, q, sum) = quant_block(x.as_ptr().add(b * 32));
@@ -214,7 +228,7 @@ unsafe fn block_sums(q: &[__m256i; 2]) -> __m256i {
 /// is `[Σ d[0]ₗ, Σ d[1]ₗ, Σ d[2]ₗ, Σ d[3]ₗ]`, where `Σ d[p]ₗ` is the sum of the four i32 in lane
 /// `l` of `d[p]` (exact, wrapping i32 adds of values far below overflow).
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn lane_sums4(d: &[__m512i; 4]) -> __m512i {
     // Per lane: [a0+a2, b0+b2, a1+a3, b1+b3] for (a, b) = (d0, d1), likewise (d2, d3) …
     let e01 = _mm512_add_epi32(
@@ -232,18 +246,56 @@ unsafe fn lane_sums4(d: &[__m512i; 4]) -> __m512i {
     )
 }
 
+/// Byte-permute indices that gather the nibble bytes of Q4_0 blocks 0..3 of a group from its bytes
+/// 0..128 (two registers) and those of blocks 4..7 from its bytes 64..192: output byte `16j + i` is
+/// byte `2 + 18j + i` of the block quad.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn q4_quad_idx() -> (__m512i, __m512i) {
+    const fn table(base: usize) -> [u8; 64] {
+        let mut t = [0u8; 64];
+        let mut k = 0;
+        while k < 64 {
+            t[k] = (base + 18 * (k / 16) + k % 16) as u8;
+            k += 1;
+        }
+        t
+    }
+    static I03: [u8; 64] = table(2);
+    static I47: [u8; 64] = table(2 + 72 - 64);
+    (
+        _mm512_loadu_si512(I03.as_ptr() as *const __m512i),
+        _mm512_loadu_si512(I47.as_ptr() as *const __m512i),
+    )
+}
+
+/// A word-permute index: words 0..8 from `w`, the rest 0.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn word_idx(w: &[u16; 8]) -> __m512i {
+    _mm512_zextsi128_si512(_mm_loadu_si128(w.as_ptr() as *const __m128i))
+}
+
 /// A quantized weight block type the integer decode kernels read.
 trait QBlock: Copy {
     /// For each activation row: the exact integer dots `[s0..s7]` of blocks `g..g+8` of this
     /// weight row with the activation blocks `g..g+8`.
     unsafe fn sums8<const NX: usize>(w: *const Self, g: usize, x: &[Q8Row; NX]) -> [__m256i; NX];
     /// [`QBlock::sums8`] with AVX-512 VNNI (`vpdpbusd`); the same integers. Callers must have
-    /// AVX-512 F/BW/VL/VNNI besides AVX2.
+    /// AVX-512 F/BW/VL/VNNI/VBMI besides AVX2.
     unsafe fn sums8_512<const NX: usize>(
         w: *const Self,
         g: usize,
         x: &[Q8Row; NX],
     ) -> [__m256i; NX];
+    /// The f16 scales of blocks `g..g+8` as f32 (AVX2: eight scalar loads).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scales8(w: *const Self, g: usize) -> __m256 {
+        scales8(w.add(g) as *const u8, std::mem::size_of::<Self>())
+    }
+    /// [`QBlock::scales8`] with AVX-512 BW word permutes over the group's bytes.
+    unsafe fn scales8_512(w: *const Self, g: usize) -> __m256;
     /// The exact integer dot of block `b` (past the full groups: plain layout).
     unsafe fn isum(w: *const Self, b: usize, x: &Q8Row) -> i32;
     fn scale(&self) -> f32;
@@ -288,46 +340,70 @@ impl QBlock for BlockQ4_0 {
         }
         out
     }
-    /// The [`QBlock::sums8`] layout (two blocks per 256-bit register against the pair-interleaved
-    /// activations) with `vpdpbusd` on 256-bit registers (AVX-512 VNNI + VL): unsigned nibbles
-    /// times signed activation bytes summed straight into i32, so neither the i16 step nor the
-    /// `madd` widening is needed. On cores that split 512-bit operations in two halves this beats
-    /// a 512-bit layout, whose nibble expansion and lane transposes cost more than they save.
+    /// Four blocks per 512-bit register: the group's 144 bytes are read with three loads and the
+    /// 16 nibble bytes of blocks 0..3 and 4..7 gathered with one two-source byte permute each
+    /// (AVX-512 VBMI), giving `[qs₀ qs₁ qs₂ qs₃]` and `[qs₄ .. qs₇]`; low nibbles (values 0..15)
+    /// and high nibbles (16..31) meet the quad-interleaved activations (see [`quantize_row_split`])
+    /// in `vpdpbusd`, so 128-bit lane j of the i32 result holds block j's four partial sums.
+    /// Unsigned nibbles; the −8 offset comes out with the block sums as in [`QBlock::sums8`].
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
     unsafe fn sums8_512<const NX: usize>(
         w: *const Self,
         g: usize,
         x: &[Q8Row; NX],
     ) -> [__m256i; NX] {
-        let mask = _mm256_set1_epi8(0x0F);
-        let zero = _mm256_setzero_si256();
-        let mut m = [[zero; 4]; NX];
-        for p in 0..4 {
-            let b = g + 2 * p;
-            let q0 = _mm_loadu_si128((w.add(b) as *const u8).add(2) as *const __m128i);
-            let q1 = _mm_loadu_si128((w.add(b + 1) as *const u8).add(2) as *const __m128i);
-            let v = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(q0), q1);
-            let lo = _mm256_and_si256(v, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
-            for (mt, xt) in m.iter_mut().zip(x) {
-                let ya = _mm256_load_si256(xt.qs.add(b) as *const __m256i);
-                let yb = _mm256_load_si256(xt.qs.add(b + 1) as *const __m256i);
-                // Lanes 0..3: block b, lanes 4..7: block b+1.
-                mt[p] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, lo, ya), hi, yb);
-            }
-        }
-        let idx = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        let mut out = [zero; NX];
-        for ((o, mt), xt) in out.iter_mut().zip(&m).zip(x) {
-            // [b0 b0 b2 b2 | b1 b1 b3 b3], [b4 b4 b6 b6 | b5 b5 b7 b7] → [b0 b2 b4 b6 | b1 b3 b5 b7]
-            let h01 = _mm256_hadd_epi32(mt[0], mt[1]);
-            let h23 = _mm256_hadd_epi32(mt[2], mt[3]);
-            let sums = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(h01, h23), idx);
+        let p = w.add(g) as *const u8;
+        let z0 = _mm512_loadu_si512(p as *const __m512i);
+        let z1 = _mm512_loadu_si512(p.add(64) as *const __m512i);
+        // Only bytes 128..144 belong to the group: a 16-byte load, so nothing past it is read.
+        let z2 = _mm512_zextsi128_si512(_mm_loadu_si128(p.add(128) as *const __m128i));
+        let (i03, i47) = q4_quad_idx();
+        let q03 = _mm512_permutex2var_epi8(z0, i03, z1);
+        let q47 = _mm512_permutex2var_epi8(z1, i47, z2);
+        let mask = _mm512_set1_epi8(0x0F);
+        let lo03 = _mm512_and_si512(q03, mask);
+        let hi03 = _mm512_and_si512(_mm512_srli_epi16::<4>(q03), mask);
+        let lo47 = _mm512_and_si512(q47, mask);
+        let hi47 = _mm512_and_si512(_mm512_srli_epi16::<4>(q47), mask);
+        let zero = _mm512_setzero_si512();
+        // [b0 b1 b2 b3 b4 b5 b6 b7] from lanes (j, 0) = b_j and (j, 1) = b_j+4 after the adds.
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+        let mut out = [_mm256_setzero_si256(); NX];
+        for (o, xt) in out.iter_mut().zip(x) {
+            let y = xt.qs.add(g) as *const __m512i;
+            let d03 = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(zero, lo03, _mm512_loadu_si512(y)),
+                hi03,
+                _mm512_loadu_si512(y.add(1)),
+            );
+            let d47 = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(zero, lo47, _mm512_loadu_si512(y.add(2))),
+                hi47,
+                _mm512_loadu_si512(y.add(3)),
+            );
+            // Per lane j: [a0+a2, b0+b2, a1+a3, b1+b3] (a: block j, b: block j+4), then
+            // [a, b, a, b].
+            let u = _mm512_add_epi32(
+                _mm512_unpacklo_epi32(d03, d47),
+                _mm512_unpackhi_epi32(d03, d47),
+            );
+            let v = _mm512_add_epi32(u, _mm512_shuffle_epi32::<0b01_00_11_10>(u));
+            let sums = _mm512_castsi512_si256(_mm512_permutexvar_epi32(idx, v));
             let ys = _mm256_loadu_si256(xt.s.add(g) as *const __m256i);
             *o = _mm256_sub_epi32(sums, _mm256_slli_epi32::<3>(ys));
         }
         out
+    }
+    /// The eight scales sit at words `9·l` of the group's first 128 bytes: one two-source word
+    /// permute.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    unsafe fn scales8_512(w: *const Self, g: usize) -> __m256 {
+        let p = w.add(g) as *const __m512i;
+        let idx = word_idx(&[0, 9, 18, 27, 36, 45, 54, 63]);
+        let v = _mm512_permutex2var_epi16(_mm512_loadu_si512(p), idx, _mm512_loadu_si512(p.add(1)));
+        _mm256_cvtph_ps(_mm512_castsi512_si128(v))
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -378,7 +454,7 @@ impl QBlock for BlockQ8_0 {
     /// Σ(w+128)·y − 128·Σy. Lanes (128 bits) 0, 1 of the i32 dot vector belong to block `b`,
     /// lanes 2, 3 to block `b+1`.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
     unsafe fn sums8_512<const NX: usize>(
         w: *const Self,
         g: usize,
@@ -412,6 +488,21 @@ impl QBlock for BlockQ8_0 {
         }
         out
     }
+    /// The eight scales sit at words `17·l` of the group's first 256 bytes: blocks 0..3 in bytes
+    /// 0..128 and blocks 4..7 in bytes 128..256, one two-source word permute each, then a blend.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    unsafe fn scales8_512(w: *const Self, g: usize) -> __m256 {
+        let p = w.add(g) as *const __m512i;
+        let idx = word_idx(&[0, 17, 34, 51, 4, 21, 38, 55]);
+        let a = _mm512_permutex2var_epi16(_mm512_loadu_si512(p), idx, _mm512_loadu_si512(p.add(1)));
+        let b = _mm512_permutex2var_epi16(
+            _mm512_loadu_si512(p.add(2)),
+            idx,
+            _mm512_loadu_si512(p.add(3)),
+        );
+        _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_mask_blend_epi16(0xF0, a, b)))
+    }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn isum(w: *const Self, b: usize, x: &Q8Row) -> i32 {
@@ -437,7 +528,7 @@ unsafe fn q8_bytes(b: *const BlockQ8_0) -> __m256i {
 /// of a group are computed; the f32 part (scales, "eight block lanes" accumulation, tail) is the
 /// same code, hence bit-identical results. (`$d` is a literal `$` for the inner macros.)
 macro_rules! quant_decoder {
-    ($d:tt, $feat:literal, $sums:ident, $dot_q:ident, $decode_q:ident, $decode_q_block:ident) => {
+    ($d:tt, $feat:literal, $sums:ident, $scales:ident, $dot_q:ident, $decode_q:ident, $decode_q_block:ident) => {
     /// `RW × NX` dot products of quantized weight rows `w[r]` (`nb` blocks each) with activation
     /// rows `x[t]`. Twins: [`super::scalar::dot_q4_0_q8_0`], [`super::scalar::dot_q8_0_q8_0`]
     /// (bit-exact: exact integer block sums, then the "eight block lanes" f32 order, no FMA). Several
@@ -455,7 +546,7 @@ macro_rules! quant_decoder {
         while g < full {
             for (wr, ar) in w.iter().zip(acc.iter_mut()) {
                 let sums8 = B::$sums::<NX>(*wr, g, &x);
-                let dw = scales8(wr.add(g) as *const u8, std::mem::size_of::<B>());
+                let dw = B::$scales(*wr, g);
                 for (t, &sums) in sums8.iter().enumerate() {
                     let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(x[t].d.add(g)));
                     ar[t] = _mm256_add_ps(ar[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(sums)));
@@ -564,11 +655,12 @@ macro_rules! quant_decoder {
     };
 }
 
-quant_decoder!($, "avx2,fma,f16c", sums8, dot_q, decode_q, decode_q_block);
+quant_decoder!($, "avx2,fma,f16c", sums8, scales8, dot_q, decode_q, decode_q_block);
 quant_decoder!(
     $,
-    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
     sums8_512,
+    scales8_512,
     dot_q_512,
     decode_q_512,
     decode_q_block_512
@@ -593,7 +685,7 @@ fn q8_rows<const NX: usize>(qs: &[Qs], d: &[f32], s: &[i32], nb: usize, i0: usiz
 /// kernels (`QBlock::sums8_512`); the results are the same bit for bit.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available (and AVX-512 F/BW/VL/VNNI when `vnni`); `w` holds `m·nb` blocks of the
+/// AVX2/FMA/F16C available (and AVX-512 F/BW/VL/VNNI/VBMI when `vnni`); `w` holds `m·nb` blocks of the
 /// right type; `out` covers `n × m`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -615,7 +707,7 @@ pub(super) unsafe fn decode_quant(
     match (vnni, q4) {
         (false, true) => decode_q::<BlockQ4_0>(w4, nb, act, n, rows, out, bias),
         (false, false) => decode_q::<BlockQ8_0>(w8, nb, act, n, rows, out, bias),
-        // SAFETY (both arms): the caller guarantees AVX-512 F/BW/VL/VNNI when `vnni`.
+        // SAFETY (both arms): the caller guarantees AVX-512 F/BW/VL/VNNI/VBMI when `vnni`.
         (true, true) => decode_q_512::<BlockQ4_0>(w4, nb, act, n, rows, out, bias),
         (true, false) => decode_q_512::<BlockQ8_0>(w8, nb, act, n, rows, out, bias),
     }
