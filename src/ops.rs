@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use std::cell::RefCell;
 
-use crate::kernels::attention::{attend, exp_sub_sum, AttnScratch};
+use crate::kernels::attention::{attend, attend_group, AttnScratch};
 use crate::kernels::{self, axpy, dot as dot_f32};
 
 /// `y = w ⊙ x / sqrt(mean(x²) + eps)` per row.
@@ -234,8 +234,6 @@ impl OutPtr {
 
 /// Query rows per attention task.
 const Q_BLOCK: usize = 96;
-/// Keys per online-softmax step of the per-row path.
-const K_BLOCK: usize = 256;
 /// Below this many query rows in a task, the per-row path (vector kernels) beats the blocked one.
 const BLOCK_MIN_ROWS: usize = 4;
 
@@ -246,8 +244,6 @@ struct AttnLocal {
     tmp: Vec<f32>,
     rows: Vec<Vec<Range<usize>>>,
     ranges: Vec<Range<usize>>,
-    scores: Vec<f32>,
-    acc: Vec<f32>,
 }
 
 thread_local! {
@@ -286,6 +282,53 @@ pub fn attention(
     let rep = n_heads / n_kv_heads;
     let nqb = nq.div_ceil(Q_BLOCK);
     let op = OutPtr(out.as_mut_ptr());
+    if nq < BLOCK_MIN_ROWS {
+        // Decode: the `rep` query heads that share a kv head attend together
+        // ([`attend_group`]), so each K/V row is read once per kv head rather than once per query
+        // head (the cross-attention K/V of an image are tens of MB per layer). Tasks are
+        // (kv head, query row).
+        let task = |t: usize| {
+            let out_ptr = op.get();
+            let (kvh, i) = (t / nq, t % nq);
+            let base = kvh * k_stride * hd;
+            let (kh, vh) = (&k[base..base + nk * hd], &v[base..base + nk * hd]);
+            // Row i's heads kvh·rep .. (kvh+1)·rep: `rep` consecutive hd-long runs of q and out.
+            let off = i * qd + kvh * rep * hd;
+            let n = rep * hd;
+            ATTN_LOCAL.with(|cell| {
+                let mut guard = cell.borrow_mut();
+                let loc = &mut *guard;
+                mask.ranges(i, nk, &mut loc.ranges);
+                if loc.tmp.len() < n {
+                    loc.tmp.resize(n, 0.0);
+                }
+                attend_group(
+                    &q[off..off + n],
+                    rep,
+                    kh,
+                    vh,
+                    nk,
+                    hd,
+                    scale,
+                    &loc.ranges,
+                    &mut loc.tmp[..n],
+                    &mut loc.ws,
+                );
+                for (d, val) in loc.tmp[..n].iter().enumerate() {
+                    // SAFETY: row i's heads of kv head kvh are written by this task only (tasks
+                    // own (kv head, row) pairs); the index is inside `out` (nq × n_heads·hd).
+                    unsafe { *out_ptr.add(off + d) = *val };
+                }
+            });
+        };
+        let n_tasks = n_kv_heads * nq;
+        if n_tasks == 1 || nq * nk * hd * rep < 1 << 14 {
+            (0..n_tasks).for_each(task);
+        } else {
+            (0..n_tasks).into_par_iter().for_each(task);
+        }
+        return;
+    }
     let task = |t: usize| {
         let out_ptr = op.get(); // a method call captures the whole Send/Sync wrapper
         let (h, qb) = (t / nqb, t % nqb);
@@ -337,44 +380,27 @@ pub fn attention(
                 }
                 return;
             }
-            // Per-row path (decode): scores by dot products, exps and sums by the vector kernel.
-            if loc.scores.len() < K_BLOCK {
-                loc.scores.resize(K_BLOCK, 0.0);
-            }
-            if loc.acc.len() < hd {
-                loc.acc.resize(hd, 0.0);
+            // A block of fewer rows (the last one): row by row.
+            if loc.tmp.len() < hd {
+                loc.tmp.resize(hd, 0.0);
             }
             for i in i0..i1 {
-                let qi = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
                 mask.ranges(i, nk, &mut loc.ranges);
-                let acc = &mut loc.acc[..hd];
-                acc.fill(0.0);
-                let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
-                for r in loc.ranges.iter() {
-                    let mut j0 = r.start;
-                    while j0 < r.end {
-                        let j1 = (j0 + K_BLOCK).min(r.end);
-                        let sc = &mut loc.scores[..j1 - j0];
-                        let mut bmax = f32::NEG_INFINITY;
-                        for (sj, j) in sc.iter_mut().zip(j0..j1) {
-                            *sj = kernels::dot(qi, &kh[j * hd..(j + 1) * hd]) * scale;
-                            bmax = bmax.max(*sj);
-                        }
-                        let m_new = m.max(bmax);
-                        let corr = (m - m_new).exp();
-                        l = l * corr + exp_sub_sum(sc, m_new);
-                        kernels::scale(corr, acc);
-                        for (p, j) in sc.iter().zip(j0..j1) {
-                            kernels::axpy(*p, &vh[j * hd..(j + 1) * hd], acc);
-                        }
-                        m = m_new;
-                        j0 = j1;
-                    }
-                }
-                let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
-                for (d, a) in acc.iter().enumerate() {
+                attend_group(
+                    &q[i * qd + h * hd..i * qd + (h + 1) * hd],
+                    1,
+                    kh,
+                    vh,
+                    nk,
+                    hd,
+                    scale,
+                    &loc.ranges,
+                    &mut loc.tmp[..hd],
+                    &mut loc.ws,
+                );
+                for (d, val) in loc.tmp[..hd].iter().enumerate() {
                     // SAFETY: as above, row i of head h belongs to this task.
-                    unsafe { *out_ptr.add(i * qd + h * hd + d) = a * inv };
+                    unsafe { *out_ptr.add(i * qd + h * hd + d) = *val };
                 }
             }
         });
@@ -447,7 +473,22 @@ mod tests {
 
     #[test]
     fn attention_matches_naive_softmax_for_every_mask() {
-        let (nq, nk, nh, nkv, hd) = (70, 600, 4, 2, 16);
+        // (query rows, heads, kv heads): prefill-sized blocks, and decode (fewer than
+        // BLOCK_MIN_ROWS rows) with grouped queries (rep 4), MQA, and one head per kv head.
+        for (nq, nh, nkv) in [
+            (70, 4, 2),
+            (1, 8, 2),
+            (3, 8, 2),
+            (2, 8, 1),
+            (1, 4, 4),
+            (3, 2, 2),
+        ] {
+            attention_case(nq, nh, nkv);
+        }
+    }
+
+    fn attention_case(nq: usize, nh: usize, nkv: usize) {
+        let (nk, hd) = (600, 16);
         let q = rnd(nq * nh * hd, 1);
         let k = rnd(nkv * nk * hd, 2);
         let v = rnd(nkv * nk * hd, 3);
@@ -466,7 +507,7 @@ mod tests {
             },
         ];
         for mask in masks {
-            let mut out = vec![0f32; nq * nh * hd];
+            let mut out = vec![f32::NAN; nq * nh * hd];
             attention(&q, &k, &v, nq, nk, nk, nh, nkv, hd, scale, mask, &mut out);
             let mut ranges = Vec::new();
             for i in 0..nq {
@@ -486,7 +527,7 @@ mod tests {
                     for (a, b) in got.iter().zip(&want) {
                         assert!(
                             (a - b).abs() < 2e-6,
-                            "{mask:?} row {i} head {h}: {a} vs {b}"
+                            "nq={nq} nh={nh} nkv={nkv} {mask:?} row {i} head {h}: {a} vs {b}"
                         );
                     }
                 }

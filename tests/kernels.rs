@@ -693,6 +693,58 @@ fn attention_blocks_match_naive_softmax() {
     }
 }
 
+/// The decode form: rows that share a kv head and see the same keys, on every path, around the
+/// key-block size (256) and with a head size that is not a multiple of eight.
+#[test]
+fn attention_group_matches_naive_softmax() {
+    use kernels::attention::{attend_group, AttnScratch};
+    use std::ops::Range;
+    let _g = shared();
+    for &(nq, nk, hd) in &[
+        (1, 1, 16),
+        (4, 255, 128),
+        (4, 256, 128),
+        (4, 257, 128),
+        (8, 700, 80),
+        (3, 300, 20),
+        (5, 6404, 128),
+    ] {
+        let q = rnd(nq * hd, 11 + nq as u64);
+        let k = rnd(nk * hd, 12 + nk as u64);
+        let v = rnd(nk * hd, 13 + hd as u64);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let masks: Vec<Vec<Range<usize>>> = vec![
+            vec![0..nk],
+            vec![0..nk.div_ceil(2)],
+            vec![0..nk / 3, nk / 2..nk],
+            vec![],
+        ];
+        for keys in &masks {
+            let keys: Vec<Range<usize>> =
+                keys.iter().filter(|r| r.start < r.end).cloned().collect();
+            let list: Vec<usize> = keys.iter().flat_map(|r| r.clone()).collect();
+            for p in Path::available() {
+                let mut out = vec![f32::NAN; nq * hd];
+                let mut ws = AttnScratch::new();
+                with_path(p, || {
+                    attend_group(&q, nq, &k, &v, nk, hd, scale, &keys, &mut out, &mut ws)
+                });
+                for i in 0..nq {
+                    let want = naive_attention(&q[i * hd..][..hd], &k, &v, hd, &list, scale);
+                    for d in 0..hd {
+                        let got = out[i * hd + d];
+                        assert!(
+                            (got as f64 - want[d]).abs() < 2e-6,
+                            "{p} nq={nq} nk={nk} hd={hd} keys {keys:?} row {i} dim {d}: {got} vs {}",
+                            want[d]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn exp_matches_scalar() {
     let _g = shared();

@@ -311,3 +311,174 @@ fn attend_with<K: Kernel>(
         }
     }
 }
+
+/// Keys per online-softmax step of [`attend_group`].
+const GROUP_KEY_BLOCK: usize = 256;
+
+/// Softmax attention of `nq` query rows that see the same keys, against one K/V head: the decode
+/// form of [`attend`], for the query heads that share a kv head (grouped-query attention) or a
+/// single row. Each K and V row is read once for all `nq` rows, and there is no packing.
+///
+/// - `q`: `[nq][hd]` (the heads of one token that share a kv head are consecutive).
+/// - `k`, `v`: row-major `[nk][hd]`.
+/// - `keys`: the key ranges the rows see (sorted, disjoint, inside `0..nk`; empty: none).
+/// - `out`: `[nq][hd]`; with no visible key, zeros.
+///
+/// Per block of keys: `s[r][j] = scale · q_r·k_j` (eight-lane dot products), then per row the
+/// online softmax (`m' = max(m, max s)`, `p = exp(s − m')`, `l = l·e^(m−m') + Σp`,
+/// `o ·= e^(m−m')`), then `o[r] += Σ_j p[r][j] · v_j`; finally `out = o / l`; within float
+/// rounding of the plain formula (the dot products and `P·V` use no FMA; `exp` is the path's).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group(
+    q: &[f32],
+    nq: usize,
+    k: &[f32],
+    v: &[f32],
+    nk: usize,
+    hd: usize,
+    scale: f32,
+    keys: &[Range<usize>],
+    out: &mut [f32],
+    ws: &mut AttnScratch,
+) {
+    assert!(
+        q.len() >= nq * hd && out.len() >= nq * hd,
+        "attend_group: q/out too short"
+    );
+    assert!(
+        k.len() >= nk * hd && v.len() >= nk * hd,
+        "attend_group: k/v hold fewer than {nk} rows"
+    );
+    assert!(
+        keys.iter().all(|r| r.start <= r.end && r.end <= nk),
+        "attend_group: key range outside 0..{nk}"
+    );
+    let path = active_path();
+    let o = grow(&mut ws.o, nq * hd);
+    o.fill(0.0);
+    let m = grow(&mut ws.m, nq);
+    m.fill(f32::NEG_INFINITY);
+    let l = grow(&mut ws.l, nq);
+    l.fill(0.0);
+    let s = grow(&mut ws.s, nq * GROUP_KEY_BLOCK);
+    for r in keys {
+        let mut j0 = r.start;
+        while j0 < r.end {
+            let nb = GROUP_KEY_BLOCK.min(r.end - j0);
+            let (kb, vb) = (&k[j0 * hd..(j0 + nb) * hd], &v[j0 * hd..(j0 + nb) * hd]);
+            j0 += nb;
+            let s = &mut s[..nq * nb];
+            group_scores(path, &q[..nq * hd], kb, hd, scale, s);
+            for (i, srow) in s.chunks_exact_mut(nb).enumerate() {
+                let bmax = srow.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let m_new = m[i].max(bmax);
+                let corr = (m[i] - m_new).exp();
+                l[i] = l[i] * corr + exp_on(path, srow, m_new);
+                if corr != 1.0 {
+                    super::scale_on(path, corr, &mut o[i * hd..(i + 1) * hd]);
+                }
+                m[i] = m_new;
+            }
+            group_pv(path, s, vb, hd, o);
+        }
+    }
+    for i in 0..nq {
+        let inv = if l[i] > 0.0 { 1.0 / l[i] } else { 0.0 };
+        for (d, x) in out[i * hd..(i + 1) * hd].iter_mut().zip(&o[i * hd..]) {
+            *d = x * inv;
+        }
+    }
+}
+
+/// `s[r·nb + j] = scale · Σ_d q[r·hd + d]·kb[j·hd + d]` for `nb = kb.len() / hd` keys.
+fn group_scores(path: Path, q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the AVX2 and AVX-512 paths are only active when AVX2 + FMA were detected.
+        Path::Avx2 | Path::Avx512 => unsafe { group_scores_avx2(q, kb, hd, scale, s) },
+        // Scalar, and NEON (baseline on aarch64, so the plain loops vectorise there as they are).
+        _ => group_scores_body(q, kb, hd, scale, s),
+    }
+}
+
+/// `o[r·hd ..] += Σ_j p[r·nb + j] · vb[j·hd ..]` for `nb = vb.len() / hd` keys.
+fn group_pv(path: Path, p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `group_scores`.
+        Path::Avx2 | Path::Avx512 => unsafe { group_pv_avx2(p, vb, hd, o) },
+        _ => group_pv_body(p, vb, hd, o),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn group_scores_avx2(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
+    group_scores_body(q, kb, hd, scale, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn group_pv_avx2(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
+    group_pv_body(p, vb, hd, o)
+}
+
+/// Eight-lane dot products (lane `l` sums elements `8i + l`, then [`super::scalar::lanes8`], then
+/// the tail left to right): plain mul and add, so the compiler vectorises it without changing
+/// the result. Rows go four at a time so four accumulation chains overlap.
+#[inline(always)]
+fn group_scores_body(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
+    let nb = kb.len() / hd;
+    let nq = q.len() / hd;
+    let full = hd / 8 * 8;
+    let mut r0 = 0;
+    while r0 < nq {
+        let rows = (nq - r0).min(4);
+        for (j, kj) in kb.chunks_exact(hd).enumerate() {
+            let mut acc = [[0f32; 8]; 4];
+            if rows == 4 {
+                let qr: [&[f32]; 4] = std::array::from_fn(|r| &q[(r0 + r) * hd..][..hd]);
+                for c in (0..full).step_by(8) {
+                    let kc = &kj[c..c + 8];
+                    for (a, qr) in acc.iter_mut().zip(&qr) {
+                        let qc = &qr[c..c + 8];
+                        for l in 0..8 {
+                            a[l] += qc[l] * kc[l];
+                        }
+                    }
+                }
+            } else {
+                for (a, r) in acc.iter_mut().zip(r0..r0 + rows) {
+                    let qr = &q[r * hd..][..hd];
+                    for c in (0..full).step_by(8) {
+                        for l in 0..8 {
+                            a[l] += qr[c + l] * kj[c + l];
+                        }
+                    }
+                }
+            }
+            for (a, r) in acc.iter().zip(r0..r0 + rows) {
+                let qr = &q[r * hd..][..hd];
+                let mut tail = 0f32;
+                for d in full..hd {
+                    tail += qr[d] * kj[d];
+                }
+                s[r * nb + j] = (super::scalar::lanes8(a) + tail) * scale;
+            }
+        }
+        r0 += rows;
+    }
+}
+
+#[inline(always)]
+fn group_pv_body(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
+    let nb = vb.len() / hd;
+    for (j, vj) in vb.chunks_exact(hd).enumerate() {
+        for (r, or) in o.chunks_exact_mut(hd).enumerate() {
+            let pj = p[r * nb + j];
+            for (x, y) in or.iter_mut().zip(vj) {
+                *x += pj * y;
+            }
+        }
+    }
+}
