@@ -140,6 +140,7 @@ impl BenchResult {
             self.effective_bandwidth_gbs()
                 .map(|b| b / self.read_bandwidth_gbs),
         );
+        opt("decode_paired_fraction", self.decode_paired_fraction);
         if let Some(r) = self.peak_rss_bytes {
             m.insert("peak_rss_bytes".into(), json!(r));
         }

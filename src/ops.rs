@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use std::cell::RefCell;
 
-use crate::kernels::attention::{attend, attend_group, AttnScratch};
+use crate::kernels::attention::{attend, attend_group, AttnScratch, KvElem};
 use crate::kernels::{self, axpy, dot as dot_f32};
 
 /// `y = w ⊙ x / sqrt(mean(x²) + eps)` per row.
@@ -253,7 +253,8 @@ thread_local! {
 /// Multi-head attention with an online softmax over key blocks (never a full score matrix).
 ///
 /// - `q`: `[nq, n_heads · hd]` token-major.
-/// - `k`, `v`: head-major `[n_kv_heads][k_stride][hd]`; keys `0..nk` of each head are used.
+/// - `k`, `v`: head-major `[n_kv_heads][k_stride][hd]`, f32 or f16 ([`KvElem`]); keys `0..nk`
+///   of each head are used.
 /// - `out`: `[nq, n_heads · hd]`.
 ///
 /// Head `h` reads kv head `h / (n_heads / n_kv_heads)` (GQA). A row with no visible key gets zeros.
@@ -261,10 +262,10 @@ thread_local! {
 /// ([`crate::kernels::attention::attend`]: scores and P·V as small GEMMs), fewer rows (decode)
 /// through per-key vector kernels.
 #[allow(clippy::too_many_arguments)]
-pub fn attention(
+pub fn attention<T: KvElem>(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[T],
+    v: &[T],
     nq: usize,
     nk: usize,
     k_stride: usize,
@@ -483,15 +484,22 @@ mod tests {
             (1, 4, 4),
             (3, 2, 2),
         ] {
-            attention_case(nq, nh, nkv);
+            attention_case(nq, nh, nkv, false);
+            attention_case(nq, nh, nkv, true);
         }
     }
 
-    fn attention_case(nq: usize, nh: usize, nkv: usize) {
+    /// With `half`, K and V are stored as f16 (as the cross-attention cache of quantized models)
+    /// and the naive reference uses the rounded values.
+    fn attention_case(nq: usize, nh: usize, nkv: usize, half: bool) {
         let (nk, hd) = (600, 16);
         let q = rnd(nq * nh * hd, 1);
-        let k = rnd(nkv * nk * hd, 2);
-        let v = rnd(nkv * nk * hd, 3);
+        let round = |x: Vec<f32>| -> (Vec<f32>, Vec<half::f16>) {
+            let h: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+            (h.iter().map(|v| v.to_f32()).collect(), h)
+        };
+        let (k, k16) = round(rnd(nkv * nk * hd, 2));
+        let (v, v16) = round(rnd(nkv * nk * hd, 3));
         let scale = 1.0 / (hd as f32).sqrt();
         let rows: Vec<Vec<Range<usize>>> =
             (0..nq).map(|i| vec![i..i + 100, 300..(310 + i)]).collect();
@@ -508,7 +516,13 @@ mod tests {
         ];
         for mask in masks {
             let mut out = vec![f32::NAN; nq * nh * hd];
-            attention(&q, &k, &v, nq, nk, nk, nh, nkv, hd, scale, mask, &mut out);
+            if half {
+                attention(
+                    &q, &k16, &v16, nq, nk, nk, nh, nkv, hd, scale, mask, &mut out,
+                );
+            } else {
+                attention(&q, &k, &v, nq, nk, nk, nh, nkv, hd, scale, mask, &mut out);
+            }
             let mut ranges = Vec::new();
             for i in 0..nq {
                 mask.ranges(i, nk, &mut ranges);
@@ -527,7 +541,7 @@ mod tests {
                     for (a, b) in got.iter().zip(&want) {
                         assert!(
                             (a - b).abs() < 2e-6,
-                            "nq={nq} nh={nh} nkv={nkv} {mask:?} row {i} head {h}: {a} vs {b}"
+                            "f16 {half} nq={nq} nh={nh} nkv={nkv} {mask:?} row {i} head {h}: {a} vs {b}"
                         );
                     }
                 }

@@ -723,19 +723,37 @@ fn attention_group_matches_naive_softmax() {
             let keys: Vec<Range<usize>> =
                 keys.iter().filter(|r| r.start < r.end).cloned().collect();
             let list: Vec<usize> = keys.iter().flat_map(|r| r.clone()).collect();
-            for p in Path::available() {
+            // f16 K/V (as cached for quantized models) against the naive result on the rounded
+            // values.
+            let (k16, v16): (Vec<half::f16>, Vec<half::f16>) = (
+                k.iter().map(|&x| half::f16::from_f32(x)).collect(),
+                v.iter().map(|&x| half::f16::from_f32(x)).collect(),
+            );
+            let (kr, vr): (Vec<f32>, Vec<f32>) = (
+                k16.iter().map(|x| x.to_f32()).collect(),
+                v16.iter().map(|x| x.to_f32()).collect(),
+            );
+            for (p, half) in Path::available()
+                .into_iter()
+                .flat_map(|p| [(p, false), (p, true)])
+            {
                 let mut out = vec![f32::NAN; nq * hd];
                 let mut ws = AttnScratch::new();
                 with_path(p, || {
-                    attend_group(&q, nq, &k, &v, nk, hd, scale, &keys, &mut out, &mut ws)
+                    if half {
+                        attend_group(&q, nq, &k16, &v16, nk, hd, scale, &keys, &mut out, &mut ws)
+                    } else {
+                        attend_group(&q, nq, &k, &v, nk, hd, scale, &keys, &mut out, &mut ws)
+                    }
                 });
+                let (k, v) = if half { (&kr, &vr) } else { (&k, &v) };
                 for i in 0..nq {
-                    let want = naive_attention(&q[i * hd..][..hd], &k, &v, hd, &list, scale);
+                    let want = naive_attention(&q[i * hd..][..hd], k, v, hd, &list, scale);
                     for d in 0..hd {
                         let got = out[i * hd + d];
                         assert!(
                             (got as f64 - want[d]).abs() < 2e-6,
-                            "{p} nq={nq} nk={nk} hd={hd} keys {keys:?} row {i} dim {d}: {got} vs {}",
+                            "{p} f16 {half} nq={nq} nk={nk} hd={hd} keys {keys:?} row {i} dim {d}: {got} vs {}",
                             want[d]
                         );
                     }

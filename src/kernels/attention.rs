@@ -23,6 +23,40 @@ use super::{active_path, Path};
 /// Keys per online-softmax step.
 pub const KEY_BLOCK: usize = 128;
 
+/// An element type of cached keys and values: `f32`, or `f16` (half the memory and the bytes a
+/// decode step reads; widened to f32 block by block as it is used).
+pub trait KvElem: Copy + Send + Sync + 'static {
+    /// The value as f32.
+    fn to_f32(self) -> f32;
+    /// `src` as f32: `src` itself for f32, else widened into `scratch` (grown on demand).
+    fn as_f32<'a>(src: &'a [Self], scratch: &'a mut Vec<f32>) -> &'a [f32];
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn as_f32<'a>(src: &'a [f32], _: &'a mut Vec<f32>) -> &'a [f32] {
+        src
+    }
+}
+
+impl KvElem for half::f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    fn as_f32<'a>(src: &'a [half::f16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        use half::slice::HalfFloatSliceExt;
+        let dst = grow(scratch, src.len());
+        // F16C on x86-64 (detected at run time by `half`), fp16 conversions on aarch64.
+        src.convert_to_f32_slice(dst);
+        dst
+    }
+}
+
 /// Buffers of one [`attend`] caller, reused across calls (grown on demand, never shrunk).
 #[derive(Default, Debug)]
 pub struct AttnScratch {
@@ -88,12 +122,12 @@ fn exp_on(path: Path, s: &mut [f32], m: f32) -> f32 {
 /// Scores are `scale · q·k`; the result is `Σ_j softmax_j · v_j` over the visible keys, within
 /// float rounding of the plain formula (FMA and a polynomial `exp` on SIMD paths).
 #[allow(clippy::too_many_arguments)]
-pub fn attend(
+pub fn attend<T: KvElem>(
     q: &[f32],
     q_stride: usize,
     nq: usize,
-    k: &[f32],
-    v: &[f32],
+    k: &[T],
+    v: &[T],
     nk: usize,
     hd: usize,
     scale: f32,
@@ -120,27 +154,27 @@ pub fn attend(
     let path = active_path();
     match path {
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 | Path::Avx512 => attend_with::<super::gemm::Avx2Kernel>(
+        Path::Avx2 | Path::Avx512 => attend_with::<super::gemm::Avx2Kernel, T>(
             path, q, q_stride, nq, k, v, nk, hd, scale, row_keys, out, out_stride, ws,
         ),
         #[cfg(target_arch = "aarch64")]
-        Path::Neon | Path::Dotprod => attend_with::<super::gemm::NeonKernel>(
+        Path::Neon | Path::Dotprod => attend_with::<super::gemm::NeonKernel, T>(
             path, q, q_stride, nq, k, v, nk, hd, scale, row_keys, out, out_stride, ws,
         ),
-        _ => attend_with::<ScalarKernel>(
+        _ => attend_with::<ScalarKernel, T>(
             path, q, q_stride, nq, k, v, nk, hd, scale, row_keys, out, out_stride, ws,
         ),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attend_with<K: Kernel>(
+fn attend_with<K: Kernel, T: KvElem>(
     path: Path,
     q: &[f32],
     q_stride: usize,
     nq: usize,
-    k: &[f32],
-    v: &[f32],
+    k: &[T],
+    v: &[T],
     nk: usize,
     hd: usize,
     scale: f32,
@@ -211,7 +245,7 @@ fn attend_with<K: Kernel>(
                 if j < nkb {
                     let src = &k[(blk.start + j) * hd..][..hd];
                     for (d, &x) in src.iter().enumerate() {
-                        kt[(jp * hd + d) * nr + r] = x;
+                        kt[(jp * hd + d) * nr + r] = x.to_f32();
                     }
                 } else {
                     for d in 0..hd {
@@ -279,7 +313,9 @@ fn attend_with<K: Kernel>(
                 if j < nkb {
                     let d0 = dp * nr;
                     let cnt = nr.min(hd - d0);
-                    dst[..cnt].copy_from_slice(&v[(blk.start + j) * hd + d0..][..cnt]);
+                    for (o, x) in dst[..cnt].iter_mut().zip(&v[(blk.start + j) * hd + d0..]) {
+                        *o = x.to_f32();
+                    }
                     dst[cnt..].fill(0.0);
                 } else {
                     dst.fill(0.0);
@@ -329,11 +365,11 @@ const GROUP_KEY_BLOCK: usize = 256;
 /// `o ·= e^(m−m')`), then `o[r] += Σ_j p[r][j] · v_j`; finally `out = o / l`; within float
 /// rounding of the plain formula (the dot products and `P·V` use no FMA; `exp` is the path's).
 #[allow(clippy::too_many_arguments)]
-pub fn attend_group(
+pub fn attend_group<T: KvElem>(
     q: &[f32],
     nq: usize,
-    k: &[f32],
-    v: &[f32],
+    k: &[T],
+    v: &[T],
     nk: usize,
     hd: usize,
     scale: f32,
@@ -365,7 +401,8 @@ pub fn attend_group(
         let mut j0 = r.start;
         while j0 < r.end {
             let nb = GROUP_KEY_BLOCK.min(r.end - j0);
-            let (kb, vb) = (&k[j0 * hd..(j0 + nb) * hd], &v[j0 * hd..(j0 + nb) * hd]);
+            let kb = T::as_f32(&k[j0 * hd..(j0 + nb) * hd], &mut ws.kt);
+            let vb = T::as_f32(&v[j0 * hd..(j0 + nb) * hd], &mut ws.vt);
             j0 += nb;
             let s = &mut s[..nq * nb];
             group_scores(path, &q[..nq * hd], kb, hd, scale, s);

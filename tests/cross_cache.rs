@@ -1,0 +1,71 @@
+//! The cross-attention K/V cache's storage: f16 for quantized text weights (half the memory and
+//! the bytes a decode step reads), f32 otherwise, and f32 for any layer whose values do not fit
+//! in f16. (Attention over f16 K/V is checked against the naive formula in `tests/kernels.rs`
+//! and `ops`; the Q8_0/Q4_0 model tests run through it end to end.)
+
+use mllama::model::spec::ModelSpec;
+use mllama::model::text::CrossCache;
+use mllama::model::Model;
+use mllama::synthetic::{build, SyntheticOptions};
+use mllama::GgmlType;
+
+fn tiny(text_type: GgmlType) -> Model {
+    let opts = SyntheticOptions {
+        text_type,
+        vision_type: GgmlType::F16,
+        distinct_layers: None,
+        seed: 3,
+    };
+    build(&ModelSpec::tiny(), &opts).unwrap()
+}
+
+#[test]
+fn quantized_models_store_f16_and_fall_back_per_layer() {
+    let model = tiny(GgmlType::Q4_0);
+    let text = &model.text;
+    assert!(text.quantized());
+    let (nkv, hd, layers) = (
+        text.cfg.n_kv_heads,
+        text.cfg.head_dim,
+        text.n_cross_layers(),
+    );
+    assert!(
+        layers >= 2,
+        "the tiny shapes need two cross layers for this test"
+    );
+    let keys = 10;
+    let n = nkv * keys * hd;
+    let kv = |big: bool| -> Vec<(Vec<f32>, Vec<f32>)> {
+        (0..layers)
+            .map(|l| {
+                let k = vec![if big && l == 0 { 1e6 } else { 0.5 }; n];
+                (k, vec![0.25; n])
+            })
+            .collect()
+    };
+
+    let mut cc = CrossCache::new(text);
+    assert!(cc.is_half());
+    cc.push(kv(false), 1, 1, keys);
+    assert_eq!(cc.bytes(), layers * 2 * n * 2, "every layer in f16");
+    // A second image whose layer-0 keys exceed f16's range: that layer becomes f32 (both images),
+    // the others stay f16.
+    cc.push(kv(true), 1, 1, keys);
+    assert_eq!(cc.n_keys, 2 * keys);
+    assert_eq!(cc.bytes(), 2 * n * 2 * (4 + 2 * (layers - 1)));
+
+    let mut full = CrossCache::with_precision(text, false);
+    assert!(!full.is_half());
+    full.push(kv(false), 1, 1, keys);
+    assert_eq!(full.bytes(), layers * 2 * n * 4, "every layer in f32");
+}
+
+#[test]
+fn float_models_keep_f32() {
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+        let model = tiny(ty);
+        assert!(!model.text.quantized(), "{ty:?}");
+        assert!(!CrossCache::new(&model.text).is_half(), "{ty:?}");
+    }
+    assert!(tiny(GgmlType::Q8_0).text.quantized());
+}
