@@ -1,12 +1,14 @@
 //! Matrix kernel throughput per SIMD path, with the machine's own limits for comparison.
 //!
 //! ```sh
-//! cargo bench --bench kernels                 # criterion: probe, decode, gemm, crossover groups
+//! cargo bench --bench kernels                 # criterion: probe, decode, cross_attention, gemm, crossover groups
 //! cargo bench --bench kernels -- decode/      # one group
 //! cargo bench --bench kernels -- summary      # one-run table of ratios (GB/s vs the read probe,
 //!                                             # GFLOP/s vs the FMA peak, scalar vs SIMD)
 //! cargo bench --bench kernels -- summary pathratio   # quantized decode, each SIMD path vs the
 //!                                             # slowest one, interleaved round-robin
+//! cargo bench --bench kernels -- summary xattn       # one decode step's cross-attention (11B,
+//!                                             # f32 and f16 K/V) vs the read probe
 //! ```
 //!
 //! Decode (n = 1) is reported as GB/s of weights read. Matrices smaller than 256 MB are
@@ -161,6 +163,111 @@ fn bench_decode(c: &mut Criterion) {
                     },
                 );
             }
+        }
+    }
+    g.finish();
+}
+
+/// One decode step's cross-attention at the 11B shapes: 32 query heads over the cached K/V of a
+/// 4-tile image (8 kv heads × 6404 keys × 128), f32 (float models) and f16 (quantized models).
+/// Eight layers' worth of K/V copies are cycled so the reads come from memory, as in decoding.
+struct CrossAttn {
+    q: Vec<f32>,
+    k32: Vec<Vec<f32>>,
+    v32: Vec<Vec<f32>>,
+    k16: Vec<Vec<half::f16>>,
+    v16: Vec<Vec<half::f16>>,
+    out: Vec<f32>,
+}
+
+const XA: (usize, usize, usize, usize) = (32, 8, 6404, 128); // heads, kv heads, keys, head dim
+
+impl CrossAttn {
+    fn new() -> Self {
+        let (nh, nkv, nk, hd) = XA;
+        let layers = 8;
+        let f = |s: u64| acts(nkv * nk * hd, s);
+        let h = |x: &[f32]| {
+            x.iter()
+                .map(|&v| half::f16::from_f32(v))
+                .collect::<Vec<_>>()
+        };
+        let k32: Vec<Vec<f32>> = (0..layers).map(|l| f(40 + l)).collect();
+        let v32: Vec<Vec<f32>> = (0..layers).map(|l| f(60 + l)).collect();
+        CrossAttn {
+            q: acts(nh * hd, 5),
+            k16: k32.iter().map(|k| h(k)).collect(),
+            v16: v32.iter().map(|v| h(v)).collect(),
+            k32,
+            v32,
+            out: vec![0f32; nh * hd],
+        }
+    }
+    /// Bytes of K and V one call reads.
+    fn bytes(half: bool) -> usize {
+        let (_, nkv, nk, hd) = XA;
+        2 * nkv * nk * hd * if half { 2 } else { 4 }
+    }
+    fn run(&mut self, layer: usize, half: bool) {
+        let (nh, nkv, nk, hd) = XA;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mask = mllama::ops::Mask::None;
+        let l = layer % self.k32.len();
+        if half {
+            let (k, v) = (&self.k16[l], &self.v16[l]);
+            mllama::ops::attention(
+                &self.q,
+                k,
+                v,
+                1,
+                nk,
+                nk,
+                nh,
+                nkv,
+                hd,
+                scale,
+                mask,
+                &mut self.out,
+            )
+        } else {
+            let (k, v) = (&self.k32[l], &self.v32[l]);
+            mllama::ops::attention(
+                &self.q,
+                k,
+                v,
+                1,
+                nk,
+                nk,
+                nh,
+                nkv,
+                hd,
+                scale,
+                mask,
+                &mut self.out,
+            )
+        }
+    }
+}
+
+fn bench_cross_attention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cross_attention");
+    g.sample_size(20).measurement_time(Duration::from_secs(3));
+    let mut xa = CrossAttn::new();
+    for half in [false, true] {
+        g.throughput(Throughput::Bytes(CrossAttn::bytes(half) as u64));
+        for path in simd_paths() {
+            let mut layer = 0;
+            let name = if half {
+                "decode_11b_f16"
+            } else {
+                "decode_11b_f32"
+            };
+            g.bench_function(BenchmarkId::new(name, path.name()), |b| {
+                b.iter(|| {
+                    layer += 1;
+                    with_path(path, || xa.run(layer, half))
+                })
+            });
         }
     }
     g.finish();
@@ -600,6 +707,31 @@ fn summary(filter: &[String]) {
             );
         }
     }
+    if want("xattn") {
+        // One decode step's cross-attention per call, K/V from memory (eight layers cycled);
+        // each figure next to a read-probe pass made just before it.
+        let mut xa = CrossAttn::new();
+        println!(
+            "\ncross-attention decode step, 11B shapes (32 heads, 8 kv heads, 6404 keys, 128)"
+        );
+        for half in [false, true] {
+            for path in simd_paths() {
+                let mut layer = 0;
+                let t = time(24, || {
+                    layer += 1;
+                    with_path(path, || xa.run(layer, half))
+                });
+                let bw = probe::best_read_gbs(best, &buf, 1);
+                let gbs = CrossAttn::bytes(half) as f64 / t / 1e9;
+                println!(
+                    "  {} K/V {path:7}: {:.2} ms per layer, {gbs:.1} GB/s of K/V = {:.0}% of the probe ({bw:.1} GB/s)",
+                    if half { "f16" } else { "f32" },
+                    t * 1e3,
+                    100.0 * gbs / bw
+                );
+            }
+        }
+    }
     if want("decode") {
         println!(
             "\ndecode n=1 (GB/s of weights; % of the read probe re-measured just before each line)"
@@ -722,9 +854,10 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     // A filter that names a group (`decode/...`) skips the other groups' set-up (their matrices
     // take seconds to build); any other filter is left to criterion.
-    let groups: [Group; 4] = [
+    let groups: [Group; 5] = [
         ("probe", bench_probe),
         ("decode", bench_decode),
+        ("cross_attention", bench_cross_attention),
         ("gemm", bench_gemm),
         ("crossover", bench_crossover),
     ];

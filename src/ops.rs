@@ -415,20 +415,20 @@ pub fn attention<T: KvElem>(
 }
 
 /// Reorder token-major `[n, heads·hd]` into head-major `[heads][stride][hd]` rows `row0..row0+n`.
-pub fn to_head_major(
+pub fn to_head_major<T: KvElem>(
     x: &[f32],
     n: usize,
     heads: usize,
     hd: usize,
     stride: usize,
     row0: usize,
-    out: &mut [f32],
+    out: &mut [T],
 ) {
     for t in 0..n {
         for h in 0..heads {
             let src = &x[t * heads * hd + h * hd..t * heads * hd + (h + 1) * hd];
             let dst = (h * stride + row0 + t) * hd;
-            out[dst..dst + hd].copy_from_slice(src);
+            T::store_f32(src, &mut out[dst..dst + hd]);
         }
     }
 }

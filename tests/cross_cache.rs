@@ -1,10 +1,10 @@
-//! The cross-attention K/V cache's storage: f16 for quantized text weights (half the memory and
-//! the bytes a decode step reads), f32 otherwise, and f32 for any layer whose values do not fit
-//! in f16. (Attention over f16 K/V is checked against the naive formula in `tests/kernels.rs`
+//! The attention caches' storage: f16 for quantized text weights (half the memory and the bytes a
+//! decode step reads), f32 otherwise; in the cross-attention cache, f32 for any layer whose values
+//! do not fit in f16. (Attention over f16 K/V is checked against the naive formula in `tests/kernels.rs`
 //! and `ops`; the Q8_0/Q4_0 model tests run through it end to end.)
 
 use mllama::model::spec::ModelSpec;
-use mllama::model::text::CrossCache;
+use mllama::model::text::{CrossCache, KvCache};
 use mllama::model::Model;
 use mllama::synthetic::{build, SyntheticOptions};
 use mllama::GgmlType;
@@ -66,6 +66,16 @@ fn float_models_keep_f32() {
         let model = tiny(ty);
         assert!(!model.text.quantized(), "{ty:?}");
         assert!(!CrossCache::new(&model.text).is_half(), "{ty:?}");
+        assert!(!KvCache::new(&model.text, 8).is_half(), "{ty:?}");
     }
-    assert!(tiny(GgmlType::Q8_0).text.quantized());
+    let q8 = tiny(GgmlType::Q8_0);
+    assert!(q8.text.quantized());
+    let kv = KvCache::new(&q8.text, 8);
+    assert!(kv.is_half());
+    // Half the bytes of the f32 layout.
+    let c = &q8.text.cfg;
+    assert_eq!(
+        KvCache::bytes_for(&q8.text, 8),
+        2 * q8.text.n_self_layers() * c.n_kv_heads * 8 * c.head_dim * 2
+    );
 }

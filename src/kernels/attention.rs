@@ -30,6 +30,28 @@ pub trait KvElem: Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     /// `src` as f32: `src` itself for f32, else widened into `scratch` (grown on demand).
     fn as_f32<'a>(src: &'a [Self], scratch: &'a mut Vec<f32>) -> &'a [f32];
+    /// `dst[i] = src[i]` rounded to this type (nearest, ties to even).
+    fn store_f32(src: &[f32], dst: &mut [Self]);
+    /// The scores step of [`attend_group`] on `path`: `s[r·nb + j] = scale · q_r·k_j` for the
+    /// `nb = kb.len() / hd` keys of `kb` (`scratch` may hold widened keys).
+    fn group_scores(
+        path: Path,
+        q: &[f32],
+        kb: &[Self],
+        hd: usize,
+        scale: f32,
+        s: &mut [f32],
+        scratch: &mut Vec<f32>,
+    );
+    /// The `P·V` step of [`attend_group`] on `path`: `o[r] += Σ_j p[r·nb + j] · v_j`.
+    fn group_pv(
+        path: Path,
+        p: &[f32],
+        vb: &[Self],
+        hd: usize,
+        o: &mut [f32],
+        scratch: &mut Vec<f32>,
+    );
 }
 
 impl KvElem for f32 {
@@ -40,6 +62,34 @@ impl KvElem for f32 {
     #[inline(always)]
     fn as_f32<'a>(src: &'a [f32], _: &'a mut Vec<f32>) -> &'a [f32] {
         src
+    }
+    #[inline(always)]
+    fn store_f32(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src)
+    }
+    fn group_scores(
+        path: Path,
+        q: &[f32],
+        kb: &[f32],
+        hd: usize,
+        scale: f32,
+        s: &mut [f32],
+        _: &mut Vec<f32>,
+    ) {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: these paths are only active when AVX2 + FMA + F16C were detected.
+            Path::Avx2 | Path::Avx512 => unsafe { super::x86::group_scores(q, kb, hd, scale, s) },
+            _ => group_scores_body(q, kb, hd, scale, s),
+        }
+    }
+    fn group_pv(path: Path, p: &[f32], vb: &[f32], hd: usize, o: &mut [f32], _: &mut Vec<f32>) {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Path::Avx2 | Path::Avx512 => unsafe { super::x86::group_pv(p, vb, hd, o) },
+            _ => group_pv_body(p, vb, hd, o),
+        }
     }
 }
 
@@ -54,6 +104,43 @@ impl KvElem for half::f16 {
         // F16C on x86-64 (detected at run time by `half`), fp16 conversions on aarch64.
         src.convert_to_f32_slice(dst);
         dst
+    }
+    fn store_f32(src: &[f32], dst: &mut [half::f16]) {
+        use half::slice::HalfFloatSliceExt;
+        dst.convert_from_f32_slice(src)
+    }
+    /// On x86-64, F16C widens eight keys' values in registers; elsewhere the block is widened
+    /// into `scratch` first.
+    fn group_scores(
+        path: Path,
+        q: &[f32],
+        kb: &[half::f16],
+        hd: usize,
+        scale: f32,
+        s: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: these paths are only active when AVX2 + FMA + F16C were detected.
+            Path::Avx2 | Path::Avx512 => unsafe { super::x86::group_scores(q, kb, hd, scale, s) },
+            _ => group_scores_body(q, Self::as_f32(kb, scratch), hd, scale, s),
+        }
+    }
+    fn group_pv(
+        path: Path,
+        p: &[f32],
+        vb: &[half::f16],
+        hd: usize,
+        o: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Path::Avx2 | Path::Avx512 => unsafe { super::x86::group_pv(p, vb, hd, o) },
+            _ => group_pv_body(p, Self::as_f32(vb, scratch), hd, o),
+        }
     }
 }
 
@@ -363,7 +450,7 @@ const GROUP_KEY_BLOCK: usize = 256;
 /// Per block of keys: `s[r][j] = scale · q_r·k_j` (eight-lane dot products), then per row the
 /// online softmax (`m' = max(m, max s)`, `p = exp(s − m')`, `l = l·e^(m−m') + Σp`,
 /// `o ·= e^(m−m')`), then `o[r] += Σ_j p[r][j] · v_j`; finally `out = o / l`; within float
-/// rounding of the plain formula (the dot products and `P·V` use no FMA; `exp` is the path's).
+/// rounding of the plain formula (x86 uses FMA; `exp` is the path's).
 #[allow(clippy::too_many_arguments)]
 pub fn attend_group<T: KvElem>(
     q: &[f32],
@@ -401,11 +488,10 @@ pub fn attend_group<T: KvElem>(
         let mut j0 = r.start;
         while j0 < r.end {
             let nb = GROUP_KEY_BLOCK.min(r.end - j0);
-            let kb = T::as_f32(&k[j0 * hd..(j0 + nb) * hd], &mut ws.kt);
-            let vb = T::as_f32(&v[j0 * hd..(j0 + nb) * hd], &mut ws.vt);
+            let (kb, vb) = (&k[j0 * hd..(j0 + nb) * hd], &v[j0 * hd..(j0 + nb) * hd]);
             j0 += nb;
             let s = &mut s[..nq * nb];
-            group_scores(path, &q[..nq * hd], kb, hd, scale, s);
+            T::group_scores(path, &q[..nq * hd], kb, hd, scale, s, &mut ws.kt);
             for (i, srow) in s.chunks_exact_mut(nb).enumerate() {
                 let bmax = srow.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 let m_new = m[i].max(bmax);
@@ -416,7 +502,7 @@ pub fn attend_group<T: KvElem>(
                 }
                 m[i] = m_new;
             }
-            group_pv(path, s, vb, hd, o);
+            T::group_pv(path, s, vb, hd, o, &mut ws.vt);
         }
     }
     for i in 0..nq {
@@ -427,42 +513,10 @@ pub fn attend_group<T: KvElem>(
     }
 }
 
-/// `s[r·nb + j] = scale · Σ_d q[r·hd + d]·kb[j·hd + d]` for `nb = kb.len() / hd` keys.
-fn group_scores(path: Path, q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the AVX2 and AVX-512 paths are only active when AVX2 + FMA were detected.
-        Path::Avx2 | Path::Avx512 => unsafe { group_scores_avx2(q, kb, hd, scale, s) },
-        // Scalar, and NEON (baseline on aarch64, so the plain loops vectorise there as they are).
-        _ => group_scores_body(q, kb, hd, scale, s),
-    }
-}
-
-/// `o[r·hd ..] += Σ_j p[r·nb + j] · vb[j·hd ..]` for `nb = vb.len() / hd` keys.
-fn group_pv(path: Path, p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `group_scores`.
-        Path::Avx2 | Path::Avx512 => unsafe { group_pv_avx2(p, vb, hd, o) },
-        _ => group_pv_body(p, vb, hd, o),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn group_scores_avx2(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
-    group_scores_body(q, kb, hd, scale, s)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn group_pv_avx2(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
-    group_pv_body(p, vb, hd, o)
-}
-
-/// Eight-lane dot products (lane `l` sums elements `8i + l`, then [`super::scalar::lanes8`], then
-/// the tail left to right): plain mul and add, so the compiler vectorises it without changing
-/// the result. Rows go four at a time so four accumulation chains overlap.
+/// The scores step on the scalar and NEON paths (NEON is baseline on aarch64, so these plain
+/// loops vectorise there): `s[r·nb + j] = scale · q_r·k_j`, eight-lane dot products (lane `l`
+/// sums elements `8i + l`, then [`super::scalar::lanes8`], then the tail left to right), rows four
+/// at a time so four accumulation chains overlap.
 #[inline(always)]
 fn group_scores_body(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
     let nb = kb.len() / hd;
@@ -507,6 +561,7 @@ fn group_scores_body(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]
     }
 }
 
+/// The `P·V` step on the scalar and NEON paths: `o[r] += Σ_j p[r·nb + j] · v_j`.
 #[inline(always)]
 fn group_pv_body(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
     let nb = vb.len() / hd;

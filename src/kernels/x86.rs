@@ -1247,6 +1247,119 @@ pub(super) unsafe fn sum_streams<const S: usize>(x: &[f32]) -> f32 {
     lanes8(s) + x[S * q..].iter().sum::<f32>()
 }
 
+/// [`super::attention::attend_group`]'s scores on x86: `s[r·nb + j] = scale · q_r·k_j` for keys
+/// stored as `T` (f32, or f16 widened eight at a time with F16C), eight-lane FMA chains reduced
+/// by [`hsum_ps`], then the tail; rows four at a time (four independent chains per key). Twin:
+/// the plain loops in `attention::group_scores_body` (within float rounding: FMA here).
+///
+/// # Safety
+/// AVX2 + FMA + F16C available; `q` holds whole rows of `hd`, `s` `nq × nb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn group_scores<T: Wf>(
+    q: &[f32],
+    kb: &[T],
+    hd: usize,
+    scale: f32,
+    s: &mut [f32],
+) {
+    let nq = q.len() / hd;
+    let mut r0 = 0;
+    while r0 < nq {
+        match nq - r0 {
+            1 => scores_rows::<T, 1>(q, r0, kb, hd, scale, s),
+            2 => scores_rows::<T, 2>(q, r0, kb, hd, scale, s),
+            3 => scores_rows::<T, 3>(q, r0, kb, hd, scale, s),
+            _ => scores_rows::<T, 4>(q, r0, kb, hd, scale, s),
+        }
+        r0 += (nq - r0).min(4);
+    }
+}
+
+/// Rows `r0..r0 + R` of [`group_scores`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scores_rows<T: Wf, const R: usize>(
+    q: &[f32],
+    r0: usize,
+    kb: &[T],
+    hd: usize,
+    scale: f32,
+    s: &mut [f32],
+) {
+    let nb = kb.len() / hd;
+    let full = hd / 8 * 8;
+    assert!(q.len() >= (r0 + R) * hd && s.len() >= (r0 + R) * nb);
+    // The score of row r, key j from its accumulator (plus the tail past the last full 8).
+    let finish = |a: __m256, r: usize, j: usize| {
+        let (qr, kj) = (&q[(r0 + r) * hd..][..hd], &kb[j * hd..][..hd]);
+        let mut tail = 0f32;
+        for d in full..hd {
+            tail += qr[d] * kj[d].get();
+        }
+        (hsum_ps(a) + tail) * scale
+    };
+    // Two keys at a time: 2·R independent FMA chains hide the FMA latency.
+    let mut j = 0;
+    while j + 2 <= nb {
+        let (k0, k1) = (kb.as_ptr().add(j * hd), kb.as_ptr().add((j + 1) * hd));
+        let mut a0 = [_mm256_setzero_ps(); R];
+        let mut a1 = [_mm256_setzero_ps(); R];
+        for c in (0..full).step_by(8) {
+            let (x0, x1) = (T::load8(k0.add(c)), T::load8(k1.add(c)));
+            for r in 0..R {
+                let q8 = _mm256_loadu_ps(q.as_ptr().add((r0 + r) * hd + c));
+                a0[r] = _mm256_fmadd_ps(q8, x0, a0[r]);
+                a1[r] = _mm256_fmadd_ps(q8, x1, a1[r]);
+            }
+        }
+        for r in 0..R {
+            s[(r0 + r) * nb + j] = finish(a0[r], r, j);
+            s[(r0 + r) * nb + j + 1] = finish(a1[r], r, j + 1);
+        }
+        j += 2;
+    }
+    if j < nb {
+        let k0 = kb.as_ptr().add(j * hd);
+        let mut a0 = [_mm256_setzero_ps(); R];
+        for c in (0..full).step_by(8) {
+            let x0 = T::load8(k0.add(c));
+            for (r, a) in a0.iter_mut().enumerate() {
+                let q8 = _mm256_loadu_ps(q.as_ptr().add((r0 + r) * hd + c));
+                *a = _mm256_fmadd_ps(q8, x0, *a);
+            }
+        }
+        for (r, a) in a0.iter().enumerate() {
+            s[(r0 + r) * nb + j] = finish(*a, r, j);
+        }
+    }
+}
+
+/// [`super::attention::attend_group`]'s `P·V` on x86: `o[r] += Σ_j p[r·nb + j] · v_j` for values
+/// stored as `T`, widened eight at a time, with FMA. Twin: `attention::group_pv_body`.
+///
+/// # Safety
+/// AVX2 + FMA + F16C available; `o` holds whole rows of `hd`, `p` `rows × nb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn group_pv<T: Wf>(p: &[f32], vb: &[T], hd: usize, o: &mut [f32]) {
+    let nb = vb.len() / hd;
+    let full = hd / 8 * 8;
+    assert!(p.len() >= o.len() / hd * nb);
+    for (j, vj) in vb.chunks_exact(hd).enumerate() {
+        for (r, or) in o.chunks_exact_mut(hd).enumerate() {
+            let pj = p[r * nb + j];
+            let pv = _mm256_set1_ps(pj);
+            for c in (0..full).step_by(8) {
+                let v8 = T::load8(vj.as_ptr().add(c));
+                let op = or.as_mut_ptr().add(c);
+                _mm256_storeu_ps(op, _mm256_fmadd_ps(pv, v8, _mm256_loadu_ps(op)));
+            }
+            for d in full..hd {
+                or[d] += pj * vj[d].get();
+            }
+        }
+    }
+}
+
 /// `s[i] = exp(s[i] − m)` in place; returns Σ s[i]. A Cephes-style `expf` (range reduction by
 /// ln 2 in two parts, degree-6 polynomial), within 2 ulp for arguments ≥ −87 and exactly 0 below
 /// (softmax arguments are ≤ 0). Twin: the loop with `f32::exp` in `attention::exp_sub_scalar`.

@@ -355,21 +355,14 @@ impl TextModel {
                             self.pairs,
                         );
                     }
-                    let ctx = kv.ctx;
-                    let (kc, vc) = kv.layer_mut(l.slot);
-                    ops::to_head_major(&ws.k[..n * nkv * hd], n, nkv, hd, ctx, pos0, kc);
-                    ops::to_head_major(&ws.v[..n * nkv * hd], n, nkv, hd, ctx, pos0, vc);
-                    let (kc, vc) = kv.layer(l.slot);
-                    ops::attention(
+                    let (kn, vn) = (&ws.k[..n * nkv * hd], &ws.v[..n * nkv * hd]);
+                    kv.put(l.slot, kn, vn, n, (nkv, hd), pos0);
+                    kv.attention(
+                        l.slot,
                         &ws.q[..n * nh * hd],
-                        kc,
-                        vc,
                         n,
                         pos0 + n,
-                        kv.ctx,
-                        nh,
-                        nkv,
-                        hd,
+                        (nh, nkv, hd),
                         scale,
                         Mask::Causal { offset: pos0 },
                         &mut ws.att[..n * nh * hd],
@@ -484,8 +477,7 @@ pub type CrossInput<'a> = (&'a CrossCache, &'a [Vec<Range<usize>>], &'a [bool]);
 
 /// Self-attention K/V for every self layer: head-major `[layer][nkv][ctx][hd]`, f32.
 pub struct KvCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    store: KvStore,
     per_layer: usize,
     /// Capacity in tokens.
     pub ctx: usize,
@@ -493,14 +485,27 @@ pub struct KvCache {
     pub len: usize,
 }
 
+/// The self-attention cache's storage, all layers: `[layer][nkv][ctx][hd]` for K and for V.
+enum KvStore {
+    F32(Vec<f32>, Vec<f32>),
+    F16(Vec<f16>, Vec<f16>),
+}
+
 impl KvCache {
-    /// An empty cache for `ctx` tokens, allocated (zeroed) now: [`KvCache::bytes_for`] bytes.
+    /// An empty cache for `ctx` tokens, allocated (zeroed) now: [`KvCache::bytes_for`] bytes. It
+    /// stores f16 when the text matrices are quantized ([`TextModel::quantized`]; half the memory
+    /// and half the bytes each decode step reads at long contexts, a rounding far below the
+    /// weights' quantization error), else f32.
     pub fn new(model: &TextModel, ctx: usize) -> Self {
         let c = &model.cfg;
         let per_layer = c.n_kv_heads * ctx * c.head_dim;
+        let n = model.n_self * per_layer;
         KvCache {
-            k: vec![0.0; model.n_self * per_layer],
-            v: vec![0.0; model.n_self * per_layer],
+            store: if model.quantized() {
+                KvStore::F16(vec![f16::ZERO; n], vec![f16::ZERO; n])
+            } else {
+                KvStore::F32(vec![0.0; n], vec![0.0; n])
+            },
             per_layer,
             ctx,
             len: 0,
@@ -510,17 +515,65 @@ impl KvCache {
     /// Bytes a cache of `ctx` tokens takes for this model.
     pub fn bytes_for(model: &TextModel, ctx: usize) -> usize {
         let c = &model.cfg;
-        2 * model.n_self * c.n_kv_heads * ctx * c.head_dim * 4
+        let elem = if model.quantized() { 2 } else { 4 };
+        2 * model.n_self * c.n_kv_heads * ctx * c.head_dim * elem
     }
 
-    fn layer(&self, i: usize) -> (&[f32], &[f32]) {
-        let r = i * self.per_layer..(i + 1) * self.per_layer;
-        (&self.k[r.clone()], &self.v[r])
+    /// Whether values are stored as f16.
+    pub fn is_half(&self) -> bool {
+        matches!(self.store, KvStore::F16(..))
     }
 
-    fn layer_mut(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
+    /// Store `n` tokens' K and V (token-major `[n][nkv·hd]`) of self layer `i` at `pos0..`.
+    fn put(
+        &mut self,
+        i: usize,
+        k: &[f32],
+        v: &[f32],
+        n: usize,
+        (nkv, hd): (usize, usize),
+        pos0: usize,
+    ) {
         let r = i * self.per_layer..(i + 1) * self.per_layer;
-        (&mut self.k[r.clone()], &mut self.v[r])
+        let ctx = self.ctx;
+        match &mut self.store {
+            KvStore::F32(kc, vc) => {
+                ops::to_head_major(k, n, nkv, hd, ctx, pos0, &mut kc[r.clone()]);
+                ops::to_head_major(v, n, nkv, hd, ctx, pos0, &mut vc[r]);
+            }
+            KvStore::F16(kc, vc) => {
+                ops::to_head_major(k, n, nkv, hd, ctx, pos0, &mut kc[r.clone()]);
+                ops::to_head_major(v, n, nkv, hd, ctx, pos0, &mut vc[r]);
+            }
+        }
+    }
+
+    /// Attention of `q` (`n` rows) over self layer `i`'s first `nk` keys (see
+    /// [`ops::attention`]).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        i: usize,
+        q: &[f32],
+        n: usize,
+        nk: usize,
+        (nh, nkv, hd): (usize, usize, usize),
+        scale: f32,
+        mask: Mask<'_>,
+        out: &mut [f32],
+    ) {
+        let r = i * self.per_layer..(i + 1) * self.per_layer;
+        let ctx = self.ctx;
+        match &self.store {
+            KvStore::F32(kc, vc) => {
+                let (k, v) = (&kc[r.clone()], &vc[r]);
+                ops::attention(q, k, v, n, nk, ctx, nh, nkv, hd, scale, mask, out)
+            }
+            KvStore::F16(kc, vc) => {
+                let (k, v) = (&kc[r.clone()], &vc[r]);
+                ops::attention(q, k, v, n, nk, ctx, nh, nkv, hd, scale, mask, out)
+            }
+        }
     }
 
     /// Forget everything after the first `len` tokens.
