@@ -247,7 +247,11 @@ impl ImageCache {
 /// let opts = SessionOptions {
 ///     ctx: Some(2048),
 ///     // Meta's reference behaviour instead of HF transformers 5.x.
-///     semantics: Semantics { meta_cross_attn: true, taps: TapConvention::LayerInput },
+///     semantics: Semantics {
+///         meta_cross_attn: true,
+///         taps: TapConvention::LayerInput,
+///         ..Semantics::default()
+///     },
 ///     image_limits: ImageLimits { max_bytes: 8 << 20, ..ImageLimits::default() },
 ///     // Reproducible prompts: the Llama 3.2 Vision template writes the date into the system
 ///     // header of conversations without images.
@@ -288,8 +292,13 @@ pub fn available_memory() -> Option<u64> {
 
 /// Refuse a context whose self-attention KV cache would not fit the budget: the smaller of
 /// `max_memory` and the memory the system reports available.
-fn check_kv_memory(model: &Model, ctx: usize, max_memory: Option<u64>) -> Result<(), Error> {
-    let need = crate::model::text::KvCache::bytes_for(&model.text, ctx) as u64;
+fn check_kv_memory(
+    model: &Model,
+    ctx: usize,
+    half: bool,
+    max_memory: Option<u64>,
+) -> Result<(), Error> {
+    let need = crate::model::text::KvCache::bytes_for(&model.text, ctx, half) as u64;
     let avail = available_memory();
     let (budget, what) = match (max_memory, avail) {
         (Some(m), Some(a)) if a < m => (a, "the memory available"),
@@ -477,7 +486,8 @@ impl<'m> Session<'m> {
                 model.text.cfg.context_length
             )));
         }
-        check_kv_memory(model, ctx, opts.max_memory)?;
+        let half = opts.semantics.cache.half(&model.text);
+        check_kv_memory(model, ctx, half, opts.max_memory)?;
         let template = match tok.chat_template() {
             Some(src) => {
                 let bos = tok

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use mllama::preprocess::ImageLimits;
-use mllama::{Error, Model, SamplingParams, Semantics, Session, SessionOptions, TapConvention};
+use mllama::{
+    CachePrecision, Error, Model, SamplingParams, Semantics, Session, SessionOptions, TapConvention,
+};
 
 /// Set by Ctrl-C: stops the answer being generated.
 static CANCEL: AtomicBool = AtomicBool::new(false);
@@ -63,6 +65,10 @@ pub struct GenArgs {
     /// 5.x, the default) or `input` (Meta's reference code and HF 4.x).
     #[arg(long, default_value = "output", value_parser = ["output", "input"])]
     pub vision_taps: String,
+    /// Storage of the attention caches: `auto` (f16 for quantized models, f32 otherwise), `f32`
+    /// or `f16`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "f16"])]
+    pub kv_cache: String,
     /// Most memory for cached image encodings, in MiB (default 2048).
     #[arg(long)]
     pub image_cache_mb: Option<usize>,
@@ -132,6 +138,7 @@ impl GenArgs {
                 } else {
                     TapConvention::LayerOutput
                 },
+                cache: CachePrecision::parse(&self.kv_cache).unwrap_or_default(),
             },
             image_limits: limits,
             max_memory: self.max_memory_mb.map(|m| m.saturating_mul(1 << 20)),

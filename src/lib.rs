@@ -74,5 +74,5 @@ pub mod tokenizer;
 pub use api::{EncodedImage, Generation, ImageCache, Piece, Session, SessionOptions, SessionStats};
 pub use dtype::GgmlType;
 pub use error::{Error, GgufError, Result};
-pub use model::{Model, Semantics, TapConvention};
+pub use model::{CachePrecision, Model, Semantics, TapConvention};
 pub use sampling::SamplingParams;

@@ -109,6 +109,10 @@ enum Cmd {
         /// transformers 5.x, the default) or `input` (Meta's reference and HF 4.x).
         #[arg(long, default_value = "output", value_parser = ["output", "input"])]
         vision_taps: String,
+        /// Storage of the attention caches: `auto` (f16 for quantized models, f32 otherwise),
+        /// `f32` or `f16`.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "f16"])]
+        kv_cache: String,
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
@@ -218,6 +222,7 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
             generate,
             meta_cross_attn,
             vision_taps,
+            kv_cache,
             out,
             stats,
         } => {
@@ -234,6 +239,7 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
                     } else {
                         mllama::model::TapConvention::LayerOutput
                     },
+                    cache: mllama::CachePrecision::parse(&kv_cache).unwrap_or_default(),
                 },
                 out,
             };

@@ -7,7 +7,7 @@ use mllama::model::spec::ModelSpec;
 use mllama::model::text::{CrossCache, KvCache};
 use mllama::model::Model;
 use mllama::synthetic::{build, SyntheticOptions};
-use mllama::GgmlType;
+use mllama::{CachePrecision, GgmlType};
 
 fn tiny(text_type: GgmlType) -> Model {
     let opts = SyntheticOptions {
@@ -66,16 +66,22 @@ fn float_models_keep_f32() {
         let model = tiny(ty);
         assert!(!model.text.quantized(), "{ty:?}");
         assert!(!CrossCache::new(&model.text).is_half(), "{ty:?}");
-        assert!(!KvCache::new(&model.text, 8).is_half(), "{ty:?}");
+        assert!(
+            !KvCache::new(&model.text, 8, CachePrecision::Auto.half(&model.text)).is_half(),
+            "{ty:?}"
+        );
+        assert!(CachePrecision::F16.half(&model.text), "{ty:?}");
     }
     let q8 = tiny(GgmlType::Q8_0);
     assert!(q8.text.quantized());
-    let kv = KvCache::new(&q8.text, 8);
+    assert!(CachePrecision::Auto.half(&q8.text));
+    assert!(!CachePrecision::F32.half(&q8.text));
+    let kv = KvCache::new(&q8.text, 8, true);
     assert!(kv.is_half());
+    assert!(!KvCache::new(&q8.text, 8, false).is_half());
     // Half the bytes of the f32 layout.
     let c = &q8.text.cfg;
-    assert_eq!(
-        KvCache::bytes_for(&q8.text, 8),
-        2 * q8.text.n_self_layers() * c.n_kv_heads * 8 * c.head_dim * 2
-    );
+    let f32_bytes = 2 * q8.text.n_self_layers() * c.n_kv_heads * 8 * c.head_dim * 4;
+    assert_eq!(KvCache::bytes_for(&q8.text, 8, true), f32_bytes / 2);
+    assert_eq!(KvCache::bytes_for(&q8.text, 8, false), f32_bytes);
 }

@@ -285,3 +285,59 @@ fn eval_bad_input_gives_one_line_errors() {
         assert!(!out.exists(), "output written despite the error");
     }
 }
+
+/// `--kv-cache`: `auto` keeps an F32 model's caches in f32 (the HF match above) and stores a
+/// quantized model's in f16; `f32` and `f16` force either, and the logits move accordingly.
+#[test]
+fn kv_cache_flag_sets_the_cache_precision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cases()
+        .into_iter()
+        .find(|c| !c.json["images"].as_array().unwrap().is_empty())
+        .expect("a case with an image");
+    let reference = load_safetensors(&c.dir.join("reference.safetensors"));
+    let out = tmp.path().join("out.safetensors");
+    let logits = |gguf: &Path, extra: &[&str]| -> Vec<f32> {
+        let (ok, err) = run_case(&c, gguf, &out, extra);
+        assert!(ok, "{extra:?}: {err}");
+        load_safetensors(&out)["logits"].f.clone()
+    };
+    let f32_model = converted(&c.model_dir, "f32");
+    let auto = logits(&f32_model, &[]);
+    assert_eq!(auto, logits(&f32_model, &["--kv-cache", "f32"]));
+    let exact = max_abs_diff(&auto, &reference["logits"].f);
+    let half = max_abs_diff(
+        &logits(&f32_model, &["--kv-cache", "f16"]),
+        &reference["logits"].f,
+    );
+    assert!(exact <= 1e-4, "f32 caches: {exact}");
+    assert!(
+        half > exact && half <= 1e-2,
+        "f16 caches should round a little: {half} vs {exact}"
+    );
+
+    // Q8_0: the activations are re-quantized to 8 bits at every matmul, so a cache rounding can
+    // flip an activation's rounding and move the logits by a quantum; compare each run's error
+    // against HF (relative L2), which the Q8_0 weights dominate either way.
+    let q8 = converted(&c.model_dir, "q8_0");
+    let auto = logits(&q8, &[]);
+    assert_eq!(auto, logits(&q8, &["--kv-cache", "f16"]));
+    let full = logits(&q8, &["--kv-cache", "f32"]);
+    assert_ne!(auto, full, "Q8_0: f16 and f32 caches gave identical logits");
+    let rel = |a: &[f32]| {
+        let r = &reference["logits"].f;
+        let num: f64 = a.iter().zip(r).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let den: f64 = r.iter().map(|y| (*y as f64).powi(2)).sum();
+        (num / den).sqrt()
+    };
+    let (e16, e32) = (rel(&auto), rel(&full));
+    assert!(
+        e16 <= 0.05 && e16 <= 1.5 * e32 + 1e-3,
+        "Q8_0 relative L2 vs HF: f16 caches {e16}, f32 caches {e32}"
+    );
+    let d = max_abs_diff(&auto, &full);
+    eprintln!(
+        "f32 model: f32 caches {exact:.2e}, f16 caches {half:.2e}; Q8_0 rel. L2 vs HF: f16 caches \
+         {e16:.4}, f32 caches {e32:.4} (max abs diff between them {d:.2e})"
+    );
+}

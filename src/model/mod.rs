@@ -28,7 +28,7 @@ use crate::Error;
 ///
 /// let hf = Semantics::default();
 /// assert!(!hf.meta_cross_attn && hf.taps == TapConvention::LayerOutput);
-/// let meta = Semantics { meta_cross_attn: true, taps: TapConvention::LayerInput };
+/// let meta = Semantics { meta_cross_attn: true, taps: TapConvention::LayerInput, ..hf };
 /// # let _ = meta;
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,6 +40,44 @@ pub struct Semantics {
     pub meta_cross_attn: bool,
     /// Which hidden state of a local vision layer is an intermediate feature.
     pub taps: TapConvention,
+    /// Storage of the attention caches (f16 for quantized models by default).
+    pub cache: CachePrecision,
+}
+
+/// Storage of the attention caches: the self-attention KV cache and the cross-attention K/V of
+/// attached images.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CachePrecision {
+    /// f16 when the text matrices are quantized (Q4_0/Q8_0: half the memory and half the bytes a
+    /// decode step reads from the caches; the rounding is far below the weights' quantization
+    /// error), f32 for F32/F16/BF16 models (within float rounding of the reference).
+    #[default]
+    Auto,
+    /// Always f32.
+    F32,
+    /// Always f16 (cross-attention layers whose values exceed f16's range stay f32).
+    F16,
+}
+
+impl CachePrecision {
+    /// Whether the caches of `text` store f16.
+    pub fn half(self, text: &text::TextModel) -> bool {
+        match self {
+            CachePrecision::Auto => text.quantized(),
+            CachePrecision::F32 => false,
+            CachePrecision::F16 => true,
+        }
+    }
+
+    /// Parse `auto`, `f32` or `f16`.
+    pub fn parse(s: &str) -> Option<CachePrecision> {
+        match s {
+            "auto" => Some(CachePrecision::Auto),
+            "f32" => Some(CachePrecision::F32),
+            "f16" => Some(CachePrecision::F16),
+            _ => None,
+        }
+    }
 }
 
 /// The vision tower's intermediate features ("taps") are taken at local layers

@@ -492,16 +492,14 @@ enum KvStore {
 }
 
 impl KvCache {
-    /// An empty cache for `ctx` tokens, allocated (zeroed) now: [`KvCache::bytes_for`] bytes. It
-    /// stores f16 when the text matrices are quantized ([`TextModel::quantized`]; half the memory
-    /// and half the bytes each decode step reads at long contexts, a rounding far below the
-    /// weights' quantization error), else f32.
-    pub fn new(model: &TextModel, ctx: usize) -> Self {
+    /// An empty cache for `ctx` tokens, allocated (zeroed) now: [`KvCache::bytes_for`] bytes,
+    /// storing f16 when `half` (see [`crate::model::CachePrecision`]), else f32.
+    pub fn new(model: &TextModel, ctx: usize, half: bool) -> Self {
         let c = &model.cfg;
         let per_layer = c.n_kv_heads * ctx * c.head_dim;
         let n = model.n_self * per_layer;
         KvCache {
-            store: if model.quantized() {
+            store: if half {
                 KvStore::F16(vec![f16::ZERO; n], vec![f16::ZERO; n])
             } else {
                 KvStore::F32(vec![0.0; n], vec![0.0; n])
@@ -512,10 +510,10 @@ impl KvCache {
         }
     }
 
-    /// Bytes a cache of `ctx` tokens takes for this model.
-    pub fn bytes_for(model: &TextModel, ctx: usize) -> usize {
+    /// Bytes a cache of `ctx` tokens takes for this model, in f16 when `half`, else f32.
+    pub fn bytes_for(model: &TextModel, ctx: usize, half: bool) -> usize {
         let c = &model.cfg;
-        let elem = if model.quantized() { 2 } else { 4 };
+        let elem = if half { 2 } else { 4 };
         2 * model.n_self * c.n_kv_heads * ctx * c.head_dim * elem
     }
 
@@ -616,10 +614,10 @@ const F16_LIMIT: f32 = 65000.0;
 /// Cross-attention K/V of every attached image for every cross layer, head-major
 /// `[layer][nkv][n_keys][hd]`, images concatenated along the key axis in order.
 ///
-/// With quantized text weights the values are stored as f16 ([`CrossCache::new`]): half the
-/// memory, and half the bytes each decode step reads from it (the 8 cross layers of 11B read
-/// 420 MB of f32 per token for a 4-tile image). The rounding (relative 2⁻¹¹) is far below the
-/// weights' quantization error. F32, F16 and BF16 models keep f32, so they stay within float
+/// By default ([`crate::model::CachePrecision::Auto`]) quantized text weights get f16 values:
+/// half the memory, and half the bytes each decode step reads from it (the 8 cross layers of 11B
+/// read 420 MB of f32 per token for a 4-tile image). The rounding (relative 2⁻¹¹) is far below
+/// the weights' quantization error. F32, F16 and BF16 models keep f32, so they stay within float
 /// rounding of the reference.
 pub struct CrossCache {
     layers: Vec<LayerKv>,
