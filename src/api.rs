@@ -302,7 +302,10 @@ fn check_kv_memory(
     let avail = available_memory();
     let (budget, what) = match (max_memory, avail) {
         (Some(m), Some(a)) if a < m => (a, "the memory available"),
-        (Some(m), _) => (m, "the --max-memory-mb budget"),
+        (Some(m), _) => (
+            m,
+            "the memory budget (--max-memory-mb, SessionOptions::max_memory)",
+        ),
         (None, Some(a)) => (a, "the memory available"),
         (None, None) => return Ok(()),
     };
@@ -310,7 +313,7 @@ fn check_kv_memory(
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         let fit = (budget as f64 / need as f64 * ctx as f64) as u64;
         return Err(Error::Invalid(format!(
-            "--ctx {ctx} needs a {:.0} MiB KV cache, more than {what} ({:.0} MiB); use --ctx {} or less",
+            "--ctx {ctx} needs a {:.0} MiB KV cache, more than {what} ({:.0} MiB); use --ctx {} or less (SessionOptions::ctx)",
             mib(need),
             mib(budget),
             fit.max(1)
@@ -818,7 +821,7 @@ impl<'m> Session<'m> {
             let first = usize::from(self.messages.first().map(|m| m.role) == Some(Role::System));
             if self.raw.is_some() || self.messages.len() <= first + 1 {
                 return Err(Error::Invalid(format!(
-                    "prompt too long: {} tokens do not fit in the context of {} tokens (raise --ctx)",
+                    "prompt too long: {} tokens do not fit in the context of {} tokens (raise --ctx, SessionOptions::ctx)",
                     ids.len(),
                     self.ctx
                 )));
@@ -987,7 +990,7 @@ fn read_image_file(path: &Path, limits: &ImageLimits) -> Result<Vec<u8>, Error> 
     }
     if meta.len() > limits.max_bytes {
         return Err(Error::Invalid(format!(
-            "{}: {} bytes, more than the {}-byte limit for images (raise with --max-image-bytes)",
+            "{}: {} bytes, more than the {}-byte limit for images (raise with --max-image-bytes, ImageLimits::max_bytes)",
             path.display(),
             meta.len(),
             limits.max_bytes

@@ -334,3 +334,36 @@ fn model_file_and_directory_are_left_untouched() {
         "model file changed"
     );
 }
+
+/// The same limits reached through the library name the library's settings too, not only the
+/// CLI flags.
+#[test]
+fn library_errors_name_the_session_options() {
+    use mllama::{Model, Session, SessionOptions};
+    let model = Model::load(demo()).unwrap();
+    let opts = SessionOptions {
+        ctx: Some(131072),
+        max_memory: Some(16 << 20),
+        ..Default::default()
+    };
+    let err = Session::new(&model, opts)
+        .err()
+        .expect("a 16 MiB budget")
+        .to_string();
+    for want in [
+        "KV cache",
+        "SessionOptions::ctx",
+        "SessionOptions::max_memory",
+    ] {
+        assert!(err.contains(want), "{want:?} missing: {err}");
+    }
+    let mut opts = SessionOptions::default();
+    opts.image_limits.max_bytes = 100;
+    let mut s = Session::new(&model, opts).unwrap();
+    let err = s
+        .add_image(root().join("models/demo/example.jpg"))
+        .err()
+        .expect("a 100-byte image limit")
+        .to_string();
+    assert!(err.contains("ImageLimits::max_bytes"), "{err}");
+}

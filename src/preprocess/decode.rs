@@ -167,14 +167,14 @@ pub(crate) fn check_dimensions(
     }
     if w > limits.max_width || h > limits.max_height {
         return Err(format!(
-            "{name} image is {w}x{h} pixels, more than the {}x{} limit (raise with --max-image-pixels)",
+            "{name} image is {w}x{h} pixels, more than the {}x{} limit (raise with --max-image-pixels, ImageLimits::max_width/max_height)",
             limits.max_width, limits.max_height
         ));
     }
     let pixels = w as u64 * h as u64;
     if pixels > limits.max_pixels {
         return Err(format!(
-            "{name} image is {w}x{h} pixels ({:.1} megapixels), more than the limit of {:.1} megapixels (raise with --max-image-pixels)",
+            "{name} image is {w}x{h} pixels ({:.1} megapixels), more than the limit of {:.1} megapixels (raise with --max-image-pixels, ImageLimits::max_pixels)",
             pixels as f64 / 1e6,
             limits.max_pixels as f64 / 1e6
         ));
@@ -193,7 +193,7 @@ pub(crate) struct Rgb8 {
 pub(crate) fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, String> {
     if bytes.len() as u64 > limits.max_bytes {
         return Err(format!(
-            "file is {} bytes, more than the {} byte limit (raise with --max-image-bytes)",
+            "file is {} bytes, more than the {} byte limit (raise with --max-image-bytes, ImageLimits::max_bytes)",
             bytes.len(),
             limits.max_bytes
         ));
@@ -251,7 +251,7 @@ fn decode_with_image_crate(
     let total = decoder.total_bytes();
     if total > limits.max_alloc {
         return Err(format!(
-            "decoding needs {total} bytes, more than the {} byte allocation limit (raise with --max-image-pixels)",
+            "decoding needs {total} bytes, more than the {} byte allocation limit (raise with --max-image-pixels, ImageLimits::max_alloc)",
             limits.max_alloc
         ));
     }

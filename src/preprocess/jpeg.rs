@@ -655,7 +655,7 @@ fn parse_frame(seg: &[u8], progressive: bool, limits: &ImageLimits) -> Result<Fr
     }
     if need > limits.max_alloc {
         return Err(format!(
-            "decoding this JPEG needs about {need} bytes, more than the {} byte allocation limit (raise with --max-image-pixels)",
+            "decoding this JPEG needs about {need} bytes, more than the {} byte allocation limit (raise with --max-image-pixels, ImageLimits::max_alloc)",
             limits.max_alloc
         ));
     }

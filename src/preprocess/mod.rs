@@ -269,7 +269,7 @@ pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, Error> 
     }
     if meta.len() > limits.max_bytes {
         return Err(Error::Invalid(format!(
-            "{}: file is {} bytes, more than the {} byte limit (raise with --max-image-bytes)",
+            "{}: file is {} bytes, more than the {} byte limit (raise with --max-image-bytes, ImageLimits::max_bytes)",
             path.display(),
             meta.len(),
             limits.max_bytes
