@@ -362,8 +362,7 @@ fn library_errors_name_the_session_options() {
     let mut s = Session::new(&model, opts).unwrap();
     let err = s
         .add_image(root().join("models/demo/example.jpg"))
-        .err()
-        .expect("a 100-byte image limit")
+        .expect_err("a 100-byte image limit")
         .to_string();
     assert!(err.contains("ImageLimits::max_bytes"), "{err}");
 }
