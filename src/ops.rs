@@ -232,9 +232,10 @@ impl OutPtr {
     }
 }
 
-/// Query rows per attention task.
+/// Most query rows per attention task.
 const Q_BLOCK: usize = 96;
-/// Below this many query rows in a task, the per-row path (vector kernels) beats the blocked one.
+/// Below this many query rows (decode), the grouped kernel ([`attend_group`]) beats the blocked
+/// one.
 const BLOCK_MIN_ROWS: usize = 4;
 
 /// Per-thread buffers of the attention tasks: grown once, then reused (no allocation per call).
@@ -258,9 +259,10 @@ thread_local! {
 /// - `out`: `[nq, n_heads · hd]`.
 ///
 /// Head `h` reads kv head `h / (n_heads / n_kv_heads)` (GQA). A row with no visible key gets zeros.
-/// Tasks are (head, block of query rows); blocks of 4+ rows go through the blocked kernel
-/// ([`crate::kernels::attention::attend`]: scores and P·V as small GEMMs), fewer rows (decode)
-/// through per-key vector kernels.
+/// With 4+ query rows, tasks are (head, block of at most 96 rows, blocks of equal size) through
+/// the blocked kernel ([`crate::kernels::attention::attend`]: scores and P·V as small GEMMs).
+/// With fewer rows (decode), tasks are (kv head, row) through [`attend_group`], the query heads
+/// that share a kv head together.
 #[allow(clippy::too_many_arguments)]
 pub fn attention<T: KvElem>(
     q: &[f32],
@@ -281,7 +283,9 @@ pub fn attention<T: KvElem>(
     assert_eq!(out.len(), nq * qd);
     assert!(nk <= k_stride && k.len() >= n_kv_heads * k_stride * hd && v.len() == k.len());
     let rep = n_heads / n_kv_heads;
+    // Row blocks of equal size (at most Q_BLOCK), so a prefill's last block is not a sliver.
     let nqb = nq.div_ceil(Q_BLOCK);
+    let per_block = nq.div_ceil(nqb.max(1));
     let op = OutPtr(out.as_mut_ptr());
     if nq < BLOCK_MIN_ROWS {
         // Decode: the `rep` query heads that share a kv head attend together
@@ -336,72 +340,46 @@ pub fn attention<T: KvElem>(
         let kvh = h / rep;
         let kh = &k[kvh * k_stride * hd..kvh * k_stride * hd + nk * hd];
         let vh = &v[kvh * k_stride * hd..kvh * k_stride * hd + nk * hd];
-        let (i0, i1) = (qb * Q_BLOCK, ((qb + 1) * Q_BLOCK).min(nq));
+        let (i0, i1) = (qb * per_block, ((qb + 1) * per_block).min(nq));
         let nr = i1 - i0;
         ATTN_LOCAL.with(|cell| {
             let mut guard = cell.borrow_mut();
             let loc = &mut *guard;
-            if nr >= BLOCK_MIN_ROWS {
-                // Blocked path: the rows' key ranges, then one `attend` call.
-                let rows: &[Vec<Range<usize>>] = match mask {
-                    Mask::Rows(rows) => &rows[i0..i1],
-                    _ => {
-                        if loc.rows.len() < nr {
-                            loc.rows.resize_with(nr, Vec::new);
-                        }
-                        for (r, i) in loc.rows.iter_mut().zip(i0..i1) {
-                            mask.ranges(i, nk, r);
-                        }
-                        &loc.rows[..nr]
+            // The rows' key ranges, then one `attend` call.
+            let rows: &[Vec<Range<usize>>] = match mask {
+                Mask::Rows(rows) => &rows[i0..i1],
+                _ => {
+                    if loc.rows.len() < nr {
+                        loc.rows.resize_with(nr, Vec::new);
                     }
-                };
-                if loc.tmp.len() < nr * hd {
-                    loc.tmp.resize(nr * hd, 0.0);
-                }
-                attend(
-                    &q[i0 * qd + h * hd..],
-                    qd,
-                    nr,
-                    kh,
-                    vh,
-                    nk,
-                    hd,
-                    scale,
-                    rows,
-                    &mut loc.tmp[..nr * hd],
-                    hd,
-                    &mut loc.ws,
-                );
-                for (r, i) in (i0..i1).enumerate() {
-                    for d in 0..hd {
-                        // SAFETY: row i, head h is written by this task only (tasks own
-                        // (head, row block) pairs); the index is inside `out` (nq × n_heads·hd).
-                        unsafe { *out_ptr.add(i * qd + h * hd + d) = loc.tmp[r * hd + d] };
+                    for (r, i) in loc.rows.iter_mut().zip(i0..i1) {
+                        mask.ranges(i, nk, r);
                     }
+                    &loc.rows[..nr]
                 }
-                return;
+            };
+            if loc.tmp.len() < nr * hd {
+                loc.tmp.resize(nr * hd, 0.0);
             }
-            // A block of fewer rows (the last one): row by row.
-            if loc.tmp.len() < hd {
-                loc.tmp.resize(hd, 0.0);
-            }
-            for i in i0..i1 {
-                mask.ranges(i, nk, &mut loc.ranges);
-                attend_group(
-                    &q[i * qd + h * hd..i * qd + (h + 1) * hd],
-                    1,
-                    kh,
-                    vh,
-                    nk,
-                    hd,
-                    scale,
-                    &loc.ranges,
-                    &mut loc.tmp[..hd],
-                    &mut loc.ws,
-                );
-                for (d, val) in loc.tmp[..hd].iter().enumerate() {
-                    // SAFETY: as above, row i of head h belongs to this task.
-                    unsafe { *out_ptr.add(i * qd + h * hd + d) = *val };
+            attend(
+                &q[i0 * qd + h * hd..],
+                qd,
+                nr,
+                kh,
+                vh,
+                nk,
+                hd,
+                scale,
+                rows,
+                &mut loc.tmp[..nr * hd],
+                hd,
+                &mut loc.ws,
+            );
+            for (r, i) in (i0..i1).enumerate() {
+                for d in 0..hd {
+                    // SAFETY: row i, head h is written by this task only (tasks own
+                    // (head, row block) pairs); the index is inside `out` (nq × n_heads·hd).
+                    unsafe { *out_ptr.add(i * qd + h * hd + d) = loc.tmp[r * hd + d] };
                 }
             }
         });
@@ -474,10 +452,11 @@ mod tests {
 
     #[test]
     fn attention_matches_naive_softmax_for_every_mask() {
-        // (query rows, heads, kv heads): prefill-sized blocks, and decode (fewer than
-        // BLOCK_MIN_ROWS rows) with grouped queries (rep 4), MQA, and one head per kv head.
+        // (query rows, heads, kv heads): prefill-sized blocks (70: one block; 97: two equal ones),
+        // and decode (fewer than BLOCK_MIN_ROWS rows) with grouped queries (rep 4), MQA and MHA.
         for (nq, nh, nkv) in [
             (70, 4, 2),
+            (97, 4, 2),
             (1, 8, 2),
             (3, 8, 2),
             (2, 8, 1),
