@@ -8,7 +8,9 @@ For each model configuration in MODEL_SPECS this script
 2. builds a tiny random-weight ``MllamaForConditionalGeneration`` (weights rounded to bf16),
 3. runs every case through HF's processor and model in float32 / eager attention and records
    the HF outputs (logits, greedy decode with KV cache, vision features, processor outputs) and the
-   Meta row-mask variant of the cross-attention (``meta_rowmask.*``),
+   Meta row-mask variant of the cross-attention (``meta_rowmask.*``); the vision encoder records each
+   tapped layer's *input* (Meta's reference, HF 4.x: the convention the released weights were trained
+   with), and the HF 5.x layer-*output* convention is stored as the ``output_taps.*`` variant,
 4. writes the checkpoint in the original release layout (bf16 safetensors, ``config.json`` with
    ``rope_scaling`` + ``rope_theta``), reloads it from disk and checks that it reproduces the stored
    logits bit-exactly.
@@ -661,9 +663,10 @@ class MetaRowMask:
 
 
 class InputTaps:
-    """Diagnostic only: make the vision encoder report the INPUT of each local layer as its hidden state
-    (Meta's reference / transformers 4.x semantics of intermediate_layers_indices) instead of the output
-    (transformers 5.24)."""
+    """Make the vision encoder report the INPUT of each local layer as its hidden state (Meta's reference /
+    transformers 4.x semantics of intermediate_layers_indices, what the released weights were trained with)
+    instead of the output (transformers 5.24). Every stored reference is made under this patch, except the
+    ``output_taps.*`` variant."""
 
     def __init__(self, model):
         self.enc = model.model.vision_model.transformer
@@ -823,6 +826,23 @@ def prepare_case(case, case_dir: Path, processor, tile: int):
 
 @torch.no_grad()
 def run_case(model, prep, tid):
+    """Every reference in the layer-input tap convention (Meta, HF 4.x), plus the HF 5.x layer-output
+    variant as ``output_*`` entries (stored as ``output_taps.*``)."""
+    with InputTaps(model):
+        res = run_case_taps(model, prep, tid)
+    if "pixel_values" in prep["inputs"]:
+        inputs = prep["inputs"]
+        o_logits, o_vs, o_cas = forward_full(model, inputs)
+        o_ids, o_step = greedy(model, inputs, tid)
+        res.update(output_logits=o_logits, output_vision_states=o_vs, output_cross_attention_states=o_cas,
+                   output_greedy_ids=o_ids, output_step_logits=o_step)
+        res["output_taps_last_logits_rel_l2"] = rel_l2(o_logits[0, -1], res["logits"][0, -1])
+        res["output_taps_vision_states_rel_l2"] = rel_l2(o_vs, res["vision_states"])
+    return res
+
+
+@torch.no_grad()
+def run_case_taps(model, prep, tid):
     inputs = prep["inputs"]
     has_img = "pixel_values" in inputs
     logits, vs, cas = forward_full(model, inputs)
@@ -848,10 +868,6 @@ def run_case(model, prep, tid):
                 m_full = model(**model_inputs(inputs), use_cache=False).logits
             res["meta_prefix_rows_vs_text_only_max_abs"] = float((m_full[:, :k] - p_logits).abs().max())
             res["hf_prefix_rows_vs_text_only_max_abs"] = float((logits[:, :k] - p_logits).abs().max())
-        with InputTaps(model):
-            t_logits, t_vs, _ = forward_full(model, inputs)
-        res["input_taps_last_logits_rel_l2"] = rel_l2(t_logits[0, -1], logits[0, -1])
-        res["input_taps_vision_states_rel_l2"] = rel_l2(t_vs, vs)
     return res
 
 
@@ -908,6 +924,12 @@ def write_case(case, prep, res, case_dir: Path, tokenizer, tid):
         t["meta_rowmask.greedy_ids"] = res["meta_greedy_ids"].to(torch.int64)
         t["meta_rowmask.greedy_step_topk_ids"], t["meta_rowmask.greedy_step_topk_logits"] = topk_pair(
             res["meta_step_logits"])
+        t["output_taps.logits"] = res["output_logits"].float()
+        t["output_taps.vision_states"] = res["output_vision_states"].float()
+        t["output_taps.cross_attention_states"] = res["output_cross_attention_states"].float()
+        t["output_taps.greedy_ids"] = res["output_greedy_ids"].to(torch.int64)
+        t["output_taps.greedy_step_topk_ids"], t["output_taps.greedy_step_topk_logits"] = topk_pair(
+            res["output_step_logits"])
     t = {k: v.contiguous() for k, v in t.items()}
     save_file(t, str(case_dir / "reference.safetensors"), metadata={"format": "pt"})
 
@@ -974,8 +996,8 @@ def write_case(case, prep, res, case_dir: Path, tokenizer, tid):
         if "meta_prefix_rows_vs_text_only_max_abs" in res:
             sanity["meta_rowmask_prefix_rows_vs_text_only_forward_max_abs"] = res["meta_prefix_rows_vs_text_only_max_abs"]
             sanity["hf_prefix_rows_vs_text_only_forward_max_abs"] = res["hf_prefix_rows_vs_text_only_max_abs"]
-        sanity["input_taps_variant_last_logits_rel_l2"] = res["input_taps_last_logits_rel_l2"]
-        sanity["input_taps_variant_vision_states_rel_l2"] = res["input_taps_vision_states_rel_l2"]
+        sanity["output_taps_variant_last_logits_rel_l2"] = res["output_taps_last_logits_rel_l2"]
+        sanity["output_taps_variant_vision_states_rel_l2"] = res["output_taps_vision_states_rel_l2"]
         # processor consistency: pixel_values recomputed from the recorded resized images
         tile = t["pixel_values"].shape[-1]
         mx = 0.0
@@ -1056,9 +1078,10 @@ def generate_model(spec, out_root: Path, tok_json, ids, tok_info, chat_template,
     for (pn, p), (qn, q) in zip(model.named_parameters(), reloaded.named_parameters()):
         assert pn == qn and torch.equal(p, q), pn
     for case, prep, res in zip(CASES[name], preps, results):
-        logits, _, _ = forward_full(reloaded, prep["inputs"])
+        with InputTaps(reloaded):
+            logits, _, _ = forward_full(reloaded, prep["inputs"])
+            ids2, _ = greedy(reloaded, prep["inputs"], tid)
         res["reload_bit_exact"] = bool(torch.equal(logits, res["logits"]))
-        ids2, _ = greedy(reloaded, prep["inputs"], tid)
         res["reload_greedy_equal"] = bool(torch.equal(ids2, res["greedy_ids"]))
         assert res["reload_bit_exact"] and res["reload_greedy_equal"], case["name"]
 
@@ -1086,6 +1109,7 @@ def generate_model(spec, out_root: Path, tok_json, ids, tok_info, chat_template,
                           "min_top1_top2_gap": MIN_GAP},
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__,
+        "vision_taps": "layer input (Meta, HF 4.x); output_taps.* tensors: layer output (HF 5.x)",
         "checkpoint_files": files,
         "checkpoint_total_bytes": total,
         "num_tensors": len(shapes),

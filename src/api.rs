@@ -246,10 +246,9 @@ impl ImageCache {
 ///
 /// let opts = SessionOptions {
 ///     ctx: Some(2048),
-///     // Meta's reference behaviour instead of HF transformers 5.x.
+///     // HF transformers 5.x's vision taps (layer output) instead of the default layer input.
 ///     semantics: Semantics {
-///         meta_cross_attn: true,
-///         taps: TapConvention::LayerInput,
+///         taps: TapConvention::LayerOutput,
 ///         ..Semantics::default()
 ///     },
 ///     image_limits: ImageLimits { max_bytes: 8 << 20, ..ImageLimits::default() },

@@ -105,9 +105,9 @@ enum Cmd {
         /// Meta's cross-attention semantics for text before the first image (default: HF's).
         #[arg(long)]
         meta_cross_attn: bool,
-        /// Which side of local vision layer k is intermediate feature k: `output` (HF
-        /// transformers 5.x, the default) or `input` (Meta's reference and HF 4.x).
-        #[arg(long, default_value = "output", value_parser = ["output", "input"])]
+        /// Which side of local vision layer k is intermediate feature k: `input` (Meta's
+        /// reference, HF 4.x, Ollama; the default) or `output` (HF transformers 5.x compatibility).
+        #[arg(long, default_value = "input", value_parser = ["input", "output"])]
         vision_taps: String,
         /// Storage of the attention caches: `auto` (f16 for quantized models, f32 otherwise),
         /// `f32` or `f16`.

@@ -20,16 +20,18 @@ use crate::tensor::{Bytes, Mat};
 use crate::Error;
 
 /// Run-time choices that change the numerics (both reference behaviours are supported). The
-/// default follows HF transformers 5.x, the reference of the test fixtures; set both fields for
-/// Meta's reference code (what the released weights were trained with).
+/// default takes the vision taps at layer input (Meta's reference, HF transformers 4.x, Ollama:
+/// what the released weights were trained with) and HF's cross-attention for text before the
+/// first image; `meta_cross_attn` gives Meta's, `TapConvention::LayerOutput` HF 5.x's taps.
 ///
 /// ```
 /// use mllama::{Semantics, TapConvention};
 ///
 /// let hf = Semantics::default();
-/// assert!(!hf.meta_cross_attn && hf.taps == TapConvention::LayerOutput);
-/// let meta = Semantics { meta_cross_attn: true, taps: TapConvention::LayerInput, ..hf };
-/// # let _ = meta;
+/// assert!(!hf.meta_cross_attn && hf.taps == TapConvention::LayerInput);
+/// let meta = Semantics { meta_cross_attn: true, ..hf };
+/// let hf5 = Semantics { taps: TapConvention::LayerOutput, ..hf };
+/// # let _ = (meta, hf5);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Semantics {
@@ -84,11 +86,12 @@ impl CachePrecision {
 /// `intermediate_layers_indices`; implementations disagree on which side of the layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TapConvention {
-    /// The output of layer k: HF transformers 5.x (the reference our fixtures were made with).
+    /// The input of layer k (= output of layer k − 1): Meta's reference code, HF transformers
+    /// 4.x and Ollama; the convention the released weights were trained with.
     #[default]
-    LayerOutput,
-    /// The input of layer k (= output of layer k − 1): Meta's reference code and HF 4.x.
     LayerInput,
+    /// The output of layer k: HF transformers 5.x compatibility.
+    LayerOutput,
 }
 
 /// Reads tensors from a GGUF with shape and type checks; errors name the file and tensor.
