@@ -19,8 +19,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use mllama::kernels::tensor::Mat;
 use mllama::kernels::{matmul_with, probe, with_path, Path, Regime, Scratch};
-use mllama::tensor::Mat;
 use mllama::GgmlType;
 use rayon::prelude::*;
 
@@ -211,11 +211,11 @@ impl CrossAttn {
     fn run(&mut self, layer: usize, half: bool) {
         let (nh, nkv, nk, hd) = XA;
         let scale = 1.0 / (hd as f32).sqrt();
-        let mask = mllama::ops::Mask::None;
+        let mask = mllama::nn::Mask::None;
         let l = layer % self.k32.len();
         if half {
             let (k, v) = (&self.k16[l], &self.v16[l]);
-            mllama::ops::attention(
+            mllama::nn::attention(
                 &self.q,
                 k,
                 v,
@@ -231,7 +231,7 @@ impl CrossAttn {
             )
         } else {
             let (k, v) = (&self.k32[l], &self.v32[l]);
-            mllama::ops::attention(
+            mllama::nn::attention(
                 &self.q,
                 k,
                 v,
@@ -632,7 +632,7 @@ fn summary(filter: &[String]) {
         let mut out = vec![0f32; n * heads * hd];
         let flop = 4.0 * (heads * n * n * hd) as f64;
         let t_ops = time(2, || {
-            mllama::ops::attention(
+            mllama::nn::attention(
                 &q,
                 &k,
                 &v,
@@ -643,7 +643,7 @@ fn summary(filter: &[String]) {
                 heads,
                 hd,
                 scale,
-                mllama::ops::Mask::None,
+                mllama::nn::Mask::None,
                 &mut out,
             )
         });

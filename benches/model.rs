@@ -6,10 +6,11 @@
 //! read bandwidth printed by `mllama bench`) and FLOP/s for the vision layer.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use mllama::model::spec::ModelSpec;
-use mllama::model::Semantics;
-use mllama::session::{argmax, Sequence};
-use mllama::synthetic::{build, SyntheticOptions};
+use mllama::engine::sequence::Sequence;
+use mllama::models::mllama::spec::ModelSpec;
+use mllama::models::mllama::synthetic::{build, SyntheticOptions};
+use mllama::models::mllama::Semantics;
+use mllama::text::sampling::argmax;
 use mllama::GgmlType;
 
 fn decode_step(c: &mut Criterion) {
@@ -32,7 +33,7 @@ fn decode_step(c: &mut Criterion) {
         let states: Vec<f32> = (0..vc.max_tiles * p * spec.hidden)
             .map(|i| ((i * 40503) % 997) as f32 / 997.0 - 0.5)
             .collect();
-        let out = mllama::model::vision::VisionOutput {
+        let out = mllama::models::mllama::vision::VisionOutput {
             states,
             features: Vec::new(),
         };

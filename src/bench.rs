@@ -10,12 +10,13 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::eval::peak_rss_bytes;
-use crate::kernels::{self, probe};
-use crate::model::spec::ModelSpec;
-use crate::model::{Model, Semantics};
-use crate::session::{argmax, Sequence};
-use crate::synthetic::{self, SyntheticOptions};
-use crate::{Error, GgmlType};
+use mllama::engine::sequence::Sequence;
+use mllama::kernels::{self, probe};
+use mllama::models::mllama::spec::ModelSpec;
+use mllama::models::mllama::synthetic::{self, SyntheticOptions};
+use mllama::models::mllama::{Model, Semantics};
+use mllama::text::sampling::argmax;
+use mllama::{Error, GgmlType};
 
 /// Which parts to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,7 +264,7 @@ fn median(v: &mut [f64]) -> f64 {
 ///
 /// [`Error::Invalid`] for an unknown synthetic preset or type, or neither a preset nor a model;
 /// the errors of [`Model::load`], [`synthetic::build`] and
-/// [`Sequence::feed`](crate::session::Sequence::feed).
+/// [`Sequence::feed`](mllama::engine::sequence::Sequence::feed).
 pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
     let mut r = BenchResult {
         simd: kernels::simd_name().to_string(),
@@ -363,7 +364,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
         } else {
             // Decode/prefill alone still need cross K/V; their values do not matter for speed.
             let p = vc.tokens_per_tile();
-            image = Some(crate::model::vision::VisionOutput {
+            image = Some(mllama::models::mllama::vision::VisionOutput {
                 states: (0..vc.max_tiles * p * model.text.cfg.hidden)
                     .map(|i| ((i * 40503) % 997) as f32 / 997.0 - 0.5)
                     .collect(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use mllama::preprocess::ImageLimits;
+use mllama::image::ImageLimits;
 use mllama::{
     CachePrecision, Error, Model, SamplingParams, Semantics, Session, SessionOptions, TapConvention,
 };
@@ -240,7 +240,7 @@ fn print_stats(s: &Session<'_>, load_s: f64) {
         mllama::kernels::simd_name(),
         rayon::current_num_threads()
     ));
-    if let Some(r) = mllama::eval::peak_rss_bytes() {
+    if let Some(r) = crate::eval::peak_rss_bytes() {
         l.push(format!("peak RSS {:.1} MiB", r as f64 / (1 << 20) as f64));
     }
     eprintln!("{}", l.join("\n"));

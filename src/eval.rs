@@ -6,15 +6,17 @@ use std::time::Instant;
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::model::{Model, Semantics};
-use crate::preprocess::{self, ImageLimits};
-use crate::session::{argmax, Sequence};
-use crate::Error;
+use mllama::engine::sequence::Sequence;
+use mllama::image::{self, ImageLimits};
+use mllama::models::mllama::preprocess;
+use mllama::models::mllama::{Model, Semantics};
+use mllama::text::sampling::argmax;
+use mllama::Error;
 
 /// What to evaluate (the flags of `mllama eval`).
 ///
 /// ```
-/// use mllama::eval::{run, EvalRequest};
+/// use crate::eval::{run, EvalRequest};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
@@ -154,7 +156,7 @@ pub fn run(req: &EvalRequest) -> Result<EvalStats, Error> {
     let mut pre = Vec::with_capacity(req.images.len());
     for path in &req.images {
         let t = Instant::now();
-        let img = preprocess::load_image(path, &limits)?;
+        let img = image::load_image(path, &limits)?;
         pre.push(preprocess::preprocess(&img, pcfg)?);
         stats.preprocess_s.push(t.elapsed().as_secs_f64());
     }

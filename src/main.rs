@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cli;
+mod eval;
 
 #[derive(Parser)]
 #[command(
@@ -192,12 +194,12 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
             let ty = mllama::GgmlType::from_name(&ty)
                 .ok_or_else(|| mllama::Error::Invalid(format!("--type {ty}: unknown type")))?;
             let only = match only.as_str() {
-                "decode" => mllama::bench::Only::Decode,
-                "prefill" => mllama::bench::Only::Prefill,
-                "vision" => mllama::bench::Only::Vision,
-                _ => mllama::bench::Only::All,
+                "decode" => crate::bench::Only::Decode,
+                "prefill" => crate::bench::Only::Prefill,
+                "vision" => crate::bench::Only::Vision,
+                _ => crate::bench::Only::All,
             };
-            let r = mllama::bench::run(&mllama::bench::BenchOptions {
+            let r = crate::bench::run(&crate::bench::BenchOptions {
                 synthetic,
                 model,
                 ty,
@@ -226,24 +228,24 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
             out,
             stats,
         } => {
-            let req = mllama::eval::EvalRequest {
+            let req = crate::eval::EvalRequest {
                 model,
                 images,
                 prompt,
                 add_bos,
                 generate,
-                semantics: mllama::model::Semantics {
+                semantics: mllama::models::mllama::Semantics {
                     meta_cross_attn,
                     taps: if vision_taps == "input" {
-                        mllama::model::TapConvention::LayerInput
+                        mllama::models::mllama::TapConvention::LayerInput
                     } else {
-                        mllama::model::TapConvention::LayerOutput
+                        mllama::models::mllama::TapConvention::LayerOutput
                     },
                     cache: mllama::CachePrecision::parse(&kv_cache).unwrap_or_default(),
                 },
                 out,
             };
-            let s = mllama::eval::run(&req)?;
+            let s = crate::eval::run(&req)?;
             if stats {
                 eprintln!("{}", s.summary());
             }
@@ -254,8 +256,8 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
             keys,
             tensors,
         } => {
-            let f = mllama::gguf::GgufFile::open(&file)?;
-            let mut text = mllama::info::summary(&f, keys);
+            let f = mllama::format::gguf::GgufFile::open(&file)?;
+            let mut text = mllama::models::info::summary(&f, keys);
             if tensors {
                 text.push_str("\ntensor list:\n");
                 for t in f.tensors() {

@@ -1,6 +1,6 @@
 //! The model's chat template rendered by us equals what HF rendered for every fixture case.
 
-use mllama::chat::{ChatTemplate, Message, Part, Role};
+use mllama::text::chat::{ChatTemplate, Message, Part, Role};
 
 fn messages(v: &serde_json::Value) -> Vec<Message> {
     v.as_array()

@@ -3,10 +3,10 @@
 //! do not fit in f16. (Attention over f16 K/V is checked against the naive formula in `tests/kernels.rs`
 //! and `ops`; the Q8_0/Q4_0 model tests run through it end to end.)
 
-use mllama::model::spec::ModelSpec;
-use mllama::model::text::{CrossCache, KvCache};
-use mllama::model::Model;
-use mllama::synthetic::{build, SyntheticOptions};
+use mllama::models::mllama::spec::ModelSpec;
+use mllama::models::mllama::synthetic::{build, SyntheticOptions};
+use mllama::models::mllama::text::{CrossCache, KvCache};
+use mllama::models::mllama::Model;
 use mllama::{CachePrecision, GgmlType};
 
 fn tiny(text_type: GgmlType) -> Model {

@@ -7,11 +7,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mllama::model::spec::ModelSpec;
-use mllama::model::vision::VisionOutput;
-use mllama::model::Semantics;
-use mllama::session::{argmax, Sequence};
-use mllama::synthetic::{build, SyntheticOptions};
+use mllama::engine::sequence::Sequence;
+use mllama::models::mllama::spec::ModelSpec;
+use mllama::models::mllama::synthetic::{build, SyntheticOptions};
+use mllama::models::mllama::vision::VisionOutput;
+use mllama::models::mllama::Semantics;
+use mllama::text::sampling::argmax;
 use mllama::GgmlType;
 
 struct Counting;

@@ -174,7 +174,7 @@ fn eval_bad_input_gives_one_line_errors() {
     // A GGUF of another architecture.
     let other = tmp.path().join("llama.gguf");
     {
-        let w = mllama::gguf::GgufWriter::new("llama");
+        let w = mllama::format::gguf::GgufWriter::new("llama");
         w.write_file::<mllama::Error>(&other, |_, _, _| Ok(()))
             .unwrap();
     }

@@ -77,11 +77,11 @@ fn image() {
 
 #[test]
 fn tokenize() {
-    let f = mllama::gguf::GgufFile::open(
+    let f = mllama::format::gguf::GgufFile::open(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo/mllama-demo-q4_0.gguf"),
     )
     .unwrap();
-    let t = mllama::tokenizer::Tokenizer::from_gguf(&f).unwrap();
+    let t = mllama::text::tokenizer::Tokenizer::from_gguf(&f).unwrap();
     for (p, d) in inputs("tokenize") {
         for v in variants(&d) {
             let r = std::panic::catch_unwind(|| mllama::fuzz_entry::tokenize(&t, &v));

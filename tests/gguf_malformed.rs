@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use mllama::gguf::{Array, GgufFile, GgufWriter, Value};
+use mllama::format::gguf::{Array, GgufFile, GgufWriter, Value};
 use mllama::{GgmlType, GgufError};
 
 /// A file shaped like a small mllama GGUF: many keys (tokenizer arrays, a nested array), tensors
@@ -83,7 +83,7 @@ fn realistic() -> Vec<u8> {
 
 /// Use everything the reader hands out, as a model loader and `mllama info` would.
 fn exercise(f: &GgufFile) {
-    let _ = mllama::info::summary(f, true);
+    let _ = mllama::models::info::summary(f, true);
     for t in f.tensors() {
         let v = f.view(t);
         assert_eq!(v.data.len() as u64, t.size);
@@ -92,7 +92,7 @@ fn exercise(f: &GgufFile) {
         }
     }
     for (_, v) in f.metadata() {
-        let _ = mllama::info::format_value(v);
+        let _ = mllama::models::info::format_value(v);
     }
 }
 

@@ -7,9 +7,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
+use mllama::kernels::tensor::Mat;
 use mllama::kernels::{self, matmul, matmul_with, with_path, Path, Regime, Scratch};
 use mllama::quant::{convert_f32, dequantize, BlockQ8_0, QuantBlock};
-use mllama::tensor::Mat;
 use mllama::GgmlType;
 
 // ---------------------------------------------------------------------------------------------

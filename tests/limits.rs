@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mllama::gguf::{Array, GgufWriter, Value};
+use mllama::format::gguf::{Array, GgufWriter, Value};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -208,7 +208,8 @@ fn absurd_vocabulary_is_refused() {
 
     // Two million real one-character tokens: a valid file, refused by the vocabulary limit.
     let p = tmp.path().join("vocab-big.gguf");
-    let f = mllama::gguf::GgufFile::open(root().join("models/demo/mllama-demo-q4_0.gguf")).unwrap();
+    let f = mllama::format::gguf::GgufFile::open(root().join("models/demo/mllama-demo-q4_0.gguf"))
+        .unwrap();
     let mut w = GgufWriter::empty();
     for (k, v) in f.metadata() {
         let v = match k.as_str() {

@@ -12,8 +12,9 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use mllama::model::{Model, Semantics, TapConvention};
-use mllama::session::{argmax, Sequence};
+use mllama::engine::sequence::Sequence;
+use mllama::models::mllama::{Model, Semantics, TapConvention};
+use mllama::text::sampling::argmax;
 
 struct Case {
     model_dir: PathBuf,

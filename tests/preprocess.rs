@@ -8,10 +8,8 @@
 //!
 //! Run with `--nocapture` to see the per-image difference tables.
 
-use mllama::preprocess::{
-    decode_image, load_image, plan_tiles, preprocess, resize_bilinear, ImageLimits,
-    PreprocessConfig, RgbImage,
-};
+use mllama::image::{decode_image, load_image, resize_bilinear, ImageLimits, RgbImage};
+use mllama::models::mllama::preprocess::{plan_tiles, preprocess, PreprocessConfig};
 use mllama::Error;
 use safetensors::SafeTensors;
 use serde_json::Value;

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use mllama::chat::{ChatTemplate, Message, Part, Role};
+use mllama::text::chat::{ChatTemplate, Message, Part, Role};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -250,7 +250,7 @@ fn bad_input_gives_one_line_errors() {
     let not_gguf = tmp.path().join("model.gguf");
     std::fs::write(&not_gguf, b"definitely not GGUF").unwrap();
     let other = tmp.path().join("llama.gguf");
-    mllama::gguf::GgufWriter::new("llama")
+    mllama::format::gguf::GgufWriter::new("llama")
         .write_file::<mllama::Error>(&other, |_, _, _| Ok(()))
         .unwrap();
     let img = root().join("models/demo/example.jpg");

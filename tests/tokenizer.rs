@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use mllama::gguf::{Array, GgufFile, GgufWriter, Value};
-use mllama::keys;
-use mllama::tokenizer::{TokenKind, Tokenizer, TOK_IGNORE_MERGES};
+use mllama::format::gguf::{Array, GgufFile, GgufWriter, Value};
+use mllama::models::mllama::keys;
+use mllama::text::tokenizer::{TokenKind, Tokenizer, TOK_IGNORE_MERGES};
 use serde_json::Value as Json;
 
 fn root() -> PathBuf {

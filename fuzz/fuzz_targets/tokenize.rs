@@ -3,13 +3,13 @@
 
 use std::sync::OnceLock;
 
-use mllama::tokenizer::Tokenizer;
+use mllama::text::tokenizer::Tokenizer;
 
 fn tok() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
     T.get_or_init(|| {
         let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/demo/mllama-demo-q4_0.gguf");
-        let f = mllama::gguf::GgufFile::open(p).expect("demo model");
+        let f = mllama::format::gguf::GgufFile::open(p).expect("demo model");
         Tokenizer::from_gguf(&f).expect("tokenizer")
     })
 }

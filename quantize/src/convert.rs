@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mllama::gguf::{Array, GgufWriter, TensorSink, Value};
-use mllama::model::spec::{ModelSpec, RopeScaling};
-use mllama::{keys, GgmlType};
+use mllama::format::gguf::{Array, GgufWriter, TensorSink, Value};
+use mllama::models::mllama::keys;
+use mllama::models::mllama::spec::{ModelSpec, RopeScaling};
+use mllama::GgmlType;
 use rayon::prelude::*;
 
 use crate::checkpoint::Checkpoint;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use mllama::keys::{self, blk, vblk, vgblk};
+use mllama::models::mllama::keys::{self, blk, vblk, vgblk};
 use mllama::GgmlType;
 
 use crate::checkpoint::{Checkpoint, SrcTensor};

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use mllama::gguf::{Array, Value};
-use mllama::keys;
+use mllama::format::gguf::{Array, Value};
+use mllama::models::mllama::keys;
 use serde_json::Value as Json;
 
 use crate::config::read_json;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mllama::gguf::GgufFile;
+use mllama::format::gguf::GgufFile;
 use mllama::GgmlType;
 use mllama_quantize::synthetic::{write_checkpoint, SynthDims};
 

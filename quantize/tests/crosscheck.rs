@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use mllama::gguf::{Array, GgufFile, Value};
+use mllama::format::gguf::{Array, GgufFile, Value};
 use mllama::GgmlType;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};

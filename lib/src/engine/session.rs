@@ -1,0 +1,929 @@
+//! The library API for applications: load a model, open a [`Session`], add images, add user
+//! messages, and generate an answer as an iterator of text pieces, with cancellation.
+//!
+//! ```
+//! use mllama::{Model, SamplingParams, Session, SessionOptions};
+//!
+//! # fn main() -> Result<(), mllama::Error> {
+//! # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+//! // The tiny demo model shipped in the repository (random weights: the answer is gibberish).
+//! let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+//! let mut chat = Session::new(&model, SessionOptions::default())?;
+//! chat.add_image("models/demo/example.jpg")?;
+//! chat.push_user("What is in this picture?")?;
+//! for piece in chat.generate(&SamplingParams::default(), 8, None)? {
+//!     print!("{}", piece?.text);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The library never prints; errors are [`crate::Error`] values. Paths in the examples are relative
+//! to the repository root, where the demo model lives.
+//!
+//! ## Caching
+//!
+//! Each image is decoded, preprocessed and run through the vision tower once; its
+//! cross-attention K/V (for every cross layer) are kept in the model's [`ImageCache`], keyed by a
+//! SHA-256 of the image bytes and the vision-tap convention, so the same picture costs no vision
+//! work again in any session of the process. A session keeps the self-attention KV cache of the
+//! conversation and only processes what a new turn adds.
+//!
+//! ## Threads
+//!
+//! A [`Model`] is shared by reference (`&Model` is `Send + Sync`); each thread runs its own
+//! [`Session`]. Matrix products and attention run on rayon's global thread pool.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::engine::sequence::Sequence;
+use crate::image::ImageLimits;
+use crate::models::mllama::image_cache::EncodedImage;
+use crate::models::mllama::{Model, Semantics};
+use crate::text::chat::{user_message, ChatTemplate, Message, Part, Role};
+use crate::text::sampling::{Sampler, SamplingParams};
+use crate::text::tokenizer::TokenStream;
+use crate::Error;
+
+/// How a session runs. The default is the model's context capped at [`DEFAULT_CTX_CAP`] tokens,
+/// HF transformers numerics, default image limits and today's date for the chat template.
+///
+/// ```
+/// use mllama::image::ImageLimits;
+/// use mllama::{Semantics, SessionOptions, TapConvention};
+///
+/// let opts = SessionOptions {
+///     ctx: Some(2048),
+///     // HF transformers 5.x's vision taps (layer output) instead of the default layer input.
+///     semantics: Semantics {
+///         taps: TapConvention::LayerOutput,
+///         ..Semantics::default()
+///     },
+///     image_limits: ImageLimits { max_bytes: 8 << 20, ..ImageLimits::default() },
+///     // Reproducible prompts: the Llama 3.2 Vision template writes the date into the system
+///     // header of conversations without images.
+///     date_string: Some("26 Jul 2024".into()),
+///     // Refuse a context whose KV cache needs more than 1 GiB.
+///     max_memory: Some(1 << 30),
+/// };
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    /// Context window in tokens, prompt and answers together (`None`: the model's
+    /// `context_length`, capped at [`DEFAULT_CTX_CAP`]). The self-attention KV cache for this many
+    /// tokens is allocated when the session is created; [`Session::new`] refuses a value above the
+    /// model's `context_length`. A value of 0 is treated as 1.
+    pub ctx: Option<usize>,
+    /// Which reference numerics to follow (HF transformers by default, or Meta's).
+    pub semantics: Semantics,
+    /// Size limits checked before an image is read and decoded.
+    pub image_limits: ImageLimits,
+    /// Render the chat template with this `date_string` (e.g. `"26 Jul 2024"`) instead of
+    /// today's date.
+    pub date_string: Option<String>,
+    /// Most bytes the session's self-attention KV cache may take. [`Session::new`] refuses a
+    /// context whose cache exceeds this, or exceeds the memory the system reports available
+    /// (`MemAvailable` on Linux), whichever is smaller, before allocating it. `None`: only the
+    /// system's figure.
+    pub max_memory: Option<u64>,
+}
+
+/// Memory the system reports available, in bytes (`MemAvailable` of `/proc/meminfo`), if known.
+pub fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb.saturating_mul(1024))
+}
+
+/// Refuse a context whose self-attention KV cache would not fit the budget: the smaller of
+/// `max_memory` and the memory the system reports available.
+fn check_kv_memory(
+    model: &Model,
+    ctx: usize,
+    half: bool,
+    max_memory: Option<u64>,
+) -> Result<(), Error> {
+    let need = crate::models::mllama::text::KvCache::bytes_for(&model.text, ctx, half) as u64;
+    let avail = available_memory();
+    let (budget, what) = match (max_memory, avail) {
+        (Some(m), Some(a)) if a < m => (a, "the memory available"),
+        (Some(m), _) => (
+            m,
+            "the memory budget (--max-memory-mb, SessionOptions::max_memory)",
+        ),
+        (None, Some(a)) => (a, "the memory available"),
+        (None, None) => return Ok(()),
+    };
+    if need > budget {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let fit = (budget as f64 / need as f64 * ctx as f64) as u64;
+        return Err(Error::Invalid(format!(
+            "--ctx {ctx} needs a {:.0} MiB KV cache, more than {what} ({:.0} MiB); use --ctx {} or less (SessionOptions::ctx)",
+            mib(need),
+            mib(budget),
+            fit.max(1)
+        )));
+    }
+    Ok(())
+}
+
+/// Default upper bound of the context window in tokens, used when [`SessionOptions::ctx`] is
+/// `None`: a self-attention KV cache of 4096 tokens is 1 GiB for the 11B model (f32 keys and
+/// values).
+pub const DEFAULT_CTX_CAP: usize = 4096;
+
+/// Timings of the last [`Session::generate`] and of images added, from [`Session::stats`].
+///
+/// The generation figures are final once the [`Generation`] is exhausted or dropped.
+#[derive(Clone, Debug, Default)]
+pub struct SessionStats {
+    /// Vision tower + projector seconds of each image encoded (not cached) by this session, in
+    /// the order the images were added.
+    pub vision_s: Vec<f64>,
+    /// Images found in the cache (no vision work).
+    pub cache_hits: usize,
+    /// Prompt tokens processed by the last generation (not reused from the KV cache).
+    pub prefill_tokens: usize,
+    /// Seconds the last prefill took (the `prefill_tokens` run through the decoder).
+    pub prefill_s: f64,
+    /// Tokens generated by the last generation.
+    pub decode_tokens: usize,
+    /// Seconds from the end of the prefill to the end of the generation: sampling and decoding
+    /// the `decode_tokens`, plus whatever the caller did between pieces.
+    pub decode_s: f64,
+    /// Tokens of the conversation in the KV cache.
+    pub context_tokens: usize,
+}
+
+/// One generated token and the text it completes (possibly empty: a multi-byte character split
+/// across tokens comes out whole with the token that completes it). Items of a [`Generation`].
+///
+/// Concatenating the `text` of every piece gives the whole answer ([`Generation::text`]).
+///
+/// ```
+/// use mllama::{Model, Piece, SamplingParams, Session, SessionOptions};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+/// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+/// let mut chat = Session::new(&model, SessionOptions::default())?;
+/// chat.push_user("Hello!")?;
+/// let mut ids = Vec::new();
+/// for piece in chat.generate(&SamplingParams::default(), 4, None)? {
+///     let piece: Piece = piece?;
+///     if piece.id != Piece::FLUSH {
+///         ids.push(piece.id);
+///     }
+/// }
+/// assert!(ids.len() <= 4);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Piece {
+    /// The token id, or [`Piece::FLUSH`] for the bytes a cut-off character left at the end.
+    pub id: u32,
+    /// The text this token completes: valid UTF-8, possibly empty. Special (control) tokens give
+    /// no text.
+    pub text: String,
+}
+
+impl Piece {
+    /// The id of the final piece that flushes held-back bytes (not a token). Such a piece comes
+    /// only when the answer ends inside a multi-byte character; its text is U+FFFD.
+    pub const FLUSH: u32 = u32::MAX;
+}
+
+/// A conversation (or a raw prompt) with its caches.
+///
+/// Two ways to build the prompt:
+/// - **chat**: [`push_system`](Session::push_system) (optional, first),
+///   [`add_image`](Session::add_image) and [`push_user`](Session::push_user), then
+///   [`generate`](Session::generate); the model's chat template renders the conversation and each
+///   answer becomes an assistant message. Repeat for more turns.
+/// - **raw**: [`set_raw_prompt`](Session::set_raw_prompt) with the exact prompt text (special
+///   tokens written out), then [`generate`](Session::generate); the answer is appended to the
+///   prompt.
+///
+/// Each turn reuses the KV cache of the tokens that did not change, so usually only the new
+/// message is processed. (Under the default HF semantics, text before the first image attends to
+/// every image, so a turn that adds an image processes the whole prompt again; the images
+/// themselves come from the cache.) When the conversation outgrows the context window, the oldest
+/// user/assistant exchanges are dropped (a system message and the last message are kept). A
+/// session borrows its [`Model`]; create one per conversation (and per thread).
+///
+/// ```
+/// use mllama::{Model, SamplingParams, Session, SessionOptions};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+/// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+/// let mut chat = Session::new(&model, SessionOptions::default())?;
+/// let greedy = SamplingParams::default();
+///
+/// chat.push_system("You are a terse assistant.")?;
+/// chat.push_user("Name a colour.")?;
+/// let first: String = chat
+///     .generate(&greedy, 8, None)?
+///     .map(|p| p.map(|p| p.text))
+///     .collect::<Result<_, _>>()?;
+///
+/// // The answer is now part of the conversation; the next turn only processes the new message.
+/// chat.push_user("Another one.")?;
+/// for piece in chat.generate(&greedy, 8, None)? {
+///     print!("{}", piece?.text);
+/// }
+/// assert_eq!(chat.messages().len(), 5); // system, user, assistant, user, assistant
+/// assert!(chat.stats().context_tokens <= chat.context_size());
+/// # let _ = first;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Session<'m> {
+    model: &'m Model,
+    opts: SessionOptions,
+    ctx: usize,
+    template: Option<ChatTemplate>,
+    messages: Vec<Message>,
+    /// Images of `messages` in order of appearance.
+    images: Vec<Arc<EncodedImage>>,
+    /// Images added but not yet placed in a message.
+    pending: Vec<Arc<EncodedImage>>,
+    /// Raw mode: the prompt text (no chat template).
+    raw: Option<String>,
+    seq: Sequence<'m>,
+    /// Images attached to `seq`, in order (pointer identity).
+    seq_images: Vec<Arc<EncodedImage>>,
+    stats: SessionStats,
+}
+
+impl<'m> Session<'m> {
+    /// A new, empty conversation with `model`.
+    ///
+    /// The self-attention KV cache for the whole context window is allocated now:
+    /// 2 · self-attention layers · `n_kv_heads` · ctx · `head_dim` · 4 bytes (1 GiB for the 11B
+    /// model at 4096 tokens).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Model`] if the model file has no tokenizer.
+    /// - [`Error::Invalid`] if `opts.ctx` exceeds the model's `context_length`, or the model's
+    ///   chat template does not compile.
+    ///
+    /// ```
+    /// use mllama::{Model, Session, SessionOptions};
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let chat = Session::new(&model, SessionOptions { ctx: Some(512), ..Default::default() })?;
+    /// assert_eq!(chat.context_size(), 512);
+    ///
+    /// // More than the model supports is refused.
+    /// let too_long = SessionOptions { ctx: Some(1 << 30), ..Default::default() };
+    /// assert!(Session::new(&model, too_long).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Self, Error> {
+        let tok = model.tokenizer()?;
+        let ctx = opts
+            .ctx
+            .unwrap_or(model.text.cfg.context_length.min(DEFAULT_CTX_CAP))
+            .max(1);
+        if ctx > model.text.cfg.context_length {
+            return Err(Error::Invalid(format!(
+                "--ctx {ctx}: the model supports at most {} tokens",
+                model.text.cfg.context_length
+            )));
+        }
+        let half = opts.semantics.cache.half(&model.text);
+        check_kv_memory(model, ctx, half, opts.max_memory)?;
+        let template = match tok.chat_template() {
+            Some(src) => {
+                let bos = tok
+                    .bos_id()
+                    .and_then(|b| tok.token_str(b))
+                    .unwrap_or("")
+                    .to_string();
+                let mut t = ChatTemplate::new(src, &bos)?;
+                t.date_string = opts.date_string.clone();
+                Some(t)
+            }
+            None => None,
+        };
+        let seq = Sequence::new(model, ctx, opts.semantics);
+        Ok(Session {
+            model,
+            opts,
+            ctx,
+            template,
+            messages: Vec::new(),
+            images: Vec::new(),
+            pending: Vec::new(),
+            raw: None,
+            seq,
+            seq_images: Vec::new(),
+            stats: SessionStats::default(),
+        })
+    }
+
+    /// The context window in tokens (prompt and answers together).
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// use mllama::engine::session::DEFAULT_CTX_CAP;
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let chat = Session::new(&model, SessionOptions::default())?;
+    /// // The demo model supports 131072 tokens; the default caps the window.
+    /// assert_eq!(chat.context_size(), DEFAULT_CTX_CAP);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn context_size(&self) -> usize {
+        self.ctx
+    }
+
+    /// Timings of the last generation and of images added.
+    ///
+    /// ```
+    /// # use mllama::{Model, SamplingParams, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_user("Hi")?;
+    /// let n = chat.generate(&SamplingParams::default(), 4, None)?.count();
+    /// let s = chat.stats();
+    /// assert!(s.prefill_tokens > 0 && s.decode_tokens <= 4 && n >= s.decode_tokens);
+    /// println!("{:.1} tokens/s", s.decode_tokens as f64 / s.decode_s.max(1e-9));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// The conversation so far, in order (empty in raw-prompt mode). Messages dropped to fit the
+    /// context window are no longer listed.
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// use mllama::text::chat::{Part, Role};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_user("Hi")?;
+    /// assert_eq!(chat.messages()[0].role, Role::User);
+    /// assert_eq!(chat.messages()[0].content, vec![Part::Text { text: "Hi".into() }]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// Add an image file (PNG, JPEG, WebP, GIF or BMP); it goes with the next user message (or
+    /// the raw prompt). The image is decoded, preprocessed and run through the vision tower now
+    /// (or taken from the model's [`ImageCache`]), so a bad file fails here.
+    ///
+    /// The Llama 3.2 Vision chat template refuses a system message in a conversation with images
+    /// (the error comes from [`generate`](Session::generate)).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Io`] if the file cannot be read (missing, no permission).
+    /// - [`Error::Invalid`] if the path is a directory, the file is larger than
+    ///   [`ImageLimits::max_bytes`](crate::image::ImageLimits::max_bytes), or it is not a
+    ///   decodable image within the limits of [`SessionOptions::image_limits`]; the message names
+    ///   the file.
+    ///
+    /// ```
+    /// # use mllama::{Model, SamplingParams, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.add_image("models/demo/example.jpg")?;
+    /// chat.push_user("Describe this picture.")?;
+    /// let answer = chat.generate(&SamplingParams::default(), 4, None)?;
+    /// drop(answer);
+    ///
+    /// // The same file in a later turn (or another session) comes from the cache.
+    /// chat.add_image("models/demo/example.jpg")?;
+    /// chat.push_user("And this one?")?;
+    /// assert_eq!(chat.stats().cache_hits, 1);
+    ///
+    /// assert!(chat.add_image("no/such/file.png").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn add_image(&mut self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        let bytes = read_image_file(path, &self.opts.image_limits)?;
+        self.add_image_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Add an image held in memory (the bytes of an image file), like
+    /// [`add_image`](Session::add_image). `name` labels errors (e.g. a file name or URL).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the bytes are not a decodable image within the limits of
+    /// [`SessionOptions::image_limits`]; the message starts with `name`. (`max_bytes` is not
+    /// checked here: the bytes are already in memory.)
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// let bytes = std::fs::read("models/demo/example.jpg")?;
+    /// chat.add_image_bytes(&bytes, "example.jpg")?;
+    /// chat.push_user("What is in this picture?")?;
+    ///
+    /// let err = chat.add_image_bytes(b"not an image", "upload.bin").unwrap_err();
+    /// assert!(err.to_string().starts_with("upload.bin"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn add_image_bytes(&mut self, bytes: &[u8], name: &str) -> Result<(), Error> {
+        let (im, hit) = self.model.image_cache.get_or_encode(
+            self.model,
+            bytes,
+            name,
+            self.opts.semantics.taps,
+            &self.opts.image_limits,
+        )?;
+        if hit {
+            self.stats.cache_hits += 1;
+        } else {
+            self.stats.vision_s.push(im.vision_s);
+        }
+        self.pending.push(im);
+        Ok(())
+    }
+
+    /// Add a user message. Images added since the last message go where the text has
+    /// `<|image|>` markers (in order), the rest before the text (see
+    /// [`user_message`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the session holds a raw prompt, or the text has more `<|image|>`
+    /// markers than images were added.
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// use mllama::text::chat::Role;
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_user("Name three birds.")?;
+    /// assert_eq!(chat.messages()[0].role, Role::User);
+    ///
+    /// // A marker needs an image added before the message.
+    /// assert!(chat.push_user("What is in <|image|>?").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn push_user(&mut self, text: &str) -> Result<(), Error> {
+        if self.raw.is_some() {
+            return Err(Error::Invalid(
+                "this session holds a raw prompt; chat messages cannot be added".into(),
+            ));
+        }
+        let marker = self.image_marker();
+        let m = user_message(text, self.pending.len(), &marker)?;
+        self.messages.push(m);
+        self.images.append(&mut self.pending);
+        Ok(())
+    }
+
+    /// Add a system message (only as the first message). The Llama 3.2 Vision chat template
+    /// refuses system messages in conversations with images (the error comes from
+    /// [`generate`](Session::generate)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the conversation already has messages.
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_system("Answer in French.")?;
+    /// chat.push_user("Hello!")?;
+    /// assert!(chat.push_system("Too late.").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn push_system(&mut self, text: &str) -> Result<(), Error> {
+        if !self.messages.is_empty() {
+            return Err(Error::Invalid("a system message must come first".into()));
+        }
+        self.messages.push(Message::text(Role::System, text));
+        Ok(())
+    }
+
+    /// Use `text` as the whole prompt, without the chat template (tokenized like HF's processor
+    /// with special tokens: BOS added, leading `<|image|>` moved before it; see
+    /// [`Tokenizer::encode`](crate::text::tokenizer::Tokenizer::encode)). Images added so far attach to
+    /// the `<|image|>` tokens in order; their count must match when generating. Generated text is
+    /// appended to the prompt, so calling [`generate`](Session::generate) again continues it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the session holds chat messages.
+    ///
+    /// ```
+    /// # use mllama::{Model, SamplingParams, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut s = Session::new(&model, SessionOptions::default())?;
+    /// // With images, add them first and write one `<|image|>` per image in the prompt.
+    /// s.set_raw_prompt("Once upon a time")?;
+    /// let text = {
+    ///     let mut g = s.generate(&SamplingParams::default(), 6, None)?;
+    ///     for piece in g.by_ref() {
+    ///         piece?;
+    ///     }
+    ///     g.text().to_string()
+    /// };
+    /// # let _ = text;
+    /// // A raw session takes no chat messages.
+    /// assert!(s.push_user("Hi").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_raw_prompt(&mut self, text: &str) -> Result<(), Error> {
+        if !self.messages.is_empty() {
+            return Err(Error::Invalid(
+                "this session holds chat messages; use push_user".into(),
+            ));
+        }
+        self.raw = Some(text.to_string());
+        self.images.append(&mut self.pending);
+        Ok(())
+    }
+
+    /// Forget the conversation, raw prompt, pending images and KV cache, keeping the options
+    /// (encoded images stay in the model's [`ImageCache`]). [`stats`](Session::stats) keep their
+    /// values until the next generation.
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_user("Hi")?;
+    /// chat.reset();
+    /// assert!(chat.messages().is_empty());
+    /// chat.set_raw_prompt("Once upon a time")?; // allowed again after a reset
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reset(&mut self) {
+        self.messages.clear();
+        self.images.clear();
+        self.pending.clear();
+        self.raw = None;
+        self.seq = Sequence::new(self.model, self.ctx, self.opts.semantics);
+        self.seq_images.clear();
+    }
+
+    fn image_marker(&self) -> String {
+        self.model
+            .tokenizer()
+            .ok()
+            .and_then(|t| t.token_str(self.model.text.cfg.image_token))
+            .unwrap_or("<|image|>")
+            .to_string()
+    }
+
+    /// Token ids of the prompt to continue from.
+    fn prompt_tokens(&self) -> Result<Vec<u32>, Error> {
+        let tok = self.model.tokenizer()?;
+        match &self.raw {
+            Some(text) => tok.encode(text, true),
+            None => {
+                let t = self.template.as_ref().ok_or_else(|| {
+                    Error::Invalid(
+                        "the model has no chat template: use a raw prompt (--raw)".into(),
+                    )
+                })?;
+                let text = t.render(&self.messages, true)?;
+                tok.encode(&text, false)
+            }
+        }
+    }
+
+    /// Drop the oldest turns until `need` more tokens fit (chat mode). Returns the prompt.
+    fn fit_context(&mut self, max_new: usize) -> Result<Vec<u32>, Error> {
+        loop {
+            let ids = self.prompt_tokens()?;
+            if ids.len() + max_new.min(1) <= self.ctx {
+                return Ok(ids);
+            }
+            // Oldest user/assistant exchange out (keep a system message and the last message).
+            let first = usize::from(self.messages.first().map(|m| m.role) == Some(Role::System));
+            if self.raw.is_some() || self.messages.len() <= first + 1 {
+                return Err(Error::Invalid(format!(
+                    "prompt too long: {} tokens do not fit in the context of {} tokens (raise --ctx, SessionOptions::ctx)",
+                    ids.len(),
+                    self.ctx
+                )));
+            }
+            let removed = self.messages.remove(first);
+            let n = removed.n_images();
+            self.images.drain(..n);
+            if self.messages.get(first).map(|m| m.role) == Some(Role::Assistant) {
+                let r = self.messages.remove(first);
+                self.images.drain(..r.n_images());
+            }
+        }
+    }
+
+    /// Generate the assistant's answer (chat mode) or the continuation of the raw prompt: at most
+    /// `max_tokens` tokens (and no more than the context window has room for), stopping at an
+    /// end-of-turn token ([`Tokenizer::eos_ids`](crate::text::tokenizer::Tokenizer::eos_ids) or the
+    /// model's generation `eos_ids`; the stop token itself is not returned).
+    ///
+    /// The prompt is processed (prefill) before this returns; each call to
+    /// [`Generation::next`](Iterator::next) then samples one token with `params` and runs one
+    /// decode step, so pieces come as soon as each token is chosen. `cancel` is checked before
+    /// every token: set it (from another thread or a Ctrl-C handler) to stop early. The answer so
+    /// far becomes part of the conversation when the [`Generation`] is exhausted or dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `params` are out of range
+    /// ([`SamplingParams::validate`]), images were added after the last user message, there is no
+    /// user message to answer (chat mode), the model has no chat template (chat mode; use
+    /// [`set_raw_prompt`](Session::set_raw_prompt)), the template fails to render, the prompt
+    /// does not fit in the context window even after dropping old turns, or the number of
+    /// `<|image|>` tokens differs from the number of images. [`Error::Model`] if the model has no
+    /// tokenizer.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use mllama::{Model, SamplingParams, Session, SessionOptions};
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// chat.push_user("Write a long story.")?;
+    ///
+    /// // Seeded sampling: the same seed gives the same text.
+    /// let params =
+    ///     SamplingParams { temperature: 0.7, top_p: 0.9, seed: Some(42), ..Default::default() };
+    /// let stop = AtomicBool::new(false);
+    /// let mut answer = String::new();
+    /// for piece in chat.generate(&params, 100, Some(&stop))? {
+    ///     answer.push_str(&piece?.text);
+    ///     if answer.len() > 10 {
+    ///         stop.store(true, Ordering::Relaxed); // e.g. from a Ctrl-C handler
+    ///     }
+    /// }
+    /// assert!(chat.stats().decode_tokens < 100);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn generate<'s>(
+        &'s mut self,
+        params: &SamplingParams,
+        max_tokens: usize,
+        cancel: Option<&'s AtomicBool>,
+    ) -> Result<Generation<'s, 'm>, Error> {
+        let sampler = Sampler::new(params.clone())?;
+        if !self.pending.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} image(s) were added after the last user message; add a message for them",
+                self.pending.len()
+            )));
+        }
+        if self.raw.is_none() && self.messages.last().map(|m| m.role) != Some(Role::User) {
+            return Err(Error::Invalid(
+                "nothing to answer: add a user message first".into(),
+            ));
+        }
+        let model: &'m Model = self.model;
+        let tok = model.tokenizer()?;
+        let ids = self.fit_context(max_tokens)?;
+        let image_token = self.model.text.cfg.image_token;
+        let n_img_tokens = ids.iter().filter(|&&t| t == image_token).count();
+        if n_img_tokens != self.images.len() {
+            return Err(Error::Invalid(format!(
+                "the prompt has {n_img_tokens} <|image|> tokens but {} images were given",
+                self.images.len()
+            )));
+        }
+        let t0 = Instant::now();
+        let reused = self.sync_sequence(&ids);
+        let new = &ids[reused..];
+        let logits = self.seq.feed(new, false)?.to_vec();
+        self.stats.prefill_tokens = new.len();
+        self.stats.prefill_s = t0.elapsed().as_secs_f64();
+        self.stats.decode_tokens = 0;
+        self.stats.decode_s = 0.0;
+        self.stats.context_tokens = self.seq.len();
+        let room = self.ctx - self.seq.len();
+        Ok(Generation {
+            stream: tok.stream(true),
+            session: self,
+            sampler,
+            logits,
+            pending_feed: None,
+            produced: 0,
+            max: max_tokens.min(room),
+            cancel,
+            done: false,
+            text: String::new(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Make the sequence's cache a prefix of `ids` with the right images attached; returns how
+    /// many tokens of `ids` are already processed (at most `ids.len() − 1`, so that the last
+    /// token is fed and gives logits).
+    fn sync_sequence(&mut self, ids: &[u32]) -> usize {
+        let same = |a: &[Arc<EncodedImage>], b: &[Arc<EncodedImage>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+        };
+        let images_prefix = self.seq_images.len() <= self.images.len()
+            && same(&self.seq_images, &self.images[..self.seq_images.len()]);
+        // Under HF's semantics, text before the first image attends to every image: a new image
+        // changes those rows, so the whole prompt is processed again (images stay cached).
+        let reusable = if self.opts.semantics.meta_cross_attn {
+            images_prefix
+        } else {
+            same(&self.seq_images, &self.images)
+        };
+        let mut keep = 0;
+        if reusable {
+            let cached = self.seq.tokens();
+            keep = cached.iter().zip(ids).take_while(|(a, b)| a == b).count();
+            keep = keep.min(ids.len().saturating_sub(1));
+            // Under HF's semantics, rows before the first image read the padding tiles' keys,
+            // which the sequence dropped after its first prefill: recompute them from scratch.
+            let first_image = ids
+                .iter()
+                .position(|&t| t == self.model.text.cfg.image_token);
+            if !self.opts.semantics.meta_cross_attn && first_image.is_some_and(|p| keep <= p) {
+                keep = 0;
+            }
+        }
+        if keep == 0 {
+            self.seq = Sequence::new(self.model, self.ctx, self.opts.semantics);
+            self.seq_images.clear();
+        } else {
+            self.seq.truncate(keep);
+        }
+        for im in &self.images[self.seq_images.len()..] {
+            self.seq.attach_encoded(im);
+        }
+        self.seq_images = self.images.clone();
+        keep
+    }
+}
+
+/// Read an image file with the size limit checked first (a clear error for a missing file).
+fn read_image_file(path: &Path, limits: &ImageLimits) -> Result<Vec<u8>, Error> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: is a directory, not an image",
+            path.display()
+        )));
+    }
+    if meta.len() > limits.max_bytes {
+        return Err(Error::Invalid(format!(
+            "{}: {} bytes, more than the {}-byte limit for images (raise with --max-image-bytes, ImageLimits::max_bytes)",
+            path.display(),
+            meta.len(),
+            limits.max_bytes
+        )));
+    }
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// The answer being generated: an iterator of `Result<`[`Piece`]`, `[`Error`]`>`, one item per
+/// token, made by [`Session::generate`]. It borrows the session mutably.
+///
+/// Iteration ends at an end-of-turn token, after `max_tokens`, when the cancel flag is set, or
+/// after the first error (which is returned as the last item). When the answer ends inside a
+/// multi-byte character, a last piece with id [`Piece::FLUSH`] carries the held-back bytes as
+/// U+FFFD. When the generation is exhausted or dropped, its text is added to the conversation and
+/// [`Session::stats`] are updated; dropping it early keeps the answer so far.
+pub struct Generation<'s, 'm> {
+    session: &'s mut Session<'m>,
+    sampler: Sampler,
+    stream: TokenStream<'m>,
+    logits: Vec<f32>,
+    pending_feed: Option<u32>,
+    produced: usize,
+    max: usize,
+    cancel: Option<&'s AtomicBool>,
+    done: bool,
+    text: String,
+    started: Instant,
+}
+
+impl Generation<'_, '_> {
+    /// The text generated so far: the concatenation of every piece returned.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn step(&mut self) -> Result<Option<Piece>, Error> {
+        if let Some(t) = self.pending_feed.take() {
+            let l = self.session.seq.feed(&[t], false)?;
+            self.logits.clear();
+            self.logits.extend_from_slice(l);
+        }
+        if self.produced >= self.max || self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Ok(None);
+        }
+        let tok = self.session.model.tokenizer()?;
+        let id = self.sampler.sample(&self.logits, self.session.seq.tokens());
+        let stop = tok.is_eos(id) || self.session.model.cfg.generation.eos_ids.contains(&id);
+        if stop {
+            return Ok(None);
+        }
+        self.produced += 1;
+        self.pending_feed = Some(id);
+        let text = self.stream.push(id)?;
+        self.text.push_str(&text);
+        Ok(Some(Piece { id, text }))
+    }
+
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let rest = self.stream.finish();
+        self.text.push_str(&rest);
+        let s = &mut *self.session;
+        s.stats.decode_tokens = self.produced;
+        s.stats.decode_s = self.started.elapsed().as_secs_f64();
+        s.stats.context_tokens = s.seq.len();
+        match &mut s.raw {
+            Some(raw) => raw.push_str(&self.text),
+            None => s.messages.push(Message {
+                role: Role::Assistant,
+                content: vec![Part::Text {
+                    text: self.text.clone(),
+                }],
+            }),
+        }
+    }
+}
+
+impl Iterator for Generation<'_, '_> {
+    type Item = Result<Piece, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(p)) => Some(Ok(p)),
+            Ok(None) => {
+                // The last characters held back by the detokenizer, if any.
+                let before = self.text.len();
+                self.finish();
+                let tail = self.text[before..].to_string();
+                (!tail.is_empty()).then_some(Ok(Piece {
+                    id: Piece::FLUSH,
+                    text: tail,
+                }))
+            }
+            Err(e) => {
+                self.finish();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl Drop for Generation<'_, '_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,227 @@
+//! Error types. Every error a user can cause is a variant here with a message that names the file
+//! or value at fault; the library never panics on bad input.
+
+use std::path::PathBuf;
+
+/// Errors found while parsing or validating a GGUF file. Offsets are byte offsets into the file.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    /// The file does not start with `GGUF` (the first 4 bytes are given).
+    #[error("not a GGUF file (starts with {0:02x?}, expected \"GGUF\")")]
+    BadMagic([u8; 4]),
+    /// The file is a big-endian GGUF.
+    #[error("big-endian GGUF files are not supported")]
+    BigEndian,
+    /// A GGUF version other than 2 or 3.
+    #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
+    UnsupportedVersion(u32),
+    /// The file ends in the middle of something.
+    #[error(
+        "file is truncated: {what} at offset {offset} needs {need} bytes but only {have} remain"
+    )]
+    Truncated {
+        /// What was being read (e.g. `value of metadata key "general.name"`).
+        what: String,
+        /// Where it starts.
+        offset: u64,
+        /// Bytes it needs.
+        need: u64,
+        /// Bytes left in the file.
+        have: u64,
+    },
+    /// An element count larger than the rest of the file could hold (checked before allocating).
+    #[error("{what} at offset {offset}: count {count} cannot fit in the {have} bytes that remain")]
+    CountTooLarge {
+        /// What was being counted.
+        what: String,
+        /// Where the count is.
+        offset: u64,
+        /// The count read.
+        count: u64,
+        /// Bytes left in the file.
+        have: u64,
+    },
+    /// A string that is not UTF-8.
+    #[error("{what} at offset {offset} is not valid UTF-8")]
+    BadUtf8 {
+        /// Which string.
+        what: String,
+        /// Where it starts.
+        offset: u64,
+    },
+    /// A metadata value type id that GGUF does not define.
+    #[error("metadata key {key:?}: unknown value type id {id}")]
+    UnknownValueType {
+        /// The key.
+        key: String,
+        /// The type id read.
+        id: u32,
+    },
+    /// Arrays nested deeper than [`MAX_ARRAY_DEPTH`](crate::format::gguf::MAX_ARRAY_DEPTH).
+    #[error("metadata key {key:?}: arrays nested deeper than {max} levels")]
+    TooDeep {
+        /// The key.
+        key: String,
+        /// The deepest nesting accepted.
+        max: usize,
+    },
+    /// The same metadata key twice (reading or writing).
+    #[error("duplicate metadata key {0:?}")]
+    DuplicateKey(String),
+    /// `general.alignment` is not a non-zero `u32` power of two (the value found, debug-printed).
+    #[error("general.alignment must be a u32 power of two, found {0}")]
+    BadAlignment(String),
+    /// A tensor type id ggml does not define (see [`GgmlType::from_id`](crate::GgmlType::from_id)).
+    #[error("tensor {name:?}: unknown ggml type id {id}")]
+    UnknownTensorType {
+        /// The tensor.
+        name: String,
+        /// The type id read.
+        id: u32,
+    },
+    /// A tensor with 0 or more than 4 dimensions.
+    #[error("tensor {name:?}: {n_dims} dimensions (GGUF allows 1 to 4)")]
+    BadDimCount {
+        /// The tensor.
+        name: String,
+        /// Its number of dimensions.
+        n_dims: u32,
+    },
+    /// A tensor with a zero dimension or too many elements.
+    #[error("tensor {name:?}: dimensions {dims:?} are zero or their product overflows")]
+    BadDims {
+        /// The tensor.
+        name: String,
+        /// Its dimensions, innermost first.
+        dims: Vec<u64>,
+    },
+    /// A row length that is not a whole number of blocks of the tensor's type.
+    #[error(
+        "tensor {name:?}: row length {row_len} is not a multiple of the {ty} block size {block}"
+    )]
+    BadRowLength {
+        /// The tensor.
+        name: String,
+        /// Its innermost dimension.
+        row_len: u64,
+        /// Its type.
+        ty: crate::GgmlType,
+        /// The type's block size.
+        block: usize,
+    },
+    /// Tensor data not at a multiple of the file's alignment.
+    #[error("tensor {name:?}: data offset {offset} is not a multiple of the alignment {align}")]
+    Misaligned {
+        /// The tensor.
+        name: String,
+        /// Its offset in the data section.
+        offset: u64,
+        /// The file's alignment.
+        align: u64,
+    },
+    /// Tensor data extending past the end of the file.
+    #[error("tensor {name:?}: data [{start}, {end}) lies outside the file ({file_len} bytes)")]
+    OutOfRange {
+        /// The tensor.
+        name: String,
+        /// Absolute start of its data.
+        start: u64,
+        /// Absolute end of its data.
+        end: u64,
+        /// File size.
+        file_len: u64,
+    },
+    /// The same tensor name twice (reading or writing).
+    #[error("duplicate tensor name {0:?}")]
+    DuplicateTensor(String),
+    /// A typed view of a tensor of another type ([`TensorView`](crate::format::gguf::TensorView)).
+    #[error("tensor {name:?}: stored as {actual}, cannot be viewed as {wanted}")]
+    WrongType {
+        /// The tensor.
+        name: String,
+        /// Its type.
+        actual: crate::GgmlType,
+        /// The type asked for.
+        wanted: &'static str,
+    },
+    /// A typed view of data that is not aligned for the element type.
+    #[error("tensor {name:?}: data is not aligned in memory for a {wanted} view")]
+    UnalignedView {
+        /// The tensor.
+        name: String,
+        /// The type asked for.
+        wanted: &'static str,
+    },
+    /// A misuse of the [`GgufWriter`](crate::format::gguf::GgufWriter) (wrong tensor size, alias of an
+    /// unknown tensor, alignment set too late), or an in-memory parse error that is not a GGUF
+    /// error.
+    #[error("writer: {0}")]
+    Writer(String),
+    /// An I/O error while writing.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The library's error type. Its `Display` is one line naming the file or value at fault, e.g.
+/// `model.gguf: missing tensor blk.0.attn_q.weight`.
+///
+/// ```
+/// use mllama::{Error, Model};
+///
+/// match Model::load("no/such/model.gguf") {
+///     Err(Error::Io { path, source }) => {
+///         assert_eq!(path.to_str(), Some("no/such/model.gguf"));
+///         assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+///     }
+///     other => panic!("unexpected: {:?}", other.err()),
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not a valid GGUF file.
+    #[error("{}: {source}", path.display())]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: GgufError,
+    },
+    /// A GGUF parsed fine but does not describe a model we can run (missing key or tensor, wrong
+    /// architecture, wrong shape, unsupported type).
+    #[error("{}: {msg}", path.display())]
+    Model {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key or tensor.
+        msg: String,
+    },
+    /// Invalid argument or input value (message names it).
+    #[error("{0}")]
+    Invalid(String),
+    /// An error while building a GGUF file in memory.
+    #[error("GGUF: {0}")]
+    GgufWrite(#[from] GgufError),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with the library's [`Error`] as default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

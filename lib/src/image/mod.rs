@@ -1,0 +1,190 @@
+//! Image files to RGB8 pixels: decoding with HF's conversion rules (PIL + `convert_to_rgb`), size
+//! limits checked before decoding, and Pillow's bilinear resize.
+//!
+//! - [`decode`](self::decode): format sniffing, header checks, the `image` crate for PNG/GIF/BMP/WebP.
+//! - [`format`](self::format): the formats, the header size check, the RGB8 buffer.
+//! - [`jpeg`](self::jpeg): our JPEG decoder, bit-exact with libjpeg-turbo (Pillow's), split by stage.
+//! - [`resize`](self::resize): Pillow 13's bilinear resampling, bit-exact on RGB8.
+//!
+//! Images with alpha (RGBA, LA, palette or grey/RGB with a `tRNS` transparency entry, GIF
+//! transparency, WebP alpha) are composited over **white** with Pillow's integer arithmetic; grey
+//! is replicated; 16-bit PNG channels keep their high byte; 16-bit grey PNGs are *clipped* to 255
+//! (Pillow's `I;16 -> RGB`). **EXIF orientation is not applied** (neither PIL's `Image.open` nor
+//! HF's processor rotates images).
+
+mod decode;
+mod format;
+mod jpeg;
+mod resize;
+
+use std::path::Path;
+
+use crate::Error;
+
+/// Limits checked before decoding (from the image header) so a hostile file cannot make us allocate
+/// gigabytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest accepted width in pixels.
+    pub max_width: u32,
+    /// Largest accepted height in pixels.
+    pub max_height: u32,
+    /// Largest accepted width × height.
+    pub max_pixels: u64,
+    /// Largest accepted file size in bytes.
+    pub max_bytes: u64,
+    /// Most bytes a decoder may allocate for one image (pixel buffers, JPEG coefficients).
+    pub max_alloc: u64,
+}
+
+impl Default for ImageLimits {
+    /// 16384 × 16384 pixels at most, 64 Mpixel (2^26 pixels) total, 64 MiB files, 512 MiB of
+    /// decoder allocations. A 4000×3000 phone photo (12 Mpixel) needs ~80 MB to decode.
+    fn default() -> Self {
+        ImageLimits {
+            max_width: 16384,
+            max_height: 16384,
+            max_pixels: 64 << 20,
+            max_bytes: 64 << 20,
+            max_alloc: 512 << 20,
+        }
+    }
+}
+
+/// A decoded RGB8 image, row-major HWC (`data.len() == width * height * 3`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Pixels, row by row, 3 bytes (R, G, B) each.
+    pub data: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Wrap a pixel buffer, checking its length.
+    pub fn new(width: u32, height: u32, data: Vec<u8>) -> Result<RgbImage, Error> {
+        if data.len() as u64 != width as u64 * height as u64 * 3 {
+            return Err(Error::Invalid(format!(
+                "RGB buffer of {} bytes does not match {width}x{height} pixels",
+                data.len()
+            )));
+        }
+        Ok(RgbImage {
+            width,
+            height,
+            data,
+        })
+    }
+
+    /// The (R, G, B) value at column `x`, row `y` (panics when out of range).
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = (y as usize * self.width as usize + x as usize) * 3;
+        [self.data[i], self.data[i + 1], self.data[i + 2]]
+    }
+}
+
+/// Decode an image file held in memory (PNG, JPEG, WebP, GIF or BMP) to RGB8 with HF's conversion
+/// rules (see the module docs). The header is checked against `limits` before decoding. Never panics;
+/// errors are [`Error::Invalid`] with a message naming the problem.
+///
+/// ```
+/// use mllama::image::{decode_image, ImageLimits};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+/// let bytes = std::fs::read("models/demo/example.jpg")?;
+/// let img = decode_image(&bytes, &ImageLimits::default())?;
+/// assert_eq!((img.width, img.height, img.data.len()), (640, 480, 640 * 480 * 3));
+///
+/// let small = ImageLimits { max_pixels: 100 * 100, ..ImageLimits::default() };
+/// assert!(decode_image(&bytes, &small).is_err());
+/// # Ok(())
+/// # }
+/// ```
+pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Error> {
+    let img = decode::decode(bytes, limits).map_err(Error::Invalid)?;
+    Ok(RgbImage {
+        width: img.width,
+        height: img.height,
+        data: img.data,
+    })
+}
+
+/// Read and decode an image file like [`decode_image`]. The file size is checked before reading.
+/// I/O errors are [`Error::Io`] (naming the path); decoding errors are [`Error::Invalid`] with the
+/// path in the message, e.g. `photo.png: image is 40000x30000 pixels, more than the 16384x16384 limit`.
+/// A directory or a file larger than [`ImageLimits::max_bytes`] is also [`Error::Invalid`].
+///
+/// ```
+/// use std::path::Path;
+/// use mllama::image::{load_image, ImageLimits};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+/// let img = load_image(Path::new("models/demo/example.jpg"), &ImageLimits::default())?;
+/// assert_eq!((img.width, img.height), (640, 480));
+/// assert_eq!(img.pixel(0, 0).len(), 3); // RGB
+///
+/// let err = load_image(Path::new("no/such.png"), &ImageLimits::default()).unwrap_err();
+/// assert!(matches!(err, mllama::Error::Io { .. }));
+/// # Ok(())
+/// # }
+/// ```
+pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, Error> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: is a directory, not an image",
+            path.display()
+        )));
+    }
+    if meta.len() > limits.max_bytes {
+        return Err(Error::Invalid(format!(
+            "{}: file is {} bytes, more than the {} byte limit (raise with --max-image-bytes, ImageLimits::max_bytes)",
+            path.display(),
+            meta.len(),
+            limits.max_bytes
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let img = decode::decode(&bytes, limits)
+        .map_err(|m| Error::Invalid(format!("{}: {m}", path.display())))?;
+    Ok(RgbImage {
+        width: img.width,
+        height: img.height,
+        data: img.data,
+    })
+}
+
+/// Resize with Pillow's `Image.resize((width, height), Image.BILINEAR)` semantics (bit-exact with
+/// Pillow 13 on RGB8; antialiased when downscaling). Returns a copy when the size is unchanged.
+pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> Result<RgbImage, Error> {
+    if img.data.len() as u64 != img.width as u64 * img.height as u64 * 3 {
+        return Err(Error::Invalid(format!(
+            "RGB buffer of {} bytes does not match {}x{} pixels",
+            img.data.len(),
+            img.width,
+            img.height
+        )));
+    }
+    if img.width == 0 || img.height == 0 || width == 0 || height == 0 {
+        return Err(Error::Invalid(format!(
+            "cannot resize {}x{} pixels to {width}x{height}",
+            img.width, img.height
+        )));
+    }
+    let data = resize::resize_bilinear_rgb8(
+        &img.data,
+        img.width as usize,
+        img.height as usize,
+        width as usize,
+        height as usize,
+    );
+    Ok(RgbImage {
+        width,
+        height,
+        data,
+    })
+}

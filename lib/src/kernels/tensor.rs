@@ -1,0 +1,187 @@
+//! Weights as zero-copy views into the memory-mapped GGUF file.
+//!
+//! A [`Mat`] is a row-major weight matrix `[rows, cols]` (PyTorch `[out, in]`) stored in any
+//! computable ggml type. Quantized blocks are consumed in place by the kernels; nothing is expanded
+//! to f32 at load. Small tensors (norm weights, biases, gates) are copied to `Vec<f32>` at load.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use half::{bf16, f16};
+
+use crate::format::gguf::MapBytes;
+use crate::quant::{BlockQ4_0, BlockQ8_0};
+use crate::GgmlType;
+
+/// Bytes of one tensor inside a shared memory map.
+#[derive(Clone)]
+pub struct Bytes {
+    map: Arc<MapBytes>,
+    range: Range<usize>,
+}
+
+impl Bytes {
+    /// `range` must lie inside `map` (the GGUF reader validated every tensor range at open).
+    pub fn new(map: Arc<MapBytes>, range: Range<usize>) -> Option<Self> {
+        if range.end <= map.len() && range.start <= range.end {
+            Some(Bytes { map, range })
+        } else {
+            None
+        }
+    }
+
+    /// Bytes owned in memory (tests, synthetic models).
+    pub fn owned(v: &[u8]) -> Self {
+        Bytes {
+            map: Arc::new(MapBytes::owned(v)),
+            range: 0..v.len(),
+        }
+    }
+
+    /// The tensor's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({} bytes)", self.range.len())
+    }
+}
+
+/// A weight matrix `[rows, cols]`: row `r` is output feature `r`, contiguous over the `cols` inputs.
+///
+/// ```
+/// use mllama::kernels::tensor::Mat;
+///
+/// let w = Mat::from_f32(2, 3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+/// assert_eq!((w.rows, w.cols, w.row_bytes()), (2, 3, 12));
+/// let mut row = [0f32; 3];
+/// w.row_to_f32(1, &mut row);
+/// assert_eq!(row, [4.0, 5.0, 6.0]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Mat {
+    /// Storage type (F32, F16, BF16, Q8_0 or Q4_0).
+    pub ty: GgmlType,
+    /// Rows (output features).
+    pub rows: usize,
+    /// Values per row (input features).
+    pub cols: usize,
+    bytes: Bytes,
+}
+
+impl Mat {
+    /// A matrix over `bytes`; `None` if the size does not match the type and shape or the type
+    /// cannot be computed with.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: Bytes) -> Option<Self> {
+        let row_bytes = ty.row_bytes(cols as u64)? as usize;
+        if !ty.is_supported_for_compute() || row_bytes.checked_mul(rows)? != bytes.as_slice().len()
+        {
+            return None;
+        }
+        let m = Mat {
+            ty,
+            rows,
+            cols,
+            bytes,
+        };
+        // Typed views need the element alignment; the GGUF data section is 32-byte aligned and the
+        // map page-aligned, so this only fails for hand-made byte buffers.
+        let align = match ty {
+            GgmlType::F32 => 4,
+            _ => 2,
+        };
+        if !(m.bytes.as_slice().as_ptr() as usize).is_multiple_of(align) {
+            return None;
+        }
+        Some(m)
+    }
+
+    /// An f32 matrix owned in memory (a copy of `v`, row-major).
+    ///
+    /// # Panics
+    ///
+    /// If `v.len() != rows · cols`.
+    pub fn from_f32(rows: usize, cols: usize, v: &[f32]) -> Self {
+        assert_eq!(v.len(), rows * cols);
+        Mat::from_bytes(GgmlType::F32, rows, cols, bytemuck::cast_slice(v))
+    }
+
+    /// A matrix of any computable type over an owned copy of `data` (tests, synthetic models).
+    ///
+    /// # Panics
+    ///
+    /// If the type cannot be computed with, or `data` is not exactly `rows` rows of `cols` values
+    /// of that type.
+    pub fn from_bytes(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Self {
+        let m = Mat::new(ty, rows, cols, Bytes::owned(data));
+        m.unwrap_or_else(|| panic!("{ty} [{rows}, {cols}]: {} bytes do not fit", data.len()))
+    }
+
+    /// All the matrix's bytes, row after row.
+    pub fn data(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+
+    /// Bytes of one row (`ty.row_bytes(cols)`).
+    pub fn row_bytes(&self) -> usize {
+        self.data().len() / self.rows.max(1)
+    }
+
+    /// Bytes of rows `r.start..r.end`.
+    ///
+    /// # Panics
+    ///
+    /// If the range goes past the last row.
+    pub fn rows_data(&self, r: Range<usize>) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.data()[r.start * rb..r.end * rb]
+    }
+
+    /// The whole matrix as f32 elements, `rows · cols` of them.
+    ///
+    /// The `as_*` views require the matching [`Mat::ty`]; this is checked in debug builds only
+    /// (a wrong type reinterprets the bytes, or panics if their size does not fit).
+    pub fn as_f32(&self) -> &[f32] {
+        debug_assert_eq!(self.ty, GgmlType::F32);
+        bytemuck::cast_slice(self.data())
+    }
+    /// The whole matrix as f16 elements (type F16; see [`Mat::as_f32`]).
+    pub fn as_f16(&self) -> &[f16] {
+        debug_assert_eq!(self.ty, GgmlType::F16);
+        bytemuck::cast_slice(self.data())
+    }
+    /// The whole matrix as bf16 elements (type BF16; see [`Mat::as_f32`]).
+    pub fn as_bf16(&self) -> &[bf16] {
+        debug_assert_eq!(self.ty, GgmlType::BF16);
+        bytemuck::cast_slice(self.data())
+    }
+    /// The whole matrix as Q8_0 blocks, `cols / 32` per row (type Q8_0; see [`Mat::as_f32`]).
+    pub fn as_q8_0(&self) -> &[BlockQ8_0] {
+        debug_assert_eq!(self.ty, GgmlType::Q8_0);
+        bytemuck::cast_slice(self.data())
+    }
+    /// The whole matrix as Q4_0 blocks, `cols / 32` per row (type Q4_0; see [`Mat::as_f32`]).
+    pub fn as_q4_0(&self) -> &[BlockQ4_0] {
+        debug_assert_eq!(self.ty, GgmlType::Q4_0);
+        bytemuck::cast_slice(self.data())
+    }
+
+    /// Dequantize row `r` into `out` (`cols` values): embedding lookups.
+    ///
+    /// # Panics
+    ///
+    /// If `r >= rows` or `out` has fewer than `cols` values.
+    pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
+        let d = self.rows_data(r..r + 1);
+        // Sizes are consistent by construction.
+        let _ = crate::quant::dequantize(self.ty, d, &mut out[..self.cols]);
+    }
+
+    /// Bytes of weights (what a pass over the matrix reads).
+    pub fn nbytes(&self) -> usize {
+        self.data().len()
+    }
+}

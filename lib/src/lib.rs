@@ -1,0 +1,66 @@
+//! mllama: a CPU runtime for Llama 3.2 Vision (HF `MllamaForConditionalGeneration`, GGUF
+//! architecture `mllama`) from quantized GGUF files.
+//!
+//! Load a model with [`Model::load`], open a [`Session`], add images and messages, and stream the
+//! answer ([`api`] has the details):
+//!
+//! ```
+//! use mllama::{Model, SamplingParams, Session, SessionOptions};
+//!
+//! # fn main() -> Result<(), mllama::Error> {
+//! # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+//! // The tiny random-weight demo model shipped in the repository (paths relative to its root).
+//! let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+//! let mut chat = Session::new(&model, SessionOptions::default())?;
+//! chat.add_image("models/demo/example.jpg")?;
+//! chat.push_user("What is in this picture?")?;
+//! for piece in chat.generate(&SamplingParams::default(), 16, None)? {
+//!     print!("{}", piece?.text);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Module map, lowest layer first (a module uses only those above it in this list):
+//! - [`error`]: the error types ([`Error`], [`GgufError`]).
+//! - [`format`]: file formats: the GGUF reader (memory-mapped, validating) and streaming writer,
+//!   the ggml tensor type table ([`GgmlType`]), standard metadata keys.
+//! - [`quant`]: quantized block formats and f32 ⇄ block conversions (scalar reference).
+//! - [`kernels`]: matrix kernels (`y = x·Wᵀ` for every weight type) over zero-copy weight
+//!   matrices ([`kernels::tensor`]), scalar references beside the SIMD paths, attention kernels,
+//!   bandwidth probes.
+//! - [`nn`]: network building blocks: norms, activations, RoPE, the attention driver.
+//! - [`image`]: image files to RGB pixels (decoders, limits, Pillow's bilinear resize).
+//! - [`text`]: the tokenizer, chat messages and templates, sampling.
+//! - [`models`]: model architectures ([`models::mllama`]: tensor table, config, vision tower,
+//!   text decoder, image preprocessing, encoded-image cache, synthetic models) and a summary of
+//!   any GGUF file ([`models::info`]).
+//! - [`engine`]: running a model: [`engine::sequence`] (a token sequence with its caches) and
+//!   [`engine::session`] (the application API: [`Session`], [`Generation`]).
+//!
+//! The library never prints and never panics on bad input; every failure is an [`Error`] whose
+//! message names the file or value at fault.
+
+#![warn(missing_docs)]
+
+#[cfg(target_endian = "big")]
+compile_error!("mllama reads little-endian GGUF data in place and needs a little-endian target");
+
+pub mod engine;
+pub mod error;
+pub mod format;
+#[doc(hidden)]
+pub mod fuzz_entry;
+pub mod image;
+pub mod kernels;
+pub mod models;
+pub mod nn;
+pub mod quant;
+pub mod text;
+
+pub use engine::session::{Generation, Piece, Session, SessionOptions, SessionStats};
+pub use error::{Error, GgufError, Result};
+pub use format::dtype::GgmlType;
+pub use models::mllama::image_cache::{EncodedImage, ImageCache};
+pub use models::mllama::{CachePrecision, Model, Semantics, TapConvention};
+pub use text::sampling::SamplingParams;

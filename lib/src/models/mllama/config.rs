@@ -1,0 +1,479 @@
+//! Model configuration read from the GGUF metadata (every dimension, layer list and token id comes
+//! from the file; nothing is assumed about the 11B shapes).
+
+use std::path::Path;
+
+use crate::format::gguf::{GgufFile, Value};
+use crate::models::mllama::keys;
+use crate::nn::RopePairs;
+use crate::Error;
+
+/// Text decoder dimensions (the `mllama.*` keys). Values in comments are Llama-3.2-11B-Vision's.
+#[derive(Clone, Debug)]
+pub struct TextConfig {
+    /// Rows of the output projection (tokens that can be produced; 128256).
+    pub vocab_size: usize,
+    /// Rows of the token embedding table (vocab + the image token's learnable rows; 128264).
+    pub embedding_rows: usize,
+    /// Hidden size H (4096).
+    pub hidden: usize,
+    /// Decoder layers, self-attention and cross-attention together (40).
+    pub n_layers: usize,
+    /// MLP intermediate width F (14336).
+    pub ffn: usize,
+    /// Query heads (32).
+    pub n_heads: usize,
+    /// Key/value heads (8; grouped-query attention).
+    pub n_kv_heads: usize,
+    /// Dimension of one head (128); `n_heads · head_dim == hidden`.
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// RoPE base θ (500000).
+    pub rope_theta: f32,
+    /// Indices of the cross-attention layers among the `n_layers` (`[3, 8, ..., 38]`).
+    pub cross_layers: Vec<usize>,
+    /// Longest context the model supports, in tokens (131072).
+    pub context_length: usize,
+    /// Id of the `<|image|>` token (128256).
+    pub image_token: u32,
+}
+
+/// Vision encoder dimensions (the `mllama.vision.*` keys). Values in comments are
+/// Llama-3.2-11B-Vision's.
+#[derive(Clone, Debug)]
+pub struct VisionConfig {
+    /// Hidden size D (1280).
+    pub hidden: usize,
+    /// Attention heads (16).
+    pub n_heads: usize,
+    /// MLP intermediate width (5120).
+    pub ffn: usize,
+    /// Local (ungated) encoder layers (32).
+    pub n_local: usize,
+    /// Gated global encoder layers after the local ones (8).
+    pub n_global: usize,
+    /// Local layers whose hidden states feed the projector (`[3, 7, 15, 23, 30]`; see
+    /// [`TapConvention`](crate::TapConvention)).
+    pub taps: Vec<usize>,
+    /// LayerNorm epsilon.
+    pub eps: f32,
+    /// Tile edge in pixels (560).
+    pub image_size: usize,
+    /// Patch edge in pixels (14).
+    pub patch_size: usize,
+    /// Tile slots per image (4).
+    pub max_tiles: usize,
+    /// Input channels (always 3, RGB).
+    pub channels: usize,
+    /// hidden × (1 + taps): the projector's input width (7680).
+    pub output_dim: usize,
+}
+
+impl VisionConfig {
+    /// Patches per tile side (`image_size / patch_size`; 40).
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+    /// Tokens per tile: patches + the class token (1601).
+    pub fn tokens_per_tile(&self) -> usize {
+        self.grid() * self.grid() + 1
+    }
+    /// Tokens per tile padded to a multiple of 8 (1608).
+    pub fn padded_tokens_per_tile(&self) -> usize {
+        self.tokens_per_tile().div_ceil(8) * 8
+    }
+}
+
+/// How the file stores gates and q/k rows (the `mllama.convention.*` keys; defaults are Ollama's).
+#[derive(Clone, Debug)]
+pub struct Conventions {
+    /// Vision gates hold tanh(g) (position gate: 1 − tanh(g)) instead of g.
+    pub vision_gates_tanh: bool,
+    /// Cross-attention gates hold tanh(g) instead of g.
+    pub cross_gates_tanh: bool,
+    /// Rotation pairs of self-attention q/k.
+    pub self_qk: RopePairs,
+    /// Cross-attention q/k rows are RoPE-permuted per head (Ollama) while q_norm/k_norm are not.
+    pub cross_qk_permuted: bool,
+}
+
+pub use crate::text::sampling::GenerationDefaults;
+
+/// Everything read from the metadata, validated (every dimension non-zero and consistent).
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    /// Text decoder dimensions.
+    pub text: TextConfig,
+    /// Vision encoder dimensions.
+    pub vision: VisionConfig,
+    /// How gates and q/k rows are stored.
+    pub conventions: Conventions,
+    /// Image preprocessing parameters (CLIP defaults where the file has none).
+    pub preprocess: crate::models::mllama::preprocess::PreprocessConfig,
+    /// Generation defaults.
+    pub generation: GenerationDefaults,
+}
+
+pub(crate) struct Meta<'a> {
+    pub f: &'a GgufFile,
+    pub path: &'a Path,
+}
+
+impl Meta<'_> {
+    pub fn err(&self, msg: impl Into<String>) -> Error {
+        Error::Model {
+            path: self.path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<&Value, Error> {
+        self.f
+            .get(key)
+            .ok_or_else(|| self.err(format!("missing metadata key {key}")))
+    }
+
+    pub fn usize(&self, key: &str) -> Result<usize, Error> {
+        let v = self.get(key)?;
+        v.as_u64()
+            .filter(|&x| x <= u32::MAX as u64)
+            .map(|x| x as usize)
+            .ok_or_else(|| {
+                self.err(format!(
+                    "metadata key {key}: expected a non-negative integer, found {v:?}"
+                ))
+            })
+    }
+
+    pub fn usize_or(&self, key: &str, default: usize) -> Result<usize, Error> {
+        if self.f.get(key).is_none() {
+            return Ok(default);
+        }
+        self.usize(key)
+    }
+
+    pub fn f32_or(&self, key: &str, default: f32) -> Result<f32, Error> {
+        match self.f.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| {
+                self.err(format!(
+                    "metadata key {key}: expected a number, found {v:?}"
+                ))
+            }),
+        }
+    }
+
+    pub fn list(&self, key: &str) -> Result<Vec<i64>, Error> {
+        let v = self.get(key)?;
+        v.as_array()
+            .and_then(|a| a.to_i64_vec())
+            .ok_or_else(|| self.err(format!("metadata key {key}: expected an integer array")))
+    }
+
+    pub fn f32_list(&self, key: &str) -> Result<Option<Vec<f32>>, Error> {
+        match self.f.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_array()
+                .and_then(|a| a.to_f64_vec())
+                .map(|v| Some(v.into_iter().map(|x| x as f32).collect()))
+                .ok_or_else(|| self.err(format!("metadata key {key}: expected a number array"))),
+        }
+    }
+
+    pub fn str_or(&self, key: &str, default: &str) -> Result<String, Error> {
+        match self.f.get(key) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(v) => Err(self.err(format!(
+                "metadata key {key}: expected a string, found {v:?}"
+            ))),
+        }
+    }
+}
+
+fn positive(m: &Meta<'_>, what: &str, v: usize) -> Result<usize, Error> {
+    if v == 0 {
+        return Err(m.err(format!("{what} is 0")));
+    }
+    Ok(v)
+}
+
+impl ModelConfig {
+    /// Read and validate the configuration from a GGUF's metadata (no tensors are touched).
+    /// Optional keys take the Llama 3.2 Vision defaults; files without `mllama.convention.*`
+    /// keys get Ollama's conventions.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] naming the key if `general.architecture` is not `mllama`, a required key
+    /// is missing or has the wrong type, or the values are inconsistent (heads not dividing the
+    /// hidden size, a layer index out of range, an aspect ratio needing more than `max_tiles`
+    /// tiles, ...).
+    ///
+    /// ```
+    /// use mllama::format::gguf::GgufFile;
+    /// use mllama::models::mllama::ModelConfig;
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let f = GgufFile::open("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let cfg = ModelConfig::from_gguf(&f)?;
+    /// assert_eq!(cfg.vision.tokens_per_tile(), 1601);
+    /// assert_eq!(cfg.preprocess.supported_aspect_ratios.len(), 8);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig, Error> {
+        let m = Meta { f, path: f.path() };
+        let arch = m.str_or("general.architecture", "")?;
+        if arch != keys::ARCH {
+            let what = if arch.is_empty() {
+                "has no general.architecture".to_string()
+            } else {
+                format!("is a {arch:?} model")
+            };
+            return Err(m.err(format!(
+                "{what}, not Llama 3.2 Vision (architecture \"mllama\")"
+            )));
+        }
+
+        let hidden = positive(&m, "embedding_length", m.usize(keys::EMBEDDING_LENGTH)?)?;
+        let n_heads = positive(&m, "attention.head_count", m.usize(keys::HEAD_COUNT)?)?;
+        let n_kv_heads = positive(
+            &m,
+            "attention.head_count_kv",
+            m.usize_or(keys::HEAD_COUNT_KV, n_heads)?,
+        )?;
+        if n_heads % n_kv_heads != 0 {
+            return Err(m.err(format!(
+                "{n_heads} attention heads are not a multiple of {n_kv_heads} kv heads"
+            )));
+        }
+        let head_dim = m.usize_or(keys::KEY_LENGTH, hidden / n_heads)?;
+        if head_dim == 0 || head_dim % 2 != 0 || head_dim * n_heads != hidden {
+            return Err(m.err(format!(
+                "head dimension {head_dim} × {n_heads} heads does not make hidden size {hidden}"
+            )));
+        }
+        let n_layers = positive(&m, "block_count", m.usize(keys::BLOCK_COUNT)?)?;
+        let mut cross_layers = Vec::new();
+        for l in m.list(keys::CROSS_ATTENTION_LAYERS)? {
+            if l < 0 || l as usize >= n_layers {
+                return Err(m.err(format!(
+                    "cross-attention layer {l} is out of range (block_count {n_layers})"
+                )));
+            }
+            cross_layers.push(l as usize);
+        }
+        let vocab_size = positive(&m, "vocab_size", m.usize(keys::VOCAB_SIZE)?)?;
+        let image_token = m.usize(keys::IMAGE_TOKEN_INDEX)? as u32;
+        let text = TextConfig {
+            vocab_size,
+            embedding_rows: m.usize_or(keys::EMBEDDING_ROWS, vocab_size + 8)?,
+            hidden,
+            n_layers,
+            ffn: positive(
+                &m,
+                "feed_forward_length",
+                m.usize(keys::FEED_FORWARD_LENGTH)?,
+            )?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rms_eps: m.f32_or(keys::RMS_EPS, 1e-5)?,
+            rope_theta: m.f32_or(keys::ROPE_FREQ_BASE, 500000.0)?,
+            cross_layers,
+            context_length: m.usize_or(keys::CONTEXT_LENGTH, 131072)?,
+            image_token,
+        };
+
+        let vh = positive(
+            &m,
+            "vision.embedding_length",
+            m.usize(keys::V_EMBEDDING_LENGTH)?,
+        )?;
+        let vheads = positive(
+            &m,
+            "vision.attention.head_count",
+            m.usize(keys::V_HEAD_COUNT)?,
+        )?;
+        if vh % vheads != 0 {
+            return Err(m.err(format!(
+                "vision hidden size {vh} is not a multiple of {vheads} heads"
+            )));
+        }
+        let n_local = m.usize(keys::V_BLOCK_COUNT)?;
+        let mut taps = Vec::new();
+        for t in m.list(keys::V_INTERMEDIATE_LAYERS)? {
+            if t < 0 || t as usize >= n_local {
+                return Err(m.err(format!(
+                    "vision intermediate layer {t} is out of range ({n_local} layers)"
+                )));
+            }
+            taps.push(t as usize);
+        }
+        let image_size = positive(&m, "vision.image_size", m.usize(keys::V_IMAGE_SIZE)?)?;
+        let patch_size = positive(&m, "vision.patch_size", m.usize(keys::V_PATCH_SIZE)?)?;
+        if image_size % patch_size != 0 {
+            return Err(m.err(format!(
+                "image size {image_size} is not a multiple of patch size {patch_size}"
+            )));
+        }
+        let max_tiles = positive(
+            &m,
+            "vision.max_num_tiles",
+            m.usize_or(keys::V_MAX_NUM_TILES, 4)?,
+        )?;
+        let vision = VisionConfig {
+            hidden: vh,
+            n_heads: vheads,
+            ffn: positive(
+                &m,
+                "vision.feed_forward_length",
+                m.usize(keys::V_FEED_FORWARD_LENGTH)?,
+            )?,
+            n_local,
+            n_global: m.usize(keys::V_GLOBAL_BLOCK_COUNT)?,
+            output_dim: vh * (1 + taps.len()),
+            taps,
+            eps: m.f32_or(keys::V_LN_EPS, 1e-5)?,
+            image_size,
+            patch_size,
+            max_tiles,
+            channels: m.usize_or(keys::V_NUM_CHANNELS, 3)?,
+        };
+        if vision.channels != 3 {
+            return Err(m.err(format!(
+                "{} image channels: only RGB (3) is supported",
+                vision.channels
+            )));
+        }
+        if let Ok(d) = m.usize(keys::V_OUTPUT_DIM) {
+            if d != vision.output_dim {
+                return Err(m.err(format!(
+                    "vision output_dim {d} != hidden {vh} × (1 + {} taps)",
+                    vision.taps.len()
+                )));
+            }
+        }
+
+        // Preprocessing: CLIP constants unless the file says otherwise (the class defaults of HF
+        // differ, but every released checkpoint uses these).
+        let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3], Error> {
+            match m.f32_list(key)? {
+                None => Ok(default),
+                Some(v) if v.len() == 3 => Ok([v[0], v[1], v[2]]),
+                Some(v) => Err(m.err(format!(
+                    "metadata key {key}: expected 3 values, found {}",
+                    v.len()
+                ))),
+            }
+        };
+        let ratios = match m.f.get(keys::P_SUPPORTED_ASPECT_RATIOS) {
+            None => {
+                let mut r = Vec::new();
+                for h in 1..=max_tiles {
+                    for w in 1..=max_tiles {
+                        if h * w <= max_tiles {
+                            r.push((h, w));
+                        }
+                    }
+                }
+                r
+            }
+            Some(_) => {
+                let flat = m.list(keys::P_SUPPORTED_ASPECT_RATIOS)?;
+                if flat.len() % 2 != 0 || flat.iter().any(|&x| x <= 0) {
+                    return Err(m.err("supported_aspect_ratios must be positive (h, w) pairs"));
+                }
+                let r: Vec<(usize, usize)> = flat
+                    .chunks(2)
+                    .map(|p| (p[0] as usize, p[1] as usize))
+                    .collect();
+                if let Some(&(h, w)) = r.iter().find(|&&(h, w)| h * w > max_tiles) {
+                    return Err(m.err(format!(
+                        "aspect ratio {h}×{w} needs more than {max_tiles} tiles"
+                    )));
+                }
+                r
+            }
+        };
+        #[allow(clippy::excessive_precision)]
+        let preprocess = crate::models::mllama::preprocess::PreprocessConfig {
+            tile_size: image_size,
+            max_tiles,
+            mean: triple(keys::P_IMAGE_MEAN, [0.48145466, 0.4578275, 0.40821073])?,
+            std: triple(keys::P_IMAGE_STD, [0.26862954, 0.26130258, 0.27577711])?,
+            rescale_factor: m.f32_or(keys::P_RESCALE_FACTOR, 1.0 / 255.0)?,
+            supported_aspect_ratios: ratios,
+        };
+        preprocess.validate().map_err(|e| m.err(e.to_string()))?;
+
+        let conv = |key: &str, default: &str, allowed: &[&str]| -> Result<String, Error> {
+            let v = m.str_or(key, default)?;
+            if !allowed.contains(&v.as_str()) {
+                return Err(m.err(format!("{key} = {v:?}: expected one of {allowed:?}")));
+            }
+            Ok(v)
+        };
+        let conventions = Conventions {
+            vision_gates_tanh: conv(
+                keys::CONV_VISION_GATES,
+                keys::OLLAMA_VISION_GATES,
+                &["raw", "tanh"],
+            )? == "tanh",
+            cross_gates_tanh: conv(
+                keys::CONV_CROSS_GATES,
+                keys::OLLAMA_CROSS_GATES,
+                &["raw", "tanh"],
+            )? == "tanh",
+            self_qk: if conv(keys::CONV_SELF_QK, keys::OLLAMA_SELF_QK, &["ggml", "hf"])? == "ggml" {
+                RopePairs::Adjacent
+            } else {
+                RopePairs::Half
+            },
+            cross_qk_permuted: conv(keys::CONV_CROSS_QK, keys::OLLAMA_CROSS_QK, &["ggml", "hf"])?
+                == "ggml",
+        };
+
+        let eos_ids = match f.get(keys::G_EOS_IDS) {
+            Some(v) => v
+                .as_array()
+                .and_then(|a| a.to_i64_vec())
+                .map(|v| {
+                    v.into_iter()
+                        .filter(|&x| x >= 0)
+                        .map(|x| x as u32)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let generation = GenerationDefaults {
+            do_sample: f.get(keys::G_DO_SAMPLE).and_then(Value::as_bool),
+            temperature: f
+                .get(keys::G_TEMPERATURE)
+                .and_then(Value::as_f64)
+                .map(|x| x as f32),
+            top_p: f
+                .get(keys::G_TOP_P)
+                .and_then(Value::as_f64)
+                .map(|x| x as f32),
+            top_k: f
+                .get(keys::G_TOP_K)
+                .and_then(Value::as_i64)
+                .filter(|&x| x > 0)
+                .map(|x| x as usize),
+            eos_ids,
+        };
+        Ok(ModelConfig {
+            text,
+            vision,
+            conventions,
+            preprocess,
+            generation,
+        })
+    }
+}

@@ -1,0 +1,199 @@
+//! Encoded images (cross-attention K/V) and the bounded cache of them a model keeps.
+
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::image::{self, ImageLimits};
+use crate::models::mllama::{preprocess, Model, TapConvention};
+use crate::Error;
+
+/// Default bound of the image cache: 2 GiB of cross-attention K/V (about 5 images of the 11B
+/// model). Change it with [`ImageCache::set_max_bytes`] on [`Model::image_cache`].
+pub const DEFAULT_IMAGE_CACHE_BYTES: usize = 2 << 30;
+
+/// One image after the vision tower: its cross-attention K/V for every cross layer, head-major
+/// `[n_kv_heads][tile_slots · tokens_per_tile][head_dim]`, all tile slots kept.
+///
+/// Made by [`Model::encode_image`] or [`ImageCache::get_or_encode`]; attach it to a conversation
+/// through [`Session::add_image`] (which uses the cache) rather than by hand.
+pub struct EncodedImage {
+    /// Per cross layer, in layer order: (K with k_norm applied, V), each f32 head-major
+    /// `[n_kv_heads][tile_slots · tokens_per_tile][head_dim]`.
+    pub kv: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Real tiles of the image (1 to `tile_slots`); the keys of the other slots are never attended
+    /// to by text that sees the image.
+    pub n_tiles: usize,
+    /// Tile slots the K/V cover (the model's `max_tiles`, 4 for Llama 3.2 Vision).
+    pub tile_slots: usize,
+    /// Vision tokens per tile: patches + the class token (1601 at 560-pixel tiles).
+    pub tokens_per_tile: usize,
+    /// Seconds spent in the vision tower + projector.
+    pub vision_s: f64,
+    /// Seconds spent computing the cross-attention K/V.
+    pub cross_kv_s: f64,
+}
+
+impl EncodedImage {
+    /// Bytes of K/V held (4 bytes per value, K and V of every cross layer): what the image costs
+    /// in an [`ImageCache`].
+    pub fn bytes(&self) -> usize {
+        self.kv.iter().map(|(k, v)| 4 * (k.len() + v.len())).sum()
+    }
+}
+
+struct CacheEntry {
+    key: [u8; 32],
+    image: Arc<EncodedImage>,
+    last_used: u64,
+}
+
+/// Encoded images kept across turns and sessions, bounded in bytes; the least recently used
+/// entry is dropped when a new one would exceed the bound (an entry a session still holds stays
+/// alive in that session). A single image larger than the bound is used but not kept.
+///
+/// Every [`Model`] owns one ([`Model::image_cache`], bounded by [`DEFAULT_IMAGE_CACHE_BYTES`]);
+/// [`Session::add_image`] goes through it. All methods take `&self` and are thread-safe.
+///
+/// ```
+/// use std::sync::Arc;
+/// use mllama::image::ImageLimits;
+/// use mllama::{Model, TapConvention};
+///
+/// # fn main() -> Result<(), mllama::Error> {
+/// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+/// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+/// let path = "models/demo/example.jpg";
+/// let bytes = std::fs::read(path).map_err(|e| mllama::Error::io(path, e))?;
+/// let (taps, limits) = (TapConvention::default(), ImageLimits::default());
+///
+/// // First use: decoded, preprocessed and run through the vision tower.
+/// let (first, cached) = model.image_cache.get_or_encode(&model, &bytes, path, taps, &limits)?;
+/// assert!(!cached);
+/// // Second use: the same K/V, no vision work.
+/// let (again, cached) = model.image_cache.get_or_encode(&model, &bytes, path, taps, &limits)?;
+/// assert!(cached && Arc::ptr_eq(&first, &again));
+/// assert_eq!(model.image_cache.usage(), (1, first.bytes()));
+///
+/// // A bound below one image's size empties the cache; images are then used but not kept.
+/// model.image_cache.set_max_bytes(first.bytes() - 1);
+/// assert_eq!(model.image_cache.usage(), (0, 0));
+/// # Ok(())
+/// # }
+/// ```
+pub struct ImageCache {
+    max_bytes: Mutex<usize>,
+    entries: Mutex<(Vec<CacheEntry>, u64)>,
+}
+
+impl ImageCache {
+    /// An empty cache holding at most `max_bytes` of K/V (as counted by
+    /// [`EncodedImage::bytes`]).
+    ///
+    /// ```
+    /// let cache = mllama::ImageCache::new(256 << 20);
+    /// assert_eq!(cache.usage(), (0, 0));
+    /// ```
+    pub fn new(max_bytes: usize) -> Self {
+        ImageCache {
+            max_bytes: Mutex::new(max_bytes),
+            entries: Mutex::new((Vec::new(), 0)),
+        }
+    }
+
+    /// Change the bound in bytes, evicting least recently used entries until the rest fits.
+    pub fn set_max_bytes(&self, max_bytes: usize) {
+        *self.max_bytes.lock().unwrap_or_else(|e| e.into_inner()) = max_bytes;
+        let mut g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        Self::evict(&mut g.0, max_bytes, 0);
+    }
+
+    /// `(entries, bytes)` currently held.
+    pub fn usage(&self) -> (usize, usize) {
+        let g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        (g.0.len(), g.0.iter().map(|e| e.image.bytes()).sum())
+    }
+
+    fn evict(entries: &mut Vec<CacheEntry>, max: usize, incoming: usize) {
+        loop {
+            let used: usize = entries.iter().map(|e| e.image.bytes()).sum();
+            if used + incoming <= max || entries.is_empty() {
+                return;
+            }
+            let (i, _) = entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.last_used)
+                .unwrap_or((0, &entries[0]));
+            entries.remove(i);
+        }
+    }
+
+    /// The cache key of image bytes under a tap convention: SHA-256 of the convention byte
+    /// followed by the file bytes (the same picture re-encoded as another file is another key).
+    pub fn key(bytes: &[u8], taps: TapConvention) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update([taps as u8]);
+        h.update(bytes);
+        h.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Arc<EncodedImage>> {
+        let mut g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 += 1;
+        let tick = g.1;
+        let e = g.0.iter_mut().find(|e| &e.key == key)?;
+        e.last_used = tick;
+        Some(Arc::clone(&e.image))
+    }
+
+    fn insert(&self, key: [u8; 32], image: Arc<EncodedImage>) {
+        let max = *self.max_bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if image.bytes() > max {
+            return;
+        }
+        Self::evict(&mut g.0, max, image.bytes());
+        g.1 += 1;
+        let tick = g.1;
+        g.0.push(CacheEntry {
+            key,
+            image,
+            last_used: tick,
+        });
+    }
+
+    /// The encoded image for these bytes (an image file held in memory: PNG, JPEG, WebP, GIF or
+    /// BMP): from the cache, or decoded, preprocessed with the model's settings and run through
+    /// the vision tower now (and then cached). Returns the image and whether it came from the
+    /// cache.
+    ///
+    /// `name` labels errors (a file name); `limits` bound the decoder. Two threads that miss on
+    /// the same new image at the same time both encode it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when the bytes are not a supported image, exceed `limits`, or cannot be
+    /// preprocessed; the message starts with `name`.
+    pub fn get_or_encode(
+        &self,
+        model: &Model,
+        bytes: &[u8],
+        name: &str,
+        taps: TapConvention,
+        limits: &ImageLimits,
+    ) -> Result<(Arc<EncodedImage>, bool), Error> {
+        let key = Self::key(bytes, taps);
+        if let Some(im) = self.get(&key) {
+            return Ok((im, true));
+        }
+        let img = image::decode_image(bytes, limits).map_err(|e| match e {
+            Error::Invalid(m) => Error::Invalid(format!("{name}: {m}")),
+            other => other,
+        })?;
+        let pre = preprocess::preprocess(&img, &model.cfg.preprocess)?;
+        let im = Arc::new(model.encode_image(&pre, taps));
+        self.insert(key, Arc::clone(&im));
+        Ok((im, false))
+    }
+}

@@ -1,0 +1,375 @@
+//! The Llama 3.2 Vision model: loading from GGUF, and the forward passes.
+//!
+//! - [`vision`]: image tiles → vision tower → projector → cross-attention states.
+//! - [`text`]: the decoder (self-attention and cross-attention layers), its caches, logits.
+//!
+//! Weights stay in the memory map ([`Mat`]); only small vectors are copied.
+
+pub mod config;
+pub mod image_cache;
+pub mod keys;
+pub mod preprocess;
+pub mod spec;
+pub mod synthetic;
+pub mod text;
+pub mod vision;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::{ModelConfig, TextConfig, VisionConfig};
+
+use crate::format::gguf::GgufFile;
+use crate::kernels::tensor::{Bytes, Mat};
+use crate::Error;
+
+/// Run-time choices that change the numerics (both reference behaviours are supported). The
+/// default takes the vision taps at layer input (Meta's reference, HF transformers 4.x, Ollama:
+/// what the released weights were trained with) and HF's cross-attention for text before the
+/// first image; `meta_cross_attn` gives Meta's, `TapConvention::LayerOutput` HF 5.x's taps.
+///
+/// ```
+/// use mllama::{Semantics, TapConvention};
+///
+/// let hf = Semantics::default();
+/// assert!(!hf.meta_cross_attn && hf.taps == TapConvention::LayerInput);
+/// let meta = Semantics { meta_cross_attn: true, ..hf };
+/// let hf5 = Semantics { taps: TapConvention::LayerOutput, ..hf };
+/// # let _ = (meta, hf5);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Semantics {
+    /// Meta's handling of text rows that see no image (tokens before the first `<|image|>`): their
+    /// cross-attention output is zeroed, so cross layers are the identity for them. Default: HF
+    /// transformers, where those rows attend unmasked to every vision token and only the MLP
+    /// branch is zeroed.
+    pub meta_cross_attn: bool,
+    /// Which hidden state of a local vision layer is an intermediate feature.
+    pub taps: TapConvention,
+    /// Storage of the attention caches (f16 for quantized models by default).
+    pub cache: CachePrecision,
+}
+
+/// Storage of the attention caches: the self-attention KV cache and the cross-attention K/V of
+/// attached images.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CachePrecision {
+    /// f16 when the text matrices are quantized (Q4_0/Q8_0: half the memory and half the bytes a
+    /// decode step reads from the caches; the rounding is far below the weights' quantization
+    /// error), f32 for F32/F16/BF16 models (within float rounding of the reference).
+    #[default]
+    Auto,
+    /// Always f32.
+    F32,
+    /// Always f16 (cross-attention layers whose values exceed f16's range stay f32).
+    F16,
+}
+
+impl CachePrecision {
+    /// Whether the caches of `text` store f16.
+    pub fn half(self, text: &text::TextModel) -> bool {
+        match self {
+            CachePrecision::Auto => text.quantized(),
+            CachePrecision::F32 => false,
+            CachePrecision::F16 => true,
+        }
+    }
+
+    /// Parse `auto`, `f32` or `f16`.
+    pub fn parse(s: &str) -> Option<CachePrecision> {
+        match s {
+            "auto" => Some(CachePrecision::Auto),
+            "f32" => Some(CachePrecision::F32),
+            "f16" => Some(CachePrecision::F16),
+            _ => None,
+        }
+    }
+}
+
+/// The vision tower's intermediate features ("taps") are taken at local layers
+/// `intermediate_layers_indices`; implementations disagree on which side of the layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TapConvention {
+    /// The input of layer k (= output of layer k − 1): Meta's reference code, HF transformers
+    /// 4.x and Ollama; the convention the released weights were trained with.
+    #[default]
+    LayerInput,
+    /// The output of layer k: HF transformers 5.x compatibility.
+    LayerOutput,
+}
+
+/// Reads tensors from a GGUF with shape and type checks; errors name the file and tensor.
+pub(crate) struct Loader<'a> {
+    pub f: &'a GgufFile,
+    pub path: &'a Path,
+}
+
+impl Loader<'_> {
+    pub fn err(&self, msg: impl Into<String>) -> Error {
+        Error::Model {
+            path: self.path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    fn info(&self, name: &str) -> Result<&crate::format::gguf::TensorInfo, Error> {
+        self.f
+            .tensor_info(name)
+            .ok_or_else(|| self.err(format!("missing tensor {name}")))
+    }
+
+    /// A matrix `[rows, cols]` (any 2-D or higher tensor whose innermost dimension is `cols`).
+    pub fn mat(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, Error> {
+        let t = self.info(name)?;
+        // A float tensor of more dimensions may be viewed as [outermost, product of the rest]
+        // (the 4-D patch convolution [D, 3, p, p] is a [D, 3·p·p] matrix).
+        let flat_ok = !t.ty.is_quantized()
+            && t.dims.last().copied() == Some(rows as u64)
+            && t.n_elements() == (rows * cols) as u64;
+        if (t.row_len() != cols || t.n_rows() != rows) && !flat_ok {
+            return Err(self.err(format!(
+                "tensor {name} has shape {:?}, expected [{rows}, {cols}]",
+                t.shape()
+            )));
+        }
+        if !t.ty.is_supported_for_compute() {
+            return Err(self.err(format!(
+                "tensor {name} is stored as {}, which this runtime cannot compute with (supported: F32, F16, BF16, Q8_0, Q4_0)",
+                t.ty
+            )));
+        }
+        let bytes = Bytes::new(Arc::clone(self.f.bytes()), self.f.tensor_range(t))
+            .ok_or_else(|| self.err(format!("tensor {name}: data out of range")))?;
+        Mat::new(t.ty, rows, cols, bytes)
+            .ok_or_else(|| self.err(format!("tensor {name}: size or alignment mismatch")))
+    }
+
+    /// A small tensor of `len` values, converted to f32 (norm weights, biases, gates).
+    pub fn vec(&self, name: &str, len: usize) -> Result<Vec<f32>, Error> {
+        let t = self.info(name)?;
+        if t.n_elements() as usize != len {
+            return Err(self.err(format!(
+                "tensor {name} has shape {:?}, expected {len} values",
+                t.shape()
+            )));
+        }
+        self.f
+            .view(t)
+            .to_f32_vec()
+            .map_err(|e| self.err(format!("tensor {name}: {e}")))
+    }
+
+    /// A one-value tensor.
+    pub fn scalar(&self, name: &str) -> Result<f32, Error> {
+        Ok(self.vec(name, 1)?[0])
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.f.tensor_info(name).is_some()
+    }
+}
+
+/// A loaded model: configuration, vision tower, text decoder, tokenizer, and the cache of encoded
+/// images. Share it across threads by reference (`&Model` is `Send + Sync`).
+///
+/// Weights are used in place from the memory-mapped file, so loading is fast and costs little
+/// memory beyond the file's pages; the file must not be modified while the model is alive. Run it
+/// through a [`Session`](crate::Session).
+pub struct Model {
+    /// Dimensions, conventions, preprocessing and generation defaults read from the file.
+    pub cfg: ModelConfig,
+    /// Vision tower and projector.
+    pub vision: vision::VisionModel,
+    /// Text decoder.
+    pub text: text::TextModel,
+    tokenizer: Option<crate::text::tokenizer::Tokenizer>,
+    /// Encoded images (cross-attention K/V), keyed by a hash of the image bytes, shared by every
+    /// session of this model; bounded by
+    /// [`DEFAULT_IMAGE_CACHE_BYTES`](crate::models::mllama::image_cache::DEFAULT_IMAGE_CACHE_BYTES) until changed with
+    /// [`ImageCache::set_max_bytes`](crate::ImageCache::set_max_bytes).
+    pub image_cache: crate::models::mllama::image_cache::ImageCache,
+    file: GgufFile,
+}
+
+impl Model {
+    /// Load a model from an `mllama` GGUF (as written by `quantize`, or Ollama's single-file
+    /// `llama3.2-vision` layout). The file is memory-mapped; weights are used in place. Matrices
+    /// may be F32, F16, BF16, Q8_0 or Q4_0.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Io`] if the file cannot be opened or mapped.
+    /// - [`Error::Gguf`] if it is not a valid GGUF file.
+    /// - [`Error::Model`] if it is a GGUF but not a model this runtime can run: another
+    ///   architecture, a missing or malformed metadata key, a missing tensor, a wrong shape, an
+    ///   unsupported tensor type, or broken tokenizer data. The message names the key or tensor.
+    ///
+    /// ```
+    /// use mllama::Model;
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let t = &model.cfg.text;
+    /// assert_eq!((t.hidden, t.n_layers, t.cross_layers.clone()), (32, 4, vec![2]));
+    /// assert_eq!(model.cfg.vision.image_size, 560);
+    ///
+    /// let missing = Model::load("no/such/model.gguf");
+    /// assert!(matches!(missing, Err(mllama::Error::Io { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, Error> {
+        let file = GgufFile::open(path.as_ref())?;
+        Self::from_gguf(file)
+    }
+
+    /// Build a model over an opened GGUF (e.g. one parsed from memory with
+    /// [`GgufFile::from_map`]). Files without tokenizer data load without a tokenizer
+    /// ([`Model::tokenizer`] then fails).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] as for [`Model::load`].
+    ///
+    /// ```
+    /// use mllama::format::gguf::GgufFile;
+    /// use mllama::Model;
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let file = GgufFile::open("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let model = Model::from_gguf(file)?;
+    /// let arch = model.gguf().get("general.architecture").and_then(|v| v.as_str());
+    /// assert_eq!(arch, Some("mllama"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_gguf(file: GgufFile) -> Result<Model, Error> {
+        let cfg = ModelConfig::from_gguf(&file)?;
+        let l = Loader {
+            f: &file,
+            path: file.path(),
+        };
+        let vision = vision::VisionModel::load(&l, &cfg)?;
+        let text = text::TextModel::load(&l, &cfg)?;
+        // Files without tokenizer data (synthetic benchmark models) load without one.
+        let tokenizer = if file.get(crate::format::keys::TOK_TOKENS).is_some() {
+            Some(crate::text::tokenizer::Tokenizer::from_gguf(&file)?)
+        } else {
+            None
+        };
+        Ok(Model {
+            cfg,
+            vision,
+            text,
+            tokenizer,
+            image_cache: crate::models::mllama::image_cache::ImageCache::new(
+                crate::models::mllama::image_cache::DEFAULT_IMAGE_CACHE_BYTES,
+            ),
+            file,
+        })
+    }
+
+    /// The tokenizer built from the file's `tokenizer.ggml.*` data (built once, at load).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Model`] if the file has no tokenizer data (synthetic benchmark models).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = mllama::Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let tok = model.tokenizer()?;
+    /// let ids = tok.encode("Hello, world!", false)?;
+    /// assert_eq!(ids, [9906, 11, 1917, 0]);
+    /// assert_eq!(tok.decode(&ids, false)?, "Hello, world!");
+    /// assert_eq!(tok.image_id(), Some(model.cfg.text.image_token));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tokenizer(&self) -> Result<&crate::text::tokenizer::Tokenizer, Error> {
+        self.tokenizer.as_ref().ok_or_else(|| Error::Model {
+            path: self.file.path().to_path_buf(),
+            msg: "the file has no tokenizer (tokenizer.ggml.* keys)".into(),
+        })
+    }
+
+    /// Run the vision tower on a preprocessed image and compute its cross-attention K/V for every
+    /// cross layer (all tile slots kept; sequences drop padding tiles when that is exact). This
+    /// bypasses the [`ImageCache`](crate::ImageCache);
+    /// [`Session::add_image`](crate::Session::add_image) is the usual way in.
+    ///
+    /// `pre` must come from [`preprocess`](crate::models::mllama::preprocess::preprocess) with this model's
+    /// `cfg.preprocess`; `taps` chooses which side of each tapped vision layer is used
+    /// ([`Semantics::taps`]).
+    ///
+    /// # Panics
+    ///
+    /// If `pre.pixel_values` does not hold `max_tiles · 3 · image_size²` values for this model.
+    ///
+    /// ```
+    /// use mllama::image::{load_image, ImageLimits};
+    /// use mllama::models::mllama::preprocess::preprocess;
+    /// use mllama::{Model, TapConvention};
+    ///
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let img = load_image("models/demo/example.jpg".as_ref(), &ImageLimits::default())?;
+    /// let pre = preprocess(&img, &model.cfg.preprocess)?;
+    /// let enc = model.encode_image(&pre, TapConvention::LayerOutput);
+    ///
+    /// // 640x480 → 1x2 tiles of 560 px, padded to 4 tile slots of 1601 vision tokens.
+    /// assert_eq!((enc.n_tiles, enc.tile_slots, enc.tokens_per_tile), (2, 4, 1601));
+    /// let t = &model.cfg.text;
+    /// assert_eq!(enc.kv.len(), t.cross_layers.len());
+    /// assert_eq!(enc.kv[0].0.len(), t.n_kv_heads * 4 * 1601 * t.head_dim);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn encode_image(
+        &self,
+        pre: &crate::models::mllama::preprocess::Preprocessed,
+        taps: TapConvention,
+    ) -> crate::models::mllama::image_cache::EncodedImage {
+        let t = std::time::Instant::now();
+        let out = self
+            .vision
+            .forward(&pre.pixel_values, pre.aspect_ratio_id, pre.num_tiles, taps);
+        let vision_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let vc = &self.cfg.vision;
+        let n = vc.max_tiles * vc.tokens_per_tile();
+        let kv = self.text.cross_kv(&out.states, n);
+        crate::models::mllama::image_cache::EncodedImage {
+            kv,
+            n_tiles: pre.num_tiles,
+            tile_slots: vc.max_tiles,
+            tokens_per_tile: vc.tokens_per_tile(),
+            vision_s,
+            cross_kv_s: t.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The underlying GGUF file (metadata, tokenizer data, tensor table).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// Bytes of text weights read per decoded token (everything but the embedding table, vision
+    /// and projector; cross-attention K/V projections are precomputed per image).
+    pub fn text_bytes_per_token(&self) -> usize {
+        self.text.bytes_per_token()
+    }
+}
+
+/// tanh of a gate stored raw, or the stored value when the file holds it transformed.
+pub(crate) fn gate(raw_or_tanh: f32, stored_tanh: bool) -> f32 {
+    if stored_tanh {
+        raw_or_tanh
+    } else {
+        raw_or_tanh.tanh()
+    }
+}

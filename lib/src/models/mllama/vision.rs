@@ -1,0 +1,441 @@
+//! The vision tower and projector: one image (up to `max_tiles` tiles) → cross-attention states.
+//!
+//! Notation: T = tile slots (4), G = patches per tile side (40), P = G² + 1 tokens per tile (1601),
+//! P8 = P padded to a multiple of 8 (1608), D = vision hidden (1280), K = number of taps (5),
+//! H = text hidden (4096), R = aspect-ratio table rows (9).
+//!
+//! ```text
+//! pixels [T, 3, S, S]
+//!  → patch conv as GEMM           [T, G², D]      (tile slots past the image are all-zero input → zero output)
+//!  → + tanh(g_pre)·pre_tile[ar]   per tile slot   (before the class token)
+//!  → prepend class token          [T, P, D]
+//!  → + (1−tanh(g))·pos + tanh(g)·tile_pos[ar]
+//!  → layernorm_pre, pad to P8     X [T·P8, D]     (pad rows are zeros)
+//!  → 32 local layers              (mask: pad⊗pad; taps recorded)
+//!  → layernorm_post, + tanh(g_post)·post_tile[ar]
+//!  → 8 gated global layers
+//!  → un-pad, concat [out ‖ taps interleaved per channel]   [T, P, D·(1+K)]
+//!  → projector (+ bias)           [T·P, H]
+//! ```
+
+use crate::kernels::tensor::Mat;
+use crate::kernels::{matmul, matmul_bias, Scratch};
+use crate::models::mllama::keys;
+use crate::models::mllama::{gate, Loader, ModelConfig, TapConvention, VisionConfig};
+use crate::nn::{self, Mask};
+use crate::Error;
+
+/// One encoder layer (local layers have no gates).
+pub struct EncoderLayer {
+    ln1_w: Vec<f32>,
+    ln1_b: Vec<f32>,
+    q: Mat, // [D, D]
+    k: Mat, // [D, D]
+    v: Mat, // [D, D]
+    o: Mat, // [D, D]
+    ln2_w: Vec<f32>,
+    ln2_b: Vec<f32>,
+    fc1: Mat, // [F, D]
+    fc1_b: Vec<f32>,
+    fc2: Mat, // [D, F]
+    fc2_b: Vec<f32>,
+    /// tanh(gate_attn), tanh(gate_ffn) for global layers.
+    gates: Option<(f32, f32)>,
+}
+
+/// The vision tower (patch embedding, 32 local and 8 gated global encoder layers for the 11B
+/// model) and the multi-modal projector to the text hidden size. Weights stay in the memory map.
+pub struct VisionModel {
+    /// Dimensions (a copy of [`ModelConfig::vision`]).
+    pub cfg: VisionConfig,
+    text_hidden: usize,
+    patch: Mat,          // [D, 3·p·p], unfold order (c, ky, kx)
+    class_emb: Vec<f32>, // [D]
+    pos_emb: Mat,        // [P, D]
+    pos_gate: f32,       // 1 − tanh(g)
+    tile_pos: Mat,       // [R, T·P·D]
+    tile_pos_gate: f32,  // tanh(g)
+    pre_tile: Mat,       // [R, T·D]
+    pre_gate: f32,
+    post_tile: Mat, // [R, T·D]
+    post_gate: f32,
+    pre_ln: (Vec<f32>, Vec<f32>),
+    post_ln: (Vec<f32>, Vec<f32>),
+    local: Vec<EncoderLayer>,
+    global: Vec<EncoderLayer>,
+    proj: Mat, // [H, D·(1+K)]
+    proj_b: Vec<f32>,
+}
+
+/// What the tower produces for one image.
+pub struct VisionOutput {
+    /// Projector output, the cross-attention key/value source: `[T·P, H]`, tile-major.
+    pub states: Vec<f32>,
+    /// Vision features before the projector: `[T, P, D·(1+K)]`.
+    pub features: Vec<f32>,
+}
+
+impl VisionModel {
+    pub(crate) fn load(l: &Loader<'_>, mc: &ModelConfig) -> Result<Self, Error> {
+        let c = &mc.vision;
+        let tanh_stored = mc.conventions.vision_gates_tanh;
+        let (d, f, t, p) = (c.hidden, c.ffn, c.max_tiles, c.tokens_per_tile());
+        let r =
+            l.f.tensor_info(keys::T_V_PRE_TILE_EMBD)
+                .map(|i| i.n_rows())
+                .ok_or_else(|| l.err(format!("missing tensor {}", keys::T_V_PRE_TILE_EMBD)))?;
+        if r < mc.preprocess.supported_aspect_ratios.len() + 1 {
+            return Err(l.err(format!(
+                "aspect-ratio tables have {r} rows, fewer than the {} supported ratios + 1",
+                mc.preprocess.supported_aspect_ratios.len()
+            )));
+        }
+        let layer = |name: &dyn Fn(&str) -> String, gated: bool| -> Result<EncoderLayer, Error> {
+            Ok(EncoderLayer {
+                ln1_w: l.vec(&name("attn_norm.weight"), d)?,
+                ln1_b: l.vec(&name("attn_norm.bias"), d)?,
+                q: l.mat(&name("attn_q.weight"), d, d)?,
+                k: l.mat(&name("attn_k.weight"), d, d)?,
+                v: l.mat(&name("attn_v.weight"), d, d)?,
+                o: l.mat(&name("attn_output.weight"), d, d)?,
+                ln2_w: l.vec(&name("ffn_norm.weight"), d)?,
+                ln2_b: l.vec(&name("ffn_norm.bias"), d)?,
+                fc1: l.mat(&name("ffn_up.weight"), f, d)?,
+                fc1_b: l.vec(&name("ffn_up.bias"), f)?,
+                fc2: l.mat(&name("ffn_down.weight"), d, f)?,
+                fc2_b: l.vec(&name("ffn_down.bias"), d)?,
+                gates: if gated {
+                    Some((
+                        gate(l.scalar(&name("attn_gate"))?, tanh_stored),
+                        gate(l.scalar(&name("ffn_gate"))?, tanh_stored),
+                    ))
+                } else {
+                    None
+                },
+            })
+        };
+        let local = (0..c.n_local)
+            .map(|i| layer(&|s| keys::vblk(i, s), false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let global = (0..c.n_global)
+            .map(|i| layer(&|s| keys::vgblk(i, s), true))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The position gate: HF uses (1 − tanh g) for the position table and tanh g for the tile
+        // table; Ollama files store exactly those two numbers in two tensors.
+        let g_pos = l.scalar(keys::T_V_POS_GATE)?;
+        let (pos_gate, tile_pos_gate) = if tanh_stored {
+            (g_pos, l.scalar(keys::T_V_TILE_POS_GATE)?)
+        } else {
+            (1.0 - g_pos.tanh(), g_pos.tanh())
+        };
+        let h = mc.text.hidden;
+        Ok(VisionModel {
+            cfg: c.clone(),
+            text_hidden: h,
+            patch: l.mat(
+                keys::T_V_PATCH_EMBD,
+                d,
+                c.channels * c.patch_size * c.patch_size,
+            )?,
+            class_emb: l.vec(keys::T_V_CLASS_EMBD, d)?,
+            pos_emb: l.mat(keys::T_V_POS_EMBD, p, d)?,
+            pos_gate,
+            tile_pos: l.mat(keys::T_V_TILE_POS_EMBD, r, t * p * d)?,
+            tile_pos_gate,
+            pre_tile: l.mat(keys::T_V_PRE_TILE_EMBD, r, t * d)?,
+            pre_gate: gate(l.scalar(keys::T_V_PRE_TILE_GATE)?, tanh_stored),
+            post_tile: l.mat(keys::T_V_POST_TILE_EMBD, r, t * d)?,
+            post_gate: gate(l.scalar(keys::T_V_POST_TILE_GATE)?, tanh_stored),
+            pre_ln: (l.vec(keys::T_V_PRE_LN_W, d)?, l.vec(keys::T_V_PRE_LN_B, d)?),
+            post_ln: (
+                l.vec(keys::T_V_POST_LN_W, d)?,
+                l.vec(keys::T_V_POST_LN_B, d)?,
+            ),
+            local,
+            global,
+            proj: l.mat(keys::T_MM_W, h, c.output_dim)?,
+            proj_b: l.vec(keys::T_MM_B, h)?,
+        })
+    }
+
+    /// Bytes of vision + projector weights.
+    pub fn weight_bytes(&self) -> usize {
+        let layers: usize = self
+            .local
+            .iter()
+            .chain(&self.global)
+            .map(|l| {
+                l.q.nbytes()
+                    + l.k.nbytes()
+                    + l.v.nbytes()
+                    + l.o.nbytes()
+                    + l.fc1.nbytes()
+                    + l.fc2.nbytes()
+            })
+            .sum();
+        layers + self.patch.nbytes() + self.proj.nbytes()
+    }
+
+    /// Run the tower on one preprocessed image.
+    ///
+    /// `pixels`: `[T, 3, S, S]` normalized tiles (slots past `n_tiles` all zeros), i.e.
+    /// [`Preprocessed::pixel_values`](crate::models::mllama::preprocess::Preprocessed::pixel_values);
+    /// `ar_id`: 1-based aspect-ratio id; `n_tiles`: real tiles; `taps`: which side of each tapped
+    /// layer is a feature.
+    ///
+    /// # Panics
+    ///
+    /// If `pixels.len() != T · 3 · S · S`, or `ar_id` is beyond the aspect-ratio tables.
+    pub fn forward(
+        &self,
+        pixels: &[f32],
+        ar_id: usize,
+        n_tiles: usize,
+        taps: TapConvention,
+    ) -> VisionOutput {
+        let c = &self.cfg;
+        let (t_slots, s, ps, g) = (c.max_tiles, c.image_size, c.patch_size, c.grid());
+        let (d, p, p8) = (c.hidden, c.tokens_per_tile(), c.padded_tokens_per_tile());
+        let n = t_slots * p8;
+        let kk = c.channels * ps * ps;
+        assert_eq!(pixels.len(), t_slots * c.channels * s * s);
+        let mut sc = Scratch::new();
+
+        // 1. Patch embedding as a GEMM over the real tiles: patches [n_tiles·G², 3·p·p].
+        let np = n_tiles * g * g;
+        let mut patches = vec![0f32; np * kk];
+        for t in 0..n_tiles {
+            let tile = &pixels[t * c.channels * s * s..(t + 1) * c.channels * s * s];
+            for gy in 0..g {
+                for gx in 0..g {
+                    let row = &mut patches[((t * g + gy) * g + gx) * kk..][..kk];
+                    for ch in 0..c.channels {
+                        for ky in 0..ps {
+                            let src = &tile[ch * s * s + (gy * ps + ky) * s + gx * ps..][..ps];
+                            row[(ch * ps + ky) * ps..][..ps].copy_from_slice(src);
+                        }
+                    }
+                }
+            }
+        }
+        let mut emb = vec![0f32; np * d]; // [n_tiles·G², D]
+        matmul(&self.patch, &patches, np, &mut emb, &mut sc);
+        drop(patches);
+
+        // 2–4. Tile embeddings, class token, position embeddings: h [T, P, D].
+        let mut pre = vec![0f32; t_slots * d];
+        self.pre_tile.row_to_f32(ar_id, &mut pre);
+        let mut tile_pos = vec![0f32; t_slots * p * d];
+        self.tile_pos.row_to_f32(ar_id, &mut tile_pos);
+        let mut pos = vec![0f32; p * d];
+        for i in 0..p {
+            self.pos_emb.row_to_f32(i, &mut pos[i * d..(i + 1) * d]);
+        }
+        let mut h = vec![0f32; t_slots * p * d];
+        for t in 0..t_slots {
+            for i in 0..p {
+                let hr = &mut h[(t * p + i) * d..][..d];
+                if i == 0 {
+                    hr.copy_from_slice(&self.class_emb);
+                } else if t < n_tiles {
+                    let e = &emb[((t * g * g) + i - 1) * d..][..d];
+                    for ((o, &x), &b) in hr.iter_mut().zip(e).zip(&pre[t * d..(t + 1) * d]) {
+                        *o = x + b * self.pre_gate;
+                    }
+                } else {
+                    for (o, &b) in hr.iter_mut().zip(&pre[t * d..(t + 1) * d]) {
+                        *o = 0.0 + b * self.pre_gate;
+                    }
+                }
+                let pr = &pos[i * d..(i + 1) * d];
+                let tr = &tile_pos[(t * p + i) * d..][..d];
+                for ((o, &a), &b) in hr.iter_mut().zip(pr).zip(tr) {
+                    *o = (*o + self.pos_gate * a) + self.tile_pos_gate * b;
+                }
+            }
+        }
+        drop(emb);
+        drop(tile_pos);
+
+        // 5–6. layernorm_pre, then pad every tile to P8 tokens with zeros: x [T·P8, D].
+        let mut x = vec![0f32; n * d];
+        for t in 0..t_slots {
+            nn::layer_norm(
+                &h[t * p * d..(t + 1) * p * d],
+                &self.pre_ln.0,
+                &self.pre_ln.1,
+                c.eps,
+                &mut x[t * p8 * d..(t * p8 + p) * d],
+            );
+        }
+        drop(h);
+
+        // 7. The pad⊗pad mask: pad rows (padding tokens and empty tile slots) see only real keys.
+        let pad: Vec<bool> = (0..n).map(|i| i / p8 >= n_tiles || i % p8 >= p).collect();
+        let real: Vec<std::ops::Range<usize>> = (0..n_tiles).map(|t| t * p8..t * p8 + p).collect();
+        let mask = Mask::Vision {
+            pad_query: &pad,
+            real_keys: &real,
+        };
+
+        // 8. Local encoder, recording the taps.
+        let mut ws = Workspace::new(n, d, c.ffn);
+        let mut tap_states: Vec<Vec<f32>> = Vec::with_capacity(c.taps.len());
+        for (li, layer) in self.local.iter().enumerate() {
+            let tapped = c.taps.iter().filter(|&&k| k == li).count();
+            if taps == TapConvention::LayerInput {
+                for _ in 0..tapped {
+                    tap_states.push(x.clone());
+                }
+            }
+            self.layer(layer, &mut x, mask, &mut ws, &mut sc);
+            if taps == TapConvention::LayerOutput {
+                for _ in 0..tapped {
+                    tap_states.push(x.clone());
+                }
+            }
+        }
+        // Taps in the order of `intermediate_layers_indices` (which need not be sorted).
+        let mut order: Vec<usize> = (0..c.taps.len()).collect();
+        order.sort_by_key(|&i| c.taps[i]);
+        let mut taps_by_index: Vec<Vec<f32>> = vec![Vec::new(); c.taps.len()];
+        for (slot, state) in order.into_iter().zip(tap_states) {
+            taps_by_index[slot] = state;
+        }
+
+        // 9–10. layernorm_post, post-tile embedding on every position (pad rows too).
+        let mut y = vec![0f32; n * d];
+        nn::layer_norm(&x, &self.post_ln.0, &self.post_ln.1, c.eps, &mut y);
+        let mut post = vec![0f32; t_slots * d];
+        self.post_tile.row_to_f32(ar_id, &mut post);
+        for (i, row) in y.chunks_exact_mut(d).enumerate() {
+            let e = &post[(i / p8) * d..(i / p8 + 1) * d];
+            for (o, &b) in row.iter_mut().zip(e) {
+                *o += b * self.post_gate;
+            }
+        }
+        let mut x = y;
+
+        // 11. Global (gated) encoder.
+        for layer in &self.global {
+            self.layer(layer, &mut x, mask, &mut ws, &mut sc);
+        }
+        drop(ws);
+
+        // 12–13. Un-pad and concatenate [final ‖ taps interleaved: channel D + d·K + k].
+        let kt = c.taps.len();
+        let od = c.output_dim;
+        let mut features = vec![0f32; t_slots * p * od];
+        for t in 0..t_slots {
+            for i in 0..p {
+                let src = (t * p8 + i) * d;
+                let dst = &mut features[(t * p + i) * od..][..od];
+                dst[..d].copy_from_slice(&x[src..src + d]);
+                for ch in 0..d {
+                    for (k, tap) in taps_by_index.iter().enumerate() {
+                        dst[d + ch * kt + k] = tap[src + ch];
+                    }
+                }
+            }
+        }
+
+        // 14. Projector.
+        let hdim = self.text_hidden;
+        let mut states = vec![0f32; t_slots * p * hdim];
+        matmul_bias(
+            &self.proj,
+            &self.proj_b,
+            &features,
+            t_slots * p,
+            &mut states,
+            &mut sc,
+        );
+        VisionOutput { states, features }
+    }
+
+    /// Run local encoder layer `i` alone on `x` `[T·P8, D]` with the mask of an image of
+    /// `n_tiles` tiles (benchmarks of one vision layer at real shapes).
+    ///
+    /// # Panics
+    ///
+    /// If `i` is not a local layer or `x.len() != T · P8 · D`.
+    pub fn run_local_layer(&self, i: usize, x: &mut [f32], n_tiles: usize) {
+        let c = &self.cfg;
+        let (p, p8) = (c.tokens_per_tile(), c.padded_tokens_per_tile());
+        let n = c.max_tiles * p8;
+        assert_eq!(x.len(), n * c.hidden);
+        let pad: Vec<bool> = (0..n).map(|j| j / p8 >= n_tiles || j % p8 >= p).collect();
+        let real: Vec<std::ops::Range<usize>> = (0..n_tiles).map(|t| t * p8..t * p8 + p).collect();
+        let mask = Mask::Vision {
+            pad_query: &pad,
+            real_keys: &real,
+        };
+        let mut ws = Workspace::new(n, c.hidden, c.ffn);
+        let mut sc = Scratch::new();
+        self.layer(&self.local[i], x, mask, &mut ws, &mut sc);
+    }
+
+    /// One pre-LN encoder layer, in place on `x` [N, D].
+    fn layer(
+        &self,
+        l: &EncoderLayer,
+        x: &mut [f32],
+        mask: Mask<'_>,
+        ws: &mut Workspace,
+        sc: &mut Scratch,
+    ) {
+        let c = &self.cfg;
+        let (n, d) = (ws.n, c.hidden);
+        let hd = d / c.n_heads;
+        // Attention.
+        nn::layer_norm(x, &l.ln1_w, &l.ln1_b, c.eps, &mut ws.a);
+        matmul(&l.q, &ws.a, n, &mut ws.q, sc);
+        matmul(&l.k, &ws.a, n, &mut ws.b, sc);
+        nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.k);
+        matmul(&l.v, &ws.a, n, &mut ws.b, sc);
+        nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.v);
+        let scale = 1.0 / (hd as f32).sqrt();
+        nn::attention(
+            &ws.q, &ws.k, &ws.v, n, n, n, c.n_heads, c.n_heads, hd, scale, mask, &mut ws.a,
+        );
+        matmul(&l.o, &ws.a, n, &mut ws.b, sc);
+        match l.gates {
+            Some((ga, _)) => nn::add_scaled(x, ga, &ws.b),
+            None => nn::add(x, &ws.b),
+        }
+        // MLP.
+        nn::layer_norm(x, &l.ln2_w, &l.ln2_b, c.eps, &mut ws.a);
+        matmul_bias(&l.fc1, &l.fc1_b, &ws.a, n, &mut ws.f, sc);
+        nn::gelu_inplace(&mut ws.f);
+        matmul_bias(&l.fc2, &l.fc2_b, &ws.f, n, &mut ws.b, sc);
+        match l.gates {
+            Some((_, gf)) => nn::add_scaled(x, gf, &ws.b),
+            None => nn::add(x, &ws.b),
+        }
+    }
+}
+
+/// Activation buffers reused by every layer of one forward pass.
+struct Workspace {
+    n: usize,
+    a: Vec<f32>, // [N, D] normed input / attention output
+    b: Vec<f32>, // [N, D] projections
+    q: Vec<f32>, // [N, D]
+    k: Vec<f32>, // [heads, N, hd]
+    v: Vec<f32>, // [heads, N, hd]
+    f: Vec<f32>, // [N, F]
+}
+
+impl Workspace {
+    fn new(n: usize, d: usize, f: usize) -> Self {
+        Workspace {
+            n,
+            a: vec![0.0; n * d],
+            b: vec![0.0; n * d],
+            q: vec![0.0; n * d],
+            k: vec![0.0; n * d],
+            v: vec![0.0; n * d],
+            f: vec![0.0; n * f],
+        }
+    }
+}
