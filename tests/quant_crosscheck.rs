@@ -75,3 +75,12 @@ fn dequantize_equals_gguf_py() {
         }
     }
 }
+
+#[test]
+fn block_struct_sizes_match_the_type_table() {
+    // The type table (`format::dtype`, the bottom layer) and the block structs (`quant`) agree.
+    use mllama::quant::{BlockQ4_0, BlockQ8_0};
+    use mllama::GgmlType;
+    assert_eq!(std::mem::size_of::<BlockQ8_0>(), GgmlType::Q8_0.type_size());
+    assert_eq!(std::mem::size_of::<BlockQ4_0>(), GgmlType::Q4_0.type_size());
+}

@@ -237,13 +237,6 @@ mod tests {
     }
 
     #[test]
-    fn block_struct_sizes_match_table() {
-        use crate::quant::{BlockQ4_0, BlockQ8_0};
-        assert_eq!(std::mem::size_of::<BlockQ8_0>(), GgmlType::Q8_0.type_size());
-        assert_eq!(std::mem::size_of::<BlockQ4_0>(), GgmlType::Q4_0.type_size());
-    }
-
-    #[test]
     fn row_bytes() {
         assert_eq!(GgmlType::Q8_0.row_bytes(64), Some(68));
         assert_eq!(GgmlType::Q4_0.row_bytes(64), Some(36));
