@@ -217,15 +217,8 @@ impl CrossAttn {
             let (k, v) = (&self.k16[l], &self.v16[l]);
             mllama::nn::attention(
                 &self.q,
-                k,
-                v,
-                1,
-                nk,
-                nk,
-                nh,
-                nkv,
-                hd,
-                scale,
+                mllama::nn::KeysValues::new(k, v, nk, nk),
+                mllama::nn::Heads { n_heads: nh, n_kv_heads: nkv, hd: hd, scale: scale },
                 mask,
                 &mut self.out,
             )
@@ -233,15 +226,8 @@ impl CrossAttn {
             let (k, v) = (&self.k32[l], &self.v32[l]);
             mllama::nn::attention(
                 &self.q,
-                k,
-                v,
-                1,
-                nk,
-                nk,
-                nh,
-                nkv,
-                hd,
-                scale,
+                mllama::nn::KeysValues::new(k, v, nk, nk),
+                mllama::nn::Heads { n_heads: nh, n_kv_heads: nkv, hd: hd, scale: scale },
                 mask,
                 &mut self.out,
             )
@@ -634,15 +620,8 @@ fn summary(filter: &[String]) {
         let t_ops = time(2, || {
             mllama::nn::attention(
                 &q,
-                &k,
-                &v,
-                n,
-                n,
-                n,
-                heads,
-                heads,
-                hd,
-                scale,
+                mllama::nn::KeysValues::new(&k, &v, n, n),
+                mllama::nn::Heads { n_heads: heads, n_kv_heads: heads, hd: hd, scale: scale },
                 mllama::nn::Mask::None,
                 &mut out,
             )
