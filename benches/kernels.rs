@@ -210,7 +210,6 @@ impl CrossAttn {
     }
     fn run(&mut self, layer: usize, half: bool) {
         let (nh, nkv, nk, hd) = XA;
-        let scale = 1.0 / (hd as f32).sqrt();
         let mask = mllama::nn::Mask::None;
         let l = layer % self.k32.len();
         if half {
@@ -218,7 +217,7 @@ impl CrossAttn {
             mllama::nn::attention(
                 &self.q,
                 mllama::nn::KeysValues::new(k, v, nk, nk),
-                mllama::nn::Heads { n_heads: nh, n_kv_heads: nkv, hd: hd, scale: scale },
+                mllama::nn::Heads::new(nh, nkv, hd),
                 mask,
                 &mut self.out,
             )
@@ -227,7 +226,7 @@ impl CrossAttn {
             mllama::nn::attention(
                 &self.q,
                 mllama::nn::KeysValues::new(k, v, nk, nk),
-                mllama::nn::Heads { n_heads: nh, n_kv_heads: nkv, hd: hd, scale: scale },
+                mllama::nn::Heads::new(nh, nkv, hd),
                 mask,
                 &mut self.out,
             )
@@ -621,7 +620,12 @@ fn summary(filter: &[String]) {
             mllama::nn::attention(
                 &q,
                 mllama::nn::KeysValues::new(&k, &v, n, n),
-                mllama::nn::Heads { n_heads: heads, n_kv_heads: heads, hd: hd, scale: scale },
+                mllama::nn::Heads {
+                    n_heads: heads,
+                    n_kv_heads: heads,
+                    hd,
+                    scale,
+                },
                 mllama::nn::Mask::None,
                 &mut out,
             )

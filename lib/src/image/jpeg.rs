@@ -502,8 +502,7 @@ impl<'d> Decoder<'d> {
             0xDB => self.define_quant_tables(seg)?,
             0xC4 => self.define_huffman_tables(seg)?,
             0xDD => {
-                self.restart_interval =
-                    be16(seg, 0).ok_or_else(|| corrupt("short DRI marker"))?;
+                self.restart_interval = be16(seg, 0).ok_or_else(|| corrupt("short DRI marker"))?;
             }
             0xC0..=0xCF if m != 0xC4 && m != 0xC8 && m != 0xCC => {
                 if self.frame.is_some() {

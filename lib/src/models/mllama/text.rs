@@ -354,8 +354,9 @@ impl TextModel {
         matmul(&l.k, xn, n, k, &mut ws.sc);
         matmul(&l.v, xn, n, v, &mut ws.sc);
         for i in 0..n {
-            let (qi, ki) = (&mut q[i * nh * hd..][..nh * hd], &mut k[i * nkv * hd..][..nkv * hd]);
+            let qi = &mut q[i * nh * hd..][..nh * hd]; // [nh·hd]
             nn::rope(qi, hd, pos0 + i, &self.inv_freq, self.pairs);
+            let ki = &mut k[i * nkv * hd..][..nkv * hd]; // [nkv·hd]
             nn::rope(ki, hd, pos0 + i, &self.inv_freq, self.pairs);
         }
         kv.put(l.slot, k, v, n, (nkv, hd), pos0);

@@ -194,7 +194,10 @@ impl VisionModel {
         taps: TapConvention,
     ) -> VisionOutput {
         let c = &self.cfg;
-        assert_eq!(pixels.len(), c.max_tiles * c.channels * c.image_size * c.image_size);
+        assert_eq!(
+            pixels.len(),
+            c.max_tiles * c.channels * c.image_size * c.image_size
+        );
         let n = c.max_tiles * c.padded_tokens_per_tile();
         let mut sc = Scratch::new();
         let emb = self.patch_embedding(pixels, n_tiles, &mut sc); // [n_tiles·G², D]
@@ -202,7 +205,8 @@ impl VisionModel {
         let mut x = self.pre_norm_padded(h); // [T·P8, D]
         let pad = PadMask::new(c, n_tiles);
         let mut ws = Workspace::new(n, c.hidden, c.ffn);
-        let tap_states = self.local_encoder(&mut x, pad.mask(), taps, &mut ws, &mut sc); // K × [T·P8, D]
+        // K tapped states, each [T·P8, D]:
+        let tap_states = self.local_encoder(&mut x, pad.mask(), taps, &mut ws, &mut sc);
         let mut x = self.post_norm_tile_embedding(x, ar_id); // [T·P8, D]
         for layer in &self.global {
             layer.forward(c, &mut x, pad.mask(), &mut ws, &mut sc);
@@ -448,8 +452,8 @@ fn residual(x: &mut [f32], gate: Option<f32>, y: &[f32]) {
 /// Step 7, the pad⊗pad mask of an image of `n_tiles` tiles over `[T·P8]` rows: pad rows
 /// (padding tokens and empty tile slots) see only the real keys (the real tiles' P tokens).
 struct PadMask {
-    pad: Vec<bool>,                       // [T·P8]
-    real: Vec<std::ops::Range<usize>>,    // one per real tile
+    pad: Vec<bool>,                    // [T·P8]
+    real: Vec<std::ops::Range<usize>>, // one per real tile
 }
 
 impl PadMask {
