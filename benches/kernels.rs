@@ -210,22 +210,14 @@ impl CrossAttn {
     }
     fn run(&mut self, layer: usize, half: bool) {
         let (nh, nkv, nk, hd) = XA;
-        let scale = 1.0 / (hd as f32).sqrt();
         let mask = mllama::nn::Mask::None;
         let l = layer % self.k32.len();
         if half {
             let (k, v) = (&self.k16[l], &self.v16[l]);
             mllama::nn::attention(
                 &self.q,
-                k,
-                v,
-                1,
-                nk,
-                nk,
-                nh,
-                nkv,
-                hd,
-                scale,
+                mllama::nn::KeysValues::new(k, v, nk, nk),
+                mllama::nn::Heads::new(nh, nkv, hd),
                 mask,
                 &mut self.out,
             )
@@ -233,15 +225,8 @@ impl CrossAttn {
             let (k, v) = (&self.k32[l], &self.v32[l]);
             mllama::nn::attention(
                 &self.q,
-                k,
-                v,
-                1,
-                nk,
-                nk,
-                nh,
-                nkv,
-                hd,
-                scale,
+                mllama::nn::KeysValues::new(k, v, nk, nk),
+                mllama::nn::Heads::new(nh, nkv, hd),
                 mask,
                 &mut self.out,
             )
@@ -634,15 +619,13 @@ fn summary(filter: &[String]) {
         let t_ops = time(2, || {
             mllama::nn::attention(
                 &q,
-                &k,
-                &v,
-                n,
-                n,
-                n,
-                heads,
-                heads,
-                hd,
-                scale,
+                mllama::nn::KeysValues::new(&k, &v, n, n),
+                mllama::nn::Heads {
+                    n_heads: heads,
+                    n_kv_heads: heads,
+                    hd,
+                    scale,
+                },
                 mllama::nn::Mask::None,
                 &mut out,
             )

@@ -383,121 +383,129 @@ struct Scan {
 }
 
 /// Decode a JPEG to RGB8 exactly as Pillow (libjpeg-turbo) + `convert("RGB")` would.
+///
+/// The stages: marker segments (tables, frame header) and the entropy-coded scans into the
+/// coefficient blocks ([`Decoder::read`]); the end-of-file checks and the colour space
+/// ([`Decoder::finish`]); the inverse DCT of every block into sample planes ([`idct_all`]);
+/// chroma upsampling and colour conversion to RGB ([`upsample_and_convert`]).
 pub(crate) fn decode(data: &[u8], limits: &ImageLimits) -> Result<Rgb8, String> {
-    let mut pos = 2usize;
-    let mut qtables: [Option<[u16; 64]>; 4] = [None; 4];
-    let mut dc_tables: [Option<Huffman>; 4] = [None, None, None, None];
-    let mut ac_tables: [Option<Huffman>; 4] = [None, None, None, None];
-    let mut restart_interval = 0usize;
-    let mut frame: Option<Frame> = None;
-    let mut saw_jfif = false;
-    let mut adobe_transform: Option<u8> = None;
-    let mut scans = 0usize;
-    let mut saw_eoi = false;
-    let mut single_scan_all_comps = false;
+    let mut decoder = Decoder::new(data);
+    decoder.read(limits)?;
+    let (frame, color) = decoder.finish()?;
+    let planes = idct_all(&frame);
+    let rgb = upsample_and_convert(&frame, &planes, color)?;
+    Ok(Rgb8 {
+        width: frame.width as u32,
+        height: frame.height as u32,
+        data: rgb,
+    })
+}
 
-    'markers: loop {
-        // Find the next marker, skipping any garbage (libjpeg warns and skips too).
-        let m;
+/// What the marker segments read so far define: tables, the frame (with its coefficients), and
+/// what decides the colour space and the end-of-file checks.
+struct Decoder<'d> {
+    data: &'d [u8],
+    /// Read position in `data`.
+    pos: usize,
+    /// Quantisation tables (natural order).
+    qtables: [Option<[u16; 64]>; 4],
+    dc_tables: [Option<Huffman>; 4],
+    ac_tables: [Option<Huffman>; 4],
+    /// MCUs between restart markers (0: none).
+    restart_interval: usize,
+    frame: Option<Frame>,
+    saw_jfif: bool,
+    adobe_transform: Option<u8>,
+    scans: usize,
+    saw_eoi: bool,
+    /// Whether the only scan so far held every component.
+    single_scan_all_comps: bool,
+}
+
+impl<'d> Decoder<'d> {
+    fn new(data: &'d [u8]) -> Self {
+        Decoder {
+            data,
+            pos: 2, // after SOI
+            qtables: [None; 4],
+            dc_tables: [None, None, None, None],
+            ac_tables: [None, None, None, None],
+            restart_interval: 0,
+            frame: None,
+            saw_jfif: false,
+            adobe_transform: None,
+            scans: 0,
+            saw_eoi: false,
+            single_scan_all_comps: false,
+        }
+    }
+
+    /// Read marker segments up to EOI (or the end of the data), decoding every scan.
+    fn read(&mut self, limits: &ImageLimits) -> Result<(), String> {
+        while let Some(m) = self.next_marker() {
+            match m {
+                0xD8 => return Err(corrupt("unexpected second start-of-image marker")),
+                0xD9 => {
+                    self.saw_eoi = true;
+                    return Ok(());
+                }
+                0xD0..=0xD7 | 0x01 => continue, // no segment
+                _ => {}
+            }
+            let seg = self.segment(m)?;
+            self.apply(m, seg, limits)?;
+        }
+        Ok(())
+    }
+
+    /// The next marker code, skipping any garbage (libjpeg warns and skips too); `None` at the end
+    /// of the data.
+    fn next_marker(&mut self) -> Option<u8> {
         loop {
-            match data.get(pos) {
-                None => break 'markers,
-                Some(&0xFF) => {
-                    let mut q = pos + 1;
-                    while data.get(q) == Some(&0xFF) {
+            match *self.data.get(self.pos)? {
+                0xFF => {
+                    let mut q = self.pos + 1;
+                    while self.data.get(q) == Some(&0xFF) {
                         q += 1;
                     }
-                    match data.get(q) {
-                        None => break 'markers,
-                        Some(&0) => pos = q + 1,
-                        Some(&mk) => {
-                            m = mk;
-                            pos = q + 1;
-                            break;
-                        }
+                    let mk = *self.data.get(q)?;
+                    self.pos = q + 1;
+                    if mk != 0 {
+                        return Some(mk);
                     }
                 }
-                Some(_) => pos += 1,
+                _ => self.pos += 1,
             }
         }
-        match m {
-            0xD8 => return Err(corrupt("unexpected second start-of-image marker")),
-            0xD9 => {
-                saw_eoi = true;
-                break;
-            }
-            0xD0..=0xD7 | 0x01 => continue,
-            _ => {}
-        }
+    }
+
+    /// The segment of marker `m` (after its length field); the position moves past it.
+    fn segment(&mut self, m: u8) -> Result<&'d [u8], String> {
+        let (data, pos) = (self.data, self.pos);
         let len = be16(data, pos).ok_or_else(|| corrupt("file ends inside a marker"))?;
         if len < 2 || pos + len > data.len() {
             return Err(corrupt(format!(
                 "marker 0x{m:02X} segment runs past the end of the file"
             )));
         }
-        let seg = &data[pos + 2..pos + len];
-        pos += len;
+        self.pos += len;
+        Ok(&data[pos + 2..pos + len])
+    }
+
+    /// Act on one marker segment.
+    fn apply(&mut self, m: u8, seg: &[u8], limits: &ImageLimits) -> Result<(), String> {
         match m {
-            0xE0 if seg.len() >= 14 && seg.starts_with(b"JFIF\0") => saw_jfif = true,
+            0xE0 if seg.len() >= 14 && seg.starts_with(b"JFIF\0") => self.saw_jfif = true,
             0xEE if seg.len() >= 12 && seg.starts_with(b"Adobe") => {
-                adobe_transform = Some(seg[11]);
+                self.adobe_transform = Some(seg[11]);
             }
-            0xDB => {
-                let mut p = 0;
-                while p < seg.len() {
-                    let pq = seg[p] >> 4;
-                    let tq = (seg[p] & 15) as usize;
-                    p += 1;
-                    if tq > 3 || pq > 1 {
-                        return Err(corrupt("bad quantisation table"));
-                    }
-                    let n = if pq == 0 { 64 } else { 128 };
-                    let t = seg
-                        .get(p..p + n)
-                        .ok_or_else(|| corrupt("short quantisation table"))?;
-                    let mut q = [0u16; 64];
-                    for (i, &nat) in NATURAL_ORDER[..64].iter().enumerate() {
-                        q[nat] = if pq == 0 {
-                            t[i] as u16
-                        } else {
-                            u16::from_be_bytes([t[2 * i], t[2 * i + 1]])
-                        };
-                    }
-                    qtables[tq] = Some(q);
-                    p += n;
-                }
-            }
-            0xC4 => {
-                let mut p = 0;
-                while p < seg.len() {
-                    let tc = seg[p] >> 4;
-                    let th = (seg[p] & 15) as usize;
-                    if tc > 1 || th > 3 {
-                        return Err(corrupt("bad Huffman table"));
-                    }
-                    let counts: [u8; 16] = seg
-                        .get(p + 1..p + 17)
-                        .ok_or_else(|| corrupt("short Huffman table"))?
-                        .try_into()
-                        .expect("16 bytes");
-                    let total: usize = counts.iter().map(|&c| c as usize).sum();
-                    let vals = seg
-                        .get(p + 17..p + 17 + total)
-                        .ok_or_else(|| corrupt("short Huffman table"))?;
-                    let h = Huffman::new(&counts, vals)?;
-                    if tc == 0 {
-                        dc_tables[th] = Some(h);
-                    } else {
-                        ac_tables[th] = Some(h);
-                    }
-                    p += 17 + total;
-                }
-            }
+            0xDB => self.define_quant_tables(seg)?,
+            0xC4 => self.define_huffman_tables(seg)?,
             0xDD => {
-                restart_interval = be16(seg, 0).ok_or_else(|| corrupt("short DRI marker"))?;
+                self.restart_interval = be16(seg, 0).ok_or_else(|| corrupt("short DRI marker"))?;
             }
             0xC0..=0xCF if m != 0xC4 && m != 0xC8 && m != 0xCC => {
-                if frame.is_some() {
+                if self.frame.is_some() {
                     return Err(unsupported("more than one frame"));
                 }
                 match m {
@@ -506,75 +514,141 @@ pub(crate) fn decode(data: &[u8], limits: &ImageLimits) -> Result<Rgb8, String> 
                     0xC9..=0xCB | 0xCD..=0xCF => return Err(unsupported("arithmetic-coded JPEG")),
                     _ => return Err(unsupported("hierarchical JPEG")),
                 }
-                frame = Some(parse_frame(seg, m == 0xC2, limits)?);
+                self.frame = Some(parse_frame(seg, m == 0xC2, limits)?);
             }
-            0xDA => {
-                let f = frame
-                    .as_mut()
-                    .ok_or_else(|| corrupt("scan before the frame header"))?;
-                scans += 1;
-                if scans > MAX_SCANS {
-                    return Err(unsupported(format!("more than {MAX_SCANS} scans")));
-                }
-                let scan = parse_scan(seg, f)?;
-                for &ci in &scan.comps {
-                    let c = &mut f.comps[ci];
-                    if c.quant.is_none() {
-                        let q = qtables[c.tq].ok_or_else(|| {
-                            corrupt(format!("quantisation table {} is not defined", c.tq))
-                        })?;
-                        c.quant = Some(q.map(|v| v as i16));
-                    }
-                }
-                single_scan_all_comps = scans == 1 && scan.comps.len() == f.comps.len();
-                let mut reader = BitReader::new(data, pos);
-                decode_scan(
-                    f,
-                    &scan,
-                    &dc_tables,
-                    &ac_tables,
-                    restart_interval,
-                    &mut reader,
-                )?;
-                if reader.overran_end() {
-                    return Err(corrupt("the file ends in the middle of the image data"));
-                }
-                pos = reader.pos;
-            }
+            0xDA => self.scan(seg)?,
             0xDC => return Err(unsupported("DNL marker (height defined after the scan)")),
             _ => {} // APPn, COM and others: skipped.
         }
+        Ok(())
     }
 
-    let frame = frame.ok_or_else(|| corrupt("no frame header (SOF) found"))?;
-    if scans == 0 {
-        return Err(corrupt("no image data (SOS) found"));
+    /// DQT: one or more quantisation tables (8- or 16-bit, zigzag order in the file).
+    fn define_quant_tables(&mut self, seg: &[u8]) -> Result<(), String> {
+        let mut p = 0;
+        while p < seg.len() {
+            let pq = seg[p] >> 4;
+            let tq = (seg[p] & 15) as usize;
+            p += 1;
+            if tq > 3 || pq > 1 {
+                return Err(corrupt("bad quantisation table"));
+            }
+            let n = if pq == 0 { 64 } else { 128 };
+            let t = seg
+                .get(p..p + n)
+                .ok_or_else(|| corrupt("short quantisation table"))?;
+            let mut q = [0u16; 64];
+            for (i, &nat) in NATURAL_ORDER[..64].iter().enumerate() {
+                q[nat] = if pq == 0 {
+                    t[i] as u16
+                } else {
+                    u16::from_be_bytes([t[2 * i], t[2 * i + 1]])
+                };
+            }
+            self.qtables[tq] = Some(q);
+            p += n;
+        }
+        Ok(())
     }
-    // Pillow accepts a missing EOI only for a single-scan image whose data is complete (a scan that
-    // ran out of data was refused above); multi-scan images are read to EOI before any output and
-    // fail as truncated.
-    if !saw_eoi && !single_scan_all_comps {
-        return Err(corrupt("the file ends before the end-of-image marker"));
+
+    /// DHT: one or more Huffman tables (16 code-length counts, then the symbols).
+    fn define_huffman_tables(&mut self, seg: &[u8]) -> Result<(), String> {
+        let mut p = 0;
+        while p < seg.len() {
+            let tc = seg[p] >> 4;
+            let th = (seg[p] & 15) as usize;
+            if tc > 1 || th > 3 {
+                return Err(corrupt("bad Huffman table"));
+            }
+            let counts: [u8; 16] = seg
+                .get(p + 1..p + 17)
+                .ok_or_else(|| corrupt("short Huffman table"))?
+                .try_into()
+                .expect("16 bytes");
+            let total: usize = counts.iter().map(|&c| c as usize).sum();
+            let vals = seg
+                .get(p + 17..p + 17 + total)
+                .ok_or_else(|| corrupt("short Huffman table"))?;
+            let h = Huffman::new(&counts, vals)?;
+            if tc == 0 {
+                self.dc_tables[th] = Some(h);
+            } else {
+                self.ac_tables[th] = Some(h);
+            }
+            p += 17 + total;
+        }
+        Ok(())
     }
-    // A component that no scan contained stays all-zero (mid-grey), as in libjpeg.
-    let color = match frame.comps.len() {
+
+    /// SOS: latch the scan components' quantisation tables, then decode the entropy-coded data
+    /// that follows the header into the frame's coefficients.
+    fn scan(&mut self, seg: &[u8]) -> Result<(), String> {
+        let f = self
+            .frame
+            .as_mut()
+            .ok_or_else(|| corrupt("scan before the frame header"))?;
+        self.scans += 1;
+        if self.scans > MAX_SCANS {
+            return Err(unsupported(format!("more than {MAX_SCANS} scans")));
+        }
+        let scan = parse_scan(seg, f)?;
+        for &ci in &scan.comps {
+            let c = &mut f.comps[ci];
+            if c.quant.is_none() {
+                let q = self.qtables[c.tq].ok_or_else(|| {
+                    corrupt(format!("quantisation table {} is not defined", c.tq))
+                })?;
+                c.quant = Some(q.map(|v| v as i16));
+            }
+        }
+        self.single_scan_all_comps = self.scans == 1 && scan.comps.len() == f.comps.len();
+        let mut reader = BitReader::new(self.data, self.pos);
+        let (dc, ac, ri) = (&self.dc_tables, &self.ac_tables, self.restart_interval);
+        decode_scan(f, &scan, dc, ac, ri, &mut reader)?;
+        if reader.overran_end() {
+            return Err(corrupt("the file ends in the middle of the image data"));
+        }
+        self.pos = reader.pos;
+        Ok(())
+    }
+
+    /// After the last marker: the frame, checked complete, and its colour space.
+    fn finish(self) -> Result<(Frame, ColorSpace), String> {
+        let frame = self
+            .frame
+            .ok_or_else(|| corrupt("no frame header (SOF) found"))?;
+        if self.scans == 0 {
+            return Err(corrupt("no image data (SOS) found"));
+        }
+        // Pillow accepts a missing EOI only for a single-scan image whose data is complete (a scan
+        // that ran out of data was refused above); multi-scan images are read to EOI before any
+        // output and fail as truncated.
+        if !self.saw_eoi && !self.single_scan_all_comps {
+            return Err(corrupt("the file ends before the end-of-image marker"));
+        }
+        // A component that no scan contained stays all-zero (mid-grey), as in libjpeg.
+        let color = color_space(&frame, self.saw_jfif, self.adobe_transform)?;
+        Ok((frame, color))
+    }
+}
+
+/// The colour space libjpeg guesses from the component count, the JFIF / Adobe markers and the
+/// component ids.
+fn color_space(
+    frame: &Frame,
+    saw_jfif: bool,
+    adobe_transform: Option<u8>,
+) -> Result<ColorSpace, String> {
+    Ok(match frame.comps.len() {
         1 => ColorSpace::Gray,
         3 => {
-            if saw_jfif {
-                ColorSpace::YCbCr
-            } else if let Some(t) = adobe_transform {
-                if t == 0 {
-                    ColorSpace::Rgb
-                } else {
-                    ColorSpace::YCbCr
-                }
-            } else {
-                let ids = [frame.comps[0].id, frame.comps[1].id, frame.comps[2].id];
-                if ids == [b'R', b'G', b'B'] {
-                    ColorSpace::Rgb
-                } else {
-                    ColorSpace::YCbCr
-                }
+            let ids = [frame.comps[0].id, frame.comps[1].id, frame.comps[2].id];
+            match adobe_transform {
+                _ if saw_jfif => ColorSpace::YCbCr,
+                Some(0) => ColorSpace::Rgb,
+                Some(_) => ColorSpace::YCbCr,
+                None if ids == [b'R', b'G', b'B'] => ColorSpace::Rgb,
+                None => ColorSpace::YCbCr,
             }
         }
         4 => match adobe_transform {
@@ -582,13 +656,6 @@ pub(crate) fn decode(data: &[u8], limits: &ImageLimits) -> Result<Rgb8, String> 
             Some(_) => ColorSpace::Ycck,
         },
         n => return Err(unsupported(format!("{n} colour components"))),
-    };
-    let planes = idct_all(&frame);
-    let rgb = upsample_and_convert(&frame, &planes, color)?;
-    Ok(Rgb8 {
-        width: frame.width as u32,
-        height: frame.height as u32,
-        data: rgb,
     })
 }
 

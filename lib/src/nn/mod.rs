@@ -251,11 +251,57 @@ thread_local! {
     static ATTN_LOCAL: RefCell<AttnLocal> = RefCell::new(AttnLocal::default());
 }
 
+/// The heads of one attention call: `n_heads` query heads of `hd` values, of which each group of
+/// `n_heads / n_kv_heads` reads one kv head (GQA), and the score scale (1/√hd).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Heads {
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (divides `n_heads`).
+    pub n_kv_heads: usize,
+    /// Values per head.
+    pub hd: usize,
+    /// Multiplier of every score `q·k`.
+    pub scale: f32,
+}
+
+impl Heads {
+    /// Heads with the usual scale `1/√hd`.
+    pub fn new(n_heads: usize, n_kv_heads: usize, hd: usize) -> Self {
+        Heads {
+            n_heads,
+            n_kv_heads,
+            hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+        }
+    }
+}
+
+/// The keys and values one attention call reads: head-major `[n_kv_heads][stride][hd]`, f32 or
+/// f16 ([`KvElem`]), of which keys `0..len` of each head are used.
+#[derive(Clone, Copy, Debug)]
+pub struct KeysValues<'a, T> {
+    /// Keys, `[n_kv_heads][stride][hd]`.
+    pub k: &'a [T],
+    /// Values, same layout as `k`.
+    pub v: &'a [T],
+    /// Keys used per head.
+    pub len: usize,
+    /// Rows per head in `k` and `v` (≥ `len`; a cache's capacity).
+    pub stride: usize,
+}
+
+impl<'a, T> KeysValues<'a, T> {
+    /// The first `len` of `stride` rows per head of `k` and `v`.
+    pub fn new(k: &'a [T], v: &'a [T], len: usize, stride: usize) -> Self {
+        KeysValues { k, v, len, stride }
+    }
+}
+
 /// Multi-head attention with an online softmax over key blocks (never a full score matrix).
 ///
-/// - `q`: `[nq, n_heads · hd]` token-major.
-/// - `k`, `v`: head-major `[n_kv_heads][k_stride][hd]`, f32 or f16 ([`KvElem`]); keys `0..nk`
-///   of each head are used.
+/// - `q`: `[nq, n_heads · hd]` token-major (nq = `q.len() / (n_heads · hd)`).
+/// - `kv`: head-major keys and values ([`KeysValues`]).
 /// - `out`: `[nq, n_heads · hd]`.
 ///
 /// Head `h` reads kv head `h / (n_heads / n_kv_heads)` (GQA). A row with no visible key gets zeros.
@@ -263,22 +309,31 @@ thread_local! {
 /// the blocked kernel ([`crate::kernels::attention::attend`]: scores and P·V as small GEMMs).
 /// With fewer rows (decode), tasks are (kv head, row) through [`attend_group`], the query heads
 /// that share a kv head together.
-#[allow(clippy::too_many_arguments)]
+///
+/// # Panics
+///
+/// If `q` is not whole rows, `out.len() != q.len()`, or `kv` is shorter than its shape says.
 pub fn attention<T: KvElem>(
     q: &[f32],
-    k: &[T],
-    v: &[T],
-    nq: usize,
-    nk: usize,
-    k_stride: usize,
-    n_heads: usize,
-    n_kv_heads: usize,
-    hd: usize,
-    scale: f32,
+    kv: KeysValues<'_, T>,
+    heads: Heads,
     mask: Mask<'_>,
     out: &mut [f32],
 ) {
+    let Heads {
+        n_heads,
+        n_kv_heads,
+        hd,
+        scale,
+    } = heads;
+    let KeysValues {
+        k,
+        v,
+        len: nk,
+        stride: k_stride,
+    } = kv;
     let qd = n_heads * hd;
+    let nq = q.len() / qd;
     assert_eq!(q.len(), nq * qd);
     assert_eq!(out.len(), nq * qd);
     assert!(nk <= k_stride && k.len() >= n_kv_heads * k_stride * hd && v.len() == k.len());
@@ -479,7 +534,8 @@ mod tests {
         };
         let (k, k16) = round(rnd(nkv * nk * hd, 2));
         let (v, v16) = round(rnd(nkv * nk * hd, 3));
-        let scale = 1.0 / (hd as f32).sqrt();
+        let heads = Heads::new(nh, nkv, hd);
+        let scale = heads.scale;
         let rows: Vec<Vec<Range<usize>>> =
             (0..nq).map(|i| vec![i..i + 100, 300..(310 + i)]).collect();
         let pad: Vec<bool> = (0..nq).map(|i| i % 3 == 0).collect();
@@ -496,11 +552,10 @@ mod tests {
         for mask in masks {
             let mut out = vec![f32::NAN; nq * nh * hd];
             if half {
-                attention(
-                    &q, &k16, &v16, nq, nk, nk, nh, nkv, hd, scale, mask, &mut out,
-                );
+                let kv = KeysValues::new(&k16[..], &v16[..], nk, nk);
+                attention(&q, kv, heads, mask, &mut out);
             } else {
-                attention(&q, &k, &v, nq, nk, nk, nh, nkv, hd, scale, mask, &mut out);
+                attention(&q, KeysValues::new(&k, &v, nk, nk), heads, mask, &mut out);
             }
             let mut ranges = Vec::new();
             for i in 0..nq {

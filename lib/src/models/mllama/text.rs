@@ -21,7 +21,7 @@ use crate::kernels::tensor::Mat;
 use crate::kernels::{matmul, Scratch};
 use crate::models::mllama::keys;
 use crate::models::mllama::{gate, Loader, ModelConfig, TextConfig};
-use crate::nn::{self, Mask, RopePairs};
+use crate::nn::{self, Heads, KeysValues, Mask, RopePairs};
 use crate::Error;
 
 /// A self-attention decoder layer: RMSNorm, GQA attention with RoPE over the [`KvCache`],
@@ -303,8 +303,6 @@ impl TextModel {
         cross: Option<CrossInput<'_>>,
         ws: &mut Workspace,
     ) -> Result<(), Error> {
-        let c = &self.cfg;
-        let (h, hd, nh, nkv) = (c.hidden, c.head_dim, c.n_heads, c.n_kv_heads);
         let pos0 = kv.len;
         if pos0 + n > kv.ctx {
             return Err(Error::Invalid(format!(
@@ -313,102 +311,19 @@ impl TextModel {
                 kv.ctx
             )));
         }
-        ws.ensure(n, c);
-        let scale = 1.0 / (hd as f32).sqrt();
+        ws.ensure(n, &self.cfg);
         for layer in &self.layers {
             match layer {
                 Layer::SelfAttn(l) => {
-                    nn::rms_norm(x, &l.attn_norm, c.rms_eps, &mut ws.xn[..n * h]);
-                    matmul(
-                        &l.q,
-                        &ws.xn[..n * h],
-                        n,
-                        &mut ws.q[..n * nh * hd],
-                        &mut ws.sc,
-                    );
-                    matmul(
-                        &l.k,
-                        &ws.xn[..n * h],
-                        n,
-                        &mut ws.k[..n * nkv * hd],
-                        &mut ws.sc,
-                    );
-                    matmul(
-                        &l.v,
-                        &ws.xn[..n * h],
-                        n,
-                        &mut ws.v[..n * nkv * hd],
-                        &mut ws.sc,
-                    );
-                    for i in 0..n {
-                        nn::rope(
-                            &mut ws.q[i * nh * hd..(i + 1) * nh * hd],
-                            hd,
-                            pos0 + i,
-                            &self.inv_freq,
-                            self.pairs,
-                        );
-                        nn::rope(
-                            &mut ws.k[i * nkv * hd..(i + 1) * nkv * hd],
-                            hd,
-                            pos0 + i,
-                            &self.inv_freq,
-                            self.pairs,
-                        );
-                    }
-                    let (kn, vn) = (&ws.k[..n * nkv * hd], &ws.v[..n * nkv * hd]);
-                    kv.put(l.slot, kn, vn, n, (nkv, hd), pos0);
-                    kv.attention(
-                        l.slot,
-                        &ws.q[..n * nh * hd],
-                        n,
-                        pos0 + n,
-                        (nh, nkv, hd),
-                        scale,
-                        Mask::Causal { offset: pos0 },
-                        &mut ws.att[..n * nh * hd],
-                    );
-                    matmul(
-                        &l.o,
-                        &ws.att[..n * nh * hd],
-                        n,
-                        &mut ws.xn[..n * h],
-                        &mut ws.sc,
-                    );
-                    nn::add(x, &ws.xn[..n * h]);
-                    self.mlp(&l.mlp, x, n, None, 1.0, ws);
+                    self.self_attention(l, x, n, kv, ws); // x [n, H] += attention
+                    self.mlp(&l.mlp, x, n, None, 1.0, ws); // x [n, H] += MLP
                 }
                 Layer::Cross(l) => {
                     let Some((cc, rows, row_mask)) = cross else {
-                        continue;
+                        continue; // no image: the layer is the identity
                     };
-                    nn::rms_norm(x, &l.attn_norm, c.rms_eps, &mut ws.xn[..n * h]);
-                    matmul(
-                        &l.q,
-                        &ws.xn[..n * h],
-                        n,
-                        &mut ws.q[..n * nh * hd],
-                        &mut ws.sc,
-                    );
-                    nn::rms_norm_inplace(&mut ws.q[..n * nh * hd], &l.q_norm, c.rms_eps);
-                    cc.attention(
-                        l.slot,
-                        &ws.q[..n * nh * hd],
-                        n,
-                        nh,
-                        scale,
-                        Mask::Rows(rows),
-                        &mut ws.att[..n * nh * hd],
-                    );
-                    matmul(
-                        &l.o,
-                        &ws.att[..n * nh * hd],
-                        n,
-                        &mut ws.xn[..n * h],
-                        &mut ws.sc,
-                    );
-                    nn::add_scaled(x, l.attn_gate, &ws.xn[..n * h]);
-                    self.mlp(&l.mlp, x, n, Some(row_mask), l.mlp_gate, ws);
+                    self.cross_attention(l, x, n, cc, rows, ws); // x += tanh(g)·attention
+                    self.mlp(&l.mlp, x, n, Some(row_mask), l.mlp_gate, ws); // rows seeing an image
                 }
             }
         }
@@ -416,7 +331,68 @@ impl TextModel {
         Ok(())
     }
 
-    /// `x += g · row_mask ⊙ down(silu(gate(rms(x))) ⊙ up(rms(x)))`
+    /// `x += Wo·attn(rope(Wq·rms(x)), K, V)` causal over the cache, after appending this call's
+    /// `rope(Wk·rms(x))`, `Wv·rms(x)` at positions `kv.len ..` (`kv.len` itself is not advanced).
+    fn self_attention(
+        &self,
+        l: &SelfLayer,
+        x: &mut [f32],
+        n: usize,
+        kv: &mut KvCache,
+        ws: &mut Workspace,
+    ) {
+        let c = &self.cfg;
+        let (h, hd, nh, nkv) = (c.hidden, c.head_dim, c.n_heads, c.n_kv_heads);
+        let pos0 = kv.len;
+        let xn = &mut ws.xn[..n * h]; // [n, H]
+        let q = &mut ws.q[..n * nh * hd]; // [n, nh·hd]
+        let k = &mut ws.k[..n * nkv * hd]; // [n, nkv·hd]
+        let v = &mut ws.v[..n * nkv * hd]; // [n, nkv·hd]
+        let att = &mut ws.att[..n * nh * hd]; // [n, nh·hd]
+        nn::rms_norm(x, &l.attn_norm, c.rms_eps, xn);
+        matmul(&l.q, xn, n, q, &mut ws.sc);
+        matmul(&l.k, xn, n, k, &mut ws.sc);
+        matmul(&l.v, xn, n, v, &mut ws.sc);
+        for i in 0..n {
+            let qi = &mut q[i * nh * hd..][..nh * hd]; // [nh·hd]
+            nn::rope(qi, hd, pos0 + i, &self.inv_freq, self.pairs);
+            let ki = &mut k[i * nkv * hd..][..nkv * hd]; // [nkv·hd]
+            nn::rope(ki, hd, pos0 + i, &self.inv_freq, self.pairs);
+        }
+        kv.put(l.slot, k, v, n, (nkv, hd), pos0);
+        let mask = Mask::Causal { offset: pos0 };
+        kv.attention(l.slot, pos0 + n, Heads::new(nh, nkv, hd), mask, q, att);
+        matmul(&l.o, att, n, xn, &mut ws.sc); // [n, H]
+        nn::add(x, xn);
+    }
+
+    /// `x += tanh(g_attn)·Wo·attn(q_norm(Wq·rms(x)), K, V)` over the cached image keys, row i
+    /// seeing the keys `rows[i]` (no RoPE).
+    fn cross_attention(
+        &self,
+        l: &CrossLayer,
+        x: &mut [f32],
+        n: usize,
+        cc: &CrossCache,
+        rows: &[Vec<Range<usize>>],
+        ws: &mut Workspace,
+    ) {
+        let c = &self.cfg;
+        let (h, hd, nh) = (c.hidden, c.head_dim, c.n_heads);
+        let xn = &mut ws.xn[..n * h]; // [n, H]
+        let q = &mut ws.q[..n * nh * hd]; // [n, nh·hd]
+        let att = &mut ws.att[..n * nh * hd]; // [n, nh·hd]
+        nn::rms_norm(x, &l.attn_norm, c.rms_eps, xn);
+        matmul(&l.q, xn, n, q, &mut ws.sc);
+        nn::rms_norm_inplace(q, &l.q_norm, c.rms_eps); // per head: q_norm has hd weights
+        let heads = Heads::new(nh, c.n_kv_heads, hd);
+        cc.attention(l.slot, heads, Mask::Rows(rows), q, att);
+        matmul(&l.o, att, n, xn, &mut ws.sc); // [n, H]
+        nn::add_scaled(x, l.attn_gate, xn);
+    }
+
+    /// `x += g · row_mask ⊙ down(silu(gate(rms(x))) ⊙ up(rms(x)))`; without a row mask (self
+    /// layers) a plain `x += down(…)`.
     fn mlp(
         &self,
         m: &Mlp,
@@ -428,20 +404,18 @@ impl TextModel {
     ) {
         let c = &self.cfg;
         let (h, f) = (c.hidden, c.ffn);
-        nn::rms_norm(x, &m.norm, c.rms_eps, &mut ws.xn[..n * h]);
-        matmul(&m.gate, &ws.xn[..n * h], n, &mut ws.g[..n * f], &mut ws.sc);
-        matmul(&m.up, &ws.xn[..n * h], n, &mut ws.u[..n * f], &mut ws.sc);
-        nn::silu_mul_inplace(&mut ws.g[..n * f], &ws.u[..n * f]);
-        matmul(&m.down, &ws.g[..n * f], n, &mut ws.xn[..n * h], &mut ws.sc);
-        for i in 0..n {
-            if row_mask.is_some_and(|m| !m[i]) {
-                continue;
-            }
-            let xr = &mut x[i * h..(i + 1) * h];
-            if row_mask.is_some() {
-                nn::add_scaled(xr, g, &ws.xn[i * h..(i + 1) * h]);
-            } else {
-                nn::add(xr, &ws.xn[i * h..(i + 1) * h]);
+        let xn = &mut ws.xn[..n * h]; // [n, H]
+        let (gt, up) = (&mut ws.g[..n * f], &mut ws.u[..n * f]); // [n, F] each
+        nn::rms_norm(x, &m.norm, c.rms_eps, xn);
+        matmul(&m.gate, xn, n, gt, &mut ws.sc);
+        matmul(&m.up, xn, n, up, &mut ws.sc);
+        nn::silu_mul_inplace(gt, up);
+        matmul(&m.down, gt, n, xn, &mut ws.sc); // [n, H]
+        for (i, (xr, yr)) in x.chunks_exact_mut(h).zip(xn.chunks_exact(h)).enumerate() {
+            match row_mask {
+                None => nn::add(xr, yr),
+                Some(rm) if rm[i] => nn::add_scaled(xr, g, yr),
+                Some(_) => {} // a row that sees no image: the MLP branch is masked to zero
             }
         }
     }
@@ -547,30 +521,27 @@ impl KvCache {
         }
     }
 
-    /// Attention of `q` (`n` rows) over self layer `i`'s first `nk` keys (see
-    /// [`nn::attention`]).
-    #[allow(clippy::too_many_arguments)]
+    /// Attention of `q` `[n, nh·hd]` over self layer `i`'s first `nk` keys into `out`
+    /// `[n, nh·hd]` (see [`nn::attention`]).
     fn attention(
         &self,
         i: usize,
-        q: &[f32],
-        n: usize,
         nk: usize,
-        (nh, nkv, hd): (usize, usize, usize),
-        scale: f32,
+        heads: Heads,
         mask: Mask<'_>,
+        q: &[f32],
         out: &mut [f32],
     ) {
         let r = i * self.per_layer..(i + 1) * self.per_layer;
         let ctx = self.ctx;
         match &self.store {
             KvStore::F32(kc, vc) => {
-                let (k, v) = (&kc[r.clone()], &vc[r]);
-                nn::attention(q, k, v, n, nk, ctx, nh, nkv, hd, scale, mask, out)
+                let kv = KeysValues::new(&kc[r.clone()], &vc[r], nk, ctx);
+                nn::attention(q, kv, heads, mask, out)
             }
             KvStore::F16(kc, vc) => {
-                let (k, v) = (&kc[r.clone()], &vc[r]);
-                nn::attention(q, k, v, n, nk, ctx, nh, nkv, hd, scale, mask, out)
+                let kv = KeysValues::new(&kc[r.clone()], &vc[r], nk, ctx);
+                nn::attention(q, kv, heads, mask, out)
             }
         }
     }
@@ -663,22 +634,14 @@ impl CrossCache {
         self.half
     }
 
-    /// Attention of `q` over layer `i`'s keys (see [`nn::attention`]).
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        i: usize,
-        q: &[f32],
-        n: usize,
-        nh: usize,
-        scale: f32,
-        mask: Mask<'_>,
-        out: &mut [f32],
-    ) {
-        let (nk, nkv, hd) = (self.n_keys, self.nkv, self.hd);
+    /// Attention of `q` `[n, nh·hd]` over cross layer `i`'s keys (all images) into `out`
+    /// `[n, nh·hd]` (see [`nn::attention`]).
+    fn attention(&self, i: usize, heads: Heads, mask: Mask<'_>, q: &[f32], out: &mut [f32]) {
+        debug_assert_eq!((heads.n_kv_heads, heads.hd), (self.nkv, self.hd));
+        let nk = self.n_keys;
         match &self.layers[i] {
-            LayerKv::F32(k, v) => nn::attention(q, k, v, n, nk, nk, nh, nkv, hd, scale, mask, out),
-            LayerKv::F16(k, v) => nn::attention(q, k, v, n, nk, nk, nh, nkv, hd, scale, mask, out),
+            LayerKv::F32(k, v) => nn::attention(q, KeysValues::new(k, v, nk, nk), heads, mask, out),
+            LayerKv::F16(k, v) => nn::attention(q, KeysValues::new(k, v, nk, nk), heads, mask, out),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::kernels::tensor::Mat;
 use crate::kernels::{matmul, matmul_bias, Scratch};
 use crate::models::mllama::keys;
 use crate::models::mllama::{gate, Loader, ModelConfig, TapConvention, VisionConfig};
-use crate::nn::{self, Mask};
+use crate::nn::{self, Heads, KeysValues, Mask};
 use crate::Error;
 
 /// One encoder layer (local layers have no gates).
@@ -194,18 +194,39 @@ impl VisionModel {
         taps: TapConvention,
     ) -> VisionOutput {
         let c = &self.cfg;
-        let (t_slots, s, ps, g) = (c.max_tiles, c.image_size, c.patch_size, c.grid());
-        let (d, p, p8) = (c.hidden, c.tokens_per_tile(), c.padded_tokens_per_tile());
-        let n = t_slots * p8;
-        let kk = c.channels * ps * ps;
-        assert_eq!(pixels.len(), t_slots * c.channels * s * s);
+        assert_eq!(
+            pixels.len(),
+            c.max_tiles * c.channels * c.image_size * c.image_size
+        );
+        let n = c.max_tiles * c.padded_tokens_per_tile();
         let mut sc = Scratch::new();
+        let emb = self.patch_embedding(pixels, n_tiles, &mut sc); // [n_tiles·G², D]
+        let h = self.tile_and_position_embedding(emb, ar_id, n_tiles); // [T, P, D]
+        let mut x = self.pre_norm_padded(h); // [T·P8, D]
+        let pad = PadMask::new(c, n_tiles);
+        let mut ws = Workspace::new(n, c.hidden, c.ffn);
+        // K tapped states, each [T·P8, D]:
+        let tap_states = self.local_encoder(&mut x, pad.mask(), taps, &mut ws, &mut sc);
+        let mut x = self.post_norm_tile_embedding(x, ar_id); // [T·P8, D]
+        for layer in &self.global {
+            layer.forward(c, &mut x, pad.mask(), &mut ws, &mut sc);
+        }
+        drop(ws);
+        let features = self.unpad_with_taps(&x, &tap_states); // [T, P, D·(1+K)]
+        let states = self.project(&features, &mut sc); // [T·P, H]
+        VisionOutput { states, features }
+    }
 
-        // 1. Patch embedding as a GEMM over the real tiles: patches [n_tiles·G², 3·p·p].
+    /// Step 1: the patch convolution as one GEMM over the real tiles' unfolded patches
+    /// `[n_tiles·G², 3·p·p]` (unfold order (c, ky, kx)): embeddings `[n_tiles·G², D]`.
+    fn patch_embedding(&self, pixels: &[f32], n_tiles: usize, sc: &mut Scratch) -> Vec<f32> {
+        let c = &self.cfg;
+        let (s, ps, g) = (c.image_size, c.patch_size, c.grid());
+        let kk = c.channels * ps * ps;
         let np = n_tiles * g * g;
-        let mut patches = vec![0f32; np * kk];
+        let mut patches = vec![0f32; np * kk]; // [n_tiles·G², 3·p·p]
         for t in 0..n_tiles {
-            let tile = &pixels[t * c.channels * s * s..(t + 1) * c.channels * s * s];
+            let tile = &pixels[t * c.channels * s * s..(t + 1) * c.channels * s * s]; // [3, S, S]
             for gy in 0..g {
                 for gx in 0..g {
                     let row = &mut patches[((t * g + gy) * g + gx) * kk..][..kk];
@@ -218,32 +239,43 @@ impl VisionModel {
                 }
             }
         }
-        let mut emb = vec![0f32; np * d]; // [n_tiles·G², D]
-        matmul(&self.patch, &patches, np, &mut emb, &mut sc);
-        drop(patches);
+        let mut emb = vec![0f32; np * c.hidden]; // [n_tiles·G², D]
+        matmul(&self.patch, &patches, np, &mut emb, sc);
+        emb
+    }
 
-        // 2–4. Tile embeddings, class token, position embeddings: h [T, P, D].
-        let mut pre = vec![0f32; t_slots * d];
-        self.pre_tile.row_to_f32(ar_id, &mut pre);
-        let mut tile_pos = vec![0f32; t_slots * p * d];
-        self.tile_pos.row_to_f32(ar_id, &mut tile_pos);
-        let mut pos = vec![0f32; p * d];
+    /// Steps 2–4, per tile slot t and token i: the class token (i = 0) or the patch embedding
+    /// plus the gated pre-tile embedding, then the gated position embeddings:
+    /// `h = (h + (1−tanh g)·pos[i]) + tanh g·tile_pos[ar][t, i]`. Returns h `[T, P, D]`.
+    fn tile_and_position_embedding(
+        &self,
+        emb: Vec<f32>, // [n_tiles·G², D]
+        ar_id: usize,
+        n_tiles: usize,
+    ) -> Vec<f32> {
+        let c = &self.cfg;
+        let (t_slots, g, d, p) = (c.max_tiles, c.grid(), c.hidden, c.tokens_per_tile());
+        let pre = table_row(&self.pre_tile, ar_id, t_slots * d); // [T, D]
+        let tile_pos = table_row(&self.tile_pos, ar_id, t_slots * p * d); // [T, P, D]
+        let mut pos = vec![0f32; p * d]; // [P, D]
         for i in 0..p {
             self.pos_emb.row_to_f32(i, &mut pos[i * d..(i + 1) * d]);
         }
-        let mut h = vec![0f32; t_slots * p * d];
+        let mut h = vec![0f32; t_slots * p * d]; // [T, P, D]
         for t in 0..t_slots {
+            let pre_t = &pre[t * d..(t + 1) * d]; // [D]
             for i in 0..p {
                 let hr = &mut h[(t * p + i) * d..][..d];
                 if i == 0 {
                     hr.copy_from_slice(&self.class_emb);
                 } else if t < n_tiles {
                     let e = &emb[((t * g * g) + i - 1) * d..][..d];
-                    for ((o, &x), &b) in hr.iter_mut().zip(e).zip(&pre[t * d..(t + 1) * d]) {
+                    for ((o, &x), &b) in hr.iter_mut().zip(e).zip(pre_t) {
                         *o = x + b * self.pre_gate;
                     }
                 } else {
-                    for (o, &b) in hr.iter_mut().zip(&pre[t * d..(t + 1) * d]) {
+                    // An empty tile slot: its (zero) patch embedding plus the pre-tile embedding.
+                    for (o, &b) in hr.iter_mut().zip(pre_t) {
                         *o = 0.0 + b * self.pre_gate;
                     }
                 }
@@ -254,103 +286,100 @@ impl VisionModel {
                 }
             }
         }
-        drop(emb);
-        drop(tile_pos);
+        h
+    }
 
-        // 5–6. layernorm_pre, then pad every tile to P8 tokens with zeros: x [T·P8, D].
-        let mut x = vec![0f32; n * d];
-        for t in 0..t_slots {
-            nn::layer_norm(
-                &h[t * p * d..(t + 1) * p * d],
-                &self.pre_ln.0,
-                &self.pre_ln.1,
-                c.eps,
-                &mut x[t * p8 * d..(t * p8 + p) * d],
-            );
+    /// Steps 5–6: layernorm_pre per tile, each tile padded to P8 tokens with zero rows:
+    /// h `[T, P, D]` → x `[T·P8, D]`.
+    fn pre_norm_padded(&self, h: Vec<f32>) -> Vec<f32> {
+        let c = &self.cfg;
+        let (d, p, p8) = (c.hidden, c.tokens_per_tile(), c.padded_tokens_per_tile());
+        let mut x = vec![0f32; c.max_tiles * p8 * d]; // [T·P8, D]
+        for t in 0..c.max_tiles {
+            let (src, dst) = (t * p * d..(t + 1) * p * d, t * p8 * d..(t * p8 + p) * d);
+            nn::layer_norm(&h[src], &self.pre_ln.0, &self.pre_ln.1, c.eps, &mut x[dst]);
         }
-        drop(h);
+        x
+    }
 
-        // 7. The pad⊗pad mask: pad rows (padding tokens and empty tile slots) see only real keys.
-        let pad: Vec<bool> = (0..n).map(|i| i / p8 >= n_tiles || i % p8 >= p).collect();
-        let real: Vec<std::ops::Range<usize>> = (0..n_tiles).map(|t| t * p8..t * p8 + p).collect();
-        let mask = Mask::Vision {
-            pad_query: &pad,
-            real_keys: &real,
-        };
-
-        // 8. Local encoder, recording the taps.
-        let mut ws = Workspace::new(n, d, c.ffn);
-        let mut tap_states: Vec<Vec<f32>> = Vec::with_capacity(c.taps.len());
+    /// Step 8: the local encoder layers on x `[T·P8, D]` in place, returning the tapped states
+    /// (each `[T·P8, D]`, the layer's input or output as `taps` says) in the order of
+    /// `intermediate_layers_indices` (which need not be sorted).
+    fn local_encoder(
+        &self,
+        x: &mut [f32],
+        mask: Mask<'_>,
+        taps: TapConvention,
+        ws: &mut Workspace,
+        sc: &mut Scratch,
+    ) -> Vec<Vec<f32>> {
+        let c = &self.cfg;
+        let mut in_layer_order: Vec<Vec<f32>> = Vec::with_capacity(c.taps.len());
         for (li, layer) in self.local.iter().enumerate() {
             let tapped = c.taps.iter().filter(|&&k| k == li).count();
             if taps == TapConvention::LayerInput {
-                for _ in 0..tapped {
-                    tap_states.push(x.clone());
-                }
+                in_layer_order.extend(std::iter::repeat_n(&*x, tapped).map(<[f32]>::to_vec));
             }
-            self.layer(layer, &mut x, mask, &mut ws, &mut sc);
+            layer.forward(c, x, mask, ws, sc);
             if taps == TapConvention::LayerOutput {
-                for _ in 0..tapped {
-                    tap_states.push(x.clone());
-                }
+                in_layer_order.extend(std::iter::repeat_n(&*x, tapped).map(<[f32]>::to_vec));
             }
         }
-        // Taps in the order of `intermediate_layers_indices` (which need not be sorted).
         let mut order: Vec<usize> = (0..c.taps.len()).collect();
         order.sort_by_key(|&i| c.taps[i]);
-        let mut taps_by_index: Vec<Vec<f32>> = vec![Vec::new(); c.taps.len()];
-        for (slot, state) in order.into_iter().zip(tap_states) {
-            taps_by_index[slot] = state;
+        let mut by_index: Vec<Vec<f32>> = vec![Vec::new(); c.taps.len()];
+        for (slot, state) in order.into_iter().zip(in_layer_order) {
+            by_index[slot] = state;
         }
+        by_index
+    }
 
-        // 9–10. layernorm_post, post-tile embedding on every position (pad rows too).
-        let mut y = vec![0f32; n * d];
+    /// Steps 9–10: layernorm_post, then the gated post-tile embedding of each row's tile slot
+    /// added to every position (pad rows too): x `[T·P8, D]` → `[T·P8, D]`.
+    fn post_norm_tile_embedding(&self, x: Vec<f32>, ar_id: usize) -> Vec<f32> {
+        let c = &self.cfg;
+        let (d, p8) = (c.hidden, c.padded_tokens_per_tile());
+        let mut y = vec![0f32; x.len()]; // [T·P8, D]
         nn::layer_norm(&x, &self.post_ln.0, &self.post_ln.1, c.eps, &mut y);
-        let mut post = vec![0f32; t_slots * d];
-        self.post_tile.row_to_f32(ar_id, &mut post);
+        drop(x);
+        let post = table_row(&self.post_tile, ar_id, c.max_tiles * d); // [T, D]
         for (i, row) in y.chunks_exact_mut(d).enumerate() {
             let e = &post[(i / p8) * d..(i / p8 + 1) * d];
             for (o, &b) in row.iter_mut().zip(e) {
                 *o += b * self.post_gate;
             }
         }
-        let mut x = y;
+        y
+    }
 
-        // 11. Global (gated) encoder.
-        for layer in &self.global {
-            self.layer(layer, &mut x, mask, &mut ws, &mut sc);
-        }
-        drop(ws);
-
-        // 12–13. Un-pad and concatenate [final ‖ taps interleaved: channel D + d·K + k].
-        let kt = c.taps.len();
-        let od = c.output_dim;
-        let mut features = vec![0f32; t_slots * p * od];
-        for t in 0..t_slots {
+    /// Steps 12–13: drop the pad rows and concatenate the final state with the taps interleaved
+    /// per channel (`[out ‖ taps]`, tap k of channel ch at `D + ch·K + k`): `[T, P, D·(1+K)]`.
+    fn unpad_with_taps(&self, x: &[f32], taps: &[Vec<f32>]) -> Vec<f32> {
+        let c = &self.cfg;
+        let (d, p, p8) = (c.hidden, c.tokens_per_tile(), c.padded_tokens_per_tile());
+        let (kt, od) = (taps.len(), c.output_dim);
+        let mut features = vec![0f32; c.max_tiles * p * od]; // [T, P, D·(1+K)]
+        for t in 0..c.max_tiles {
             for i in 0..p {
                 let src = (t * p8 + i) * d;
                 let dst = &mut features[(t * p + i) * od..][..od];
                 dst[..d].copy_from_slice(&x[src..src + d]);
                 for ch in 0..d {
-                    for (k, tap) in taps_by_index.iter().enumerate() {
+                    for (k, tap) in taps.iter().enumerate() {
                         dst[d + ch * kt + k] = tap[src + ch];
                     }
                 }
             }
         }
+        features
+    }
 
-        // 14. Projector.
-        let hdim = self.text_hidden;
-        let mut states = vec![0f32; t_slots * p * hdim];
-        matmul_bias(
-            &self.proj,
-            &self.proj_b,
-            &features,
-            t_slots * p,
-            &mut states,
-            &mut sc,
-        );
-        VisionOutput { states, features }
+    /// Step 14: the projector, features `[T·P, D·(1+K)]` → states `[T·P, H]`.
+    fn project(&self, features: &[f32], sc: &mut Scratch) -> Vec<f32> {
+        let rows = self.cfg.max_tiles * self.cfg.tokens_per_tile();
+        let mut states = vec![0f32; rows * self.text_hidden]; // [T·P, H]
+        matmul_bias(&self.proj, &self.proj_b, features, rows, &mut states, sc);
+        states
     }
 
     /// Run local encoder layer `i` alone on `x` `[T·P8, D]` with the mask of an image of
@@ -361,56 +390,86 @@ impl VisionModel {
     /// If `i` is not a local layer or `x.len() != T · P8 · D`.
     pub fn run_local_layer(&self, i: usize, x: &mut [f32], n_tiles: usize) {
         let c = &self.cfg;
-        let (p, p8) = (c.tokens_per_tile(), c.padded_tokens_per_tile());
-        let n = c.max_tiles * p8;
+        let n = c.max_tiles * c.padded_tokens_per_tile();
         assert_eq!(x.len(), n * c.hidden);
-        let pad: Vec<bool> = (0..n).map(|j| j / p8 >= n_tiles || j % p8 >= p).collect();
-        let real: Vec<std::ops::Range<usize>> = (0..n_tiles).map(|t| t * p8..t * p8 + p).collect();
-        let mask = Mask::Vision {
-            pad_query: &pad,
-            real_keys: &real,
-        };
+        let pad = PadMask::new(c, n_tiles);
         let mut ws = Workspace::new(n, c.hidden, c.ffn);
         let mut sc = Scratch::new();
-        self.layer(&self.local[i], x, mask, &mut ws, &mut sc);
+        self.local[i].forward(c, x, pad.mask(), &mut ws, &mut sc);
     }
+}
 
-    /// One pre-LN encoder layer, in place on `x` [N, D].
-    fn layer(
+/// Row `ar_id` of an aspect-ratio table as `len` f32 values.
+fn table_row(table: &Mat, ar_id: usize, len: usize) -> Vec<f32> {
+    let mut row = vec![0f32; len];
+    table.row_to_f32(ar_id, &mut row);
+    row
+}
+
+impl EncoderLayer {
+    /// One pre-LN encoder layer, in place on `x` `[N, D]` (N = T·P8):
+    /// `x += g_attn·Wo·attn(LN1(x))`, then `x += g_ffn·fc2(gelu(fc1(LN2(x))))`, where the gates
+    /// are tanh(gate) for global layers and 1 (a plain add) for local ones.
+    fn forward(
         &self,
-        l: &EncoderLayer,
+        c: &VisionConfig,
         x: &mut [f32],
         mask: Mask<'_>,
         ws: &mut Workspace,
         sc: &mut Scratch,
     ) {
-        let c = &self.cfg;
-        let (n, d) = (ws.n, c.hidden);
-        let hd = d / c.n_heads;
+        let n = ws.n;
+        let hd = c.hidden / c.n_heads;
+        let heads = Heads::new(c.n_heads, c.n_heads, hd);
         // Attention.
-        nn::layer_norm(x, &l.ln1_w, &l.ln1_b, c.eps, &mut ws.a);
-        matmul(&l.q, &ws.a, n, &mut ws.q, sc);
-        matmul(&l.k, &ws.a, n, &mut ws.b, sc);
-        nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.k);
-        matmul(&l.v, &ws.a, n, &mut ws.b, sc);
-        nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.v);
-        let scale = 1.0 / (hd as f32).sqrt();
-        nn::attention(
-            &ws.q, &ws.k, &ws.v, n, n, n, c.n_heads, c.n_heads, hd, scale, mask, &mut ws.a,
-        );
-        matmul(&l.o, &ws.a, n, &mut ws.b, sc);
-        match l.gates {
-            Some((ga, _)) => nn::add_scaled(x, ga, &ws.b),
-            None => nn::add(x, &ws.b),
-        }
+        nn::layer_norm(x, &self.ln1_w, &self.ln1_b, c.eps, &mut ws.a); // [N, D]
+        matmul(&self.q, &ws.a, n, &mut ws.q, sc); // [N, D]
+        matmul(&self.k, &ws.a, n, &mut ws.b, sc);
+        nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.k); // [heads, N, hd]
+        matmul(&self.v, &ws.a, n, &mut ws.b, sc);
+        nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.v); // [heads, N, hd]
+        let kv = KeysValues::new(&ws.k, &ws.v, n, n);
+        nn::attention(&ws.q, kv, heads, mask, &mut ws.a); // [N, D]
+        matmul(&self.o, &ws.a, n, &mut ws.b, sc); // [N, D]
+        residual(x, self.gates.map(|(ga, _)| ga), &ws.b);
         // MLP.
-        nn::layer_norm(x, &l.ln2_w, &l.ln2_b, c.eps, &mut ws.a);
-        matmul_bias(&l.fc1, &l.fc1_b, &ws.a, n, &mut ws.f, sc);
+        nn::layer_norm(x, &self.ln2_w, &self.ln2_b, c.eps, &mut ws.a); // [N, D]
+        matmul_bias(&self.fc1, &self.fc1_b, &ws.a, n, &mut ws.f, sc); // [N, F]
         nn::gelu_inplace(&mut ws.f);
-        matmul_bias(&l.fc2, &l.fc2_b, &ws.f, n, &mut ws.b, sc);
-        match l.gates {
-            Some((_, gf)) => nn::add_scaled(x, gf, &ws.b),
-            None => nn::add(x, &ws.b),
+        matmul_bias(&self.fc2, &self.fc2_b, &ws.f, n, &mut ws.b, sc); // [N, D]
+        residual(x, self.gates.map(|(_, gf)| gf), &ws.b);
+    }
+}
+
+/// `x += g·y` for a gated (global) layer, `x += y` for a local one.
+fn residual(x: &mut [f32], gate: Option<f32>, y: &[f32]) {
+    match gate {
+        Some(g) => nn::add_scaled(x, g, y),
+        None => nn::add(x, y),
+    }
+}
+
+/// Step 7, the pad⊗pad mask of an image of `n_tiles` tiles over `[T·P8]` rows: pad rows
+/// (padding tokens and empty tile slots) see only the real keys (the real tiles' P tokens).
+struct PadMask {
+    pad: Vec<bool>,                    // [T·P8]
+    real: Vec<std::ops::Range<usize>>, // one per real tile
+}
+
+impl PadMask {
+    fn new(c: &VisionConfig, n_tiles: usize) -> Self {
+        let (p, p8) = (c.tokens_per_tile(), c.padded_tokens_per_tile());
+        let n = c.max_tiles * p8;
+        PadMask {
+            pad: (0..n).map(|i| i / p8 >= n_tiles || i % p8 >= p).collect(),
+            real: (0..n_tiles).map(|t| t * p8..t * p8 + p).collect(),
+        }
+    }
+
+    fn mask(&self) -> Mask<'_> {
+        Mask::Vision {
+            pad_query: &self.pad,
+            real_keys: &self.real,
         }
     }
 }
