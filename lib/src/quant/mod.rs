@@ -24,6 +24,16 @@ use rayon::prelude::*;
 use crate::error::Error;
 use crate::GgmlType;
 
+mod kq_common;
+pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
+pub mod q8_1;
+pub mod q8_k;
+
 /// A quantized block type: `BLOCK` values of one row stored in `size_of::<Self>()` bytes.
 pub trait QuantBlock: bytemuck::Pod + Send + Sync {
     /// The ggml type this block stores.
@@ -377,3 +387,5 @@ fn dequantize_bytes<B: QuantBlock>(data: &[u8], out: &mut [f32]) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_kquant;
