@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use mllama::models::mllama::keys::{self, blk, vblk, vgblk};
+use mllama::models::mllama::tensors::{self, Dims, Source as TSource, Storage, Tensor, Transform};
 use mllama::GgmlType;
 
 use crate::checkpoint::{Checkpoint, SrcTensor};
@@ -77,6 +77,16 @@ pub struct TypePolicy {
 }
 
 impl TypePolicy {
+    /// The storage type of `t`: by its storage class, which follows from its kind and tower.
+    pub fn choose(&self, t: &Tensor) -> GgmlType {
+        match t.storage() {
+            Storage::TextMatrix => self.text,
+            Storage::VisionMatrix => self.vision,
+            Storage::Patch => self.patch,
+            Storage::Small => GgmlType::F32,
+        }
+    }
+
     /// Floats stay the requested float type everywhere; for a quantized type the vision tower and
     /// projector stay F16 unless `quantize_vision`.
     pub fn new(ty: GgmlType, quantize_vision: bool) -> Self {
@@ -158,40 +168,61 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Add a tensor copied from `hf` with the expected shape.
-    fn add(
-        &mut self,
-        name: String,
-        hf: &str,
-        shape: &[usize],
-        ty: GgmlType,
-        order: RowOrder,
-    ) -> Result<()> {
-        self.check_shape(hf, shape)?;
+    /// Add `t` copied from checkpoint tensor `hf` (whose shape must be `t.shape`).
+    fn add(&mut self, t: Tensor, hf: String, ty: GgmlType, order: RowOrder) -> Result<()> {
+        self.check_shape(&hf, &t.shape)?;
         // A block type needs whole blocks per row; otherwise fall back to F16.
-        let ty = if ty.row_bytes(*shape.last().unwrap_or(&1) as u64).is_some() {
+        let ty = if ty.row_bytes(*t.shape.last().unwrap_or(&1) as u64).is_some() {
             ty
         } else {
             GgmlType::F16
         };
-        self.used.insert(hf.to_owned(), ());
-        self.out.push(OutTensor {
-            name,
-            source: Source::Hf(hf.to_owned()),
-            shape: shape.to_vec(),
-            ty,
-            order,
-        });
+        self.used.insert(hf.clone(), ());
+        self.push(t, Source::Hf(hf), ty, order);
         Ok(())
     }
 
-    fn f32(&mut self, name: String, hf: &str, shape: &[usize]) -> Result<()> {
-        self.add(name, hf, shape, GgmlType::F32, RowOrder::AsIs)
+    fn push(&mut self, t: Tensor, source: Source, ty: GgmlType, order: RowOrder) {
+        self.out.push(OutTensor {
+            name: t.name,
+            source,
+            shape: t.shape,
+            ty,
+            order,
+        });
     }
 }
 
-/// Build and validate the plan: every output tensor with its source, shape and type, plus the
-/// names of checkpoint tensors left unused.
+/// The tensor dimensions of a checkpoint whose embedding table has `embedding_rows` rows.
+pub fn dims(cfg: &MllamaConfig, embedding_rows: usize) -> Dims {
+    let (t, v) = (&cfg.text, &cfg.vision);
+    let grid = v.image_size / v.patch_size;
+    Dims {
+        vocab_size: t.vocab_size,
+        embedding_rows,
+        hidden: t.hidden_size,
+        n_heads: t.num_attention_heads,
+        n_kv_heads: t.num_key_value_heads,
+        head_dim: t.head_dim,
+        ffn: t.intermediate_size,
+        n_layers: t.num_hidden_layers,
+        cross_layers: t.cross_attention_layers.clone(),
+        rope_factors: t.rope_scaling.is_some(),
+        v_hidden: v.hidden_size,
+        v_ffn: v.intermediate_size,
+        v_local: v.num_hidden_layers,
+        v_global: v.num_global_layers,
+        v_output_dim: v.vision_output_dim,
+        channels: v.num_channels,
+        patch_size: v.patch_size,
+        tokens_per_tile: grid * grid + 1,
+        max_tiles: v.max_num_tiles,
+        aspect_ratio_rows: v.supported_aspect_ratios.len() + 1,
+    }
+}
+
+/// Build and validate the plan: every output tensor of the [`tensors`] table with its source,
+/// shape and type, plus the names of checkpoint tensors left unused.
 ///
 /// # Errors
 ///
@@ -209,344 +240,44 @@ pub fn build(
         out: Vec::new(),
         used: HashMap::new(),
     };
-    let t = &cfg.text;
-    let (h, hd, nh, nkv, ff) = (
-        t.hidden_size,
-        t.head_dim,
-        t.num_attention_heads,
-        t.num_key_value_heads,
-        t.intermediate_size,
-    );
-    let tt = policy.text;
-
     // Token embeddings: Llama 3.2 Vision has vocab + 8 rows (the image token has its own row).
-    let emb = "language_model.model.embed_tokens.weight";
-    let emb_rows = b.src(emb)?.shape.first().copied().unwrap_or(0);
-    if emb_rows < t.vocab_size || (cfg.image_token_index as usize) >= emb_rows {
+    let emb = tensors::TOKEN_EMBD.hf_name(None).unwrap_or_default();
+    let emb_rows = b.src(&emb)?.shape.first().copied().unwrap_or(0);
+    let vocab = cfg.text.vocab_size;
+    if emb_rows < vocab || (cfg.image_token_index as usize) >= emb_rows {
         return Err(ConvertError::tensor(
-            ckpt.shard_path(b.src(emb)?),
-            emb,
+            ckpt.shard_path(b.src(&emb)?),
+            &emb,
             format!(
-                "{emb_rows} rows: needs at least vocab_size {} rows and a row for image_token_index {}",
-                t.vocab_size, cfg.image_token_index
+                "{emb_rows} rows: needs at least vocab_size {vocab} rows and a row for image_token_index {}",
+                cfg.image_token_index
             ),
         ));
     }
-    b.add(
-        keys::T_TOKEN_EMBD.into(),
-        emb,
-        &[emb_rows, h],
-        tt,
-        RowOrder::AsIs,
-    )?;
-    if let Some(f) = llama3_rope_factors(cfg) {
-        b.out.push(OutTensor {
-            name: keys::T_ROPE_FREQS.into(),
-            shape: vec![f.len()],
-            source: Source::Computed(f),
-            ty: GgmlType::F32,
-            order: RowOrder::AsIs,
-        });
-    }
-
-    for i in 0..t.num_hidden_layers {
-        let p = format!("language_model.model.layers.{i}");
-        b.f32(
-            blk(i, "attn_norm.weight"),
-            &format!("{p}.input_layernorm.weight"),
-            &[h],
-        )?;
-        b.f32(
-            blk(i, "ffn_norm.weight"),
-            &format!("{p}.post_attention_layernorm.weight"),
-            &[h],
-        )?;
-        if t.cross_attention_layers.contains(&i) {
-            let c = format!("{p}.cross_attn");
-            let keep = RowOrder::AsIs;
-            b.add(
-                blk(i, "cross_attn_q_proj.weight"),
-                &format!("{c}.q_proj.weight"),
-                &[nh * hd, h],
-                tt,
-                keep,
-            )?;
-            b.add(
-                blk(i, "cross_attn_k_proj.weight"),
-                &format!("{c}.k_proj.weight"),
-                &[nkv * hd, h],
-                tt,
-                keep,
-            )?;
-            b.add(
-                blk(i, "cross_attn_v_proj.weight"),
-                &format!("{c}.v_proj.weight"),
-                &[nkv * hd, h],
-                tt,
-                keep,
-            )?;
-            b.add(
-                blk(i, "cross_attn_o_proj.weight"),
-                &format!("{c}.o_proj.weight"),
-                &[h, nh * hd],
-                tt,
-                keep,
-            )?;
-            b.f32(
-                blk(i, "cross_attn_q_norm.weight"),
-                &format!("{c}.q_norm.weight"),
-                &[hd],
-            )?;
-            b.f32(
-                blk(i, "cross_attn_k_norm.weight"),
-                &format!("{c}.k_norm.weight"),
-                &[hd],
-            )?;
-            b.f32(
-                blk(i, "cross_attn_attn_gate"),
-                &format!("{p}.cross_attn_attn_gate"),
-                &[1],
-            )?;
-            b.f32(
-                blk(i, "cross_attn_mlp_gate"),
-                &format!("{p}.cross_attn_mlp_gate"),
-                &[1],
-            )?;
-        } else {
-            let a = format!("{p}.self_attn");
-            let perm = RowOrder::RopePermute { head_dim: hd };
-            b.add(
-                blk(i, "attn_q.weight"),
-                &format!("{a}.q_proj.weight"),
-                &[nh * hd, h],
-                tt,
-                perm,
-            )?;
-            b.add(
-                blk(i, "attn_k.weight"),
-                &format!("{a}.k_proj.weight"),
-                &[nkv * hd, h],
-                tt,
-                perm,
-            )?;
-            b.add(
-                blk(i, "attn_v.weight"),
-                &format!("{a}.v_proj.weight"),
-                &[nkv * hd, h],
-                tt,
-                RowOrder::AsIs,
-            )?;
-            b.add(
-                blk(i, "attn_output.weight"),
-                &format!("{a}.o_proj.weight"),
-                &[h, nh * hd],
-                tt,
-                RowOrder::AsIs,
-            )?;
-        }
-        let m = format!("{p}.mlp");
-        b.add(
-            blk(i, "ffn_gate.weight"),
-            &format!("{m}.gate_proj.weight"),
-            &[ff, h],
-            tt,
-            RowOrder::AsIs,
-        )?;
-        b.add(
-            blk(i, "ffn_up.weight"),
-            &format!("{m}.up_proj.weight"),
-            &[ff, h],
-            tt,
-            RowOrder::AsIs,
-        )?;
-        b.add(
-            blk(i, "ffn_down.weight"),
-            &format!("{m}.down_proj.weight"),
-            &[h, ff],
-            tt,
-            RowOrder::AsIs,
-        )?;
-    }
-    b.f32(
-        keys::T_OUTPUT_NORM.into(),
-        "language_model.model.norm.weight",
-        &[h],
-    )?;
-    let head = "language_model.lm_head.weight";
-    if ckpt.get(head).is_some() || !t.tie_word_embeddings {
-        b.add(
-            keys::T_OUTPUT.into(),
-            head,
-            &[t.vocab_size, h],
-            tt,
-            RowOrder::AsIs,
-        )?;
-    } else {
-        // Tied head: the first vocab_size rows of the embedding table.
-        b.out.push(OutTensor {
-            name: keys::T_OUTPUT.into(),
-            source: Source::Hf(emb.into()),
-            shape: vec![t.vocab_size, h],
-            ty: tt,
-            order: RowOrder::AsIs,
-        });
-    }
-
-    // Vision tower.
-    let v = &cfg.vision;
-    let d = v.hidden_size;
-    let vt = policy.vision;
-    let grid = v.image_size / v.patch_size;
-    let n_pos = grid * grid + 1;
-    let n_ratios = v.supported_aspect_ratios.len() + 1;
-    let tiles = v.max_num_tiles;
-    let vm = "vision_model";
-    b.add(
-        keys::T_V_PATCH_EMBD.into(),
-        &format!("{vm}.patch_embedding.weight"),
-        &[d, v.num_channels, v.patch_size, v.patch_size],
-        policy.patch,
-        RowOrder::AsIs,
-    )?;
-    b.f32(
-        keys::T_V_CLASS_EMBD.into(),
-        &format!("{vm}.class_embedding"),
-        &[d],
-    )?;
-    let gpe = format!("{vm}.gated_positional_embedding");
-    b.f32(
-        keys::T_V_POS_EMBD.into(),
-        &format!("{gpe}.embedding"),
-        &[n_pos, d],
-    )?;
-    b.f32(keys::T_V_POS_GATE.into(), &format!("{gpe}.gate"), &[1])?;
-    b.f32(
-        keys::T_V_TILE_POS_EMBD.into(),
-        &format!("{gpe}.tile_embedding.weight"),
-        &[n_ratios, tiles * n_pos * d],
-    )?;
-    b.f32(keys::T_V_TILE_POS_GATE.into(), &format!("{gpe}.gate"), &[1])?;
-    for (which, w, g) in [
-        ("pre", keys::T_V_PRE_TILE_EMBD, keys::T_V_PRE_TILE_GATE),
-        ("post", keys::T_V_POST_TILE_EMBD, keys::T_V_POST_TILE_GATE),
-    ] {
-        let p = format!("{vm}.{which}_tile_positional_embedding");
-        b.f32(
-            w.into(),
-            &format!("{p}.embedding.weight"),
-            &[n_ratios, tiles * d],
-        )?;
-        b.f32(g.into(), &format!("{p}.gate"), &[1])?;
-    }
-    b.f32(
-        keys::T_V_PRE_LN_W.into(),
-        &format!("{vm}.layernorm_pre.weight"),
-        &[d],
-    )?;
-    b.f32(
-        keys::T_V_PRE_LN_B.into(),
-        &format!("{vm}.layernorm_pre.bias"),
-        &[d],
-    )?;
-    b.f32(
-        keys::T_V_POST_LN_W.into(),
-        &format!("{vm}.layernorm_post.weight"),
-        &[d],
-    )?;
-    b.f32(
-        keys::T_V_POST_LN_B.into(),
-        &format!("{vm}.layernorm_post.bias"),
-        &[d],
-    )?;
-    let fv = v.intermediate_size;
-    for (global, n) in [(false, v.num_hidden_layers), (true, v.num_global_layers)] {
-        for i in 0..n {
-            let p = if global {
-                format!("{vm}.global_transformer.layers.{i}")
-            } else {
-                format!("{vm}.transformer.layers.{i}")
-            };
-            let name = |s: &str| if global { vgblk(i, s) } else { vblk(i, s) };
-            let keep = RowOrder::AsIs;
-            b.add(
-                name("attn_q.weight"),
-                &format!("{p}.self_attn.q_proj.weight"),
-                &[d, d],
-                vt,
-                keep,
-            )?;
-            b.add(
-                name("attn_k.weight"),
-                &format!("{p}.self_attn.k_proj.weight"),
-                &[d, d],
-                vt,
-                keep,
-            )?;
-            b.add(
-                name("attn_v.weight"),
-                &format!("{p}.self_attn.v_proj.weight"),
-                &[d, d],
-                vt,
-                keep,
-            )?;
-            b.add(
-                name("attn_output.weight"),
-                &format!("{p}.self_attn.o_proj.weight"),
-                &[d, d],
-                vt,
-                keep,
-            )?;
-            b.f32(
-                name("attn_norm.weight"),
-                &format!("{p}.input_layernorm.weight"),
-                &[d],
-            )?;
-            b.f32(
-                name("attn_norm.bias"),
-                &format!("{p}.input_layernorm.bias"),
-                &[d],
-            )?;
-            b.f32(
-                name("ffn_norm.weight"),
-                &format!("{p}.post_attention_layernorm.weight"),
-                &[d],
-            )?;
-            b.f32(
-                name("ffn_norm.bias"),
-                &format!("{p}.post_attention_layernorm.bias"),
-                &[d],
-            )?;
-            b.add(
-                name("ffn_up.weight"),
-                &format!("{p}.mlp.fc1.weight"),
-                &[fv, d],
-                vt,
-                keep,
-            )?;
-            b.f32(name("ffn_up.bias"), &format!("{p}.mlp.fc1.bias"), &[fv])?;
-            b.add(
-                name("ffn_down.weight"),
-                &format!("{p}.mlp.fc2.weight"),
-                &[d, fv],
-                vt,
-                keep,
-            )?;
-            b.f32(name("ffn_down.bias"), &format!("{p}.mlp.fc2.bias"), &[d])?;
-            if global {
-                b.f32(name("attn_gate"), &format!("{p}.gate_attn"), &[1])?;
-                b.f32(name("ffn_gate"), &format!("{p}.gate_ffn"), &[1])?;
+    let head_dim = cfg.text.head_dim;
+    for t in tensors::expand(&dims(cfg, emb_rows)) {
+        let ty = policy.choose(&t);
+        let order = match t.decl.transform {
+            Transform::AsIs => RowOrder::AsIs,
+            Transform::RopePermute => RowOrder::RopePermute { head_dim },
+        };
+        let hf = t.hf_name();
+        match (t.decl.source, hf) {
+            (TSource::Computed, _) => {
+                if let Some(f) = llama3_rope_factors(cfg) {
+                    b.push(t, Source::Computed(f), ty, order);
+                }
             }
+            (TSource::HfOrTied(_, tied), Some(hf))
+                if ckpt.get(&hf).is_none() && cfg.text.tie_word_embeddings =>
+            {
+                // Tied head: the first rows of the embedding table.
+                b.push(t, Source::Hf(tied.into()), ty, order);
+            }
+            (_, Some(hf)) => b.add(t, hf, ty, order)?,
+            (_, None) => unreachable!("only computed tensors have no checkpoint name"),
         }
     }
-    b.add(
-        keys::T_MM_W.into(),
-        "multi_modal_projector.weight",
-        &[h, v.vision_output_dim],
-        vt,
-        RowOrder::AsIs,
-    )?;
-    b.f32(keys::T_MM_B.into(), "multi_modal_projector.bias", &[h])?;
-
     let unused: Vec<String> = ckpt.unused(&b.used).map(str::to_owned).collect();
     Ok((b.out, unused))
 }

@@ -2,11 +2,13 @@
 //! tiny to many GB) without shipping real weights. Tensors are streamed to disk, so a checkpoint
 //! larger than memory can be written.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use half::bf16;
+use mllama::models::mllama::tensors::{self, Dims, Kind};
 use serde_json::json;
 
 /// Shapes of a synthetic checkpoint.
@@ -92,107 +94,50 @@ impl SynthDims {
         }
     }
 
-    /// Every tensor (HF name, shape), in a fixed order.
-    pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
-        let mut t = Vec::new();
-        let hd = self.hidden / self.heads;
-        let (h, kv) = (self.hidden, self.kv_heads * hd);
-        t.push((
-            "language_model.model.embed_tokens.weight".into(),
-            vec![self.vocab + 8, h],
-        ));
-        for i in 0..self.layers {
-            let p = format!("language_model.model.layers.{i}");
-            t.push((format!("{p}.input_layernorm.weight"), vec![h]));
-            t.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-            if self.cross_layers.contains(&i) {
-                t.push((format!("{p}.cross_attn.q_proj.weight"), vec![h, h]));
-                t.push((format!("{p}.cross_attn.k_proj.weight"), vec![kv, h]));
-                t.push((format!("{p}.cross_attn.v_proj.weight"), vec![kv, h]));
-                t.push((format!("{p}.cross_attn.o_proj.weight"), vec![h, h]));
-                t.push((format!("{p}.cross_attn.q_norm.weight"), vec![hd]));
-                t.push((format!("{p}.cross_attn.k_norm.weight"), vec![hd]));
-                t.push((format!("{p}.cross_attn_attn_gate"), vec![1]));
-                t.push((format!("{p}.cross_attn_mlp_gate"), vec![1]));
-            } else {
-                t.push((format!("{p}.self_attn.q_proj.weight"), vec![h, h]));
-                t.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
-                t.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
-                t.push((format!("{p}.self_attn.o_proj.weight"), vec![h, h]));
-            }
-            t.push((
-                format!("{p}.mlp.gate_proj.weight"),
-                vec![self.intermediate, h],
-            ));
-            t.push((
-                format!("{p}.mlp.up_proj.weight"),
-                vec![self.intermediate, h],
-            ));
-            t.push((
-                format!("{p}.mlp.down_proj.weight"),
-                vec![h, self.intermediate],
-            ));
-        }
-        t.push(("language_model.model.norm.weight".into(), vec![h]));
-        t.push(("language_model.lm_head.weight".into(), vec![self.vocab, h]));
-        let d = self.v_hidden;
+    /// The tensor dimensions of this checkpoint.
+    pub fn dims(&self) -> Dims {
         let grid = self.tile / self.patch;
-        let npos = grid * grid + 1;
-        let vm = "vision_model";
-        t.push((
-            format!("{vm}.patch_embedding.weight"),
-            vec![d, 3, self.patch, self.patch],
-        ));
-        t.push((format!("{vm}.class_embedding"), vec![d]));
-        t.push((
-            format!("{vm}.gated_positional_embedding.embedding"),
-            vec![npos, d],
-        ));
-        t.push((format!("{vm}.gated_positional_embedding.gate"), vec![1]));
-        t.push((
-            format!("{vm}.gated_positional_embedding.tile_embedding.weight"),
-            vec![9, 4 * npos * d],
-        ));
-        for w in ["pre", "post"] {
-            t.push((
-                format!("{vm}.{w}_tile_positional_embedding.embedding.weight"),
-                vec![9, 4 * d],
-            ));
-            t.push((format!("{vm}.{w}_tile_positional_embedding.gate"), vec![1]));
+        Dims {
+            vocab_size: self.vocab,
+            embedding_rows: self.vocab + 8,
+            hidden: self.hidden,
+            n_heads: self.heads,
+            n_kv_heads: self.kv_heads,
+            head_dim: self.hidden / self.heads,
+            ffn: self.intermediate,
+            n_layers: self.layers,
+            cross_layers: self.cross_layers.clone(),
+            rope_factors: true,
+            v_hidden: self.v_hidden,
+            v_ffn: self.v_intermediate,
+            v_local: self.v_layers,
+            v_global: self.v_global_layers,
+            v_output_dim: self.v_hidden * (1 + self.v_taps.len()),
+            channels: 3,
+            patch_size: self.patch,
+            tokens_per_tile: grid * grid + 1,
+            max_tiles: 4,
+            aspect_ratio_rows: 9,
         }
-        for w in ["pre", "post"] {
-            t.push((format!("{vm}.layernorm_{w}.weight"), vec![d]));
-            t.push((format!("{vm}.layernorm_{w}.bias"), vec![d]));
-        }
-        for (stack, n) in [
-            ("transformer", self.v_layers),
-            ("global_transformer", self.v_global_layers),
-        ] {
-            for i in 0..n {
-                let p = format!("{vm}.{stack}.layers.{i}");
-                for m in ["q", "k", "v", "o"] {
-                    t.push((format!("{p}.self_attn.{m}_proj.weight"), vec![d, d]));
-                }
-                t.push((format!("{p}.mlp.fc1.weight"), vec![self.v_intermediate, d]));
-                t.push((format!("{p}.mlp.fc1.bias"), vec![self.v_intermediate]));
-                t.push((format!("{p}.mlp.fc2.weight"), vec![d, self.v_intermediate]));
-                t.push((format!("{p}.mlp.fc2.bias"), vec![d]));
-                for ln in ["input_layernorm", "post_attention_layernorm"] {
-                    t.push((format!("{p}.{ln}.weight"), vec![d]));
-                    t.push((format!("{p}.{ln}.bias"), vec![d]));
-                }
-                if stack == "global_transformer" {
-                    t.push((format!("{p}.gate_attn"), vec![1]));
-                    t.push((format!("{p}.gate_ffn"), vec![1]));
-                }
-            }
-        }
-        t.push((
-            "multi_modal_projector.weight".into(),
-            vec![h, d * (1 + self.v_taps.len())],
-        ));
-        t.push(("multi_modal_projector.bias".into(), vec![h]));
-        t
+    }
+
+    /// Every tensor (HF name, shape), in a fixed order: the checkpoint sources of the
+    /// [`tensors`] table, each once (the output head untied).
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        self.sources().into_iter().map(|(n, s, _)| (n, s)).collect()
+    }
+
+    /// [`tensors`](SynthDims::tensors) with each tensor's kind.
+    fn sources(&self) -> Vec<(String, Vec<usize>, Kind)> {
+        let mut seen = HashSet::new();
+        tensors::expand(&self.dims())
+            .into_iter()
+            .filter_map(|t| {
+                let hf = t.hf_name()?;
+                seen.insert(hf.clone())
+                    .then_some((hf, t.shape, t.decl.kind))
+            })
+            .collect()
     }
 
     /// The checkpoint's `config.json` (HF `MllamaForConditionalGeneration` layout).
@@ -376,7 +321,7 @@ pub fn write_checkpoint(dir: &Path, dims: &SynthDims, seed: u64) -> std::io::Res
         "eos_token_id": [dims.vocab - 15, dims.vocab - 8, dims.vocab - 7]}),
     )?;
 
-    let tensors = dims.tensors();
+    let tensors = dims.sources();
     let shards = dims.shards.max(1);
     let per = tensors.len().div_ceil(shards);
     let mut weight_map = serde_json::Map::new();
@@ -389,7 +334,7 @@ pub fn write_checkpoint(dir: &Path, dims: &SynthDims, seed: u64) -> std::io::Res
         };
         let mut header = serde_json::Map::new();
         let mut off = 0usize;
-        for (name, shape) in group {
+        for (name, shape, _) in group {
             let n: usize = shape.iter().product();
             header.insert(
                 name.clone(),
@@ -406,20 +351,15 @@ pub fn write_checkpoint(dir: &Path, dims: &SynthDims, seed: u64) -> std::io::Res
         w.write_all(&(h.len() as u64).to_le_bytes())?;
         w.write_all(h.as_bytes())?;
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-        for (name, shape) in group {
+        for (_, shape, kind) in group {
             let n: usize = shape.iter().product();
             let fan_in = *shape.last().unwrap_or(&1) as f32;
             // Norm weights near 1, gates non-zero, matrices ~ U(-1,1)/sqrt(fan_in).
-            let (base, scale) = if name.ends_with("norm.weight")
-                || name.contains("layernorm") && name.ends_with("weight")
-            {
-                (1.0, 0.1)
-            } else if name.contains("gate") && shape == &vec![1] {
-                (0.5, 0.3)
-            } else if shape.len() == 1 {
-                (0.0, 0.05)
-            } else {
-                (0.0, 1.7 / fan_in.sqrt())
+            let (base, scale) = match kind {
+                Kind::Norm => (1.0, 0.1),
+                Kind::Gate => (0.5, 0.3),
+                _ if shape.len() == 1 => (0.0, 0.05),
+                _ => (0.0, 1.7 / fan_in.sqrt()),
             };
             let mut left = n;
             while left > 0 {

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod preprocess;
 pub mod spec;
 pub mod synthetic;
+pub mod tensors;
 pub mod text;
 pub mod vision;
 
@@ -21,6 +22,7 @@ pub use config::{ModelConfig, TextConfig, VisionConfig};
 
 use crate::format::gguf::GgufFile;
 use crate::kernels::tensor::{Bytes, Mat};
+use crate::models::mllama::tensors::{Block, Dims, Kind, TensorDecl};
 use crate::Error;
 
 /// Run-time choices that change the numerics (both reference behaviours are supported). The
@@ -98,10 +100,73 @@ pub enum TapConvention {
     LayerOutput,
 }
 
-/// Reads tensors from a GGUF with shape and type checks; errors name the file and tensor.
+/// Reads tensors from a GGUF with shape and type checks; errors name the file and tensor. Names
+/// and shapes come from the [`tensors`] table, evaluated at `dims`.
 pub(crate) struct Loader<'a> {
     pub f: &'a GgufFile,
     pub path: &'a Path,
+    pub dims: Dims,
+}
+
+/// A [`Loader`] placed in one layer (or at model level): reads declared tensors by their table
+/// entry.
+pub(crate) struct At<'l, 'a> {
+    l: &'l Loader<'a>,
+    block: Option<Block>,
+}
+
+impl At<'_, '_> {
+    /// The matrix `t` declares, viewed as `[outermost, product of the rest]`.
+    pub fn mat(&self, t: &TensorDecl) -> Result<Mat, Error> {
+        debug_assert!(matches!(
+            t.kind,
+            Kind::Matrix | Kind::Embedding | Kind::Conv | Kind::Table
+        ));
+        let (rows, cols) = t.rows_cols(&self.l.dims);
+        self.l.mat_named(&t.name(self.block), rows, cols)
+    }
+
+    /// The small tensor `t` declares (norm weight, bias, gate, vector), as f32.
+    pub fn vec(&self, t: &TensorDecl) -> Result<Vec<f32>, Error> {
+        debug_assert!(!matches!(
+            t.kind,
+            Kind::Matrix | Kind::Embedding | Kind::Conv
+        ));
+        let n = t.shape(&self.l.dims).iter().product();
+        self.l.vec_named(&t.name(self.block), n)
+    }
+
+    /// The one-value tensor `t` declares (a gate).
+    pub fn scalar(&self, t: &TensorDecl) -> Result<f32, Error> {
+        debug_assert!(t.kind == Kind::Gate);
+        Ok(self.vec(t)?[0])
+    }
+
+    /// Whether the file holds `t` (for optional tensors).
+    pub fn has(&self, t: &TensorDecl) -> bool {
+        self.l.f.tensor_info(&t.name(self.block)).is_some()
+    }
+}
+
+impl<'a> Loader<'a> {
+    /// A loader for `f` with the tensor dimensions of `cfg`; the aspect-ratio table rows are read
+    /// from the file's pre-tile table.
+    pub fn new(f: &'a GgufFile, path: &'a Path, cfg: &ModelConfig) -> Result<Self, Error> {
+        let mut l = Loader {
+            f,
+            path,
+            dims: Dims::from_config(cfg, 0, false),
+        };
+        let pre_tile = tensors::V_PRE_TILE_EMBD.name(None);
+        l.dims.aspect_ratio_rows = l.info(&pre_tile)?.n_rows();
+        l.dims.rope_factors = l.at(None).has(&tensors::ROPE_FREQS);
+        Ok(l)
+    }
+
+    /// Read declared tensors of `block` (`None`: model-wide tensors).
+    pub fn at(&self, block: Option<Block>) -> At<'_, 'a> {
+        At { l: self, block }
+    }
 }
 
 impl Loader<'_> {
@@ -119,7 +184,7 @@ impl Loader<'_> {
     }
 
     /// A matrix `[rows, cols]` (any 2-D or higher tensor whose innermost dimension is `cols`).
-    pub fn mat(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, Error> {
+    fn mat_named(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, Error> {
         let t = self.info(name)?;
         // A float tensor of more dimensions may be viewed as [outermost, product of the rest]
         // (the 4-D patch convolution [D, 3, p, p] is a [D, 3·p·p] matrix).
@@ -145,7 +210,7 @@ impl Loader<'_> {
     }
 
     /// A small tensor of `len` values, converted to f32 (norm weights, biases, gates).
-    pub fn vec(&self, name: &str, len: usize) -> Result<Vec<f32>, Error> {
+    fn vec_named(&self, name: &str, len: usize) -> Result<Vec<f32>, Error> {
         let t = self.info(name)?;
         if t.n_elements() as usize != len {
             return Err(self.err(format!(
@@ -157,15 +222,6 @@ impl Loader<'_> {
             .view(t)
             .to_f32_vec()
             .map_err(|e| self.err(format!("tensor {name}: {e}")))
-    }
-
-    /// A one-value tensor.
-    pub fn scalar(&self, name: &str) -> Result<f32, Error> {
-        Ok(self.vec(name, 1)?[0])
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.f.tensor_info(name).is_some()
     }
 }
 
@@ -247,10 +303,7 @@ impl Model {
     /// ```
     pub fn from_gguf(file: GgufFile) -> Result<Model, Error> {
         let cfg = ModelConfig::from_gguf(&file)?;
-        let l = Loader {
-            f: &file,
-            path: file.path(),
-        };
+        let l = Loader::new(&file, file.path(), &cfg)?;
         let vision = vision::VisionModel::load(&l, &cfg)?;
         let text = text::TextModel::load(&l, &cfg)?;
         // Files without tokenizer data (synthetic benchmark models) load without one.

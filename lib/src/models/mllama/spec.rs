@@ -1,8 +1,10 @@
 //! The architecture as plain numbers: writes the `mllama.*` metadata every file of ours carries
-//! (the converter and synthetic benchmark models share it) and lists the tensors such a file holds.
+//! (the converter and synthetic benchmark models share it) and gives the dimensions of the tensors
+//! such a file holds ([`tensors`](super::tensors) declares them).
 
 use crate::format::gguf::{Array, GgufWriter, Value};
-use crate::models::mllama::keys::{self, blk, vblk, vgblk};
+use crate::models::mllama::keys;
+use crate::models::mllama::tensors::{self, Dims};
 use crate::GgufError;
 
 /// llama3 RoPE scaling parameters (HF `rope_scaling` with `rope_type: "llama3"`; the
@@ -91,18 +93,9 @@ pub struct ModelSpec {
     pub aspect_ratios: Vec<(usize, usize)>,
 }
 
-/// What a tensor is, which decides its storage type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TensorKind {
-    /// A large text matrix (quantized with the requested type).
-    TextMatrix,
-    /// A vision or projector matrix (F16 unless vision quantization is asked for).
-    VisionMatrix,
-    /// The 4-D patch convolution (never block-quantized).
-    Patch,
-    /// Norms, biases, gates, class/position/tile embeddings, RoPE factors: F32.
-    Small,
-}
+/// How a tensor is stored (the converter's and synthetic models' type choice): see
+/// [`Storage`](super::tensors::Storage).
+pub use super::tensors::Storage as TensorKind;
 
 impl ModelSpec {
     /// Llama-3.2-11B-Vision.
@@ -271,107 +264,41 @@ impl ModelSpec {
         Ok(())
     }
 
-    /// Every tensor of the file (GGUF name, outermost-first shape, kind), in the order our
-    /// converter writes them.
+    /// The dimensions the tensor shapes depend on (the files our converter writes).
+    pub fn dims(&self) -> Dims {
+        Dims {
+            vocab_size: self.vocab_size,
+            embedding_rows: self.embedding_rows,
+            hidden: self.hidden,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim(),
+            ffn: self.ffn,
+            n_layers: self.n_layers,
+            cross_layers: self.cross_layers.clone(),
+            rope_factors: self.rope_scaling.is_some(),
+            v_hidden: self.v_hidden,
+            v_ffn: self.v_ffn,
+            v_local: self.v_local,
+            v_global: self.v_global,
+            v_output_dim: self.v_hidden * (1 + self.v_taps.len()),
+            channels: 3,
+            patch_size: self.patch_size,
+            tokens_per_tile: self.tokens_per_tile(),
+            max_tiles: self.max_tiles,
+            aspect_ratio_rows: self.aspect_ratios.len() + 1,
+        }
+    }
+
+    /// Every tensor of the file (GGUF name, outermost-first shape, storage class), in the order
+    /// our converter writes them: [`tensors::expand`] of [`ModelSpec::dims`].
     pub fn tensors(&self) -> Vec<(String, Vec<usize>, TensorKind)> {
-        use TensorKind::*;
-        let (h, hd, f) = (self.hidden, self.head_dim(), self.ffn);
-        let (q, kv) = (self.n_heads * hd, self.n_kv_heads * hd);
-        let mut t: Vec<(String, Vec<usize>, TensorKind)> = Vec::new();
-        t.push((
-            keys::T_TOKEN_EMBD.into(),
-            vec![self.embedding_rows, h],
-            TextMatrix,
-        ));
-        if self.rope_scaling.is_some() {
-            t.push((keys::T_ROPE_FREQS.into(), vec![hd / 2], Small));
-        }
-        for i in 0..self.n_layers {
-            t.push((blk(i, "attn_norm.weight"), vec![h], Small));
-            t.push((blk(i, "ffn_norm.weight"), vec![h], Small));
-            if self.cross_layers.contains(&i) {
-                t.push((blk(i, "cross_attn_q_proj.weight"), vec![q, h], TextMatrix));
-                t.push((blk(i, "cross_attn_k_proj.weight"), vec![kv, h], TextMatrix));
-                t.push((blk(i, "cross_attn_v_proj.weight"), vec![kv, h], TextMatrix));
-                t.push((blk(i, "cross_attn_o_proj.weight"), vec![h, q], TextMatrix));
-                t.push((blk(i, "cross_attn_q_norm.weight"), vec![hd], Small));
-                t.push((blk(i, "cross_attn_k_norm.weight"), vec![hd], Small));
-                t.push((blk(i, "cross_attn_attn_gate"), vec![1], Small));
-                t.push((blk(i, "cross_attn_mlp_gate"), vec![1], Small));
-            } else {
-                t.push((blk(i, "attn_q.weight"), vec![q, h], TextMatrix));
-                t.push((blk(i, "attn_k.weight"), vec![kv, h], TextMatrix));
-                t.push((blk(i, "attn_v.weight"), vec![kv, h], TextMatrix));
-                t.push((blk(i, "attn_output.weight"), vec![h, q], TextMatrix));
-            }
-            t.push((blk(i, "ffn_gate.weight"), vec![f, h], TextMatrix));
-            t.push((blk(i, "ffn_up.weight"), vec![f, h], TextMatrix));
-            t.push((blk(i, "ffn_down.weight"), vec![h, f], TextMatrix));
-        }
-        t.push((keys::T_OUTPUT_NORM.into(), vec![h], Small));
-        t.push((keys::T_OUTPUT.into(), vec![self.vocab_size, h], TextMatrix));
-        let (d, vf, tiles, p) = (
-            self.v_hidden,
-            self.v_ffn,
-            self.max_tiles,
-            self.tokens_per_tile(),
-        );
-        let r = self.aspect_ratios.len() + 1;
-        t.push((
-            keys::T_V_PATCH_EMBD.into(),
-            vec![d, 3, self.patch_size, self.patch_size],
-            Patch,
-        ));
-        t.push((keys::T_V_CLASS_EMBD.into(), vec![d], Small));
-        t.push((keys::T_V_POS_EMBD.into(), vec![p, d], Small));
-        t.push((keys::T_V_POS_GATE.into(), vec![1], Small));
-        t.push((
-            keys::T_V_TILE_POS_EMBD.into(),
-            vec![r, tiles * p * d],
-            Small,
-        ));
-        t.push((keys::T_V_TILE_POS_GATE.into(), vec![1], Small));
-        for (w, g) in [
-            (keys::T_V_PRE_TILE_EMBD, keys::T_V_PRE_TILE_GATE),
-            (keys::T_V_POST_TILE_EMBD, keys::T_V_POST_TILE_GATE),
-        ] {
-            t.push((w.into(), vec![r, tiles * d], Small));
-            t.push((g.into(), vec![1], Small));
-        }
-        for n in [
-            keys::T_V_PRE_LN_W,
-            keys::T_V_PRE_LN_B,
-            keys::T_V_POST_LN_W,
-            keys::T_V_POST_LN_B,
-        ] {
-            t.push((n.into(), vec![d], Small));
-        }
-        for (global, n) in [(false, self.v_local), (true, self.v_global)] {
-            for i in 0..n {
-                let name = |s: &str| if global { vgblk(i, s) } else { vblk(i, s) };
-                for m in ["attn_q", "attn_k", "attn_v", "attn_output"] {
-                    t.push((name(&format!("{m}.weight")), vec![d, d], VisionMatrix));
-                }
-                for m in ["attn_norm", "ffn_norm"] {
-                    t.push((name(&format!("{m}.weight")), vec![d], Small));
-                    t.push((name(&format!("{m}.bias")), vec![d], Small));
-                }
-                t.push((name("ffn_up.weight"), vec![vf, d], VisionMatrix));
-                t.push((name("ffn_up.bias"), vec![vf], Small));
-                t.push((name("ffn_down.weight"), vec![d, vf], VisionMatrix));
-                t.push((name("ffn_down.bias"), vec![d], Small));
-                if global {
-                    t.push((name("attn_gate"), vec![1], Small));
-                    t.push((name("ffn_gate"), vec![1], Small));
-                }
-            }
-        }
-        t.push((
-            keys::T_MM_W.into(),
-            vec![h, d * (1 + self.v_taps.len())],
-            VisionMatrix,
-        ));
-        t.push((keys::T_MM_B.into(), vec![h], Small));
-        t
+        tensors::expand(&self.dims())
+            .into_iter()
+            .map(|t| {
+                let kind = t.storage();
+                (t.name, t.shape, kind)
+            })
+            .collect()
     }
 }

@@ -17,7 +17,8 @@ use rayon::prelude::*;
 
 use crate::format::gguf::{GgufFile, GgufWriter, MapBytes, TensorSink};
 use crate::models::mllama::keys;
-use crate::models::mllama::spec::{ModelSpec, TensorKind};
+use crate::models::mllama::spec::ModelSpec;
+use crate::models::mllama::tensors::{self, Block, Kind, Stack, Storage};
 use crate::models::mllama::Model;
 use crate::{Error, GgmlType};
 
@@ -142,32 +143,31 @@ pub fn build(spec: &ModelSpec, opts: &SyntheticOptions) -> Result<Model, Error> 
         }
     };
     let mut index_of = std::collections::HashMap::new();
-    let mut kinds = Vec::new();
-    for (name, shape, kind) in spec.tensors() {
-        let ty = match kind {
-            TensorKind::TextMatrix => opts.text_type,
-            TensorKind::VisionMatrix => opts.vision_type,
-            TensorKind::Patch => {
+    let tensors = tensors::expand(&spec.dims());
+    for t in &tensors {
+        let ty = match t.storage() {
+            Storage::TextMatrix => opts.text_type,
+            Storage::VisionMatrix => opts.vision_type,
+            Storage::Patch => {
                 if opts.vision_type.is_quantized() {
                     GgmlType::F16
                 } else {
                     opts.vision_type
                 }
             }
-            TensorKind::Small => GgmlType::F32,
+            Storage::Small => GgmlType::F32,
         };
-        // blk.{i}.{suffix} of an aliased layer points at the same tensor of its source layer.
-        let alias = name.strip_prefix("blk.").and_then(|rest| {
-            let (i, suffix) = rest.split_once('.')?;
-            let src = source_layer(i.parse().ok()?)?;
-            index_of.get(&keys::blk(src, suffix)).copied()
-        });
+        // A tensor of an aliased text layer points at the same tensor of its source layer.
+        let alias = t
+            .block
+            .filter(|b| b.stack == Stack::Text)
+            .and_then(|b| source_layer(b.index))
+            .and_then(|src| index_of.get(&t.decl.name(Some(Block::text(src)))).copied());
         let idx = match alias {
-            Some(target) => w.add_tensor_alias(&name, target)?,
-            None => w.add_tensor(&name, &shape, ty)?,
+            Some(target) => w.add_tensor_alias(&t.name, target)?,
+            None => w.add_tensor(&t.name, &t.shape, ty)?,
         };
-        index_of.insert(name.clone(), idx);
-        kinds.push((name, kind, *shape.last().unwrap_or(&1)));
+        index_of.insert(t.name.clone(), idx);
     }
 
     // Write straight into anonymous memory (huge pages where the kernel allows): no second copy.
@@ -183,17 +183,13 @@ pub fn build(spec: &ModelSpec, opts: &SyntheticOptions) -> Result<Model, Error> 
         let mut buf = Vec::new();
         let mut cursor = std::io::Cursor::new(&mut map[..size]);
         w.write::<_, crate::GgufError>(&mut cursor, |i, t, sink: &mut TensorSink<'_>| {
-            let (name, kind, fan_in) = &kinds[i];
-            let (base, scale) = match kind {
-                TensorKind::Small
-                    if name.ends_with("norm.weight") || name.contains("_ln.weight") =>
-                {
-                    (1.0, 0.05)
-                }
-                TensorKind::Small if name.contains("gate") => (0.0, 0.5),
-                TensorKind::Small if name == keys::T_ROPE_FREQS => (1.0, 0.0),
-                TensorKind::Small => (0.0, 0.02),
-                _ => (0.0, 1.0 / (*fan_in as f32).sqrt()),
+            let decl = &tensors[i];
+            let (base, scale) = match (decl.storage(), decl.decl.kind) {
+                (Storage::Small, Kind::Norm) => (1.0, 0.05),
+                (Storage::Small, Kind::Gate) => (0.0, 0.5),
+                (Storage::Small, Kind::RopeFactors) => (1.0, 0.0),
+                (Storage::Small, _) => (0.0, 0.02),
+                _ => (0.0, 1.0 / (*decl.shape.last().unwrap_or(&1) as f32).sqrt()),
             };
             // In pieces of ~64 MB, so no tensor-sized buffer is ever allocated.
             const PIECE: usize = 612 * 1713 * 64;

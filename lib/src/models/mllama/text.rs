@@ -20,7 +20,8 @@ use half::f16;
 use crate::kernels::tensor::Mat;
 use crate::kernels::{matmul, Scratch};
 use crate::models::mllama::keys;
-use crate::models::mllama::{gate, Loader, ModelConfig, TextConfig};
+use crate::models::mllama::tensors;
+use crate::models::mllama::{gate, At, Loader, ModelConfig, TextConfig};
 use crate::nn::{self, Heads, KeysValues, Mask, RopePairs};
 use crate::Error;
 
@@ -119,9 +120,10 @@ pub(crate) fn rope_inv_freq(l: &Loader<'_>, c: &TextConfig) -> Result<Vec<f32>, 
             })
             .collect());
     }
-    if l.has(keys::T_ROPE_FREQS) {
+    let model = l.at(None);
+    if model.has(&tensors::ROPE_FREQS) {
         // llama.cpp / Ollama: per-frequency divisors.
-        let factors = l.vec(keys::T_ROPE_FREQS, hd / 2)?;
+        let factors = model.vec(&tensors::ROPE_FREQS)?;
         return Ok(base.iter().zip(&factors).map(|(f, d)| f / d).collect());
     }
     Ok(base)
@@ -129,24 +131,25 @@ pub(crate) fn rope_inv_freq(l: &Loader<'_>, c: &TextConfig) -> Result<Vec<f32>, 
 
 impl TextModel {
     pub(crate) fn load(l: &Loader<'_>, mc: &ModelConfig) -> Result<Self, Error> {
+        use crate::models::mllama::tensors::{self as t, Block};
         let c = &mc.text;
-        let (h, hd, nh, nkv, f) = (c.hidden, c.head_dim, c.n_heads, c.n_kv_heads, c.ffn);
+        let hd = c.head_dim;
         let conv = &mc.conventions;
-        let mlp = |i: usize| -> Result<Mlp, Error> {
+        let mlp = |b: &At<'_, '_>| -> Result<Mlp, Error> {
             Ok(Mlp {
-                norm: l.vec(&keys::blk(i, "ffn_norm.weight"), h)?,
-                gate: l.mat(&keys::blk(i, "ffn_gate.weight"), f, h)?,
-                up: l.mat(&keys::blk(i, "ffn_up.weight"), f, h)?,
-                down: l.mat(&keys::blk(i, "ffn_down.weight"), h, f)?,
+                norm: b.vec(&t::FFN_NORM)?,
+                gate: b.mat(&t::FFN_GATE)?,
+                up: b.mat(&t::FFN_UP)?,
+                down: b.mat(&t::FFN_DOWN)?,
             })
         };
         let (mut n_self, mut n_cross) = (0, 0);
         let mut layers = Vec::with_capacity(c.n_layers);
         for i in 0..c.n_layers {
-            let b = |s: &str| keys::blk(i, s);
+            let b = l.at(Some(Block::text(i)));
             if c.cross_layers.contains(&i) {
-                let mut q_norm = l.vec(&b("cross_attn_q_norm.weight"), hd)?;
-                let mut k_norm = l.vec(&b("cross_attn_k_norm.weight"), hd)?;
+                let mut q_norm = b.vec(&t::CROSS_Q_NORM)?;
+                let mut k_norm = b.vec(&t::CROSS_K_NORM)?;
                 if conv.cross_qk_permuted {
                     // q/k rows were permuted per head (adjacent ← half); permute the norm weights
                     // the same way so that q·k is unchanged.
@@ -157,33 +160,34 @@ impl TextModel {
                     k_norm = perm(&k_norm);
                 }
                 layers.push(Layer::Cross(CrossLayer {
-                    attn_norm: l.vec(&b("attn_norm.weight"), h)?,
-                    q: l.mat(&b("cross_attn_q_proj.weight"), nh * hd, h)?,
-                    k: l.mat(&b("cross_attn_k_proj.weight"), nkv * hd, h)?,
-                    v: l.mat(&b("cross_attn_v_proj.weight"), nkv * hd, h)?,
-                    o: l.mat(&b("cross_attn_o_proj.weight"), h, nh * hd)?,
+                    attn_norm: b.vec(&t::ATTN_NORM)?,
+                    q: b.mat(&t::CROSS_Q)?,
+                    k: b.mat(&t::CROSS_K)?,
+                    v: b.mat(&t::CROSS_V)?,
+                    o: b.mat(&t::CROSS_O)?,
                     q_norm,
                     k_norm,
-                    attn_gate: gate(l.scalar(&b("cross_attn_attn_gate"))?, conv.cross_gates_tanh),
-                    mlp_gate: gate(l.scalar(&b("cross_attn_mlp_gate"))?, conv.cross_gates_tanh),
-                    mlp: mlp(i)?,
+                    attn_gate: gate(b.scalar(&t::CROSS_ATTN_GATE)?, conv.cross_gates_tanh),
+                    mlp_gate: gate(b.scalar(&t::CROSS_MLP_GATE)?, conv.cross_gates_tanh),
+                    mlp: mlp(&b)?,
                     slot: n_cross,
                 }));
                 n_cross += 1;
             } else {
                 layers.push(Layer::SelfAttn(SelfLayer {
-                    attn_norm: l.vec(&b("attn_norm.weight"), h)?,
-                    q: l.mat(&b("attn_q.weight"), nh * hd, h)?,
-                    k: l.mat(&b("attn_k.weight"), nkv * hd, h)?,
-                    v: l.mat(&b("attn_v.weight"), nkv * hd, h)?,
-                    o: l.mat(&b("attn_output.weight"), h, nh * hd)?,
-                    mlp: mlp(i)?,
+                    attn_norm: b.vec(&t::ATTN_NORM)?,
+                    q: b.mat(&t::ATTN_Q)?,
+                    k: b.mat(&t::ATTN_K)?,
+                    v: b.mat(&t::ATTN_V)?,
+                    o: b.mat(&t::ATTN_OUTPUT)?,
+                    mlp: mlp(&b)?,
                     slot: n_self,
                 }));
                 n_self += 1;
             }
         }
-        let embed = l.mat(keys::T_TOKEN_EMBD, c.embedding_rows, h)?;
+        let m = l.at(None);
+        let embed = m.mat(&t::TOKEN_EMBD)?;
         if (c.image_token as usize) >= c.embedding_rows {
             return Err(l.err(format!(
                 "image token id {} has no row in the {}-row embedding table",
@@ -194,8 +198,8 @@ impl TextModel {
             cfg: c.clone(),
             embed,
             layers,
-            norm: l.vec(keys::T_OUTPUT_NORM, h)?,
-            output: l.mat(keys::T_OUTPUT, c.vocab_size, h)?,
+            norm: m.vec(&t::OUTPUT_NORM)?,
+            output: m.mat(&t::OUTPUT)?,
             inv_freq: rope_inv_freq(l, c)?,
             pairs: conv.self_qk,
             n_self,

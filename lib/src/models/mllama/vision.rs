@@ -20,7 +20,6 @@
 
 use crate::kernels::tensor::Mat;
 use crate::kernels::{matmul, matmul_bias, Scratch};
-use crate::models::mllama::keys;
 use crate::models::mllama::{gate, Loader, ModelConfig, TapConvention, VisionConfig};
 use crate::nn::{self, Heads, KeysValues, Mask};
 use crate::Error;
@@ -77,37 +76,36 @@ pub struct VisionOutput {
 
 impl VisionModel {
     pub(crate) fn load(l: &Loader<'_>, mc: &ModelConfig) -> Result<Self, Error> {
+        use crate::models::mllama::tensors::{self as t, Block, Stack};
         let c = &mc.vision;
         let tanh_stored = mc.conventions.vision_gates_tanh;
-        let (d, f, t, p) = (c.hidden, c.ffn, c.max_tiles, c.tokens_per_tile());
-        let r =
-            l.f.tensor_info(keys::T_V_PRE_TILE_EMBD)
-                .map(|i| i.n_rows())
-                .ok_or_else(|| l.err(format!("missing tensor {}", keys::T_V_PRE_TILE_EMBD)))?;
+        let r = l.dims.aspect_ratio_rows;
         if r < mc.preprocess.supported_aspect_ratios.len() + 1 {
             return Err(l.err(format!(
                 "aspect-ratio tables have {r} rows, fewer than the {} supported ratios + 1",
                 mc.preprocess.supported_aspect_ratios.len()
             )));
         }
-        let layer = |name: &dyn Fn(&str) -> String, gated: bool| -> Result<EncoderLayer, Error> {
+        let layer = |stack: Stack, index: usize| -> Result<EncoderLayer, Error> {
+            let b = l.at(Some(Block { stack, index }));
+            let gated = stack == Stack::VisionGlobal;
             Ok(EncoderLayer {
-                ln1_w: l.vec(&name("attn_norm.weight"), d)?,
-                ln1_b: l.vec(&name("attn_norm.bias"), d)?,
-                q: l.mat(&name("attn_q.weight"), d, d)?,
-                k: l.mat(&name("attn_k.weight"), d, d)?,
-                v: l.mat(&name("attn_v.weight"), d, d)?,
-                o: l.mat(&name("attn_output.weight"), d, d)?,
-                ln2_w: l.vec(&name("ffn_norm.weight"), d)?,
-                ln2_b: l.vec(&name("ffn_norm.bias"), d)?,
-                fc1: l.mat(&name("ffn_up.weight"), f, d)?,
-                fc1_b: l.vec(&name("ffn_up.bias"), f)?,
-                fc2: l.mat(&name("ffn_down.weight"), d, f)?,
-                fc2_b: l.vec(&name("ffn_down.bias"), d)?,
+                ln1_w: b.vec(&t::V_ATTN_NORM_W)?,
+                ln1_b: b.vec(&t::V_ATTN_NORM_B)?,
+                q: b.mat(&t::V_ATTN_Q)?,
+                k: b.mat(&t::V_ATTN_K)?,
+                v: b.mat(&t::V_ATTN_V)?,
+                o: b.mat(&t::V_ATTN_OUTPUT)?,
+                ln2_w: b.vec(&t::V_FFN_NORM_W)?,
+                ln2_b: b.vec(&t::V_FFN_NORM_B)?,
+                fc1: b.mat(&t::V_FFN_UP_W)?,
+                fc1_b: b.vec(&t::V_FFN_UP_B)?,
+                fc2: b.mat(&t::V_FFN_DOWN_W)?,
+                fc2_b: b.vec(&t::V_FFN_DOWN_B)?,
                 gates: if gated {
                     Some((
-                        gate(l.scalar(&name("attn_gate"))?, tanh_stored),
-                        gate(l.scalar(&name("ffn_gate"))?, tanh_stored),
+                        gate(b.scalar(&t::V_ATTN_GATE)?, tanh_stored),
+                        gate(b.scalar(&t::V_MLP_GATE)?, tanh_stored),
                     ))
                 } else {
                     None
@@ -115,46 +113,39 @@ impl VisionModel {
             })
         };
         let local = (0..c.n_local)
-            .map(|i| layer(&|s| keys::vblk(i, s), false))
+            .map(|i| layer(Stack::VisionLocal, i))
             .collect::<Result<Vec<_>, _>>()?;
         let global = (0..c.n_global)
-            .map(|i| layer(&|s| keys::vgblk(i, s), true))
+            .map(|i| layer(Stack::VisionGlobal, i))
             .collect::<Result<Vec<_>, _>>()?;
+        let m = l.at(None);
         // The position gate: HF uses (1 − tanh g) for the position table and tanh g for the tile
         // table; Ollama files store exactly those two numbers in two tensors.
-        let g_pos = l.scalar(keys::T_V_POS_GATE)?;
+        let g_pos = m.scalar(&t::V_POS_GATE)?;
         let (pos_gate, tile_pos_gate) = if tanh_stored {
-            (g_pos, l.scalar(keys::T_V_TILE_POS_GATE)?)
+            (g_pos, m.scalar(&t::V_TILE_POS_GATE)?)
         } else {
             (1.0 - g_pos.tanh(), g_pos.tanh())
         };
-        let h = mc.text.hidden;
         Ok(VisionModel {
             cfg: c.clone(),
-            text_hidden: h,
-            patch: l.mat(
-                keys::T_V_PATCH_EMBD,
-                d,
-                c.channels * c.patch_size * c.patch_size,
-            )?,
-            class_emb: l.vec(keys::T_V_CLASS_EMBD, d)?,
-            pos_emb: l.mat(keys::T_V_POS_EMBD, p, d)?,
+            text_hidden: mc.text.hidden,
+            patch: m.mat(&t::V_PATCH_EMBD)?,
+            class_emb: m.vec(&t::V_CLASS_EMBD)?,
+            pos_emb: m.mat(&t::V_POS_EMBD)?,
             pos_gate,
-            tile_pos: l.mat(keys::T_V_TILE_POS_EMBD, r, t * p * d)?,
+            tile_pos: m.mat(&t::V_TILE_POS_EMBD)?,
             tile_pos_gate,
-            pre_tile: l.mat(keys::T_V_PRE_TILE_EMBD, r, t * d)?,
-            pre_gate: gate(l.scalar(keys::T_V_PRE_TILE_GATE)?, tanh_stored),
-            post_tile: l.mat(keys::T_V_POST_TILE_EMBD, r, t * d)?,
-            post_gate: gate(l.scalar(keys::T_V_POST_TILE_GATE)?, tanh_stored),
-            pre_ln: (l.vec(keys::T_V_PRE_LN_W, d)?, l.vec(keys::T_V_PRE_LN_B, d)?),
-            post_ln: (
-                l.vec(keys::T_V_POST_LN_W, d)?,
-                l.vec(keys::T_V_POST_LN_B, d)?,
-            ),
+            pre_tile: m.mat(&t::V_PRE_TILE_EMBD)?,
+            pre_gate: gate(m.scalar(&t::V_PRE_TILE_GATE)?, tanh_stored),
+            post_tile: m.mat(&t::V_POST_TILE_EMBD)?,
+            post_gate: gate(m.scalar(&t::V_POST_TILE_GATE)?, tanh_stored),
+            pre_ln: (m.vec(&t::V_PRE_LN_W)?, m.vec(&t::V_PRE_LN_B)?),
+            post_ln: (m.vec(&t::V_POST_LN_W)?, m.vec(&t::V_POST_LN_B)?),
             local,
             global,
-            proj: l.mat(keys::T_MM_W, h, c.output_dim)?,
-            proj_b: l.vec(keys::T_MM_B, h)?,
+            proj: m.mat(&t::MM_W)?,
+            proj_b: m.vec(&t::MM_B)?,
         })
     }
 
