@@ -347,10 +347,21 @@ fn library_errors_name_the_session_options() {
         max_memory: Some(16 << 20),
         ..Default::default()
     };
-    let err = Session::new(&model, opts)
-        .err()
-        .expect("a 16 MiB budget")
-        .to_string();
+    let err = Session::new(&model, opts).err().expect("a 16 MiB budget");
+    match &err {
+        mllama::Error::KvMemory {
+            ctx,
+            needed,
+            budget,
+            max_ctx,
+            ..
+        } => {
+            assert_eq!((*ctx, *budget), (131072, 16 << 20), "{err:?}");
+            assert!(needed > budget && *max_ctx < *ctx, "{err:?}");
+        }
+        other => panic!("expected Error::KvMemory, got {other:?}"),
+    }
+    let err = err.to_string();
     for want in [
         "KV cache",
         "SessionOptions::ctx",
@@ -363,7 +374,18 @@ fn library_errors_name_the_session_options() {
     let mut s = Session::new(&model, opts).unwrap();
     let err = s
         .add_image(root().join("models/demo/example.jpg"))
-        .expect_err("a 100-byte image limit")
-        .to_string();
+        .expect_err("a 100-byte image limit");
+    assert!(
+        matches!(
+            err,
+            mllama::Error::LimitExceeded {
+                limit: mllama::Limit::ImageBytes,
+                max: 100,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("ImageLimits::max_bytes"), "{err}");
 }
