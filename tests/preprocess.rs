@@ -417,7 +417,12 @@ fn bad_image(r: Result<RgbImage, Error>, format: Option<&str>) -> String {
 fn over_limit(r: Result<RgbImage, Error>, limit: Limit) -> String {
     let e = r.map(|img| (img.width, img.height)).unwrap_err();
     match &e {
-        Error::LimitExceeded { limit: l, value, max, .. } if *l == limit => {
+        Error::LimitExceeded {
+            limit: l,
+            value,
+            max,
+            ..
+        } if *l == limit => {
             assert!(value > max, "{e:?}");
             assert!(e.to_string().contains(limit.setting()), "{e}");
         }
@@ -515,7 +520,10 @@ fn huge_declared_png_is_refused_before_decoding() {
     png.extend(png_chunk(b"IHDR", &ihdr));
     png.extend(png_chunk(b"IEND", &[]));
     let t = Instant::now();
-    let m = over_limit(decode_image(&png, &ImageLimits::default()), Limit::ImageWidth);
+    let m = over_limit(
+        decode_image(&png, &ImageLimits::default()),
+        Limit::ImageWidth,
+    );
     assert!(
         t.elapsed() < Duration::from_millis(500),
         "took {:?}",
@@ -532,7 +540,10 @@ fn huge_declared_png_is_refused_before_decoding() {
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     png.extend(png_chunk(b"IHDR", &ihdr));
-    let m = over_limit(decode_image(&png, &ImageLimits::default()), Limit::ImagePixels);
+    let m = over_limit(
+        decode_image(&png, &ImageLimits::default()),
+        Limit::ImagePixels,
+    );
     assert!(m.contains("16000x16000") && m.contains("megapixels"), "{m}");
     // Through load_image the message names the file.
     let tmp = tempfile::tempdir().unwrap();

@@ -412,7 +412,13 @@ fn stream_holds_back_split_characters() {
 fn out_of_range_ids_are_errors() {
     let tok = small_tokenizer();
     let bad_id = |e: &mllama::Error| {
-        matches!(e, mllama::Error::BadArgument { name: "token id", .. })
+        matches!(
+            e,
+            mllama::Error::BadArgument {
+                name: "token id",
+                ..
+            }
+        )
     };
     let e = tok.decode(&[1, 513], false).unwrap_err();
     assert!(bad_id(&e), "{e:?}");

@@ -140,7 +140,10 @@ fn conversion_refuses_bad_sizes() {
         other => panic!("expected {ty} unsupported, got {other:?}"),
     };
     bad(convert_f32(GgmlType::Q8_0, &x, 33, &mut out), "row_len");
-    bad(convert_f32(GgmlType::Q4_K, &x[..32], 32, &mut out), "row_len");
+    bad(
+        convert_f32(GgmlType::Q4_K, &x[..32], 32, &mut out),
+        "row_len",
+    );
     bad(convert_f32(GgmlType::Q8_0, &x[..32], 32, &mut out), "out");
     let mut q4k = vec![0u8; 144];
     unsupported(

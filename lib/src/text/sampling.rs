@@ -127,17 +127,20 @@ impl SamplingParams {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
             return bad(
                 "temperature",
-                format!(
-                "--temperature {}: must be a number ≥ 0",
-                self.temperature
-                ),
+                format!("--temperature {}: must be a number ≥ 0", self.temperature),
             );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top_p", format!("--top-p {}: must be in (0, 1]", self.top_p));
+            return bad(
+                "top_p",
+                format!("--top-p {}: must be in (0, 1]", self.top_p),
+            );
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return bad("min_p", format!("--min-p {}: must be in [0, 1]", self.min_p));
+            return bad(
+                "min_p",
+                format!("--min-p {}: must be in [0, 1]", self.min_p),
+            );
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
             return bad(

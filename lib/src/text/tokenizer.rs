@@ -805,7 +805,12 @@ fn gguf_token_kinds(f: &GgufFile, n: usize) -> Result<Vec<TokenKind>, Error> {
         .ok_or_else(|| gguf_err(f, format!("{} is missing", keys::TOK_TOKEN_TYPE)))?
         .as_array()
         .and_then(|a| a.to_i64_vec())
-        .ok_or_else(|| gguf_err(f, format!("{} is not an integer array", keys::TOK_TOKEN_TYPE)))?;
+        .ok_or_else(|| {
+            gguf_err(
+                f,
+                format!("{} is not an integer array", keys::TOK_TOKEN_TYPE),
+            )
+        })?;
     if types.len() != n {
         return Err(gguf_err(
             f,
@@ -817,7 +822,20 @@ fn gguf_token_kinds(f: &GgufFile, n: usize) -> Result<Vec<TokenKind>, Error> {
             ),
         ));
     }
-    let kind = |t: i64| match t as i32 {
+    let invalid = |id: usize, t: i64| {
+        let key = keys::TOK_TOKEN_TYPE;
+        gguf_err(
+            f,
+            format!("{key}[{id}] = {t} is not a valid ggml token type"),
+        )
+    };
+    let checked = |(id, &t): (usize, &i64)| token_kind(t).ok_or_else(|| invalid(id, t));
+    types.iter().enumerate().map(checked).collect()
+}
+
+/// The kind of a ggml token type id (`None` for an id ggml does not define).
+fn token_kind(t: i64) -> Option<TokenKind> {
+    match t as i32 {
         _ if t != t as i32 as i64 => None,
         keys::token_type::NORMAL | keys::token_type::UNKNOWN | keys::token_type::BYTE => {
             Some(TokenKind::Normal)
@@ -826,13 +844,7 @@ fn gguf_token_kinds(f: &GgufFile, n: usize) -> Result<Vec<TokenKind>, Error> {
         keys::token_type::USER_DEFINED => Some(TokenKind::UserDefined),
         keys::token_type::UNUSED => Some(TokenKind::Unused),
         _ => None,
-    };
-    let invalid = |id: usize, t: i64| {
-        let key = keys::TOK_TOKEN_TYPE;
-        gguf_err(f, format!("{key}[{id}] = {t} is not a valid ggml token type"))
-    };
-    let checked = |(id, &t): (usize, &i64)| kind(t).ok_or_else(|| invalid(id, t));
-    types.iter().enumerate().map(checked).collect()
+    }
 }
 
 /// The token id stored under `key` (`None` when absent), checked against the `n` tokens.
@@ -865,7 +877,10 @@ fn gguf_gen_eos(f: &GgufFile, key: &str, n: usize) -> Result<Option<Vec<u32>>, E
         }
         Ok(i as u32)
     };
-    ids.into_iter().map(check).collect::<Result<_, _>>().map(Some)
+    ids.into_iter()
+        .map(check)
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 /// Step 4: special ids, the BOS / EOS flags and the chat template.
@@ -880,20 +895,21 @@ fn gguf_specials(f: &GgufFile, arch: &str, n: usize) -> Result<Specials, Error> 
     };
     let (add_bos, add_eos, bos_key) = (keys::TOK_ADD_BOS, keys::TOK_ADD_EOS, keys::TOK_BOS);
     if add_bos_token && bos.is_none() {
-        return Err(gguf_err(f, format!("{add_bos} is true but {bos_key} is missing")));
-    }
-    if f.get(add_eos).and_then(Value::as_bool) == Some(true) {
-        let msg = format!("{add_eos} = true is not supported (Llama 3 tokenizers never append EOS)");
+        let msg = format!("{add_bos} is true but {bos_key} is missing");
         return Err(gguf_err(f, msg));
     }
-    let chat_template = match f.get(keys::TOK_CHAT_TEMPLATE) {
-        None => None,
-        Some(v) => Some(
-            v.as_str()
-                .ok_or_else(|| gguf_err(f, format!("{} is not a string", keys::TOK_CHAT_TEMPLATE)))?
-                .to_owned(),
-        ),
-    };
+    if f.get(add_eos).and_then(Value::as_bool) == Some(true) {
+        let msg =
+            format!("{add_eos} = true is not supported (Llama 3 tokenizers never append EOS)");
+        return Err(gguf_err(f, msg));
+    }
+    let chat_template =
+        match f.get(keys::TOK_CHAT_TEMPLATE) {
+            None => None,
+            Some(v) => Some(v.as_str().map(str::to_owned).ok_or_else(|| {
+                gguf_err(f, format!("{} is not a string", keys::TOK_CHAT_TEMPLATE))
+            })?),
+        };
     Ok(Specials {
         bos,
         eos: id(keys::TOK_EOS)?,
@@ -973,7 +989,12 @@ fn gguf_wrap_bpe(
         SplitDelimiterBehavior::Isolated,
         false,
     )
-    .map_err(|e| gguf_err(f, format!("cannot compile the Llama 3 pre-tokenizer regex: {e}")))?;
+    .map_err(|e| {
+        gguf_err(
+            f,
+            format!("cannot compile the Llama 3 pre-tokenizer regex: {e}"),
+        )
+    })?;
     inner.with_pre_tokenizer(Some(Sequence::new(vec![
         split.into(),
         ByteLevel::new(false, true, false).into(),

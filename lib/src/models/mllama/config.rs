@@ -308,8 +308,16 @@ fn vision_geometry(m: &Meta<'_>) -> Result<(usize, usize, usize), Error> {
 
 /// The vision tower (`mllama.vision.*` keys).
 fn vision_config(m: &Meta<'_>) -> Result<VisionConfig, Error> {
-    let vh = positive(m, "vision.embedding_length", m.usize(keys::V_EMBEDDING_LENGTH)?)?;
-    let vheads = positive(m, "vision.attention.head_count", m.usize(keys::V_HEAD_COUNT)?)?;
+    let vh = positive(
+        m,
+        "vision.embedding_length",
+        m.usize(keys::V_EMBEDDING_LENGTH)?,
+    )?;
+    let vheads = positive(
+        m,
+        "vision.attention.head_count",
+        m.usize(keys::V_HEAD_COUNT)?,
+    )?;
     if vh % vheads != 0 {
         return Err(m.err(format!(
             "vision hidden size {vh} is not a multiple of {vheads} heads"
@@ -333,17 +341,25 @@ fn vision_config(m: &Meta<'_>) -> Result<VisionConfig, Error> {
         max_tiles,
         channels: m.usize_or(keys::V_NUM_CHANNELS, 3)?,
     };
+    check_vision(m, &vision)?;
+    Ok(vision)
+}
+
+/// RGB input, and the file's `vision.output_dim` (if any) equal to hidden × (1 + taps).
+fn check_vision(m: &Meta<'_>, vision: &VisionConfig) -> Result<(), Error> {
     if vision.channels != 3 {
         let c = vision.channels;
         return Err(m.err(format!("{c} image channels: only RGB (3) is supported")));
     }
     if let Ok(d) = m.usize(keys::V_OUTPUT_DIM) {
         if d != vision.output_dim {
-            let n = vision.taps.len();
-            return Err(m.err(format!("vision output_dim {d} != hidden {vh} × (1 + {n} taps)")));
+            let (vh, n) = (vision.hidden, vision.taps.len());
+            return Err(m.err(format!(
+                "vision output_dim {d} != hidden {vh} × (1 + {n} taps)"
+            )));
         }
     }
-    Ok(vision)
+    Ok(())
 }
 
 /// A 3-value list (per-channel mean or std), `default` when absent.
@@ -418,7 +434,12 @@ fn convention(m: &Meta<'_>, key: &str, default: &str, allowed: &[&str]) -> Resul
 fn conventions(m: &Meta<'_>) -> Result<Conventions, Error> {
     let gates = ["raw", "tanh"];
     let qk = ["ggml", "hf"];
-    let vision_gates = convention(m, keys::CONV_VISION_GATES, keys::OLLAMA_VISION_GATES, &gates)?;
+    let vision_gates = convention(
+        m,
+        keys::CONV_VISION_GATES,
+        keys::OLLAMA_VISION_GATES,
+        &gates,
+    )?;
     let cross_gates = convention(m, keys::CONV_CROSS_GATES, keys::OLLAMA_CROSS_GATES, &gates)?;
     let self_qk = convention(m, keys::CONV_SELF_QK, keys::OLLAMA_SELF_QK, &qk)?;
     let cross_qk = convention(m, keys::CONV_CROSS_QK, keys::OLLAMA_CROSS_QK, &qk)?;
@@ -440,7 +461,12 @@ fn generation_defaults(f: &GgufFile) -> GenerationDefaults {
         .get(keys::G_EOS_IDS)
         .and_then(|v| v.as_array())
         .and_then(|a| a.to_i64_vec())
-        .map(|v| v.into_iter().filter(|&x| x >= 0).map(|x| x as u32).collect())
+        .map(|v| {
+            v.into_iter()
+                .filter(|&x| x >= 0)
+                .map(|x| x as u32)
+                .collect()
+        })
         .unwrap_or_default();
     let f32_key = |key: &str| f.get(key).and_then(Value::as_f64).map(|x| x as f32);
     GenerationDefaults {

@@ -494,7 +494,13 @@ mod tests {
         let img = RgbImage::new(1, 1, vec![0; 3]).unwrap();
         let e = preprocess(&img, &cfg).unwrap_err();
         assert!(
-            matches!(e, Error::BadArgument { name: "PreprocessConfig", .. }),
+            matches!(
+                e,
+                Error::BadArgument {
+                    name: "PreprocessConfig",
+                    ..
+                }
+            ),
             "{e:?}"
         );
     }
