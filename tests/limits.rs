@@ -235,6 +235,17 @@ fn absurd_vocabulary_is_refused() {
         !ok && err.contains("vocabulary") && err.contains("limit"),
         "{err}"
     );
+    // The library says which limit, the count and the maximum.
+    let f = mllama::format::gguf::GgufFile::open(&p).unwrap();
+    match mllama::text::tokenizer::Tokenizer::from_gguf(&f) {
+        Err(mllama::Error::LimitExceeded {
+            limit: mllama::Limit::Vocabulary,
+            value: 2_000_000,
+            max,
+            ..
+        }) => assert_eq!(max, mllama::text::tokenizer::MAX_VOCAB as u64),
+        other => panic!("expected the vocabulary limit, got {:?}", other.err()),
+    }
 }
 
 /// A context whose KV cache does not fit the memory budget is refused before it is allocated.
