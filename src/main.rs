@@ -296,6 +296,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The library prints nothing: its warning about MLLAMA_SIMD is shown here.
+    if let Some(w) = mllama::kernels::path_warning() {
+        eprintln!("warning: {w}");
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

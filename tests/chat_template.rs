@@ -67,7 +67,9 @@ fn renders_like_hf() {
             content: vec![Part::Image, Part::Text { text: "hi".into() }],
         },
     ];
-    let e = t.render(&bad, true).unwrap_err().to_string();
+    let e = t.render(&bad, true).unwrap_err();
+    assert!(matches!(e, mllama::Error::Template(_)), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("incompatible with system messages"), "{e}");
 }
 

@@ -235,6 +235,17 @@ fn absurd_vocabulary_is_refused() {
         !ok && err.contains("vocabulary") && err.contains("limit"),
         "{err}"
     );
+    // The library says which limit, the count and the maximum.
+    let f = mllama::format::gguf::GgufFile::open(&p).unwrap();
+    match mllama::text::tokenizer::Tokenizer::from_gguf(&f) {
+        Err(mllama::Error::LimitExceeded {
+            limit: mllama::Limit::Vocabulary,
+            value: 2_000_000,
+            max,
+            ..
+        }) => assert_eq!(max, mllama::text::tokenizer::MAX_VOCAB as u64),
+        other => panic!("expected the vocabulary limit, got {:?}", other.err()),
+    }
 }
 
 /// A context whose KV cache does not fit the memory budget is refused before it is allocated.
@@ -347,10 +358,21 @@ fn library_errors_name_the_session_options() {
         max_memory: Some(16 << 20),
         ..Default::default()
     };
-    let err = Session::new(&model, opts)
-        .err()
-        .expect("a 16 MiB budget")
-        .to_string();
+    let err = Session::new(&model, opts).err().expect("a 16 MiB budget");
+    match &err {
+        mllama::Error::KvMemory {
+            ctx,
+            needed,
+            budget,
+            max_ctx,
+            ..
+        } => {
+            assert_eq!((*ctx, *budget), (131072, 16 << 20), "{err:?}");
+            assert!(needed > budget && *max_ctx < *ctx, "{err:?}");
+        }
+        other => panic!("expected Error::KvMemory, got {other:?}"),
+    }
+    let err = err.to_string();
     for want in [
         "KV cache",
         "SessionOptions::ctx",
@@ -363,7 +385,18 @@ fn library_errors_name_the_session_options() {
     let mut s = Session::new(&model, opts).unwrap();
     let err = s
         .add_image(root().join("models/demo/example.jpg"))
-        .expect_err("a 100-byte image limit")
-        .to_string();
+        .expect_err("a 100-byte image limit");
+    assert!(
+        matches!(
+            err,
+            mllama::Error::LimitExceeded {
+                limit: mllama::Limit::ImageBytes,
+                max: 100,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("ImageLimits::max_bytes"), "{err}");
 }

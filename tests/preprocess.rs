@@ -10,7 +10,7 @@
 
 use mllama::image::{decode_image, load_image, resize_bilinear, ImageLimits, RgbImage};
 use mllama::models::mllama::preprocess::{plan_tiles, preprocess, PreprocessConfig};
-use mllama::Error;
+use mllama::{Error, Limit};
 use safetensors::SafeTensors;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -403,6 +403,34 @@ fn err_msg(r: Result<RgbImage, Error>) -> String {
     }
 }
 
+/// The message of an [`Error::BadImage`] of `format` (`None`: not recognised).
+fn bad_image(r: Result<RgbImage, Error>, format: Option<&str>) -> String {
+    let e = r.map(|img| (img.width, img.height)).unwrap_err();
+    assert!(
+        matches!(&e, Error::BadImage { format: f, .. } if *f == format),
+        "expected a bad {format:?} image, got {e:?}"
+    );
+    e.to_string()
+}
+
+/// The message of an [`Error::LimitExceeded`] of `limit`, checking its value against its maximum.
+fn over_limit(r: Result<RgbImage, Error>, limit: Limit) -> String {
+    let e = r.map(|img| (img.width, img.height)).unwrap_err();
+    match &e {
+        Error::LimitExceeded {
+            limit: l,
+            value,
+            max,
+            ..
+        } if *l == limit => {
+            assert!(value > max, "{e:?}");
+            assert!(e.to_string().contains(limit.setting()), "{e}");
+        }
+        _ => panic!("expected {limit:?} exceeded, got {e:?}"),
+    }
+    e.to_string()
+}
+
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(repo().join("tests/fixtures/preprocess").join(name)).unwrap()
 }
@@ -436,7 +464,7 @@ fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
 #[test]
 fn empty_and_random_bytes_are_refused() {
     let lim = ImageLimits::default();
-    assert!(err_msg(decode_image(&[], &lim)).contains("empty file"));
+    assert!(bad_image(decode_image(&[], &lim), None).contains("empty file"));
     let mut x = 0x1234_5678u32;
     let random: Vec<u8> = (0..4096)
         .map(|_| {
@@ -446,12 +474,12 @@ fn empty_and_random_bytes_are_refused() {
             x as u8
         })
         .collect();
-    let m = err_msg(decode_image(&random, &lim));
+    let m = bad_image(decode_image(&random, &lim), None);
     assert!(
         m.contains("not a supported image (PNG, JPEG, WebP, GIF, BMP)"),
         "{m}"
     );
-    let m = err_msg(decode_image(b"II*\0 a tiff file", &lim));
+    let m = bad_image(decode_image(b"II*\0 a tiff file", &lim), None);
     assert!(
         m.contains("TIFF") && m.contains("not a supported image"),
         "{m}"
@@ -472,7 +500,7 @@ fn truncated_files_are_refused() {
         let full = fixture(name);
         for frac in [0.1, 0.5, 0.9] {
             let cut = &full[..(full.len() as f64 * frac) as usize];
-            let m = err_msg(decode_image(cut, &lim));
+            let m = bad_image(decode_image(cut, &lim), Some(what));
             assert!(
                 m.contains(what) && (m.contains("truncated") || m.contains("corrupt")),
                 "{name} cut at {frac}: {m}"
@@ -492,7 +520,10 @@ fn huge_declared_png_is_refused_before_decoding() {
     png.extend(png_chunk(b"IHDR", &ihdr));
     png.extend(png_chunk(b"IEND", &[]));
     let t = Instant::now();
-    let m = err_msg(decode_image(&png, &ImageLimits::default()));
+    let m = over_limit(
+        decode_image(&png, &ImageLimits::default()),
+        Limit::ImageWidth,
+    );
     assert!(
         t.elapsed() < Duration::from_millis(500),
         "took {:?}",
@@ -509,13 +540,16 @@ fn huge_declared_png_is_refused_before_decoding() {
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     png.extend(png_chunk(b"IHDR", &ihdr));
-    let m = err_msg(decode_image(&png, &ImageLimits::default()));
+    let m = over_limit(
+        decode_image(&png, &ImageLimits::default()),
+        Limit::ImagePixels,
+    );
     assert!(m.contains("16000x16000") && m.contains("megapixels"), "{m}");
     // Through load_image the message names the file.
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("photo.png");
     std::fs::write(&p, &png).unwrap();
-    let m = err_msg(load_image(&p, &ImageLimits::default()));
+    let m = over_limit(load_image(&p, &ImageLimits::default()), Limit::ImagePixels);
     assert!(
         m.starts_with(&format!("{}: PNG image is 16000x16000", p.display())),
         "{m}"
@@ -530,12 +564,12 @@ fn huge_declared_jpeg_gif_bmp_webp_are_refused() {
     jpg.extend_from_slice(&50_000u16.to_be_bytes());
     jpg.extend_from_slice(&60_000u16.to_be_bytes());
     jpg.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1, 0xFF, 0xD9]);
-    let m = err_msg(decode_image(&jpg, &lim));
+    let m = over_limit(decode_image(&jpg, &lim), Limit::ImageWidth);
     assert!(m.contains("60000x50000"), "{m}");
     // GIF: logical screen 65535 x 65535.
     let mut gif = b"GIF89a".to_vec();
     gif.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0x3B]);
-    let m = err_msg(decode_image(&gif, &lim));
+    let m = over_limit(decode_image(&gif, &lim), Limit::ImageWidth);
     assert!(m.contains("65535x65535"), "{m}");
     // BMP: 20000 x 30000 declared in a BITMAPINFOHEADER.
     let mut bmp = b"BM".to_vec();
@@ -545,13 +579,13 @@ fn huge_declared_jpeg_gif_bmp_webp_are_refused() {
     bmp.extend_from_slice(&(-30_000i32).to_le_bytes());
     bmp.extend_from_slice(&[1, 0, 24, 0]);
     bmp.extend_from_slice(&[0; 24]);
-    let m = err_msg(decode_image(&bmp, &lim));
+    let m = over_limit(decode_image(&bmp, &lim), Limit::ImageWidth);
     assert!(m.contains("20000x30000"), "{m}");
     // WebP (VP8X canvas 16384 x 16384 is allowed by width but not by the pixel count).
     let mut webp = b"RIFF\0\0\0\0WEBPVP8X".to_vec();
     webp.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 0]);
     webp.extend_from_slice(&[0xFF, 0x3F, 0x00, 0xFF, 0x3F, 0x00]);
-    let m = err_msg(decode_image(&webp, &lim));
+    let m = over_limit(decode_image(&webp, &lim), Limit::ImagePixels);
     assert!(m.contains("16384x16384") && m.contains("megapixels"), "{m}");
     // Tighter caller limits are honoured too.
     let small = ImageLimits {
@@ -559,7 +593,10 @@ fn huge_declared_jpeg_gif_bmp_webp_are_refused() {
         max_height: 100,
         ..ImageLimits::default()
     };
-    let m = err_msg(decode_image(&fixture("small_200x150.png"), &small));
+    let m = over_limit(
+        decode_image(&fixture("small_200x150.png"), &small),
+        Limit::ImageWidth,
+    );
     assert!(m.contains("200x150") && m.contains("100x100 limit"), "{m}");
 }
 
@@ -591,16 +628,15 @@ fn missing_and_oversized_files() {
         ..ImageLimits::default()
     };
     let p = repo().join("tests/fixtures/preprocess/small_200x150.png");
-    let m = err_msg(load_image(&p, &lim));
+    let m = over_limit(load_image(&p, &lim), Limit::ImageBytes);
     assert!(
         m.contains("small_200x150.png") && m.contains("1000 byte limit"),
         "{m}"
     );
-    let m = err_msg(load_image(
-        &repo().join("tests/fixtures"),
-        &ImageLimits::default(),
-    ));
-    assert!(m.contains("directory"), "{m}");
+    match load_image(&repo().join("tests/fixtures"), &ImageLimits::default()) {
+        Err(e @ Error::Io { .. }) => assert!(e.to_string().contains("directory"), "{e}"),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
 }
 
 /// Corrupted and truncated versions of every fixture format must never panic.

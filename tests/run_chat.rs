@@ -367,3 +367,24 @@ fn bad_input_gives_one_line_errors() {
     assert!(err.contains("notes.txt"), "{err}");
     assert!(!out.is_empty());
 }
+
+/// The library returns its `MLLAMA_SIMD` warning ([`mllama::kernels::path_warning`]); the binary
+/// prints it once, and still runs on the best path.
+#[test]
+fn unknown_simd_path_warns_once_from_the_binary() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mllama"))
+        .args(["run", "-m"])
+        .arg(demo())
+        .args(["-p", "hi", "-n", "1"])
+        .env("MLLAMA_SIMD", "bogus")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("MLLAMA_SIMD")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].starts_with("warning: MLLAMA_SIMD=bogus: unknown path"),
+        "{err}"
+    );
+}

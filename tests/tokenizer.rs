@@ -411,12 +411,25 @@ fn stream_holds_back_split_characters() {
 #[test]
 fn out_of_range_ids_are_errors() {
     let tok = small_tokenizer();
-    let e = tok.decode(&[1, 513], false).unwrap_err().to_string();
+    let bad_id = |e: &mllama::Error| {
+        matches!(
+            e,
+            mllama::Error::BadArgument {
+                name: "token id",
+                ..
+            }
+        )
+    };
+    let e = tok.decode(&[1, 513], false).unwrap_err();
+    assert!(bad_id(&e), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("513") && e.contains("outside"), "{e}");
     let mut s = tok.stream(false);
-    assert!(s.push(u32::MAX).is_err());
+    let e = s.push(u32::MAX).unwrap_err();
+    assert!(bad_id(&e), "{e:?}");
     assert_eq!(s.push(72).unwrap(), "i"); // the stream still works
-    assert!(tok.token_bytes(9999).is_err());
+    let e = tok.token_bytes(9999).unwrap_err();
+    assert!(bad_id(&e) && e.to_string().contains("9999"), "{e:?}");
 }
 
 // ---- synthetic GGUF files ---------------------------------------------------------------------

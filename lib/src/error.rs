@@ -162,8 +162,65 @@ pub enum GgufError {
     Io(#[from] std::io::Error),
 }
 
+/// Which input limit an [`Error::LimitExceeded`] is about; [`setting`](Limit::setting) names what
+/// raises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Size of an image file in bytes ([`ImageLimits::max_bytes`](crate::image::ImageLimits::max_bytes)).
+    ImageBytes,
+    /// Width of an image in pixels ([`ImageLimits::max_width`](crate::image::ImageLimits::max_width)).
+    ImageWidth,
+    /// Height of an image in pixels ([`ImageLimits::max_height`](crate::image::ImageLimits::max_height)).
+    ImageHeight,
+    /// Width × height of an image ([`ImageLimits::max_pixels`](crate::image::ImageLimits::max_pixels)).
+    ImagePixels,
+    /// Bytes an image decoder would allocate ([`ImageLimits::max_alloc`](crate::image::ImageLimits::max_alloc)).
+    DecoderMemory,
+    /// Entries of a tokenizer's vocabulary or merge list in a model file (`MLLAMA_MAX_VOCAB`).
+    Vocabulary,
+}
+
+impl Limit {
+    /// The CLI flag, library setting or environment variable that raises the limit.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Limit::ImageBytes => "--max-image-bytes, ImageLimits::max_bytes",
+            Limit::ImageWidth | Limit::ImageHeight => {
+                "--max-image-pixels, ImageLimits::max_width/max_height"
+            }
+            Limit::ImagePixels => "--max-image-pixels, ImageLimits::max_pixels",
+            Limit::DecoderMemory => "--max-image-pixels, ImageLimits::max_alloc",
+            Limit::Vocabulary => "MLLAMA_MAX_VOCAB",
+        }
+    }
+}
+
+/// `"{input}: "`, or nothing for an unnamed input.
+fn label(input: &str) -> String {
+    if input.is_empty() {
+        String::new()
+    } else {
+        format!("{input}: ")
+    }
+}
+
+/// `bytes` in MiB, for messages.
+fn mib(bytes: &u64) -> f64 {
+    *bytes as f64 / (1u64 << 20) as f64
+}
+
 /// The library's error type. Its `Display` is one line naming the file or value at fault, e.g.
 /// `model.gguf: missing tensor blk.0.attn_q.weight`.
+///
+/// Match on the variant to act on an error: [`ContextFull`](Error::ContextFull) and
+/// [`KvMemory`](Error::KvMemory) (the context or its memory is too small: shorten the input or
+/// raise the setting named), [`LimitExceeded`](Error::LimitExceeded) (an input is larger than a
+/// configured limit), [`BadArgument`](Error::BadArgument) and [`Conversation`](Error::Conversation)
+/// (the caller's mistake: a value or the order of calls), [`BadImage`](Error::BadImage) (the
+/// image's own fault), [`Io`](Error::Io), [`Gguf`](Error::Gguf), [`Model`](Error::Model) and
+/// [`Unsupported`](Error::Unsupported) (the file or type cannot be used). The enum is
+/// `#[non_exhaustive]`: keep a `_` arm.
 ///
 /// ```
 /// use mllama::{Error, Model};
@@ -177,8 +234,9 @@ pub enum GgufError {
 /// }
 /// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// A file could not be read or written.
+    /// A file could not be read or written (missing, no permission, ...). Check the path.
     #[error("{}: {source}", path.display())]
     Io {
         /// The file.
@@ -187,7 +245,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A file is not a valid GGUF file.
+    /// A file is not a valid GGUF file (truncated, corrupt, not GGUF). Use another file.
     #[error("{}: {source}", path.display())]
     Gguf {
         /// The file.
@@ -197,7 +255,7 @@ pub enum Error {
         source: GgufError,
     },
     /// A GGUF parsed fine but does not describe a model we can run (missing key or tensor, wrong
-    /// architecture, wrong shape, unsupported type).
+    /// architecture, wrong shape, unsupported type or tokenizer). Use another file.
     #[error("{}: {msg}", path.display())]
     Model {
         /// The file.
@@ -205,7 +263,95 @@ pub enum Error {
         /// What is wrong, naming the key or tensor.
         msg: String,
     },
-    /// Invalid argument or input value (message names it).
+    /// The tokens do not fit in the context window (the prompt alone, after dropping old chat
+    /// turns). Shorten the input, start a new conversation, or raise `setting`.
+    #[error(
+        "prompt too long: {needed} tokens do not fit in the context of {context} tokens (raise {setting})"
+    )]
+    ContextFull {
+        /// Tokens the context would have to hold.
+        needed: usize,
+        /// The context window in tokens.
+        context: usize,
+        /// What sets the context window.
+        setting: &'static str,
+    },
+    /// The self-attention KV cache of the context asked for does not fit the memory budget (the
+    /// smaller of `SessionOptions::max_memory` and the memory the system reports available).
+    /// Ask for at most `max_ctx` tokens, or raise the budget.
+    #[error(
+        "--ctx {ctx} needs a {:.0} MiB KV cache, more than {budget_name} ({:.0} MiB); use --ctx {max_ctx} or less (SessionOptions::ctx)",
+        mib(needed),
+        mib(budget)
+    )]
+    KvMemory {
+        /// The context asked for, in tokens.
+        ctx: usize,
+        /// Bytes its KV cache needs.
+        needed: u64,
+        /// Bytes available.
+        budget: u64,
+        /// Which budget that is (and the setting that raises it).
+        budget_name: &'static str,
+        /// The largest context that fits (at least 1).
+        max_ctx: usize,
+    },
+    /// An input (image, file) is larger than a limit checked before using it: `value` of `limit`
+    /// against `max`. Refuse the input or raise the setting ([`Limit::setting`], also named in
+    /// the message).
+    #[error("{}{msg}", label(input))]
+    LimitExceeded {
+        /// The input (a file name, or empty).
+        input: String,
+        /// Which limit.
+        limit: Limit,
+        /// The input's value (bytes, pixels, entries).
+        value: u64,
+        /// The limit's value.
+        max: u64,
+        /// The message, naming value, limit and setting.
+        msg: String,
+    },
+    /// An argument out of range or inconsistent with the others (sampling values, context size,
+    /// buffer sizes, token ids). Fix the argument.
+    #[error("{why}")]
+    BadArgument {
+        /// The argument (e.g. `top_p`, `ctx`, `token id`).
+        name: &'static str,
+        /// The whole message, naming the argument and its value.
+        why: String,
+    },
+    /// The calls do not make a valid conversation: a system message after other messages, chat
+    /// messages and a raw prompt mixed, images without a message, no user message to answer, or
+    /// `<|image|>` markers that do not match the images. Fix the order or count of calls.
+    #[error("{0}")]
+    Conversation(String),
+    /// An image that cannot be decoded: not a supported format, corrupt or truncated, or an
+    /// unsupported variant of a supported format. Refuse the input.
+    #[error("{}{reason}", label(input))]
+    BadImage {
+        /// The input (a file name, or empty).
+        input: String,
+        /// The format recognised (`PNG`, `JPEG`, ...), if any.
+        format: Option<&'static str>,
+        /// What is wrong (names the format when known).
+        reason: String,
+    },
+    /// The model's chat template does not compile or fails to render the conversation (the
+    /// template's own `raise_exception` messages included), or there is none. Use a raw prompt or
+    /// change the conversation.
+    #[error("{0}")]
+    Template(String),
+    /// An operation this build does not support for this type (e.g. quantizing to a GGUF type the
+    /// library only knows by name).
+    #[error("{why}")]
+    Unsupported {
+        /// The type or feature.
+        what: String,
+        /// The whole message.
+        why: String,
+    },
+    /// Any other error (message names it).
     #[error("{0}")]
     Invalid(String),
     /// An error while building a GGUF file in memory.
@@ -220,6 +366,26 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// An [`Error::BadArgument`].
+    pub fn bad_argument(name: &'static str, why: impl Into<String>) -> Self {
+        Error::BadArgument {
+            name,
+            why: why.into(),
+        }
+    }
+
+    /// The error with `name` as its input when it is about an unnamed input
+    /// ([`LimitExceeded`](Error::LimitExceeded), [`BadImage`](Error::BadImage)); other errors
+    /// unchanged.
+    pub fn for_input(mut self, name: &str) -> Self {
+        if let Error::LimitExceeded { input, .. } | Error::BadImage { input, .. } = &mut self {
+            if input.is_empty() {
+                *input = name.to_string();
+            }
+        }
+        self
     }
 }
 

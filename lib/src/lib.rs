@@ -22,7 +22,7 @@
 //! ```
 //!
 //! Module map, lowest layer first (a module uses only those above it in this list):
-//! - [`error`]: the error types ([`Error`], [`GgufError`]).
+//! - [`error`]: the error types ([`Error`], [`GgufError`], [`Limit`]).
 //! - [`format`]: file formats: the GGUF reader (memory-mapped, validating) and streaming writer,
 //!   the ggml tensor type table ([`GgmlType`]), standard metadata keys.
 //! - [`quant`]: quantized block formats and f32 ⇄ block conversions (scalar reference).
@@ -39,7 +39,13 @@
 //!   [`engine::session`] (the application API: [`Session`], [`Generation`]).
 //!
 //! The library never prints and never panics on bad input; every failure is an [`Error`] whose
-//! message names the file or value at fault.
+//! message names the file or value at fault, and whose variant says what a caller can do:
+//! [`Error::ContextFull`] / [`Error::KvMemory`] (the context or its memory budget is too small),
+//! [`Error::LimitExceeded`] (an input above a [`Limit`], with value, maximum and the setting that
+//! raises it), [`Error::BadArgument`] and [`Error::Conversation`] (the caller's values or order of
+//! calls), [`Error::BadImage`], [`Error::Template`], and for files [`Error::Io`],
+//! [`Error::Gguf`], [`Error::Model`], [`Error::Unsupported`]. Warnings are returned, not printed
+//! ([`kernels::path_warning`]).
 
 #![warn(missing_docs)]
 
@@ -59,7 +65,7 @@ pub mod quant;
 pub mod text;
 
 pub use engine::session::{Generation, Piece, Session, SessionOptions, SessionStats};
-pub use error::{Error, GgufError, Result};
+pub use error::{Error, GgufError, Limit, Result};
 pub use format::dtype::GgmlType;
 pub use models::mllama::image_cache::{EncodedImage, ImageCache};
 pub use models::mllama::{CachePrecision, Model, Semantics, TapConvention};

@@ -191,23 +191,27 @@ impl<'m> Sequence<'m> {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if `tokens` is empty, the sequence would exceed its capacity, the
-    /// sequence would hold more `<|image|>` tokens than images are attached (these are checked
-    /// before anything changes), or an id is outside the embedding table (then the sequence must
-    /// be discarded or [truncated](Sequence::truncate) to its previous length).
+    /// Checked before anything changes: [`Error::BadArgument`] if `tokens` is empty,
+    /// [`Error::ContextFull`] if the sequence would exceed its capacity,
+    /// [`Error::Conversation`] if it would hold more `<|image|>` tokens than images are attached.
+    /// [`Error::BadArgument`] if an id is outside the embedding table (then the sequence must be
+    /// discarded or [truncated](Sequence::truncate) to its previous length).
     pub fn feed(&mut self, tokens: &[u32], all_logits: bool) -> Result<&[f32], Error> {
         let model = self.model;
         let c = &model.text.cfg;
         let n = tokens.len();
         if n == 0 {
-            return Err(Error::Invalid("nothing to process: no tokens".into()));
+            return Err(Error::bad_argument(
+                "tokens",
+                "nothing to process: no tokens",
+            ));
         }
         if self.kv.len + n > self.kv.ctx {
-            return Err(Error::Invalid(format!(
-                "prompt too long: {} tokens do not fit in the context of {} tokens",
-                self.kv.len + n,
-                self.kv.ctx
-            )));
+            return Err(Error::ContextFull {
+                needed: self.kv.len + n,
+                context: self.kv.ctx,
+                setting: "the ctx of Sequence::new",
+            });
         }
         let pos0 = self.tokens.len();
         if tokens.contains(&c.image_token) {
@@ -215,7 +219,7 @@ impl<'m> Sequence<'m> {
             all.extend_from_slice(tokens);
             let ranges = image_ranges(&all, c.image_token);
             if ranges.len() > self.cross.images.len() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Conversation(format!(
                     "the text has {} <|image|> tokens but only {} images were given",
                     ranges.len(),
                     self.cross.images.len()

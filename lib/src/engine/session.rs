@@ -120,14 +120,14 @@ fn check_kv_memory(
         (None, None) => return Ok(()),
     };
     if need > budget {
-        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-        let fit = (budget as f64 / need as f64 * ctx as f64) as u64;
-        return Err(Error::Invalid(format!(
-            "--ctx {ctx} needs a {:.0} MiB KV cache, more than {what} ({:.0} MiB); use --ctx {} or less (SessionOptions::ctx)",
-            mib(need),
-            mib(budget),
-            fit.max(1)
-        )));
+        let fit = (budget as f64 / need as f64 * ctx as f64) as usize;
+        return Err(Error::KvMemory {
+            ctx,
+            needed: need,
+            budget,
+            budget_name: what,
+            max_ctx: fit.max(1),
+        });
     }
     Ok(())
 }
@@ -272,8 +272,9 @@ impl<'m> Session<'m> {
     /// # Errors
     ///
     /// - [`Error::Model`] if the model file has no tokenizer.
-    /// - [`Error::Invalid`] if `opts.ctx` exceeds the model's `context_length`, or the model's
-    ///   chat template does not compile.
+    /// - [`Error::BadArgument`] if `opts.ctx` exceeds the model's `context_length`.
+    /// - [`Error::KvMemory`] if the KV cache of `opts.ctx` tokens does not fit the memory budget.
+    /// - [`Error::Template`] if the model's chat template does not compile.
     ///
     /// ```
     /// use mllama::{Model, Session, SessionOptions};
@@ -286,7 +287,8 @@ impl<'m> Session<'m> {
     ///
     /// // More than the model supports is refused.
     /// let too_long = SessionOptions { ctx: Some(1 << 30), ..Default::default() };
-    /// assert!(Session::new(&model, too_long).is_err());
+    /// let err = Session::new(&model, too_long).err().unwrap();
+    /// assert!(matches!(err, mllama::Error::BadArgument { name: "ctx", .. }));
     /// # Ok(())
     /// # }
     /// ```
@@ -297,10 +299,13 @@ impl<'m> Session<'m> {
             .unwrap_or(model.text.cfg.context_length.min(DEFAULT_CTX_CAP))
             .max(1);
         if ctx > model.text.cfg.context_length {
-            return Err(Error::Invalid(format!(
-                "--ctx {ctx}: the model supports at most {} tokens",
-                model.text.cfg.context_length
-            )));
+            return Err(Error::bad_argument(
+                "ctx",
+                format!(
+                    "--ctx {ctx}: the model supports at most {} tokens",
+                    model.text.cfg.context_length
+                ),
+            ));
         }
         let half = opts.semantics.cache.half(&model.text);
         check_kv_memory(model, ctx, half, opts.max_memory)?;
@@ -401,10 +406,11 @@ impl<'m> Session<'m> {
     /// # Errors
     ///
     /// - [`Error::Io`] if the file cannot be read (missing, no permission).
-    /// - [`Error::Invalid`] if the path is a directory, the file is larger than
-    ///   [`ImageLimits::max_bytes`](crate::image::ImageLimits::max_bytes), or it is not a
-    ///   decodable image within the limits of [`SessionOptions::image_limits`]; the message names
-    ///   the file.
+    ///   A directory too.
+    /// - [`Error::LimitExceeded`] if the file is larger than
+    ///   [`ImageLimits::max_bytes`](crate::image::ImageLimits::max_bytes) or the image is above
+    ///   another of [`SessionOptions::image_limits`]; [`Error::BadImage`] if it is not a decodable
+    ///   image. The message names the file.
     ///
     /// ```
     /// # use mllama::{Model, SamplingParams, Session, SessionOptions};
@@ -422,7 +428,7 @@ impl<'m> Session<'m> {
     /// chat.push_user("And this one?")?;
     /// assert_eq!(chat.stats().cache_hits, 1);
     ///
-    /// assert!(chat.add_image("no/such/file.png").is_err());
+    /// assert!(matches!(chat.add_image("no/such/file.png"), Err(mllama::Error::Io { .. })));
     /// # Ok(())
     /// # }
     /// ```
@@ -437,9 +443,9 @@ impl<'m> Session<'m> {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if the bytes are not a decodable image within the limits of
-    /// [`SessionOptions::image_limits`]; the message starts with `name`. (`max_bytes` is not
-    /// checked here: the bytes are already in memory.)
+    /// [`Error::BadImage`] if the bytes are not a decodable image, [`Error::LimitExceeded`] if it
+    /// is above the limits of [`SessionOptions::image_limits`]; the message starts with `name`.
+    /// (`max_bytes` is not checked here: the bytes are already in memory.)
     ///
     /// ```
     /// # use mllama::{Model, Session, SessionOptions};
@@ -452,6 +458,7 @@ impl<'m> Session<'m> {
     /// chat.push_user("What is in this picture?")?;
     ///
     /// let err = chat.add_image_bytes(b"not an image", "upload.bin").unwrap_err();
+    /// assert!(matches!(&err, mllama::Error::BadImage { format: None, .. }));
     /// assert!(err.to_string().starts_with("upload.bin"));
     /// # Ok(())
     /// # }
@@ -479,8 +486,8 @@ impl<'m> Session<'m> {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if the session holds a raw prompt, or the text has more `<|image|>`
-    /// markers than images were added.
+    /// [`Error::Conversation`] if the session holds a raw prompt, or the text has more
+    /// `<|image|>` markers than images were added.
     ///
     /// ```
     /// # use mllama::{Model, Session, SessionOptions};
@@ -493,13 +500,14 @@ impl<'m> Session<'m> {
     /// assert_eq!(chat.messages()[0].role, Role::User);
     ///
     /// // A marker needs an image added before the message.
-    /// assert!(chat.push_user("What is in <|image|>?").is_err());
+    /// let err = chat.push_user("What is in <|image|>?").unwrap_err();
+    /// assert!(matches!(err, mllama::Error::Conversation(_)));
     /// # Ok(())
     /// # }
     /// ```
     pub fn push_user(&mut self, text: &str) -> Result<(), Error> {
         if self.raw.is_some() {
-            return Err(Error::Invalid(
+            return Err(Error::Conversation(
                 "this session holds a raw prompt; chat messages cannot be added".into(),
             ));
         }
@@ -516,7 +524,7 @@ impl<'m> Session<'m> {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if the conversation already has messages.
+    /// [`Error::Conversation`] if the conversation already has messages.
     ///
     /// ```
     /// # use mllama::{Model, Session, SessionOptions};
@@ -526,13 +534,15 @@ impl<'m> Session<'m> {
     /// let mut chat = Session::new(&model, SessionOptions::default())?;
     /// chat.push_system("Answer in French.")?;
     /// chat.push_user("Hello!")?;
-    /// assert!(chat.push_system("Too late.").is_err());
+    /// assert!(matches!(chat.push_system("Too late."), Err(mllama::Error::Conversation(_))));
     /// # Ok(())
     /// # }
     /// ```
     pub fn push_system(&mut self, text: &str) -> Result<(), Error> {
         if !self.messages.is_empty() {
-            return Err(Error::Invalid("a system message must come first".into()));
+            return Err(Error::Conversation(
+                "a system message must come first".into(),
+            ));
         }
         self.messages.push(Message::text(Role::System, text));
         Ok(())
@@ -546,7 +556,7 @@ impl<'m> Session<'m> {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if the session holds chat messages.
+    /// [`Error::Conversation`] if the session holds chat messages.
     ///
     /// ```
     /// # use mllama::{Model, SamplingParams, Session, SessionOptions};
@@ -565,13 +575,13 @@ impl<'m> Session<'m> {
     /// };
     /// # let _ = text;
     /// // A raw session takes no chat messages.
-    /// assert!(s.push_user("Hi").is_err());
+    /// assert!(matches!(s.push_user("Hi"), Err(mllama::Error::Conversation(_))));
     /// # Ok(())
     /// # }
     /// ```
     pub fn set_raw_prompt(&mut self, text: &str) -> Result<(), Error> {
         if !self.messages.is_empty() {
-            return Err(Error::Invalid(
+            return Err(Error::Conversation(
                 "this session holds chat messages; use push_user".into(),
             ));
         }
@@ -622,7 +632,7 @@ impl<'m> Session<'m> {
             Some(text) => tok.encode(text, true),
             None => {
                 let t = self.template.as_ref().ok_or_else(|| {
-                    Error::Invalid(
+                    Error::Template(
                         "the model has no chat template: use a raw prompt (--raw)".into(),
                     )
                 })?;
@@ -642,11 +652,11 @@ impl<'m> Session<'m> {
             // Oldest user/assistant exchange out (keep a system message and the last message).
             let first = usize::from(self.messages.first().map(|m| m.role) == Some(Role::System));
             if self.raw.is_some() || self.messages.len() <= first + 1 {
-                return Err(Error::Invalid(format!(
-                    "prompt too long: {} tokens do not fit in the context of {} tokens (raise --ctx, SessionOptions::ctx)",
-                    ids.len(),
-                    self.ctx
-                )));
+                return Err(Error::ContextFull {
+                    needed: ids.len(),
+                    context: self.ctx,
+                    setting: "--ctx, SessionOptions::ctx",
+                });
             }
             let removed = self.messages.remove(first);
             let n = removed.n_images();
@@ -671,13 +681,15 @@ impl<'m> Session<'m> {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if `params` are out of range
-    /// ([`SamplingParams::validate`]), images were added after the last user message, there is no
-    /// user message to answer (chat mode), the model has no chat template (chat mode; use
-    /// [`set_raw_prompt`](Session::set_raw_prompt)), the template fails to render, the prompt
-    /// does not fit in the context window even after dropping old turns, or the number of
-    /// `<|image|>` tokens differs from the number of images. [`Error::Model`] if the model has no
-    /// tokenizer.
+    /// - [`Error::BadArgument`] if `params` are out of range ([`SamplingParams::validate`]).
+    /// - [`Error::Conversation`] if images were added after the last user message, there is no
+    ///   user message to answer (chat mode), or the number of `<|image|>` tokens differs from the
+    ///   number of images.
+    /// - [`Error::Template`] if the model has no chat template (chat mode; use
+    ///   [`set_raw_prompt`](Session::set_raw_prompt)) or the template fails to render.
+    /// - [`Error::ContextFull`] if the prompt does not fit in the context window even after
+    ///   dropping old turns.
+    /// - [`Error::Model`] if the model has no tokenizer.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicBool, Ordering};
@@ -712,13 +724,13 @@ impl<'m> Session<'m> {
     ) -> Result<Generation<'s, 'm>, Error> {
         let sampler = Sampler::new(params.clone())?;
         if !self.pending.is_empty() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Conversation(format!(
                 "{} image(s) were added after the last user message; add a message for them",
                 self.pending.len()
             )));
         }
         if self.raw.is_none() && self.messages.last().map(|m| m.role) != Some(Role::User) {
-            return Err(Error::Invalid(
+            return Err(Error::Conversation(
                 "nothing to answer: add a user message first".into(),
             ));
         }
@@ -728,7 +740,7 @@ impl<'m> Session<'m> {
         let image_token = self.model.text.cfg.image_token;
         let n_img_tokens = ids.iter().filter(|&&t| t == image_token).count();
         if n_img_tokens != self.images.len() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Conversation(format!(
                 "the prompt has {n_img_tokens} <|image|> tokens but {} images were given",
                 self.images.len()
             )));
@@ -806,19 +818,9 @@ impl<'m> Session<'m> {
 fn read_image_file(path: &Path, limits: &ImageLimits) -> Result<Vec<u8>, Error> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{}: is a directory, not an image",
-            path.display()
-        )));
+        return Err(Error::io(path, crate::image::is_a_directory()));
     }
-    if meta.len() > limits.max_bytes {
-        return Err(Error::Invalid(format!(
-            "{}: {} bytes, more than the {}-byte limit for images (raise with --max-image-bytes, ImageLimits::max_bytes)",
-            path.display(),
-            meta.len(),
-            limits.max_bytes
-        )));
-    }
+    crate::image::check_file_size(meta.len(), limits, &path.display().to_string())?;
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 

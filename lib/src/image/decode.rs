@@ -17,8 +17,9 @@
 //!
 //! Errors are returned as plain messages (no file name); the public wrappers add the file name.
 
-use super::format::{check_dimensions, Format, Rgb8};
+use super::format::{check_dimensions, check_file_size, DecodeError, Format, Rgb8};
 use super::ImageLimits;
+use crate::Limit;
 use image::{ColorType, ImageDecoder, ImageFormat};
 use std::io::Cursor;
 
@@ -134,23 +135,24 @@ pub(crate) fn header_dimensions(format: Format, b: &[u8]) -> Option<(u32, u32)> 
 }
 
 /// Decode any supported file to RGB8 with PIL/HF semantics. Messages do not include a file name.
-pub(crate) fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, String> {
-    if bytes.len() as u64 > limits.max_bytes {
-        return Err(format!(
-            "file is {} bytes, more than the {} byte limit (raise with --max-image-bytes, ImageLimits::max_bytes)",
-            bytes.len(),
-            limits.max_bytes
-        ));
-    }
-    let format = sniff(bytes)?;
+pub(crate) fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, DecodeError> {
+    check_file_size(bytes.len() as u64, limits)?;
+    let format = sniff(bytes).map_err(|reason| DecodeError::Bad {
+        format: None,
+        reason,
+    })?;
     if format == Format::Bmp && header_dimensions(format, bytes).is_none() {
-        return Err("corrupt or truncated BMP: bad file header".into());
+        return Err(DecodeError::bad(
+            format,
+            "corrupt or truncated BMP: bad file header",
+        ));
     }
     if let Some((w, h)) = header_dimensions(format, bytes) {
         check_dimensions(format, w, h, limits)?;
     }
     if format == Format::Jpeg {
-        return super::jpeg::decode(bytes, limits).map_err(|e| e.to_string());
+        return super::jpeg::decode(bytes, limits)
+            .map_err(|e| DecodeError::bad(format, e.to_string()));
     }
     decode_with_image_crate(format, bytes, limits)
 }
@@ -174,7 +176,7 @@ fn decode_with_image_crate(
     format: Format,
     bytes: &[u8],
     limits: &ImageLimits,
-) -> Result<Rgb8, String> {
+) -> Result<Rgb8, DecodeError> {
     let image_format = match format {
         Format::Png => ImageFormat::Png,
         Format::Gif => ImageFormat::Gif,
@@ -188,22 +190,28 @@ fn decode_with_image_crate(
     decoder_limits.max_alloc = Some(limits.max_alloc);
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image_format);
     reader.limits(decoder_limits);
-    let decoder = reader.into_decoder().map_err(|e| image_error(format, e))?;
+    let bad = |e| DecodeError::bad(format, image_error(format, e));
+    let decoder = reader.into_decoder().map_err(bad)?;
     let (w, h) = decoder.dimensions();
     check_dimensions(format, w, h, limits)?;
     let color = decoder.color_type();
     let total = decoder.total_bytes();
     if total > limits.max_alloc {
-        return Err(format!(
-            "decoding needs {total} bytes, more than the {} byte allocation limit (raise with --max-image-pixels, ImageLimits::max_alloc)",
-            limits.max_alloc
-        ));
+        return Err(DecodeError::Limit {
+            limit: Limit::DecoderMemory,
+            value: total,
+            max: limits.max_alloc,
+            msg: format!(
+                "decoding needs {total} bytes, more than the {} byte allocation limit (raise with {})",
+                limits.max_alloc,
+                Limit::DecoderMemory.setting()
+            ),
+        });
     }
     let mut buf = vec![0u8; total as usize];
-    decoder
-        .read_image(&mut buf)
-        .map_err(|e| image_error(format, e))?;
-    let data = to_rgb8(format, color, &buf, w as usize * h as usize)?;
+    decoder.read_image(&mut buf).map_err(bad)?;
+    let data = to_rgb8(format, color, &buf, w as usize * h as usize)
+        .map_err(|reason| DecodeError::bad(format, reason))?;
     Ok(Rgb8 {
         width: w,
         height: h,

@@ -66,10 +66,13 @@ impl RgbImage {
     /// Wrap a pixel buffer, checking its length.
     pub fn new(width: u32, height: u32, data: Vec<u8>) -> Result<RgbImage, Error> {
         if data.len() as u64 != width as u64 * height as u64 * 3 {
-            return Err(Error::Invalid(format!(
-                "RGB buffer of {} bytes does not match {width}x{height} pixels",
-                data.len()
-            )));
+            return Err(Error::bad_argument(
+                "data",
+                format!(
+                    "RGB buffer of {} bytes does not match {width}x{height} pixels",
+                    data.len()
+                ),
+            ));
         }
         Ok(RgbImage {
             width,
@@ -86,8 +89,13 @@ impl RgbImage {
 }
 
 /// Decode an image file held in memory (PNG, JPEG, WebP, GIF or BMP) to RGB8 with HF's conversion
-/// rules (see the module docs). The header is checked against `limits` before decoding. Never panics;
-/// errors are [`Error::Invalid`] with a message naming the problem.
+/// rules (see the module docs). The header is checked against `limits` before decoding. Never panics.
+///
+/// # Errors
+///
+/// [`Error::LimitExceeded`] when the file or its declared size is above `limits` (which limit,
+/// value, maximum); [`Error::BadImage`] when it is not a supported image or is corrupt. Their
+/// `input` is empty (see [`Error::for_input`]).
 ///
 /// ```
 /// use mllama::image::{decode_image, ImageLimits};
@@ -99,12 +107,13 @@ impl RgbImage {
 /// assert_eq!((img.width, img.height, img.data.len()), (640, 480, 640 * 480 * 3));
 ///
 /// let small = ImageLimits { max_pixels: 100 * 100, ..ImageLimits::default() };
-/// assert!(decode_image(&bytes, &small).is_err());
+/// let err = decode_image(&bytes, &small).unwrap_err();
+/// assert!(matches!(err, mllama::Error::LimitExceeded { limit: mllama::Limit::ImagePixels, .. }));
 /// # Ok(())
 /// # }
 /// ```
 pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Error> {
-    let img = decode::decode(bytes, limits).map_err(Error::Invalid)?;
+    let img = decode::decode(bytes, limits).map_err(|e| e.into_error(""))?;
     Ok(RgbImage {
         width: img.width,
         height: img.height,
@@ -113,9 +122,10 @@ pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Erro
 }
 
 /// Read and decode an image file like [`decode_image`]. The file size is checked before reading.
-/// I/O errors are [`Error::Io`] (naming the path); decoding errors are [`Error::Invalid`] with the
-/// path in the message, e.g. `photo.png: image is 40000x30000 pixels, more than the 16384x16384 limit`.
-/// A directory or a file larger than [`ImageLimits::max_bytes`] is also [`Error::Invalid`].
+/// I/O errors (a directory too) are [`Error::Io`] (naming the path); decoding
+/// errors are [`Error::LimitExceeded`] (a file larger than [`ImageLimits::max_bytes`] too) or
+/// [`Error::BadImage`] with the path as their `input`, e.g.
+/// `photo.png: PNG image is 40000x30000 pixels, more than the 16384x16384 limit ...`.
 ///
 /// ```
 /// use std::path::Path;
@@ -134,23 +144,13 @@ pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Erro
 /// ```
 pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, Error> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let name = path.display().to_string();
     if meta.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{}: is a directory, not an image",
-            path.display()
-        )));
+        return Err(Error::io(path, is_a_directory()));
     }
-    if meta.len() > limits.max_bytes {
-        return Err(Error::Invalid(format!(
-            "{}: file is {} bytes, more than the {} byte limit (raise with --max-image-bytes, ImageLimits::max_bytes)",
-            path.display(),
-            meta.len(),
-            limits.max_bytes
-        )));
-    }
+    check_file_size(meta.len(), limits, &name)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = decode::decode(&bytes, limits)
-        .map_err(|m| Error::Invalid(format!("{}: {m}", path.display())))?;
+    let img = decode::decode(&bytes, limits).map_err(|e| e.into_error(&name))?;
     Ok(RgbImage {
         width: img.width,
         height: img.height,
@@ -158,22 +158,42 @@ pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, Error> 
     })
 }
 
+/// Refuse a file of `len` bytes above [`ImageLimits::max_bytes`] ([`Error::LimitExceeded`] naming
+/// `name`), before reading it.
+pub(crate) fn check_file_size(len: u64, limits: &ImageLimits, name: &str) -> Result<(), Error> {
+    format::check_file_size(len, limits).map_err(|e| e.into_error(name))
+}
+
+/// The I/O error for a directory given as an image file.
+pub(crate) fn is_a_directory() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::IsADirectory,
+        "is a directory, not an image",
+    )
+}
+
 /// Resize with Pillow's `Image.resize((width, height), Image.BILINEAR)` semantics (bit-exact with
 /// Pillow 13 on RGB8; antialiased when downscaling). Returns a copy when the size is unchanged.
 pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> Result<RgbImage, Error> {
     if img.data.len() as u64 != img.width as u64 * img.height as u64 * 3 {
-        return Err(Error::Invalid(format!(
-            "RGB buffer of {} bytes does not match {}x{} pixels",
-            img.data.len(),
-            img.width,
-            img.height
-        )));
+        return Err(Error::bad_argument(
+            "img",
+            format!(
+                "RGB buffer of {} bytes does not match {}x{} pixels",
+                img.data.len(),
+                img.width,
+                img.height
+            ),
+        ));
     }
     if img.width == 0 || img.height == 0 || width == 0 || height == 0 {
-        return Err(Error::Invalid(format!(
-            "cannot resize {}x{} pixels to {width}x{height}",
-            img.width, img.height
-        )));
+        return Err(Error::bad_argument(
+            "width, height",
+            format!(
+                "cannot resize {}x{} pixels to {width}x{height}",
+                img.width, img.height
+            ),
+        ));
     }
     let data = resize::resize_bilinear_rgb8(
         &img.data,

@@ -20,7 +20,8 @@
 //! everything else shared with `avx2`), `neon` (aarch64) and `dotprod` (aarch64 NEON + `sdot`). The
 //! process-wide path is chosen on first use: the best available one, or the one named by the
 //! environment variable `MLLAMA_SIMD=scalar|avx2|avx512|neon|dotprod|auto` (an unavailable or
-//! unknown name prints a warning and falls back to the best available path). [`simd_name`] reports it; [`with_path`] runs a closure
+//! unknown name falls back to the best available path with a warning that [`path_warning`]
+//! returns; the library prints nothing). [`simd_name`] reports it; [`with_path`] runs a closure
 //! with another path on the current thread (tests, benchmarks). The path is read once per call on
 //! the calling thread and passed to the workers.
 //!
@@ -185,21 +186,26 @@ pub fn select_path(request: Option<&str>) -> (Path, Option<String>) {
     }
 }
 
-static GLOBAL: OnceLock<Path> = OnceLock::new();
+static GLOBAL: OnceLock<(Path, Option<String>)> = OnceLock::new();
 
 thread_local! {
     static OVERRIDE: Cell<Option<Path>> = const { Cell::new(None) };
 }
 
+/// The process-wide path and the warning of its selection, chosen on first use.
+fn global() -> &'static (Path, Option<String>) {
+    GLOBAL.get_or_init(|| select_path(std::env::var("MLLAMA_SIMD").ok().as_deref()))
+}
+
 fn global_path() -> Path {
-    *GLOBAL.get_or_init(|| {
-        let v = std::env::var("MLLAMA_SIMD").ok();
-        let (p, warning) = select_path(v.as_deref());
-        if let Some(w) = warning {
-            eprintln!("warning: {w}");
-        }
-        p
-    })
+    global().0
+}
+
+/// Why the process-wide path is not the one `MLLAMA_SIMD` asks for (an unknown name, or a path
+/// this CPU cannot run), or `None`. Chooses the path if no kernel has run yet. The library does
+/// not print it; a front end shows it (the `mllama` binary prints `warning: ...` at start-up).
+pub fn path_warning() -> Option<&'static str> {
+    global().1.as_deref()
 }
 
 /// The path kernels called on this thread use now.

@@ -180,23 +180,30 @@ fn check_convert(ty: GgmlType, src: &[f32], row_len: usize, out: &[u8]) -> Resul
         .row_bytes(row_len as u64)
         .filter(|_| row_len > 0 && src.len().is_multiple_of(row_len))
         .ok_or_else(|| {
-            Error::Invalid(format!(
-                "cannot store rows of {row_len} values as {ty} (block size {})",
-                ty.block_size()
-            ))
+            Error::bad_argument(
+                "row_len",
+                format!(
+                    "cannot store rows of {row_len} values as {ty} (block size {})",
+                    ty.block_size()
+                ),
+            )
         })? as usize;
     let rows = src.len() / row_len;
     if out.len() != rows * row_bytes {
-        return Err(Error::Invalid(format!(
-            "output buffer holds {} bytes, {} needed",
-            out.len(),
-            rows * row_bytes
-        )));
+        return Err(Error::bad_argument(
+            "out",
+            format!(
+                "output buffer holds {} bytes, {} needed",
+                out.len(),
+                rows * row_bytes
+            ),
+        ));
     }
     if !can_store(ty) {
-        return Err(Error::Invalid(format!(
-            "quantizing to {ty} is not supported"
-        )));
+        return Err(Error::Unsupported {
+            what: ty.to_string(),
+            why: format!("quantizing to {ty} is not supported"),
+        });
     }
     Ok(row_bytes)
 }
@@ -209,9 +216,9 @@ fn check_convert(ty: GgmlType, src: &[f32], row_len: usize, out: &[u8]) -> Resul
 ///
 /// # Errors
 ///
-/// [`Error::Invalid`] if `row_len` is 0, not a multiple of the type's block size (32 for Q8_0
-/// and Q4_0), or does not divide `src.len()`; if `out` is not exactly the right size; or if `ty`
-/// is not one [`can_store`] accepts.
+/// [`Error::BadArgument`] if `row_len` is 0, not a multiple of the type's block size (32 for Q8_0
+/// and Q4_0), or does not divide `src.len()`, or if `out` is not exactly the right size;
+/// [`Error::Unsupported`] if `ty` is not one [`can_store`] accepts.
 ///
 /// ```
 /// use mllama::quant::{convert_f32, dequantize};
@@ -297,8 +304,9 @@ fn quantize_bytes<B: QuantBlock>(src: &[f32], out: &mut [u8]) {
 ///
 /// # Errors
 ///
-/// [`Error::Invalid`] if `out.len()` is not a whole number of blocks, `data` is not exactly
-/// `ty.row_bytes(out.len())` bytes, or `ty` is not F32, F16, BF16, Q8_0 or Q4_0.
+/// [`Error::BadArgument`] if `out.len()` is not a whole number of blocks or `data` is not exactly
+/// `ty.row_bytes(out.len())` bytes; [`Error::Unsupported`] if `ty` is not F32, F16, BF16, Q8_0
+/// or Q4_0.
 ///
 /// ```
 /// use half::f16;
@@ -325,13 +333,19 @@ fn quantize_bytes<B: QuantBlock>(src: &[f32], out: &mut [u8]) {
 pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Error> {
     let n = out.len();
     let expected = ty.row_bytes(n as u64).ok_or_else(|| {
-        Error::Invalid(format!("{n} values are not a whole number of {ty} blocks"))
+        Error::bad_argument(
+            "out",
+            format!("{n} values are not a whole number of {ty} blocks"),
+        )
     })? as usize;
     if data.len() != expected {
-        return Err(Error::Invalid(format!(
-            "{ty}: {} bytes given for {n} values ({expected} needed)",
-            data.len()
-        )));
+        return Err(Error::bad_argument(
+            "data",
+            format!(
+                "{ty}: {} bytes given for {n} values ({expected} needed)",
+                data.len()
+            ),
+        ));
     }
     let f = |(d, o): (&[u8], &mut [f32])| dequantize_chunk(ty, d, o);
     let per_task = PAR_MIN_VALUES.div_ceil(ty.block_size()) * ty.block_size();
@@ -347,9 +361,10 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Erro
             }
             Ok(())
         }
-        _ => Err(Error::Invalid(format!(
-            "dequantizing {ty} is not supported"
-        ))),
+        _ => Err(Error::Unsupported {
+            what: ty.to_string(),
+            why: format!("dequantizing {ty} is not supported"),
+        }),
     }
 }
 

@@ -131,11 +131,32 @@ fn parallel_conversion_equals_serial() {
 fn conversion_refuses_bad_sizes() {
     let x = vec![1f32; 33];
     let mut out = vec![0u8; 100];
-    assert!(convert_f32(GgmlType::Q8_0, &x, 33, &mut out).is_err());
-    assert!(convert_f32(GgmlType::Q4_K, &x[..32], 32, &mut out).is_err());
+    let bad = |r: Result<_, Error>, arg: &str| match r {
+        Err(Error::BadArgument { name, .. }) => assert_eq!(name, arg),
+        other => panic!("expected a bad {arg}, got {other:?}"),
+    };
+    let unsupported = |r: Result<_, Error>, ty: &str| match r {
+        Err(Error::Unsupported { what, .. }) => assert_eq!(what, ty),
+        other => panic!("expected {ty} unsupported, got {other:?}"),
+    };
+    bad(convert_f32(GgmlType::Q8_0, &x, 33, &mut out), "row_len");
+    bad(
+        convert_f32(GgmlType::Q4_K, &x[..32], 32, &mut out),
+        "row_len",
+    );
+    bad(convert_f32(GgmlType::Q8_0, &x[..32], 32, &mut out), "out");
+    let mut q4k = vec![0u8; 144];
+    unsupported(
+        convert_f32(GgmlType::Q4_K, &[1f32; 256], 256, &mut q4k),
+        "Q4_K",
+    );
     let mut y = vec![0f32; 32];
-    assert!(dequantize(GgmlType::Q8_0, &[0u8; 33], &mut y).is_err());
-    assert!(dequantize(GgmlType::Q6_K, &[0u8; 210], &mut vec![0f32; 256]).is_err());
+    bad(dequantize(GgmlType::Q8_0, &[0u8; 33], &mut y), "data");
+    bad(dequantize(GgmlType::Q8_0, &[0u8; 34], &mut y[..31]), "out");
+    unsupported(
+        dequantize(GgmlType::Q6_K, &[0u8; 210], &mut vec![0f32; 256]),
+        "Q6_K",
+    );
 }
 
 #[test]

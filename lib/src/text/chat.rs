@@ -66,7 +66,7 @@ impl Message {
 ///
 /// # Errors
 ///
-/// [`Error::Invalid`] if the text has more markers than `n_images`.
+/// [`Error::Conversation`] if the text has more markers than `n_images`.
 ///
 /// ```
 /// use mllama::text::chat::{user_message, Part};
@@ -86,7 +86,7 @@ pub fn user_message(text: &str, n_images: usize, image_marker: &str) -> Result<M
     let pieces: Vec<&str> = text.split(image_marker).collect();
     let markers = pieces.len() - 1;
     if markers > n_images {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conversation(format!(
             "the prompt has {markers} {image_marker} markers but only {n_images} images were given"
         )));
     }
@@ -177,7 +177,7 @@ impl ChatTemplate {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if the template does not compile.
+    /// [`Error::Template`] if the template does not compile.
     ///
     /// ```
     /// use mllama::text::chat::{ChatTemplate, Message, Role};
@@ -189,7 +189,8 @@ impl ChatTemplate {
     /// let text = t.render(&[Message::text(Role::User, "Hi")], false)?;
     /// assert_eq!(text, "<s>[user] Hi\n");
     ///
-    /// assert!(ChatTemplate::new("{% if %}", "<s>").is_err());
+    /// let err = ChatTemplate::new("{% if %}", "<s>").err().unwrap();
+    /// assert!(matches!(err, mllama::Error::Template(_)));
     /// # Ok(())
     /// # }
     /// ```
@@ -200,7 +201,7 @@ impl ChatTemplate {
             .trim_blocks(true)
             .lstrip_blocks(true)
             .build()
-            .map_err(|e| Error::Invalid(format!("chat template syntax: {e}")))?;
+            .map_err(|e| Error::Template(format!("chat template syntax: {e}")))?;
         env.set_syntax(syntax);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -223,7 +224,7 @@ impl ChatTemplate {
         });
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| {
-                Error::Invalid(format!("the model's chat template does not compile: {e}"))
+                Error::Template(format!("the model's chat template does not compile: {e}"))
             })?;
         Ok(ChatTemplate {
             env,
@@ -236,7 +237,7 @@ impl ChatTemplate {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if rendering fails, including the template's own
+    /// [`Error::Template`] if rendering fails, including the template's own
     /// `raise_exception(...)` (e.g. Llama 3.2 Vision refuses a system message together with
     /// images); the message is the template's.
     pub fn render(
@@ -247,7 +248,7 @@ impl ChatTemplate {
         let t = self
             .env
             .get_template("chat")
-            .map_err(|e| Error::Invalid(format!("chat template: {e}")))?;
+            .map_err(|e| Error::Template(format!("chat template: {e}")))?;
         let ctx = match &self.date_string {
             Some(d) => minijinja::context! {
                 messages => minijinja::Value::from(minijinja::value::Serde(messages)),
@@ -266,7 +267,7 @@ impl ChatTemplate {
             if let Some(d) = e.detail() {
                 msg = d.to_string();
             }
-            Error::Invalid(format!("chat template: {msg}"))
+            Error::Template(format!("chat template: {msg}"))
         })
     }
 }
@@ -302,7 +303,8 @@ mod tests {
                 Part::Text { text: ".".into() }
             ]
         );
-        assert!(user_message("<|image|><|image|>", 1, "<|image|>").is_err());
+        let e = user_message("<|image|><|image|>", 1, "<|image|>").unwrap_err();
+        assert!(matches!(e, Error::Conversation(_)), "{e:?}");
         assert_eq!(user_message("hi", 0, "<|image|>").unwrap().content.len(), 1);
     }
 

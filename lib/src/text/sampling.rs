@@ -110,34 +110,46 @@ impl SamplingParams {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if `temperature` is negative or not finite, `top_p` is outside
-    /// (0, 1], `min_p` is outside [0, 1], or `repeat_penalty` is not a finite number > 0.
+    /// [`Error::BadArgument`] (its `name` the field) if `temperature` is negative or not finite,
+    /// `top_p` is outside (0, 1], `min_p` is outside [0, 1], or `repeat_penalty` is not a finite
+    /// number > 0.
     ///
     /// ```
     /// use mllama::SamplingParams;
     ///
     /// let bad = SamplingParams { top_p: 0.0, ..Default::default() };
-    /// assert_eq!(bad.validate().unwrap_err().to_string(), "--top-p 0: must be in (0, 1]");
+    /// let err = bad.validate().unwrap_err();
+    /// assert!(matches!(err, mllama::Error::BadArgument { name: "top_p", .. }));
+    /// assert_eq!(err.to_string(), "--top-p 0: must be in (0, 1]");
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: String| Err(Error::Invalid(m));
+        let bad = |name, m: String| Err(Error::bad_argument(name, m));
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad(format!(
-                "--temperature {}: must be a number ≥ 0",
-                self.temperature
-            ));
+            return bad(
+                "temperature",
+                format!("--temperature {}: must be a number ≥ 0", self.temperature),
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("--top-p {}: must be in (0, 1]", self.top_p));
+            return bad(
+                "top_p",
+                format!("--top-p {}: must be in (0, 1]", self.top_p),
+            );
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return bad(format!("--min-p {}: must be in [0, 1]", self.min_p));
+            return bad(
+                "min_p",
+                format!("--min-p {}: must be in [0, 1]", self.min_p),
+            );
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return bad(format!(
-                "--repeat-penalty {}: must be a number > 0",
-                self.repeat_penalty
-            ));
+            return bad(
+                "repeat_penalty",
+                format!(
+                    "--repeat-penalty {}: must be a number > 0",
+                    self.repeat_penalty
+                ),
+            );
         }
         Ok(())
     }
@@ -214,7 +226,7 @@ impl Sampler {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if the params fail [`SamplingParams::validate`].
+    /// [`Error::BadArgument`] if the params fail [`SamplingParams::validate`].
     pub fn new(params: SamplingParams) -> Result<Self, Error> {
         params.validate()?;
         let seed = params.seed.unwrap_or_else(|| {
@@ -425,7 +437,8 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            assert!(Sampler::new(p).is_err());
+            let e = Sampler::new(p).err().unwrap();
+            assert!(matches!(e, Error::BadArgument { .. }), "{e:?}");
         }
     }
 }

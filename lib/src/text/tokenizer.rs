@@ -116,253 +116,46 @@ impl Tokenizer {
     /// `tokenizer.chat_template`, `mllama.image_token_index` and `mllama.generation.eos_token_ids`.
     /// Missing eot / eom / image ids are looked up by name (`<|eot_id|>`, `<|eom_id|>`,
     /// `<|image|>`), as in files made by other converters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for another tokenizer model or pre-tokenizer;
+    /// [`Error::LimitExceeded`] ([`Limit::Vocabulary`](crate::Limit::Vocabulary)) for more tokens
+    /// or merges than `MLLAMA_MAX_VOCAB` allows; [`Error::Model`] naming the key for a missing,
+    /// mistyped or inconsistent key.
     pub fn from_gguf(f: &GgufFile) -> Result<Self, Error> {
-        let err = |msg: String| Error::Model {
-            path: f.path().to_path_buf(),
-            msg,
-        };
         let arch = f
             .get(keys::GENERAL_ARCHITECTURE)
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let eos_ids_key = keys::generation_eos_ids(arch);
-        let model = f.get(keys::TOK_MODEL).ok_or_else(|| {
-            err(format!(
-                "no tokenizer: metadata key {} is missing",
-                keys::TOK_MODEL
-            ))
-        })?;
-        let model = model
-            .as_str()
-            .ok_or_else(|| err(format!("{} is not a string", keys::TOK_MODEL)))?;
-        if model != "gpt2" {
-            return Err(err(format!(
-                "{} = {model:?}: only byte-level BPE (\"gpt2\", Llama 3) tokenizers are supported",
-                keys::TOK_MODEL
-            )));
-        }
-        match f.get(keys::TOK_PRE).map(|v| v.as_str()) {
-            None | Some(Some("llama-bpe" | "llama3" | "llama-v3")) => {}
-            Some(Some(p)) => {
-                return Err(err(format!(
-                    "{} = {p:?}: only the Llama 3 pre-tokenizer (\"llama-bpe\") is supported",
-                    keys::TOK_PRE
-                )))
-            }
-            Some(None) => return Err(err(format!("{} is not a string", keys::TOK_PRE))),
-        }
-        // Sizes first: building the BPE tables costs ~100 bytes per token and per merge, so an
-        // absurd vocabulary is refused before anything is built from it.
-        let (max_vocab, max_merges) = vocab_limits();
-        for (key, max) in [
-            (keys::TOK_TOKENS, max_vocab),
-            (keys::TOK_MERGES, max_merges),
-        ] {
-            if let Some(len) = f.get(key).and_then(|v| v.as_array()).map(|a| a.len()) {
-                if len > max {
-                    return Err(err(format!(
-                        "tokenizer vocabulary too large: {key} has {len} entries, above the limit \
-                         of {max} (set MLLAMA_MAX_VOCAB to raise it)"
-                    )));
-                }
-            }
-        }
+        // 1. Kind: byte-level BPE with the Llama 3 pre-tokenizer.
+        gguf_check_kind(f)?;
+        // 2. Sizes first: building the BPE tables costs ~100 bytes per token and per merge, so an
+        //    absurd vocabulary is refused before anything is built from it.
+        gguf_check_sizes(f)?;
+        // 3. Tokens, their kinds and the merges.
         let tokens = string_array(f, keys::TOK_TOKENS)?
-            .ok_or_else(|| err(format!("no tokenizer: {} is missing", keys::TOK_TOKENS)))?;
+            .ok_or_else(|| gguf_err(f, format!("no tokenizer: {} is missing", keys::TOK_TOKENS)))?;
         let n = tokens.len();
         if n == 0 || n > u32::MAX as usize {
-            return Err(err(format!("{} has {n} entries", keys::TOK_TOKENS)));
+            return Err(gguf_err(f, format!("{} has {n} entries", keys::TOK_TOKENS)));
         }
-        let types = f
-            .get(keys::TOK_TOKEN_TYPE)
-            .ok_or_else(|| err(format!("{} is missing", keys::TOK_TOKEN_TYPE)))?
-            .as_array()
-            .and_then(|a| a.to_i64_vec())
-            .ok_or_else(|| err(format!("{} is not an integer array", keys::TOK_TOKEN_TYPE)))?;
-        if types.len() != n {
-            return Err(err(format!(
-                "{} has {} entries but {} has {n}",
-                keys::TOK_TOKEN_TYPE,
-                types.len(),
-                keys::TOK_TOKENS
-            )));
-        }
-        let kinds = types
-            .iter()
-            .enumerate()
-            .map(|(id, &t)| {
-                match t as i32 {
-                    _ if t != t as i32 as i64 => None,
-                    keys::token_type::NORMAL
-                    | keys::token_type::UNKNOWN
-                    | keys::token_type::BYTE => Some(TokenKind::Normal),
-                    keys::token_type::CONTROL => Some(TokenKind::Control),
-                    keys::token_type::USER_DEFINED => Some(TokenKind::UserDefined),
-                    keys::token_type::UNUSED => Some(TokenKind::Unused),
-                    _ => None,
-                }
-                .ok_or_else(|| {
-                    err(format!(
-                        "{}[{id}] = {t} is not a valid ggml token type",
-                        keys::TOK_TOKEN_TYPE
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let kinds = gguf_token_kinds(f, n)?;
         let merges = string_array(f, keys::TOK_MERGES)?
-            .ok_or_else(|| err(format!("{} is missing", keys::TOK_MERGES)))?;
+            .ok_or_else(|| gguf_err(f, format!("{} is missing", keys::TOK_MERGES)))?;
         let ignore_merges = match f.get(TOK_IGNORE_MERGES) {
             None => true,
             Some(v) => v
                 .as_bool()
-                .ok_or_else(|| err(format!("{TOK_IGNORE_MERGES} is not a bool")))?,
+                .ok_or_else(|| gguf_err(f, format!("{TOK_IGNORE_MERGES} is not a bool")))?,
         };
-
-        let id = |key: &str| -> Result<Option<u32>, Error> {
-            match f.get(key) {
-                None => Ok(None),
-                Some(v) => match v.as_u64() {
-                    Some(i) if (i as usize) < n => Ok(Some(i as u32)),
-                    _ => Err(err(format!(
-                        "{key} = {v:?} is not a token id (vocabulary has {n} tokens)"
-                    ))),
-                },
-            }
-        };
-        let bos = id(keys::TOK_BOS)?;
-        let mut gen_eos = None;
-        if let Some(v) = f.get(&eos_ids_key) {
-            let ids = v
-                .as_array()
-                .and_then(|a| a.to_i64_vec())
-                .ok_or_else(|| err(format!("{} is not an integer array", eos_ids_key)))?;
-            let mut list = Vec::with_capacity(ids.len());
-            for i in ids {
-                if i < 0 || i as usize >= n {
-                    return Err(err(format!(
-                        "{} contains {i}, not a token id (vocabulary has {n} tokens)",
-                        eos_ids_key
-                    )));
-                }
-                list.push(i as u32);
-            }
-            gen_eos = Some(list);
-        }
-        let add_bos_token = match f.get(keys::TOK_ADD_BOS) {
-            None => bos.is_some(),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| err(format!("{} is not a bool", keys::TOK_ADD_BOS)))?,
-        };
-        if add_bos_token && bos.is_none() {
-            return Err(err(format!(
-                "{} is true but {} is missing",
-                keys::TOK_ADD_BOS,
-                keys::TOK_BOS
-            )));
-        }
-        if f.get(keys::TOK_ADD_EOS).and_then(Value::as_bool) == Some(true) {
-            return Err(err(format!(
-                "{} = true is not supported (Llama 3 tokenizers never append EOS)",
-                keys::TOK_ADD_EOS
-            )));
-        }
-        let chat_template = match f.get(keys::TOK_CHAT_TEMPLATE) {
-            None => None,
-            Some(v) => Some(
-                v.as_str()
-                    .ok_or_else(|| err(format!("{} is not a string", keys::TOK_CHAT_TEMPLATE)))?
-                    .to_owned(),
-            ),
-        };
-        let specials = Specials {
-            bos,
-            eos: id(keys::TOK_EOS)?,
-            eot: id(keys::TOK_EOT)?,
-            eom: id(keys::TOK_EOM)?,
-            pad: id(keys::TOK_PAD)?,
-            image: id(&keys::image_token_index(arch))?,
-            gen_eos,
-            add_bos_token,
-            chat_template,
-        };
-
-        // BPE vocabulary: every token that has one (special tokens included, so that the added
-        // vocabulary below finds their ids in the model instead of assigning new ones).
-        // The two halves are independent: build them on two threads (they are about a third of
-        // the build time; the rest is the BPE builder itself).
-        let build_vocab = || -> Result<Vocab, Error> {
-            let mut vocab = Vocab::default();
-            vocab.reserve(n);
-            for (i, (t, k)) in tokens.iter().zip(&kinds).enumerate() {
-                if *k == TokenKind::Unused {
-                    continue;
-                }
-                if let Some(prev) = vocab.insert(t.clone(), i as u32) {
-                    return Err(err(format!(
-                        "{}: token {t:?} appears twice (ids {prev} and {i})",
-                        keys::TOK_TOKENS
-                    )));
-                }
-            }
-            Ok(vocab)
-        };
-        let build_pairs = || -> Result<Vec<(String, String)>, Error> {
-            let mut pairs = Vec::with_capacity(merges.len());
-            for (rank, m) in merges.iter().enumerate() {
-                match m.split_once(' ') {
-                    Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
-                        pairs.push((a.to_owned(), b.to_owned()))
-                    }
-                    _ => {
-                        return Err(err(format!(
-                            "{}[{rank}] = {m:?} is not \"left right\"",
-                            keys::TOK_MERGES
-                        )))
-                    }
-                }
-            }
-            Ok(pairs)
-        };
-        let (vocab, pairs) = rayon::join(build_vocab, build_pairs);
-        let (vocab, pairs) = (vocab?, pairs?);
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, pairs)
-            .ignore_merges(ignore_merges)
-            .build()
-            .map_err(|e| err(format!("cannot build the BPE model: {e}")))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let split = Split::new(
-            SplitPattern::Regex(LLAMA3_REGEX.into()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| {
-            err(format!(
-                "cannot compile the Llama 3 pre-tokenizer regex: {e}"
-            ))
-        })?;
-        inner.with_pre_tokenizer(Some(Sequence::new(vec![
-            split.into(),
-            ByteLevel::new(false, true, false).into(),
-        ])));
-        inner.with_decoder(Some(ByteLevel::default()));
-        let added = |kind: TokenKind, special: bool| {
-            tokens
-                .iter()
-                .zip(&kinds)
-                .filter(move |(_, k)| **k == kind)
-                .map(move |(t, _)| AddedToken::from(t.clone(), special))
-                .collect::<Vec<_>>()
-        };
-        inner
-            .add_special_tokens(added(TokenKind::Control, true))
-            .map_err(|e| err(format!("cannot register the special tokens: {e}")))?;
-        inner
-            .add_tokens(added(TokenKind::UserDefined, false))
-            .map_err(|e| err(format!("cannot register the user-defined tokens: {e}")))?;
+        // 4. Special ids, flags and the chat template.
+        let specials = gguf_specials(f, arch, n)?;
+        // 5. The BPE model, then the tokenizer around it (pre-tokenizer, decoder, added tokens).
+        let bpe = gguf_bpe(f, tokens, &kinds, merges, ignore_merges)?;
+        let inner = gguf_wrap_bpe(f, bpe, tokens, &kinds)?;
         Self::assemble(inner, tokens.to_vec(), kinds, specials)
-            .map_err(|m| err(format!("tokenizer: {m}")))
+            .map_err(|m| gguf_err(f, format!("tokenizer: {m}")))
     }
 
     /// Load an HF `tokenizer.json` (byte-level BPE with a `ByteLevel` decoder, as in Llama 3).
@@ -642,7 +435,7 @@ impl Tokenizer {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] naming the first id at or above [`vocab_size`](Tokenizer::vocab_size).
+    /// [`Error::BadArgument`] naming the first id at or above [`vocab_size`](Tokenizer::vocab_size).
     ///
     /// ```
     /// # fn main() -> Result<(), mllama::Error> {
@@ -652,7 +445,8 @@ impl Tokenizer {
     /// let ids = tok.encode("<|begin_of_text|>Hello, world!", false)?;
     /// assert_eq!(tok.decode(&ids, false)?, "<|begin_of_text|>Hello, world!");
     /// assert_eq!(tok.decode(&ids, true)?, "Hello, world!"); // special tokens skipped
-    /// assert!(tok.decode(&[u32::MAX], false).is_err());
+    /// let err = tok.decode(&[u32::MAX], false).unwrap_err();
+    /// assert!(matches!(err, mllama::Error::BadArgument { name: "token id", .. }));
     /// # Ok(())
     /// # }
     /// ```
@@ -679,10 +473,13 @@ impl Tokenizer {
         out: &mut Vec<u8>,
     ) -> Result<(), Error> {
         let Some(kind) = self.kinds.get(id as usize) else {
-            return Err(Error::Invalid(format!(
-                "token id {id} is outside the vocabulary ({} tokens)",
-                self.tokens.len()
-            )));
+            return Err(Error::bad_argument(
+                "token id",
+                format!(
+                    "token id {id} is outside the vocabulary ({} tokens)",
+                    self.tokens.len()
+                ),
+            ));
         };
         match kind {
             TokenKind::Unused => {}
@@ -924,6 +721,298 @@ fn string_array<'a>(f: &'a GgufFile, key: &str) -> Result<Option<&'a [String]>, 
                 msg: format!("{key} is not a string array"),
             }),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The steps of `Tokenizer::from_gguf`.
+
+/// An [`Error::Model`] naming the GGUF file.
+fn gguf_err(f: &GgufFile, msg: String) -> Error {
+    Error::Model {
+        path: f.path().to_path_buf(),
+        msg,
+    }
+}
+
+/// Step 1: only byte-level BPE (`"gpt2"`) with the Llama 3 pre-tokenizer is supported
+/// ([`Error::Unsupported`] for another one).
+fn gguf_check_kind(f: &GgufFile) -> Result<(), Error> {
+    let model = f.get(keys::TOK_MODEL).ok_or_else(|| {
+        gguf_err(
+            f,
+            format!("no tokenizer: metadata key {} is missing", keys::TOK_MODEL),
+        )
+    })?;
+    let model = model
+        .as_str()
+        .ok_or_else(|| gguf_err(f, format!("{} is not a string", keys::TOK_MODEL)))?;
+    let unsupported = |what: &str, msg: String| Error::Unsupported {
+        what: what.to_string(),
+        why: format!("{}: {msg}", f.path().display()),
+    };
+    if model != "gpt2" {
+        return Err(unsupported(
+            model,
+            format!(
+                "{} = {model:?}: only byte-level BPE (\"gpt2\", Llama 3) tokenizers are supported",
+                keys::TOK_MODEL
+            ),
+        ));
+    }
+    match f.get(keys::TOK_PRE).map(|v| v.as_str()) {
+        None | Some(Some("llama-bpe" | "llama3" | "llama-v3")) => Ok(()),
+        Some(Some(p)) => Err(unsupported(
+            p,
+            format!(
+                "{} = {p:?}: only the Llama 3 pre-tokenizer (\"llama-bpe\") is supported",
+                keys::TOK_PRE
+            ),
+        )),
+        Some(None) => Err(gguf_err(f, format!("{} is not a string", keys::TOK_PRE))),
+    }
+}
+
+/// Step 2: the token and merge counts against [`vocab_limits`] ([`Error::LimitExceeded`]).
+fn gguf_check_sizes(f: &GgufFile) -> Result<(), Error> {
+    let (max_vocab, max_merges) = vocab_limits();
+    for (key, max) in [
+        (keys::TOK_TOKENS, max_vocab),
+        (keys::TOK_MERGES, max_merges),
+    ] {
+        if let Some(len) = f.get(key).and_then(|v| v.as_array()).map(|a| a.len()) {
+            if len > max {
+                return Err(Error::LimitExceeded {
+                    input: f.path().display().to_string(),
+                    limit: crate::Limit::Vocabulary,
+                    value: len as u64,
+                    max: max as u64,
+                    msg: format!(
+                        "tokenizer vocabulary too large: {key} has {len} entries, above the limit \
+                         of {max} (set {} to raise it)",
+                        crate::Limit::Vocabulary.setting()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Step 3: the kind of each of the `n` tokens, from `tokenizer.ggml.token_type`.
+fn gguf_token_kinds(f: &GgufFile, n: usize) -> Result<Vec<TokenKind>, Error> {
+    let types = f
+        .get(keys::TOK_TOKEN_TYPE)
+        .ok_or_else(|| gguf_err(f, format!("{} is missing", keys::TOK_TOKEN_TYPE)))?
+        .as_array()
+        .and_then(|a| a.to_i64_vec())
+        .ok_or_else(|| {
+            gguf_err(
+                f,
+                format!("{} is not an integer array", keys::TOK_TOKEN_TYPE),
+            )
+        })?;
+    if types.len() != n {
+        return Err(gguf_err(
+            f,
+            format!(
+                "{} has {} entries but {} has {n}",
+                keys::TOK_TOKEN_TYPE,
+                types.len(),
+                keys::TOK_TOKENS
+            ),
+        ));
+    }
+    let invalid = |id: usize, t: i64| {
+        let key = keys::TOK_TOKEN_TYPE;
+        gguf_err(
+            f,
+            format!("{key}[{id}] = {t} is not a valid ggml token type"),
+        )
+    };
+    let checked = |(id, &t): (usize, &i64)| token_kind(t).ok_or_else(|| invalid(id, t));
+    types.iter().enumerate().map(checked).collect()
+}
+
+/// The kind of a ggml token type id (`None` for an id ggml does not define).
+fn token_kind(t: i64) -> Option<TokenKind> {
+    match t as i32 {
+        _ if t != t as i32 as i64 => None,
+        keys::token_type::NORMAL | keys::token_type::UNKNOWN | keys::token_type::BYTE => {
+            Some(TokenKind::Normal)
+        }
+        keys::token_type::CONTROL => Some(TokenKind::Control),
+        keys::token_type::USER_DEFINED => Some(TokenKind::UserDefined),
+        keys::token_type::UNUSED => Some(TokenKind::Unused),
+        _ => None,
+    }
+}
+
+/// The token id stored under `key` (`None` when absent), checked against the `n` tokens.
+fn gguf_token_id(f: &GgufFile, key: &str, n: usize) -> Result<Option<u32>, Error> {
+    match f.get(key) {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(i) if (i as usize) < n => Ok(Some(i as u32)),
+            _ => Err(gguf_err(
+                f,
+                format!("{key} = {v:?} is not a token id (vocabulary has {n} tokens)"),
+            )),
+        },
+    }
+}
+
+/// The generation config's end-of-sequence ids under `key` (`None` when absent).
+fn gguf_gen_eos(f: &GgufFile, key: &str, n: usize) -> Result<Option<Vec<u32>>, Error> {
+    let Some(v) = f.get(key) else {
+        return Ok(None);
+    };
+    let ids = v
+        .as_array()
+        .and_then(|a| a.to_i64_vec())
+        .ok_or_else(|| gguf_err(f, format!("{key} is not an integer array")))?;
+    let check = |i: i64| {
+        if i < 0 || i as usize >= n {
+            let msg = format!("{key} contains {i}, not a token id (vocabulary has {n} tokens)");
+            return Err(gguf_err(f, msg));
+        }
+        Ok(i as u32)
+    };
+    ids.into_iter()
+        .map(check)
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+/// Step 4: special ids, the BOS / EOS flags and the chat template.
+fn gguf_specials(f: &GgufFile, arch: &str, n: usize) -> Result<Specials, Error> {
+    let id = |key: &str| gguf_token_id(f, key, n);
+    let bos = id(keys::TOK_BOS)?;
+    let add_bos_token = match f.get(keys::TOK_ADD_BOS) {
+        None => bos.is_some(),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| gguf_err(f, format!("{} is not a bool", keys::TOK_ADD_BOS)))?,
+    };
+    let (add_bos, add_eos, bos_key) = (keys::TOK_ADD_BOS, keys::TOK_ADD_EOS, keys::TOK_BOS);
+    if add_bos_token && bos.is_none() {
+        let msg = format!("{add_bos} is true but {bos_key} is missing");
+        return Err(gguf_err(f, msg));
+    }
+    if f.get(add_eos).and_then(Value::as_bool) == Some(true) {
+        let msg =
+            format!("{add_eos} = true is not supported (Llama 3 tokenizers never append EOS)");
+        return Err(gguf_err(f, msg));
+    }
+    let chat_template =
+        match f.get(keys::TOK_CHAT_TEMPLATE) {
+            None => None,
+            Some(v) => Some(v.as_str().map(str::to_owned).ok_or_else(|| {
+                gguf_err(f, format!("{} is not a string", keys::TOK_CHAT_TEMPLATE))
+            })?),
+        };
+    Ok(Specials {
+        bos,
+        eos: id(keys::TOK_EOS)?,
+        eot: id(keys::TOK_EOT)?,
+        eom: id(keys::TOK_EOM)?,
+        pad: id(keys::TOK_PAD)?,
+        image: id(&keys::image_token_index(arch))?,
+        gen_eos: gguf_gen_eos(f, &keys::generation_eos_ids(arch), n)?,
+        add_bos_token,
+        chat_template,
+    })
+}
+
+/// The BPE vocabulary: every token that has one (special tokens included, so that the added
+/// vocabulary finds their ids in the model instead of assigning new ones).
+fn gguf_bpe_vocab(f: &GgufFile, tokens: &[String], kinds: &[TokenKind]) -> Result<Vocab, Error> {
+    let mut vocab = Vocab::default();
+    vocab.reserve(tokens.len());
+    for (i, (t, k)) in tokens.iter().zip(kinds).enumerate() {
+        if *k == TokenKind::Unused {
+            continue;
+        }
+        if let Some(prev) = vocab.insert(t.clone(), i as u32) {
+            let key = keys::TOK_TOKENS;
+            let msg = format!("{key}: token {t:?} appears twice (ids {prev} and {i})");
+            return Err(gguf_err(f, msg));
+        }
+    }
+    Ok(vocab)
+}
+
+/// The BPE merges as (left, right) pairs, in rank order.
+fn gguf_bpe_pairs(f: &GgufFile, merges: &[String]) -> Result<Vec<(String, String)>, Error> {
+    let pair = |(rank, m): (usize, &String)| match m.split_once(' ') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
+            Ok((a.to_owned(), b.to_owned()))
+        }
+        _ => Err(gguf_err(
+            f,
+            format!("{}[{rank}] = {m:?} is not \"left right\"", keys::TOK_MERGES),
+        )),
+    };
+    merges.iter().enumerate().map(pair).collect()
+}
+
+/// Step 5: the BPE model. The vocabulary and the merges are independent: they are built on two
+/// threads (about a third of the build time; the rest is the BPE builder itself).
+fn gguf_bpe(
+    f: &GgufFile,
+    tokens: &[String],
+    kinds: &[TokenKind],
+    merges: &[String],
+    ignore_merges: bool,
+) -> Result<BPE, Error> {
+    let (vocab, pairs) = rayon::join(
+        || gguf_bpe_vocab(f, tokens, kinds),
+        || gguf_bpe_pairs(f, merges),
+    );
+    BPE::builder()
+        .vocab_and_merges(vocab?, pairs?)
+        .ignore_merges(ignore_merges)
+        .build()
+        .map_err(|e| gguf_err(f, format!("cannot build the BPE model: {e}")))
+}
+
+/// Step 6: the tokenizer around `bpe`: Llama 3 pre-tokenizer, byte-level decoder, and the
+/// control (special) and user-defined tokens as added tokens.
+fn gguf_wrap_bpe(
+    f: &GgufFile,
+    bpe: BPE,
+    tokens: &[String],
+    kinds: &[TokenKind],
+) -> Result<tokenizers::Tokenizer, Error> {
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let split = Split::new(
+        SplitPattern::Regex(LLAMA3_REGEX.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| {
+        gguf_err(
+            f,
+            format!("cannot compile the Llama 3 pre-tokenizer regex: {e}"),
+        )
+    })?;
+    inner.with_pre_tokenizer(Some(Sequence::new(vec![
+        split.into(),
+        ByteLevel::new(false, true, false).into(),
+    ])));
+    inner.with_decoder(Some(ByteLevel::default()));
+    let added = |kind: TokenKind, special: bool| {
+        let of_kind = tokens.iter().zip(kinds).filter(move |(_, k)| **k == kind);
+        of_kind
+            .map(|(t, _)| AddedToken::from(t.clone(), special))
+            .collect::<Vec<_>>()
+    };
+    inner
+        .add_special_tokens(added(TokenKind::Control, true))
+        .map_err(|e| gguf_err(f, format!("cannot register the special tokens: {e}")))?;
+    inner
+        .add_tokens(added(TokenKind::UserDefined, false))
+        .map_err(|e| gguf_err(f, format!("cannot register the user-defined tokens: {e}")))?;
+    Ok(inner)
 }
 
 /// The BOS id the post-processor of an HF `tokenizer.json` prepends (None if it adds nothing).

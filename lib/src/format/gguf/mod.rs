@@ -704,7 +704,7 @@ impl<'a> TensorView<'a> {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] for a type [`dequantize`](crate::quant::dequantize) does not support
+    /// [`Error::Unsupported`] for a type [`dequantize`](crate::quant::dequantize) does not support
     /// (only F32, F16, BF16, Q8_0 and Q4_0 are).
     pub fn to_f32_vec(&self) -> Result<Vec<f32>, Error> {
         let n = self.info.n_elements() as usize;

@@ -200,6 +200,288 @@ fn positive(m: &Meta<'_>, what: &str, v: usize) -> Result<usize, Error> {
     Ok(v)
 }
 
+// ---------------------------------------------------------------------------------------------
+// The steps of `ModelConfig::from_gguf`.
+
+/// `general.architecture` must be `mllama` ([`Error::Unsupported`] naming the file otherwise).
+fn check_architecture(m: &Meta<'_>) -> Result<(), Error> {
+    let arch = m.str_or("general.architecture", "")?;
+    if arch == keys::ARCH {
+        return Ok(());
+    }
+    let what = if arch.is_empty() {
+        "has no general.architecture".to_string()
+    } else {
+        format!("is a {arch:?} model")
+    };
+    Err(Error::Unsupported {
+        why: format!(
+            "{}: {what}, not Llama 3.2 Vision (architecture \"mllama\")",
+            m.path.display()
+        ),
+        what: arch,
+    })
+}
+
+/// The text decoder's attention sizes: (hidden, heads, kv heads, head dimension), checked to fit.
+fn text_attention_dims(m: &Meta<'_>) -> Result<(usize, usize, usize, usize), Error> {
+    let hidden = positive(m, "embedding_length", m.usize(keys::EMBEDDING_LENGTH)?)?;
+    let n_heads = positive(m, "attention.head_count", m.usize(keys::HEAD_COUNT)?)?;
+    let n_kv_heads = positive(
+        m,
+        "attention.head_count_kv",
+        m.usize_or(keys::HEAD_COUNT_KV, n_heads)?,
+    )?;
+    if n_heads % n_kv_heads != 0 {
+        return Err(m.err(format!(
+            "{n_heads} attention heads are not a multiple of {n_kv_heads} kv heads"
+        )));
+    }
+    let head_dim = m.usize_or(keys::KEY_LENGTH, hidden / n_heads)?;
+    if head_dim == 0 || head_dim % 2 != 0 || head_dim * n_heads != hidden {
+        return Err(m.err(format!(
+            "head dimension {head_dim} × {n_heads} heads does not make hidden size {hidden}"
+        )));
+    }
+    Ok((hidden, n_heads, n_kv_heads, head_dim))
+}
+
+/// The text decoder (`mllama.*` keys).
+fn text_config(m: &Meta<'_>) -> Result<TextConfig, Error> {
+    let (hidden, n_heads, n_kv_heads, head_dim) = text_attention_dims(m)?;
+    let n_layers = positive(m, "block_count", m.usize(keys::BLOCK_COUNT)?)?;
+    let mut cross_layers = Vec::new();
+    for l in m.list(keys::CROSS_ATTENTION_LAYERS)? {
+        if l < 0 || l as usize >= n_layers {
+            return Err(m.err(format!(
+                "cross-attention layer {l} is out of range (block_count {n_layers})"
+            )));
+        }
+        cross_layers.push(l as usize);
+    }
+    let vocab_size = positive(m, "vocab_size", m.usize(keys::VOCAB_SIZE)?)?;
+    let ffn = m.usize(keys::FEED_FORWARD_LENGTH)?;
+    Ok(TextConfig {
+        vocab_size,
+        embedding_rows: m.usize_or(keys::EMBEDDING_ROWS, vocab_size + 8)?,
+        hidden,
+        n_layers,
+        ffn: positive(m, "feed_forward_length", ffn)?,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        rms_eps: m.f32_or(keys::RMS_EPS, 1e-5)?,
+        rope_theta: m.f32_or(keys::ROPE_FREQ_BASE, 500000.0)?,
+        cross_layers,
+        context_length: m.usize_or(keys::CONTEXT_LENGTH, 131072)?,
+        image_token: m.usize(keys::IMAGE_TOKEN_INDEX)? as u32,
+    })
+}
+
+/// The vision layers whose outputs are tapped, each below `n_local`.
+fn vision_taps(m: &Meta<'_>, n_local: usize) -> Result<Vec<usize>, Error> {
+    let mut taps = Vec::new();
+    for t in m.list(keys::V_INTERMEDIATE_LAYERS)? {
+        if t < 0 || t as usize >= n_local {
+            return Err(m.err(format!(
+                "vision intermediate layer {t} is out of range ({n_local} layers)"
+            )));
+        }
+        taps.push(t as usize);
+    }
+    Ok(taps)
+}
+
+/// The vision tower's image geometry: (image size, patch size, max tiles).
+fn vision_geometry(m: &Meta<'_>) -> Result<(usize, usize, usize), Error> {
+    let image_size = positive(m, "vision.image_size", m.usize(keys::V_IMAGE_SIZE)?)?;
+    let patch_size = positive(m, "vision.patch_size", m.usize(keys::V_PATCH_SIZE)?)?;
+    if image_size % patch_size != 0 {
+        return Err(m.err(format!(
+            "image size {image_size} is not a multiple of patch size {patch_size}"
+        )));
+    }
+    let max_tiles = m.usize_or(keys::V_MAX_NUM_TILES, 4)?;
+    let max_tiles = positive(m, "vision.max_num_tiles", max_tiles)?;
+    Ok((image_size, patch_size, max_tiles))
+}
+
+/// The vision tower (`mllama.vision.*` keys).
+fn vision_config(m: &Meta<'_>) -> Result<VisionConfig, Error> {
+    let vh = positive(
+        m,
+        "vision.embedding_length",
+        m.usize(keys::V_EMBEDDING_LENGTH)?,
+    )?;
+    let vheads = positive(
+        m,
+        "vision.attention.head_count",
+        m.usize(keys::V_HEAD_COUNT)?,
+    )?;
+    if vh % vheads != 0 {
+        return Err(m.err(format!(
+            "vision hidden size {vh} is not a multiple of {vheads} heads"
+        )));
+    }
+    let n_local = m.usize(keys::V_BLOCK_COUNT)?;
+    let taps = vision_taps(m, n_local)?;
+    let (image_size, patch_size, max_tiles) = vision_geometry(m)?;
+    let ffn = m.usize(keys::V_FEED_FORWARD_LENGTH)?;
+    let vision = VisionConfig {
+        hidden: vh,
+        n_heads: vheads,
+        ffn: positive(m, "vision.feed_forward_length", ffn)?,
+        n_local,
+        n_global: m.usize(keys::V_GLOBAL_BLOCK_COUNT)?,
+        output_dim: vh * (1 + taps.len()),
+        taps,
+        eps: m.f32_or(keys::V_LN_EPS, 1e-5)?,
+        image_size,
+        patch_size,
+        max_tiles,
+        channels: m.usize_or(keys::V_NUM_CHANNELS, 3)?,
+    };
+    check_vision(m, &vision)?;
+    Ok(vision)
+}
+
+/// RGB input, and the file's `vision.output_dim` (if any) equal to hidden × (1 + taps).
+fn check_vision(m: &Meta<'_>, vision: &VisionConfig) -> Result<(), Error> {
+    if vision.channels != 3 {
+        let c = vision.channels;
+        return Err(m.err(format!("{c} image channels: only RGB (3) is supported")));
+    }
+    if let Ok(d) = m.usize(keys::V_OUTPUT_DIM) {
+        if d != vision.output_dim {
+            let (vh, n) = (vision.hidden, vision.taps.len());
+            return Err(m.err(format!(
+                "vision output_dim {d} != hidden {vh} × (1 + {n} taps)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A 3-value list (per-channel mean or std), `default` when absent.
+fn channel_triple(m: &Meta<'_>, key: &str, default: [f32; 3]) -> Result<[f32; 3], Error> {
+    match m.f32_list(key)? {
+        None => Ok(default),
+        Some(v) if v.len() == 3 => Ok([v[0], v[1], v[2]]),
+        Some(v) => Err(m.err(format!(
+            "metadata key {key}: expected 3 values, found {}",
+            v.len()
+        ))),
+    }
+}
+
+/// The supported (tiles high, tiles wide) arrangements: the file's list, or every arrangement of
+/// at most `max_tiles` tiles.
+fn aspect_ratios(m: &Meta<'_>, max_tiles: usize) -> Result<Vec<(usize, usize)>, Error> {
+    if m.f.get(keys::P_SUPPORTED_ASPECT_RATIOS).is_none() {
+        let all = (1..=max_tiles).flat_map(|h| (1..=max_tiles).map(move |w| (h, w)));
+        return Ok(all.filter(|&(h, w)| h * w <= max_tiles).collect());
+    }
+    let flat = m.list(keys::P_SUPPORTED_ASPECT_RATIOS)?;
+    if flat.len() % 2 != 0 || flat.iter().any(|&x| x <= 0) {
+        return Err(m.err("supported_aspect_ratios must be positive (h, w) pairs"));
+    }
+    let r: Vec<(usize, usize)> = flat
+        .chunks(2)
+        .map(|p| (p[0] as usize, p[1] as usize))
+        .collect();
+    if let Some(&(h, w)) = r.iter().find(|&&(h, w)| h * w > max_tiles) {
+        return Err(m.err(format!(
+            "aspect ratio {h}×{w} needs more than {max_tiles} tiles"
+        )));
+    }
+    Ok(r)
+}
+
+/// Preprocessing: CLIP constants unless the file says otherwise (the class defaults of HF differ,
+/// but every released checkpoint uses these).
+fn preprocess_config(
+    m: &Meta<'_>,
+    image_size: usize,
+    max_tiles: usize,
+) -> Result<crate::models::mllama::preprocess::PreprocessConfig, Error> {
+    #[allow(clippy::excessive_precision)]
+    let (mean, std) = (
+        [0.48145466, 0.4578275, 0.40821073],
+        [0.26862954, 0.26130258, 0.27577711],
+    );
+    let preprocess = crate::models::mllama::preprocess::PreprocessConfig {
+        tile_size: image_size,
+        max_tiles,
+        mean: channel_triple(m, keys::P_IMAGE_MEAN, mean)?,
+        std: channel_triple(m, keys::P_IMAGE_STD, std)?,
+        rescale_factor: m.f32_or(keys::P_RESCALE_FACTOR, 1.0 / 255.0)?,
+        supported_aspect_ratios: aspect_ratios(m, max_tiles)?,
+    };
+    preprocess.validate().map_err(|e| m.err(e.to_string()))?;
+    Ok(preprocess)
+}
+
+/// A convention key's value (`default` when absent), one of `allowed`.
+fn convention(m: &Meta<'_>, key: &str, default: &str, allowed: &[&str]) -> Result<String, Error> {
+    let v = m.str_or(key, default)?;
+    if !allowed.contains(&v.as_str()) {
+        return Err(m.err(format!("{key} = {v:?}: expected one of {allowed:?}")));
+    }
+    Ok(v)
+}
+
+/// How gates and q/k rows are stored (`mllama.convention.*`, Ollama's when absent).
+fn conventions(m: &Meta<'_>) -> Result<Conventions, Error> {
+    let gates = ["raw", "tanh"];
+    let qk = ["ggml", "hf"];
+    let vision_gates = convention(
+        m,
+        keys::CONV_VISION_GATES,
+        keys::OLLAMA_VISION_GATES,
+        &gates,
+    )?;
+    let cross_gates = convention(m, keys::CONV_CROSS_GATES, keys::OLLAMA_CROSS_GATES, &gates)?;
+    let self_qk = convention(m, keys::CONV_SELF_QK, keys::OLLAMA_SELF_QK, &qk)?;
+    let cross_qk = convention(m, keys::CONV_CROSS_QK, keys::OLLAMA_CROSS_QK, &qk)?;
+    Ok(Conventions {
+        vision_gates_tanh: vision_gates == "tanh",
+        cross_gates_tanh: cross_gates == "tanh",
+        self_qk: if self_qk == "ggml" {
+            RopePairs::Adjacent
+        } else {
+            RopePairs::Half
+        },
+        cross_qk_permuted: cross_qk == "ggml",
+    })
+}
+
+/// Generation defaults (`mllama.generation.*`); values of the wrong type are ignored.
+fn generation_defaults(f: &GgufFile) -> GenerationDefaults {
+    let eos_ids = f
+        .get(keys::G_EOS_IDS)
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.to_i64_vec())
+        .map(|v| {
+            v.into_iter()
+                .filter(|&x| x >= 0)
+                .map(|x| x as u32)
+                .collect()
+        })
+        .unwrap_or_default();
+    let f32_key = |key: &str| f.get(key).and_then(Value::as_f64).map(|x| x as f32);
+    GenerationDefaults {
+        do_sample: f.get(keys::G_DO_SAMPLE).and_then(Value::as_bool),
+        temperature: f32_key(keys::G_TEMPERATURE),
+        top_p: f32_key(keys::G_TOP_P),
+        top_k: f
+            .get(keys::G_TOP_K)
+            .and_then(Value::as_i64)
+            .filter(|&x| x > 0)
+            .map(|x| x as usize),
+        eos_ids,
+    }
+}
+
 impl ModelConfig {
     /// Read and validate the configuration from a GGUF's metadata (no tensors are touched).
     /// Optional keys take the Llama 3.2 Vision defaults; files without `mllama.convention.*`
@@ -207,8 +489,8 @@ impl ModelConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::Model`] naming the key if `general.architecture` is not `mllama`, a required key
-    /// is missing or has the wrong type, or the values are inconsistent (heads not dividing the
+    /// [`Error::Unsupported`] if `general.architecture` is not `mllama`; [`Error::Model`] naming
+    /// the key if a required key is missing or has the wrong type, or the values are inconsistent (heads not dividing the
     /// hidden size, a layer index out of range, an aspect ratio needing more than `max_tiles`
     /// tiles, ...).
     ///
@@ -227,247 +509,12 @@ impl ModelConfig {
     /// ```
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig, Error> {
         let m = Meta { f, path: f.path() };
-        let arch = m.str_or("general.architecture", "")?;
-        if arch != keys::ARCH {
-            let what = if arch.is_empty() {
-                "has no general.architecture".to_string()
-            } else {
-                format!("is a {arch:?} model")
-            };
-            return Err(m.err(format!(
-                "{what}, not Llama 3.2 Vision (architecture \"mllama\")"
-            )));
-        }
-
-        let hidden = positive(&m, "embedding_length", m.usize(keys::EMBEDDING_LENGTH)?)?;
-        let n_heads = positive(&m, "attention.head_count", m.usize(keys::HEAD_COUNT)?)?;
-        let n_kv_heads = positive(
-            &m,
-            "attention.head_count_kv",
-            m.usize_or(keys::HEAD_COUNT_KV, n_heads)?,
-        )?;
-        if n_heads % n_kv_heads != 0 {
-            return Err(m.err(format!(
-                "{n_heads} attention heads are not a multiple of {n_kv_heads} kv heads"
-            )));
-        }
-        let head_dim = m.usize_or(keys::KEY_LENGTH, hidden / n_heads)?;
-        if head_dim == 0 || head_dim % 2 != 0 || head_dim * n_heads != hidden {
-            return Err(m.err(format!(
-                "head dimension {head_dim} × {n_heads} heads does not make hidden size {hidden}"
-            )));
-        }
-        let n_layers = positive(&m, "block_count", m.usize(keys::BLOCK_COUNT)?)?;
-        let mut cross_layers = Vec::new();
-        for l in m.list(keys::CROSS_ATTENTION_LAYERS)? {
-            if l < 0 || l as usize >= n_layers {
-                return Err(m.err(format!(
-                    "cross-attention layer {l} is out of range (block_count {n_layers})"
-                )));
-            }
-            cross_layers.push(l as usize);
-        }
-        let vocab_size = positive(&m, "vocab_size", m.usize(keys::VOCAB_SIZE)?)?;
-        let image_token = m.usize(keys::IMAGE_TOKEN_INDEX)? as u32;
-        let text = TextConfig {
-            vocab_size,
-            embedding_rows: m.usize_or(keys::EMBEDDING_ROWS, vocab_size + 8)?,
-            hidden,
-            n_layers,
-            ffn: positive(
-                &m,
-                "feed_forward_length",
-                m.usize(keys::FEED_FORWARD_LENGTH)?,
-            )?,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-            rms_eps: m.f32_or(keys::RMS_EPS, 1e-5)?,
-            rope_theta: m.f32_or(keys::ROPE_FREQ_BASE, 500000.0)?,
-            cross_layers,
-            context_length: m.usize_or(keys::CONTEXT_LENGTH, 131072)?,
-            image_token,
-        };
-
-        let vh = positive(
-            &m,
-            "vision.embedding_length",
-            m.usize(keys::V_EMBEDDING_LENGTH)?,
-        )?;
-        let vheads = positive(
-            &m,
-            "vision.attention.head_count",
-            m.usize(keys::V_HEAD_COUNT)?,
-        )?;
-        if vh % vheads != 0 {
-            return Err(m.err(format!(
-                "vision hidden size {vh} is not a multiple of {vheads} heads"
-            )));
-        }
-        let n_local = m.usize(keys::V_BLOCK_COUNT)?;
-        let mut taps = Vec::new();
-        for t in m.list(keys::V_INTERMEDIATE_LAYERS)? {
-            if t < 0 || t as usize >= n_local {
-                return Err(m.err(format!(
-                    "vision intermediate layer {t} is out of range ({n_local} layers)"
-                )));
-            }
-            taps.push(t as usize);
-        }
-        let image_size = positive(&m, "vision.image_size", m.usize(keys::V_IMAGE_SIZE)?)?;
-        let patch_size = positive(&m, "vision.patch_size", m.usize(keys::V_PATCH_SIZE)?)?;
-        if image_size % patch_size != 0 {
-            return Err(m.err(format!(
-                "image size {image_size} is not a multiple of patch size {patch_size}"
-            )));
-        }
-        let max_tiles = positive(
-            &m,
-            "vision.max_num_tiles",
-            m.usize_or(keys::V_MAX_NUM_TILES, 4)?,
-        )?;
-        let vision = VisionConfig {
-            hidden: vh,
-            n_heads: vheads,
-            ffn: positive(
-                &m,
-                "vision.feed_forward_length",
-                m.usize(keys::V_FEED_FORWARD_LENGTH)?,
-            )?,
-            n_local,
-            n_global: m.usize(keys::V_GLOBAL_BLOCK_COUNT)?,
-            output_dim: vh * (1 + taps.len()),
-            taps,
-            eps: m.f32_or(keys::V_LN_EPS, 1e-5)?,
-            image_size,
-            patch_size,
-            max_tiles,
-            channels: m.usize_or(keys::V_NUM_CHANNELS, 3)?,
-        };
-        if vision.channels != 3 {
-            return Err(m.err(format!(
-                "{} image channels: only RGB (3) is supported",
-                vision.channels
-            )));
-        }
-        if let Ok(d) = m.usize(keys::V_OUTPUT_DIM) {
-            if d != vision.output_dim {
-                return Err(m.err(format!(
-                    "vision output_dim {d} != hidden {vh} × (1 + {} taps)",
-                    vision.taps.len()
-                )));
-            }
-        }
-
-        // Preprocessing: CLIP constants unless the file says otherwise (the class defaults of HF
-        // differ, but every released checkpoint uses these).
-        let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3], Error> {
-            match m.f32_list(key)? {
-                None => Ok(default),
-                Some(v) if v.len() == 3 => Ok([v[0], v[1], v[2]]),
-                Some(v) => Err(m.err(format!(
-                    "metadata key {key}: expected 3 values, found {}",
-                    v.len()
-                ))),
-            }
-        };
-        let ratios = match m.f.get(keys::P_SUPPORTED_ASPECT_RATIOS) {
-            None => {
-                let mut r = Vec::new();
-                for h in 1..=max_tiles {
-                    for w in 1..=max_tiles {
-                        if h * w <= max_tiles {
-                            r.push((h, w));
-                        }
-                    }
-                }
-                r
-            }
-            Some(_) => {
-                let flat = m.list(keys::P_SUPPORTED_ASPECT_RATIOS)?;
-                if flat.len() % 2 != 0 || flat.iter().any(|&x| x <= 0) {
-                    return Err(m.err("supported_aspect_ratios must be positive (h, w) pairs"));
-                }
-                let r: Vec<(usize, usize)> = flat
-                    .chunks(2)
-                    .map(|p| (p[0] as usize, p[1] as usize))
-                    .collect();
-                if let Some(&(h, w)) = r.iter().find(|&&(h, w)| h * w > max_tiles) {
-                    return Err(m.err(format!(
-                        "aspect ratio {h}×{w} needs more than {max_tiles} tiles"
-                    )));
-                }
-                r
-            }
-        };
-        #[allow(clippy::excessive_precision)]
-        let preprocess = crate::models::mllama::preprocess::PreprocessConfig {
-            tile_size: image_size,
-            max_tiles,
-            mean: triple(keys::P_IMAGE_MEAN, [0.48145466, 0.4578275, 0.40821073])?,
-            std: triple(keys::P_IMAGE_STD, [0.26862954, 0.26130258, 0.27577711])?,
-            rescale_factor: m.f32_or(keys::P_RESCALE_FACTOR, 1.0 / 255.0)?,
-            supported_aspect_ratios: ratios,
-        };
-        preprocess.validate().map_err(|e| m.err(e.to_string()))?;
-
-        let conv = |key: &str, default: &str, allowed: &[&str]| -> Result<String, Error> {
-            let v = m.str_or(key, default)?;
-            if !allowed.contains(&v.as_str()) {
-                return Err(m.err(format!("{key} = {v:?}: expected one of {allowed:?}")));
-            }
-            Ok(v)
-        };
-        let conventions = Conventions {
-            vision_gates_tanh: conv(
-                keys::CONV_VISION_GATES,
-                keys::OLLAMA_VISION_GATES,
-                &["raw", "tanh"],
-            )? == "tanh",
-            cross_gates_tanh: conv(
-                keys::CONV_CROSS_GATES,
-                keys::OLLAMA_CROSS_GATES,
-                &["raw", "tanh"],
-            )? == "tanh",
-            self_qk: if conv(keys::CONV_SELF_QK, keys::OLLAMA_SELF_QK, &["ggml", "hf"])? == "ggml" {
-                RopePairs::Adjacent
-            } else {
-                RopePairs::Half
-            },
-            cross_qk_permuted: conv(keys::CONV_CROSS_QK, keys::OLLAMA_CROSS_QK, &["ggml", "hf"])?
-                == "ggml",
-        };
-
-        let eos_ids = match f.get(keys::G_EOS_IDS) {
-            Some(v) => v
-                .as_array()
-                .and_then(|a| a.to_i64_vec())
-                .map(|v| {
-                    v.into_iter()
-                        .filter(|&x| x >= 0)
-                        .map(|x| x as u32)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let generation = GenerationDefaults {
-            do_sample: f.get(keys::G_DO_SAMPLE).and_then(Value::as_bool),
-            temperature: f
-                .get(keys::G_TEMPERATURE)
-                .and_then(Value::as_f64)
-                .map(|x| x as f32),
-            top_p: f
-                .get(keys::G_TOP_P)
-                .and_then(Value::as_f64)
-                .map(|x| x as f32),
-            top_k: f
-                .get(keys::G_TOP_K)
-                .and_then(Value::as_i64)
-                .filter(|&x| x > 0)
-                .map(|x| x as usize),
-            eos_ids,
-        };
+        check_architecture(&m)?;
+        let text = text_config(&m)?;
+        let vision = vision_config(&m)?;
+        let preprocess = preprocess_config(&m, vision.image_size, vision.max_tiles)?;
+        let conventions = conventions(&m)?;
+        let generation = generation_defaults(f);
         Ok(ModelConfig {
             text,
             vision,

@@ -173,8 +173,9 @@ impl ImageCache {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] when the bytes are not a supported image, exceed `limits`, or cannot be
-    /// preprocessed; the message starts with `name`.
+    /// [`Error::BadImage`] when the bytes are not a supported image, [`Error::LimitExceeded`] when
+    /// they exceed `limits` (the message starts with `name`); [`Error::BadArgument`] when the
+    /// model's preprocessing config is unusable.
     pub fn get_or_encode(
         &self,
         model: &Model,
@@ -187,10 +188,7 @@ impl ImageCache {
         if let Some(im) = self.get(&key) {
             return Ok((im, true));
         }
-        let img = image::decode_image(bytes, limits).map_err(|e| match e {
-            Error::Invalid(m) => Error::Invalid(format!("{name}: {m}")),
-            other => other,
-        })?;
+        let img = image::decode_image(bytes, limits).map_err(|e| e.for_input(name))?;
         let pre = preprocess::preprocess(&img, &model.cfg.preprocess)?;
         let im = Arc::new(model.encode_image(&pre, taps));
         self.insert(key, Arc::clone(&im));

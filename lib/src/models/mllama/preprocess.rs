@@ -92,7 +92,12 @@ impl PreprocessConfig {
     /// Check that the parameters are usable (non-zero sizes, every arrangement fits in `max_tiles`,
     /// finite non-zero std, ...).
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: String| Err(Error::Invalid(format!("preprocessing config: {m}")));
+        let bad = |m: String| {
+            Err(Error::bad_argument(
+                "PreprocessConfig",
+                format!("preprocessing config: {m}"),
+            ))
+        };
         if self.tile_size == 0 || self.tile_size > 8192 {
             return bad(format!("tile_size {} is not in 1..=8192", self.tile_size));
         }
@@ -167,9 +172,10 @@ pub struct TilePlan {
 pub fn plan_tiles(width: usize, height: usize, cfg: &PreprocessConfig) -> Result<TilePlan, Error> {
     cfg.validate()?;
     if width == 0 || height == 0 {
-        return Err(Error::Invalid(format!(
-            "image has an empty size ({width}x{height} pixels)"
-        )));
+        return Err(Error::bad_argument(
+            "width, height",
+            format!("image has an empty size ({width}x{height} pixels)"),
+        ));
     }
     let tile = cfg.tile_size;
     let scales: Vec<f64> = cfg
@@ -297,26 +303,30 @@ pub fn normalize_and_tile(
     cfg.validate()?;
     let (rh, rw) = (resized.height as usize, resized.width as usize);
     if (rh, rw) != plan.resized_hw || resized.data.len() != rh * rw * 3 {
-        return Err(Error::Invalid(format!(
-            "resized image is {rw}x{rh} ({} bytes), the plan expects {}x{}",
-            resized.data.len(),
-            plan.resized_hw.1,
-            plan.resized_hw.0
-        )));
+        return Err(Error::bad_argument(
+            "resized",
+            format!(
+                "resized image is {rw}x{rh} ({} bytes), the plan expects {}x{}",
+                resized.data.len(),
+                plan.resized_hw.1,
+                plan.resized_hw.0
+            ),
+        ));
     }
     if rh > plan.canvas_hw.0 || rw > plan.canvas_hw.1 {
-        return Err(Error::Invalid(
-            "resized image is larger than the canvas".into(),
+        return Err(Error::bad_argument(
+            "plan",
+            "resized image is larger than the canvas",
         ));
     }
     let tile = cfg.tile_size;
     let (th, tw) = plan.tiles_hw;
     let num_tiles = th * tw;
     if num_tiles > cfg.max_tiles {
-        return Err(Error::Invalid(format!(
-            "{num_tiles} tiles do not fit in {} slots",
-            cfg.max_tiles
-        )));
+        return Err(Error::bad_argument(
+            "plan",
+            format!("{num_tiles} tiles do not fit in {} slots", cfg.max_tiles),
+        ));
     }
     let lut = normalization_lut(cfg);
     let mut out = vec![0f32; cfg.max_tiles * 3 * tile * tile];
@@ -352,7 +362,8 @@ pub fn normalize_and_tile(
 ///
 /// # Errors
 ///
-/// [`Error::Invalid`] if `cfg` fails [`PreprocessConfig::validate`] or the image has a zero size.
+/// [`Error::BadArgument`] if `cfg` fails [`PreprocessConfig::validate`] or the image has a zero
+/// size.
 ///
 /// ```
 /// use std::path::Path;
@@ -481,6 +492,16 @@ mod tests {
         let mut cfg = PreprocessConfig::llama32_vision();
         cfg.supported_aspect_ratios.push((3, 3));
         let img = RgbImage::new(1, 1, vec![0; 3]).unwrap();
-        assert!(preprocess(&img, &cfg).is_err());
+        let e = preprocess(&img, &cfg).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::BadArgument {
+                    name: "PreprocessConfig",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 }

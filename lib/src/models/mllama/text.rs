@@ -252,15 +252,18 @@ impl TextModel {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] for an id at or above `embedding_rows`.
+    /// [`Error::BadArgument`] for an id at or above `embedding_rows`.
     pub fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<(), Error> {
         let h = self.cfg.hidden;
         for (t, row) in tokens.iter().zip(out.chunks_exact_mut(h)) {
             if *t as usize >= self.cfg.embedding_rows {
-                return Err(Error::Invalid(format!(
-                    "token id {t} is outside the {}-row embedding table",
-                    self.cfg.embedding_rows
-                )));
+                return Err(Error::bad_argument(
+                    "token id",
+                    format!(
+                        "token id {t} is outside the {}-row embedding table",
+                        self.cfg.embedding_rows
+                    ),
+                ));
             }
             self.embed.row_to_f32(*t as usize, row);
         }
@@ -298,7 +301,7 @@ impl TextModel {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if `kv.len + n` exceeds the cache's context.
+    /// [`Error::ContextFull`] if `kv.len + n` exceeds the cache's context.
     pub fn forward(
         &self,
         x: &mut [f32],
@@ -309,11 +312,11 @@ impl TextModel {
     ) -> Result<(), Error> {
         let pos0 = kv.len;
         if pos0 + n > kv.ctx {
-            return Err(Error::Invalid(format!(
-                "context full: {} tokens do not fit in the {}-token context",
-                pos0 + n,
-                kv.ctx
-            )));
+            return Err(Error::ContextFull {
+                needed: pos0 + n,
+                context: kv.ctx,
+                setting: "the ctx of KvCache::new",
+            });
         }
         ws.ensure(n, &self.cfg);
         for layer in &self.layers {
