@@ -9,7 +9,9 @@ use std::sync::Arc;
 use mllama::{Model, SamplingParams, Session, SessionOptions};
 
 fn demo(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/demo").join(file)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models/demo")
+        .join(file)
 }
 
 fn opts() -> SessionOptions {
@@ -62,7 +64,10 @@ fn sessions_move_between_threads_and_answer_alike() {
     let mut back = HashMap::new();
     for w in workers {
         let (i, got, s) = w.join().expect("worker thread");
-        assert_eq!(got, want[i], "session {i} answered differently on another thread");
+        assert_eq!(
+            got, want[i],
+            "session {i} answered differently on another thread"
+        );
         back.insert(i, s);
     }
     // The sessions came back with their conversation and still share the one model.
@@ -95,6 +100,9 @@ fn image_timings_go_to_the_session_that_encoded_it() {
     })
     .join()
     .expect("worker thread");
-    assert_eq!((second.stats().encoded.len(), second.stats().cache_hits), (0, 1));
+    assert_eq!(
+        (second.stats().encoded.len(), second.stats().cache_hits),
+        (0, 1)
+    );
     assert_eq!(model.image_cache.usage().0, 1);
 }
