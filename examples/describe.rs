@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_or("What is in this picture?", |s| s.as_str());
 
     let model = Model::load(model)?;
-    let mut chat = Session::new(&model, SessionOptions::default())?;
+    let mut chat = Session::new(model, SessionOptions::default())?;
     chat.add_image(image)?;
     chat.push_user(question)?;
     let greedy = SamplingParams::default();

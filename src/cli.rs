@@ -190,7 +190,7 @@ fn emit(s: &str) -> Result<(), Error> {
 }
 
 /// Generate one answer, streaming it to stdout.
-fn answer(s: &mut Session<'_>, p: &SamplingParams, max: usize) -> Result<String, Error> {
+fn answer(s: &mut Session, p: &SamplingParams, max: usize) -> Result<String, Error> {
     CANCEL.store(false, Ordering::SeqCst);
     GENERATING.store(true, Ordering::SeqCst);
     let result = (|| {
@@ -206,11 +206,14 @@ fn answer(s: &mut Session<'_>, p: &SamplingParams, max: usize) -> Result<String,
     result
 }
 
-fn print_stats(s: &Session<'_>, load_s: f64) {
+fn print_stats(s: &Session, load_s: f64) {
     let st = s.stats();
     let mut l = vec![format!("load {:.2} s", load_s)];
-    for (i, v) in st.vision_s.iter().enumerate() {
-        l.push(format!("image {i}: vision tower + projector {:.2} s", v));
+    for (i, e) in st.encoded.iter().enumerate() {
+        l.push(format!(
+            "image {i}: vision tower + projector {:.2} s",
+            e.vision_s
+        ));
     }
     if st.cache_hits > 0 {
         l.push(format!(
@@ -281,7 +284,7 @@ pub fn run(
     if prompt.trim().is_empty() {
         return Err(Error::Invalid("the prompt is empty".into()));
     }
-    let mut s = Session::new(&model, args.options())?;
+    let mut s = Session::new(model, args.options())?;
     if let Some(sys) = &system {
         s.push_system(sys)?;
     }
@@ -316,7 +319,7 @@ Ctrl-C stops the answer being written.";
 pub fn chat(model: Option<PathBuf>, system: Option<String>, args: GenArgs) -> Result<(), Error> {
     let (model, load_s, _) = load(model, &args)?;
     let params = args.sampling(&model)?;
-    let mut s = Session::new(&model, args.options())?;
+    let mut s = Session::new(model, args.options())?;
     if let Some(sys) = &system {
         s.push_system(sys)?;
     }

@@ -27,43 +27,21 @@ struct Case {
     json: serde_json::Value,
 }
 
+/// Every fixture case, sorted and asserted to be the expected set ([`fixture_cases`]).
 fn cases() -> Vec<Case> {
-    let mut out = Vec::new();
-    let mut roots = vec![fixtures().join("models")];
-    let shared = root().join("../shared/fixtures");
-    if shared.join("tiny-mllama/model/config.json").exists() {
-        roots.push(shared);
-    }
-    for r in roots {
-        let mut models: Vec<PathBuf> = std::fs::read_dir(&r)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .collect();
-        models.sort();
-        for m in models {
-            if !m.join("model/config.json").exists() {
-                continue;
+    fixture_cases()
+        .into_iter()
+        .map(|c| {
+            let path = c.dir.join("case.json");
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            Case {
+                json: serde_json::from_str(&text).unwrap(),
+                model_dir: c.model_dir,
+                dir: c.dir,
             }
-            let mut dirs: Vec<PathBuf> = std::fs::read_dir(m.join("cases"))
-                .unwrap()
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .collect();
-            dirs.sort();
-            for dir in dirs {
-                let json: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap())
-                        .unwrap();
-                out.push(Case {
-                    model_dir: m.join("model"),
-                    dir,
-                    json,
-                });
-            }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 fn run_case(c: &Case, gguf: &Path, out: &Path, extra: &[&str]) -> (bool, String) {

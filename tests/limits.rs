@@ -352,13 +352,13 @@ fn model_file_and_directory_are_left_untouched() {
 #[test]
 fn library_errors_name_the_session_options() {
     use mllama::{Model, Session, SessionOptions};
-    let model = Model::load(demo()).unwrap();
+    let model = std::sync::Arc::new(Model::load(demo()).unwrap());
     let opts = SessionOptions {
         ctx: Some(131072),
         max_memory: Some(16 << 20),
         ..Default::default()
     };
-    let err = Session::new(&model, opts).err().expect("a 16 MiB budget");
+    let err = Session::new(model.clone(), opts).err().expect("a 16 MiB budget");
     match &err {
         mllama::Error::KvMemory {
             ctx,
@@ -382,7 +382,7 @@ fn library_errors_name_the_session_options() {
     }
     let mut opts = SessionOptions::default();
     opts.image_limits.max_bytes = 100;
-    let mut s = Session::new(&model, opts).unwrap();
+    let mut s = Session::new(model, opts).unwrap();
     let err = s
         .add_image(root().join("models/demo/example.jpg"))
         .expect_err("a 100-byte image limit");

@@ -9,56 +9,25 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 use mllama::engine::sequence::Sequence;
 use mllama::models::mllama::{Model, Semantics, TapConvention};
 use mllama::text::sampling::argmax;
 
-struct Case {
-    model_dir: PathBuf,
-    dir: PathBuf,
+use std::collections::HashMap;
+
+type Case = FixtureCase;
+
+/// Every fixture case, sorted, and exactly the expected set ([`fixture_cases`]).
+fn cases() -> Vec<Case> {
+    fixture_cases()
 }
 
-fn cases() -> Vec<Case> {
-    let mut out = Vec::new();
-    let mut roots = vec![fixtures().join("models")];
-    let shared = root().join("../shared/fixtures");
-    if shared.join("tiny-mllama/model/config.json").exists() {
-        roots.push(shared);
-    }
-    for r in roots {
-        for m in std::fs::read_dir(&r)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-        {
-            let model_dir = m.join("model");
-            if !model_dir.join("config.json").exists() {
-                continue;
-            }
-            let mut dirs: Vec<PathBuf> = std::fs::read_dir(m.join("cases"))
-                .unwrap()
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.join("reference.safetensors").exists())
-                .collect();
-            dirs.sort();
-            for dir in dirs {
-                out.push(Case {
-                    model_dir: model_dir.clone(),
-                    dir,
-                });
-            }
-        }
-    }
-    assert!(
-        out.len() >= 9,
-        "expected the fixture cases, found {}",
-        out.len()
-    );
-    out
+/// A reference tensor that must be present (the panic names the case and key).
+fn tensor<'a>(reference: &'a HashMap<String, T>, key: &str, case: &str) -> &'a T {
+    reference
+        .get(key)
+        .unwrap_or_else(|| panic!("{case}: reference has no {key}"))
 }
 
 struct Outputs {
@@ -69,12 +38,7 @@ struct Outputs {
     step_logits: Vec<Vec<f32>>,
 }
 
-fn run(
-    model: &Model,
-    reference: &std::collections::HashMap<String, T>,
-    sem: Semantics,
-    n_new: usize,
-) -> Outputs {
+fn run(model: &Model, reference: &HashMap<String, T>, sem: Semantics, n_new: usize) -> Outputs {
     run_forced(model, reference, sem, n_new, None)
 }
 
@@ -82,7 +46,7 @@ fn run(
 /// step is judged on the reference prefix.
 fn run_forced(
     model: &Model,
-    reference: &std::collections::HashMap<String, T>,
+    reference: &HashMap<String, T>,
     sem: Semantics,
     n_new: usize,
     forced: Option<&[i64]>,
@@ -131,35 +95,25 @@ fn run_forced(
 }
 
 /// Reference top-k logits of each greedy step vs ours at the same ids.
-fn step_diff(
-    reference: &std::collections::HashMap<String, T>,
-    prefix: &str,
-    ours: &[Vec<f32>],
-) -> f32 {
+fn step_diff(reference: &HashMap<String, T>, prefix: &str, ours: &[Vec<f32>]) -> f32 {
     let ids = &reference[&format!("{prefix}greedy_step_topk_ids")];
     let lg = &reference[&format!("{prefix}greedy_step_topk_logits")];
     let k = ids.shape[1];
-    let mut worst = 0f32;
+    assert_eq!(ids.shape[0], ours.len(), "{prefix}greedy steps");
+    assert_eq!(lg.f.len(), ids.i.len(), "{prefix}top-k logits and ids");
+    let mut diffs = Vec::with_capacity(ids.i.len());
     for (s, row) in ours.iter().enumerate() {
+        assert_finite(row, &format!("{prefix}step {s} logits"));
         for j in 0..k {
             let id = ids.i[s * k + j] as usize;
-            worst = worst.max((row[id] - lg.f[s * k + j]).abs());
+            diffs.push((row[id] - lg.f[s * k + j]).abs());
         }
     }
-    worst
+    worst(diffs)
 }
 
 fn name(c: &Case) -> String {
-    format!(
-        "{}/{}",
-        c.model_dir
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy(),
-        c.dir.file_name().unwrap().to_string_lossy()
-    )
+    c.name.clone()
 }
 
 fn check_exact(ty: &str) {
@@ -184,12 +138,20 @@ fn check_exact(ty: &str) {
             "{name} {ty}: greedy step logits max abs diff {ds}"
         );
         let (mut dv, mut dc) = (0f32, 0f32);
-        if let Some(vs) = reference.get("vision_states") {
-            let per = vs.f.len() / out.features.len();
-            for (i, f) in out.features.iter().enumerate() {
-                dv = dv.max(max_abs_diff(f, &vs.f[i * per..(i + 1) * per]));
-            }
-            dc = max_abs_diff(&out.states, &reference["cross_attention_states"].f);
+        // Every image case is checked through the vision tower (a case without an image has
+        // none of these references).
+        assert_eq!(
+            reference.contains_key("pixel_values"),
+            reference.contains_key("vision_states"),
+            "{name}: pixel_values and vision_states go together"
+        );
+        if reference.contains_key("pixel_values") {
+            let vs = tensor(&reference, "vision_states", &name);
+            let n_img = reference["pixel_values"].shape[1];
+            assert_eq!(out.features.len(), n_img, "{name}: images run");
+            dv = max_abs_diff(&out.features.concat(), &vs.f);
+            let cs = tensor(&reference, "cross_attention_states", &name);
+            dc = max_abs_diff(&out.states, &cs.f);
             assert!(dv <= 1e-4, "{name} {ty}: vision_states max abs diff {dv}");
             assert!(
                 dc <= 1e-4,
@@ -208,13 +170,15 @@ fn check_exact(ty: &str) {
             );
             let v = model.text.cfg.vocab_size;
             let last = &meta.logits[meta.logits.len() - v..];
-            let dm = max_abs_diff(last, &reference["meta_rowmask.logits_last"].f);
+            let ml = tensor(&reference, "meta_rowmask.logits_last", &name);
+            let dm = max_abs_diff(last, &ml.f);
             assert!(
                 dm <= 1e-4,
                 "{name} {ty}: meta_rowmask.logits_last max abs diff {dm}"
             );
             assert_eq!(
-                meta.greedy, reference["meta_rowmask.greedy_ids"].i,
+                meta.greedy,
+                tensor(&reference, "meta_rowmask.greedy_ids", &name).i,
                 "{name} {ty}: meta greedy ids"
             );
             let dms = step_diff(&reference, "meta_rowmask.", &meta.step_logits);
@@ -292,7 +256,7 @@ fn layer_output_taps_match_hf5() {
     // `TapConvention::LayerOutput` (`--vision-taps output`, HF transformers 5.x) against the
     // `output_taps.*` references, made by the same generator without its layer-input patch. Every
     // image case of the in-repo fixtures has them; the default (layer input) must differ.
-    let mut checked = 0;
+    let mut checked = Vec::new();
     let sem = Semantics {
         taps: TapConvention::LayerOutput,
         ..Default::default()
@@ -300,8 +264,10 @@ fn layer_output_taps_match_hf5() {
     for c in cases() {
         let reference = load_safetensors(&c.dir.join("reference.safetensors"));
         if !reference.contains_key("output_taps.logits") {
+            // Only text-only cases and the shared fixtures (made before output_taps existed) lack
+            // them; the count below pins the rest.
             assert!(
-                !reference.contains_key("pixel_values") || c.dir.starts_with(root().join("..")),
+                !reference.contains_key("pixel_values") || !c.in_repo,
                 "{}: in-repo image case without output_taps references",
                 name(&c)
             );
@@ -313,15 +279,17 @@ fn layer_output_taps_match_hf5() {
         let name = name(&c);
         let dl = max_abs_diff(&out.logits, &reference["output_taps.logits"].f);
         assert!(dl <= 1e-4, "{name}: output-taps logits max abs diff {dl}");
-        let vs = &reference["output_taps.vision_states"];
-        let per = vs.f.len() / out.features.len();
-        for (i, f) in out.features.iter().enumerate() {
-            let dv = max_abs_diff(f, &vs.f[i * per..(i + 1) * per]);
-            assert!(dv <= 1e-4, "{name}: output-taps vision_states {dv}");
-        }
+        let vs = tensor(&reference, "output_taps.vision_states", &name);
+        assert_eq!(
+            out.features.len(),
+            reference["pixel_values"].shape[1],
+            "{name}: images run"
+        );
+        let dv = max_abs_diff(&out.features.concat(), &vs.f);
+        assert!(dv <= 1e-4, "{name}: output-taps vision_states {dv}");
         let dc = max_abs_diff(
             &out.states,
-            &reference["output_taps.cross_attention_states"].f,
+            &tensor(&reference, "output_taps.cross_attention_states", &name).f,
         );
         assert!(dc <= 1e-4, "{name}: output-taps cross states {dc}");
         assert_eq!(&out.greedy, want, "{name}: output-taps greedy ids");
@@ -333,10 +301,15 @@ fn layer_output_taps_match_hf5() {
             d > 1e-2,
             "{name}: tap conventions gave the same logits ({d})"
         );
-        checked += 1;
+        checked.push(name);
     }
-    assert!(
-        checked >= 7,
-        "only {checked} cases had output_taps references"
+    // Exactly the in-repo image cases.
+    let want: Vec<&str> = IN_REPO_CASES
+        .into_iter()
+        .filter(|c| !IN_REPO_TEXT_ONLY.contains(c))
+        .collect();
+    assert_eq!(
+        checked, want,
+        "cases checked against output_taps references"
     );
 }

@@ -11,7 +11,7 @@
 //! # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
 //! // The tiny random-weight demo model shipped in the repository (paths relative to its root).
 //! let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-//! let mut chat = Session::new(&model, SessionOptions::default())?;
+//! let mut chat = Session::new(model, SessionOptions::default())?;
 //! chat.add_image("models/demo/example.jpg")?;
 //! chat.push_user("What is in this picture?")?;
 //! for piece in chat.generate(&SamplingParams::default(), 16, None)? {

@@ -35,7 +35,8 @@
 //! # }
 //! ```
 
-use std::ops::Range;
+use std::ops::{Deref, Range};
+use std::sync::Arc;
 
 use crate::models::mllama::text::{CrossCache, KvCache, Workspace};
 use crate::models::mllama::vision::VisionOutput;
@@ -82,8 +83,12 @@ pub fn image_ranges(tokens: &[u32], image_token: u32) -> Vec<Range<usize>> {
 
 /// One sequence of tokens with its caches: the self-attention [`KvCache`] (allocated for the
 /// whole context at creation) and the [`CrossCache`] of attached images.
-pub struct Sequence<'m> {
-    model: &'m Model,
+///
+/// `M` is how the sequence holds its [`Model`]: any pointer to one, e.g. `&Model` (a sequence
+/// that lives inside the model's scope, as in the benchmarks) or `Arc<Model>` (the default: an
+/// owned, `Send` sequence, as inside a [`Session`](crate::Session)).
+pub struct Sequence<M: Deref<Target = Model> = Arc<Model>> {
+    model: M,
     sem: Semantics,
     tokens: Vec<u32>,
     kv: KvCache,
@@ -97,16 +102,17 @@ pub struct Sequence<'m> {
     ranges: Vec<Range<usize>>,
 }
 
-impl<'m> Sequence<'m> {
+impl<M: Deref<Target = Model>> Sequence<M> {
     /// An empty sequence with room for `ctx` tokens, run with the numerics of `sem`. Allocates
     /// the KV cache now ([`KvCache::bytes_for`] bytes).
-    pub fn new(model: &'m Model, ctx: usize, sem: Semantics) -> Self {
+    pub fn new(model: M, ctx: usize, sem: Semantics) -> Self {
+        let half = sem.cache.half(&model.text);
         Sequence {
+            kv: KvCache::new(&model.text, ctx, half),
+            cross: CrossCache::with_precision(&model.text, half),
             model,
             sem,
             tokens: Vec::with_capacity(ctx),
-            kv: KvCache::new(&model.text, ctx, sem.cache.half(&model.text)),
-            cross: CrossCache::with_precision(&model.text, sem.cache.half(&model.text)),
             ws: Workspace::new(),
             x: Vec::new(),
             logits: Vec::new(),
@@ -175,6 +181,11 @@ impl<'m> Sequence<'m> {
         self.ranges = image_ranges(&self.tokens, self.model.text.cfg.image_token);
     }
 
+    /// The model this sequence runs.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
     /// The semantics this sequence runs with.
     pub fn semantics(&self) -> Semantics {
         self.sem
@@ -197,7 +208,7 @@ impl<'m> Sequence<'m> {
     /// [`Error::BadArgument`] if an id is outside the embedding table (then the sequence must be
     /// discarded or [truncated](Sequence::truncate) to its previous length).
     pub fn feed(&mut self, tokens: &[u32], all_logits: bool) -> Result<&[f32], Error> {
-        let model = self.model;
+        let model = &*self.model;
         let c = &model.text.cfg;
         let n = tokens.len();
         if n == 0 {

@@ -8,7 +8,8 @@
 //! # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
 //! // The tiny demo model shipped in the repository (random weights: the answer is gibberish).
 //! let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-//! let mut chat = Session::new(&model, SessionOptions::default())?;
+//! // The session takes the model (or an `Arc<Model>` to share it; see Threads below).
+//! let mut chat = Session::new(model, SessionOptions::default())?;
 //! chat.add_image("models/demo/example.jpg")?;
 //! chat.push_user("What is in this picture?")?;
 //! for piece in chat.generate(&SamplingParams::default(), 8, None)? {
@@ -29,10 +30,32 @@
 //! work again in any session of the process. A session keeps the self-attention KV cache of the
 //! conversation and only processes what a new turn adds.
 //!
-//! ## Threads
+//! ## Threads and ownership
 //!
-//! A [`Model`] is shared by reference (`&Model` is `Send + Sync`); each thread runs its own
-//! [`Session`]. Matrix products and attention run on rayon's global thread pool.
+//! A session owns its model through an [`Arc<Model>`](Arc): pass the [`Model`] itself for a
+//! single conversation, or wrap it once in an `Arc` and give every session a clone. A [`Model`] is
+//! `Send + Sync` and a [`Session`] is `Send` and `'static`, so a server can keep sessions in a
+//! map, hand them to worker threads, and run many conversations on one copy of the weights (and
+//! one image cache). Matrix products and attention run on rayon's global thread pool.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mllama::{Model, SamplingParams, Session, SessionOptions};
+//!
+//! # fn main() -> Result<(), mllama::Error> {
+//! # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+//! let model = Arc::new(Model::load("models/demo/mllama-demo-q4_0.gguf")?);
+//! let mut chat = Session::new(Arc::clone(&model), SessionOptions::default())?;
+//! chat.push_user("Hello!")?;
+//! // The session moves to another thread and answers there.
+//! let worker = std::thread::spawn(move || -> Result<String, mllama::Error> {
+//!     chat.generate(&SamplingParams::default(), 4, None)?.map(|p| p.map(|p| p.text)).collect()
+//! });
+//! let answer = worker.join().expect("worker thread")?;
+//! # let _ = answer;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +64,7 @@ use std::time::Instant;
 
 use crate::engine::sequence::Sequence;
 use crate::image::ImageLimits;
-use crate::models::mllama::image_cache::EncodedImage;
+use crate::models::mllama::image_cache::{EncodeStats, EncodedImage};
 use crate::models::mllama::{Model, Semantics};
 use crate::text::chat::{user_message, ChatTemplate, Message, Part, Role};
 use crate::text::sampling::{Sampler, SamplingParams};
@@ -142,9 +165,9 @@ pub const DEFAULT_CTX_CAP: usize = 4096;
 /// The generation figures are final once the [`Generation`] is exhausted or dropped.
 #[derive(Clone, Debug, Default)]
 pub struct SessionStats {
-    /// Vision tower + projector seconds of each image encoded (not cached) by this session, in
-    /// the order the images were added.
-    pub vision_s: Vec<f64>,
+    /// Timings of each image encoded (not cached) by this session, in the order the images were
+    /// added: vision tower + projector, and cross-attention K/V.
+    pub encoded: Vec<EncodeStats>,
     /// Images found in the cache (no vision work).
     pub cache_hits: usize,
     /// Prompt tokens processed by the last generation (not reused from the KV cache).
@@ -171,7 +194,7 @@ pub struct SessionStats {
 /// # fn main() -> Result<(), mllama::Error> {
 /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
 /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-/// let mut chat = Session::new(&model, SessionOptions::default())?;
+/// let mut chat = Session::new(model, SessionOptions::default())?;
 /// chat.push_user("Hello!")?;
 /// let mut ids = Vec::new();
 /// for piece in chat.generate(&SamplingParams::default(), 4, None)? {
@@ -215,7 +238,8 @@ impl Piece {
 /// every image, so a turn that adds an image processes the whole prompt again; the images
 /// themselves come from the cache.) When the conversation outgrows the context window, the oldest
 /// user/assistant exchanges are dropped (a system message and the last message are kept). A
-/// session borrows its [`Model`]; create one per conversation (and per thread).
+/// session owns an [`Arc`] of its [`Model`] and is `Send`: create one per conversation, keep as
+/// many as needed, and move them between threads (one thread at a time uses a session).
 ///
 /// ```
 /// use mllama::{Model, SamplingParams, Session, SessionOptions};
@@ -223,7 +247,7 @@ impl Piece {
 /// # fn main() -> Result<(), mllama::Error> {
 /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
 /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-/// let mut chat = Session::new(&model, SessionOptions::default())?;
+/// let mut chat = Session::new(model, SessionOptions::default())?;
 /// let greedy = SamplingParams::default();
 ///
 /// chat.push_system("You are a terse assistant.")?;
@@ -244,8 +268,8 @@ impl Piece {
 /// # Ok(())
 /// # }
 /// ```
-pub struct Session<'m> {
-    model: &'m Model,
+pub struct Session {
+    model: Arc<Model>,
     opts: SessionOptions,
     ctx: usize,
     template: Option<ChatTemplate>,
@@ -256,14 +280,21 @@ pub struct Session<'m> {
     pending: Vec<Arc<EncodedImage>>,
     /// Raw mode: the prompt text (no chat template).
     raw: Option<String>,
-    seq: Sequence<'m>,
+    seq: Sequence<Arc<Model>>,
     /// Images attached to `seq`, in order (pointer identity).
     seq_images: Vec<Arc<EncodedImage>>,
     stats: SessionStats,
 }
 
-impl<'m> Session<'m> {
-    /// A new, empty conversation with `model`.
+// A server keeps sessions in maps and moves them between threads.
+const _: fn() = || {
+    fn send<T: Send + 'static>() {}
+    send::<Session>();
+};
+
+impl Session {
+    /// A new, empty conversation with `model`: a [`Model`] (this session then owns it) or an
+    /// `Arc<Model>` shared with other sessions.
     ///
     /// The self-attention KV cache for the whole context window is allocated now:
     /// 2 · self-attention layers · `n_kv_heads` · ctx · `head_dim` · 4 bytes (1 GiB for the 11B
@@ -277,22 +308,26 @@ impl<'m> Session<'m> {
     /// - [`Error::Template`] if the model's chat template does not compile.
     ///
     /// ```
+    /// use std::sync::Arc;
     /// use mllama::{Model, Session, SessionOptions};
     ///
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
-    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let chat = Session::new(&model, SessionOptions { ctx: Some(512), ..Default::default() })?;
+    /// let model = Arc::new(Model::load("models/demo/mllama-demo-q4_0.gguf")?);
+    /// let opts = SessionOptions { ctx: Some(512), ..Default::default() };
+    /// let chat = Session::new(Arc::clone(&model), opts)?;
     /// assert_eq!(chat.context_size(), 512);
+    /// assert!(Arc::ptr_eq(chat.model(), &model));
     ///
     /// // More than the model supports is refused.
     /// let too_long = SessionOptions { ctx: Some(1 << 30), ..Default::default() };
-    /// let err = Session::new(&model, too_long).err().unwrap();
+    /// let err = Session::new(model, too_long).err().unwrap();
     /// assert!(matches!(err, mllama::Error::BadArgument { name: "ctx", .. }));
     /// # Ok(())
     /// # }
     /// ```
-    pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Self, Error> {
+    pub fn new(model: impl Into<Arc<Model>>, opts: SessionOptions) -> Result<Self, Error> {
+        let model: Arc<Model> = model.into();
         let tok = model.tokenizer()?;
         let ctx = opts
             .ctx
@@ -308,7 +343,7 @@ impl<'m> Session<'m> {
             ));
         }
         let half = opts.semantics.cache.half(&model.text);
-        check_kv_memory(model, ctx, half, opts.max_memory)?;
+        check_kv_memory(&model, ctx, half, opts.max_memory)?;
         let template = match tok.chat_template() {
             Some(src) => {
                 let bos = tok
@@ -322,7 +357,7 @@ impl<'m> Session<'m> {
             }
             None => None,
         };
-        let seq = Sequence::new(model, ctx, opts.semantics);
+        let seq = Sequence::new(Arc::clone(&model), ctx, opts.semantics);
         Ok(Session {
             model,
             opts,
@@ -338,6 +373,11 @@ impl<'m> Session<'m> {
         })
     }
 
+    /// The model this session runs (shared with every session made from the same `Arc`).
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
     /// The context window in tokens (prompt and answers together).
     ///
     /// ```
@@ -346,7 +386,7 @@ impl<'m> Session<'m> {
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let chat = Session::new(&model, SessionOptions::default())?;
+    /// let chat = Session::new(model, SessionOptions::default())?;
     /// // The demo model supports 131072 tokens; the default caps the window.
     /// assert_eq!(chat.context_size(), DEFAULT_CTX_CAP);
     /// # Ok(())
@@ -363,7 +403,7 @@ impl<'m> Session<'m> {
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// let mut chat = Session::new(model, SessionOptions::default())?;
     /// chat.push_user("Hi")?;
     /// let n = chat.generate(&SamplingParams::default(), 4, None)?.count();
     /// let s = chat.stats();
@@ -385,7 +425,7 @@ impl<'m> Session<'m> {
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// let mut chat = Session::new(model, SessionOptions::default())?;
     /// chat.push_user("Hi")?;
     /// assert_eq!(chat.messages()[0].role, Role::User);
     /// assert_eq!(chat.messages()[0].content, vec![Part::Text { text: "Hi".into() }]);
@@ -417,7 +457,7 @@ impl<'m> Session<'m> {
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// let mut chat = Session::new(model, SessionOptions::default())?;
     /// chat.add_image("models/demo/example.jpg")?;
     /// chat.push_user("Describe this picture.")?;
     /// let answer = chat.generate(&SamplingParams::default(), 4, None)?;
@@ -452,7 +492,7 @@ impl<'m> Session<'m> {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// let mut chat = Session::new(model, SessionOptions::default())?;
     /// let bytes = std::fs::read("models/demo/example.jpg")?;
     /// chat.add_image_bytes(&bytes, "example.jpg")?;
     /// chat.push_user("What is in this picture?")?;
@@ -464,17 +504,16 @@ impl<'m> Session<'m> {
     /// # }
     /// ```
     pub fn add_image_bytes(&mut self, bytes: &[u8], name: &str) -> Result<(), Error> {
-        let (im, hit) = self.model.image_cache.get_or_encode(
-            self.model,
+        let (im, work) = self.model.image_cache.get_or_encode(
+            &self.model,
             bytes,
             name,
             self.opts.semantics.taps,
             &self.opts.image_limits,
         )?;
-        if hit {
-            self.stats.cache_hits += 1;
-        } else {
-            self.stats.vision_s.push(im.vision_s);
+        match work {
+            Some(took) => self.stats.encoded.push(took),
+            None => self.stats.cache_hits += 1,
         }
         self.pending.push(im);
         Ok(())
@@ -495,7 +534,7 @@ impl<'m> Session<'m> {
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// let mut chat = Session::new(model, SessionOptions::default())?;
     /// chat.push_user("Name three birds.")?;
     /// assert_eq!(chat.messages()[0].role, Role::User);
     ///
@@ -531,7 +570,7 @@ impl<'m> Session<'m> {
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// let mut chat = Session::new(model, SessionOptions::default())?;
     /// chat.push_system("Answer in French.")?;
     /// chat.push_user("Hello!")?;
     /// assert!(matches!(chat.push_system("Too late."), Err(mllama::Error::Conversation(_))));
@@ -563,7 +602,7 @@ impl<'m> Session<'m> {
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let mut s = Session::new(&model, SessionOptions::default())?;
+    /// let mut s = Session::new(model, SessionOptions::default())?;
     /// // With images, add them first and write one `<|image|>` per image in the prompt.
     /// s.set_raw_prompt("Once upon a time")?;
     /// let text = {
@@ -599,7 +638,7 @@ impl<'m> Session<'m> {
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// let mut chat = Session::new(model, SessionOptions::default())?;
     /// chat.push_user("Hi")?;
     /// chat.reset();
     /// assert!(chat.messages().is_empty());
@@ -612,7 +651,7 @@ impl<'m> Session<'m> {
         self.images.clear();
         self.pending.clear();
         self.raw = None;
-        self.seq = Sequence::new(self.model, self.ctx, self.opts.semantics);
+        self.seq = Sequence::new(Arc::clone(&self.model), self.ctx, self.opts.semantics);
         self.seq_images.clear();
     }
 
@@ -698,7 +737,7 @@ impl<'m> Session<'m> {
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// let mut chat = Session::new(&model, SessionOptions::default())?;
+    /// let mut chat = Session::new(model, SessionOptions::default())?;
     /// chat.push_user("Write a long story.")?;
     ///
     /// // Seeded sampling: the same seed gives the same text.
@@ -721,7 +760,7 @@ impl<'m> Session<'m> {
         params: &SamplingParams,
         max_tokens: usize,
         cancel: Option<&'s AtomicBool>,
-    ) -> Result<Generation<'s, 'm>, Error> {
+    ) -> Result<Generation<'s>, Error> {
         let sampler = Sampler::new(params.clone())?;
         if !self.pending.is_empty() {
             return Err(Error::Conversation(format!(
@@ -734,8 +773,7 @@ impl<'m> Session<'m> {
                 "nothing to answer: add a user message first".into(),
             ));
         }
-        let model: &'m Model = self.model;
-        let tok = model.tokenizer()?;
+        self.model.tokenizer()?;
         let ids = self.fit_context(max_tokens)?;
         let image_token = self.model.text.cfg.image_token;
         let n_img_tokens = ids.iter().filter(|&&t| t == image_token).count();
@@ -755,9 +793,23 @@ impl<'m> Session<'m> {
         self.stats.decode_s = 0.0;
         self.stats.context_tokens = self.seq.len();
         let room = self.ctx - self.seq.len();
+        // The generation borrows the model shared and the conversation's state mutably.
+        let Session {
+            model,
+            seq,
+            stats,
+            messages,
+            raw,
+            ..
+        } = self;
+        let model: &'s Model = model;
         Ok(Generation {
-            stream: tok.stream(true),
-            session: self,
+            stream: model.tokenizer()?.stream(true),
+            model,
+            seq,
+            stats,
+            messages,
+            raw,
             sampler,
             logits,
             pending_feed: None,
@@ -801,7 +853,7 @@ impl<'m> Session<'m> {
             }
         }
         if keep == 0 {
-            self.seq = Sequence::new(self.model, self.ctx, self.opts.semantics);
+            self.seq = Sequence::new(Arc::clone(&self.model), self.ctx, self.opts.semantics);
             self.seq_images.clear();
         } else {
             self.seq.truncate(keep);
@@ -825,17 +877,22 @@ fn read_image_file(path: &Path, limits: &ImageLimits) -> Result<Vec<u8>, Error> 
 }
 
 /// The answer being generated: an iterator of `Result<`[`Piece`]`, `[`Error`]`>`, one item per
-/// token, made by [`Session::generate`]. It borrows the session mutably.
+/// token, made by [`Session::generate`]. It borrows the session mutably (so it stays on the
+/// session's thread; the session itself can move once the generation is done).
 ///
 /// Iteration ends at an end-of-turn token, after `max_tokens`, when the cancel flag is set, or
 /// after the first error (which is returned as the last item). When the answer ends inside a
 /// multi-byte character, a last piece with id [`Piece::FLUSH`] carries the held-back bytes as
 /// U+FFFD. When the generation is exhausted or dropped, its text is added to the conversation and
 /// [`Session::stats`] are updated; dropping it early keeps the answer so far.
-pub struct Generation<'s, 'm> {
-    session: &'s mut Session<'m>,
+pub struct Generation<'s> {
+    model: &'s Model,
+    seq: &'s mut Sequence<Arc<Model>>,
+    stats: &'s mut SessionStats,
+    messages: &'s mut Vec<Message>,
+    raw: &'s mut Option<String>,
     sampler: Sampler,
-    stream: TokenStream<'m>,
+    stream: TokenStream<'s>,
     logits: Vec<f32>,
     pending_feed: Option<u32>,
     produced: usize,
@@ -846,7 +903,7 @@ pub struct Generation<'s, 'm> {
     started: Instant,
 }
 
-impl Generation<'_, '_> {
+impl Generation<'_> {
     /// The text generated so far: the concatenation of every piece returned.
     pub fn text(&self) -> &str {
         &self.text
@@ -854,16 +911,16 @@ impl Generation<'_, '_> {
 
     fn step(&mut self) -> Result<Option<Piece>, Error> {
         if let Some(t) = self.pending_feed.take() {
-            let l = self.session.seq.feed(&[t], false)?;
+            let l = self.seq.feed(&[t], false)?;
             self.logits.clear();
             self.logits.extend_from_slice(l);
         }
         if self.produced >= self.max || self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Ok(None);
         }
-        let tok = self.session.model.tokenizer()?;
-        let id = self.sampler.sample(&self.logits, self.session.seq.tokens());
-        let stop = tok.is_eos(id) || self.session.model.cfg.generation.eos_ids.contains(&id);
+        let tok = self.model.tokenizer()?;
+        let id = self.sampler.sample(&self.logits, self.seq.tokens());
+        let stop = tok.is_eos(id) || self.model.cfg.generation.eos_ids.contains(&id);
         if stop {
             return Ok(None);
         }
@@ -881,13 +938,12 @@ impl Generation<'_, '_> {
         self.done = true;
         let rest = self.stream.finish();
         self.text.push_str(&rest);
-        let s = &mut *self.session;
-        s.stats.decode_tokens = self.produced;
-        s.stats.decode_s = self.started.elapsed().as_secs_f64();
-        s.stats.context_tokens = s.seq.len();
-        match &mut s.raw {
+        self.stats.decode_tokens = self.produced;
+        self.stats.decode_s = self.started.elapsed().as_secs_f64();
+        self.stats.context_tokens = self.seq.len();
+        match &mut *self.raw {
             Some(raw) => raw.push_str(&self.text),
-            None => s.messages.push(Message {
+            None => self.messages.push(Message {
                 role: Role::Assistant,
                 content: vec![Part::Text {
                     text: self.text.clone(),
@@ -897,7 +953,7 @@ impl Generation<'_, '_> {
     }
 }
 
-impl Iterator for Generation<'_, '_> {
+impl Iterator for Generation<'_> {
     type Item = Result<Piece, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -924,7 +980,7 @@ impl Iterator for Generation<'_, '_> {
     }
 }
 
-impl Drop for Generation<'_, '_> {
+impl Drop for Generation<'_> {
     fn drop(&mut self) {
         self.finish();
     }

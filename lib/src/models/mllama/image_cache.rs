@@ -28,9 +28,17 @@ pub struct EncodedImage {
     pub tile_slots: usize,
     /// Vision tokens per tile: patches + the class token (1601 at 560-pixel tiles).
     pub tokens_per_tile: usize,
+}
+
+/// Where the time of encoding one image went: returned beside the [`EncodedImage`] by
+/// [`Model::encode_image`] and [`ImageCache::get_or_encode`] (not stored in the image, which a
+/// cache shares between sessions), and listed per image in
+/// [`SessionStats::encoded`](crate::SessionStats::encoded).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EncodeStats {
     /// Seconds spent in the vision tower + projector.
     pub vision_s: f64,
-    /// Seconds spent computing the cross-attention K/V.
+    /// Seconds spent computing the cross-attention K/V of every cross layer.
     pub cross_kv_s: f64,
 }
 
@@ -67,12 +75,12 @@ struct CacheEntry {
 /// let bytes = std::fs::read(path).map_err(|e| mllama::Error::io(path, e))?;
 /// let (taps, limits) = (TapConvention::default(), ImageLimits::default());
 ///
-/// // First use: decoded, preprocessed and run through the vision tower.
-/// let (first, cached) = model.image_cache.get_or_encode(&model, &bytes, path, taps, &limits)?;
-/// assert!(!cached);
+/// // First use: decoded, preprocessed and run through the vision tower (timed).
+/// let (first, work) = model.image_cache.get_or_encode(&model, &bytes, path, taps, &limits)?;
+/// assert!(work.is_some_and(|w| w.vision_s > 0.0));
 /// // Second use: the same K/V, no vision work.
-/// let (again, cached) = model.image_cache.get_or_encode(&model, &bytes, path, taps, &limits)?;
-/// assert!(cached && Arc::ptr_eq(&first, &again));
+/// let (again, work) = model.image_cache.get_or_encode(&model, &bytes, path, taps, &limits)?;
+/// assert!(work.is_none() && Arc::ptr_eq(&first, &again));
 /// assert_eq!(model.image_cache.usage(), (1, first.bytes()));
 ///
 /// // A bound below one image's size empties the cache; images are then used but not kept.
@@ -165,8 +173,8 @@ impl ImageCache {
 
     /// The encoded image for these bytes (an image file held in memory: PNG, JPEG, WebP, GIF or
     /// BMP): from the cache, or decoded, preprocessed with the model's settings and run through
-    /// the vision tower now (and then cached). Returns the image and whether it came from the
-    /// cache.
+    /// the vision tower now (and then cached). Returns the image and, when it was encoded now,
+    /// the timings of that work (`None`: it came from the cache).
     ///
     /// `name` labels errors (a file name); `limits` bound the decoder. Two threads that miss on
     /// the same new image at the same time both encode it.
@@ -183,15 +191,16 @@ impl ImageCache {
         name: &str,
         taps: TapConvention,
         limits: &ImageLimits,
-    ) -> Result<(Arc<EncodedImage>, bool), Error> {
+    ) -> Result<(Arc<EncodedImage>, Option<EncodeStats>), Error> {
         let key = Self::key(bytes, taps);
         if let Some(im) = self.get(&key) {
-            return Ok((im, true));
+            return Ok((im, None));
         }
         let img = image::decode_image(bytes, limits).map_err(|e| e.for_input(name))?;
         let pre = preprocess::preprocess(&img, &model.cfg.preprocess)?;
-        let im = Arc::new(model.encode_image(&pre, taps));
+        let (im, work) = model.encode_image(&pre, taps);
+        let im = Arc::new(im);
         self.insert(key, Arc::clone(&im));
-        Ok((im, false))
+        Ok((im, Some(work)))
     }
 }

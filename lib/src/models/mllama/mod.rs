@@ -226,7 +226,8 @@ impl Loader<'_> {
 }
 
 /// A loaded model: configuration, vision tower, text decoder, tokenizer, and the cache of encoded
-/// images. Share it across threads by reference (`&Model` is `Send + Sync`).
+/// images. `Model` is `Send + Sync`: share it across threads in an `Arc<Model>` (what a
+/// [`Session`](crate::Session) holds) or by reference.
 ///
 /// Weights are used in place from the memory-mapped file, so loading is fast and costs little
 /// memory beyond the file's pages; the file must not be modified while the model is alive. Run it
@@ -350,7 +351,8 @@ impl Model {
     }
 
     /// Run the vision tower on a preprocessed image and compute its cross-attention K/V for every
-    /// cross layer (all tile slots kept; sequences drop padding tiles when that is exact). This
+    /// cross layer (all tile slots kept; sequences drop padding tiles when that is exact), and
+    /// time both steps ([`EncodeStats`](crate::models::mllama::image_cache::EncodeStats)). This
     /// bypasses the [`ImageCache`](crate::ImageCache);
     /// [`Session::add_image`](crate::Session::add_image) is the usual way in.
     ///
@@ -372,7 +374,8 @@ impl Model {
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
     /// let img = load_image("models/demo/example.jpg".as_ref(), &ImageLimits::default())?;
     /// let pre = preprocess(&img, &model.cfg.preprocess)?;
-    /// let enc = model.encode_image(&pre, TapConvention::LayerOutput);
+    /// let (enc, took) = model.encode_image(&pre, TapConvention::LayerOutput);
+    /// assert!(took.vision_s > 0.0 && took.cross_kv_s > 0.0);
     ///
     /// // 640x480 → 1x2 tiles of 560 px, padded to 4 tile slots of 1601 vision tokens.
     /// assert_eq!((enc.n_tiles, enc.tile_slots, enc.tokens_per_tile), (2, 4, 1601));
@@ -386,7 +389,10 @@ impl Model {
         &self,
         pre: &crate::models::mllama::preprocess::Preprocessed,
         taps: TapConvention,
-    ) -> crate::models::mllama::image_cache::EncodedImage {
+    ) -> (
+        crate::models::mllama::image_cache::EncodedImage,
+        crate::models::mllama::image_cache::EncodeStats,
+    ) {
         let t = std::time::Instant::now();
         let out = self
             .vision
@@ -396,14 +402,17 @@ impl Model {
         let vc = &self.cfg.vision;
         let n = vc.max_tiles * vc.tokens_per_tile();
         let kv = self.text.cross_kv(&out.states, n);
-        crate::models::mllama::image_cache::EncodedImage {
+        let image = crate::models::mllama::image_cache::EncodedImage {
             kv,
             n_tiles: pre.num_tiles,
             tile_slots: vc.max_tiles,
             tokens_per_tile: vc.tokens_per_tile(),
+        };
+        let took = crate::models::mllama::image_cache::EncodeStats {
             vision_s,
             cross_kv_s: t.elapsed().as_secs_f64(),
-        }
+        };
+        (image, took)
     }
 
     /// The underlying GGUF file (metadata, tokenizer data, tensor table).
