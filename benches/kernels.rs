@@ -654,20 +654,17 @@ fn summary(filter: &[String]) {
                         let (i0, i1) = (qb * 32, ((qb + 1) * 32).min(n));
                         let qd = heads * hd;
                         with_path(path, || {
-                            mllama::kernels::attention::attend(
-                                &q[i0 * qd + h * hd..],
-                                qd,
-                                i1 - i0,
-                                &k[h * n * hd..],
-                                &v[h * n * hd..],
-                                n,
+                            let head = mllama::kernels::attention::Head {
+                                q: &q[i0 * qd + h * hd..],
+                                q_stride: qd,
+                                nq: i1 - i0,
+                                k: &k[h * n * hd..],
+                                v: &v[h * n * hd..],
+                                nk: n,
                                 hd,
                                 scale,
-                                &rows[i0..i1],
-                                tmp,
-                                hd,
-                                ws,
-                            )
+                            };
+                            mllama::kernels::attention::attend(&head, &rows[i0..i1], tmp, hd, ws)
                         });
                         for (r, row) in tmp.chunks_exact(hd).take(i1 - i0).enumerate() {
                             // SAFETY: task (h, qb) alone writes rows i0..i1 of head h, inside `out`.

@@ -634,7 +634,7 @@ fn naive_attention(
 
 #[test]
 fn attention_blocks_match_naive_softmax() {
-    use kernels::attention::{attend, AttnScratch};
+    use kernels::attention::{attend, AttnScratch, Head};
     use std::ops::Range;
     let _g = shared();
     for &(nq, nk, hd) in &[
@@ -673,20 +673,17 @@ fn attention_blocks_match_naive_softmax() {
                 let mut ws = AttnScratch::new();
                 // q rows strided (3·hd), out rows strided (2·hd), as inside a multi-head layout.
                 with_path(p, || {
-                    attend(
-                        &q,
-                        3 * hd,
+                    let head = Head {
+                        q: &q,
+                        q_stride: 3 * hd,
                         nq,
-                        &k,
-                        &v,
+                        k: &k,
+                        v: &v,
                         nk,
                         hd,
                         scale,
-                        &rows,
-                        &mut out,
-                        2 * hd,
-                        &mut ws,
-                    )
+                    };
+                    attend(&head, &rows, &mut out, 2 * hd, &mut ws)
                 });
                 for i in 0..nq {
                     let keys: Vec<usize> = rows[i].iter().flat_map(|r| r.clone()).collect();
@@ -709,7 +706,7 @@ fn attention_blocks_match_naive_softmax() {
 /// key-block size (256) and with a head size that is not a multiple of eight.
 #[test]
 fn attention_group_matches_naive_softmax() {
-    use kernels::attention::{attend_group, AttnScratch};
+    use kernels::attention::{attend_group, AttnScratch, Head};
     use std::ops::Range;
     let _g = shared();
     for &(nq, nk, hd) in &[
@@ -752,10 +749,33 @@ fn attention_group_matches_naive_softmax() {
                 let mut out = vec![f32::NAN; nq * hd];
                 let mut ws = AttnScratch::new();
                 with_path(p, || {
+                    let (q, q_stride) = (&q[..], hd);
                     if half {
-                        attend_group(&q, nq, &k16, &v16, nk, hd, scale, &keys, &mut out, &mut ws)
+                        let (k, v) = (&k16[..], &v16[..]);
+                        let head = Head {
+                            q,
+                            q_stride,
+                            nq,
+                            k,
+                            v,
+                            nk,
+                            hd,
+                            scale,
+                        };
+                        attend_group(&head, &keys, &mut out, &mut ws)
                     } else {
-                        attend_group(&q, nq, &k, &v, nk, hd, scale, &keys, &mut out, &mut ws)
+                        let (k, v) = (&k[..], &v[..]);
+                        let head = Head {
+                            q,
+                            q_stride,
+                            nq,
+                            k,
+                            v,
+                            nk,
+                            hd,
+                            scale,
+                        };
+                        attend_group(&head, &keys, &mut out, &mut ws)
                     }
                 });
                 let (k, v) = if half { (&kr, &vr) } else { (&k, &v) };

@@ -17,7 +17,8 @@
 
 use std::ops::Range;
 
-use super::gemm::{Kernel, ScalarKernel};
+use super::gemm::Kernel;
+use super::isa::{with_isa, Isa};
 use super::{active_path, Path};
 
 /// Keys per online-softmax step.
@@ -76,20 +77,12 @@ impl KvElem for f32 {
         s: &mut [f32],
         _: &mut Vec<f32>,
     ) {
-        match path {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: these paths are only active when AVX2 + FMA + F16C were detected.
-            Path::Avx2 | Path::Avx512 => unsafe { super::x86::group_scores(q, kb, hd, scale, s) },
-            _ => group_scores_body(q, kb, hd, scale, s),
-        }
+        // SAFETY: `path` is only ever an available path.
+        with_isa!(path, I => unsafe { I::scores_f32(q, kb, hd, scale, s) })
     }
     fn group_pv(path: Path, p: &[f32], vb: &[f32], hd: usize, o: &mut [f32], _: &mut Vec<f32>) {
-        match path {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Path::Avx2 | Path::Avx512 => unsafe { super::x86::group_pv(p, vb, hd, o) },
-            _ => group_pv_body(p, vb, hd, o),
-        }
+        // SAFETY: as above.
+        with_isa!(path, I => unsafe { I::pv_f32(p, vb, hd, o) })
     }
 }
 
@@ -120,12 +113,8 @@ impl KvElem for half::f16 {
         s: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        match path {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: these paths are only active when AVX2 + FMA + F16C were detected.
-            Path::Avx2 | Path::Avx512 => unsafe { super::x86::group_scores(q, kb, hd, scale, s) },
-            _ => group_scores_body(q, Self::as_f32(kb, scratch), hd, scale, s),
-        }
+        // SAFETY: `path` is only ever an available path.
+        with_isa!(path, I => unsafe { I::scores_f16(q, kb, hd, scale, s, scratch) })
     }
     fn group_pv(
         path: Path,
@@ -135,12 +124,8 @@ impl KvElem for half::f16 {
         o: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        match path {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Path::Avx2 | Path::Avx512 => unsafe { super::x86::group_pv(p, vb, hd, o) },
-            _ => group_pv_body(p, Self::as_f32(vb, scratch), hd, o),
-        }
+        // SAFETY: as above.
+        with_isa!(path, I => unsafe { I::pv_f16(p, vb, hd, o, scratch) })
     }
 }
 
@@ -188,41 +173,56 @@ pub fn exp_sub_scalar(s: &mut [f32], m: f32) -> f32 {
 }
 
 fn exp_on(path: Path, s: &mut [f32], m: f32) -> f32 {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `path` is only ever an available path.
-        Path::Avx2 | Path::Avx512 => unsafe { super::x86::exp_sub_sum(s, m) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: `path` is only ever an available path.
-        Path::Neon | Path::Dotprod => unsafe { super::arm::exp_sub_sum(s, m) },
-        _ => exp_sub_scalar(s, m),
-    }
+    // SAFETY: `path` is only ever an available path.
+    with_isa!(path, I => unsafe { I::exp_sub_sum(s, m) })
 }
 
-/// Softmax attention of `nq` query rows against keys `0..nk` of one head.
+/// The operands of one attention call on one head: query rows, keys and values, sizes and the
+/// score scale (see [`attend`] and [`attend_group`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'a, T> {
+    /// Query rows: row `i` is `q[i·q_stride ..][..hd]`.
+    pub q: &'a [f32],
+    /// Values from one query row to the next ([`attend_group`]: `hd`).
+    pub q_stride: usize,
+    /// Query rows.
+    pub nq: usize,
+    /// Keys, row-major `[nk][hd]` (one head of a head-major cache: `&k[head·stride·hd..]`).
+    pub k: &'a [T],
+    /// Values, row-major `[nk][hd]`.
+    pub v: &'a [T],
+    /// Keys (and values).
+    pub nk: usize,
+    /// Head dimension.
+    pub hd: usize,
+    /// Score scale (`1/√hd`).
+    pub scale: f32,
+}
+
+/// Softmax attention of `h.nq` query rows against keys `0..h.nk` of one head.
 ///
-/// - `q`: row `i` is `q[i·q_stride ..][..hd]`.
-/// - `k`, `v`: row-major `[nk][hd]` (one head of a head-major cache: `&k[head·stride·hd..]`).
 /// - `row_keys[i]`: the key ranges row `i` may see (sorted, disjoint, inside `0..nk`; empty: none).
 /// - `out`: row `i` is written to `out[i·out_stride ..][..hd]`; a row that sees no key gets zeros.
 ///
 /// Scores are `scale · q·k`; the result is `Σ_j softmax_j · v_j` over the visible keys, within
 /// float rounding of the plain formula (FMA and a polynomial `exp` on SIMD paths).
-#[allow(clippy::too_many_arguments)]
 pub fn attend<T: KvElem>(
-    q: &[f32],
-    q_stride: usize,
-    nq: usize,
-    k: &[T],
-    v: &[T],
-    nk: usize,
-    hd: usize,
-    scale: f32,
+    h: &Head<'_, T>,
     row_keys: &[Vec<Range<usize>>],
     out: &mut [f32],
     out_stride: usize,
     ws: &mut AttnScratch,
 ) {
+    let Head {
+        q,
+        q_stride,
+        nq,
+        k,
+        v,
+        nk,
+        hd,
+        ..
+    } = *h;
     assert!(
         row_keys.len() >= nq,
         "attend: {} key lists for {nq} rows",
@@ -239,37 +239,28 @@ pub fn attend<T: KvElem>(
         return;
     }
     let path = active_path();
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx2 | Path::Avx512 => attend_with::<super::gemm::Avx2Kernel, T>(
-            path, q, q_stride, nq, k, v, nk, hd, scale, row_keys, out, out_stride, ws,
-        ),
-        #[cfg(target_arch = "aarch64")]
-        Path::Neon | Path::Dotprod => attend_with::<super::gemm::NeonKernel, T>(
-            path, q, q_stride, nq, k, v, nk, hd, scale, row_keys, out, out_stride, ws,
-        ),
-        _ => attend_with::<ScalarKernel, T>(
-            path, q, q_stride, nq, k, v, nk, hd, scale, row_keys, out, out_stride, ws,
-        ),
-    }
+    with_isa!(path, I => attend_with::<<I as Isa>::Gemm, T>(path, h, row_keys, out, out_stride, ws))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// [`attend`] with the GEMM micro-kernel `K` of `path`.
 fn attend_with<K: Kernel, T: KvElem>(
     path: Path,
-    q: &[f32],
-    q_stride: usize,
-    nq: usize,
-    k: &[T],
-    v: &[T],
-    nk: usize,
-    hd: usize,
-    scale: f32,
+    h: &Head<'_, T>,
     row_keys: &[Vec<Range<usize>>],
     out: &mut [f32],
     out_stride: usize,
     ws: &mut AttnScratch,
 ) {
+    let Head {
+        q,
+        q_stride,
+        nq,
+        k,
+        v,
+        nk,
+        hd,
+        scale,
+    } = *h;
     let (mr, nr) = (K::MR, K::NR);
     let nq_pad = nq.next_multiple_of(mr);
     let hd_pad = hd.next_multiple_of(nr);
@@ -438,12 +429,12 @@ fn attend_with<K: Kernel, T: KvElem>(
 /// Keys per online-softmax step of [`attend_group`].
 const GROUP_KEY_BLOCK: usize = 256;
 
-/// Softmax attention of `nq` query rows that see the same keys, against one K/V head: the decode
-/// form of [`attend`], for the query heads that share a kv head (grouped-query attention) or a
-/// single row. Each K and V row is read once for all `nq` rows, and there is no packing.
+/// Softmax attention of `h.nq` query rows that see the same keys, against one K/V head: the
+/// decode form of [`attend`], for the query heads that share a kv head (grouped-query attention)
+/// or a single row. Each K and V row is read once for all `nq` rows, and there is no packing.
 ///
-/// - `q`: `[nq][hd]` (the heads of one token that share a kv head are consecutive).
-/// - `k`, `v`: row-major `[nk][hd]`.
+/// - `h.q`: `[nq][hd]` (`h.q_stride == hd`: the heads of one token that share a kv head are
+///   consecutive).
 /// - `keys`: the key ranges the rows see (sorted, disjoint, inside `0..nk`; empty: none).
 /// - `out`: `[nq][hd]`; with no visible key, zeros.
 ///
@@ -451,19 +442,23 @@ const GROUP_KEY_BLOCK: usize = 256;
 /// online softmax (`m' = max(m, max s)`, `p = exp(s − m')`, `l = l·e^(m−m') + Σp`,
 /// `o ·= e^(m−m')`), then `o[r] += Σ_j p[r][j] · v_j`; finally `out = o / l`; within float
 /// rounding of the plain formula (x86 uses FMA; `exp` is the path's).
-#[allow(clippy::too_many_arguments)]
 pub fn attend_group<T: KvElem>(
-    q: &[f32],
-    nq: usize,
-    k: &[T],
-    v: &[T],
-    nk: usize,
-    hd: usize,
-    scale: f32,
+    h: &Head<'_, T>,
     keys: &[Range<usize>],
     out: &mut [f32],
     ws: &mut AttnScratch,
 ) {
+    let Head {
+        q,
+        q_stride,
+        nq,
+        k,
+        v,
+        nk,
+        hd,
+        scale,
+    } = *h;
+    assert_eq!(q_stride, hd, "attend_group: query rows must be consecutive");
     assert!(
         q.len() >= nq * hd && out.len() >= nq * hd,
         "attend_group: q/out too short"
@@ -518,7 +513,7 @@ pub fn attend_group<T: KvElem>(
 /// sums elements `8i + l`, then [`super::scalar::lanes8`], then the tail left to right), rows four
 /// at a time so four accumulation chains overlap.
 #[inline(always)]
-fn group_scores_body(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
+pub(crate) fn group_scores_body(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
     let nb = kb.len() / hd;
     let nq = q.len() / hd;
     let full = hd / 8 * 8;
@@ -563,7 +558,7 @@ fn group_scores_body(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]
 
 /// The `P·V` step on the scalar and NEON paths: `o[r] += Σ_j p[r·nb + j] · v_j`.
 #[inline(always)]
-fn group_pv_body(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
+pub(crate) fn group_pv_body(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
     let nb = vb.len() / hd;
     for (j, vj) in vb.chunks_exact(hd).enumerate() {
         for (r, or) in o.chunks_exact_mut(hd).enumerate() {

@@ -18,9 +18,10 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::isa::{with_isa, Isa};
 use super::{Out, Path, SyncPtr};
 use crate::kernels::tensor::Mat;
-use crate::GgmlType;
+use crate::quant::TypeTraits;
 
 /// Depth of one packed panel (a multiple of 32, so quantized blocks never straddle panels).
 pub(super) const KC: usize = 256;
@@ -30,7 +31,7 @@ pub(super) const MC: usize = 96;
 pub(super) const NC_MAX: usize = 512;
 
 /// One path's packing and micro-kernel.
-pub(super) trait Kernel: Sync {
+pub(crate) trait Kernel: Sync {
     const MR: usize;
     const NR: usize;
     /// `out[p·NR + r] = W[j0 + r, p0 + p]` as f32 for `r < nr` (zeros for `nr ≤ r < NR`),
@@ -40,7 +41,7 @@ pub(super) trait Kernel: Sync {
     /// The path's CPU features are available; rows and columns exist; `out.len() ≥ kc·NR`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn pack_b(
-        ty: GgmlType,
+        t: &'static TypeTraits,
         data: &[u8],
         row_bytes: usize,
         j0: usize,
@@ -57,13 +58,13 @@ pub(super) trait Kernel: Sync {
 }
 
 /// Portable kernel (no target features): plain loops LLVM vectorises with the baseline ISA.
-pub(super) struct ScalarKernel;
+pub(crate) struct ScalarKernel;
 
 impl Kernel for ScalarKernel {
     const MR: usize = 4;
     const NR: usize = 8;
     unsafe fn pack_b(
-        ty: GgmlType,
+        t: &'static TypeTraits,
         data: &[u8],
         row_bytes: usize,
         j0: usize,
@@ -72,7 +73,7 @@ impl Kernel for ScalarKernel {
         kc: usize,
         out: &mut [f32],
     ) {
-        super::pack::pack_b_tail(ty, data, row_bytes, j0, nr, p0, 0, kc, Self::NR, out);
+        super::pack::pack_b_tail(t, data, row_bytes, j0, nr, p0, 0, kc, Self::NR, out);
     }
     unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
         let a = std::slice::from_raw_parts(a, kc * 4);
@@ -106,14 +107,14 @@ pub(super) fn scalar_kernel<const MR: usize, const NR: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) struct Avx2Kernel;
+pub(crate) struct Avx2Kernel;
 
 #[cfg(target_arch = "x86_64")]
 impl Kernel for Avx2Kernel {
     const MR: usize = super::x86::MR;
     const NR: usize = super::x86::NR;
     unsafe fn pack_b(
-        ty: GgmlType,
+        t: &'static TypeTraits,
         data: &[u8],
         row_bytes: usize,
         j0: usize,
@@ -122,7 +123,7 @@ impl Kernel for Avx2Kernel {
         kc: usize,
         out: &mut [f32],
     ) {
-        super::x86::pack_b(ty, data, row_bytes, j0, nr, p0, kc, out)
+        super::x86::pack_b(t, data, row_bytes, j0, nr, p0, kc, out)
     }
     unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
         super::x86::kernel_6x16(kc, a, b, c, ldc, acc)
@@ -130,14 +131,14 @@ impl Kernel for Avx2Kernel {
 }
 
 #[cfg(target_arch = "aarch64")]
-pub(super) struct NeonKernel;
+pub(crate) struct NeonKernel;
 
 #[cfg(target_arch = "aarch64")]
 impl Kernel for NeonKernel {
     const MR: usize = super::arm::MR;
     const NR: usize = super::arm::NR;
     unsafe fn pack_b(
-        ty: GgmlType,
+        t: &'static TypeTraits,
         data: &[u8],
         row_bytes: usize,
         j0: usize,
@@ -146,7 +147,7 @@ impl Kernel for NeonKernel {
         kc: usize,
         out: &mut [f32],
     ) {
-        super::arm::pack_b(ty, data, row_bytes, j0, nr, p0, kc, out)
+        super::arm::pack_b(t, data, row_bytes, j0, nr, p0, kc, out)
     }
     unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
         super::arm::kernel_8x12(kc, a, b, c, ldc, acc)
@@ -186,13 +187,7 @@ thread_local! {
 
 /// `y = x · Wᵀ` through the packed GEMM of `path`.
 pub(super) fn gemm(path: Path, w: &Mat, x: &[f32], n: usize, y: &mut [f32]) {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx2 | Path::Avx512 => gemm_with::<Avx2Kernel>(w, x, n, y),
-        #[cfg(target_arch = "aarch64")]
-        Path::Neon | Path::Dotprod => gemm_with::<NeonKernel>(w, x, n, y),
-        _ => gemm_with::<ScalarKernel>(w, x, n, y),
-    }
+    with_isa!(path, I => gemm_with::<<I as Isa>::Gemm>(w, x, n, y))
 }
 
 fn gemm_with<K: Kernel>(w: &Mat, x: &[f32], n: usize, y: &mut [f32]) {
@@ -267,7 +262,7 @@ fn block<K: Kernel>(
             // columns p0..p0+kc exist; the panel slot holds kc·nr values.
             unsafe {
                 K::pack_b(
-                    w.ty,
+                    w.kernels().traits,
                     data,
                     row_bytes,
                     j,

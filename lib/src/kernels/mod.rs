@@ -25,6 +25,29 @@
 //! with another path on the current thread (tests, benchmarks). The path is read once per call on
 //! the calling thread and passed to the workers.
 //!
+//! Each path is one type implementing the `isa::Isa` trait (`isa::Scalar`; `x86::Avx2`,
+//! `x86::Avx512`; `arm::Neon`, `arm::Dotprod`), whose default methods are the portable kernels;
+//! `isa::with_isa!` is the one `match` from a run-time path to its type.
+//!
+//! # The per-type table
+//! [`types::TYPES`] has one [`TypeKernels`] row per weight type (block size in values and bytes,
+//! the activation type it dots against, dequantize/pack, the regime crossover, the portable
+//! decode kernel); an ISA adds decode kernels for the types it accelerates (`Isa::decoder`).
+//! [`lookup`] is the only way in: a [`tensor::Mat`] of a type without a row cannot be built
+//! ([`UnsupportedType`], reported by the model loader with the tensor's name), so no kernel ever
+//! guesses. The decode traversal (`decode`: activation quantization into [`Scratch`], parallel
+//! tasks over weight rows, the per-row kernel) is written once for every type and path.
+//!
+//! # Where to add…
+//! - **A weight type** (e.g. a K-quant): its block in a new `quant/<type>.rs` (struct,
+//!   [`crate::quant::QuantBlock`] impl with its activation type `VecDot` — e.g. a 256-value Q8_K
+//!   block — and scalar `vec_dot`, `const` size assertions), one row in [`crate::quant::TYPES`]
+//!   and one in [`types::TYPES`]. That gives every path a correct (portable) decode kernel and
+//!   GEMM packing; SIMD decode kernels are optional entries in the ISAs' `decoder` tables.
+//! - **A SIMD path**: a [`Path`] variant with its detection, a type implementing `isa::Isa` in
+//!   `x86/` or `arm/` (override what it accelerates; each override names its scalar twin), one
+//!   arm in `isa::with_isa!`.
+//!
 //! Note that for quantized weights the two regimes differ numerically (decode quantizes the
 //! activations, GEMM does not), so a row's result can change slightly when the batch crosses the
 //! threshold; within one regime, a row's result does not depend on the other rows.
@@ -44,15 +67,20 @@
 
 pub mod attention;
 mod gemm;
+pub(crate) mod isa;
 mod pack;
 pub mod probe;
 pub mod scalar;
 pub mod tensor;
+pub mod types;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+use isa::{with_isa, Isa};
+pub use types::{lookup, TypeKernels, UnsupportedType};
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -60,8 +88,9 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use crate::kernels::tensor::Mat;
-use crate::quant::{BlockQ8_0, QuantBlock};
+use crate::quant::BlockQ8_0;
 use crate::GgmlType;
+use types::{Job, ACT_ALIGN};
 
 // ---------------------------------------------------------------------------------------------
 // Dispatch.
@@ -245,15 +274,34 @@ pub fn with_path<R>(path: Path, f: impl FnOnce() -> R) -> R {
 #[repr(C, align(32))]
 pub(crate) struct Qs(pub [i8; 32]);
 
+// SAFETY: 32 bytes of `i8`, size 32 = alignment, so no padding; any bit pattern is valid.
+unsafe impl bytemuck::Zeroable for Qs {}
+unsafe impl bytemuck::Pod for Qs {}
+
+/// 64 bytes aligned to 64: the unit of the activation scratch.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; ACT_ALIGN]);
+
+// SAFETY: 64 bytes, size = alignment, no padding; any bit pattern is valid.
+unsafe impl bytemuck::Zeroable for Line {}
+unsafe impl bytemuck::Pod for Line {}
+
 /// Buffers reused across calls so the decode loop does not allocate.
-#[derive(Default, Debug)]
+#[derive(Default)]
 pub struct Scratch {
-    /// Scalar path: activations as Q8_0 blocks.
-    q8: Vec<BlockQ8_0>,
-    /// SIMD paths: activations split into bytes, f32 scales and per-block byte sums.
-    qs: Vec<Qs>,
-    qd: Vec<f32>,
-    qsum: Vec<i32>,
+    /// Quantized activation rows, each in the layout its decode kernel reads (64-byte aligned).
+    act: Vec<Line>,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Scratch({} activation bytes)",
+            self.act.len() * ACT_ALIGN
+        )
+    }
 }
 
 impl Scratch {
@@ -261,11 +309,69 @@ impl Scratch {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// `bytes` bytes of the activation buffer (64-byte aligned), grown on demand.
+    fn act(&mut self, bytes: usize) -> &mut [u8] {
+        let lines = bytes.div_ceil(ACT_ALIGN);
+        if self.act.len() < lines {
+            self.act.resize(lines, Line([0; ACT_ALIGN]));
+        }
+        &mut bytemuck::cast_slice_mut(&mut self.act[..lines])[..bytes]
+    }
 }
 
-fn grow<T: Clone>(v: &mut Vec<T>, len: usize, fill: T) {
-    if v.len() < len {
-        v.resize(len, fill);
+/// The SIMD paths' Q8_0 activation row ("split layout"): `[qs: nb × 32 bytes][d: nb × f32]
+/// [s: nb × i32]`, padded to a multiple of 64 bytes: the quantized bytes of each block (aligned
+/// for 256-bit loads), its scale (the f16 value as f32) and Σ qs.
+pub(crate) fn split_row_bytes(k: usize) -> usize {
+    (k / 32 * 40).next_multiple_of(ACT_ALIGN)
+}
+
+/// The three parts of a split-layout row (`row` 32-byte aligned, `split_row_bytes(32·nb)` long).
+#[allow(dead_code)] // not on every architecture
+pub(crate) fn split_row_mut(row: &mut [u8], nb: usize) -> (&mut [Qs], &mut [f32], &mut [i32]) {
+    let (qs, rest) = row.split_at_mut(nb * 32);
+    let (d, rest) = rest.split_at_mut(nb * 4);
+    (
+        bytemuck::cast_slice_mut(qs),
+        bytemuck::cast_slice_mut(d),
+        bytemuck::cast_slice_mut(&mut rest[..nb * 4]),
+    )
+}
+
+/// Split-layout activation rows as the SIMD kernels read them.
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // not on every architecture
+pub(crate) struct SplitActs {
+    base: *const u8,
+    stride: usize,
+    nb: usize,
+}
+
+#[allow(dead_code)] // not on every architecture
+impl SplitActs {
+    /// Rows of `nb` blocks, `stride` bytes apart, in `x`.
+    pub fn new(x: &[u8], stride: usize, nb: usize) -> Self {
+        debug_assert!(stride >= split_row_bytes(nb * 32));
+        SplitActs {
+            base: x.as_ptr(),
+            stride,
+            nb,
+        }
+    }
+
+    /// Pointers to row `i`'s bytes, scales and sums.
+    ///
+    /// # Safety
+    /// Row `i` exists.
+    #[inline(always)]
+    pub unsafe fn row(self, i: usize) -> (*const Qs, *const f32, *const i32) {
+        let p = self.base.add(i * self.stride);
+        (
+            p as *const Qs,
+            p.add(self.nb * 32) as *const f32,
+            p.add(self.nb * 36) as *const i32,
+        )
     }
 }
 
@@ -317,17 +423,14 @@ pub enum Regime {
 }
 
 /// From this many activation rows on, [`matmul`] uses the packed GEMM for weights of type `ty` on
-/// `path` (`usize::MAX`: never). Measured on AVX2 with `cargo bench --bench kernels -- summary
-/// crossover` (4096×4096 and 14336×4096, three runs): the integer Q4_0 kernel beat the f32 GEMM
-/// at every n up to 512, the Q8_0 kernel up to n ≈ 64, the float decode kernels up to n ≈ 48.
-/// The NEON paths use the same values (not measured on hardware); on the scalar path the portable
-/// GEMM overtakes the plain dot products at once.
+/// `path` (`usize::MAX`: never; also for a type without kernels). The values are the kernel
+/// table's ([`TypeKernels::gemm_min_rows`]); the NEON paths use the AVX2 measurements (not
+/// measured on hardware).
 pub fn gemm_min_rows(path: Path, ty: GgmlType) -> usize {
-    match (path, ty) {
-        (Path::Scalar, _) => 4,
-        (_, GgmlType::Q4_0) => usize::MAX,
-        (_, GgmlType::Q8_0) => 64,
-        _ => 48,
+    match lookup(ty) {
+        Ok(t) if path == Path::Scalar => t.gemm_min_rows.0,
+        Ok(t) => t.gemm_min_rows.1,
+        Err(_) => usize::MAX,
     }
 }
 
@@ -372,14 +475,6 @@ pub fn matmul_with(
             b.len()
         );
     }
-    assert!(
-        matches!(
-            w.ty,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0
-        ),
-        "matmul: weight type {} has no kernel",
-        w.ty
-    );
     if n == 0 || m == 0 {
         return;
     }
@@ -411,18 +506,13 @@ pub fn matmul_with(
     }
 }
 
-/// Activations in the form the weight type and path want.
-enum Act<'a> {
-    F32(&'a [f32]),
-    /// Scalar path: Q8_0 blocks.
-    Blocks(&'a [BlockQ8_0]),
-    /// SIMD paths: bytes, scales, byte sums.
-    Split(&'a [Qs], &'a [f32], &'a [i32]),
-}
-
 /// Weight bytes (times activation rows) a decode task should at least cover.
 const DECODE_TASK_BYTES: usize = 1 << 18;
 
+/// The decode traversal, the same for every type and path: the weight type's kernel on `path`
+/// from the kernel table, activation rows quantized into `sc` when that kernel dots against a
+/// quantized type, then parallel tasks over blocks of weight rows (a multiple of four rows each),
+/// each computing its columns of `y` for every activation row.
 fn decode(
     path: Path,
     w: &Mat,
@@ -433,40 +523,19 @@ fn decode(
     sc: &mut Scratch,
 ) {
     let (m, k) = (w.rows, w.cols);
-    let act = match w.ty {
-        GgmlType::Q8_0 | GgmlType::Q4_0 => {
-            let nb = k / 32;
-            if path == Path::Scalar {
-                grow(&mut sc.q8, n * nb, bytemuck::Zeroable::zeroed());
-                let q8 = &mut sc.q8[..n * nb];
-                for (row, out) in x.chunks_exact(k).zip(q8.chunks_exact_mut(nb)) {
-                    scalar::quantize_row_q8_0(row, out);
-                }
-                Act::Blocks(&sc.q8[..n * nb])
-            } else {
-                grow(&mut sc.qs, n * nb, Qs::default());
-                grow(&mut sc.qd, n * nb, 0.0);
-                grow(&mut sc.qsum, n * nb, 0);
-                let (qs, qd, qsum) = (
-                    &mut sc.qs[..n * nb],
-                    &mut sc.qd[..n * nb],
-                    &mut sc.qsum[..n * nb],
-                );
-                for (i, row) in x.chunks_exact(k).enumerate() {
-                    let r = i * nb..(i + 1) * nb;
-                    quantize_split(
-                        path,
-                        w.ty,
-                        row,
-                        &mut qs[r.clone()],
-                        &mut qd[r.clone()],
-                        &mut qsum[r],
-                    );
-                }
-                Act::Split(&sc.qs[..n * nb], &sc.qd[..n * nb], &sc.qsum[..n * nb])
+    let kern = w.kernels().decoder(path);
+    let (xb, x_stride): (&[u8], usize) = match kern.act {
+        None => (bytemuck::cast_slice(x), 4 * k),
+        Some(aq) => {
+            let stride = (aq.row_bytes)(k);
+            let buf = sc.act(n * stride);
+            for (row, out) in x.chunks_exact(k).zip(buf.chunks_exact_mut(stride)) {
+                // SAFETY: the decoder is `path`'s, which this CPU runs; `out` is 64-byte aligned
+                // (`stride` is a multiple of 64) and `row_bytes(k)` long.
+                unsafe { (aq.quantize)(row, out) };
             }
+            (&*buf, stride)
         }
-        _ => Act::F32(x),
     };
     let threads = rayon::current_num_threads().max(1);
     let work = w.nbytes().saturating_mul(n.div_ceil(4));
@@ -475,139 +544,29 @@ fn decode(
         .min(m.div_ceil(4));
     let rows_per = m.div_ceil(tasks).next_multiple_of(4);
     let tasks = m.div_ceil(rows_per);
-    let out = Out {
-        p: SyncPtr(y.as_mut_ptr()),
-        m,
+    let job = Job {
+        w: w.data(),
+        k,
+        x: xb,
+        x_stride,
+        n,
+        out: Out {
+            p: SyncPtr(y.as_mut_ptr()),
+            m,
+        },
+        bias,
     };
-    let job = |t: usize| {
+    let task = |t: usize| {
         let rows = t * rows_per..((t + 1) * rows_per).min(m);
-        // SAFETY: tasks own disjoint row ranges of W, hence disjoint columns of y; `out` covers
-        // the n × m buffer `y`, which outlives the parallel section.
-        unsafe { decode_rows(path, w, &act, n, rows, out, bias) };
+        // SAFETY: the decoder is `path`'s; tasks own disjoint row ranges of W, hence disjoint
+        // columns of y; `out` covers the n × m buffer `y`, which outlives the parallel section;
+        // the activations were prepared by the decoder's `act`.
+        unsafe { (kern.rows)(&job, rows) };
     };
     if tasks == 1 {
-        job(0);
+        task(0);
     } else {
-        (0..tasks).into_par_iter().for_each(job);
-    }
-}
-
-fn quantize_split(
-    path: Path,
-    ty: GgmlType,
-    x: &[f32],
-    qs: &mut [Qs],
-    d: &mut [f32],
-    s: &mut [i32],
-) {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the Avx2 and Avx512 paths are only active when their features (a superset of
-        // AVX2 + FMA + F16C) were detected (`Path::is_available`, checked by `select_path` and
-        // `with_path`).
-        Path::Avx2 | Path::Avx512 => unsafe {
-            let interleave = match (path, ty) {
-                (Path::Avx2, GgmlType::Q4_0) => 2,
-                (_, GgmlType::Q4_0) => 4,
-                _ => 1,
-            };
-            x86::quantize_row_split(x, qs, d, s, interleave)
-        },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON detected for these paths.
-        Path::Neon | Path::Dotprod => unsafe {
-            arm::quantize_row_split(x, qs, d, s, ty == GgmlType::Q4_0)
-        },
-        _ => {
-            let _ = ty;
-            for (b, c) in x.chunks_exact(32).enumerate() {
-                let blk = BlockQ8_0::quantize(c);
-                qs[b].0 = blk.qs;
-                d[b] = blk.d.to_f32();
-                s[b] = blk.qs.iter().map(|&q| q as i32).sum();
-            }
-        }
-    }
-}
-
-/// # Safety
-/// `out` covers `n × w.rows`; the caller owns columns `rows` of it.
-unsafe fn decode_rows(
-    path: Path,
-    w: &Mat,
-    act: &Act<'_>,
-    n: usize,
-    rows: std::ops::Range<usize>,
-    out: Out,
-    bias: Option<&[f32]>,
-) {
-    let k = w.cols;
-    let nb = k / 32;
-    match (path, act) {
-        #[cfg(target_arch = "x86_64")]
-        (Path::Avx2 | Path::Avx512, Act::Split(qs, d, s)) => x86::decode_quant(
-            path == Path::Avx512,
-            w.ty == GgmlType::Q4_0,
-            w.data(),
-            nb,
-            (qs, d, s),
-            n,
-            rows,
-            out,
-            bias,
-        ),
-        #[cfg(target_arch = "x86_64")]
-        (Path::Avx2 | Path::Avx512, Act::F32(x)) => match w.ty {
-            GgmlType::F32 => x86::decode_float(w.as_f32(), k, x, n, rows, out, bias),
-            GgmlType::F16 => x86::decode_float(w.as_f16(), k, x, n, rows, out, bias),
-            _ => x86::decode_float(w.as_bf16(), k, x, n, rows, out, bias),
-        },
-        #[cfg(target_arch = "aarch64")]
-        (Path::Neon | Path::Dotprod, Act::Split(qs, d, s)) => arm::decode_quant(
-            path == Path::Dotprod,
-            w.ty == GgmlType::Q4_0,
-            w.data(),
-            nb,
-            (qs, d, s),
-            n,
-            rows,
-            out,
-            bias,
-        ),
-        #[cfg(target_arch = "aarch64")]
-        (Path::Neon | Path::Dotprod, Act::F32(x)) => match w.ty {
-            GgmlType::F32 => arm::decode_float(w.as_f32(), k, x, n, rows, out, bias),
-            GgmlType::F16 => arm::decode_float(w.as_f16(), k, x, n, rows, out, bias),
-            _ => arm::decode_float(w.as_bf16(), k, x, n, rows, out, bias),
-        },
-        (_, Act::Blocks(q)) => {
-            for j in rows {
-                for i in 0..n {
-                    let xq = &q[i * nb..(i + 1) * nb];
-                    let v = match w.ty {
-                        GgmlType::Q8_0 => {
-                            scalar::dot_q8_0_q8_0(&w.as_q8_0()[j * nb..(j + 1) * nb], xq)
-                        }
-                        _ => scalar::dot_q4_0_q8_0(&w.as_q4_0()[j * nb..(j + 1) * nb], xq),
-                    };
-                    out.put(i, j, with_bias(v, bias, j));
-                }
-            }
-        }
-        (_, Act::F32(x)) => {
-            for j in rows {
-                for i in 0..n {
-                    let xr = &x[i * k..(i + 1) * k];
-                    let v = match w.ty {
-                        GgmlType::F32 => scalar::dot_f32(&w.as_f32()[j * k..(j + 1) * k], xr),
-                        GgmlType::F16 => scalar::dot_f16_f32(&w.as_f16()[j * k..(j + 1) * k], xr),
-                        _ => scalar::dot_bf16_f32(&w.as_bf16()[j * k..(j + 1) * k], xr),
-                    };
-                    out.put(i, j, with_bias(v, bias, j));
-                }
-            }
-        }
-        (_, Act::Split(..)) => unreachable!("split activations only on SIMD paths"),
+        (0..tasks).into_par_iter().for_each(task);
     }
 }
 
@@ -622,30 +581,23 @@ pub fn gemm_nt(a: &[f32], b: &[f32], n: usize, m: usize, k: usize, c: &mut [f32]
     if n == 0 || m == 0 {
         return;
     }
-    let out = Out {
-        p: SyncPtr(c.as_mut_ptr()),
-        m,
+    // The f32 decode kernel of the active path, with `b` as the weight rows.
+    let kern = types::f32_kernels().decoder(active_path());
+    let job = Job {
+        w: bytemuck::cast_slice(&b[..m * k]),
+        k,
+        x: bytemuck::cast_slice(&a[..n * k]),
+        x_stride: 4 * k,
+        n,
+        out: Out {
+            p: SyncPtr(c.as_mut_ptr()),
+            m,
+        },
+        bias: None,
     };
-    match active_path() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: features detected; `out` covers c (n × m).
-        Path::Avx2 | Path::Avx512 => unsafe {
-            x86::decode_float(&b[..m * k], k, &a[..n * k], n, 0..m, out, None)
-        },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: features detected; `out` covers c (n × m).
-        Path::Neon | Path::Dotprod => unsafe {
-            arm::decode_float(&b[..m * k], k, &a[..n * k], n, 0..m, out, None)
-        },
-        _ => {
-            for i in 0..n {
-                let ar = &a[i * k..(i + 1) * k];
-                for j in 0..m {
-                    c[i * m + j] = scalar::dot_f32(ar, &b[j * k..(j + 1) * k]);
-                }
-            }
-        }
-    }
+    // SAFETY: the active path's decoder; f32 activations (`act` is `None` for F32); `out`
+    // covers c (n × m, checked above).
+    unsafe { (kern.rows)(&job, 0..m) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -660,15 +612,8 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
         x.len(),
         out.len()
     );
-    match active_path() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: features detected.
-        Path::Avx2 | Path::Avx512 => unsafe { x86::quantize_row_q8_0(x, out) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: features detected.
-        Path::Neon | Path::Dotprod => unsafe { arm::quantize_row_q8_0(x, out) },
-        _ => scalar::quantize_row_q8_0(x, out),
-    }
+    // SAFETY: the active path is always one this CPU runs.
+    with_isa!(active_path(), I => unsafe { I::quantize_row_q8_0(x, out) })
 }
 
 /// `Σ a[i]·b[i]` over the common length.
@@ -686,46 +631,21 @@ pub fn scale(a: f32, y: &mut [f32]) {
     scale_on(active_path(), a, y)
 }
 
+// SAFETY (the three helpers): `path` is only ever an available path (`select_path`,
+// `with_path` and `active_path` hand out no other).
 #[inline]
 pub(crate) fn dot_on(path: Path, a: &[f32], b: &[f32]) -> f32 {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `path` is only ever an available path.
-        Path::Avx2 | Path::Avx512 => unsafe { x86::dot(a, b) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: `path` is only ever an available path.
-        Path::Neon | Path::Dotprod => unsafe { arm::dot(a, b) },
-        _ => {
-            let n = a.len().min(b.len());
-            scalar::dot_f32(&a[..n], &b[..n])
-        }
-    }
+    with_isa!(path, I => unsafe { I::dot(a, b) })
 }
 
 #[inline]
 pub(crate) fn axpy_on(path: Path, a: f32, x: &[f32], y: &mut [f32]) {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `path` is only ever an available path.
-        Path::Avx2 | Path::Avx512 => unsafe { x86::axpy(a, x, y) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: `path` is only ever an available path.
-        Path::Neon | Path::Dotprod => unsafe { arm::axpy(a, x, y) },
-        _ => scalar::axpy(a, x, y),
-    }
+    with_isa!(path, I => unsafe { I::axpy(a, x, y) })
 }
 
 #[inline]
 pub(crate) fn scale_on(path: Path, a: f32, y: &mut [f32]) {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `path` is only ever an available path.
-        Path::Avx2 | Path::Avx512 => unsafe { x86::scale(a, y) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: `path` is only ever an available path.
-        Path::Neon | Path::Dotprod => unsafe { arm::scale(a, y) },
-        _ => scalar::scale(a, y),
-    }
+    with_isa!(path, I => unsafe { I::scale(a, y) })
 }
 
 #[cfg(test)]
@@ -801,6 +721,13 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn with_isa_picks_the_path_s_isa() {
+        for p in Path::available() {
+            assert_eq!(with_isa!(p, I => I::PATH), p);
         }
     }
 

@@ -1,14 +1,17 @@
 //! Packing weight rows into the f32 panels the GEMM micro-kernels read: the plain conversion
-//! every path shares (the scalar path's whole pack, the SIMD paths' column tail).
+//! every path shares (the scalar path's whole pack, the SIMD paths' column tail, and any type a
+//! path has no packing kernel for), through the type's dequantizer in [`crate::quant::TYPES`].
 
-use crate::quant::{BlockQ4_0, BlockQ8_0};
-use crate::GgmlType;
+use crate::quant::TypeTraits;
+
+/// Most values per block of any type (the K-quants' super-blocks).
+const MAX_BLOCK: usize = 256;
 
 /// Columns `p_from..p_to` of the packed panel (see `gemm::Kernel::pack_b`) with plain conversions;
 /// the scalar path's whole pack and the SIMD paths' column tail.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn pack_b_tail(
-    ty: GgmlType,
+    t: &TypeTraits,
     data: &[u8],
     row_bytes: usize,
     j0: usize,
@@ -19,6 +22,11 @@ pub(super) fn pack_b_tail(
     nr_pad: usize,
     out: &mut [f32],
 ) {
+    let (bv, bb) = (t.block_values, t.block_bytes);
+    debug_assert!(bv <= MAX_BLOCK);
+    // Whole blocks per conversion call.
+    let per = MAX_BLOCK / bv;
+    let mut vals = [0f32; MAX_BLOCK];
     for r in 0..nr_pad {
         if r >= nr {
             for p in p_from..p_to {
@@ -27,54 +35,16 @@ pub(super) fn pack_b_tail(
             continue;
         }
         let row = &data[(j0 + r) * row_bytes..(j0 + r + 1) * row_bytes];
-        let cols = (p0 + p_from)..(p0 + p_to);
-        let mut put = |c: usize, v: f32| out[(c - p0) * nr_pad + r] = v;
-        match ty {
-            GgmlType::F32 => {
-                for c in cols {
-                    put(
-                        c,
-                        f32::from_le_bytes(row[4 * c..4 * c + 4].try_into().unwrap()),
-                    );
-                }
+        let (c0, c1) = (p0 + p_from, p0 + p_to);
+        // The blocks covering columns c0..c1, converted `per` at a time.
+        let (mut b, b1) = (c0 / bv, c1.div_ceil(bv));
+        while b < b1 {
+            let e = (b + per).min(b1);
+            (t.to_f32)(&row[b * bb..e * bb], &mut vals[..(e - b) * bv]);
+            for c in (b * bv).max(c0)..(e * bv).min(c1) {
+                out[(c - p0) * nr_pad + r] = vals[c - b * bv];
             }
-            GgmlType::F16 => {
-                for c in cols {
-                    put(
-                        c,
-                        half::f16::from_le_bytes([row[2 * c], row[2 * c + 1]]).to_f32(),
-                    );
-                }
-            }
-            GgmlType::BF16 => {
-                for c in cols {
-                    put(
-                        c,
-                        half::bf16::from_le_bytes([row[2 * c], row[2 * c + 1]]).to_f32(),
-                    );
-                }
-            }
-            GgmlType::Q8_0 => {
-                let blocks: &[BlockQ8_0] = bytemuck::cast_slice(row);
-                for c in cols {
-                    let b = &blocks[c / 32];
-                    put(c, b.qs[c % 32] as f32 * b.d.to_f32());
-                }
-            }
-            GgmlType::Q4_0 => {
-                let blocks: &[BlockQ4_0] = bytemuck::cast_slice(row);
-                for c in cols {
-                    let b = &blocks[c / 32];
-                    let i = c % 32;
-                    let q = if i < 16 {
-                        b.qs[i] & 0x0F
-                    } else {
-                        b.qs[i - 16] >> 4
-                    };
-                    put(c, (q as i32 - 8) as f32 * b.d.to_f32());
-                }
-            }
-            ty => unreachable!("gemm: weight type {ty} has no kernel"),
+            b = e;
         }
     }
 }

@@ -7,43 +7,17 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use super::isa::{with_isa, Isa};
 use super::Path;
 
 /// Floating-point operations one call of the path's FMA loop does per iteration.
 fn fma_flops_per_iter(path: Path) -> f64 {
-    match path {
-        // 12 chains × 8 lanes × 2.
-        Path::Avx2 | Path::Avx512 => 192.0,
-        // 16 chains × 4 lanes × 2.
-        Path::Neon | Path::Dotprod => 128.0,
-        // 8 chains × (mul + add).
-        Path::Scalar => 16.0,
-    }
+    with_isa!(path, I => I::FMA_FLOPS_PER_ITER)
 }
 
 fn fma_loop(path: Path, iters: u64) -> f32 {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `path` must be available (checked by the callers).
-        Path::Avx2 | Path::Avx512 => unsafe { super::x86::fma_chains(iters) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: as above.
-        Path::Neon | Path::Dotprod => unsafe { super::arm::fma_chains(iters) },
-        _ => {
-            let mut acc = [0f32; 8];
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = i as f32 * 0.001;
-            }
-            let m = std::hint::black_box(0.999_999f32);
-            let c = std::hint::black_box(1e-7f32);
-            for _ in 0..iters {
-                for a in acc.iter_mut() {
-                    *a = *a * m + c;
-                }
-            }
-            acc.iter().sum()
-        }
-    }
+    // SAFETY: `path` must be available (checked by the callers).
+    with_isa!(path, I => unsafe { I::fma_chains(iters) })
 }
 
 /// Peak multiply-add throughput of `path` in GFLOP/s over all rayon threads (each runs
@@ -86,37 +60,8 @@ pub fn probe_buffer(bytes: usize) -> Vec<f32> {
 }
 
 fn sum(path: Path, x: &[f32], streams: usize) -> f32 {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `path` must be available (checked by the callers).
-        Path::Avx2 | Path::Avx512 => unsafe {
-            match streams {
-                1 => super::x86::sum_streams::<1>(x),
-                2 => super::x86::sum_streams::<2>(x),
-                4 => super::x86::sum_streams::<4>(x),
-                _ => super::x86::sum_streams::<8>(x),
-            }
-        },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: as above.
-        Path::Neon | Path::Dotprod => unsafe {
-            match streams {
-                1 => super::arm::sum_streams::<1>(x),
-                2 => super::arm::sum_streams::<2>(x),
-                4 => super::arm::sum_streams::<4>(x),
-                _ => super::arm::sum_streams::<8>(x),
-            }
-        },
-        _ => {
-            let mut acc = [0f32; 8];
-            for c in x.chunks_exact(8) {
-                for (a, v) in acc.iter_mut().zip(c) {
-                    *a += v;
-                }
-            }
-            acc.iter().sum()
-        }
-    }
+    // SAFETY: `path` must be available (checked by the callers).
+    with_isa!(path, I => unsafe { I::sum_streams(x, streams) })
 }
 
 /// One pass summing `buf` on every rayon thread (contiguous slices, each read as four side-by-side

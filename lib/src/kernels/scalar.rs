@@ -4,8 +4,10 @@
 //! Agreement rules:
 //! - **Integer kernels** (Q8_0/Q4_0 weights · Q8_0 activations) are **bit-exact** across every path.
 //!   The per-block integer sum is exact in i32 whatever the order, and the f32 accumulation of the
-//!   scaled block sums follows one fixed order, [`dot_q8_0_q8_0`]'s "eight block lanes", which every
-//!   SIMD path reproduces operation for operation (no fused multiply-add there).
+//!   scaled block sums follows one fixed order, [`crate::quant::block_lanes`]'s "eight block
+//!   lanes", which every SIMD path reproduces operation for operation (no fused multiply-add
+//!   there). Each block type's scalar dot is its [`QuantBlock::vec_dot`] (one file per type in
+//!   `quant/`); the functions here name them for the SIMD kernels' docs.
 //! - **Float kernels** (F32/F16/BF16 weights) may use FMA and other summation orders in SIMD; they
 //!   agree with these within a tolerance relative to the f64 result.
 //! - The activation quantizer [`quantize_row_q8_0`] is bit-identical to [`BlockQ8_0::quantize`] for
@@ -73,65 +75,21 @@ pub fn dot_bf16_f32(w: &[bf16], x: &[f32]) -> f32 {
     lanes8(&acc) + tail
 }
 
-/// The fixed reduction of eight lanes: `((a0+a4)+(a1+a5)) + ((a2+a6)+(a3+a7))`.
-#[inline]
-pub fn lanes8(a: &[f32; 8]) -> f32 {
-    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
-}
+pub use crate::quant::lanes8;
 
-/// Q8_0 weights · Q8_0 activations: Σ_blocks d_w·d_x·(Σ q_w·q_x), the integer sum exact in i32.
-///
-/// The f32 order ("eight block lanes") is part of the definition, shared bit for bit by every SIMD
-/// path: block `b = 8g + l` of the first `8·⌊nb/8⌋` blocks adds `(d_w·d_x)·isum` (two roundings,
-/// then the add; no FMA) to lane `l`; the lanes are reduced by [`lanes8`]; the remaining blocks
-/// are summed left to right into a separate `tail`, and the result is `lanes + tail`.
+/// Q8_0 weights · Q8_0 activations: Σ_blocks d_w·d_x·(Σ q_w·q_x), the integer sum exact in i32,
+/// in the "eight block lanes" f32 order of [`crate::quant::block_lanes`], which every SIMD path
+/// reproduces operation for operation. The definition is [`QuantBlock::vec_dot`] in `quant/q8_0.rs`.
 #[inline]
 pub fn dot_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    debug_assert_eq!(w.len(), x.len());
-    block_lanes(w.len(), |b| {
-        let (a, c) = (&w[b], &x[b]);
-        let mut isum = 0i32;
-        for k in 0..32 {
-            isum += a.qs[k] as i32 * c.qs[k] as i32;
-        }
-        (a.d.to_f32() * c.d.to_f32(), isum)
-    })
+    BlockQ8_0::vec_dot(w, x)
 }
 
 /// Q4_0 weights · Q8_0 activations: Σ_blocks d_w·d_x·(Σ (q_w − 8)·q_x), in the f32 order of
-/// [`dot_q8_0_q8_0`].
+/// [`dot_q8_0_q8_0`]. The definition is [`QuantBlock::vec_dot`] in `quant/q4_0.rs`.
 #[inline]
 pub fn dot_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    debug_assert_eq!(w.len(), x.len());
-    block_lanes(w.len(), |b| {
-        let (a, c) = (&w[b], &x[b]);
-        let mut isum = 0i32;
-        for k in 0..16 {
-            let lo = (a.qs[k] & 0x0F) as i32 - 8;
-            let hi = (a.qs[k] >> 4) as i32 - 8;
-            isum += lo * c.qs[k] as i32 + hi * c.qs[k + 16] as i32;
-        }
-        (a.d.to_f32() * c.d.to_f32(), isum)
-    })
-}
-
-/// The "eight block lanes" accumulation of `(scale_b, isum_b)` for `nb` blocks.
-#[inline(always)]
-fn block_lanes(nb: usize, block: impl Fn(usize) -> (f32, i32)) -> f32 {
-    let mut acc = [0f32; 8];
-    let full = nb / 8 * 8;
-    for g in (0..full).step_by(8) {
-        for (l, a) in acc.iter_mut().enumerate() {
-            let (s, i) = block(g + l);
-            *a += s * i as f32;
-        }
-    }
-    let mut tail = 0f32;
-    for b in full..nb {
-        let (s, i) = block(b);
-        tail += s * i as f32;
-    }
-    lanes8(&acc) + tail
+    BlockQ4_0::vec_dot(w, x)
 }
 
 /// Quantize a row to Q8_0 blocks (`x.len() == 32 · out.len()`), exactly [`BlockQ8_0::quantize`].

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
+use super::types::{lookup, TypeKernels};
 use crate::format::gguf::MapBytes;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
@@ -70,15 +71,17 @@ pub struct Mat {
     /// Values per row (input features).
     pub cols: usize,
     bytes: Bytes,
+    /// The type's row of the kernel table (looked up once, here).
+    kernels: &'static TypeKernels,
 }
 
 impl Mat {
     /// A matrix over `bytes`; `None` if the size does not match the type and shape or the type
-    /// cannot be computed with.
+    /// cannot be computed with (no row in the kernel table, see [`super::lookup`]).
     pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: Bytes) -> Option<Self> {
+        let kernels = lookup(ty).ok()?;
         let row_bytes = ty.row_bytes(cols as u64)? as usize;
-        if !ty.is_supported_for_compute() || row_bytes.checked_mul(rows)? != bytes.as_slice().len()
-        {
+        if row_bytes.checked_mul(rows)? != bytes.as_slice().len() {
             return None;
         }
         let m = Mat {
@@ -86,6 +89,7 @@ impl Mat {
             rows,
             cols,
             bytes,
+            kernels,
         };
         // Typed views need the element alignment; the GGUF data section is 32-byte aligned and the
         // map page-aligned, so this only fails for hand-made byte buffers.
@@ -118,6 +122,11 @@ impl Mat {
     pub fn from_bytes(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Self {
         let m = Mat::new(ty, rows, cols, Bytes::owned(data));
         m.unwrap_or_else(|| panic!("{ty} [{rows}, {cols}]: {} bytes do not fit", data.len()))
+    }
+
+    /// The weight type's kernels.
+    pub fn kernels(&self) -> &'static TypeKernels {
+        self.kernels
     }
 
     /// All the matrix's bytes, row after row.

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use std::cell::RefCell;
 
-use crate::kernels::attention::{attend, attend_group, AttnScratch, KvElem};
+use crate::kernels::attention::{attend, attend_group, AttnScratch, Head, KvElem};
 use crate::kernels::{self, axpy, dot as dot_f32};
 
 /// `y = w ⊙ x / sqrt(mean(x²) + eps)` per row.
@@ -362,18 +362,17 @@ pub fn attention<T: KvElem>(
                 if loc.tmp.len() < n {
                     loc.tmp.resize(n, 0.0);
                 }
-                attend_group(
-                    &q[off..off + n],
-                    rep,
-                    kh,
-                    vh,
+                let head = Head {
+                    q: &q[off..off + n],
+                    q_stride: hd,
+                    nq: rep,
+                    k: kh,
+                    v: vh,
                     nk,
                     hd,
                     scale,
-                    &loc.ranges,
-                    &mut loc.tmp[..n],
-                    &mut loc.ws,
-                );
+                };
+                attend_group(&head, &loc.ranges, &mut loc.tmp[..n], &mut loc.ws);
                 for (d, val) in loc.tmp[..n].iter().enumerate() {
                     // SAFETY: row i's heads of kv head kvh are written by this task only (tasks
                     // own (kv head, row) pairs); the index is inside `out` (nq × n_heads·hd).
@@ -416,20 +415,17 @@ pub fn attention<T: KvElem>(
             if loc.tmp.len() < nr * hd {
                 loc.tmp.resize(nr * hd, 0.0);
             }
-            attend(
-                &q[i0 * qd + h * hd..],
-                qd,
-                nr,
-                kh,
-                vh,
+            let head = Head {
+                q: &q[i0 * qd + h * hd..],
+                q_stride: qd,
+                nq: nr,
+                k: kh,
+                v: vh,
                 nk,
                 hd,
                 scale,
-                rows,
-                &mut loc.tmp[..nr * hd],
-                hd,
-                &mut loc.ws,
-            );
+            };
+            attend(&head, rows, &mut loc.tmp[..nr * hd], hd, &mut loc.ws);
             for (r, i) in (i0..i1).enumerate() {
                 for d in 0..hd {
                     // SAFETY: row i, head h is written by this task only (tasks own

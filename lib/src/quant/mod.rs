@@ -16,7 +16,11 @@
 //!
 //! Both compute `1/d` from the f32 `d` and then store `d` rounded to f16 (round to nearest even).
 //!
-//! The dot-product kernels that consume these blocks live in [`crate::kernels`].
+//! One file per block type ([`BlockQ8_0`] in `q8_0.rs`, [`BlockQ4_0`] in `q4_0.rs`) holds its
+//! layout, its [`QuantBlock`] impl (quantize, dequantize, the activation type it dots against and
+//! the scalar reference dot) and `const` assertions of its sizes; [`TYPES`] is the per-type table
+//! (block size, bytes, activation type, conversions) the rest of the crate looks types up in. The
+//! SIMD dot-product kernels that consume these blocks live in [`crate::kernels`].
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -25,110 +29,175 @@ use crate::error::Error;
 use crate::GgmlType;
 
 mod kq_common;
+mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
 pub mod q5_0;
 pub mod q5_1;
 pub mod q5_k;
 pub mod q6_k;
+mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
 
-/// A quantized block type: `BLOCK` values of one row stored in `size_of::<Self>()` bytes.
+pub use q4_0::BlockQ4_0;
+pub use q8_0::BlockQ8_0;
+
+/// A quantized block type: `BLOCK` values of one row stored in `BYTES` bytes, in the spirit of
+/// candle's `GgmlType` trait. One file per type (`q4_0.rs`, `q8_0.rs`) holds the struct, this
+/// impl and `const` assertions of its sizes; [`TYPES`] lists it.
 pub trait QuantBlock: bytemuck::Pod + Send + Sync {
     /// The ggml type this block stores.
     const TYPE: GgmlType;
     /// Values per block.
     const BLOCK: usize;
+    /// Bytes per block (ggml's `type_size`).
+    const BYTES: usize = std::mem::size_of::<Self>();
+    /// The block type activations are quantized to for the integer dot product with this type
+    /// (ggml's `vec_dot_type`): Q8_0 for Q8_0 and Q4_0, Q8_K for the K-quants.
+    type VecDot: QuantBlock;
     /// Quantize `x` (exactly `BLOCK` values) with the reference rounding.
     fn quantize(x: &[f32]) -> Self;
     /// Write the block's `BLOCK` values to `out`.
     fn dequantize(&self, out: &mut [f32]);
+    /// The scalar reference dot product of a weight row with an activation row of the same
+    /// length (ggml's `vec_dot`); the meaning every SIMD kernel of the type reproduces.
+    fn vec_dot(w: &[Self], x: &[Self::VecDot]) -> f32;
 }
 
-/// Q8_0 block: 32 signed bytes and one f16 scale.
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C)]
-pub struct BlockQ8_0 {
-    /// Scale: value `i` is `d · qs[i]`.
-    pub d: f16,
-    /// Quantized values.
-    pub qs: [i8; 32],
+/// The fixed reduction of eight lanes: `((a0+a4)+(a1+a5)) + ((a2+a6)+(a3+a7))`.
+#[inline]
+pub fn lanes8(a: &[f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
-/// Q4_0 block: 32 four-bit values (offset by 8) and one f16 scale. Byte `j` holds value `j` in
-/// its low nibble and value `j + 16` in its high nibble.
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C)]
-pub struct BlockQ4_0 {
-    /// Scale: a nibble `q` stands for `d · (q − 8)`.
-    pub d: f16,
-    /// Packed nibbles: values `j` (low) and `j + 16` (high) in byte `j`.
-    pub qs: [u8; 16],
-}
-
-impl QuantBlock for BlockQ8_0 {
-    const TYPE: GgmlType = GgmlType::Q8_0;
-    const BLOCK: usize = 32;
-
-    fn quantize(x: &[f32]) -> Self {
-        debug_assert_eq!(x.len(), 32);
-        let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut qs = [0i8; 32];
-        for (q, &v) in qs.iter_mut().zip(x) {
-            *q = round_half_away(v * id) as i8;
-        }
-        BlockQ8_0 {
-            d: f16::from_f32(d),
-            qs,
+/// The "eight block lanes" f32 accumulation of per-block `(scale_b, isum_b)` for `nb` blocks,
+/// the order every integer dot kernel shares bit for bit: block `b = 8g + l` of the first
+/// `8·⌊nb/8⌋` blocks adds `scale·isum` (two roundings, then the add; no FMA) to lane `l`; the
+/// lanes are reduced by [`lanes8`]; the remaining blocks are summed left to right into a separate
+/// `tail`, and the result is `lanes + tail`.
+#[inline(always)]
+pub fn block_lanes(nb: usize, block: impl Fn(usize) -> (f32, i32)) -> f32 {
+    let mut acc = [0f32; 8];
+    let full = nb / 8 * 8;
+    for g in (0..full).step_by(8) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            let (s, i) = block(g + l);
+            *a += s * i as f32;
         }
     }
+    let mut tail = 0f32;
+    for b in full..nb {
+        let (s, i) = block(b);
+        tail += s * i as f32;
+    }
+    lanes8(&acc) + tail
+}
 
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        for (o, &q) in out.iter_mut().zip(&self.qs) {
-            *o = q as f32 * d;
-        }
+// ---------------------------------------------------------------------------------------------
+// The per-type table.
+
+/// One row of the per-type table (ggml's `type_traits`): how a storable type's bytes convert to
+/// and from f32. Float types have blocks of one value.
+#[derive(Debug)]
+pub struct TypeTraits {
+    /// The type.
+    pub ty: GgmlType,
+    /// Values per block.
+    pub block_values: usize,
+    /// Bytes per block.
+    pub block_bytes: usize,
+    /// The type activations are quantized to for an integer dot product (`None`: the decode
+    /// kernels multiply f32 activations).
+    pub vec_dot_type: Option<GgmlType>,
+    /// Whole blocks (any alignment) to f32: `out.len() / block_values` blocks from `data`.
+    pub to_f32: fn(data: &[u8], out: &mut [f32]),
+    /// f32 to whole blocks: `src.len() / block_values` blocks into `out`.
+    pub from_f32: fn(src: &[f32], out: &mut [u8]),
+}
+
+/// The table row of a block type.
+pub const fn block_traits<B: QuantBlock>() -> TypeTraits {
+    TypeTraits {
+        ty: B::TYPE,
+        block_values: B::BLOCK,
+        block_bytes: B::BYTES,
+        vec_dot_type: Some(<B::VecDot as QuantBlock>::TYPE),
+        to_f32: dequantize_bytes::<B>,
+        from_f32: quantize_bytes::<B>,
     }
 }
 
-impl QuantBlock for BlockQ4_0 {
-    const TYPE: GgmlType = GgmlType::Q4_0;
-    const BLOCK: usize = 32;
+/// Every type this crate stores and reads: F32, F16, BF16, Q8_0, Q4_0. A new block type is one
+/// file with a [`QuantBlock`] impl plus one row here (and its kernels' row in
+/// `kernels::types`).
+pub static TYPES: [TypeTraits; 5] = [
+    TypeTraits {
+        ty: GgmlType::F32,
+        block_values: 1,
+        block_bytes: 4,
+        vec_dot_type: None,
+        to_f32: f32_to_f32,
+        from_f32: f32_from_f32,
+    },
+    TypeTraits {
+        ty: GgmlType::F16,
+        block_values: 1,
+        block_bytes: 2,
+        vec_dot_type: None,
+        to_f32: f16_to_f32,
+        from_f32: f16_from_f32,
+    },
+    TypeTraits {
+        ty: GgmlType::BF16,
+        block_values: 1,
+        block_bytes: 2,
+        vec_dot_type: None,
+        to_f32: bf16_to_f32,
+        from_f32: bf16_from_f32,
+    },
+    block_traits::<BlockQ8_0>(),
+    block_traits::<BlockQ4_0>(),
+];
 
-    fn quantize(x: &[f32]) -> Self {
-        debug_assert_eq!(x.len(), 32);
-        // The value of largest magnitude, keeping its sign; the first one wins on ties.
-        let mut amax = 0f32;
-        let mut max = 0f32;
-        for &v in x {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        let d = max / -8.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut qs = [0u8; 16];
-        for j in 0..16 {
-            let q0 = ((x[j] * id + 8.5) as u8).min(15);
-            let q1 = ((x[j + 16] * id + 8.5) as u8).min(15);
-            qs[j] = q0 | (q1 << 4);
-        }
-        BlockQ4_0 {
-            d: f16::from_f32(d),
-            qs,
-        }
+/// The table row of `ty`, or `None` if this crate cannot store or read it.
+pub fn traits(ty: GgmlType) -> Option<&'static TypeTraits> {
+    TYPES.iter().find(|t| t.ty == ty)
+}
+
+fn f32_to_f32(data: &[u8], out: &mut [f32]) {
+    for (o, b) in out.iter_mut().zip(data.chunks_exact(4)) {
+        *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
+}
 
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        for j in 0..16 {
-            out[j] = ((self.qs[j] & 0x0F) as i32 - 8) as f32 * d;
-            out[j + 16] = ((self.qs[j] >> 4) as i32 - 8) as f32 * d;
-        }
+fn f32_from_f32(src: &[f32], out: &mut [u8]) {
+    for (o, &x) in out.chunks_exact_mut(4).zip(src) {
+        o.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn f16_to_f32(data: &[u8], out: &mut [f32]) {
+    for (o, b) in out.iter_mut().zip(data.chunks_exact(2)) {
+        *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
+}
+
+fn f16_from_f32(src: &[f32], out: &mut [u8]) {
+    for (o, &x) in out.chunks_exact_mut(2).zip(src) {
+        o.copy_from_slice(&f16::from_f32(x).to_le_bytes());
+    }
+}
+
+fn bf16_to_f32(data: &[u8], out: &mut [f32]) {
+    for (o, b) in out.iter_mut().zip(data.chunks_exact(2)) {
+        *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
+}
+
+fn bf16_from_f32(src: &[f32], out: &mut [u8]) {
+    for (o, &x) in out.chunks_exact_mut(2).zip(src) {
+        o.copy_from_slice(&bf16::from_f32(x).to_le_bytes());
     }
 }
 
@@ -164,12 +233,9 @@ pub fn dequantize_row<B: QuantBlock>(blocks: &[B], out: &mut [f32]) {
     }
 }
 
-/// Types [`convert_f32`] can produce: F32, F16, BF16, Q8_0 and Q4_0.
+/// Types [`convert_f32`] can produce: those of [`TYPES`] (F32, F16, BF16, Q8_0 and Q4_0).
 pub fn can_store(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0
-    )
+    traits(ty).is_some()
 }
 
 /// Below this many values a conversion runs on the calling thread.
@@ -270,23 +336,10 @@ pub fn convert_f32_serial(
     Ok(())
 }
 
-/// Serial conversion of whole rows; `out` is exactly the right size.
+/// Serial conversion of whole rows; `out` is exactly the right size and `ty` in [`TYPES`].
 fn convert_rows(ty: GgmlType, src: &[f32], out: &mut [u8]) {
-    match ty {
-        GgmlType::F32 => out.copy_from_slice(bytemuck::cast_slice(src)),
-        GgmlType::F16 => {
-            for (o, &x) in out.chunks_exact_mut(2).zip(src) {
-                o.copy_from_slice(&f16::from_f32(x).to_le_bytes());
-            }
-        }
-        GgmlType::BF16 => {
-            for (o, &x) in out.chunks_exact_mut(2).zip(src) {
-                o.copy_from_slice(&bf16::from_f32(x).to_le_bytes());
-            }
-        }
-        GgmlType::Q8_0 => quantize_bytes::<BlockQ8_0>(src, out),
-        GgmlType::Q4_0 => quantize_bytes::<BlockQ4_0>(src, out),
-        _ => unreachable!("checked by can_store"),
+    if let Some(t) = traits(ty) {
+        (t.from_f32)(src, out);
     }
 }
 
@@ -350,44 +403,25 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Erro
     let f = |(d, o): (&[u8], &mut [f32])| dequantize_chunk(ty, d, o);
     let per_task = PAR_MIN_VALUES.div_ceil(ty.block_size()) * ty.block_size();
     let bytes_per_task = per_task / ty.block_size() * ty.type_size();
-    match ty {
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0 => {
-            if n < PAR_MIN_VALUES {
-                f((data, out));
-            } else {
-                data.par_chunks(bytes_per_task)
-                    .zip(out.par_chunks_mut(per_task))
-                    .for_each(f);
-            }
-            Ok(())
-        }
-        _ => Err(Error::Unsupported {
+    if traits(ty).is_none() {
+        return Err(Error::Unsupported {
             what: ty.to_string(),
             why: format!("dequantizing {ty} is not supported"),
-        }),
+        });
     }
+    if n < PAR_MIN_VALUES {
+        f((data, out));
+    } else {
+        data.par_chunks(bytes_per_task)
+            .zip(out.par_chunks_mut(per_task))
+            .for_each(f);
+    }
+    Ok(())
 }
 
 fn dequantize_chunk(ty: GgmlType, data: &[u8], out: &mut [f32]) {
-    match ty {
-        GgmlType::F32 => {
-            for (o, b) in out.iter_mut().zip(data.chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        GgmlType::F16 => {
-            for (o, b) in out.iter_mut().zip(data.chunks_exact(2)) {
-                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        GgmlType::BF16 => {
-            for (o, b) in out.iter_mut().zip(data.chunks_exact(2)) {
-                *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        GgmlType::Q8_0 => dequantize_bytes::<BlockQ8_0>(data, out),
-        GgmlType::Q4_0 => dequantize_bytes::<BlockQ4_0>(data, out),
-        _ => {}
+    if let Some(t) = traits(ty) {
+        (t.to_f32)(data, out);
     }
 }
 

@@ -197,11 +197,9 @@ impl Loader<'_> {
                 t.shape()
             )));
         }
-        if !t.ty.is_supported_for_compute() {
-            return Err(self.err(format!(
-                "tensor {name} is stored as {}, which this runtime cannot compute with (supported: F32, F16, BF16, Q8_0, Q4_0)",
-                t.ty
-            )));
+        // The kernel table decides which types can be multiplied with.
+        if let Err(e) = crate::kernels::lookup(t.ty) {
+            return Err(self.err(format!("tensor {name} is stored as {e}")));
         }
         let bytes = Bytes::new(Arc::clone(self.f.bytes()), self.f.tensor_range(t))
             .ok_or_else(|| self.err(format!("tensor {name}: data out of range")))?;

@@ -11,8 +11,12 @@ use std::arch::asm;
 
 use half::{bf16, f16};
 
-use super::{with_bias, Out, Qs};
+use super::gemm::NeonKernel;
+use super::isa::Isa;
+use super::types::{ActQuant, Decoder, Job};
+use super::{split_row_bytes, split_row_mut, with_bias, Out, Path, Qs, SplitActs};
 use crate::quant::{BlockQ4_0, BlockQ8_0};
+use crate::GgmlType;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -260,62 +264,30 @@ unsafe fn dot_q<B: QBlock, const DOT: bool, const RW: usize, const NX: usize>(
     out
 }
 
-/// Decode rows `rows` of a quantized weight matrix against all `n` activation rows (see the x86
-/// twin `x86::decode_quant` for the traversal), `sdot` when `dot`.
+/// Quantize one activation row into its split-layout region (see [`SplitActs`]; plain byte
+/// order on this path). Twin: [`super::scalar::quantize_row_q8_0`].
+#[target_feature(enable = "neon")]
+unsafe fn quantize_split(x: &[f32], out: &mut [u8]) {
+    let (qs, d, s) = split_row_mut(out, x.len() / 32);
+    quantize_row_split(x, qs, d, s, false)
+}
+
+/// Decode rows `rows` of a quantized weight matrix of blocks `B` against all activation rows
+/// (the same traversal as the x86 `decode_quant`), `sdot` when `DOT`. Twin: the portable decoder
+/// of `kernels::types` ([`crate::quant::QuantBlock::vec_dot`]), bit-exact.
 ///
 /// # Safety
-/// NEON (and `dotprod` when `dot`) available; `w` holds `m·nb` blocks; `out` covers `n × m`.
-#[allow(clippy::too_many_arguments)]
+/// NEON (and `dotprod` when `DOT`) available; `job.w` holds `m·nb` blocks `B`; `job.x` was
+/// quantized by [`quantize_split`]; `out` covers `n × m`.
 #[target_feature(enable = "neon")]
-pub(super) unsafe fn decode_quant(
-    dot: bool,
-    q4: bool,
-    w: &[u8],
-    nb: usize,
-    act: (&[Qs], &[f32], &[i32]),
-    n: usize,
-    rows: std::ops::Range<usize>,
-    out: Out,
-    bias: Option<&[f32]>,
-) {
-    let (qs, d, _) = act;
-    match (dot, q4) {
-        (true, true) => decode_dot::<BlockQ4_0>(
-            w.as_ptr() as *const BlockQ4_0,
-            nb,
-            (qs, d),
-            n,
-            rows,
-            out,
-            bias,
-        ),
-        (true, false) => decode_dot::<BlockQ8_0>(
-            w.as_ptr() as *const BlockQ8_0,
-            nb,
-            (qs, d),
-            n,
-            rows,
-            out,
-            bias,
-        ),
-        (false, true) => decode_q::<BlockQ4_0, false>(
-            w.as_ptr() as *const BlockQ4_0,
-            nb,
-            (qs, d),
-            n,
-            rows,
-            out,
-            bias,
-        ),
-        (false, false) => decode_q::<BlockQ8_0, false>(
-            w.as_ptr() as *const BlockQ8_0,
-            nb,
-            (qs, d),
-            n,
-            rows,
-            out,
-            bias,
-        ),
+unsafe fn decode_quant<B: QBlock, const DOT: bool>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    let nb = job.k / 32;
+    let act = SplitActs::new(job.x, job.x_stride, nb);
+    let w = job.w.as_ptr() as *const B;
+    if DOT {
+        decode_dot::<B>(w, nb, act, job.n, rows, job.out, job.bias)
+    } else {
+        decode_q::<B, false>(w, nb, act, job.n, rows, job.out, job.bias)
     }
 }
 
@@ -324,7 +296,7 @@ pub(super) unsafe fn decode_quant(
 unsafe fn decode_dot<B: QBlock>(
     w: *const B,
     nb: usize,
-    act: (&[Qs], &[f32]),
+    act: SplitActs,
     n: usize,
     rows: std::ops::Range<usize>,
     out: Out,
@@ -339,16 +311,15 @@ unsafe fn decode_dot<B: QBlock>(
 unsafe fn decode_q<B: QBlock, const DOT: bool>(
     w: *const B,
     nb: usize,
-    act: (&[Qs], &[f32]),
+    act: SplitActs,
     n: usize,
     rows: std::ops::Range<usize>,
     out: Out,
     bias: Option<&[f32]>,
 ) {
-    let (qs, d) = act;
-    let xrow = |i: usize| Q8Row {
-        qs: qs[i * nb..].as_ptr(),
-        d: d[i * nb..].as_ptr(),
+    let xrow = |i: usize| {
+        let (qs, d, _) = act.row(i);
+        Q8Row { qs, d }
     };
     let rb = if n > 4 { 32 } else { rows.len().max(1) };
     let mut jb = rows.start;
@@ -407,7 +378,7 @@ unsafe fn decode_q<B: QBlock, const DOT: bool>(
 // Float decode kernels.
 
 /// A float weight element: four of them widened to f32.
-pub(super) trait Wf: Copy {
+trait Wf: Copy {
     /// # Safety
     /// NEON available and 4 elements readable at `p`.
     unsafe fn load4(p: *const Self) -> float32x4_t;
@@ -487,13 +458,57 @@ unsafe fn dot_float<T: Wf, const R: usize, const NX: usize>(
     out
 }
 
+/// [`decode_float`] as a table entry. Twin: the portable float decoder of `kernels::types`.
+///
+/// # Safety
+/// As [`decode_float`]; `job.w` holds elements `T`, `job.x` f32 rows.
+#[target_feature(enable = "neon")]
+unsafe fn decode_float_rows<T: Wf>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    let w: &[T] =
+        std::slice::from_raw_parts(job.w.as_ptr() as *const T, job.w.len() / size_of::<T>());
+    let x: &[f32] = bytemuck::cast_slice(job.x);
+    decode_float(w, job.k, x, job.n, rows, job.out, job.bias)
+}
+
+/// The decode kernels of [`Neon`] (`DOT = false`) and [`Dotprod`] (`DOT = true`).
+fn decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder> {
+    let split = Some(ActQuant {
+        row_bytes: split_row_bytes,
+        quantize: quantize_split,
+    });
+    match ty {
+        GgmlType::Q4_0 => Some(Decoder {
+            act: split,
+            rows: decode_quant::<BlockQ4_0, DOT>,
+        }),
+        GgmlType::Q8_0 => Some(Decoder {
+            act: split,
+            rows: decode_quant::<BlockQ8_0, DOT>,
+        }),
+        GgmlType::F32 => Some(Decoder {
+            act: None,
+            rows: decode_float_rows::<f32>,
+        }),
+        GgmlType::F16 => Some(Decoder {
+            act: None,
+            rows: decode_float_rows::<f16>,
+        }),
+        GgmlType::BF16 => Some(Decoder {
+            act: None,
+            rows: decode_float_rows::<bf16>,
+        }),
+        // No NEON kernel: the type's portable decoder runs.
+        _ => None,
+    }
+}
+
 /// Decode rows `rows` of a float weight matrix against the `n` activation rows of `x` (four rows
 /// side by side from four contiguous parts, activations two at a time, 32-row blocks for n > 2).
 ///
 /// # Safety
 /// NEON available; `w` holds `m × k` elements; `out` covers `n × m`.
 #[target_feature(enable = "neon")]
-pub(super) unsafe fn decode_float<T: Wf>(
+unsafe fn decode_float<T: Wf>(
     w: &[T],
     k: usize,
     x: &[f32],
@@ -610,7 +625,7 @@ pub(super) unsafe fn kernel_8x12(
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn pack_b(
-    ty: crate::GgmlType,
+    t: &crate::quant::TypeTraits,
     data: &[u8],
     row_bytes: usize,
     j0: usize,
@@ -621,7 +636,14 @@ pub(super) unsafe fn pack_b(
 ) {
     use crate::GgmlType as T;
     assert!(out.len() >= kc * NR);
-    let kc4 = if ty.is_quantized() { kc } else { kc / 4 * 4 };
+    let ty = t.ty;
+    // Columns converted here; the rest (a float tail, or a type without a NEON conversion) goes
+    // through the portable pack.
+    let kc4 = match ty {
+        T::F32 | T::F16 | T::BF16 => kc / 4 * 4,
+        T::Q4_0 | T::Q8_0 => kc,
+        _ => 0,
+    };
     let mut tmp = [0f32; 256];
     let o = out.as_mut_ptr();
     for r in 0..NR {
@@ -636,15 +658,16 @@ pub(super) unsafe fn pack_b(
                         let mut q = 0;
                         while q < len {
                             let v = match ty {
-                                T::F32 => f32::load4((row as *const f32).add(c0 + q)),
                                 T::F16 => f16::load4((row as *const f16).add(c0 + q)),
-                                _ => bf16::load4((row as *const bf16).add(c0 + q)),
+                                T::BF16 => bf16::load4((row as *const bf16).add(c0 + q)),
+                                _ => f32::load4((row as *const f32).add(c0 + q)),
                             };
                             vst1q_f32(tmp.as_mut_ptr().add(q), v);
                             q += 4;
                         }
                     }
                     _ => {
+                        // Q4_0 or Q8_0 (`kc4` is 0 for every other type).
                         let (bytes, q4) = if ty == T::Q4_0 {
                             (18, true)
                         } else {
@@ -689,7 +712,7 @@ pub(super) unsafe fn pack_b(
         }
     }
     if kc4 < kc {
-        super::pack::pack_b_tail(ty, data, row_bytes, j0, nr, p0, kc4, kc, NR, out);
+        super::pack::pack_b_tail(t, data, row_bytes, j0, nr, p0, kc4, kc, NR, out);
     }
 }
 
@@ -849,4 +872,64 @@ unsafe fn exp4(x: float32x4_t) -> float32x4_t {
     let e = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(fx), vdupq_n_s32(127)));
     let v = vmulq_f32(y, vreinterpretq_f32_s32(e));
     vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(v), under))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two aarch64 instruction sets.
+
+/// [`Path::Neon`]: NEON (`vmull_s8`/`vpadalq_s16` integer dots).
+pub(crate) struct Neon;
+
+/// [`Path::Dotprod`]: [`Neon`] with `sdot` integer dots.
+pub(crate) struct Dotprod;
+
+/// The [`Isa`] methods both aarch64 paths share (the NEON kernels). Attention's grouped scores
+/// and `P·V` keep the portable loops, which vectorise with baseline NEON.
+macro_rules! neon_isa {
+    () => {
+        type Gemm = NeonKernel;
+        const FMA_FLOPS_PER_ITER: f64 = 128.0; // 16 chains × 4 lanes × 2
+        unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+            quantize_row_q8_0(x, out)
+        }
+        unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+            dot(a, b)
+        }
+        unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+            axpy(a, x, y)
+        }
+        unsafe fn scale(a: f32, y: &mut [f32]) {
+            scale(a, y)
+        }
+        unsafe fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
+            exp_sub_sum(s, m)
+        }
+        unsafe fn fma_chains(iters: u64) -> f32 {
+            fma_chains(iters)
+        }
+        unsafe fn sum_streams(x: &[f32], streams: usize) -> f32 {
+            match streams {
+                1 => sum_streams::<1>(x),
+                2 => sum_streams::<2>(x),
+                4 => sum_streams::<4>(x),
+                _ => sum_streams::<8>(x),
+            }
+        }
+    };
+}
+
+impl Isa for Neon {
+    const PATH: Path = Path::Neon;
+    neon_isa!();
+    fn decoder(ty: GgmlType) -> Option<Decoder> {
+        decoder::<false>(ty)
+    }
+}
+
+impl Isa for Dotprod {
+    const PATH: Path = Path::Dotprod;
+    neon_isa!();
+    fn decoder(ty: GgmlType) -> Option<Decoder> {
+        decoder::<true>(ty)
+    }
 }

@@ -1,5 +1,5 @@
-//! AVX2 + FMA + F16C kernels for x86-64 ([`super::Path::Avx2`]), and the AVX-512 VNNI quantized
-//! decode kernels of [`super::Path::Avx512`] (`QBlock::sums8_512`, `decode_q_512`, compiled
+//! AVX2 + FMA + F16C kernels for x86-64 ([`Avx2`], [`super::Path::Avx2`]), and the AVX-512 VNNI
+//! quantized decode kernels of [`Avx512`] ([`super::Path::Avx512`]) (`QBlock::sums8_512`, `decode_q_512`, compiled
 //! with `avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi` as well; every other kernel of that path is the
 //! AVX2 one).
 //!
@@ -12,8 +12,12 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::{with_bias, Out, Qs};
+use super::gemm::Avx2Kernel;
+use super::isa::Isa;
+use super::types::{ActQuant, Decoder, Job};
+use super::{split_row_bytes, split_row_mut, with_bias, Out, Path, Qs, SplitActs};
 use crate::quant::{BlockQ4_0, BlockQ8_0};
+use crate::GgmlType;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
@@ -573,13 +577,12 @@ macro_rules! quant_decoder {
     unsafe fn $decode_q<B: QBlock>(
         w: *const B,
         nb: usize,
-        act: (&[Qs], &[f32], &[i32]),
+        act: SplitActs,
         n: usize,
         rows: std::ops::Range<usize>,
         out: Out,
         bias: Option<&[f32]>,
     ) {
-        let (qs, d, s) = act;
         // With more than one group of activation rows, go over the weights in blocks of 32 rows (a
         // few KB to tens of KB, kept in L1/L2 while every group passes).
         let rb = if n > 4 { 32 } else { rows.len().max(1) };
@@ -587,7 +590,7 @@ macro_rules! quant_decoder {
         while jb < rows.end {
             let rows = jb..(jb + rb).min(rows.end);
             jb = rows.end;
-            $decode_q_block(w, nb, (qs, d, s), n, rows, out, bias);
+            $decode_q_block(w, nb, act, n, rows, out, bias);
         }
     }
 
@@ -597,13 +600,12 @@ macro_rules! quant_decoder {
     unsafe fn $decode_q_block<B: QBlock>(
         w: *const B,
         nb: usize,
-        act: (&[Qs], &[f32], &[i32]),
+        act: SplitActs,
         n: usize,
         rows: std::ops::Range<usize>,
         out: Out,
         bias: Option<&[f32]>,
     ) {
-        let (qs, d, s) = act;
         let mut i = 0;
         while i < n {
             let nx = (n - i).min(4);
@@ -616,7 +618,7 @@ macro_rules! quant_decoder {
                     ($d rw:literal, $d nx:literal) => {{
                         let js: [usize; $d rw] = std::array::from_fn(|r| rows.start + r * part + t);
                         let ws: [*const B; $d rw] = std::array::from_fn(|r| w.add(js[r] * nb));
-                        let v = $dot_q::<B, $d rw, $d nx>(ws, nb, q8_rows::<$d nx>(qs, d, s, nb, i));
+                        let v = $dot_q::<B, $d rw, $d nx>(ws, nb, q8_rows::<$d nx>(act, i));
                         for (&j, row) in js.iter().zip(&v) {
                             for (dt, val) in row.iter().enumerate() {
                                 out.put(i + dt, j, with_bias(*val, bias, j));
@@ -635,7 +637,7 @@ macro_rules! quant_decoder {
                 let ws = [w.add(j * nb)];
                 macro_rules! go1 {
                     ($d nx:literal) => {{
-                        let v = $dot_q::<B, 1, $d nx>(ws, nb, q8_rows::<$d nx>(qs, d, s, nb, i));
+                        let v = $dot_q::<B, 1, $d nx>(ws, nb, q8_rows::<$d nx>(act, i));
                         for (dt, val) in v[0].iter().enumerate() {
                             out.put(i + dt, j, with_bias(*val, bias, j));
                         }
@@ -666,50 +668,97 @@ quant_decoder!(
     decode_q_block_512
 );
 
-/// Activation rows `i0..i0+NX` of a split-layout buffer with `nb` blocks per row.
+/// Activation rows `i0..i0+NX` of a split-layout buffer.
+///
+/// # Safety
+/// The rows exist.
 #[inline(always)]
-fn q8_rows<const NX: usize>(qs: &[Qs], d: &[f32], s: &[i32], nb: usize, i0: usize) -> [Q8Row; NX] {
+unsafe fn q8_rows<const NX: usize>(act: SplitActs, i0: usize) -> [Q8Row; NX] {
     std::array::from_fn(|t| {
-        let o = (i0 + t) * nb;
-        Q8Row {
-            qs: qs[o..].as_ptr(),
-            d: d[o..].as_ptr(),
-            s: s[o..].as_ptr(),
-        }
+        let (qs, d, s) = act.row(i0 + t);
+        Q8Row { qs, d, s }
     })
 }
 
-/// Decode rows `rows` of a quantized weight matrix (`Q4_0` when `q4`, else `Q8_0`) against all `n`
-/// activation rows, writing `y[i, j] (+ bias[j])`. Activation rows go up to four at a time, and
-/// weight rows `4 / nx` at a time. With `vnni`, the per-group integer sums use the AVX-512 VNNI
-/// kernels (`QBlock::sums8_512`); the results are the same bit for bit.
+/// Quantize one activation row into its split-layout region (see [`SplitActs`]), the bytes of
+/// each full group of eight blocks interleaved `IL` ways for Q4_0 (see [`quantize_row_split`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_split<const IL: usize>(x: &[f32], out: &mut [u8]) {
+    let (qs, d, s) = split_row_mut(out, x.len() / 32);
+    quantize_row_split(x, qs, d, s, IL)
+}
+
+/// Decode rows `rows` of a quantized weight matrix of blocks `B` against all activation rows,
+/// writing `y[i, j] (+ bias[j])`. Activation rows go up to four at a time, and weight rows
+/// `4 / nx` at a time. With `VNNI`, the per-group integer sums use the AVX-512 VNNI kernels
+/// (`QBlock::sums8_512`); the results are the same bit for bit. Twin: the portable decoder of
+/// `kernels::types` ([`crate::quant::QuantBlock::vec_dot`]).
 ///
 /// # Safety
-/// AVX2/FMA/F16C available (and AVX-512 F/BW/VL/VNNI/VBMI when `vnni`); `w` holds `m·nb` blocks of the
-/// right type; `out` covers `n × m`.
-#[allow(clippy::too_many_arguments)]
+/// AVX2/FMA/F16C available (and AVX-512 F/BW/VL/VNNI/VBMI when `VNNI`); `job.w` holds `m·nb`
+/// blocks `B`; `job.x` was quantized by the matching [`quantize_split`]; `out` covers `n × m`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn decode_quant(
-    vnni: bool,
-    q4: bool,
-    w: &[u8],
-    nb: usize,
-    act: (&[Qs], &[f32], &[i32]),
-    n: usize,
-    rows: std::ops::Range<usize>,
-    out: Out,
-    bias: Option<&[f32]>,
-) {
-    let (w4, w8) = (
-        w.as_ptr() as *const BlockQ4_0,
-        w.as_ptr() as *const BlockQ8_0,
-    );
-    match (vnni, q4) {
-        (false, true) => decode_q::<BlockQ4_0>(w4, nb, act, n, rows, out, bias),
-        (false, false) => decode_q::<BlockQ8_0>(w8, nb, act, n, rows, out, bias),
-        // SAFETY (both arms): the caller guarantees AVX-512 F/BW/VL/VNNI/VBMI when `vnni`.
-        (true, true) => decode_q_512::<BlockQ4_0>(w4, nb, act, n, rows, out, bias),
-        (true, false) => decode_q_512::<BlockQ8_0>(w8, nb, act, n, rows, out, bias),
+unsafe fn decode_quant<B: QBlock, const VNNI: bool>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    let nb = job.k / 32;
+    let act = SplitActs::new(job.x, job.x_stride, nb);
+    let w = job.w.as_ptr() as *const B;
+    if VNNI {
+        // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI/VBMI when `VNNI`.
+        decode_q_512::<B>(w, nb, act, job.n, rows, job.out, job.bias)
+    } else {
+        decode_q::<B>(w, nb, act, job.n, rows, job.out, job.bias)
+    }
+}
+
+/// [`decode_float`] as a table entry. Twin: the portable float decoder of `kernels::types`.
+///
+/// # Safety
+/// As [`decode_float`]; `job.w` holds elements `T`, `job.x` f32 rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_float_rows<T: Wf>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    let w: &[T] =
+        std::slice::from_raw_parts(job.w.as_ptr() as *const T, job.w.len() / size_of::<T>());
+    let x: &[f32] = bytemuck::cast_slice(job.x);
+    decode_float(w, job.k, x, job.n, rows, job.out, job.bias)
+}
+
+/// The decode kernels of [`Avx2`] (`VNNI = false`) and [`Avx512`] (`VNNI = true`).
+fn decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
+    // Q4_0 activation bytes are interleaved to match how the nibbles unpack.
+    let split = |quantize: unsafe fn(&[f32], &mut [u8])| {
+        Some(ActQuant {
+            row_bytes: split_row_bytes,
+            quantize,
+        })
+    };
+    let q4_split: unsafe fn(&[f32], &mut [u8]) = if VNNI {
+        quantize_split::<4>
+    } else {
+        quantize_split::<2>
+    };
+    match ty {
+        GgmlType::Q4_0 => Some(Decoder {
+            act: split(q4_split),
+            rows: decode_quant::<BlockQ4_0, VNNI>,
+        }),
+        GgmlType::Q8_0 => Some(Decoder {
+            act: split(quantize_split::<1>),
+            rows: decode_quant::<BlockQ8_0, VNNI>,
+        }),
+        GgmlType::F32 => Some(Decoder {
+            act: None,
+            rows: decode_float_rows::<f32>,
+        }),
+        GgmlType::F16 => Some(Decoder {
+            act: None,
+            rows: decode_float_rows::<f16>,
+        }),
+        GgmlType::BF16 => Some(Decoder {
+            act: None,
+            rows: decode_float_rows::<bf16>,
+        }),
+        // No x86 kernel: the type's portable decoder runs.
+        _ => None,
     }
 }
 
@@ -1102,7 +1151,7 @@ unsafe fn pack_b_float<T: Wf>(
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn pack_b(
-    ty: crate::GgmlType,
+    t: &crate::quant::TypeTraits,
     data: &[u8],
     row_bytes: usize,
     j0: usize,
@@ -1113,17 +1162,36 @@ pub(super) unsafe fn pack_b(
 ) {
     use crate::GgmlType as T;
     assert!(out.len() >= kc * NR);
+    let ty = t.ty;
     let (dp, o) = (data.as_ptr(), out.as_mut_ptr());
     let kc8 = kc / 8 * 8;
-    match ty {
-        T::Q4_0 => pack_b_quant::<DeqQ4>(dp, row_bytes, j0, nr, p0, kc, o),
-        T::Q8_0 => pack_b_quant::<DeqQ8>(dp, row_bytes, j0, nr, p0, kc, o),
-        T::F16 => pack_b_float::<f16>(dp, row_bytes, j0, nr, p0, kc8, o),
-        T::BF16 => pack_b_float::<bf16>(dp, row_bytes, j0, nr, p0, kc8, o),
-        _ => pack_b_float::<f32>(dp, row_bytes, j0, nr, p0, kc8, o),
-    }
-    if !ty.is_quantized() && kc8 < kc {
-        super::pack::pack_b_tail(ty, data, row_bytes, j0, nr, p0, kc8, kc, NR, out);
+    // Columns packed here; the rest (a float tail, or a type without an x86 pack) goes through
+    // the portable pack.
+    let done = match ty {
+        T::Q4_0 => {
+            pack_b_quant::<DeqQ4>(dp, row_bytes, j0, nr, p0, kc, o);
+            kc
+        }
+        T::Q8_0 => {
+            pack_b_quant::<DeqQ8>(dp, row_bytes, j0, nr, p0, kc, o);
+            kc
+        }
+        T::F16 => {
+            pack_b_float::<f16>(dp, row_bytes, j0, nr, p0, kc8, o);
+            kc8
+        }
+        T::BF16 => {
+            pack_b_float::<bf16>(dp, row_bytes, j0, nr, p0, kc8, o);
+            kc8
+        }
+        T::F32 => {
+            pack_b_float::<f32>(dp, row_bytes, j0, nr, p0, kc8, o);
+            kc8
+        }
+        _ => 0,
+    };
+    if done < kc {
+        super::pack::pack_b_tail(t, data, row_bytes, j0, nr, p0, done, kc, NR, out);
     }
 }
 
@@ -1414,4 +1482,83 @@ unsafe fn exp8(x: __m256) -> __m256 {
         _mm256_set1_epi32(127),
     ));
     _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two x86 instruction sets.
+
+/// [`Path::Avx2`]: AVX2 + FMA + F16C.
+pub(crate) struct Avx2;
+
+/// [`Path::Avx512`]: [`Avx2`] with the AVX-512 VNNI quantized decode kernels.
+pub(crate) struct Avx512;
+
+/// The [`Isa`] methods both x86 paths share (the AVX2 kernels).
+macro_rules! avx2_isa {
+    () => {
+        type Gemm = Avx2Kernel;
+        const FMA_FLOPS_PER_ITER: f64 = 192.0; // 12 chains × 8 lanes × 2
+        unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+            quantize_row_q8_0(x, out)
+        }
+        unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+            dot(a, b)
+        }
+        unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+            axpy(a, x, y)
+        }
+        unsafe fn scale(a: f32, y: &mut [f32]) {
+            scale(a, y)
+        }
+        unsafe fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
+            exp_sub_sum(s, m)
+        }
+        unsafe fn scores_f32(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
+            group_scores(q, kb, hd, scale, s)
+        }
+        /// F16C widens eight keys' values in registers (no scratch).
+        unsafe fn scores_f16(
+            q: &[f32],
+            kb: &[f16],
+            hd: usize,
+            scale: f32,
+            s: &mut [f32],
+            _: &mut Vec<f32>,
+        ) {
+            group_scores(q, kb, hd, scale, s)
+        }
+        unsafe fn pv_f32(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
+            group_pv(p, vb, hd, o)
+        }
+        unsafe fn pv_f16(p: &[f32], vb: &[f16], hd: usize, o: &mut [f32], _: &mut Vec<f32>) {
+            group_pv(p, vb, hd, o)
+        }
+        unsafe fn fma_chains(iters: u64) -> f32 {
+            fma_chains(iters)
+        }
+        unsafe fn sum_streams(x: &[f32], streams: usize) -> f32 {
+            match streams {
+                1 => sum_streams::<1>(x),
+                2 => sum_streams::<2>(x),
+                4 => sum_streams::<4>(x),
+                _ => sum_streams::<8>(x),
+            }
+        }
+    };
+}
+
+impl Isa for Avx2 {
+    const PATH: Path = Path::Avx2;
+    avx2_isa!();
+    fn decoder(ty: GgmlType) -> Option<Decoder> {
+        decoder::<false>(ty)
+    }
+}
+
+impl Isa for Avx512 {
+    const PATH: Path = Path::Avx512;
+    avx2_isa!();
+    fn decoder(ty: GgmlType) -> Option<Decoder> {
+        decoder::<true>(ty)
+    }
 }

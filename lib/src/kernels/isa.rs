@@ -1,0 +1,164 @@
+//! The instruction sets, as one trait implemented once per [`Path`]: [`Scalar`] here, `Avx2` and
+//! `Avx512` in `x86`, `Neon` and `Dotprod` in `arm`. Every default method is the portable
+//! (scalar) kernel, so an ISA overrides only what it accelerates, and names the scalar twin in
+//! its docs. [`with_isa!`] is the one place that turns a run-time [`Path`] into its ISA type;
+//! every dispatching kernel goes through it.
+//!
+//! Adding a SIMD path: a `Path` variant (with detection), a unit type implementing [`Isa`] in its
+//! architecture's folder, and one arm in [`with_isa!`].
+
+use half::f16;
+
+use super::gemm::{Kernel, ScalarKernel};
+use super::types::Decoder;
+use super::Path;
+use crate::quant::BlockQ8_0;
+use crate::GgmlType;
+
+/// One instruction set's kernels. Methods are `unsafe`: the caller guarantees that this CPU runs
+/// [`Isa::PATH`] (paths only become active through `select_path` / `with_path`, which check).
+pub(crate) trait Isa: 'static {
+    /// The path this ISA implements.
+    #[cfg_attr(not(test), allow(dead_code))] // checked against `with_isa!` by a unit test
+    const PATH: Path;
+    /// Packing and micro-kernel of the packed GEMM (and of blocked attention).
+    type Gemm: Kernel;
+
+    /// This ISA's decode kernel for weight type `ty`, if it has one (else the type's portable
+    /// kernel runs; see [`super::types::TypeKernels::decoder`]).
+    fn decoder(_ty: GgmlType) -> Option<Decoder> {
+        None
+    }
+
+    /// Twin: [`super::scalar::quantize_row_q8_0`] (bit-identical).
+    unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+        super::scalar::quantize_row_q8_0(x, out)
+    }
+
+    /// `Σ a[i]·b[i]` over the common length. Twin: [`super::scalar::dot_f32`].
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        super::scalar::dot_f32(&a[..n], &b[..n])
+    }
+
+    /// `y[i] += a·x[i]`. Twin: [`super::scalar::axpy`].
+    unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+        super::scalar::axpy(a, x, y)
+    }
+
+    /// `y[i] *= a`. Twin: [`super::scalar::scale`].
+    unsafe fn scale(a: f32, y: &mut [f32]) {
+        super::scalar::scale(a, y)
+    }
+
+    /// `s[i] = exp(s[i] − m)`, returning `Σ s[i]`. Twin: [`super::attention::exp_sub_scalar`].
+    unsafe fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
+        super::attention::exp_sub_scalar(s, m)
+    }
+
+    /// Grouped attention scores for f32 keys: `s[r·nb + j] = scale · q_r·k_j`.
+    unsafe fn scores_f32(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
+        super::attention::group_scores_body(q, kb, hd, scale, s)
+    }
+
+    /// [`Isa::scores_f32`] for f16 keys (widened into `scratch`).
+    unsafe fn scores_f16(
+        q: &[f32],
+        kb: &[f16],
+        hd: usize,
+        scale: f32,
+        s: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        use super::attention::KvElem;
+        super::attention::group_scores_body(q, f16::as_f32(kb, scratch), hd, scale, s)
+    }
+
+    /// Grouped attention `P·V` for f32 values: `o[r] += Σ_j p[r·nb + j] · v_j`.
+    unsafe fn pv_f32(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
+        super::attention::group_pv_body(p, vb, hd, o)
+    }
+
+    /// [`Isa::pv_f32`] for f16 values (widened into `scratch`).
+    unsafe fn pv_f16(p: &[f32], vb: &[f16], hd: usize, o: &mut [f32], scratch: &mut Vec<f32>) {
+        use super::attention::KvElem;
+        super::attention::group_pv_body(p, f16::as_f32(vb, scratch), hd, o)
+    }
+
+    /// Floating-point operations of one [`Isa::fma_chains`] iteration (8 chains × (mul + add)).
+    const FMA_FLOPS_PER_ITER: f64 = 16.0;
+
+    /// FMA peak probe ([`super::probe`]): `iters` rounds of independent multiply-add chains.
+    unsafe fn fma_chains(iters: u64) -> f32 {
+        let mut acc = [0f32; 8];
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = i as f32 * 0.001;
+        }
+        let m = std::hint::black_box(0.999_999f32);
+        let c = std::hint::black_box(1e-7f32);
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = *a * m + c;
+            }
+        }
+        acc.iter().sum()
+    }
+
+    /// Read-bandwidth probe ([`super::probe`]): the sum of `x` (SIMD paths: `streams` equal
+    /// parts read side by side).
+    unsafe fn sum_streams(x: &[f32], _streams: usize) -> f32 {
+        let mut acc = [0f32; 8];
+        for c in x.chunks_exact(8) {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        acc.iter().sum()
+    }
+}
+
+/// The portable path: every default of [`Isa`].
+pub(crate) struct Scalar;
+
+impl Isa for Scalar {
+    const PATH: Path = Path::Scalar;
+    type Gemm = ScalarKernel;
+}
+
+/// `with_isa!(path, I => expr)`: evaluate `expr` with the type `I` standing for `path`'s [`Isa`].
+/// The one `match` from run-time path to ISA.
+macro_rules! with_isa {
+    ($path:expr, $I:ident => $body:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::kernels::Path as P;
+        match $path {
+            #[cfg(target_arch = "x86_64")]
+            P::Avx2 => {
+                type $I = $crate::kernels::x86::Avx2;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            P::Avx512 => {
+                type $I = $crate::kernels::x86::Avx512;
+                $body
+            }
+            #[cfg(target_arch = "aarch64")]
+            P::Neon => {
+                type $I = $crate::kernels::arm::Neon;
+                $body
+            }
+            #[cfg(target_arch = "aarch64")]
+            P::Dotprod => {
+                type $I = $crate::kernels::arm::Dotprod;
+                $body
+            }
+            // The scalar path, and paths of another architecture (never active: not available).
+            #[allow(unreachable_patterns)]
+            _ => {
+                type $I = $crate::kernels::isa::Scalar;
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_isa;
