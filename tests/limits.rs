@@ -358,7 +358,9 @@ fn library_errors_name_the_session_options() {
         max_memory: Some(16 << 20),
         ..Default::default()
     };
-    let err = Session::new(model.clone(), opts).err().expect("a 16 MiB budget");
+    let err = Session::new(model.clone(), opts)
+        .err()
+        .expect("a 16 MiB budget");
     match &err {
         mllama::Error::KvMemory {
             ctx,

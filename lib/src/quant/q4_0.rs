@@ -17,7 +17,7 @@ use crate::GgmlType;
 
 /// Q4_0 block: 32 four-bit values (offset by 8) and one f16 scale. Byte `j` holds value `j` in
 /// its low nibble and value `j + 16` in its high nibble.
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 pub struct BlockQ4_0 {
     /// Scale: a nibble `q` stands for `d · (q − 8)`.

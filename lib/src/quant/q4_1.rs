@@ -38,6 +38,11 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == BLOCK_BYTES);
 impl QuantBlock for BlockQ4_1 {
     const TYPE: GgmlType = GgmlType::Q4_1;
     const BLOCK: usize = BLOCK_VALUES;
+    type VecDot = BlockQ8_1;
+
+    fn vec_dot(w: &[Self], x: &[BlockQ8_1]) -> f32 {
+        vec_dot(w, x)
+    }
 
     /// ggml's `quantize_row_q4_1_ref` for one block: `d = (max − min)/15`, `m = min`,
     /// `q = min(15, trunc((x − min)·(1/d) + 0.5))`.

@@ -67,6 +67,11 @@ impl BlockQ4_K {
 impl QuantBlock for BlockQ4_K {
     const TYPE: GgmlType = GgmlType::Q4_K;
     const BLOCK: usize = BLOCK_VALUES;
+    type VecDot = BlockQ8_K;
+
+    fn vec_dot(w: &[Self], x: &[BlockQ8_K]) -> f32 {
+        vec_dot(w, x)
+    }
 
     /// ggml's `quantize_row_q4_K_ref` for one super-block (no importance matrix):
     /// `make_qkx2_quants(nmax 15, rmin −1, rdelta 0.1, nstep 20)` per sub-block with weights

@@ -53,6 +53,11 @@ impl BlockQ5_0 {
 impl QuantBlock for BlockQ5_0 {
     const TYPE: GgmlType = GgmlType::Q5_0;
     const BLOCK: usize = BLOCK_VALUES;
+    type VecDot = BlockQ8_0;
+
+    fn vec_dot(w: &[Self], x: &[BlockQ8_0]) -> f32 {
+        vec_dot(w, x)
+    }
 
     /// ggml's `quantize_row_q5_0_ref` for one block: `m` = the value of largest magnitude
     /// (first on ties), `d = m/−16`, `q = min(31, trunc(x·(1/d) + 16.5))`.

@@ -55,6 +55,11 @@ impl BlockQ5_1 {
 impl QuantBlock for BlockQ5_1 {
     const TYPE: GgmlType = GgmlType::Q5_1;
     const BLOCK: usize = BLOCK_VALUES;
+    type VecDot = BlockQ8_1;
+
+    fn vec_dot(w: &[Self], x: &[BlockQ8_1]) -> f32 {
+        vec_dot(w, x)
+    }
 
     /// ggml's `quantize_row_q5_1_ref` for one block: `d = (max − min)/31`, `m = min`,
     /// `q = trunc((x − min)·(1/d) + 0.5)` (no clamp, as in ggml).

@@ -70,6 +70,11 @@ impl BlockQ5_K {
 impl QuantBlock for BlockQ5_K {
     const TYPE: GgmlType = GgmlType::Q5_K;
     const BLOCK: usize = BLOCK_VALUES;
+    type VecDot = BlockQ8_K;
+
+    fn vec_dot(w: &[Self], x: &[BlockQ8_K]) -> f32 {
+        vec_dot(w, x)
+    }
 
     /// ggml's `quantize_row_q5_K_ref` for one super-block (no importance matrix): as Q4_K with
     /// 31 levels and `make_qkx2_quants(nmax 31, rmin −0.5, rdelta 0.1, nstep 15)`.

@@ -14,7 +14,7 @@ use super::{block_lanes, round_half_away, QuantBlock};
 use crate::GgmlType;
 
 /// Q8_0 block: 32 signed bytes and one f16 scale.
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 pub struct BlockQ8_0 {
     /// Scale: value `i` is `d · qs[i]`.

@@ -35,6 +35,21 @@ const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == BLOCK_BYTES);
 impl QuantBlock for BlockQ8_1 {
     const TYPE: GgmlType = GgmlType::Q8_1;
     const BLOCK: usize = BLOCK_VALUES;
+    type VecDot = BlockQ8_1;
+
+    /// Activation blocks dotted with each other (used by tests and as a table completeness
+    /// requirement): per block `(d_w·d_x, Σ qw·qx)` in the eight-block-lane order.
+    fn vec_dot(w: &[Self], x: &[Self]) -> f32 {
+        super::block_lanes(w.len(), |b| {
+            let isum = w[b]
+                .qs
+                .iter()
+                .zip(&x[b].qs)
+                .map(|(&a, &c)| a as i32 * c as i32)
+                .sum();
+            (w[b].d.to_f32() * x[b].d.to_f32(), isum)
+        })
+    }
 
     /// ggml's `quantize_row_q8_1_ref` for one block: `d = max|x|/127`,
     /// `qs = roundf(x·(1/d))` (half away from zero), `s = f16((Σqs)·d)`.

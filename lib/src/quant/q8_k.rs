@@ -33,6 +33,21 @@ const _: () = assert!(std::mem::size_of::<BlockQ8_K>() == BLOCK_BYTES);
 impl QuantBlock for BlockQ8_K {
     const TYPE: GgmlType = GgmlType::Q8_K;
     const BLOCK: usize = BLOCK_VALUES;
+    type VecDot = BlockQ8_K;
+
+    /// Activation blocks dotted with each other (used by tests and as a table completeness
+    /// requirement): per block `(d_w·d_x, Σ qw·qx)` in the eight-block-lane order.
+    fn vec_dot(w: &[Self], x: &[Self]) -> f32 {
+        super::block_lanes(w.len(), |b| {
+            let isum = w[b]
+                .qs
+                .iter()
+                .zip(&x[b].qs)
+                .map(|(&a, &c)| a as i32 * c as i32)
+                .sum();
+            (w[b].d * x[b].d, isum)
+        })
+    }
 
     /// ggml's `quantize_row_q8_K_ref` for one super-block: `max` = the value of largest
     /// magnitude (first on ties), `iscale = −127/max`, `qs = min(127, nearest_int(iscale·x))`
