@@ -4,8 +4,8 @@
 //! bit-identical to `dequantize_row_<t>` (f32 bits, so −0.0 counts), and the scalar dots
 //! against the f64 sum of the dequantized operands.
 
-use mllama::quant::{self, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_1, q8_k, QuantBlock};
 use bytemuck::Zeroable;
+use mllama::quant::{self, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_1, q8_k, QuantBlock};
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
@@ -55,7 +55,7 @@ struct Codec<B> {
 }
 
 /// Checks one type against its fixture file; returns (blocks compared, of which identical).
-fn check<B: QuantBlock + PartialEq + std::fmt::Debug>(c: &Codec<B>) -> usize {
+fn check<B: QuantBlock>(c: &Codec<B>) -> usize {
     let inputs = read("inputs");
     let inputs = SafeTensors::deserialize(&inputs).unwrap();
     let raw = read(c.name);
@@ -110,13 +110,26 @@ fn check<B: QuantBlock + PartialEq + std::fmt::Debug>(c: &Codec<B>) -> usize {
             for r in 0..rows {
                 let row: &[u8] = bytemuck::cast_slice(&deq[r * 256..r * 256 + 256]);
                 let got = Sha256::digest(row);
-                assert_eq!(got.as_slice(), &sha[r * 32..r * 32 + 32], "{} model row {r}", c.name);
+                assert_eq!(
+                    got.as_slice(),
+                    &sha[r * 32..r * 32 + 32],
+                    "{} model row {r}",
+                    c.name
+                );
             }
             let (head, hs) = f32s(&st, "model_deq_head");
-            assert_eq!(bits(&deq[..hs[0] * 256]), bits(&head), "{} model_deq_head", c.name);
+            assert_eq!(
+                bits(&deq[..hs[0] * 256]),
+                bits(&head),
+                "{} model_deq_head",
+                c.name
+            );
         }
     }
-    eprintln!("{}: {compared} blocks byte-identical to ggml, dequantization bit-identical", c.name);
+    eprintln!(
+        "{}: {compared} blocks byte-identical to ggml, dequantization bit-identical",
+        c.name
+    );
     compared
 }
 
@@ -251,9 +264,15 @@ fn check_k_dot<B: QuantBlock>(
         q8_k::dequantize_row(xp, &mut xd);
         let (exact, mag) = f64_dot(&wd, &xd);
         // The recorded f64 sum (rounded to f32) is the same number.
-        assert!(((exact as f32) - f64_ref[p]).abs() <= f64_ref[p].abs() * 1e-6, "{name} pair {p}");
+        assert!(
+            ((exact as f32) - f64_ref[p]).abs() <= f64_ref[p].abs() * 1e-6,
+            "{name} pair {p}"
+        );
         let err = (got as f64 - exact).abs() / mag;
-        assert!(err < 4e-6, "{name} pair {p}: ours {got}, f64 {exact}, error {err:e} of Σ|w·x|");
+        assert!(
+            err < 4e-6,
+            "{name} pair {p}: ours {got}, f64 {exact}, error {err:e} of Σ|w·x|"
+        );
         worst = worst.max(err);
         worst_generic = worst_generic.max(((got - generic[p]) / generic[p]).abs() as f64);
         worst_simd = worst_simd.max(((got - simd[p]) / simd[p]).abs() as f64);
@@ -296,11 +315,13 @@ fn legacy_dots_against_f64() {
         q8_1::quantize_row_ref(xr, &mut x81);
         let mut x81d = vec![0f32; n];
         q8_1::dequantize_row(&x81, &mut x81d);
-        // Q8_1's values are Q8_0's (same d and rounding); s is d·Σq rounded to f16.
+        // Q8_1's values are Q8_0's (same d and rounding); s is (Σq)·d with the f32 d = max|x|/127,
+        // rounded to f16.
         assert_eq!(bits(&x8d), bits(&x81d));
-        for b in &x81 {
+        for (b, xb) in x81.iter().zip(xr.chunks_exact(32)) {
             let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
-            assert_eq!(b.s, half::f16::from_f32(sum as f32 * b.d.to_f32()));
+            let d = xb.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            assert_eq!(b.s, half::f16::from_f32(sum as f32 * d));
         }
 
         let mut wd = vec![0f32; n];
@@ -309,7 +330,10 @@ fn legacy_dots_against_f64() {
         q5_0::dequantize_row(&q50, &mut wd);
         let (exact, mag) = f64_dot(&wd, &x8d);
         let got = q5_0::vec_dot(&q50, &x8) as f64;
-        assert!((got - exact).abs() < 1e-6 * mag, "q5_0 pair {p}: {got} vs {exact}");
+        assert!(
+            (got - exact).abs() < 1e-6 * mag,
+            "q5_0 pair {p}: {got} vs {exact}"
+        );
 
         // The minimum term uses s = f16(d·Σq), so the reference is Σ d_w q_w d_x q_x + m_w s_x.
         let min_ref = |d: &[f32], m: Vec<f32>| {
@@ -329,13 +353,20 @@ fn legacy_dots_against_f64() {
         let lv: Vec<f32> = (0..n)
             .map(|i| {
                 let b = &q41[i / 32];
-                let q = if i % 32 < 16 { b.qs[i % 32] & 15 } else { b.qs[i % 32 - 16] >> 4 };
+                let q = if i % 32 < 16 {
+                    b.qs[i % 32] & 15
+                } else {
+                    b.qs[i % 32 - 16] >> 4
+                };
                 b.d.to_f32() * q as f32
             })
             .collect();
         let (exact, mag) = min_ref(&lv, q41.iter().map(|b| b.m.to_f32()).collect());
         let got = q4_1::vec_dot(&q41, &x81) as f64;
-        assert!((got - exact).abs() < 2e-6 * mag, "q4_1 pair {p}: {got} vs {exact}");
+        assert!(
+            (got - exact).abs() < 2e-6 * mag,
+            "q4_1 pair {p}: {got} vs {exact}"
+        );
 
         let mut q51 = vec![q5_1::BlockQ5_1::zeroed(); nb];
         q5_1::quantize_row_ref(wr, &mut q51);
@@ -344,6 +375,9 @@ fn legacy_dots_against_f64() {
             .collect();
         let (exact, mag) = min_ref(&lv, q51.iter().map(|b| b.m.to_f32()).collect());
         let got = q5_1::vec_dot(&q51, &x81) as f64;
-        assert!((got - exact).abs() < 2e-6 * mag, "q5_1 pair {p}: {got} vs {exact}");
+        assert!(
+            (got - exact).abs() < 2e-6 * mag,
+            "q5_1 pair {p}: {got} vs {exact}"
+        );
     }
 }

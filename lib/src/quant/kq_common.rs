@@ -209,7 +209,11 @@ pub(crate) fn pack_scales_k4(scales: &[f32; 8], mins: &[f32; 8]) -> ([u8; 12], f
             max_min = mins[j];
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut out = [0u8; 12];
     for j in 0..8 {
@@ -300,7 +304,15 @@ mod tests {
 
     #[test]
     fn nearest_int_rounds_half_to_even() {
-        let cases = [(0.5, 0), (1.5, 2), (2.5, 2), (-0.5, 0), (-1.5, -2), (3.49, 3), (-7.6, -8)];
+        let cases = [
+            (0.5, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (3.49, 3),
+            (-7.6, -8),
+        ];
         for (x, want) in cases {
             assert_eq!(nearest_int(x), want, "{x}");
         }
@@ -315,8 +327,16 @@ mod tests {
         let (packed, d, dmin) = pack_scales_k4(&scales, &mins);
         let (sc, m) = scales_mins_k4(&packed);
         for j in 0..8 {
-            assert_eq!(sc[j] as i32, nearest_int(63.0 / 64.0 * scales[j]).min(63), "scale {j}");
-            assert_eq!(m[j] as i32, nearest_int(63.0 / 64.0 * mins[j]).min(63), "min {j}");
+            assert_eq!(
+                sc[j] as i32,
+                nearest_int(63.0 / 64.0 * scales[j]).min(63),
+                "scale {j}"
+            );
+            assert_eq!(
+                m[j] as i32,
+                nearest_int(63.0 / 64.0 * mins[j]).min(63),
+                "min {j}"
+            );
         }
         assert_eq!((d, dmin), (64.0 / 63.0, 64.0 / 63.0));
     }
@@ -327,7 +347,10 @@ mod tests {
         // differently (1e8 absorbs a 1 unless the ones are added together first).
         let v = [1e8f32, 1.0, 1.0, 1.0, -1e8, 1.0, 1.0, 1.0, 3.0, 4.0, 5.0];
         let lanes = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-        assert_eq!(block_lanes(v.len(), |b| v[b]), lanes + ((v[8] + v[9]) + v[10]));
+        assert_eq!(
+            block_lanes(v.len(), |b| v[b]),
+            lanes + ((v[8] + v[9]) + v[10])
+        );
         assert_eq!(block_lanes(v.len(), |b| v[b]), 18.0);
     }
 }

@@ -79,7 +79,8 @@ impl QuantBlock for BlockQ6_K {
         let mut max_scale = 0f32;
         let mut max_abs_scale = 0f32;
         for ib in 0..16 {
-            let s = make_qx_quants_rmse1(&x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 32);
+            let s =
+                make_qx_quants_rmse1(&x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 32);
             scales[ib] = s;
             if s.abs() > max_abs_scale {
                 max_abs_scale = s.abs();
@@ -116,7 +117,8 @@ impl QuantBlock for BlockQ6_K {
                 let (q1, q2, q3, q4) = (l[i], l[i + 32], l[i + 64], l[i + 96]);
                 b.ql[64 * h + i] = (q1 & 0xF) | ((q3 & 0xF) << 4);
                 b.ql[64 * h + 32 + i] = (q2 & 0xF) | ((q4 & 0xF) << 4);
-                b.qh[32 * h + i] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+                b.qh[32 * h + i] =
+                    (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
             }
         }
         b

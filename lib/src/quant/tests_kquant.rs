@@ -18,7 +18,11 @@ fn round_trip_rel_rms<B: QuantBlock>(n: usize) -> f64 {
     quantize_row(&x, &mut b);
     let mut y = vec![0f32; n];
     dequantize_row(&b, &mut y);
-    let err: f64 = x.iter().zip(&y).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let err: f64 = x
+        .iter()
+        .zip(&y)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
     let den: f64 = x.iter().map(|a| (*a as f64).powi(2)).sum();
     (err / den).sqrt()
 }
@@ -66,13 +70,18 @@ fn k_dot_integer_parts_are_exact() {
     q6_k::quantize_row_ref(&w, &mut w6);
     for (b, xb) in xq.iter().enumerate() {
         let xsub = |j: usize, len: usize| -> i64 {
-            xb.qs[len * j..len * j + len].iter().map(|&q| q as i64).sum()
+            xb.qs[len * j..len * j + len]
+                .iter()
+                .map(|&q| q as i64)
+                .sum()
         };
         // Q4_K / Q5_K: Σ_j sc_j Σ q·x and Σ_j m_j Σ x, from the levels.
         let check_k4 = |sc: [u8; 8], m: [u8; 8], q: [u8; 256], got: (i32, i32)| {
             let (mut isum, mut msum) = (0i64, 0i64);
             for j in 0..8 {
-                let s: i64 = (32 * j..32 * j + 32).map(|i| q[i] as i64 * xb.qs[i] as i64).sum();
+                let s: i64 = (32 * j..32 * j + 32)
+                    .map(|i| q[i] as i64 * xb.qs[i] as i64)
+                    .sum();
                 isum += sc[j] as i64 * s;
                 msum += m[j] as i64 * xsub(j, 32);
             }
@@ -116,7 +125,10 @@ fn k_dot_extremes_do_not_overflow() {
         qs: [-128; 256],
         bsums: [-2048; 16],
     };
-    assert_eq!(q4_k::block_isums(&w4, &x), (-63 * 15 * 128 * 256, -63 * 2048 * 16));
+    assert_eq!(
+        q4_k::block_isums(&w4, &x),
+        (-63 * 15 * 128 * 256, -63 * 2048 * 16)
+    );
     let w6 = q6_k::BlockQ6_K {
         ql: [0; 128],
         qh: [0; 64],
@@ -133,7 +145,13 @@ fn k_dot_extremes_do_not_overflow() {
 /// NaN/inf where ggml would and never panic; quantizing NaN/inf never panics either.
 #[test]
 fn absurd_scales_and_inputs_do_not_panic() {
-    let specials = [f16::NAN, f16::INFINITY, f16::NEG_INFINITY, f16::MAX, f16::MIN_POSITIVE];
+    let specials = [
+        f16::NAN,
+        f16::INFINITY,
+        f16::NEG_INFINITY,
+        f16::MAX,
+        f16::MIN_POSITIVE,
+    ];
     let mut rnd = randn(4096, 3, 100.0).into_iter().map(|v| v.to_bits() as u8);
     let mut bytes = |n: usize| -> Vec<u8> { (0..n).map(|_| rnd.next().unwrap()).collect() };
     let mut out = vec![0f32; 256];
@@ -202,7 +220,10 @@ fn truncated_data_is_an_error_not_a_panic() {
     let mut out = vec![0f32; 512];
     assert!(q4_k::dequantize_bytes_to(&data, &mut out).is_ok());
     let e = q4_k::dequantize_bytes_to(&data[..287], &mut out).unwrap_err();
-    assert_eq!(e.to_string(), "Q4_K: 287 bytes given for 512 values (288 needed)");
+    assert_eq!(
+        e.to_string(),
+        "Q4_K: 287 bytes given for 512 values (288 needed)"
+    );
     assert!(q4_k::dequantize_bytes_to(&data, &mut out[..300]).is_err());
     assert!(q6_k::dequantize_bytes_to(&data[..209], &mut out[..256]).is_err());
     assert!(q5_k::dequantize_bytes_to(&data[..175], &mut out[..256]).is_err());
@@ -246,7 +267,8 @@ fn legacy_dots_follow_the_eight_lane_order() {
 
     let order = |v: &[f32]| {
         let l: Vec<f32> = (0..8).map(|i| v[i]).collect();
-        ((((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))) + ((v[8] + v[9]) + v[10]))
+        ((((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])))
+            + ((v[8] + v[9]) + v[10]))
             .to_bits()
     };
     let v50: Vec<f32> = (0..11)
