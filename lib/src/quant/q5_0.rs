@@ -134,10 +134,11 @@ pub fn vec_dot(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
     block_lanes(nb, |b| {
         let (a, c) = (&w[b], &x[b]);
         let q = a.levels();
-        let mut isum = 0i32;
-        for j in 0..32 {
-            isum += q[j] as i32 * c.qs[j] as i32;
-        }
+        let isum: i32 = q
+            .iter()
+            .zip(&c.qs)
+            .map(|(&a, &b)| a as i32 * b as i32)
+            .sum();
         (a.d.to_f32() * c.d.to_f32()) * isum as f32
     })
 }

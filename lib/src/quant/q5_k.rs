@@ -173,12 +173,9 @@ pub fn block_isums(w: &BlockQ5_K, x: &BlockQ8_K) -> (i32, i32) {
     let (sc, m) = w.scales_mins();
     let q = w.levels();
     let mut isum = 0i32;
-    for j in 0..8 {
-        let mut s = 0i32;
-        for i in 32 * j..32 * j + 32 {
-            s += q[i] as i32 * x.qs[i] as i32;
-        }
-        isum += sc[j] as i32 * s;
+    for ((&s, qj), xj) in sc.iter().zip(q.chunks_exact(32)).zip(x.qs.chunks_exact(32)) {
+        let dot: i32 = qj.iter().zip(xj).map(|(&a, &b)| a as i32 * b as i32).sum();
+        isum += s as i32 * dot;
     }
     let mut msum = 0i32;
     for k in 0..16 {

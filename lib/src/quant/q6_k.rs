@@ -103,8 +103,8 @@ impl QuantBlock for BlockQ6_K {
         }
         let iscale = -128.0 / max_scale;
         b.d = f16::from_f32(1.0 / iscale);
-        for ib in 0..16 {
-            b.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+        for (sc, &s) in b.scales.iter_mut().zip(&scales) {
+            *sc = nearest_int(iscale * s).min(127) as i8;
         }
         for j in 0..16 {
             let d = b.d.to_f32() * b.scales[j] as f32;
@@ -170,12 +170,14 @@ pub fn dequantize_bytes_to(data: &[u8], out: &mut [f32]) -> Result<(), Error> {
 pub fn block_isum(w: &BlockQ6_K, x: &BlockQ8_K) -> i32 {
     let q = w.levels();
     let mut isum = 0i32;
-    for j in 0..16 {
-        let mut s = 0i32;
-        for i in 16 * j..16 * j + 16 {
-            s += q[i] as i32 * x.qs[i] as i32;
-        }
-        isum += w.scales[j] as i32 * s;
+    for ((&s, qj), xj) in w
+        .scales
+        .iter()
+        .zip(q.chunks_exact(16))
+        .zip(x.qs.chunks_exact(16))
+    {
+        let dot: i32 = qj.iter().zip(xj).map(|(&a, &b)| a as i32 * b as i32).sum();
+        isum += s as i32 * dot;
     }
     isum
 }

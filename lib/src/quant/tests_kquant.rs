@@ -284,9 +284,9 @@ fn legacy_dots_follow_the_eight_lane_order() {
             let mut y = [0f32; 32];
             let mut i = 0i32;
             w41[b].dequantize(&mut y); // levels from the dequantized values: (y − m)/d
-            for j in 0..32 {
-                let q = ((y[j] - w41[b].m.to_f32()) / w41[b].d.to_f32()).round() as i32;
-                i += q * x81[b].qs[j] as i32;
+            for (&v, &xq) in y.iter().zip(&x81[b].qs) {
+                let q = ((v - w41[b].m.to_f32()) / w41[b].d.to_f32()).round() as i32;
+                i += q * xq as i32;
             }
             (w41[b].d.to_f32() * x81[b].d.to_f32()) * i as f32
                 + w41[b].m.to_f32() * x81[b].s.to_f32()
