@@ -2,7 +2,7 @@
 //! architecture `mllama`) from quantized GGUF files.
 //!
 //! Load a model with [`Model::load`], open a [`Session`], add images and messages, and stream the
-//! answer ([`api`] has the details):
+//! answer ([`engine::session`] has the details):
 //!
 //! ```
 //! use mllama::{Model, SamplingParams, Session, SessionOptions};
@@ -21,11 +21,15 @@
 //! # }
 //! ```
 //!
-//! Module map, lowest layer first (a module uses only those above it in this list):
+//! Module map, lowest layer first (a module uses only those above it in this list;
+//! `tests/module_graph.rs` checks that the graph has no cycle):
+//! - [`format::dtype`]: the ggml tensor type table ([`GgmlType`]): ids, names, block and byte
+//!   sizes. It uses nothing else.
 //! - [`error`]: the error types ([`Error`], [`GgufError`], [`Limit`]).
-//! - [`format`]: file formats: the GGUF reader (memory-mapped, validating) and streaming writer,
-//!   the ggml tensor type table ([`GgmlType`]), standard metadata keys.
-//! - [`quant`]: quantized block formats and f32 ⇄ block conversions (scalar reference).
+//! - [`quant`]: quantized block formats, one file per type, with their reference (de)quantizers
+//!   and scalar dot products.
+//! - [`format`](mod@format): the GGUF container: reader (memory-mapped, validating, typed views) and
+//!   streaming writer; standard metadata keys.
 //! - [`kernels`]: matrix kernels (`y = x·Wᵀ` for every weight type) over zero-copy weight
 //!   matrices ([`kernels::tensor`]), scalar references beside the SIMD paths, attention kernels,
 //!   bandwidth probes.

@@ -25,7 +25,7 @@
 //! ## Caching
 //!
 //! Each image is decoded, preprocessed and run through the vision tower once; its
-//! cross-attention K/V (for every cross layer) are kept in the model's [`ImageCache`], keyed by a
+//! cross-attention K/V (for every cross layer) are kept in the model's [`ImageCache`](crate::ImageCache), keyed by a
 //! SHA-256 of the image bytes and the vision-tap convention, so the same picture costs no vision
 //! work again in any session of the process. A session keeps the self-attention KV cache of the
 //! conversation and only processes what a new turn adds.
@@ -438,7 +438,7 @@ impl Session {
 
     /// Add an image file (PNG, JPEG, WebP, GIF or BMP); it goes with the next user message (or
     /// the raw prompt). The image is decoded, preprocessed and run through the vision tower now
-    /// (or taken from the model's [`ImageCache`]), so a bad file fails here.
+    /// (or taken from the model's [`ImageCache`](crate::ImageCache)), so a bad file fails here.
     ///
     /// The Llama 3.2 Vision chat template refuses a system message in a conversation with images
     /// (the error comes from [`generate`](Session::generate)).
@@ -630,7 +630,7 @@ impl Session {
     }
 
     /// Forget the conversation, raw prompt, pending images and KV cache, keeping the options
-    /// (encoded images stay in the model's [`ImageCache`]). [`stats`](Session::stats) keep their
+    /// (encoded images stay in the model's [`ImageCache`](crate::ImageCache)). [`stats`](Session::stats) keep their
     /// values until the next generation.
     ///
     /// ```

@@ -1,10 +1,10 @@
 //! Image files to RGB8 pixels: decoding with HF's conversion rules (PIL + `convert_to_rgb`), size
 //! limits checked before decoding, and Pillow's bilinear resize.
 //!
-//! - [`decode`](self::decode): format sniffing, header checks, the `image` crate for PNG/GIF/BMP/WebP.
-//! - [`format`](self::format): the formats, the header size check, the RGB8 buffer.
-//! - [`jpeg`](self::jpeg): our JPEG decoder, bit-exact with libjpeg-turbo (Pillow's), split by stage.
-//! - [`resize`](self::resize): Pillow 13's bilinear resampling, bit-exact on RGB8.
+//! - `decode`: format sniffing, header checks, the `image` crate for PNG/GIF/BMP/WebP.
+//! - `format`: the formats, the header size check, the RGB8 buffer.
+//! - `jpeg`: our JPEG decoder, bit-exact with libjpeg-turbo (Pillow's), split by stage.
+//! - `resize`: Pillow 13's bilinear resampling, bit-exact on RGB8.
 //!
 //! Images with alpha (RGBA, LA, palette or grey/RGB with a `tRNS` transparency entry, GIF
 //! transparency, WebP alpha) are composited over **white** with Pillow's integer arithmetic; grey

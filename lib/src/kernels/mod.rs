@@ -5,7 +5,7 @@
 //! - **Decode** (few activation rows, memory-bound): each weight row is streamed once and dotted
 //!   with every activation row. Float weights multiply f32 activations (FMA); quantized weights
 //!   multiply activations quantized to Q8_0 with integer dot products, as ggml does (the
-//!   activation quantization is exactly [`BlockQ8_0::quantize`]). Parallel over blocks of weight
+//!   activation quantization is exactly [`BlockQ8_0::quantize`](crate::quant::QuantBlock::quantize)). Parallel over blocks of weight
 //!   rows.
 //! - **GEMM** (many rows, compute-bound): a cache-blocked packed GEMM (module `gemm`) that converts
 //!   weights of any type to f32 while packing and multiplies f32 activations (unquantized) with a
@@ -603,7 +603,7 @@ pub fn gemm_nt(a: &[f32], b: &[f32], n: usize, m: usize, k: usize, c: &mut [f32]
 // ---------------------------------------------------------------------------------------------
 // Vector helpers on the active path.
 
-/// Quantize a row to Q8_0 blocks, bit-identical to [`BlockQ8_0::quantize`] (finite inputs).
+/// Quantize a row to Q8_0 blocks, bit-identical to [`BlockQ8_0::quantize`](crate::quant::QuantBlock::quantize) (finite inputs).
 pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(
         x.len(),

@@ -16,7 +16,7 @@ pub const DEFAULT_IMAGE_CACHE_BYTES: usize = 2 << 30;
 /// `[n_kv_heads][tile_slots · tokens_per_tile][head_dim]`, all tile slots kept.
 ///
 /// Made by [`Model::encode_image`] or [`ImageCache::get_or_encode`]; attach it to a conversation
-/// through [`Session::add_image`] (which uses the cache) rather than by hand.
+/// through [`Session::add_image`](crate::Session::add_image) (which uses the cache) rather than by hand.
 pub struct EncodedImage {
     /// Per cross layer, in layer order: (K with k_norm applied, V), each f32 head-major
     /// `[n_kv_heads][tile_slots · tokens_per_tile][head_dim]`.
@@ -61,7 +61,7 @@ struct CacheEntry {
 /// alive in that session). A single image larger than the bound is used but not kept.
 ///
 /// Every [`Model`] owns one ([`Model::image_cache`], bounded by [`DEFAULT_IMAGE_CACHE_BYTES`]);
-/// [`Session::add_image`] goes through it. All methods take `&self` and are thread-safe.
+/// [`Session::add_image`](crate::Session::add_image) goes through it. All methods take `&self` and are thread-safe.
 ///
 /// ```
 /// use std::sync::Arc;

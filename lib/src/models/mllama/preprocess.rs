@@ -2,7 +2,7 @@
 //! (PIL backend, transformers 5.24 with Pillow 13) — see `mllama-spec.md` §2.
 //!
 //! Pipeline for one image ([`preprocess`]):
-//! 1. **Decode and convert to RGB** ([`load_image`] / [`decode_image`]) exactly as PIL + HF's
+//! 1. **Decode and convert to RGB** ([`load_image`](crate::image::load_image) / [`decode_image`](crate::image::decode_image)) exactly as PIL + HF's
 //!    `convert_to_rgb` would: images with alpha (RGBA, LA, palette or grey/RGB with a `tRNS`
 //!    transparency entry, GIF transparency, WebP alpha) are composited over **white** with Pillow's
 //!    integer arithmetic; grey is replicated; 16-bit PNG channels keep their high byte; 16-bit grey

@@ -1,6 +1,6 @@
 //! The architecture as plain numbers: writes the `mllama.*` metadata every file of ours carries
 //! (the converter and synthetic benchmark models share it) and gives the dimensions of the tensors
-//! such a file holds ([`tensors`](super::tensors) declares them).
+//! such a file holds ([`super::tensors`] declares them).
 
 use crate::format::gguf::{Array, GgufWriter, Value};
 use crate::models::mllama::keys;
