@@ -18,7 +18,8 @@
 use std::ops::Range;
 
 use super::gemm::Kernel;
-use super::isa::{with_isa, Isa};
+use super::isa::Isa;
+use super::with_isa;
 use super::{active_path, Path};
 
 /// Keys per online-softmax step.
@@ -162,14 +163,9 @@ pub fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
     exp_on(active_path(), s, m)
 }
 
-/// The scalar meaning of [`exp_sub_sum`].
+/// The scalar meaning of [`exp_sub_sum`] ([`super::scalar::exp_sub_sum`]).
 pub fn exp_sub_scalar(s: &mut [f32], m: f32) -> f32 {
-    let mut sum = 0f32;
-    for v in s {
-        *v = (*v - m).exp();
-        sum += *v;
-    }
-    sum
+    super::scalar::exp_sub_sum(s, m)
 }
 
 fn exp_on(path: Path, s: &mut [f32], m: f32) -> f32 {
@@ -504,68 +500,6 @@ pub fn attend_group<T: KvElem>(
         let inv = if l[i] > 0.0 { 1.0 / l[i] } else { 0.0 };
         for (d, x) in out[i * hd..(i + 1) * hd].iter_mut().zip(&o[i * hd..]) {
             *d = x * inv;
-        }
-    }
-}
-
-/// The scores step on the scalar and NEON paths (NEON is baseline on aarch64, so these plain
-/// loops vectorise there): `s[r·nb + j] = scale · q_r·k_j`, eight-lane dot products (lane `l`
-/// sums elements `8i + l`, then [`super::scalar::lanes8`], then the tail left to right), rows four
-/// at a time so four accumulation chains overlap.
-#[inline(always)]
-pub(crate) fn group_scores_body(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
-    let nb = kb.len() / hd;
-    let nq = q.len() / hd;
-    let full = hd / 8 * 8;
-    let mut r0 = 0;
-    while r0 < nq {
-        let rows = (nq - r0).min(4);
-        for (j, kj) in kb.chunks_exact(hd).enumerate() {
-            let mut acc = [[0f32; 8]; 4];
-            if rows == 4 {
-                let qr: [&[f32]; 4] = std::array::from_fn(|r| &q[(r0 + r) * hd..][..hd]);
-                for c in (0..full).step_by(8) {
-                    let kc = &kj[c..c + 8];
-                    for (a, qr) in acc.iter_mut().zip(&qr) {
-                        let qc = &qr[c..c + 8];
-                        for l in 0..8 {
-                            a[l] += qc[l] * kc[l];
-                        }
-                    }
-                }
-            } else {
-                for (a, r) in acc.iter_mut().zip(r0..r0 + rows) {
-                    let qr = &q[r * hd..][..hd];
-                    for c in (0..full).step_by(8) {
-                        for l in 0..8 {
-                            a[l] += qr[c + l] * kj[c + l];
-                        }
-                    }
-                }
-            }
-            for (a, r) in acc.iter().zip(r0..r0 + rows) {
-                let qr = &q[r * hd..][..hd];
-                let mut tail = 0f32;
-                for d in full..hd {
-                    tail += qr[d] * kj[d];
-                }
-                s[r * nb + j] = (super::scalar::lanes8(a) + tail) * scale;
-            }
-        }
-        r0 += rows;
-    }
-}
-
-/// The `P·V` step on the scalar and NEON paths: `o[r] += Σ_j p[r·nb + j] · v_j`.
-#[inline(always)]
-pub(crate) fn group_pv_body(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
-    let nb = vb.len() / hd;
-    for (j, vj) in vb.chunks_exact(hd).enumerate() {
-        for (r, or) in o.chunks_exact_mut(hd).enumerate() {
-            let pj = p[r * nb + j];
-            for (x, y) in or.iter_mut().zip(vj) {
-                *x += pj * y;
-            }
         }
     }
 }

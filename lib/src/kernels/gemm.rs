@@ -18,8 +18,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::isa::{with_isa, Isa};
-use super::{Out, Path, SyncPtr};
+use super::{Out, SyncPtr};
 use crate::kernels::tensor::Mat;
 use crate::quant::TypeTraits;
 
@@ -106,54 +105,6 @@ pub(super) fn scalar_kernel<const MR: usize, const NR: usize>(
     t
 }
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) struct Avx2Kernel;
-
-#[cfg(target_arch = "x86_64")]
-impl Kernel for Avx2Kernel {
-    const MR: usize = super::x86::MR;
-    const NR: usize = super::x86::NR;
-    unsafe fn pack_b(
-        t: &'static TypeTraits,
-        data: &[u8],
-        row_bytes: usize,
-        j0: usize,
-        nr: usize,
-        p0: usize,
-        kc: usize,
-        out: &mut [f32],
-    ) {
-        super::x86::pack_b(t, data, row_bytes, j0, nr, p0, kc, out)
-    }
-    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
-        super::x86::kernel_6x16(kc, a, b, c, ldc, acc)
-    }
-}
-
-#[cfg(target_arch = "aarch64")]
-pub(crate) struct NeonKernel;
-
-#[cfg(target_arch = "aarch64")]
-impl Kernel for NeonKernel {
-    const MR: usize = super::arm::MR;
-    const NR: usize = super::arm::NR;
-    unsafe fn pack_b(
-        t: &'static TypeTraits,
-        data: &[u8],
-        row_bytes: usize,
-        j0: usize,
-        nr: usize,
-        p0: usize,
-        kc: usize,
-        out: &mut [f32],
-    ) {
-        super::arm::pack_b(t, data, row_bytes, j0, nr, p0, kc, out)
-    }
-    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
-        super::arm::kernel_8x12(kc, a, b, c, ldc, acc)
-    }
-}
-
 /// `out[p·MR + i] = x[(i0 + i)·k + p0 + p]` for `i < mr` (zeros for `mr ≤ i < MR`), `p < kc`.
 #[allow(clippy::too_many_arguments)]
 fn pack_a(
@@ -185,12 +136,8 @@ thread_local! {
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `y = x · Wᵀ` through the packed GEMM of `path`.
-pub(super) fn gemm(path: Path, w: &Mat, x: &[f32], n: usize, y: &mut [f32]) {
-    with_isa!(path, I => gemm_with::<<I as Isa>::Gemm>(w, x, n, y))
-}
-
-fn gemm_with<K: Kernel>(w: &Mat, x: &[f32], n: usize, y: &mut [f32]) {
+/// `y = x · Wᵀ` through the packed GEMM with micro-kernel `K` (the path's `Isa::Gemm`).
+pub(super) fn gemm_with<K: Kernel>(w: &Mat, x: &[f32], n: usize, y: &mut [f32]) {
     let m = w.rows;
     let threads = rayon::current_num_threads().max(1);
     // Blocks of W rows: at most NC_MAX, and at least two per thread when m allows.

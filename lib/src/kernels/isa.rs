@@ -1,11 +1,11 @@
 //! The instruction sets, as one trait implemented once per [`Path`]: [`Scalar`] here, `Avx2` and
 //! `Avx512` in `x86`, `Neon` and `Dotprod` in `arm`. Every default method is the portable
 //! (scalar) kernel, so an ISA overrides only what it accelerates, and names the scalar twin in
-//! its docs. [`with_isa!`] is the one place that turns a run-time [`Path`] into its ISA type;
+//! its docs. `kernels::with_isa!` is the one place that turns a run-time [`Path`] into its ISA type;
 //! every dispatching kernel goes through it.
 //!
 //! Adding a SIMD path: a `Path` variant (with detection), a unit type implementing [`Isa`] in its
-//! architecture's folder, and one arm in [`with_isa!`].
+//! architecture's folder, and one arm in `kernels::with_isa!`.
 
 use half::f16;
 
@@ -25,7 +25,7 @@ pub(crate) trait Isa: 'static {
     type Gemm: Kernel;
 
     /// This ISA's decode kernel for weight type `ty`, if it has one (else the type's portable
-    /// kernel runs; see [`super::types::TypeKernels::decoder`]).
+    /// kernel runs).
     fn decoder(_ty: GgmlType) -> Option<Decoder> {
         None
     }
@@ -51,14 +51,14 @@ pub(crate) trait Isa: 'static {
         super::scalar::scale(a, y)
     }
 
-    /// `s[i] = exp(s[i] − m)`, returning `Σ s[i]`. Twin: [`super::attention::exp_sub_scalar`].
+    /// `s[i] = exp(s[i] − m)`, returning `Σ s[i]`. Twin: [`super::scalar::exp_sub_sum`].
     unsafe fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
-        super::attention::exp_sub_scalar(s, m)
+        super::scalar::exp_sub_sum(s, m)
     }
 
     /// Grouped attention scores for f32 keys: `s[r·nb + j] = scale · q_r·k_j`.
     unsafe fn scores_f32(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
-        super::attention::group_scores_body(q, kb, hd, scale, s)
+        super::scalar::group_scores(q, kb, hd, scale, s)
     }
 
     /// [`Isa::scores_f32`] for f16 keys (widened into `scratch`).
@@ -70,19 +70,17 @@ pub(crate) trait Isa: 'static {
         s: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        use super::attention::KvElem;
-        super::attention::group_scores_body(q, f16::as_f32(kb, scratch), hd, scale, s)
+        super::scalar::group_scores(q, super::scalar::widen(kb, scratch), hd, scale, s)
     }
 
     /// Grouped attention `P·V` for f32 values: `o[r] += Σ_j p[r·nb + j] · v_j`.
     unsafe fn pv_f32(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
-        super::attention::group_pv_body(p, vb, hd, o)
+        super::scalar::group_pv(p, vb, hd, o)
     }
 
     /// [`Isa::pv_f32`] for f16 values (widened into `scratch`).
     unsafe fn pv_f16(p: &[f32], vb: &[f16], hd: usize, o: &mut [f32], scratch: &mut Vec<f32>) {
-        use super::attention::KvElem;
-        super::attention::group_pv_body(p, f16::as_f32(vb, scratch), hd, o)
+        super::scalar::group_pv(p, super::scalar::widen(vb, scratch), hd, o)
     }
 
     /// Floating-point operations of one [`Isa::fma_chains`] iteration (8 chains × (mul + add)).
@@ -124,41 +122,3 @@ impl Isa for Scalar {
     const PATH: Path = Path::Scalar;
     type Gemm = ScalarKernel;
 }
-
-/// `with_isa!(path, I => expr)`: evaluate `expr` with the type `I` standing for `path`'s [`Isa`].
-/// The one `match` from run-time path to ISA.
-macro_rules! with_isa {
-    ($path:expr, $I:ident => $body:expr) => {{
-        #[allow(unused_imports)]
-        use $crate::kernels::Path as P;
-        match $path {
-            #[cfg(target_arch = "x86_64")]
-            P::Avx2 => {
-                type $I = $crate::kernels::x86::Avx2;
-                $body
-            }
-            #[cfg(target_arch = "x86_64")]
-            P::Avx512 => {
-                type $I = $crate::kernels::x86::Avx512;
-                $body
-            }
-            #[cfg(target_arch = "aarch64")]
-            P::Neon => {
-                type $I = $crate::kernels::arm::Neon;
-                $body
-            }
-            #[cfg(target_arch = "aarch64")]
-            P::Dotprod => {
-                type $I = $crate::kernels::arm::Dotprod;
-                $body
-            }
-            // The scalar path, and paths of another architecture (never active: not available).
-            #[allow(unreachable_patterns)]
-            _ => {
-                type $I = $crate::kernels::isa::Scalar;
-                $body
-            }
-        }
-    }};
-}
-pub(crate) use with_isa;

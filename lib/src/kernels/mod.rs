@@ -27,7 +27,7 @@
 //!
 //! Each path is one type implementing the `isa::Isa` trait (`isa::Scalar`; `x86::Avx2`,
 //! `x86::Avx512`; `arm::Neon`, `arm::Dotprod`), whose default methods are the portable kernels;
-//! `isa::with_isa!` is the one `match` from a run-time path to its type.
+//! `with_isa!` (defined here) is the one `match` from a run-time path to its type.
 //!
 //! # The per-type table
 //! [`types::TYPES`] has one [`TypeKernels`] row per weight type (block size in values and bytes,
@@ -46,7 +46,7 @@
 //!   GEMM packing; SIMD decode kernels are optional entries in the ISAs' `decoder` tables.
 //! - **A SIMD path**: a [`Path`] variant with its detection, a type implementing `isa::Isa` in
 //!   `x86/` or `arm/` (override what it accelerates; each override names its scalar twin), one
-//!   arm in `isa::with_isa!`.
+//!   arm in `with_isa!`.
 //!
 //! Note that for quantized weights the two regimes differ numerically (decode quantizes the
 //! activations, GEMM does not), so a row's result can change slightly when the batch crosses the
@@ -79,8 +79,53 @@ mod arm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use isa::{with_isa, Isa};
+use isa::Isa;
 pub use types::{lookup, TypeKernels, UnsupportedType};
+
+/// `with_isa!(path, I => expr)`: evaluate `expr` with the type `I` standing for `path`'s [`Isa`].
+/// The one `match` from run-time path to ISA.
+macro_rules! with_isa {
+    ($path:expr, $I:ident => $body:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::kernels::Path as P;
+        match $path {
+            #[cfg(target_arch = "x86_64")]
+            P::Avx2 => {
+                type $I = $crate::kernels::x86::Avx2;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            P::Avx512 => {
+                type $I = $crate::kernels::x86::Avx512;
+                $body
+            }
+            #[cfg(target_arch = "aarch64")]
+            P::Neon => {
+                type $I = $crate::kernels::arm::Neon;
+                $body
+            }
+            #[cfg(target_arch = "aarch64")]
+            P::Dotprod => {
+                type $I = $crate::kernels::arm::Dotprod;
+                $body
+            }
+            // The scalar path, and paths of another architecture (never active: not available).
+            #[allow(unreachable_patterns)]
+            _ => {
+                type $I = $crate::kernels::isa::Scalar;
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_isa;
+
+/// The decode kernel of weight type `t` on `path`: the ISA's own for the type, else the type's
+/// portable one (correct on every path).
+pub(crate) fn decoder(t: &TypeKernels, path: Path) -> types::Decoder {
+    let ty = t.ty();
+    with_isa!(path, I => I::decoder(ty)).unwrap_or(t.scalar)
+}
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -493,7 +538,7 @@ pub fn matmul_with(
         Regime::Gemm => true,
     };
     if gemm {
-        gemm::gemm(path, w, x, n, y);
+        with_isa!(path, I => gemm::gemm_with::<<I as Isa>::Gemm>(w, x, n, y));
         if let Some(b) = bias {
             for row in y.chunks_exact_mut(m) {
                 for (v, bb) in row.iter_mut().zip(b) {
@@ -523,7 +568,7 @@ fn decode(
     sc: &mut Scratch,
 ) {
     let (m, k) = (w.rows, w.cols);
-    let kern = w.kernels().decoder(path);
+    let kern = decoder(w.kernels(), path);
     let (xb, x_stride): (&[u8], usize) = match kern.act {
         None => (bytemuck::cast_slice(x), 4 * k),
         Some(aq) => {
@@ -582,7 +627,7 @@ pub fn gemm_nt(a: &[f32], b: &[f32], n: usize, m: usize, k: usize, c: &mut [f32]
         return;
     }
     // The f32 decode kernel of the active path, with `b` as the weight rows.
-    let kern = types::f32_kernels().decoder(active_path());
+    let kern = decoder(types::f32_kernels(), active_path());
     let job = Job {
         w: bytemuck::cast_slice(&b[..m * k]),
         k,

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::isa::{with_isa, Isa};
+use super::isa::Isa;
+use super::with_isa;
 use super::Path;
 
 /// Floating-point operations one call of the path's FMA loop does per iteration.

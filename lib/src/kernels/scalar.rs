@@ -115,3 +115,86 @@ pub fn scale(a: f32, y: &mut [f32]) {
         *v *= a;
     }
 }
+
+/// `s[i] = exp(s[i] − m)` in place, returning `Σ s[i]` (the meaning of the SIMD `exp_sub_sum`).
+pub fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
+    let mut sum = 0f32;
+    for v in s {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    sum
+}
+
+/// `src` widened to f32 into `scratch` (grown on demand).
+pub(crate) fn widen<'a>(src: &[half::f16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    use half::slice::HalfFloatSliceExt;
+    if scratch.len() < src.len() {
+        scratch.resize(src.len(), 0.0);
+    }
+    let dst = &mut scratch[..src.len()];
+    src.convert_to_f32_slice(dst);
+    dst
+}
+
+/// The scores step of `attention::attend_group` on the scalar and NEON paths (NEON is baseline on aarch64, so these plain
+/// loops vectorise there): `s[r·nb + j] = scale · q_r·k_j`, eight-lane dot products (lane `l`
+/// sums elements `8i + l`, then [`super::scalar::lanes8`], then the tail left to right), rows four
+/// at a time so four accumulation chains overlap.
+#[inline]
+pub fn group_scores(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
+    let nb = kb.len() / hd;
+    let nq = q.len() / hd;
+    let full = hd / 8 * 8;
+    let mut r0 = 0;
+    while r0 < nq {
+        let rows = (nq - r0).min(4);
+        for (j, kj) in kb.chunks_exact(hd).enumerate() {
+            let mut acc = [[0f32; 8]; 4];
+            if rows == 4 {
+                let qr: [&[f32]; 4] = std::array::from_fn(|r| &q[(r0 + r) * hd..][..hd]);
+                for c in (0..full).step_by(8) {
+                    let kc = &kj[c..c + 8];
+                    for (a, qr) in acc.iter_mut().zip(&qr) {
+                        let qc = &qr[c..c + 8];
+                        for l in 0..8 {
+                            a[l] += qc[l] * kc[l];
+                        }
+                    }
+                }
+            } else {
+                for (a, r) in acc.iter_mut().zip(r0..r0 + rows) {
+                    let qr = &q[r * hd..][..hd];
+                    for c in (0..full).step_by(8) {
+                        for l in 0..8 {
+                            a[l] += qr[c + l] * kj[c + l];
+                        }
+                    }
+                }
+            }
+            for (a, r) in acc.iter().zip(r0..r0 + rows) {
+                let qr = &q[r * hd..][..hd];
+                let mut tail = 0f32;
+                for d in full..hd {
+                    tail += qr[d] * kj[d];
+                }
+                s[r * nb + j] = (lanes8(a) + tail) * scale;
+            }
+        }
+        r0 += rows;
+    }
+}
+
+/// The `P·V` step of `attention::attend_group` on the scalar and NEON paths: `o[r] += Σ_j p[r·nb + j] · v_j`.
+#[inline]
+pub fn group_pv(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
+    let nb = vb.len() / hd;
+    for (j, vj) in vb.chunks_exact(hd).enumerate() {
+        for (r, or) in o.chunks_exact_mut(hd).enumerate() {
+            let pj = p[r * nb + j];
+            for (x, y) in or.iter_mut().zip(vj) {
+                *x += pj * y;
+            }
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! (block size in values and bytes, the activation type it dots against, dequantize — which is
 //! also the GEMM's plain pack — from [`crate::quant::TYPES`]), the regime crossover, and its
 //! portable decode kernel. An ISA adds faster decode kernels for the types it knows
-//! ([`super::isa::Isa::decoder`]); a type it does not know runs the portable kernel, which is
+//! (`Isa::decoder`); a type it does not know runs the portable kernel, which is
 //! correct on every path.
 //!
 //! Adding a weight type: one file in `quant/` (block struct + [`QuantBlock`] impl), one row in
@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use half::{bf16, f16};
 
-use super::{scalar, with_bias, Out, Path};
+use super::{scalar, with_bias, Out};
 use crate::quant::{self, BlockQ4_0, BlockQ8_0, QuantBlock, TypeTraits};
 use crate::GgmlType;
 
@@ -92,12 +92,6 @@ impl TypeKernels {
     /// The weight type.
     pub fn ty(&self) -> GgmlType {
         self.traits.ty
-    }
-
-    /// The decode kernel on `path`: the ISA's own for this type, else the portable one.
-    pub(crate) fn decoder(&self, path: Path) -> Decoder {
-        let ty = self.ty();
-        super::isa::with_isa!(path, I => <I as super::isa::Isa>::decoder(ty)).unwrap_or(self.scalar)
     }
 }
 

@@ -11,10 +11,11 @@ use std::arch::asm;
 
 use half::{bf16, f16};
 
-use super::gemm::NeonKernel;
+use super::gemm::Kernel;
 use super::isa::Isa;
 use super::types::{ActQuant, Decoder, Job};
 use super::{split_row_bytes, split_row_mut, with_bias, Out, Path, Qs, SplitActs};
+use crate::quant::TypeTraits;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
 
@@ -931,5 +932,28 @@ impl Isa for Dotprod {
     neon_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<true>(ty)
+    }
+}
+
+/// The packed GEMM's NEON micro-kernel and packing (both aarch64 paths).
+pub(crate) struct NeonKernel;
+
+impl Kernel for NeonKernel {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    unsafe fn pack_b(
+        t: &'static TypeTraits,
+        data: &[u8],
+        row_bytes: usize,
+        j0: usize,
+        nr: usize,
+        p0: usize,
+        kc: usize,
+        out: &mut [f32],
+    ) {
+        pack_b(t, data, row_bytes, j0, nr, p0, kc, out)
+    }
+    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+        kernel_8x12(kc, a, b, c, ldc, acc)
     }
 }
