@@ -87,11 +87,27 @@ fn decode_allocations(ty: GgmlType, sem: Semantics, with_image: bool) -> usize {
         for _ in 0..8 {
             next = argmax(seq.feed(&[next], false).unwrap()) as u32;
         }
-        let before = ALLOCS.load(Ordering::SeqCst);
-        for _ in 0..32 {
-            next = argmax(seq.feed(&[next], false).unwrap()) as u32;
+        // Steady state: a window of 32 steps without any allocation. A worker thread that never
+        // ran some job during the warm-up (possible when the machine is loaded and one thread
+        // steals everything) creates its thread-local scratch once, later; an allocation per
+        // step would show in every window, so three windows in a row must not all allocate.
+        let mut counts = Vec::new();
+        for _ in 0..3 {
+            let before = ALLOCS.load(Ordering::SeqCst);
+            for _ in 0..32 {
+                next = argmax(seq.feed(&[next], false).unwrap()) as u32;
+            }
+            counts.push(ALLOCS.load(Ordering::SeqCst) - before);
+            if counts.last() == Some(&0) {
+                break;
+            }
         }
-        ALLOCS.load(Ordering::SeqCst) - before
+        // One-time creations are few: at most a handful per worker.
+        assert!(
+            counts.iter().sum::<usize>() <= 8,
+            "allocations per window of 32 decode steps: {counts:?}"
+        );
+        *counts.last().unwrap()
     })
 }
 
@@ -107,7 +123,7 @@ fn decode_steps_do_not_allocate() {
                 let n = decode_allocations(ty, sem, with_image);
                 assert_eq!(
                     n, 0,
-                    "{ty}, image {with_image}, meta {meta}: {n} allocations in 32 decode steps"
+                    "{ty}, image {with_image}, meta {meta}: {n} allocations in each of three windows of 32 decode steps"
                 );
             }
         }
