@@ -13,28 +13,7 @@ use mllama::models::mllama::{Model, Semantics};
 use mllama::text::sampling::argmax;
 use mllama::Error;
 
-/// What to evaluate (the flags of `mllama eval`).
-///
-/// ```
-/// use crate::eval::{run, EvalRequest};
-///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let dir = tempfile::tempdir()?;
-/// let req = EvalRequest {
-///     model: "models/demo/mllama-demo-q4_0.gguf".into(),
-///     images: vec![],
-///     prompt: "<|begin_of_text|>Hello".into(),
-///     add_bos: false,
-///     generate: 2,
-///     semantics: Default::default(),
-///     out: dir.path().join("out.safetensors"),
-/// };
-/// let stats = run(&req)?;
-/// assert_eq!(stats.prompt_tokens, 2);
-/// assert!(req.out.exists());
-/// # Ok(())
-/// # }
-/// ```
+/// What to evaluate (the flags of `mllama eval`); `tests::evaluates_the_demo_model` shows a use.
 #[derive(Clone, Debug)]
 pub struct EvalRequest {
     /// The GGUF model file.
@@ -329,5 +308,32 @@ impl EvalStats {
             lines.push(format!("peak RSS {:.1} MiB", r as f64 / (1 << 20) as f64));
         }
         lines.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluates_the_demo_model() {
+        // Formerly this type's doc example (binary crates run no doctests).
+        let dir = tempfile::tempdir().unwrap();
+        let req = EvalRequest {
+            model: concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/models/demo/mllama-demo-q4_0.gguf"
+            )
+            .into(),
+            images: vec![],
+            prompt: "<|begin_of_text|>Hello".into(),
+            add_bos: false,
+            generate: 2,
+            semantics: Default::default(),
+            out: dir.path().join("out.safetensors"),
+        };
+        let stats = run(&req).unwrap();
+        assert_eq!(stats.prompt_tokens, 2);
+        assert!(req.out.exists());
     }
 }
