@@ -12,7 +12,8 @@
 use std::fmt;
 
 /// A ggml tensor type id, as stored in a GGUF tensor info (`ty as u32` is the id). The runtime
-/// computes with F32, F16, BF16, Q8_0 and Q4_0 ([`GgmlType::is_supported_for_compute`]); the
+/// computes with F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K
+/// ([`GgmlType::is_supported_for_compute`]); the
 /// others are known so that any file can be described.
 ///
 /// ```
@@ -22,7 +23,8 @@ use std::fmt;
 /// assert_eq!((t.id(), t.name(), t.block_size(), t.type_size()), (2, "Q4_0", 32, 18));
 /// assert_eq!(t.row_bytes(4096), Some(4096 / 32 * 18));
 /// assert!(t.is_quantized() && t.is_supported_for_compute());
-/// assert!(!GgmlType::Q4_K.is_supported_for_compute());
+/// assert!(GgmlType::Q4_K.is_supported_for_compute());
+/// assert!(!GgmlType::Q2_K.is_supported_for_compute());
 /// ```
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -209,7 +211,17 @@ impl GgmlType {
     pub fn is_supported_for_compute(self) -> bool {
         matches!(
             self,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0
+            GgmlType::F32
+                | GgmlType::F16
+                | GgmlType::BF16
+                | GgmlType::Q8_0
+                | GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
+                | GgmlType::Q4_K
+                | GgmlType::Q5_K
+                | GgmlType::Q6_K
         )
     }
 }

@@ -16,6 +16,12 @@ use std::ops::Range;
 use half::{bf16, f16};
 
 use super::{scalar, with_bias, Out};
+use crate::quant::q4_1::BlockQ4_1;
+use crate::quant::q4_k::BlockQ4_K;
+use crate::quant::q5_0::BlockQ5_0;
+use crate::quant::q5_1::BlockQ5_1;
+use crate::quant::q5_k::BlockQ5_K;
+use crate::quant::q6_k::BlockQ6_K;
 use crate::quant::{self, BlockQ4_0, BlockQ8_0, QuantBlock, TypeTraits};
 use crate::GgmlType;
 
@@ -141,7 +147,7 @@ fn traits(ty: GgmlType) -> &'static TypeTraits {
 }
 
 /// Every weight type with kernels.
-pub static TYPES: std::sync::LazyLock<[TypeKernels; 5]> = std::sync::LazyLock::new(|| {
+pub static TYPES: std::sync::LazyLock<[TypeKernels; 11]> = std::sync::LazyLock::new(|| {
     // Crossovers measured on AVX2 with `cargo bench --bench kernels -- summary crossover`
     // (4096×4096 and 14336×4096, three runs): the integer Q4_0 kernel beat the f32 GEMM at every
     // n up to 512, Q8_0 up to n ≈ 64, the float decode kernels up to n ≈ 48. On the scalar path
@@ -152,6 +158,12 @@ pub static TYPES: std::sync::LazyLock<[TypeKernels; 5]> = std::sync::LazyLock::n
         float_row::<bf16>(GgmlType::BF16),
         quant_row::<BlockQ8_0>((4, 64)),
         quant_row::<BlockQ4_0>((4, usize::MAX)),
+        quant_row::<BlockQ4_1>((4, 64)),
+        quant_row::<BlockQ5_0>((4, 64)),
+        quant_row::<BlockQ5_1>((4, 64)),
+        quant_row::<BlockQ4_K>((4, 64)),
+        quant_row::<BlockQ5_K>((4, 64)),
+        quant_row::<BlockQ6_K>((4, 64)),
     ]
 });
 
@@ -267,11 +279,12 @@ mod tests {
                 assert_eq!(lookup(ty).is_ok(), ty.is_supported_for_compute(), "{ty}");
             }
         }
-        let e = lookup(GgmlType::Q4_K).unwrap_err();
-        assert_eq!(e, UnsupportedType(GgmlType::Q4_K));
+        let e = lookup(GgmlType::Q2_K).unwrap_err();
+        assert_eq!(e, UnsupportedType(GgmlType::Q2_K));
         assert_eq!(
             e.to_string(),
-            "Q4_K, which this runtime cannot compute with (supported: F32, F16, BF16, Q8_0, Q4_0)"
+            "Q2_K, which this runtime cannot compute with (supported: F32, F16, BF16, Q8_0, Q4_0, \
+             Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)"
         );
     }
 }

@@ -128,10 +128,11 @@ pub const fn block_traits<B: QuantBlock>() -> TypeTraits {
     }
 }
 
-/// Every type this crate stores and reads: F32, F16, BF16, Q8_0, Q4_0. A new block type is one
+/// Every type this crate stores and reads: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
+/// Q5_K, Q6_K (not the activation-only Q8_1 and Q8_K). A new block type is one
 /// file with a [`QuantBlock`] impl plus one row here (and its kernels' row in
 /// `kernels::types`).
-pub static TYPES: [TypeTraits; 5] = [
+pub static TYPES: [TypeTraits; 11] = [
     TypeTraits {
         ty: GgmlType::F32,
         block_values: 1,
@@ -158,6 +159,12 @@ pub static TYPES: [TypeTraits; 5] = [
     },
     block_traits::<BlockQ8_0>(),
     block_traits::<BlockQ4_0>(),
+    block_traits::<q4_1::BlockQ4_1>(),
+    block_traits::<q5_0::BlockQ5_0>(),
+    block_traits::<q5_1::BlockQ5_1>(),
+    block_traits::<q4_k::BlockQ4_K>(),
+    block_traits::<q5_k::BlockQ5_K>(),
+    block_traits::<q6_k::BlockQ6_K>(),
 ];
 
 /// The table row of `ty`, or `None` if this crate cannot store or read it.
@@ -233,7 +240,7 @@ pub fn dequantize_row<B: QuantBlock>(blocks: &[B], out: &mut [f32]) {
     }
 }
 
-/// Types [`convert_f32`] can produce: those of [`TYPES`] (F32, F16, BF16, Q8_0 and Q4_0).
+/// Types [`convert_f32`] can produce: those of [`TYPES`].
 pub fn can_store(ty: GgmlType) -> bool {
     traits(ty).is_some()
 }
