@@ -1,5 +1,5 @@
 //! Matrix kernels on every SIMD path this CPU has, against the scalar reference and an f64 reference:
-//! integer (Q8_0/Q4_0) decode bit-exact with scalar, float paths and the GEMM within tolerance,
+//! integer (every quantized type) decode bit-exact with scalar, float paths and the GEMM within tolerance,
 //! the Q8_0 activation quantizer bit-identical to `BlockQ8_0::quantize`, `MLLAMA_SIMD` forcing,
 //! and no allocation in `matmul` once its `Scratch` is warm.
 
@@ -75,16 +75,27 @@ fn rnd(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-const ALL_TYPES: [GgmlType; 5] = [
+const ALL_TYPES: [GgmlType; 11] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::Q8_0,
     GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
 ];
 
 fn is_quant(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0)
+    ty.is_quantized()
+}
+
+/// Whether rows of `k` values are whole blocks of `ty`.
+fn fits(ty: GgmlType, k: usize) -> bool {
+    k.is_multiple_of(ty.block_size() as usize)
 }
 
 /// Weights of type `ty` from random values, and their exact f32 values.
@@ -181,9 +192,9 @@ fn reports_available_paths() {
 #[test]
 fn quantized_decode_is_bit_exact_on_every_path() {
     let _g = shared();
-    let ks = [32, 64, 96, 224, 256, 288, 320, 1280, 4096, 14336];
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
-        for (ki, &k) in ks.iter().enumerate() {
+    let ks = [32, 64, 96, 224, 256, 288, 320, 1280, 2304, 4096, 14336];
+    for ty in ALL_TYPES.into_iter().filter(|t| t.is_quantized()) {
+        for (ki, &k) in ks.iter().enumerate().filter(|&(_, &k)| fits(ty, k)) {
             let m = [1, 7, 37, 70, 131][ki % 5];
             let (w, _) = make(ty, m, k, 11 + ki as u64);
             for n in [1, 2, 3, 5, 17] {
@@ -219,10 +230,11 @@ fn every_path_and_regime_matches_f64_reference() {
         (17, 19, 320),
         (64, 40, 256),
         (300, 21, 64),
+        (4, 9, 2304),
     ];
     for (si, &(n, m, k)) in shapes.iter().enumerate() {
         let x = rnd(n * k, 7 + si as u64);
-        for ty in ALL_TYPES {
+        for ty in ALL_TYPES.into_iter().filter(|&t| fits(t, k)) {
             let (w, wd) = make(ty, m, k, 3 + si as u64);
             let (want, mag) = reference(&wd, &x, n, m, k);
             for p in Path::available() {

@@ -67,11 +67,13 @@
 
 pub mod attention;
 mod gemm;
+pub(crate) mod intdot;
 pub(crate) mod isa;
 mod pack;
 pub mod probe;
 pub mod scalar;
 pub mod tensor;
+mod traverse;
 pub mod types;
 
 #[cfg(target_arch = "aarch64")]
@@ -405,19 +407,38 @@ impl SplitActs {
         }
     }
 
-    /// Pointers to row `i`'s bytes, scales and sums.
+    /// Row `i`'s bytes, scales and sums.
     ///
     /// # Safety
     /// Row `i` exists.
     #[inline(always)]
-    pub unsafe fn row(self, i: usize) -> (*const Qs, *const f32, *const i32) {
+    pub unsafe fn row(self, i: usize) -> Q8Row {
         let p = self.base.add(i * self.stride);
-        (
-            p as *const Qs,
-            p.add(self.nb * 32) as *const f32,
-            p.add(self.nb * 36) as *const i32,
-        )
+        Q8Row {
+            qs: p as *const Qs,
+            d: p.add(self.nb * 32) as *const f32,
+            s: p.add(self.nb * 36) as *const i32,
+        }
     }
+
+    /// Rows `i0..i0 + NX`.
+    ///
+    /// # Safety
+    /// The rows exist.
+    #[inline(always)]
+    pub unsafe fn rows<const NX: usize>(self, i0: usize) -> [Q8Row; NX] {
+        std::array::from_fn(|t| self.row(i0 + t))
+    }
+}
+
+/// One split-layout activation row as the SIMD kernels read it: `nb` blocks of 32 bytes, their
+/// f32 scales and their sums `Σ qs`.
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // not on every architecture
+pub(crate) struct Q8Row {
+    pub qs: *const Qs,
+    pub d: *const f32,
+    pub s: *const i32,
 }
 
 /// A raw pointer to an output buffer that disjoint parallel tasks write into.

@@ -212,12 +212,18 @@ fn quant_row<B: QuantBlock>(gemm_min_rows: (usize, usize)) -> TypeKernels {
         traits: traits(B::TYPE),
         gemm_min_rows,
         scalar: Decoder {
-            act: Some(ActQuant {
-                row_bytes: block_row_bytes::<B::VecDot>,
-                quantize: quantize_blocks::<B::VecDot>,
-            }),
+            act: Some(plain_act::<B::VecDot>()),
             rows: quant_rows::<B>,
         },
+    }
+}
+
+/// Activation rows quantized to plain `A` blocks with the type's reference quantizer (the
+/// portable decoders' and the shared integer kernels' layout).
+pub(crate) fn plain_act<A: QuantBlock>() -> ActQuant {
+    ActQuant {
+        row_bytes: block_row_bytes::<A>,
+        quantize: quantize_blocks::<A>,
     }
 }
 

@@ -65,6 +65,29 @@ pub trait QuantBlock: bytemuck::Pod + Send + Sync {
     fn vec_dot(w: &[Self], x: &[Self::VecDot]) -> f32;
 }
 
+/// A block type whose dot product with its activation type splits, per block, into exact
+/// integers ([`IntDot::isums`]) and one f32 expression of them ([`IntDot::value`]), summed in
+/// the eight-block-lane order (`kq_common::block_lanes`): [`int_vec_dot`]. The SIMD kernels compute
+/// the integers their own way and share the rest, so they agree with [`QuantBlock::vec_dot`] bit
+/// for bit. (Q4_0 and Q8_0 keep their own split-layout kernels.)
+pub trait IntDot: QuantBlock {
+    /// The exact integer parts `(isum, aux)` of one block pair (no overflow: |·| < 2³¹).
+    fn isums(&self, x: &Self::VecDot) -> (i32, i32);
+    /// The block's f32 contribution from its integers (one rounding per operation, no FMA).
+    fn value(&self, x: &Self::VecDot, isum: i32, aux: i32) -> f32;
+}
+
+/// `Σ_b value_b` over `min(w.len(), x.len())` blocks in the eight-block-lane order: the scalar
+/// reference dot of every [`IntDot`] type.
+#[inline(always)]
+pub fn int_vec_dot<B: IntDot>(w: &[B], x: &[B::VecDot]) -> f32 {
+    let nb = w.len().min(x.len());
+    kq_common::block_lanes(nb, |b| {
+        let (isum, aux) = w[b].isums(&x[b]);
+        w[b].value(&x[b], isum, aux)
+    })
+}
+
 /// The fixed reduction of eight lanes: `((a0+a4)+(a1+a5)) + ((a2+a6)+(a3+a7))`.
 #[inline]
 pub fn lanes8(a: &[f32; 8]) -> f32 {

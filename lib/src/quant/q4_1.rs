@@ -10,9 +10,9 @@
 
 use half::f16;
 
-use super::kq_common::{block_lanes, dequantize_bytes};
+use super::kq_common::dequantize_bytes;
 use super::q8_1::BlockQ8_1;
-use super::QuantBlock;
+use super::{IntDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -112,14 +112,21 @@ pub fn dequantize_bytes_to(data: &[u8], out: &mut [f32]) -> Result<(), Error> {
 /// eight-block-lane order of `kq_common::block_lanes` (see [`super::q5_0::vec_dot`]).
 /// Uses `min(w.len(), x.len())` blocks.
 pub fn vec_dot(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
-    let nb = w.len().min(x.len());
-    block_lanes(nb, |b| {
-        let (a, c) = (&w[b], &x[b]);
+    super::int_vec_dot(w, x)
+}
+
+impl IntDot for BlockQ4_1 {
+    /// `(Σ q_w·q_x, 0)`, levels 0..15.
+    fn isums(&self, c: &BlockQ8_1) -> (i32, i32) {
         let mut isum = 0i32;
         for j in 0..16 {
-            isum += (a.qs[j] & 0x0F) as i32 * c.qs[j] as i32;
-            isum += (a.qs[j] >> 4) as i32 * c.qs[j + 16] as i32;
+            isum += (self.qs[j] & 0x0F) as i32 * c.qs[j] as i32;
+            isum += (self.qs[j] >> 4) as i32 * c.qs[j + 16] as i32;
         }
-        (a.d.to_f32() * c.d.to_f32()) * isum as f32 + a.m.to_f32() * c.s.to_f32()
-    })
+        (isum, 0)
+    }
+    #[inline(always)]
+    fn value(&self, c: &BlockQ8_1, isum: i32, _: i32) -> f32 {
+        (self.d.to_f32() * c.d.to_f32()) * isum as f32 + self.m.to_f32() * c.s.to_f32()
+    }
 }

@@ -14,11 +14,10 @@
 use half::f16;
 
 use super::kq_common::{
-    block_lanes, dequantize_bytes, k4_weights, make_qkx2_quants, nearest_int, pack_scales_k4,
-    scales_mins_k4,
+    dequantize_bytes, k4_weights, make_qkx2_quants, nearest_int, pack_scales_k4, scales_mins_k4,
 };
 use super::q8_k::BlockQ8_K;
-use super::QuantBlock;
+use super::{IntDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -195,11 +194,17 @@ pub fn block_isums(w: &BlockQ4_K, x: &BlockQ8_K) -> (i32, i32) {
 /// order (eight within-block lanes) is not reproduced, so results differ from ggml's in the last
 /// bits. Every SIMD path of ours must reproduce this function bit for bit.
 pub fn vec_dot(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
-    let nb = w.len().min(x.len());
-    block_lanes(nb, |b| {
-        let (isum, msum) = block_isums(&w[b], &x[b]);
-        let d = w[b].d.to_f32() * x[b].d;
-        let dmin = w[b].dmin.to_f32() * x[b].d;
+    super::int_vec_dot(w, x)
+}
+
+impl IntDot for BlockQ4_K {
+    fn isums(&self, x: &BlockQ8_K) -> (i32, i32) {
+        block_isums(self, x)
+    }
+    #[inline(always)]
+    fn value(&self, x: &BlockQ8_K, isum: i32, msum: i32) -> f32 {
+        let d = self.d.to_f32() * x.d;
+        let dmin = self.dmin.to_f32() * x.d;
         d * isum as f32 - dmin * msum as f32
-    })
+    }
 }

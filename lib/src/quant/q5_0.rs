@@ -10,8 +10,8 @@
 
 use half::f16;
 
-use super::kq_common::{block_lanes, dequantize_bytes};
-use super::{BlockQ8_0, QuantBlock};
+use super::kq_common::dequantize_bytes;
+use super::{BlockQ8_0, IntDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -130,15 +130,22 @@ pub fn dequantize_bytes_to(data: &[u8], out: &mut [f32]) -> Result<(), Error> {
 /// `((a0+a4)+(a1+a5)) + ((a2+a6)+(a3+a7))`, the other blocks add left to right into a tail, and
 /// the result is `lanes + tail`. Every SIMD path must reproduce this bit for bit.
 pub fn vec_dot(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
-    let nb = w.len().min(x.len());
-    block_lanes(nb, |b| {
-        let (a, c) = (&w[b], &x[b]);
-        let q = a.levels();
-        let isum: i32 = q
+    super::int_vec_dot(w, x)
+}
+
+impl IntDot for BlockQ5_0 {
+    /// `(Σ (q_w − 16)·q_x, 0)`.
+    fn isums(&self, c: &BlockQ8_0) -> (i32, i32) {
+        let q = self.levels();
+        let isum = q
             .iter()
             .zip(&c.qs)
             .map(|(&a, &b)| a as i32 * b as i32)
             .sum();
-        (a.d.to_f32() * c.d.to_f32()) * isum as f32
-    })
+        (isum, 0)
+    }
+    #[inline(always)]
+    fn value(&self, c: &BlockQ8_0, isum: i32, _: i32) -> f32 {
+        (self.d.to_f32() * c.d.to_f32()) * isum as f32
+    }
 }

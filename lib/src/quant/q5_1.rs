@@ -9,9 +9,9 @@
 
 use half::f16;
 
-use super::kq_common::{block_lanes, dequantize_bytes};
+use super::kq_common::dequantize_bytes;
 use super::q8_1::BlockQ8_1;
-use super::QuantBlock;
+use super::{IntDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -131,15 +131,22 @@ pub fn dequantize_bytes_to(data: &[u8], out: &mut [f32]) -> Result<(), Error> {
 /// `(d_w·d_x)·isum + m_w·s_x` (`isum = Σ q_w·q_x` exact in i32; no FMA), in the eight-block-lane
 /// order of [`super::q5_0::vec_dot`].
 pub fn vec_dot(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
-    let nb = w.len().min(x.len());
-    block_lanes(nb, |b| {
-        let (a, c) = (&w[b], &x[b]);
-        let q = a.levels();
-        let isum: i32 = q
+    super::int_vec_dot(w, x)
+}
+
+impl IntDot for BlockQ5_1 {
+    /// `(Σ q_w·q_x, 0)`, levels 0..31.
+    fn isums(&self, c: &BlockQ8_1) -> (i32, i32) {
+        let q = self.levels();
+        let isum = q
             .iter()
             .zip(&c.qs)
             .map(|(&a, &b)| a as i32 * b as i32)
             .sum();
-        (a.d.to_f32() * c.d.to_f32()) * isum as f32 + a.m.to_f32() * c.s.to_f32()
-    })
+        (isum, 0)
+    }
+    #[inline(always)]
+    fn value(&self, c: &BlockQ8_1, isum: i32, _: i32) -> f32 {
+        (self.d.to_f32() * c.d.to_f32()) * isum as f32 + self.m.to_f32() * c.s.to_f32()
+    }
 }

@@ -13,11 +13,9 @@
 
 use half::f16;
 
-use super::kq_common::{
-    block_lanes, dequantize_bytes, make_qx_quants_rmse1, nearest_int, GROUP_MAX_EPS,
-};
+use super::kq_common::{dequantize_bytes, make_qx_quants_rmse1, nearest_int, GROUP_MAX_EPS};
 use super::q8_k::BlockQ8_K;
-use super::QuantBlock;
+use super::{IntDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -186,9 +184,16 @@ pub fn block_isum(w: &BlockQ6_K, x: &BlockQ8_K) -> i32 {
 /// contributes `(d_w·d_x)·isum` ([`block_isum`]; two roundings, no FMA), in the
 /// eight-block-lane order of [`super::q5_0::vec_dot`] (see [`super::q4_k::vec_dot`]).
 pub fn vec_dot(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
-    let nb = w.len().min(x.len());
-    block_lanes(nb, |b| {
-        let d = w[b].d.to_f32() * x[b].d;
-        d * block_isum(&w[b], &x[b]) as f32
-    })
+    super::int_vec_dot(w, x)
+}
+
+impl IntDot for BlockQ6_K {
+    fn isums(&self, x: &BlockQ8_K) -> (i32, i32) {
+        (block_isum(self, x), 0)
+    }
+    #[inline(always)]
+    fn value(&self, x: &BlockQ8_K, isum: i32, _: i32) -> f32 {
+        let d = self.d.to_f32() * x.d;
+        d * isum as f32
+    }
 }

@@ -13,8 +13,9 @@ use half::{bf16, f16};
 
 use super::gemm::Kernel;
 use super::isa::Isa;
+use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
 use super::types::{ActQuant, Decoder, Job};
-use super::{split_row_bytes, split_row_mut, with_bias, Out, Path, Qs, SplitActs};
+use super::{split_row_bytes, split_row_mut, Path, Q8Row, Qs};
 use crate::quant::TypeTraits;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
@@ -124,13 +125,6 @@ pub(super) unsafe fn quantize_row_split(
 
 // ---------------------------------------------------------------------------------------------
 // Integer decode kernels.
-
-/// Activation row in the split layout.
-#[derive(Clone, Copy)]
-pub(super) struct Q8Row {
-    pub qs: *const Qs,
-    pub d: *const f32,
-}
 
 /// `sdot` (`dotprod` extension): `acc[l] += Σ_{t<4} a[4l+t]·b[4l+t]`.
 #[inline]
@@ -273,106 +267,75 @@ unsafe fn quantize_split(x: &[f32], out: &mut [u8]) {
     quantize_row_split(x, qs, d, s, false)
 }
 
-/// Decode rows `rows` of a quantized weight matrix of blocks `B` against all activation rows
-/// (the same traversal as the x86 `decode_quant`), `sdot` when `DOT`. Twin: the portable decoder
-/// of `kernels::types` ([`crate::quant::QuantBlock::vec_dot`]), bit-exact.
+/// The NEON tile kernels (float, and integer with `vmull_s8`).
+struct NeonDot;
+/// The `dotprod` integer tile kernels (`sdot`).
+struct SdotDot;
+
+impl<B: QBlock> QuantDot<B> for NeonDot {
+    #[inline(always)]
+    unsafe fn dot<const RW: usize, const NX: usize>(
+        w: [*const B; RW],
+        nb: usize,
+        x: [Q8Row; NX],
+    ) -> [[f32; NX]; RW] {
+        dot_q::<B, false, RW, NX>(w, nb, x)
+    }
+}
+
+impl<B: QBlock> QuantDot<B> for SdotDot {
+    #[inline(always)]
+    unsafe fn dot<const RW: usize, const NX: usize>(
+        w: [*const B; RW],
+        nb: usize,
+        x: [Q8Row; NX],
+    ) -> [[f32; NX]; RW] {
+        dot_q::<B, true, RW, NX>(w, nb, x)
+    }
+}
+
+impl<T: Wf> FloatDot<T> for NeonDot {
+    #[inline(always)]
+    unsafe fn dot<const R: usize, const NX: usize>(
+        w: [*const T; R],
+        x: [*const f32; NX],
+        k: usize,
+    ) -> [[f32; NX]; R] {
+        dot_float::<T, R, NX>(w, x, k)
+    }
+}
+
+/// The integer decode kernel of weight blocks `B` on [`Neon`]: [`traverse`] over
+/// [`QuantTile`]s. Twin: the portable decoder of `kernels::types`
+/// ([`crate::quant::QuantBlock::vec_dot`]), bit-exact.
 ///
 /// # Safety
-/// NEON (and `dotprod` when `DOT`) available; `job.w` holds `m·nb` blocks `B`; `job.x` was
-/// quantized by [`quantize_split`]; `out` covers `n × m`.
+/// NEON available; `job.w` holds `m·nb` blocks `B`; `job.x` was quantized by
+/// [`quantize_split`]; `out` covers `n × m`.
 #[target_feature(enable = "neon")]
-unsafe fn decode_quant<B: QBlock, const DOT: bool>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let nb = job.k / 32;
-    let act = SplitActs::new(job.x, job.x_stride, nb);
-    let w = job.w.as_ptr() as *const B;
-    if DOT {
-        decode_dot::<B>(w, nb, act, job.n, rows, job.out, job.bias)
-    } else {
-        decode_q::<B, false>(w, nb, act, job.n, rows, job.out, job.bias)
-    }
+unsafe fn decode_quant<B: QBlock>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    traverse(
+        QuantTile::<B, NeonDot>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// [`decode_quant`] with `sdot` ([`Dotprod`]), the same results bit for bit.
+///
+/// # Safety
+/// As [`decode_quant`], and `dotprod` available.
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn decode_dot<B: QBlock>(
-    w: *const B,
-    nb: usize,
-    act: SplitActs,
-    n: usize,
-    rows: std::ops::Range<usize>,
-    out: Out,
-    bias: Option<&[f32]>,
-) {
-    decode_q::<B, true>(w, nb, act, n, rows, out, bias)
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn decode_q<B: QBlock, const DOT: bool>(
-    w: *const B,
-    nb: usize,
-    act: SplitActs,
-    n: usize,
-    rows: std::ops::Range<usize>,
-    out: Out,
-    bias: Option<&[f32]>,
-) {
-    let xrow = |i: usize| {
-        let (qs, d, _) = act.row(i);
-        Q8Row { qs, d }
-    };
-    let rb = if n > 4 { 32 } else { rows.len().max(1) };
-    let mut jb = rows.start;
-    while jb < rows.end {
-        let blk = jb..(jb + rb).min(rows.end);
-        jb = blk.end;
-        let mut i = 0;
-        while i < n {
-            let nx = (n - i).min(4);
-            let rw = 4 / nx;
-            let part = blk.len() / rw;
-            for t in 0..part {
-                macro_rules! go {
-                    ($rw:literal, $nx:literal) => {{
-                        let js: [usize; $rw] = std::array::from_fn(|r| blk.start + r * part + t);
-                        let ws: [*const B; $rw] = std::array::from_fn(|r| w.add(js[r] * nb));
-                        let xs: [Q8Row; $nx] = std::array::from_fn(|u| xrow(i + u));
-                        let v = dot_q::<B, DOT, $rw, $nx>(ws, nb, xs);
-                        for (&j, row) in js.iter().zip(&v) {
-                            for (dt, val) in row.iter().enumerate() {
-                                out.put(i + dt, j, with_bias(*val, bias, j));
-                            }
-                        }
-                    }};
-                }
-                match nx {
-                    1 => go!(4, 1),
-                    2 => go!(2, 2),
-                    3 => go!(1, 3),
-                    _ => go!(1, 4),
-                }
-            }
-            for j in blk.start + rw * part..blk.end {
-                macro_rules! go1 {
-                    ($nx:literal) => {{
-                        let xs: [Q8Row; $nx] = std::array::from_fn(|u| xrow(i + u));
-                        let v = dot_q::<B, DOT, 1, $nx>([w.add(j * nb)], nb, xs);
-                        for (dt, val) in v[0].iter().enumerate() {
-                            out.put(i + dt, j, with_bias(*val, bias, j));
-                        }
-                    }};
-                }
-                match nx {
-                    1 => go1!(1),
-                    2 => go1!(2),
-                    3 => go1!(3),
-                    _ => go1!(4),
-                }
-            }
-            i += nx;
-        }
-    }
+unsafe fn decode_quant_dot<B: QBlock>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    traverse(
+        QuantTile::<B, SdotDot>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,104 +422,45 @@ unsafe fn dot_float<T: Wf, const R: usize, const NX: usize>(
     out
 }
 
-/// [`decode_float`] as a table entry. Twin: the portable float decoder of `kernels::types`.
+/// The float decode kernel of weight elements `T`: [`traverse`] over [`FloatTile`]s. Twin: the
+/// portable float decoder of `kernels::types` (within tolerance: FMA).
 ///
 /// # Safety
-/// As [`decode_float`]; `job.w` holds elements `T`, `job.x` f32 rows.
+/// NEON available; `job.w` holds `m × k` elements `T`, `job.x` `n` f32 rows.
 #[target_feature(enable = "neon")]
-unsafe fn decode_float_rows<T: Wf>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let w: &[T] =
-        std::slice::from_raw_parts(job.w.as_ptr() as *const T, job.w.len() / size_of::<T>());
-    let x: &[f32] = bytemuck::cast_slice(job.x);
-    decode_float(w, job.k, x, job.n, rows, job.out, job.bias)
+unsafe fn decode_float<T: Wf>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    traverse(
+        FloatTile::<T, NeonDot>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
 }
 
 /// The decode kernels of [`Neon`] (`DOT = false`) and [`Dotprod`] (`DOT = true`).
 fn decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder> {
-    let split = Some(ActQuant {
-        row_bytes: split_row_bytes,
-        quantize: quantize_split,
-    });
+    fn quant<B: QBlock, const DOT: bool>() -> Option<Decoder> {
+        let rows: unsafe fn(&Job<'_>, std::ops::Range<usize>) = if DOT {
+            decode_quant_dot::<B>
+        } else {
+            decode_quant::<B>
+        };
+        let act = Some(ActQuant {
+            row_bytes: split_row_bytes,
+            quantize: quantize_split,
+        });
+        Some(Decoder { act, rows })
+    }
+    let float = |rows| Some(Decoder { act: None, rows });
     match ty {
-        GgmlType::Q4_0 => Some(Decoder {
-            act: split,
-            rows: decode_quant::<BlockQ4_0, DOT>,
-        }),
-        GgmlType::Q8_0 => Some(Decoder {
-            act: split,
-            rows: decode_quant::<BlockQ8_0, DOT>,
-        }),
-        GgmlType::F32 => Some(Decoder {
-            act: None,
-            rows: decode_float_rows::<f32>,
-        }),
-        GgmlType::F16 => Some(Decoder {
-            act: None,
-            rows: decode_float_rows::<f16>,
-        }),
-        GgmlType::BF16 => Some(Decoder {
-            act: None,
-            rows: decode_float_rows::<bf16>,
-        }),
+        GgmlType::Q4_0 => quant::<BlockQ4_0, DOT>(),
+        GgmlType::Q8_0 => quant::<BlockQ8_0, DOT>(),
+        GgmlType::F32 => float(decode_float::<f32>),
+        GgmlType::F16 => float(decode_float::<f16>),
+        GgmlType::BF16 => float(decode_float::<bf16>),
         // No NEON kernel: the type's portable decoder runs.
         _ => None,
-    }
-}
-
-/// Decode rows `rows` of a float weight matrix against the `n` activation rows of `x` (four rows
-/// side by side from four contiguous parts, activations two at a time, 32-row blocks for n > 2).
-///
-/// # Safety
-/// NEON available; `w` holds `m × k` elements; `out` covers `n × m`.
-#[target_feature(enable = "neon")]
-unsafe fn decode_float<T: Wf>(
-    w: &[T],
-    k: usize,
-    x: &[f32],
-    n: usize,
-    rows: std::ops::Range<usize>,
-    out: Out,
-    bias: Option<&[f32]>,
-) {
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let rb = if n > 2 { 32 } else { rows.len().max(1) };
-    let mut jb = rows.start;
-    while jb < rows.end {
-        let blk = jb..(jb + rb).min(rows.end);
-        jb = blk.end;
-        let part = blk.len() / 4;
-        let sets = (0..part)
-            .map(|t| (4, [0, 1, 2, 3].map(|r| blk.start + r * part + t)))
-            .chain((blk.start + 4 * part..blk.end).map(|j| (1, [j; 4])));
-        for (nr, js) in sets {
-            let mut i = 0;
-            while i < n {
-                let nx = (n - i).min(2);
-                let mut r = [[0f32; 2]; 4];
-                macro_rules! go {
-                    ($r:literal, $nx:literal) => {{
-                        let ws: [*const T; $r] = std::array::from_fn(|t| wp.add(js[t] * k));
-                        let xs: [*const f32; $nx] = std::array::from_fn(|t| xp.add((i + t) * k));
-                        let v = dot_float::<T, $r, $nx>(ws, xs, k);
-                        for (rr, vv) in r.iter_mut().zip(&v) {
-                            rr[..$nx].copy_from_slice(vv);
-                        }
-                    }};
-                }
-                match (nr, nx) {
-                    (4, 2) => go!(4, 2),
-                    (4, 1) => go!(4, 1),
-                    (_, 2) => go!(1, 2),
-                    _ => go!(1, 1),
-                }
-                for (row, &j) in r[..nr].iter().zip(&js) {
-                    for (t, v) in row[..nx].iter().enumerate() {
-                        out.put(i + t, j, with_bias(*v, bias, j));
-                    }
-                }
-                i += nx;
-            }
-        }
     }
 }
 

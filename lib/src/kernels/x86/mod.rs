@@ -14,8 +14,20 @@ use half::{bf16, f16};
 
 use super::gemm::Kernel;
 use super::isa::Isa;
-use super::types::{ActQuant, Decoder, Job};
-use super::{split_row_bytes, split_row_mut, with_bias, Out, Path, Qs, SplitActs};
+mod bytes;
+
+use bytes::Avx2Ops;
+
+use super::intdot::{IntKernel, IntTile};
+use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
+use super::types::{plain_act, ActQuant, Decoder, Job};
+use super::{split_row_bytes, split_row_mut, Path, Q8Row, Qs};
+use crate::quant::q4_1::BlockQ4_1;
+use crate::quant::q4_k::BlockQ4_K;
+use crate::quant::q5_0::BlockQ5_0;
+use crate::quant::q5_1::BlockQ5_1;
+use crate::quant::q5_k::BlockQ5_K;
+use crate::quant::q6_k::BlockQ6_K;
 use crate::quant::TypeTraits;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
@@ -37,7 +49,7 @@ unsafe fn lanes8(v: __m256) -> f32 {
 /// Horizontal sum of eight i32 lanes (exact, any order).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
+pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
     let t = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let t = _mm_add_epi32(t, _mm_shuffle_epi32::<0b01_00_11_10>(t));
     let t = _mm_add_epi32(t, _mm_shuffle_epi32::<0b10_11_00_01>(t));
@@ -164,14 +176,6 @@ pub(super) unsafe fn quantize_row_split(
 
 // ---------------------------------------------------------------------------------------------
 // Quantized decode kernels: one weight row against up to four activation rows.
-
-/// Activation row in the split layout.
-#[derive(Clone, Copy)]
-pub(super) struct Q8Row {
-    pub qs: *const Qs,
-    pub d: *const f32,
-    pub s: *const i32,
-}
 
 /// Scales of 8 consecutive blocks (`stride` bytes apart) as f32.
 #[inline]
@@ -527,161 +531,101 @@ unsafe fn q8_bytes(b: *const BlockQ8_0) -> __m256i {
     _mm256_loadu_si256((b as *const u8).add(2) as *const __m256i)
 }
 
-/// The quantized decode driver (`dot_q`, `decode_q`, `decode_q_block`), instantiated once per
-/// instruction set so that the per-group integer sums (`QBlock::$sums`) inline into loops compiled
-/// with the same target features (`$feat`). The instances differ only in how the eight block sums
-/// of a group are computed; the f32 part (scales, "eight block lanes" accumulation, tail) is the
-/// same code, hence bit-identical results. (`$d` is a literal `$` for the inner macros.)
-macro_rules! quant_decoder {
-    ($d:tt, $feat:literal, $sums:ident, $scales:ident, $dot_q:ident, $decode_q:ident, $decode_q_block:ident) => {
-    /// `RW × NX` dot products of quantized weight rows `w[r]` (`nb` blocks each) with activation
-    /// rows `x[t]`. Twins: [`super::scalar::dot_q4_0_q8_0`], [`super::scalar::dot_q8_0_q8_0`]
-    /// (bit-exact: exact integer block sums, then the "eight block lanes" f32 order, no FMA). Several
-    /// weight rows go side by side so the memory system sees several streams.
-    #[inline]
-    #[target_feature(enable = $feat)]
-    unsafe fn $dot_q<B: QBlock, const RW: usize, const NX: usize>(
+/// The quantized tile kernel (`dot_q`), instantiated once per instruction set so that the
+/// per-group integer sums (`QBlock::$sums`) inline into loops compiled with the same target
+/// features (`$feat`). The instances differ only in how the eight block sums of a group are
+/// computed; the f32 part (scales, "eight block lanes" accumulation, tail) is the same code, hence
+/// bit-identical results.
+macro_rules! quant_tile {
+    ($feat:literal, $sums:ident, $scales:ident, $dot_q:ident) => {
+        /// `RW × NX` dot products of quantized weight rows `w[r]` (`nb` blocks each) with activation
+        /// rows `x[t]`. Twins: [`super::scalar::dot_q4_0_q8_0`], [`super::scalar::dot_q8_0_q8_0`]
+        /// (bit-exact: exact integer block sums, then the "eight block lanes" f32 order, no FMA). Several
+        /// weight rows go side by side so the memory system sees several streams.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn $dot_q<B: QBlock, const RW: usize, const NX: usize>(
+            w: [*const B; RW],
+            nb: usize,
+            x: [Q8Row; NX],
+        ) -> [[f32; NX]; RW] {
+            let mut acc = [[_mm256_setzero_ps(); NX]; RW];
+            let full = nb / 8 * 8;
+            let mut g = 0;
+            while g < full {
+                for (wr, ar) in w.iter().zip(acc.iter_mut()) {
+                    let sums8 = B::$sums::<NX>(*wr, g, &x);
+                    let dw = B::$scales(*wr, g);
+                    for (t, &sums) in sums8.iter().enumerate() {
+                        let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(x[t].d.add(g)));
+                        ar[t] = _mm256_add_ps(ar[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(sums)));
+                    }
+                }
+                g += 8;
+            }
+            let mut out = [[0f32; NX]; RW];
+            for r in 0..RW {
+                for t in 0..NX {
+                    let mut tail = 0f32;
+                    for b in full..nb {
+                        let sc = (*w[r].add(b)).scale() * *x[t].d.add(b);
+                        tail += sc * B::isum(w[r], b, &x[t]) as f32;
+                    }
+                    out[r][t] = lanes8(acc[r][t]) + tail;
+                }
+            }
+            out
+        }
+    };
+}
+
+quant_tile!("avx2,fma,f16c", sums8, scales8, dot_q);
+quant_tile!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
+    sums8_512,
+    scales8_512,
+    dot_q_512
+);
+
+/// The AVX2 tile kernels (float and integer).
+struct Avx2Dot;
+/// The AVX-512 integer tile kernels (VNNI group sums).
+struct Avx512Dot;
+
+impl<B: QBlock> QuantDot<B> for Avx2Dot {
+    #[inline(always)]
+    unsafe fn dot<const RW: usize, const NX: usize>(
         w: [*const B; RW],
         nb: usize,
         x: [Q8Row; NX],
     ) -> [[f32; NX]; RW] {
-        let mut acc = [[_mm256_setzero_ps(); NX]; RW];
-        let full = nb / 8 * 8;
-        let mut g = 0;
-        while g < full {
-            for (wr, ar) in w.iter().zip(acc.iter_mut()) {
-                let sums8 = B::$sums::<NX>(*wr, g, &x);
-                let dw = B::$scales(*wr, g);
-                for (t, &sums) in sums8.iter().enumerate() {
-                    let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(x[t].d.add(g)));
-                    ar[t] = _mm256_add_ps(ar[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(sums)));
-                }
-            }
-            g += 8;
-        }
-        let mut out = [[0f32; NX]; RW];
-        for r in 0..RW {
-            for t in 0..NX {
-                let mut tail = 0f32;
-                for b in full..nb {
-                    let sc = (*w[r].add(b)).scale() * *x[t].d.add(b);
-                    tail += sc * B::isum(w[r], b, &x[t]) as f32;
-                }
-                out[r][t] = lanes8(acc[r][t]) + tail;
-            }
-        }
-        out
+        dot_q::<B, RW, NX>(w, nb, x)
     }
-
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = $feat)]
-    unsafe fn $decode_q<B: QBlock>(
-        w: *const B,
-        nb: usize,
-        act: SplitActs,
-        n: usize,
-        rows: std::ops::Range<usize>,
-        out: Out,
-        bias: Option<&[f32]>,
-    ) {
-        // With more than one group of activation rows, go over the weights in blocks of 32 rows (a
-        // few KB to tens of KB, kept in L1/L2 while every group passes).
-        let rb = if n > 4 { 32 } else { rows.len().max(1) };
-        let mut jb = rows.start;
-        while jb < rows.end {
-            let rows = jb..(jb + rb).min(rows.end);
-            jb = rows.end;
-            $decode_q_block(w, nb, act, n, rows, out, bias);
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    #[target_feature(enable = $feat)]
-    unsafe fn $decode_q_block<B: QBlock>(
-        w: *const B,
-        nb: usize,
-        act: SplitActs,
-        n: usize,
-        rows: std::ops::Range<usize>,
-        out: Out,
-        bias: Option<&[f32]>,
-    ) {
-        let mut i = 0;
-        while i < n {
-            let nx = (n - i).min(4);
-            let rw = 4 / nx;
-            // `rw` weight rows side by side, taken from `rw` equal contiguous parts of `rows` so each
-            // part is one long sequential stream; the leftover rows go one at a time.
-            let part = rows.len() / rw;
-            for t in 0..part {
-                macro_rules! go {
-                    ($d rw:literal, $d nx:literal) => {{
-                        let js: [usize; $d rw] = std::array::from_fn(|r| rows.start + r * part + t);
-                        let ws: [*const B; $d rw] = std::array::from_fn(|r| w.add(js[r] * nb));
-                        let v = $dot_q::<B, $d rw, $d nx>(ws, nb, q8_rows::<$d nx>(act, i));
-                        for (&j, row) in js.iter().zip(&v) {
-                            for (dt, val) in row.iter().enumerate() {
-                                out.put(i + dt, j, with_bias(*val, bias, j));
-                            }
-                        }
-                    }};
-                }
-                match nx {
-                    1 => go!(4, 1),
-                    2 => go!(2, 2),
-                    3 => go!(1, 3),
-                    _ => go!(1, 4),
-                }
-            }
-            for j in rows.start + rw * part..rows.end {
-                let ws = [w.add(j * nb)];
-                macro_rules! go1 {
-                    ($d nx:literal) => {{
-                        let v = $dot_q::<B, 1, $d nx>(ws, nb, q8_rows::<$d nx>(act, i));
-                        for (dt, val) in v[0].iter().enumerate() {
-                            out.put(i + dt, j, with_bias(*val, bias, j));
-                        }
-                    }};
-                }
-                match nx {
-                    1 => go1!(1),
-                    2 => go1!(2),
-                    3 => go1!(3),
-                    _ => go1!(4),
-                }
-            }
-            i += nx;
-        }
-    }
-
-    };
 }
 
-quant_decoder!($, "avx2,fma,f16c", sums8, scales8, dot_q, decode_q, decode_q_block);
-quant_decoder!(
-    $,
-    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
-    sums8_512,
-    scales8_512,
-    dot_q_512,
-    decode_q_512,
-    decode_q_block_512
-);
-
-/// Activation rows `i0..i0+NX` of a split-layout buffer.
-///
-/// # Safety
-/// The rows exist.
-#[inline(always)]
-unsafe fn q8_rows<const NX: usize>(act: SplitActs, i0: usize) -> [Q8Row; NX] {
-    std::array::from_fn(|t| {
-        let (qs, d, s) = act.row(i0 + t);
-        Q8Row { qs, d, s }
-    })
+impl<B: QBlock> QuantDot<B> for Avx512Dot {
+    #[inline(always)]
+    unsafe fn dot<const RW: usize, const NX: usize>(
+        w: [*const B; RW],
+        nb: usize,
+        x: [Q8Row; NX],
+    ) -> [[f32; NX]; RW] {
+        dot_q_512::<B, RW, NX>(w, nb, x)
+    }
 }
 
-/// Quantize one activation row into its split-layout region (see [`SplitActs`]), the bytes of
+impl<T: Wf> FloatDot<T> for Avx2Dot {
+    #[inline(always)]
+    unsafe fn dot<const R: usize, const NX: usize>(
+        w: [*const T; R],
+        x: [*const f32; NX],
+        k: usize,
+    ) -> [[f32; NX]; R] {
+        dot_float::<T, R, NX>(w, x, k)
+    }
+}
+
+/// Quantize one activation row into its split-layout region (see [`super::SplitActs`]), the bytes of
 /// each full group of eight blocks interleaved `IL` ways for Q4_0 (see [`quantize_row_split`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_split<const IL: usize>(x: &[f32], out: &mut [u8]) {
@@ -689,38 +633,71 @@ unsafe fn quantize_split<const IL: usize>(x: &[f32], out: &mut [u8]) {
     quantize_row_split(x, qs, d, s, IL)
 }
 
-/// Decode rows `rows` of a quantized weight matrix of blocks `B` against all activation rows,
-/// writing `y[i, j] (+ bias[j])`. Activation rows go up to four at a time, and weight rows
-/// `4 / nx` at a time. With `VNNI`, the per-group integer sums use the AVX-512 VNNI kernels
-/// (`QBlock::sums8_512`); the results are the same bit for bit. Twin: the portable decoder of
-/// `kernels::types` ([`crate::quant::QuantBlock::vec_dot`]).
+/// The integer decode kernel of weight blocks `B` on [`Avx2`]: [`traverse`] over [`QuantTile`]s.
+/// Twin: the portable decoder of `kernels::types` ([`crate::quant::QuantBlock::vec_dot`]),
+/// bit-exact.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available (and AVX-512 F/BW/VL/VNNI/VBMI when `VNNI`); `job.w` holds `m·nb`
-/// blocks `B`; `job.x` was quantized by the matching [`quantize_split`]; `out` covers `n × m`.
+/// AVX2/FMA/F16C available; `job.w` holds `m·nb` blocks `B`; `job.x` was quantized by the
+/// matching [`quantize_split`]; `out` covers `n × m`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_quant<B: QBlock, const VNNI: bool>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let nb = job.k / 32;
-    let act = SplitActs::new(job.x, job.x_stride, nb);
-    let w = job.w.as_ptr() as *const B;
-    if VNNI {
-        // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI/VBMI when `VNNI`.
-        decode_q_512::<B>(w, nb, act, job.n, rows, job.out, job.bias)
-    } else {
-        decode_q::<B>(w, nb, act, job.n, rows, job.out, job.bias)
-    }
+unsafe fn decode_quant<B: QBlock>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    traverse(
+        QuantTile::<B, Avx2Dot>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
 }
 
-/// [`decode_float`] as a table entry. Twin: the portable float decoder of `kernels::types`.
+/// [`decode_quant`] on [`Avx512`]: the group sums with VNNI, the same results bit for bit.
 ///
 /// # Safety
-/// As [`decode_float`]; `job.w` holds elements `T`, `job.x` f32 rows.
+/// As [`decode_quant`], and AVX-512 F/BW/VL/VNNI/VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn decode_quant_512<B: QBlock>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    traverse(
+        QuantTile::<B, Avx512Dot>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
+}
+
+/// The integer decode kernel of an [`IntKernel`] type (K-quants, Q4_1, Q5_0, Q5_1) on both x86
+/// paths: [`traverse`] over [`IntTile`]s with the AVX2 byte operations. Twin:
+/// [`crate::quant::int_vec_dot`], bit-exact.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of `B::VecDot`
+/// blocks (the type's plain activation quantizer); `out` covers `n × m`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_float_rows<T: Wf>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let w: &[T] =
-        std::slice::from_raw_parts(job.w.as_ptr() as *const T, job.w.len() / size_of::<T>());
-    let x: &[f32] = bytemuck::cast_slice(job.x);
-    decode_float(w, job.k, x, job.n, rows, job.out, job.bias)
+unsafe fn decode_int<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    traverse(
+        IntTile::<B, Avx2Ops>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
+}
+
+/// The float decode kernel of weight elements `T`: [`traverse`] over [`FloatTile`]s. Twin: the
+/// portable float decoder of `kernels::types` (within tolerance: FMA).
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `job.w` holds `m × k` elements `T`, `job.x` `n` f32 rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_float<T: Wf>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    traverse(
+        FloatTile::<T, Avx2Dot>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
 }
 
 /// The decode kernels of [`Avx2`] (`VNNI = false`) and [`Avx512`] (`VNNI = true`).
@@ -737,27 +714,38 @@ fn decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
     } else {
         quantize_split::<2>
     };
+    fn quant<B: QBlock, const VNNI: bool>() -> unsafe fn(&Job<'_>, std::ops::Range<usize>) {
+        if VNNI {
+            decode_quant_512::<B>
+        } else {
+            decode_quant::<B>
+        }
+    }
+    let float = |rows| Some(Decoder { act: None, rows });
+    fn int<B: IntKernel>() -> Option<Decoder> {
+        Some(Decoder {
+            act: Some(plain_act::<B::VecDot>()),
+            rows: decode_int::<B>,
+        })
+    }
     match ty {
         GgmlType::Q4_0 => Some(Decoder {
             act: split(q4_split),
-            rows: decode_quant::<BlockQ4_0, VNNI>,
+            rows: quant::<BlockQ4_0, VNNI>(),
         }),
         GgmlType::Q8_0 => Some(Decoder {
             act: split(quantize_split::<1>),
-            rows: decode_quant::<BlockQ8_0, VNNI>,
+            rows: quant::<BlockQ8_0, VNNI>(),
         }),
-        GgmlType::F32 => Some(Decoder {
-            act: None,
-            rows: decode_float_rows::<f32>,
-        }),
-        GgmlType::F16 => Some(Decoder {
-            act: None,
-            rows: decode_float_rows::<f16>,
-        }),
-        GgmlType::BF16 => Some(Decoder {
-            act: None,
-            rows: decode_float_rows::<bf16>,
-        }),
+        GgmlType::F32 => float(decode_float::<f32>),
+        GgmlType::F16 => float(decode_float::<f16>),
+        GgmlType::BF16 => float(decode_float::<bf16>),
+        GgmlType::Q4_K => int::<BlockQ4_K>(),
+        GgmlType::Q5_K => int::<BlockQ5_K>(),
+        GgmlType::Q6_K => int::<BlockQ6_K>(),
+        GgmlType::Q4_1 => int::<BlockQ4_1>(),
+        GgmlType::Q5_0 => int::<BlockQ5_0>(),
+        GgmlType::Q5_1 => int::<BlockQ5_1>(),
         // No x86 kernel: the type's portable decoder runs.
         _ => None,
     }
@@ -854,84 +842,6 @@ unsafe fn dot_float<T: Wf, const R: usize, const NX: usize>(
         }
     }
     out
-}
-
-/// Decode rows `rows` of a float weight matrix (`k` columns) against the `n` activation rows of
-/// `x`, writing `y[i, j] (+ bias[j])`. Rows go four at a time, activations up to two at a time
-/// (eight accumulators: more would spill).
-///
-/// # Safety
-/// AVX2/FMA/F16C available; `w` holds `m × k` elements; `out` covers `n × m`.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn decode_float<T: Wf>(
-    w: &[T],
-    k: usize,
-    x: &[f32],
-    n: usize,
-    rows: std::ops::Range<usize>,
-    out: Out,
-    bias: Option<&[f32]>,
-) {
-    // With more than one group of activation rows, go over the weights in blocks of 32 rows (kept
-    // in L1/L2 while every group passes).
-    let rb = if n > 2 { 32 } else { rows.len().max(1) };
-    let mut jb = rows.start;
-    while jb < rows.end {
-        let rows = jb..(jb + rb).min(rows.end);
-        jb = rows.end;
-        decode_float_block(w, k, x, n, rows, out, bias);
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_float_block<T: Wf>(
-    w: &[T],
-    k: usize,
-    x: &[f32],
-    n: usize,
-    rows: std::ops::Range<usize>,
-    out: Out,
-    bias: Option<&[f32]>,
-) {
-    let wp = w.as_ptr();
-    let xp = x.as_ptr();
-    // Four weight rows side by side, from four contiguous parts of `rows` (four long sequential
-    // streams); leftover rows one at a time.
-    let part = rows.len() / 4;
-    let sets = (0..part)
-        .map(|t| (4, [0, 1, 2, 3].map(|r| rows.start + r * part + t)))
-        .chain((rows.start + 4 * part..rows.end).map(|j| (1, [j; 4])));
-    for (nr, js) in sets {
-        let mut i = 0;
-        while i < n {
-            let nx = (n - i).min(2);
-            let mut r = [[0f32; 2]; 4];
-            macro_rules! go {
-                ($r:literal, $nx:literal) => {{
-                    let ws: [*const T; $r] = std::array::from_fn(|t| wp.add(js[t] * k));
-                    let xs: [*const f32; $nx] = std::array::from_fn(|t| xp.add((i + t) * k));
-                    let v = dot_float::<T, $r, $nx>(ws, xs, k);
-                    for (rr, vv) in r.iter_mut().zip(&v) {
-                        rr[..$nx].copy_from_slice(vv);
-                    }
-                }};
-            }
-            match (nr, nx) {
-                (4, 2) => go!(4, 2),
-                (4, 1) => go!(4, 1),
-                (_, 2) => go!(1, 2),
-                _ => go!(1, 1),
-            }
-            for (row, &j) in r[..nr].iter().zip(&js) {
-                for (t, v) in row[..nx].iter().enumerate() {
-                    out.put(i + t, j, with_bias(*v, bias, j));
-                }
-            }
-            i += nx;
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

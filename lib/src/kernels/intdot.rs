@@ -1,0 +1,310 @@
+//! Integer decode kernels of the [`IntDot`] block types (Q4_K, Q5_K, Q6_K against Q8_K; Q4_1,
+//! Q5_1 against Q8_1; Q5_0 against Q8_0), written once for every SIMD path.
+//!
+//! An ISA supplies only [`ByteOps`]: a few operations on 32 byte lanes and an exact
+//! "levels × activations, times sub-block scales" accumulator. Each type's unpacking of its bits
+//! into levels ([`IntKernel::isums_simd`]) is written here once, next to its scalar meaning
+//! ([`IntDot::isums`] in the type's `quant/` file). The f32 part — [`IntDot::value`] per block,
+//! summed in the eight-block-lane order — is the scalar reference's own code, so every path
+//! agrees with [`crate::quant::int_vec_dot`] bit for bit.
+
+use std::marker::PhantomData;
+use std::ptr::addr_of;
+
+use super::traverse::{pad, Tile};
+use super::types::Job;
+use crate::quant::q4_1::BlockQ4_1;
+use crate::quant::q4_k::BlockQ4_K;
+use crate::quant::q5_0::BlockQ5_0;
+use crate::quant::q5_1::BlockQ5_1;
+use crate::quant::q5_k::BlockQ5_K;
+use crate::quant::q6_k::BlockQ6_K;
+use crate::quant::q8_1::BlockQ8_1;
+use crate::quant::q8_k::BlockQ8_K;
+use crate::quant::{lanes8, BlockQ8_0, IntDot};
+
+/// One ISA's operations on 32 byte lanes (`V`) and an exact i32 accumulator (`Acc`). Every method
+/// is `unsafe` (the CPU must run the ISA) and meant to inline into its ISA's entry point.
+pub(crate) trait ByteOps {
+    /// 32 bytes.
+    type V: Copy;
+    /// Integer accumulator (its lanes sum to the value [`ByteOps::sum`] returns).
+    type Acc: Copy;
+    /// 32 bytes at `p` (any alignment).
+    unsafe fn load(p: *const u8) -> Self::V;
+    /// `[p[i] & 15 for i < 16] ++ [p[i] >> 4 for i < 16]`.
+    unsafe fn nibbles16(p: *const u8) -> Self::V;
+    /// Byte `i` = `set` if bit `i` of `bits` is set, else 0.
+    unsafe fn bits32(bits: u32, set: u8) -> Self::V;
+    /// Byte `i` = `set` if `a[i] & m != 0`, else 0.
+    unsafe fn test(a: Self::V, m: u8, set: u8) -> Self::V;
+    /// `a[i] & m`.
+    unsafe fn and(a: Self::V, m: u8) -> Self::V;
+    /// `a[i] | b[i]`.
+    unsafe fn or(a: Self::V, b: Self::V) -> Self::V;
+    /// `a[i] >> N` (logical, per byte).
+    unsafe fn shr<const N: i32>(a: Self::V) -> Self::V;
+    /// `a[i] << N` (per byte).
+    unsafe fn shl<const N: i32>(a: Self::V) -> Self::V;
+    /// `v` in every byte.
+    unsafe fn splat(v: u8) -> Self::V;
+    /// An accumulator of 0.
+    unsafe fn zero() -> Self::Acc;
+    /// `acc + lo·Σ_{i<16} q[i]·x[i] + hi·Σ_{16≤i<32} q[i]·x[i]`, exactly, for levels
+    /// `0 ≤ q[i] ≤ 63`, activations `|x[i]| ≤ 127` and `|lo|, |hi| ≤ 127`.
+    unsafe fn dot(acc: Self::Acc, q: Self::V, x: *const i8, lo: i16, hi: i16) -> Self::Acc;
+    /// The sum of the accumulator's lanes.
+    unsafe fn sum(acc: Self::Acc) -> i32;
+}
+
+/// A block type's integer dot with [`ByteOps`]: the same `(isum, aux)` as [`IntDot::isums`] for
+/// `NX` activation blocks at once (the weight block is unpacked once).
+pub(crate) trait IntKernel: IntDot {
+    /// # Safety
+    /// The CPU runs `S`'s ISA; the blocks exist.
+    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+        w: *const Self,
+        x: [*const Self::VecDot; NX],
+    ) -> [(i32, i32); NX];
+}
+
+/// The quantized bytes of activation block `x`.
+macro_rules! qs {
+    ($x:expr) => {
+        addr_of!((*$x).qs) as *const i8
+    };
+}
+
+/// `Σ_k bsums[k] · m[k / 2]` (the minimum term of Q4_K and Q5_K).
+#[inline(always)]
+unsafe fn min_sum(x: *const BlockQ8_K, m: &[u8; 8]) -> i32 {
+    let bs = &(*x).bsums;
+    (0..16).map(|k| bs[k] as i32 * m[k / 2] as i32).sum()
+}
+
+/// Scalar twin: [`crate::quant::q4_k::block_isums`].
+impl IntKernel for BlockQ4_K {
+    #[inline(always)]
+    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+        w: *const Self,
+        x: [*const BlockQ8_K; NX],
+    ) -> [(i32, i32); NX] {
+        let (sc, m) = (*w).scales_mins();
+        let mut acc = [S::zero(); NX];
+        for g in 0..4 {
+            let q = S::load(addr_of!((*w).qs).cast::<u8>().add(32 * g));
+            let (lo, hi) = (S::and(q, 0x0F), S::shr::<4>(q));
+            let (s0, s1) = (sc[2 * g] as i16, sc[2 * g + 1] as i16);
+            for (a, &xt) in acc.iter_mut().zip(&x) {
+                *a = S::dot(*a, lo, qs!(xt).add(64 * g), s0, s0);
+                *a = S::dot(*a, hi, qs!(xt).add(64 * g + 32), s1, s1);
+            }
+        }
+        std::array::from_fn(|t| (S::sum(acc[t]), min_sum(x[t], &m)))
+    }
+}
+
+/// Scalar twin: [`crate::quant::q5_k::block_isums`].
+impl IntKernel for BlockQ5_K {
+    #[inline(always)]
+    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+        w: *const Self,
+        x: [*const BlockQ8_K; NX],
+    ) -> [(i32, i32); NX] {
+        let (sc, m) = (*w).scales_mins();
+        let qh = S::load(addr_of!((*w).qh).cast::<u8>());
+        let mut acc = [S::zero(); NX];
+        for g in 0..4 {
+            let q = S::load(addr_of!((*w).qs).cast::<u8>().add(32 * g));
+            let lo = S::or(S::and(q, 0x0F), S::test(qh, 1 << (2 * g), 0x10));
+            let hi = S::or(S::shr::<4>(q), S::test(qh, 2 << (2 * g), 0x10));
+            let (s0, s1) = (sc[2 * g] as i16, sc[2 * g + 1] as i16);
+            for (a, &xt) in acc.iter_mut().zip(&x) {
+                *a = S::dot(*a, lo, qs!(xt).add(64 * g), s0, s0);
+                *a = S::dot(*a, hi, qs!(xt).add(64 * g + 32), s1, s1);
+            }
+        }
+        std::array::from_fn(|t| (S::sum(acc[t]), min_sum(x[t], &m)))
+    }
+}
+
+/// Scalar twin: [`crate::quant::q6_k::block_isum`]: `Σ_j sc_j·Σ_{i∈j} q_i·x_i` with unsigned
+/// levels `q` (0..63), minus `32·Σ_j sc_j·bsums_j` (the sub-blocks of 16 are Q8_K's `bsums`).
+impl IntKernel for BlockQ6_K {
+    #[inline(always)]
+    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+        w: *const Self,
+        x: [*const BlockQ8_K; NX],
+    ) -> [(i32, i32); NX] {
+        let sc = &(*w).scales;
+        let mut acc = [S::zero(); NX];
+        for h in 0..2 {
+            let ql = addr_of!((*w).ql).cast::<u8>().add(64 * h);
+            let (ql0, ql1) = (S::load(ql), S::load(ql.add(32)));
+            let qh = S::load(addr_of!((*w).qh).cast::<u8>().add(32 * h));
+            let q = [
+                S::or(S::and(ql0, 0x0F), S::and(S::shl::<4>(qh), 0x30)),
+                S::or(S::and(ql1, 0x0F), S::and(S::shl::<2>(qh), 0x30)),
+                S::or(S::shr::<4>(ql0), S::and(qh, 0x30)),
+                S::or(S::shr::<4>(ql1), S::and(S::shr::<2>(qh), 0x30)),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let j = 8 * h + 2 * k;
+                let (s0, s1) = (sc[j] as i16, sc[j + 1] as i16);
+                for (a, &xt) in acc.iter_mut().zip(&x) {
+                    *a = S::dot(*a, qk, qs!(xt).add(128 * h + 32 * k), s0, s1);
+                }
+            }
+        }
+        std::array::from_fn(|t| {
+            let bs = &(*x[t]).bsums;
+            let off: i32 = (0..16).map(|j| sc[j] as i32 * bs[j] as i32).sum();
+            (S::sum(acc[t]) - 32 * off, 0)
+        })
+    }
+}
+
+/// The 32 levels (0..15 or 0..31) of a Q4_1/Q5_0/Q5_1 block: nibbles, and the fifth bits of `qh`.
+#[inline(always)]
+unsafe fn levels32<S: ByteOps>(qs: *const u8, qh: Option<*const [u8; 4]>) -> S::V {
+    let v = S::nibbles16(qs);
+    match qh {
+        Some(h) => S::or(v, S::bits32(u32::from_le_bytes(*h), 0x10)),
+        None => v,
+    }
+}
+
+/// `Σ q·x` of 32 levels with each activation block.
+#[inline(always)]
+unsafe fn dot32<S: ByteOps, A, const NX: usize>(
+    q: S::V,
+    x: [*const A; NX],
+    qs_at: usize,
+) -> [i32; NX] {
+    std::array::from_fn(|t| {
+        let xq = (x[t] as *const u8).add(qs_at) as *const i8;
+        S::sum(S::dot(S::zero(), q, xq, 1, 1))
+    })
+}
+
+/// Scalar twin: [`IntDot::isums`] of [`BlockQ4_1`].
+impl IntKernel for BlockQ4_1 {
+    #[inline(always)]
+    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+        w: *const Self,
+        x: [*const BlockQ8_1; NX],
+    ) -> [(i32, i32); NX] {
+        let q = levels32::<S>(addr_of!((*w).qs).cast(), None);
+        dot32::<S, _, NX>(q, x, std::mem::offset_of!(BlockQ8_1, qs)).map(|s| (s, 0))
+    }
+}
+
+/// Scalar twin: [`IntDot::isums`] of [`BlockQ5_1`].
+impl IntKernel for BlockQ5_1 {
+    #[inline(always)]
+    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+        w: *const Self,
+        x: [*const BlockQ8_1; NX],
+    ) -> [(i32, i32); NX] {
+        let q = levels32::<S>(addr_of!((*w).qs).cast(), Some(addr_of!((*w).qh)));
+        dot32::<S, _, NX>(q, x, std::mem::offset_of!(BlockQ8_1, qs)).map(|s| (s, 0))
+    }
+}
+
+/// Scalar twin: [`IntDot::isums`] of [`BlockQ5_0`]: `Σ q·x − 16·Σ x` with unsigned levels.
+impl IntKernel for BlockQ5_0 {
+    #[inline(always)]
+    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+        w: *const Self,
+        x: [*const BlockQ8_0; NX],
+    ) -> [(i32, i32); NX] {
+        let q = levels32::<S>(addr_of!((*w).qs).cast(), Some(addr_of!((*w).qh)));
+        let at = std::mem::offset_of!(BlockQ8_0, qs);
+        let dots = dot32::<S, _, NX>(q, x, at);
+        let sums = dot32::<S, _, NX>(S::splat(1), x, at);
+        std::array::from_fn(|t| (dots[t] - 16 * sums[t], 0))
+    }
+}
+
+/// The decode tile of an [`IntKernel`] type on the ISA of `S`: up to four activation rows (in
+/// the type's own activation blocks) and `4 / nx` weight rows at a time.
+pub(crate) struct IntTile<B: IntDot, S> {
+    w: *const B,
+    nb: usize,
+    x: *const u8,
+    x_stride: usize,
+    isa: PhantomData<S>,
+}
+
+impl<B: IntDot, S> Clone for IntTile<B, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: IntDot, S> Copy for IntTile<B, S> {}
+
+impl<B: IntDot, S> IntTile<B, S> {
+    /// The tile over a decode job with weight blocks `B` and activation rows of `B::VecDot`.
+    pub fn new(job: &Job<'_>) -> Self {
+        IntTile {
+            w: job.w.as_ptr() as *const B,
+            nb: job.k / B::BLOCK,
+            x: job.x.as_ptr(),
+            x_stride: job.x_stride,
+            isa: PhantomData,
+        }
+    }
+
+    /// `RW × NX` dot products, bit-exact with [`crate::quant::int_vec_dot`].
+    #[inline(always)]
+    unsafe fn dot<const RW: usize, const NX: usize>(
+        self,
+        js: [usize; 4],
+        i: usize,
+    ) -> [[f32; NX]; RW]
+    where
+        B: IntKernel,
+        S: ByteOps,
+    {
+        let w: [*const B; RW] = std::array::from_fn(|r| self.w.add(js[r] * self.nb));
+        let x: [*const B::VecDot; NX] =
+            std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const B::VecDot);
+        let mut lanes = [[[0f32; 8]; NX]; RW];
+        let mut tail = [[0f32; NX]; RW];
+        let full = self.nb / 8 * 8;
+        for b in 0..self.nb {
+            let xb = x.map(|p| p.add(b));
+            for r in 0..RW {
+                let wb = w[r].add(b);
+                let ints = B::isums_simd::<S, NX>(wb, xb);
+                for t in 0..NX {
+                    let v = (*wb).value(&*xb[t], ints[t].0, ints[t].1);
+                    if b < full {
+                        lanes[r][t][b % 8] += v;
+                    } else {
+                        tail[r][t] += v;
+                    }
+                }
+            }
+        }
+        std::array::from_fn(|r| std::array::from_fn(|t| lanes8(&lanes[r][t]) + tail[r][t]))
+    }
+}
+
+impl<B: IntKernel, S: ByteOps> Tile for IntTile<B, S> {
+    const MAX_NX: usize = 4;
+    fn width(nx: usize) -> usize {
+        4 / nx
+    }
+    #[inline(always)]
+    unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
+        match (rw, nx) {
+            (4, _) => pad(self.dot::<4, 1>(js, i)),
+            (2, _) => pad(self.dot::<2, 2>(js, i)),
+            (_, 1) => pad(self.dot::<1, 1>(js, i)),
+            (_, 2) => pad(self.dot::<1, 2>(js, i)),
+            (_, 3) => pad(self.dot::<1, 3>(js, i)),
+            _ => pad(self.dot::<1, 4>(js, i)),
+        }
+    }
+}
