@@ -13,10 +13,21 @@ use half::{bf16, f16};
 
 use super::gemm::Kernel;
 use super::isa::Isa;
+mod bytes;
+
+use bytes::{NeonOps, SdotOps};
+
+use super::intdot::{IntKernel, IntTile};
 use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
-use super::types::{ActQuant, Decoder, Job};
+use super::types::{plain_act, ActQuant, Decoder, Job};
 use super::{split_row_bytes, split_row_mut, Path, Q8Row, Qs};
 use crate::quant::TypeTraits;
+use crate::quant::q4_1::BlockQ4_1;
+use crate::quant::q4_k::BlockQ4_K;
+use crate::quant::q5_0::BlockQ5_0;
+use crate::quant::q5_1::BlockQ5_1;
+use crate::quant::q5_k::BlockQ5_K;
+use crate::quant::q6_k::BlockQ6_K;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
 
@@ -422,6 +433,26 @@ unsafe fn dot_float<T: Wf, const R: usize, const NX: usize>(
     out
 }
 
+/// The integer decode kernel of an [`IntKernel`] type (K-quants, Q4_1, Q5_0, Q5_1) on [`Neon`]:
+/// [`traverse`] over [`IntTile`]s. Twin: [`crate::quant::int_vec_dot`], bit-exact.
+///
+/// # Safety
+/// NEON available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of `B::VecDot` blocks;
+/// `out` covers `n × m`.
+#[target_feature(enable = "neon")]
+unsafe fn decode_int<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    traverse(IntTile::<B, NeonOps>::new(job), job.n, rows, job.out, job.bias)
+}
+
+/// [`decode_int`] with `sdot` ([`Dotprod`]), the same results bit for bit.
+///
+/// # Safety
+/// As [`decode_int`], and `dotprod` available.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn decode_int_dot<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    traverse(IntTile::<B, SdotOps>::new(job), job.n, rows, job.out, job.bias)
+}
+
 /// The float decode kernel of weight elements `T`: [`traverse`] over [`FloatTile`]s. Twin: the
 /// portable float decoder of `kernels::types` (within tolerance: FMA).
 ///
@@ -453,12 +484,29 @@ fn decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder> {
         Some(Decoder { act, rows })
     }
     let float = |rows| Some(Decoder { act: None, rows });
+    fn int<B: IntKernel, const DOT: bool>() -> Option<Decoder> {
+        let rows: unsafe fn(&Job<'_>, std::ops::Range<usize>) = if DOT {
+            decode_int_dot::<B>
+        } else {
+            decode_int::<B>
+        };
+        Some(Decoder {
+            act: Some(plain_act::<B::VecDot>()),
+            rows,
+        })
+    }
     match ty {
         GgmlType::Q4_0 => quant::<BlockQ4_0, DOT>(),
         GgmlType::Q8_0 => quant::<BlockQ8_0, DOT>(),
         GgmlType::F32 => float(decode_float::<f32>),
         GgmlType::F16 => float(decode_float::<f16>),
         GgmlType::BF16 => float(decode_float::<bf16>),
+        GgmlType::Q4_K => int::<BlockQ4_K, DOT>(),
+        GgmlType::Q5_K => int::<BlockQ5_K, DOT>(),
+        GgmlType::Q6_K => int::<BlockQ6_K, DOT>(),
+        GgmlType::Q4_1 => int::<BlockQ4_1, DOT>(),
+        GgmlType::Q5_0 => int::<BlockQ5_0, DOT>(),
+        GgmlType::Q5_1 => int::<BlockQ5_1, DOT>(),
         // No NEON kernel: the type's portable decoder runs.
         _ => None,
     }
