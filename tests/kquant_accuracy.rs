@@ -100,12 +100,18 @@ fn q4_k_m_is_closer_to_the_reference_than_q4_0() {
         Model::load(&output).unwrap()
     };
     let reference = convert(FileType::F32);
-    let types = [
+    // The four compared below first, then every other quantized file type (reported).
+    let mut types = vec![
         FileType::Q4_0,
         FileType::Q4KM,
         FileType::Q8_0,
         FileType::Q6K,
     ];
+    let rest: Vec<FileType> = FileType::ALL
+        .into_iter()
+        .filter(|f| f.is_quantized() && !types.contains(f))
+        .collect();
+    types.extend(rest);
     let models: Vec<Model> = types.iter().map(|&ft| convert(ft)).collect();
     for case in cases() {
         let want = logits(&reference, &case);
@@ -113,10 +119,12 @@ fn q4_k_m_is_closer_to_the_reference_than_q4_0() {
             .iter()
             .map(|m| rel_l2(&logits(m, &case), &want))
             .collect();
-        eprintln!(
-            "{:12} rel-L2 vs F32: q4_0 {:.5}  q4_k_m {:.5}  q8_0 {:.5}  q6_k {:.5}",
-            case.name, err[0], err[1], err[2], err[3]
-        );
+        let figures: Vec<String> = types
+            .iter()
+            .zip(&err)
+            .map(|(t, e)| format!("{t} {e:.4}"))
+            .collect();
+        eprintln!("{:12} rel-L2 vs F32: {}", case.name, figures.join("  "));
         assert!(
             err[1] < err[0],
             "{}: q4_k_m {} not below q4_0 {}",

@@ -101,3 +101,36 @@ fn quantized_tensors_equal_ggml_reference_bytes() {
     assert_eq!(kinds.into_iter().collect::<Vec<_>>(), all);
     assert!(total > 1500, "{total} tensors compared");
 }
+
+#[test]
+fn info_names_the_file_type_and_counts_tensors_per_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = checkpoint("k256", 42, tmp.path());
+    let output = tmp.path().join("m.gguf");
+    mllama_quantize::run(&mllama_quantize::Options {
+        input,
+        output: output.clone(),
+        ty: FileType::Q4KM,
+        quantize_vision: false,
+        progress: false,
+    })
+    .unwrap();
+    let f = GgufFile::open(&output).unwrap();
+    let s = mllama::models::info::summary(&f, false);
+    assert!(s.contains("file type:     15 (q4_k_m)"), "{s}");
+    for ty in [mllama::GgmlType::Q4_K, mllama::GgmlType::Q6_K] {
+        let n = f.tensors().iter().filter(|t| t.ty == ty).count();
+        let bytes: u64 = f
+            .tensors()
+            .iter()
+            .filter(|t| t.ty == ty)
+            .map(|t| t.size)
+            .sum();
+        assert!(n > 0 && bytes > 0);
+        let line = s
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{} ", ty.name())))
+            .unwrap_or_else(|| panic!("no {ty} line in\n{s}"));
+        assert!(line.contains(&format!(" {n} tensors")), "{line}");
+    }
+}
