@@ -125,6 +125,25 @@ fn converts_every_type() {
         f.tensor_info("v.patch_embd.weight").unwrap().ty,
         GgmlType::F16
     );
+    // K-mixes: the base type (Q4_K) on vision matrices, here its fallback Q5_0 (rows of 32/64).
+    let out = tmp.path().join("qv-k.gguf");
+    let (ok, _, stderr) = quantize(&[
+        dir.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "-t".as_ref(),
+        "q4_k_m".as_ref(),
+        "--quantize-vision".as_ref(),
+    ]);
+    assert!(ok, "{stderr}");
+    let f = GgufFile::open(&out).unwrap();
+    for name in [
+        "v.blk.0.attn_q.weight",
+        "v.blk.0.ffn_down.weight",
+        "mm.0.weight",
+    ] {
+        assert_eq!(f.tensor_info(name).unwrap().ty, GgmlType::Q5_0, "{name}");
+    }
 }
 
 #[test]
