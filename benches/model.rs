@@ -10,18 +10,19 @@ use mllama::engine::sequence::Sequence;
 use mllama::models::mllama::spec::ModelSpec;
 use mllama::models::mllama::synthetic::{build, SyntheticOptions};
 use mllama::models::mllama::Semantics;
+use mllama::quant::mix::FileType;
 use mllama::text::sampling::argmax;
 use mllama::GgmlType;
 
 fn decode_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_step_11b");
     g.sample_size(10);
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+    for ty in [FileType::Q4_0, FileType::Q8_0] {
         let spec = ModelSpec::llama32_11b();
         let model = build(
             &spec,
             &SyntheticOptions {
-                text_type: ty,
+                file_type: ty,
                 vision_type: GgmlType::F16,
                 distinct_layers: None,
                 seed: 3,
@@ -63,7 +64,7 @@ fn vision_layer(c: &mut Criterion) {
     let model = build(
         &spec,
         &SyntheticOptions {
-            text_type: GgmlType::Q4_0,
+            file_type: FileType::Q4_0,
             vision_type: GgmlType::F16,
             distinct_layers: None,
             seed: 5,

@@ -15,6 +15,7 @@ use mllama::kernels::{self, probe};
 use mllama::models::mllama::spec::ModelSpec;
 use mllama::models::mllama::synthetic::{self, SyntheticOptions};
 use mllama::models::mllama::{Model, Semantics};
+use mllama::quant::mix::FileType;
 use mllama::text::sampling::argmax;
 use mllama::{Error, GgmlType};
 
@@ -39,9 +40,9 @@ pub struct BenchOptions {
     pub synthetic: Option<String>,
     /// A GGUF model file (when `synthetic` is `None`).
     pub model: Option<std::path::PathBuf>,
-    /// Storage type of the synthetic model's text matrices (Q4_0, Q8_0, F16, BF16 or F32).
-    pub ty: GgmlType,
-    /// Also quantize vision matrices (synthetic only).
+    /// File type of the synthetic model's text decoder (its per-tensor mix, as `quantize -t`).
+    pub ty: FileType,
+    /// Also quantize vision matrices, with the file type's base type (synthetic only).
     pub quantize_vision: bool,
     /// Which parts to run.
     pub only: Only,
@@ -284,17 +285,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
                     )))
                 }
             };
-            if !matches!(
-                o.ty,
-                GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::F16 | GgmlType::BF16 | GgmlType::F32
-            ) {
-                return Err(Error::Invalid(format!(
-                    "--type {}: expected q4_0, q8_0, f16, bf16 or f32",
-                    o.ty
-                )));
-            }
             let vision_type = if o.quantize_vision || !o.ty.is_quantized() {
-                o.ty
+                o.ty.base()
             } else {
                 GgmlType::F16
             };
@@ -307,7 +299,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
             synthetic::build(
                 &spec,
                 &SyntheticOptions {
-                    text_type: o.ty,
+                    file_type: o.ty,
                     vision_type,
                     distinct_layers: distinct,
                     seed: 7,

@@ -67,7 +67,8 @@ enum Cmd {
         /// A GGUF model instead of a synthetic one.
         #[arg(short, long)]
         model: Option<PathBuf>,
-        /// Storage type of the synthetic model's text matrices: q4_0, q8_0, f16, bf16, f32.
+        /// File type of the synthetic model's text decoder, with `quantize`'s per-tensor mix:
+        /// q4_0, q4_1, q5_0, q5_1, q8_0, q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k, f16, bf16, f32.
         #[arg(long = "type", default_value = "q4_0")]
         ty: String,
         /// Quantize the synthetic vision tower and projector too (default F16, as `quantize`).
@@ -191,8 +192,12 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
             decode_tokens,
             json,
         } => {
-            let ty = mllama::GgmlType::from_name(&ty)
-                .ok_or_else(|| mllama::Error::Invalid(format!("--type {ty}: unknown type")))?;
+            let ty = mllama::quant::mix::FileType::parse(&ty).ok_or_else(|| {
+                mllama::Error::Invalid(format!(
+                    "--type {ty}: unknown type (expected one of {})",
+                    mllama::quant::mix::FileType::names()
+                ))
+            })?;
             let only = match only.as_str() {
                 "decode" => crate::bench::Only::Decode,
                 "prefill" => crate::bench::Only::Prefill,

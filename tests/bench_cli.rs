@@ -156,3 +156,24 @@ fn bad_arguments_are_clear_errors() {
         assert!(out.is_empty(), "{args:?} printed a partial report: {out}");
     }
 }
+
+#[test]
+fn every_file_type_builds_its_mix_and_decodes() {
+    for ty in [
+        "q4_k_m", "q4_k_s", "q5_k_m", "q5_k_s", "q6_k", "q4_1", "q5_0", "q5_1",
+    ] {
+        let m = bench_json(&[
+            "--synthetic",
+            "tiny",
+            "--type",
+            ty,
+            "--only",
+            "decode",
+            "--decode-tokens",
+            "2",
+        ]);
+        positive(&m, "decode_tokens_per_s");
+        let model = m["model"].as_str().unwrap_or_default();
+        assert!(model.contains(&format!("text {ty}")), "{model}");
+    }
+}

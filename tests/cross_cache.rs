@@ -7,11 +7,12 @@ use mllama::models::mllama::spec::ModelSpec;
 use mllama::models::mllama::synthetic::{build, SyntheticOptions};
 use mllama::models::mllama::text::{CrossCache, KvCache};
 use mllama::models::mllama::Model;
+use mllama::quant::mix::FileType;
 use mllama::{CachePrecision, GgmlType};
 
-fn tiny(text_type: GgmlType) -> Model {
+fn tiny(file_type: FileType) -> Model {
     let opts = SyntheticOptions {
-        text_type,
+        file_type,
         vision_type: GgmlType::F16,
         distinct_layers: None,
         seed: 3,
@@ -21,7 +22,7 @@ fn tiny(text_type: GgmlType) -> Model {
 
 #[test]
 fn quantized_models_store_f16_and_fall_back_per_layer() {
-    let model = tiny(GgmlType::Q4_0);
+    let model = tiny(FileType::Q4_0);
     let text = &model.text;
     assert!(text.quantized());
     let (nkv, hd, layers) = (
@@ -62,7 +63,7 @@ fn quantized_models_store_f16_and_fall_back_per_layer() {
 
 #[test]
 fn float_models_keep_f32() {
-    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+    for ty in [FileType::F32, FileType::F16, FileType::BF16] {
         let model = tiny(ty);
         assert!(!model.text.quantized(), "{ty:?}");
         assert!(!CrossCache::new(&model.text).is_half(), "{ty:?}");
@@ -72,7 +73,7 @@ fn float_models_keep_f32() {
         );
         assert!(CachePrecision::F16.half(&model.text), "{ty:?}");
     }
-    let q8 = tiny(GgmlType::Q8_0);
+    let q8 = tiny(FileType::Q8_0);
     assert!(q8.text.quantized());
     assert!(CachePrecision::Auto.half(&q8.text));
     assert!(!CachePrecision::F32.half(&q8.text));

@@ -12,6 +12,7 @@ use mllama::models::mllama::spec::ModelSpec;
 use mllama::models::mllama::synthetic::{build, SyntheticOptions};
 use mllama::models::mllama::vision::VisionOutput;
 use mllama::models::mllama::Semantics;
+use mllama::quant::mix::FileType;
 use mllama::text::sampling::argmax;
 use mllama::GgmlType;
 
@@ -38,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn decode_allocations(ty: GgmlType, sem: Semantics, with_image: bool) -> usize {
+fn decode_allocations(ty: FileType, sem: Semantics, with_image: bool) -> usize {
     let spec = ModelSpec {
         // Wide enough that the kernels split work over several tasks.
         hidden: 256,
@@ -53,7 +54,7 @@ fn decode_allocations(ty: GgmlType, sem: Semantics, with_image: bool) -> usize {
     let model = build(
         &spec,
         &SyntheticOptions {
-            text_type: ty,
+            file_type: ty,
             vision_type: GgmlType::F16,
             distinct_layers: None,
             seed: 9,
@@ -113,7 +114,7 @@ fn decode_allocations(ty: GgmlType, sem: Semantics, with_image: bool) -> usize {
 
 #[test]
 fn decode_steps_do_not_allocate() {
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16, GgmlType::F32] {
+    for ty in [FileType::Q4_0, FileType::Q8_0, FileType::F16, FileType::F32] {
         for with_image in [false, true] {
             for meta in [false, true] {
                 let sem = Semantics {

@@ -4,6 +4,7 @@
 use mllama::engine::sequence::Sequence;
 use mllama::models::mllama::spec::ModelSpec;
 use mllama::models::mllama::synthetic::{build, SyntheticOptions};
+use mllama::quant::mix::FileType;
 use mllama::GgmlType;
 
 #[test]
@@ -13,7 +14,7 @@ fn tiny_synthetic_model_runs() {
         let m = build(
             &spec,
             &SyntheticOptions {
-                text_type: GgmlType::Q4_0,
+                file_type: FileType::Q4_0,
                 vision_type: GgmlType::F16,
                 distinct_layers: distinct,
                 seed: 1,

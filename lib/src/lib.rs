@@ -27,7 +27,8 @@
 //!   sizes. It uses nothing else.
 //! - [`error`]: the error types ([`Error`], [`GgufError`], [`Limit`]).
 //! - [`quant`]: quantized block formats, one file per type, with their reference (de)quantizers
-//!   and scalar dot products.
+//!   and scalar dot products; file types and llama.cpp's per-tensor K-quant mix
+//!   ([`quant::mix`]).
 //! - [`format`](mod@format): the GGUF container: reader (memory-mapped, validating, typed views) and
 //!   streaming writer; standard metadata keys.
 //! - [`kernels`]: matrix kernels (`y = x·Wᵀ` for every weight type) over zero-copy weight

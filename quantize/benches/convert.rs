@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mllama::GgmlType;
+use mllama::quant::mix::FileType;
 use mllama_quantize::{run, Options};
 
 fn bench(c: &mut Criterion) {
@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
             eprintln!("skipping {label}: {} not found", dir.display());
             continue;
         }
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::BF16] {
+        for ty in [FileType::Q8_0, FileType::Q4_0, FileType::BF16] {
             let opts = Options {
                 input: dir.clone(),
                 output: tmp.path().join("out.gguf"),

@@ -8,13 +8,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mllama::format::gguf::{Array, GgufWriter, TensorSink, Value};
 use mllama::models::mllama::keys;
 use mllama::models::mllama::spec::{ModelSpec, RopeScaling};
+use mllama::quant::mix::FileType;
 use mllama::GgmlType;
 use rayon::prelude::*;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{GenerationConfig, MllamaConfig, PreprocessConfig};
 use crate::error::{ConvertError, Result};
-use crate::plan::{self, OutTensor, RowOrder, Source, TypePolicy};
+use crate::plan::{self, OutTensor, RowOrder, Source};
 
 /// Converter options (the CLI flags).
 #[derive(Clone, Debug)]
@@ -23,11 +24,11 @@ pub struct Options {
     pub input: PathBuf,
     /// The GGUF file to write (atomically: nothing appears there unless conversion succeeds).
     pub output: PathBuf,
-    /// Storage type of the large text matrices: F32, F16, BF16, Q8_0 or Q4_0 (see
-    /// [`parse_type`]).
-    pub ty: GgmlType,
-    /// Also store the vision tower and projector matrices as `ty` (default for quantized `ty`:
-    /// F16).
+    /// The file type (`-t`): the storage type of the text matrices, or llama.cpp's per-tensor
+    /// mix for `q4_k_m` and the like ([`mllama::models::mllama::mix`]); see [`parse_type`].
+    pub ty: FileType,
+    /// Also quantize the vision tower and projector matrices, with the file type's base type
+    /// (default for quantized types: F16).
     pub quantize_vision: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
@@ -56,23 +57,19 @@ const TASK_VALUES: usize = 1 << 16;
 /// Values converted per chunk (bounds the converter's own buffers: ≈ 4 bytes each in, ≤ 4 out).
 const CHUNK_VALUES: usize = 1 << 22;
 
-/// Types `-t` accepts: `f32`, `f16`, `bf16`, `q8_0`, `q4_0` (case-insensitive).
+/// File types `-t` accepts ([`FileType::ALL`]: `f32`, `f16`, `bf16`, `q8_0`, `q6_k`, `q5_k_m`,
+/// `q5_k_s`, `q5_1`, `q5_0`, `q4_k_m`, `q4_k_s`, `q4_1`, `q4_0`; case-insensitive).
 ///
 /// ```
+/// use mllama::quant::mix::FileType;
 /// use mllama_quantize::convert::parse_type;
 ///
-/// assert_eq!(parse_type("Q4_0"), Some(mllama::GgmlType::Q4_0));
-/// assert_eq!(parse_type("q4_k"), None);
+/// assert_eq!(parse_type("Q4_0"), Some(FileType::Q4_0));
+/// assert_eq!(parse_type("q4_k_m"), Some(FileType::Q4KM));
+/// assert_eq!(parse_type("q4_k"), None); // a tensor type, not a file type
 /// ```
-pub fn parse_type(s: &str) -> Option<GgmlType> {
-    match s.to_ascii_lowercase().as_str() {
-        "f32" => Some(GgmlType::F32),
-        "f16" => Some(GgmlType::F16),
-        "bf16" => Some(GgmlType::BF16),
-        "q8_0" => Some(GgmlType::Q8_0),
-        "q4_0" => Some(GgmlType::Q4_0),
-        _ => None,
-    }
+pub fn parse_type(s: &str) -> Option<FileType> {
+    FileType::parse(s)
 }
 
 /// Build the writer (all metadata + tensor table) and the plan, validating the whole input; also
@@ -97,8 +94,7 @@ pub fn prepare(opts: &Options) -> Result<(GgufWriter, Vec<OutTensor>, Checkpoint
     let gen = GenerationConfig::load(dir)?;
     let tok = crate::tokenizer::convert(dir, cfg.text.bos_token_id, cfg.text.pad_token_id)?;
     let ckpt = Checkpoint::open(dir)?;
-    let policy = TypePolicy::new(opts.ty, opts.quantize_vision);
-    let (tensors, unused) = plan::build(&cfg, &ckpt, dir, policy)?;
+    let (tensors, unused) = plan::build(&cfg, &ckpt, dir, opts.ty, opts.quantize_vision)?;
     let mut warnings = tok.warnings.clone();
     if !unused.is_empty() {
         warnings.push(format!(
@@ -135,7 +131,7 @@ pub fn prepare(opts: &Options) -> Result<(GgufWriter, Vec<OutTensor>, Checkpoint
             .unwrap_or_else(|| "mllama".into())
     });
     add("general.name", Value::String(name))?;
-    add("general.file_type", Value::U32(plan::file_type(opts.ty)))?;
+    add("general.file_type", Value::U32(opts.ty.llama_ftype()))?;
     add("general.quantization_version", Value::U32(2))?;
 
     let t = &cfg.text;
@@ -276,7 +272,7 @@ fn check_output(path: &Path) -> Result<()> {
 /// let opts = Options {
 ///     input,
 ///     output: dir.path().join("out.gguf"),
-///     ty: mllama::GgmlType::Q4_0,
+///     ty: mllama::quant::mix::FileType::Q4_0,
 ///     quantize_vision: false,
 ///     progress: false,
 /// };

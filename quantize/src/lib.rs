@@ -15,7 +15,7 @@
 //! let opts = Options {
 //!     input,
 //!     output: dir.path().join("model-q8_0.gguf"),
-//!     ty: mllama::GgmlType::Q8_0,
+//!     ty: mllama::quant::mix::FileType::Q8_0,
 //!     quantize_vision: false,
 //!     progress: false,
 //! };
@@ -37,6 +37,7 @@ pub mod convert;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz_entry;
+pub mod help;
 pub mod plan;
 pub mod synthetic;
 pub mod tokenizer;

@@ -5,13 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use mllama::quant::mix::FileType;
 use mllama_quantize::convert::{parse_type, Options};
 
 #[derive(Parser)]
 #[command(
     name = "quantize",
     version,
-    about = "Convert a HuggingFace Llama 3.2 Vision (MllamaForConditionalGeneration) checkpoint to one GGUF file"
+    about = "Convert a HuggingFace Llama 3.2 Vision (MllamaForConditionalGeneration) checkpoint to one GGUF file",
+    after_help = mllama_quantize::help::types_table()
 )]
 struct Cli {
     /// HF checkpoint directory (config.json, *.safetensors, tokenizer.json, tokenizer_config.json,
@@ -20,10 +22,12 @@ struct Cli {
     /// Output GGUF file (written atomically: nothing appears here unless conversion succeeds).
     #[arg(short, long)]
     output: PathBuf,
-    /// Storage type of the large matrices: f32, f16, bf16, q8_0, q4_0.
+    /// File type: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_k_s, q5_1, q5_0, q4_k_m, q4_k_s, q4_1,
+    /// q4_0 (the _m/_s K-mixes follow llama.cpp's per-tensor rules; see the table below).
     #[arg(short = 't', long = "type", default_value = "q8_0", value_parser = parse_type_arg)]
-    ty: mllama::GgmlType,
-    /// Also quantize the vision tower and projector matrices (default: F16 for quantized types).
+    ty: FileType,
+    /// Also quantize the vision tower and projector matrices, with the file type's base type
+    /// (Q4_K for q4_k_m/q4_k_s, Q5_K for q5_k_*; default: F16 for quantized types).
     #[arg(long)]
     quantize_vision: bool,
     /// Do not show a progress bar.
@@ -31,9 +35,9 @@ struct Cli {
     quiet: bool,
 }
 
-fn parse_type_arg(s: &str) -> Result<mllama::GgmlType, String> {
+fn parse_type_arg(s: &str) -> Result<FileType, String> {
     parse_type(s)
-        .ok_or_else(|| format!("unknown type {s:?} (expected f32, f16, bf16, q8_0 or q4_0)"))
+        .ok_or_else(|| format!("unknown type {s:?} (expected one of {})", FileType::names()))
 }
 
 fn main() -> ExitCode {

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use mllama::models::mllama::tensors::{self, Dims, Source as TSource, Storage, Tensor, Transform};
+use mllama::models::mllama::mix;
+use mllama::models::mllama::tensors::{self, Dims, Source as TSource, Tensor, Transform};
+use mllama::quant::mix::FileType;
 use mllama::GgmlType;
 
 use crate::checkpoint::{Checkpoint, SrcTensor};
@@ -65,56 +67,6 @@ impl OutTensor {
     }
 }
 
-/// What to store large matrices as.
-#[derive(Clone, Copy, Debug)]
-pub struct TypePolicy {
-    /// The requested type (`-t`): used for text matrices.
-    pub text: GgmlType,
-    /// Type for vision and projector matrices.
-    pub vision: GgmlType,
-    /// Type for the 4-D patch convolution (never block-quantized: rows of 14 values).
-    pub patch: GgmlType,
-}
-
-impl TypePolicy {
-    /// The storage type of `t`: by its storage class, which follows from its kind and tower.
-    pub fn choose(&self, t: &Tensor) -> GgmlType {
-        match t.storage() {
-            Storage::TextMatrix => self.text,
-            Storage::VisionMatrix => self.vision,
-            Storage::Patch => self.patch,
-            Storage::Small => GgmlType::F32,
-        }
-    }
-
-    /// Floats stay the requested float type everywhere; for a quantized type the vision tower and
-    /// projector stay F16 unless `quantize_vision`.
-    pub fn new(ty: GgmlType, quantize_vision: bool) -> Self {
-        let float = !ty.is_quantized();
-        TypePolicy {
-            text: ty,
-            vision: if float || quantize_vision {
-                ty
-            } else {
-                GgmlType::F16
-            },
-            patch: if float { ty } else { GgmlType::F16 },
-        }
-    }
-}
-
-/// `general.file_type` values (llama.cpp's `llama_ftype`).
-pub fn file_type(ty: GgmlType) -> u32 {
-    match ty {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q8_0 => 7,
-        GgmlType::BF16 => 32,
-        _ => 0,
-    }
-}
-
 /// llama3 RoPE scaling as per-frequency divisors (llama.cpp's `rope_freqs.weight`): the runtime
 /// uses `theta^(-2i/d) / factor[i]`.
 pub fn llama3_rope_factors(cfg: &MllamaConfig) -> Option<Vec<f32>> {
@@ -171,12 +123,6 @@ impl Builder<'_> {
     /// Add `t` copied from checkpoint tensor `hf` (whose shape must be `t.shape`).
     fn add(&mut self, t: Tensor, hf: String, ty: GgmlType, order: RowOrder) -> Result<()> {
         self.check_shape(&hf, &t.shape)?;
-        // A block type needs whole blocks per row; otherwise fall back to F16.
-        let ty = if ty.row_bytes(*t.shape.last().unwrap_or(&1) as u64).is_some() {
-            ty
-        } else {
-            GgmlType::F16
-        };
         self.used.insert(hf.clone(), ());
         self.push(t, Source::Hf(hf), ty, order);
         Ok(())
@@ -222,7 +168,9 @@ pub fn dims(cfg: &MllamaConfig, embedding_rows: usize) -> Dims {
 }
 
 /// Build and validate the plan: every output tensor of the [`tensors`] table with its source,
-/// shape and type, plus the names of checkpoint tensors left unused.
+/// shape and type (the file type's per-tensor mix, [`mix::storage_types`]; vision and projector
+/// matrices F16 for quantized types unless `quantize_vision`), plus the names of checkpoint
+/// tensors left unused.
 ///
 /// # Errors
 ///
@@ -232,7 +180,8 @@ pub fn build(
     cfg: &MllamaConfig,
     ckpt: &Checkpoint,
     dir: &Path,
-    policy: TypePolicy,
+    ft: FileType,
+    quantize_vision: bool,
 ) -> Result<(Vec<OutTensor>, Vec<String>)> {
     let mut b = Builder {
         ckpt,
@@ -255,8 +204,9 @@ pub fn build(
         ));
     }
     let head_dim = cfg.text.head_dim;
-    for t in tensors::expand(&dims(cfg, emb_rows)) {
-        let ty = policy.choose(&t);
+    let all = tensors::expand(&dims(cfg, emb_rows));
+    let types = mix::storage_types(&all, cfg.text.num_hidden_layers, ft, quantize_vision);
+    for (t, ty) in all.into_iter().zip(types) {
         let order = match t.decl.transform {
             Transform::AsIs => RowOrder::AsIs,
             Transform::RopePermute => RowOrder::RopePermute { head_dim },

@@ -71,6 +71,22 @@ impl SynthDims {
         }
     }
 
+    /// A small model whose text matrices have rows of 256 or 512 values, so the K-quant types
+    /// themselves (not their fallbacks) store them: 8 text layers (cross layer 3), hidden 256,
+    /// MLP 512, head_dim 64; tiny vision tower. About 11 MB of bf16.
+    pub fn k256() -> Self {
+        SynthDims {
+            vocab: 504,
+            hidden: 256,
+            intermediate: 512,
+            layers: 8,
+            cross_layers: vec![3],
+            heads: 4,
+            kv_heads: 2,
+            ..SynthDims::tiny()
+        }
+    }
+
     /// Llama-3.2-11B-Vision shapes with `layers` text layers (every 5th a cross layer) and
     /// `v_layers` vision layers: about 2 GB + 0.5 GB per text layer in bf16.
     pub fn like_11b(layers: usize, v_layers: usize) -> Self {

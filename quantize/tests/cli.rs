@@ -46,6 +46,15 @@ fn converts_every_type() {
         ("bf16", GgmlType::BF16),
         ("q8_0", GgmlType::Q8_0),
         ("q4_0", GgmlType::Q4_0),
+        // The tiny checkpoint's rows (64, 96) are not multiples of 256: llama.cpp's fallbacks.
+        ("q4_k_m", GgmlType::Q5_0),
+        ("q4_k_s", GgmlType::Q5_0),
+        ("q5_k_m", GgmlType::Q5_1),
+        ("q5_k_s", GgmlType::Q5_1),
+        ("q6_k", GgmlType::Q8_0),
+        ("q4_1", GgmlType::Q4_1),
+        ("q5_0", GgmlType::Q5_0),
+        ("q5_1", GgmlType::Q5_1),
     ] {
         let out = tmp.path().join(format!("m-{ty}.gguf"));
         let (ok, stdout, stderr) = quantize(&[
@@ -60,7 +69,13 @@ fn converts_every_type() {
         let f = GgufFile::open(&out).unwrap();
         assert_eq!(f.metadata()[0].0, "general.architecture");
         let tok = f.tensor_info("token_embd.weight").unwrap();
-        assert_eq!(tok.ty, expect);
+        assert_eq!(tok.ty, expect, "{ty}");
+        let ft = mllama::quant::mix::FileType::parse(ty).unwrap();
+        assert_eq!(
+            f.get("general.file_type"),
+            Some(&mllama::format::gguf::Value::U32(ft.llama_ftype())),
+            "{ty}"
+        );
         assert_eq!(tok.shape(), vec![308, 64]);
         // Vision matrices stay F16 for quantized types, follow the type for float types.
         let vq = f.tensor_info("v.blk.0.attn_q.weight").unwrap().ty;
@@ -110,6 +125,25 @@ fn converts_every_type() {
         f.tensor_info("v.patch_embd.weight").unwrap().ty,
         GgmlType::F16
     );
+    // K-mixes: the base type (Q4_K) on vision matrices, here its fallback Q5_0 (rows of 32/64).
+    let out = tmp.path().join("qv-k.gguf");
+    let (ok, _, stderr) = quantize(&[
+        dir.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "-t".as_ref(),
+        "q4_k_m".as_ref(),
+        "--quantize-vision".as_ref(),
+    ]);
+    assert!(ok, "{stderr}");
+    let f = GgufFile::open(&out).unwrap();
+    for name in [
+        "v.blk.0.attn_q.weight",
+        "v.blk.0.ffn_down.weight",
+        "mm.0.weight",
+    ] {
+        assert_eq!(f.tensor_info(name).unwrap().ty, GgmlType::Q5_0, "{name}");
+    }
 }
 
 #[test]
@@ -352,7 +386,31 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         "q3_k".as_ref(),
     ]);
     assert!(!ok && stderr.contains("unknown type \"q3_k\""), "{stderr}");
+    assert!(stderr.contains("q4_k_m, q4_k_s, q4_1, q4_0"), "{stderr}");
     assert!(!out.exists());
+}
+
+#[test]
+fn help_lists_the_file_types_with_bits_per_weight() {
+    let out = Command::new(env!("CARGO_BIN_EXE_quantize"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for ft in mllama::quant::mix::FileType::ALL {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{} ", ft.name())))
+            .unwrap_or_else(|| panic!("{} missing from --help:\n{text}", ft.name()));
+        assert!(line.contains("bpw"), "{line}");
+        assert!(
+            line.contains(&format!("ftype {:>2}", ft.llama_ftype())),
+            "{line}"
+        );
+    }
+    // Q4_K_M's mix costs more than plain Q4_K over the 11B text decoder, less than Q5_K.
+    let q4km = mllama_quantize::help::text_bits_11b(mllama::quant::mix::FileType::Q4KM);
+    assert!(q4km > 4.5 && q4km < 5.5, "{q4km}");
 }
 
 #[test]

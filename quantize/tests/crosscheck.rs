@@ -170,7 +170,7 @@ fn converted_files_follow_the_model_spec() {
     mllama_quantize::run(&mllama_quantize::Options {
         input: model.clone(),
         output: out.clone(),
-        ty: GgmlType::Q8_0,
+        ty: mllama::quant::mix::FileType::Q8_0,
         quantize_vision: false,
         progress: false,
     })

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::format::gguf::{Array, GgufFile, Value};
 use crate::models::mllama::keys;
+use crate::quant::mix::FileType;
 use crate::GgmlType;
 
 /// Render a value for display, eliding long arrays.
@@ -90,7 +91,16 @@ pub fn summary(f: &GgufFile, all_keys: bool) -> String {
         let _ = writeln!(s, "name:          {name}");
     }
     if let Some(ft) = f.get("general.file_type") {
-        let _ = writeln!(s, "file type:     {}", format_value(ft));
+        let name = ft
+            .as_u64()
+            .and_then(|id| {
+                FileType::ALL
+                    .into_iter()
+                    .find(|f| f.llama_ftype() as u64 == id)
+            })
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default();
+        let _ = writeln!(s, "file type:     {}{name}", format_value(ft));
     }
 
     // Dimensions: every `<arch>.*` key that is a number or short array, grouped by section.

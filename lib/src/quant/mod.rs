@@ -29,6 +29,7 @@ use crate::error::Error;
 use crate::GgmlType;
 
 mod kq_common;
+pub mod mix;
 mod q4_0;
 pub mod q4_1;
 pub mod q4_k;

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod image_cache;
 pub mod keys;
+pub mod mix;
 pub mod preprocess;
 pub mod spec;
 pub mod synthetic;
