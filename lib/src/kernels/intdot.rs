@@ -55,6 +55,10 @@ pub(crate) trait ByteOps {
     unsafe fn dot(acc: Self::Acc, q: Self::V, x: *const i8, lo: i16, hi: i16) -> Self::Acc;
     /// The sum of the accumulator's lanes.
     unsafe fn sum(acc: Self::Acc) -> i32;
+    /// `Σ_k bsums[k]·m[k / 2]` over 16 sums (the Q4_K/Q5_K minimum term).
+    unsafe fn bsums_pairs(bsums: *const i16, m: [u8; 8]) -> i32;
+    /// `Σ_j bsums[j]·sc[j]` over 16 sums (the Q6_K offset term).
+    unsafe fn bsums_dot(bsums: *const i16, sc: *const i8) -> i32;
 }
 
 /// A block type's integer dot with [`ByteOps`]: the same `(isum, aux)` as [`IntDot::isums`] for
@@ -75,11 +79,11 @@ macro_rules! qs {
     };
 }
 
-/// `Σ_k bsums[k] · m[k / 2]` (the minimum term of Q4_K and Q5_K).
-#[inline(always)]
-unsafe fn min_sum(x: *const BlockQ8_K, m: &[u8; 8]) -> i32 {
-    let bs = &(*x).bsums;
-    (0..16).map(|k| bs[k] as i32 * m[k / 2] as i32).sum()
+/// The 16 sums of 16 activations of a Q8_K block.
+macro_rules! bsums {
+    ($x:expr) => {
+        addr_of!((*$x).bsums) as *const i16
+    };
 }
 
 /// Scalar twin: [`crate::quant::q4_k::block_isums`].
@@ -100,7 +104,11 @@ impl IntKernel for BlockQ4_K {
                 *a = S::dot(*a, hi, qs!(xt).add(64 * g + 32), s1, s1);
             }
         }
-        std::array::from_fn(|t| (S::sum(acc[t]), min_sum(x[t], &m)))
+        let mut out = [(0, 0); NX];
+        for t in 0..NX {
+            out[t] = (S::sum(acc[t]), S::bsums_pairs(bsums!(x[t]), m));
+        }
+        out
     }
 }
 
@@ -124,7 +132,11 @@ impl IntKernel for BlockQ5_K {
                 *a = S::dot(*a, hi, qs!(xt).add(64 * g + 32), s1, s1);
             }
         }
-        std::array::from_fn(|t| (S::sum(acc[t]), min_sum(x[t], &m)))
+        let mut out = [(0, 0); NX];
+        for t in 0..NX {
+            out[t] = (S::sum(acc[t]), S::bsums_pairs(bsums!(x[t]), m));
+        }
+        out
     }
 }
 
@@ -156,11 +168,12 @@ impl IntKernel for BlockQ6_K {
                 }
             }
         }
-        std::array::from_fn(|t| {
-            let bs = &(*x[t]).bsums;
-            let off: i32 = (0..16).map(|j| sc[j] as i32 * bs[j] as i32).sum();
-            (S::sum(acc[t]) - 32 * off, 0)
-        })
+        let mut out = [(0, 0); NX];
+        for t in 0..NX {
+            let off = S::bsums_dot(bsums!(x[t]), sc.as_ptr());
+            out[t] = (S::sum(acc[t]) - 32 * off, 0);
+        }
+        out
     }
 }
 
@@ -181,10 +194,12 @@ unsafe fn dot32<S: ByteOps, A, const NX: usize>(
     x: [*const A; NX],
     qs_at: usize,
 ) -> [i32; NX] {
-    std::array::from_fn(|t| {
+    let mut out = [0; NX];
+    for t in 0..NX {
         let xq = (x[t] as *const u8).add(qs_at) as *const i8;
-        S::sum(S::dot(S::zero(), q, xq, 1, 1))
-    })
+        out[t] = S::sum(S::dot(S::zero(), q, xq, 1, 1));
+    }
+    out
 }
 
 /// Scalar twin: [`IntDot::isums`] of [`BlockQ4_1`].
@@ -266,14 +281,22 @@ impl<B: IntDot, S> IntTile<B, S> {
         B: IntKernel,
         S: ByteOps,
     {
-        let w: [*const B; RW] = std::array::from_fn(|r| self.w.add(js[r] * self.nb));
-        let x: [*const B::VecDot; NX] =
-            std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const B::VecDot);
+        let mut w = [self.w; RW];
+        for r in 0..RW {
+            w[r] = self.w.add(js[r] * self.nb);
+        }
+        let mut x = [self.x as *const B::VecDot; NX];
+        for t in 0..NX {
+            x[t] = self.x.add((i + t) * self.x_stride) as *const B::VecDot;
+        }
         let mut lanes = [[[0f32; 8]; NX]; RW];
         let mut tail = [[0f32; NX]; RW];
         let full = self.nb / 8 * 8;
         for b in 0..self.nb {
-            let xb = x.map(|p| p.add(b));
+            let mut xb = x;
+            for p in xb.iter_mut() {
+                *p = p.add(b);
+            }
             for r in 0..RW {
                 let wb = w[r].add(b);
                 let ints = B::isums_simd::<S, NX>(wb, xb);
@@ -287,7 +310,13 @@ impl<B: IntDot, S> IntTile<B, S> {
                 }
             }
         }
-        std::array::from_fn(|r| std::array::from_fn(|t| lanes8(&lanes[r][t]) + tail[r][t]))
+        let mut out = [[0f32; NX]; RW];
+        for r in 0..RW {
+            for t in 0..NX {
+                out[r][t] = lanes8(&lanes[r][t]) + tail[r][t];
+            }
+        }
+        out
     }
 }
 

@@ -173,6 +173,7 @@ pub(crate) fn make_qx_quants_rmse1(x: &[f32], l: &mut [i8], nmax: i32) -> f32 {
 /// 4..8 mins 0..3; bytes 8..12 hold the low 4 bits of scale (low nibble) and min (high nibble)
 /// of sub-blocks 4..7, whose top 2 bits are the top bits of bytes j−4 (scale) and j (min).
 #[inline(always)]
+#[cfg_attr(not(test), allow(dead_code))] // the per-sub-block meaning, checked against scales_mins_k4
 pub(crate) fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -184,14 +185,24 @@ pub(crate) fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     }
 }
 
-/// All eight (scale, min) pairs of a Q4_K/Q5_K super-block.
+/// All eight (scale, min) pairs of a Q4_K/Q5_K super-block: [`get_scale_min_k4`] for every `j`,
+/// four bytes at a time (the decode kernels call it once per super-block).
 #[inline(always)]
 pub(crate) fn scales_mins_k4(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
-    for j in 0..8 {
-        (sc[j], m[j]) = get_scale_min_k4(j, q);
-    }
-    (sc, m)
+    let word = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let sc_hi = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+    let m_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+    let join = |lo: u32, hi: u32| {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&lo.to_le_bytes());
+        b[4..].copy_from_slice(&hi.to_le_bytes());
+        b
+    };
+    (join(w0 & LOW6, sc_hi), join(w1 & LOW6, m_hi))
 }
 
 /// The scale-and-min part of `quantize_row_q4_K_ref` / `quantize_row_q5_K_ref`, shared by
@@ -317,6 +328,23 @@ mod tests {
             assert_eq!(nearest_int(x), want, "{x}");
         }
         assert_eq!(nearest_int(4_194_303.0), 4_194_303);
+    }
+
+    #[test]
+    fn scales_mins_k4_equals_get_scale_min_k4_on_every_byte_pattern() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            let q: [u8; 12] = std::array::from_fn(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            });
+            let (sc, m) = scales_mins_k4(&q);
+            for j in 0..8 {
+                assert_eq!((sc[j], m[j]), get_scale_min_k4(j, &q), "{q:?} j={j}");
+            }
+        }
     }
 
     #[test]

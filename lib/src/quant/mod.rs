@@ -89,6 +89,25 @@ pub fn int_vec_dot<B: IntDot>(w: &[B], x: &[B::VecDot]) -> f32 {
     })
 }
 
+/// `h` as f32, exactly (as `f16::to_f32`), without the run-time CPU detection of `half`'s
+/// conversion: the integer decode kernels convert two or three scales per block.
+#[inline(always)]
+pub fn f16_as_f32(h: f16) -> f32 {
+    let h = h.to_bits() as u32;
+    let sign = (h & 0x8000) << 16;
+    let (exp, mant) = ((h >> 10) & 0x1f, h & 0x3ff);
+    let bits = match exp {
+        0 => {
+            // Zero or subnormal: mant · 2⁻²⁴ is exact in f32.
+            let v = mant as f32 * (1.0 / 16_777_216.0);
+            return f32::from_bits(sign | v.to_bits());
+        }
+        31 => sign | 0x7f80_0000 | (mant << 13),
+        _ => sign | ((exp + 112) << 23) | (mant << 13),
+    };
+    f32::from_bits(bits)
+}
+
 /// The fixed reduction of eight lanes: `((a0+a4)+(a1+a5)) + ((a2+a6)+(a3+a7))`.
 #[inline]
 pub fn lanes8(a: &[f32; 8]) -> f32 {

@@ -11,7 +11,7 @@
 use half::f16;
 
 use super::kq_common::dequantize_bytes;
-use super::{BlockQ8_0, IntDot, QuantBlock};
+use super::{f16_as_f32, BlockQ8_0, IntDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -146,6 +146,6 @@ impl IntDot for BlockQ5_0 {
     }
     #[inline(always)]
     fn value(&self, c: &BlockQ8_0, isum: i32, _: i32) -> f32 {
-        (self.d.to_f32() * c.d.to_f32()) * isum as f32
+        (f16_as_f32(self.d) * f16_as_f32(c.d)) * isum as f32
     }
 }

@@ -11,7 +11,7 @@ use half::f16;
 
 use super::kq_common::dequantize_bytes;
 use super::q8_1::BlockQ8_1;
-use super::{IntDot, QuantBlock};
+use super::{f16_as_f32, IntDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -147,6 +147,6 @@ impl IntDot for BlockQ5_1 {
     }
     #[inline(always)]
     fn value(&self, c: &BlockQ8_1, isum: i32, _: i32) -> f32 {
-        (self.d.to_f32() * c.d.to_f32()) * isum as f32 + self.m.to_f32() * c.s.to_f32()
+        (f16_as_f32(self.d) * f16_as_f32(c.d)) * isum as f32 + f16_as_f32(self.m) * f16_as_f32(c.s)
     }
 }

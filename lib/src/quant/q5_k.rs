@@ -17,7 +17,7 @@ use super::kq_common::{
     dequantize_bytes, k4_weights, make_qkx2_quants, nearest_int, pack_scales_k4, scales_mins_k4,
 };
 use super::q8_k::BlockQ8_K;
-use super::{IntDot, QuantBlock};
+use super::{f16_as_f32, IntDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -196,8 +196,8 @@ impl IntDot for BlockQ5_K {
     }
     #[inline(always)]
     fn value(&self, x: &BlockQ8_K, isum: i32, msum: i32) -> f32 {
-        let d = self.d.to_f32() * x.d;
-        let dmin = self.dmin.to_f32() * x.d;
+        let d = f16_as_f32(self.d) * x.d;
+        let dmin = f16_as_f32(self.dmin) * x.d;
         d * isum as f32 - dmin * msum as f32
     }
 }

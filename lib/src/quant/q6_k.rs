@@ -15,7 +15,7 @@ use half::f16;
 
 use super::kq_common::{dequantize_bytes, make_qx_quants_rmse1, nearest_int, GROUP_MAX_EPS};
 use super::q8_k::BlockQ8_K;
-use super::{IntDot, QuantBlock};
+use super::{f16_as_f32, IntDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -193,7 +193,7 @@ impl IntDot for BlockQ6_K {
     }
     #[inline(always)]
     fn value(&self, x: &BlockQ8_K, isum: i32, _: i32) -> f32 {
-        let d = self.d.to_f32() * x.d;
+        let d = f16_as_f32(self.d) * x.d;
         d * isum as f32
     }
 }

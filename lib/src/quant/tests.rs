@@ -187,3 +187,15 @@ fn round_half_away_matches_roundf() {
         assert_eq!(round_half_away(x), x.round() as i32, "{x}");
     }
 }
+
+#[test]
+fn f16_to_f32_is_exact_for_every_bit_pattern() {
+    for bits in 0..=u16::MAX {
+        let h = half::f16::from_bits(bits);
+        let (a, b) = (crate::quant::f16_as_f32(h), h.to_f32());
+        assert!(
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            "{bits:#06x}: {a} vs {b}"
+        );
+    }
+}

@@ -81,6 +81,20 @@ macro_rules! neon_bytes {
         unsafe fn sum(acc: int32x4_t) -> i32 {
             vaddvq_s32(acc)
         }
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn bsums_pairs(bsums: *const i16, m: [u8; 8]) -> i32 {
+            let m = vld1_u8(m.as_ptr());
+            let lo = vreinterpretq_s16_u16(vmovl_u8(vzip1_u8(m, m)));
+            let hi = vreinterpretq_s16_u16(vmovl_u8(vzip2_u8(m, m)));
+            madd16(bsums, lo, hi)
+        }
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn bsums_dot(bsums: *const i16, sc: *const i8) -> i32 {
+            let sc = vld1q_s8(sc);
+            madd16(bsums, vmovl_s8(vget_low_s8(sc)), vmovl_high_s8(sc))
+        }
     };
 }
 
@@ -92,6 +106,17 @@ unsafe fn mull16(q: uint8x16_t, x: int8x16_t) -> int32x4_t {
     let lo = vmull_s8(vget_low_s8(q), vget_low_s8(x));
     let hi = vmull_high_s8(q, x);
     vpadalq_s16(vpaddlq_s16(lo), hi)
+}
+
+/// `Σ_k a[k]·(lo ++ hi)[k]` over 16 i16 values at `a`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn madd16(a: *const i16, lo: int16x8_t, hi: int16x8_t) -> i32 {
+    let (a0, a1) = (vld1q_s16(a), vld1q_s16(a.add(8)));
+    let p = vmull_s16(vget_low_s16(a0), vget_low_s16(lo));
+    let p = vmlal_high_s16(p, a0, lo);
+    let p = vmlal_s16(p, vget_low_s16(a1), vget_low_s16(hi));
+    vaddvq_s32(vmlal_high_s16(p, a1, hi))
 }
 
 impl ByteOps for NeonOps {

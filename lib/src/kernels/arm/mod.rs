@@ -21,13 +21,13 @@ use super::intdot::{IntKernel, IntTile};
 use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
 use super::types::{plain_act, ActQuant, Decoder, Job};
 use super::{split_row_bytes, split_row_mut, Path, Q8Row, Qs};
-use crate::quant::TypeTraits;
 use crate::quant::q4_1::BlockQ4_1;
 use crate::quant::q4_k::BlockQ4_K;
 use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::q5_1::BlockQ5_1;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
+use crate::quant::TypeTraits;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
 
@@ -441,7 +441,13 @@ unsafe fn dot_float<T: Wf, const R: usize, const NX: usize>(
 /// `out` covers `n × m`.
 #[target_feature(enable = "neon")]
 unsafe fn decode_int<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    traverse(IntTile::<B, NeonOps>::new(job), job.n, rows, job.out, job.bias)
+    traverse(
+        IntTile::<B, NeonOps>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
 }
 
 /// [`decode_int`] with `sdot` ([`Dotprod`]), the same results bit for bit.
@@ -450,7 +456,13 @@ unsafe fn decode_int<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) 
 /// As [`decode_int`], and `dotprod` available.
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn decode_int_dot<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    traverse(IntTile::<B, SdotOps>::new(job), job.n, rows, job.out, job.bias)
+    traverse(
+        IntTile::<B, SdotOps>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
 }
 
 /// The float decode kernel of weight elements `T`: [`traverse`] over [`FloatTile`]s. Twin: the

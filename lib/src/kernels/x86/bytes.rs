@@ -83,12 +83,31 @@ impl ByteOps for Avx2Ops {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot(acc: __m256i, q: __m256i, x: *const i8, lo: i16, hi: i16) -> __m256i {
         let p = _mm256_maddubs_epi16(q, _mm256_loadu_si256(x as *const __m256i));
-        let sc = _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
+        let sc = if lo == hi {
+            _mm256_set1_epi16(lo)
+        } else {
+            _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+        };
         _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc))
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn sum(acc: __m256i) -> i32 {
         hsum_i32(acc)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn bsums_pairs(bsums: *const i16, m: [u8; 8]) -> i32 {
+        let m = _mm_cvtsi64_si128(i64::from_le_bytes(m));
+        let m = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+        let bs = _mm256_loadu_si256(bsums as *const __m256i);
+        hsum_i32(_mm256_madd_epi16(bs, m))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn bsums_dot(bsums: *const i16, sc: *const i8) -> i32 {
+        let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc as *const __m128i));
+        let bs = _mm256_loadu_si256(bsums as *const __m256i);
+        hsum_i32(_mm256_madd_epi16(bs, sc))
     }
 }
