@@ -14,6 +14,8 @@
 //! Each weight element is converted once per x chunk (most shapes have one or two chunks), and the
 //! packed panels live in per-thread buffers that persist across calls.
 
+use std::ops::Range;
+
 use std::cell::RefCell;
 
 use rayon::prelude::*;
@@ -29,26 +31,29 @@ pub(super) const MC: usize = 96;
 /// Largest block of W rows per task (a multiple of every path's NR).
 pub(super) const NC_MAX: usize = 512;
 
+/// Weight rows `j0..j0 + nr` (`nr ≤ NR`), columns `p0..p0 + kc`, of a matrix of type `t` stored
+/// in `data` (`row_bytes` per row): what one `Kernel::pack_b` call packs.
+#[derive(Clone, Copy)]
+pub(crate) struct Panel<'a> {
+    pub t: &'static TypeTraits,
+    pub data: &'a [u8],
+    pub row_bytes: usize,
+    pub j0: usize,
+    pub nr: usize,
+    pub p0: usize,
+    pub kc: usize,
+}
+
 /// One path's packing and micro-kernel.
 pub(crate) trait Kernel: Sync {
     const MR: usize;
     const NR: usize;
     /// `out[p·NR + r] = W[j0 + r, p0 + p]` as f32 for `r < nr` (zeros for `nr ≤ r < NR`),
-    /// `p < kc`.
+    /// `p < kc` (the fields of `panel`).
     ///
     /// # Safety
     /// The path's CPU features are available; rows and columns exist; `out.len() ≥ kc·NR`.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn pack_b(
-        t: &'static TypeTraits,
-        data: &[u8],
-        row_bytes: usize,
-        j0: usize,
-        nr: usize,
-        p0: usize,
-        kc: usize,
-        out: &mut [f32],
-    );
+    unsafe fn pack_b(panel: Panel<'_>, out: &mut [f32]);
     /// `c[i·ldc + j] (+)= Σ_p a[p·MR + i] · b[p·NR + j]` for the full `MR × NR` tile.
     ///
     /// # Safety
@@ -62,17 +67,8 @@ pub(crate) struct ScalarKernel;
 impl Kernel for ScalarKernel {
     const MR: usize = 4;
     const NR: usize = 8;
-    unsafe fn pack_b(
-        t: &'static TypeTraits,
-        data: &[u8],
-        row_bytes: usize,
-        j0: usize,
-        nr: usize,
-        p0: usize,
-        kc: usize,
-        out: &mut [f32],
-    ) {
-        super::pack::pack_b_tail(t, data, row_bytes, j0, nr, p0, 0, kc, Self::NR, out);
+    unsafe fn pack_b(panel: Panel<'_>, out: &mut [f32]) {
+        super::pack::pack_b_tail(panel, 0, Self::NR, out);
     }
     unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
         let a = std::slice::from_raw_parts(a, kc * 4);
@@ -105,21 +101,20 @@ pub(super) fn scalar_kernel<const MR: usize, const NR: usize>(
     t
 }
 
-/// `out[p·MR + i] = x[(i0 + i)·k + p0 + p]` for `i < mr` (zeros for `mr ≤ i < MR`), `p < kc`.
-#[allow(clippy::too_many_arguments)]
+/// `out[p·mr_pad + i] = x[(rows.start + i)·k + cols.start + p]` for `i < rows.len()` (zeros up
+/// to `mr_pad`), `p < cols.len()`.
 fn pack_a(
     x: &[f32],
     k: usize,
-    i0: usize,
-    mr: usize,
-    p0: usize,
-    kc: usize,
+    rows: Range<usize>,
+    cols: Range<usize>,
     mr_pad: usize,
     out: &mut [f32],
 ) {
+    let (mr, kc) = (rows.len(), cols.len());
     for i in 0..mr_pad {
         if i < mr {
-            let src = &x[(i0 + i) * k + p0..][..kc];
+            let src = &x[(rows.start + i) * k + cols.start..][..kc];
             for (p, &v) in src.iter().enumerate() {
                 out[p * mr_pad + i] = v;
             }
@@ -208,16 +203,16 @@ fn block<K: Kernel>(
             // SAFETY: this path's features were checked by the dispatcher; rows j..j+cnt and
             // columns p0..p0+kc exist; the panel slot holds kc·nr values.
             unsafe {
-                K::pack_b(
-                    w.kernels().traits,
+                let panel = Panel {
+                    t: w.kernels().traits,
                     data,
                     row_bytes,
-                    j,
-                    cnt,
+                    j0: j,
+                    nr: cnt,
                     p0,
                     kc,
-                    &mut bbuf[jp * nr * kc..(jp + 1) * nr * kc],
-                )
+                };
+                K::pack_b(panel, &mut bbuf[jp * nr * kc..(jp + 1) * nr * kc])
             };
         }
         let mut ic = is.start;
@@ -226,13 +221,12 @@ fn block<K: Kernel>(
             let apanels = mc.div_ceil(mr);
             for ap in 0..apanels {
                 let cnt = mr.min(mc - ap * mr);
+                let i0 = ic + ap * mr;
                 pack_a(
                     x,
                     k,
-                    ic + ap * mr,
-                    cnt,
-                    p0,
-                    kc,
+                    i0..i0 + cnt,
+                    p0..p0 + kc,
                     mr,
                     &mut abuf[ap * mr * kc..(ap + 1) * mr * kc],
                 );

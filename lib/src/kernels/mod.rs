@@ -1,12 +1,13 @@
 //! Matrix kernels: `y[n, m] = x[n, k] · W[m, k]ᵀ` for every weight type (F32, F16, BF16, Q8_0,
-//! Q4_0), with a SIMD path chosen once at start-up.
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), with a SIMD path chosen once at start-up.
 //!
 //! # Two regimes
 //! - **Decode** (few activation rows, memory-bound): each weight row is streamed once and dotted
 //!   with every activation row. Float weights multiply f32 activations (FMA); quantized weights
-//!   multiply activations quantized to Q8_0 with integer dot products, as ggml does (the
-//!   activation quantization is exactly [`BlockQ8_0::quantize`](crate::quant::QuantBlock::quantize)). Parallel over blocks of weight
-//!   rows.
+//!   multiply activations quantized to their type's activation blocks (Q8_0; Q8_1 for Q4_1/Q5_1;
+//!   Q8_K for the K-quants) with integer dot products, as ggml does (the activation quantization
+//!   is exactly that type's [`QuantBlock::quantize`](crate::quant::QuantBlock::quantize)).
+//!   Parallel over blocks of weight rows.
 //! - **GEMM** (many rows, compute-bound): a cache-blocked packed GEMM (module `gemm`) that converts
 //!   weights of any type to f32 while packing and multiplies f32 activations (unquantized) with a
 //!   register-blocked FMA micro-kernel.
@@ -36,16 +37,22 @@
 //! [`lookup`] is the only way in: a [`tensor::Mat`] of a type without a row cannot be built
 //! ([`UnsupportedType`], reported by the model loader with the tensor's name), so no kernel ever
 //! guesses. The decode traversal (`decode`: activation quantization into [`Scratch`], parallel
-//! tasks over weight rows, the per-row kernel) is written once for every type and path.
+//! tasks over weight rows, the per-row kernel) is written once for every type and path, and so is
+//! the tile traversal inside a task (`traverse`: which weight and activation rows go through a
+//! register tile together); an ISA supplies only its tile kernels. The integer kernels of the
+//! [`crate::quant::IntDot`] types (K-quants, Q4_1, Q5_0, Q5_1) are written once (`intdot`) over
+//! an ISA's byte operations (`intdot::ByteOps`: AVX2 for both x86 paths, NEON, `sdot`).
 //!
 //! # Where to add…
 //! - **A weight type** (e.g. a K-quant): its block in a new `quant/<type>.rs` (struct,
 //!   [`crate::quant::QuantBlock`] impl with its activation type `VecDot` — e.g. a 256-value Q8_K
 //!   block — and scalar `vec_dot`, `const` size assertions), one row in [`crate::quant::TYPES`]
 //!   and one in [`types::TYPES`]. That gives every path a correct (portable) decode kernel and
-//!   GEMM packing; SIMD decode kernels are optional entries in the ISAs' `decoder` tables.
+//!   GEMM packing. An [`crate::quant::IntDot`] type gets SIMD kernels on every path from its
+//!   unpacking in `intdot` and one line in each ISA's `decoder` table.
 //! - **A SIMD path**: a [`Path`] variant with its detection, a type implementing `isa::Isa` in
-//!   `x86/` or `arm/` (override what it accelerates; each override names its scalar twin), one
+//!   `x86/` or `arm/` (override what it accelerates; each override names its scalar twin), its
+//!   tile kernels (`traverse::FloatDot`, `QuantDot`) and byte operations (`intdot::ByteOps`), one
 //!   arm in `with_isa!`.
 //!
 //! Note that for quantized weights the two regimes differ numerically (decode quantizes the

@@ -2,26 +2,23 @@
 //! every path shares (the scalar path's whole pack, the SIMD paths' column tail, and any type a
 //! path has no packing kernel for), through the type's dequantizer in [`crate::quant::TYPES`].
 
-use crate::quant::TypeTraits;
+use super::gemm::Panel;
 
 /// Most values per block of any type (the K-quants' super-blocks).
 const MAX_BLOCK: usize = 256;
 
-/// Columns `p_from..p_to` of the packed panel (see `gemm::Kernel::pack_b`) with plain conversions;
-/// the scalar path's whole pack and the SIMD paths' column tail.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn pack_b_tail(
-    t: &TypeTraits,
-    data: &[u8],
-    row_bytes: usize,
-    j0: usize,
-    nr: usize,
-    p0: usize,
-    p_from: usize,
-    p_to: usize,
-    nr_pad: usize,
-    out: &mut [f32],
-) {
+/// Columns `p_from..panel.kc` of the packed panel (see `gemm::Kernel::pack_b`; `nr_pad` rows
+/// wide) with plain conversions; the scalar path's whole pack and the SIMD paths' column tail.
+pub(super) fn pack_b_tail(panel: Panel<'_>, p_from: usize, nr_pad: usize, out: &mut [f32]) {
+    let Panel {
+        t,
+        data,
+        row_bytes,
+        j0,
+        nr,
+        p0,
+        kc: p_to,
+    } = panel;
     let (bv, bb) = (t.block_values, t.block_bytes);
     debug_assert!(bv <= MAX_BLOCK);
     // Whole blocks per conversion call.

@@ -11,7 +11,7 @@ use std::arch::asm;
 
 use half::{bf16, f16};
 
-use super::gemm::Kernel;
+use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
 
@@ -27,7 +27,6 @@ use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::q5_1::BlockQ5_1;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
-use crate::quant::TypeTraits;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
 
@@ -587,19 +586,18 @@ pub(super) unsafe fn kernel_8x12(
 ///
 /// # Safety
 /// NEON available; the rows and columns exist; `out` has `kc·NR` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "neon")]
-pub(super) unsafe fn pack_b(
-    t: &crate::quant::TypeTraits,
-    data: &[u8],
-    row_bytes: usize,
-    j0: usize,
-    nr: usize,
-    p0: usize,
-    kc: usize,
-    out: &mut [f32],
-) {
+pub(super) unsafe fn pack_b(panel: Panel<'_>, out: &mut [f32]) {
     use crate::GgmlType as T;
+    let Panel {
+        t,
+        data,
+        row_bytes,
+        j0,
+        nr,
+        p0,
+        kc,
+    } = panel;
     assert!(out.len() >= kc * NR);
     let ty = t.ty;
     // Columns converted here; the rest (a float tail, or a type without a NEON conversion) goes
@@ -677,7 +675,7 @@ pub(super) unsafe fn pack_b(
         }
     }
     if kc4 < kc {
-        super::pack::pack_b_tail(t, data, row_bytes, j0, nr, p0, kc4, kc, NR, out);
+        super::pack::pack_b_tail(panel, kc4, NR, out);
     }
 }
 
@@ -905,17 +903,8 @@ pub(crate) struct NeonKernel;
 impl Kernel for NeonKernel {
     const MR: usize = MR;
     const NR: usize = NR;
-    unsafe fn pack_b(
-        t: &'static TypeTraits,
-        data: &[u8],
-        row_bytes: usize,
-        j0: usize,
-        nr: usize,
-        p0: usize,
-        kc: usize,
-        out: &mut [f32],
-    ) {
-        pack_b(t, data, row_bytes, j0, nr, p0, kc, out)
+    unsafe fn pack_b(panel: Panel<'_>, out: &mut [f32]) {
+        pack_b(panel, out)
     }
     unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
         kernel_8x12(kc, a, b, c, ldc, acc)

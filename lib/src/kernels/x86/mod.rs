@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::gemm::Kernel;
+use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
 
@@ -28,7 +28,6 @@ use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::q5_1::BlockQ5_1;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
-use crate::quant::TypeTraits;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
 
@@ -976,17 +975,17 @@ impl Deq32 for DeqQ4 {
 
 /// Pack (see [`pack_b`]) a quantized type: 8 rows × one block into a small buffer, then four
 /// 8×8 transposes.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack_b_quant<D: Deq32>(
-    data: *const u8,
-    row_bytes: usize,
-    j0: usize,
-    nr: usize,
-    p0: usize,
-    kc: usize,
-    o: *mut f32,
-) {
+unsafe fn pack_b_quant<D: Deq32>(panel: Panel<'_>, o: *mut f32) {
+    let Panel {
+        row_bytes,
+        j0,
+        nr,
+        p0,
+        kc,
+        ..
+    } = panel;
+    let data = panel.data.as_ptr();
     let mut tmp = [0f32; 8 * 32];
     let t = tmp.as_mut_ptr();
     for half in 0..NR / 8 {
@@ -1023,17 +1022,17 @@ unsafe fn pack_b_quant<D: Deq32>(
 }
 
 /// Pack (see [`pack_b`]) a float type: 8 rows × 8 columns at a time through one 8×8 transpose.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack_b_float<T: Wf>(
-    data: *const u8,
-    row_bytes: usize,
-    j0: usize,
-    nr: usize,
-    p0: usize,
-    kc8: usize,
-    o: *mut f32,
-) {
+unsafe fn pack_b_float<T: Wf>(panel: Panel<'_>, o: *mut f32) {
+    let Panel {
+        row_bytes,
+        j0,
+        nr,
+        p0,
+        kc: kc8,
+        ..
+    } = panel;
+    let data = panel.data.as_ptr();
     for half in 0..NR / 8 {
         let r0 = half * 8;
         let rows = nr.saturating_sub(r0).min(8);
@@ -1059,50 +1058,41 @@ unsafe fn pack_b_float<T: Wf>(
 ///
 /// # Safety
 /// AVX2/F16C available; the rows and columns exist; `out` has `kc·NR` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn pack_b(
-    t: &crate::quant::TypeTraits,
-    data: &[u8],
-    row_bytes: usize,
-    j0: usize,
-    nr: usize,
-    p0: usize,
-    kc: usize,
-    out: &mut [f32],
-) {
+pub(super) unsafe fn pack_b(panel: Panel<'_>, out: &mut [f32]) {
     use crate::GgmlType as T;
+    let kc = panel.kc;
     assert!(out.len() >= kc * NR);
-    let ty = t.ty;
-    let (dp, o) = (data.as_ptr(), out.as_mut_ptr());
+    let o = out.as_mut_ptr();
     let kc8 = kc / 8 * 8;
+    let p8 = Panel { kc: kc8, ..panel };
     // Columns packed here; the rest (a float tail, or a type without an x86 pack) goes through
     // the portable pack.
-    let done = match ty {
+    let done = match panel.t.ty {
         T::Q4_0 => {
-            pack_b_quant::<DeqQ4>(dp, row_bytes, j0, nr, p0, kc, o);
+            pack_b_quant::<DeqQ4>(panel, o);
             kc
         }
         T::Q8_0 => {
-            pack_b_quant::<DeqQ8>(dp, row_bytes, j0, nr, p0, kc, o);
+            pack_b_quant::<DeqQ8>(panel, o);
             kc
         }
         T::F16 => {
-            pack_b_float::<f16>(dp, row_bytes, j0, nr, p0, kc8, o);
+            pack_b_float::<f16>(p8, o);
             kc8
         }
         T::BF16 => {
-            pack_b_float::<bf16>(dp, row_bytes, j0, nr, p0, kc8, o);
+            pack_b_float::<bf16>(p8, o);
             kc8
         }
         T::F32 => {
-            pack_b_float::<f32>(dp, row_bytes, j0, nr, p0, kc8, o);
+            pack_b_float::<f32>(p8, o);
             kc8
         }
         _ => 0,
     };
     if done < kc {
-        super::pack::pack_b_tail(t, data, row_bytes, j0, nr, p0, done, kc, NR, out);
+        super::pack::pack_b_tail(panel, done, NR, out);
     }
 }
 
@@ -1480,17 +1470,8 @@ pub(crate) struct Avx2Kernel;
 impl Kernel for Avx2Kernel {
     const MR: usize = MR;
     const NR: usize = NR;
-    unsafe fn pack_b(
-        t: &'static TypeTraits,
-        data: &[u8],
-        row_bytes: usize,
-        j0: usize,
-        nr: usize,
-        p0: usize,
-        kc: usize,
-        out: &mut [f32],
-    ) {
-        pack_b(t, data, row_bytes, j0, nr, p0, kc, out)
+    unsafe fn pack_b(panel: Panel<'_>, out: &mut [f32]) {
+        pack_b(panel, out)
     }
     unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
         kernel_6x16(kc, a, b, c, ldc, acc)
