@@ -828,128 +828,152 @@ struct ScanState<'t> {
 impl ScanState<'_> {
     /// Decode one block of the scan component with scan-local index `si`.
     fn block(&mut self, r: &mut BitReader, block: &mut [i16; 64], dc_pred: &mut i32, si: usize) {
-        let (ss, se, al) = (self.ss, self.se, self.al);
         match self.kind {
-            ScanKind::Sequential => {
-                let (Some(dc), Some(ac)) = (self.dcs[si], self.acs[si]) else {
-                    return;
+            ScanKind::Sequential => self.sequential(r, block, dc_pred, si),
+            ScanKind::DcFirst => self.dc_first(r, block, dc_pred, si),
+            ScanKind::DcRefine => self.dc_refine(r, block),
+            ScanKind::AcFirst => self.ac_first(r, block, si),
+            ScanKind::AcRefine => self.ac_refine(r, block, si),
+        }
+    }
+
+    /// Baseline/sequential: the DC difference, then run-length AC codes to the end of block.
+    fn sequential(
+        &mut self,
+        r: &mut BitReader,
+        block: &mut [i16; 64],
+        dc_pred: &mut i32,
+        si: usize,
+    ) {
+        let (Some(dc), Some(ac)) = (self.dcs[si], self.acs[si]) else {
+            return;
+        };
+        let s = r.decode(dc) as u32;
+        *dc_pred = dc_pred.wrapping_add(r.receive_extend(s));
+        block[0] = *dc_pred as i16;
+        let mut k = 1usize;
+        while k < 64 {
+            let rs = r.decode(ac);
+            let run = (rs >> 4) as usize;
+            let s = (rs & 15) as u32;
+            if s != 0 {
+                k += run;
+                block[NATURAL_ORDER[k]] = r.receive_extend(s) as i16;
+            } else {
+                if run != 15 {
+                    break;
+                }
+                k += 15;
+            }
+            k += 1;
+        }
+    }
+
+    /// Progressive DC, first scan: the DC difference, shifted by the approximation bit.
+    fn dc_first(&mut self, r: &mut BitReader, block: &mut [i16; 64], dc_pred: &mut i32, si: usize) {
+        let al = self.al;
+        let Some(dc) = self.dcs[si] else { return };
+        let s = r.decode(dc) as u32;
+        *dc_pred = dc_pred.wrapping_add(r.receive_extend(s));
+        block[0] = ((*dc_pred as u32) << al) as i16;
+    }
+
+    /// Progressive DC refinement: one more bit of the DC coefficient.
+    fn dc_refine(&mut self, r: &mut BitReader, block: &mut [i16; 64]) {
+        let al = self.al;
+        if r.bit() {
+            block[0] |= (1u32 << al) as i16;
+        }
+    }
+
+    /// Progressive AC, first scan of the band `ss..=se` (with end-of-band runs).
+    fn ac_first(&mut self, r: &mut BitReader, block: &mut [i16; 64], si: usize) {
+        let (ss, se, al) = (self.ss, self.se, self.al);
+        if self.eobrun > 0 {
+            self.eobrun -= 1;
+            return;
+        }
+        let Some(ac) = self.acs[si] else { return };
+        let mut k = ss;
+        while k <= se {
+            let rs = r.decode(ac);
+            let run = (rs >> 4) as u32;
+            let s = (rs & 15) as u32;
+            if s != 0 {
+                k += run as usize;
+                let v = r.receive_extend(s);
+                block[NATURAL_ORDER[k]] = ((v as u32) << al) as i16;
+            } else {
+                if run != 15 {
+                    self.eobrun = (1 << run) + r.bits(run) - 1;
+                    break;
+                }
+                k += 15;
+            }
+            k += 1;
+        }
+    }
+
+    /// Progressive AC refinement of the band `ss..=se`: new ±1 coefficients and correction bits.
+    fn ac_refine(&mut self, r: &mut BitReader, block: &mut [i16; 64], si: usize) {
+        let (ss, se, al) = (self.ss, self.se, self.al);
+        let Some(ac) = self.acs[si] else { return };
+        let p1 = (1i32 << al) as i16;
+        let m1 = ((-1i32) << al) as i16;
+        // Append a correction bit to an already non-zero coefficient.
+        let refine = |r: &mut BitReader, c: &mut i16| {
+            if r.bit() && (*c & p1) == 0 {
+                *c = if *c >= 0 {
+                    c.wrapping_add(p1)
+                } else {
+                    c.wrapping_add(m1)
                 };
-                let s = r.decode(dc) as u32;
-                *dc_pred = dc_pred.wrapping_add(r.receive_extend(s));
-                block[0] = *dc_pred as i16;
-                let mut k = 1usize;
-                while k < 64 {
-                    let rs = r.decode(ac);
-                    let run = (rs >> 4) as usize;
-                    let s = (rs & 15) as u32;
-                    if s != 0 {
-                        k += run;
-                        block[NATURAL_ORDER[k]] = r.receive_extend(s) as i16;
+            }
+        };
+        let mut k = ss;
+        if self.eobrun == 0 {
+            while k <= se {
+                let rs = r.decode(ac);
+                let mut run = (rs >> 4) as i32;
+                let s = (rs & 15) as u32;
+                let mut val: i16 = 0;
+                if s != 0 {
+                    val = if r.bit() { p1 } else { m1 };
+                } else if run != 15 {
+                    self.eobrun = (1 << run) + r.bits(run as u32);
+                    break;
+                }
+                // Skip `run` zero coefficients, refining the non-zero ones passed over.
+                loop {
+                    let c = &mut block[NATURAL_ORDER[k]];
+                    if *c != 0 {
+                        refine(r, c);
                     } else {
-                        if run != 15 {
+                        run -= 1;
+                        if run < 0 {
                             break;
                         }
-                        k += 15;
                     }
                     k += 1;
-                }
-            }
-            ScanKind::DcFirst => {
-                let Some(dc) = self.dcs[si] else { return };
-                let s = r.decode(dc) as u32;
-                *dc_pred = dc_pred.wrapping_add(r.receive_extend(s));
-                block[0] = ((*dc_pred as u32) << al) as i16;
-            }
-            ScanKind::DcRefine => {
-                if r.bit() {
-                    block[0] |= (1u32 << al) as i16;
-                }
-            }
-            ScanKind::AcFirst => {
-                if self.eobrun > 0 {
-                    self.eobrun -= 1;
-                    return;
-                }
-                let Some(ac) = self.acs[si] else { return };
-                let mut k = ss;
-                while k <= se {
-                    let rs = r.decode(ac);
-                    let run = (rs >> 4) as u32;
-                    let s = (rs & 15) as u32;
-                    if s != 0 {
-                        k += run as usize;
-                        let v = r.receive_extend(s);
-                        block[NATURAL_ORDER[k]] = ((v as u32) << al) as i16;
-                    } else {
-                        if run != 15 {
-                            self.eobrun = (1 << run) + r.bits(run) - 1;
-                            break;
-                        }
-                        k += 15;
-                    }
-                    k += 1;
-                }
-            }
-            ScanKind::AcRefine => {
-                let Some(ac) = self.acs[si] else { return };
-                let p1 = (1i32 << al) as i16;
-                let m1 = ((-1i32) << al) as i16;
-                // Append a correction bit to an already non-zero coefficient.
-                let refine = |r: &mut BitReader, c: &mut i16| {
-                    if r.bit() && (*c & p1) == 0 {
-                        *c = if *c >= 0 {
-                            c.wrapping_add(p1)
-                        } else {
-                            c.wrapping_add(m1)
-                        };
-                    }
-                };
-                let mut k = ss;
-                if self.eobrun == 0 {
-                    while k <= se {
-                        let rs = r.decode(ac);
-                        let mut run = (rs >> 4) as i32;
-                        let s = (rs & 15) as u32;
-                        let mut val: i16 = 0;
-                        if s != 0 {
-                            val = if r.bit() { p1 } else { m1 };
-                        } else if run != 15 {
-                            self.eobrun = (1 << run) + r.bits(run as u32);
-                            break;
-                        }
-                        // Skip `run` zero coefficients, refining the non-zero ones passed over.
-                        loop {
-                            let c = &mut block[NATURAL_ORDER[k]];
-                            if *c != 0 {
-                                refine(r, c);
-                            } else {
-                                run -= 1;
-                                if run < 0 {
-                                    break;
-                                }
-                            }
-                            k += 1;
-                            if k > se {
-                                break;
-                            }
-                        }
-                        if s != 0 {
-                            block[NATURAL_ORDER[k]] = val;
-                        }
-                        k += 1;
+                    if k > se {
+                        break;
                     }
                 }
-                if self.eobrun > 0 {
-                    while k <= se {
-                        let c = &mut block[NATURAL_ORDER[k]];
-                        if *c != 0 {
-                            refine(r, c);
-                        }
-                        k += 1;
-                    }
-                    self.eobrun -= 1;
+                if s != 0 {
+                    block[NATURAL_ORDER[k]] = val;
                 }
+                k += 1;
             }
+        }
+        if self.eobrun > 0 {
+            while k <= se {
+                let c = &mut block[NATURAL_ORDER[k]];
+                if *c != 0 {
+                    refine(r, c);
+                }
+                k += 1;
+            }
+            self.eobrun -= 1;
         }
     }
 }
