@@ -170,104 +170,10 @@ impl Tokenizer {
             path: path.to_path_buf(),
             msg,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let j: Json =
-            serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
-        let mtype = j.pointer("/model/type").and_then(Json::as_str);
-        if mtype != Some("BPE") {
-            return Err(err(format!(
-                "model.type {mtype:?}: only byte-level BPE tokenizers (Llama 3) are supported"
-            )));
-        }
-        let dtype = j.pointer("/decoder/type").and_then(Json::as_str);
-        if dtype != Some("ByteLevel") {
-            return Err(err(format!(
-                "decoder.type {dtype:?}: only the ByteLevel decoder is supported"
-            )));
-        }
-        let template_bos = match j.get("post_processor") {
-            None => None,
-            Some(pp) => template_bos(pp).map_err(|m| err(format!("post_processor: {m}")))?,
-        };
-        let mut inner = text
-            .parse::<tokenizers::Tokenizer>()
-            .map_err(|e| err(format!("cannot load the tokenizer: {e}")))?;
-        // The post-processor's only effect on ids (BOS) is applied by `encode`.
-        inner.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
-        drop(text);
-
-        let vocab = inner.get_vocab(true);
-        let n = vocab.values().map(|&i| i as usize + 1).max().unwrap_or(0);
-        let mut tokens: Vec<Option<String>> = vec![None; n];
-        for (t, i) in vocab {
-            tokens[i as usize] = Some(t);
-        }
-        let added = inner.get_added_tokens_decoder();
-        let mut kinds = Vec::with_capacity(n);
-        let tokens: Vec<String> = tokens
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let kind = match (&t, added.get(&(i as u32))) {
-                    (None, _) => TokenKind::Unused,
-                    (Some(_), Some(a)) if a.special => TokenKind::Control,
-                    (Some(_), Some(_)) => TokenKind::UserDefined,
-                    (Some(_), None) => TokenKind::Normal,
-                };
-                kinds.push(kind);
-                t.unwrap_or_else(|| format!("[PAD{i}]"))
-            })
-            .collect();
-        let lookup = |s: &str| inner.token_to_id(s);
-
+        let (inner, template_bos) = parse_hf_json(path)?;
+        let (tokens, kinds) = vocab_table(&inner);
         let dir = path.parent().unwrap_or(Path::new("."));
-        let cfg = read_sibling_json(&dir.join("tokenizer_config.json"))?;
-        let gen = read_sibling_json(&dir.join("generation_config.json"))?;
-        let cfg_token = |key: &str| -> Option<u32> {
-            let v = cfg.as_ref()?.get(key)?;
-            let s = match v {
-                Json::String(s) => s.as_str(),
-                Json::Object(o) => o.get("content")?.as_str()?,
-                _ => return None,
-            };
-            lookup(s)
-        };
-        let (bos, add_bos_token) = match template_bos {
-            Some(b) => (Some(b), true),
-            None => (
-                cfg_token("bos_token").or_else(|| lookup("<|begin_of_text|>")),
-                false,
-            ),
-        };
-        let mut gen_eos: Option<Vec<u32>> = match gen.as_ref().and_then(|g| g.get("eos_token_id")) {
-            Some(Json::Number(x)) => Some(x.as_u64().map(|v| v as u32).into_iter().collect()),
-            Some(Json::Array(a)) => Some(
-                a.iter()
-                    .filter_map(Json::as_u64)
-                    .map(|v| v as u32)
-                    .collect(),
-            ),
-            _ => None,
-        };
-        if let Some(list) = gen_eos.as_mut() {
-            list.retain(|&i| (i as usize) < n);
-        }
-        let chat_template = match cfg.as_ref().and_then(|c| c.get("chat_template")) {
-            Some(Json::String(s)) => Some(s.clone()),
-            _ => read_sibling_json(&dir.join("chat_template.json"))?
-                .and_then(|c| c.get("chat_template")?.as_str().map(str::to_owned)),
-        };
-        let specials = Specials {
-            bos,
-            eos: cfg_token("eos_token"),
-            eot: lookup("<|eot_id|>"),
-            eom: lookup("<|eom_id|>"),
-            pad: cfg_token("pad_token"),
-            image: lookup("<|image|>"),
-            gen_eos,
-            add_bos_token,
-            chat_template,
-        };
+        let specials = sibling_specials(dir, &inner, template_bos, tokens.len())?;
         Self::assemble(inner, tokens, kinds, specials).map_err(err)
     }
 
@@ -1075,6 +981,126 @@ fn template_bos(pp: &Json) -> Result<Option<u32>, String> {
 
 fn json_pointer_escape(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
+}
+
+/// Read and check an HF `tokenizer.json` (byte-level BPE, `ByteLevel` decoder): the tokenizer
+/// without its post-processor, and the BOS id its `TemplateProcessing` adds (if any).
+fn parse_hf_json(path: &Path) -> Result<(tokenizers::Tokenizer, Option<u32>), Error> {
+    let err = |msg: String| Error::Model {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let j: Json = serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+    let mtype = j.pointer("/model/type").and_then(Json::as_str);
+    if mtype != Some("BPE") {
+        return Err(err(format!(
+            "model.type {mtype:?}: only byte-level BPE tokenizers (Llama 3) are supported"
+        )));
+    }
+    let dtype = j.pointer("/decoder/type").and_then(Json::as_str);
+    if dtype != Some("ByteLevel") {
+        return Err(err(format!(
+            "decoder.type {dtype:?}: only the ByteLevel decoder is supported"
+        )));
+    }
+    let template_bos = match j.get("post_processor") {
+        None => None,
+        Some(pp) => template_bos(pp).map_err(|m| err(format!("post_processor: {m}")))?,
+    };
+    let mut inner = text
+        .parse::<tokenizers::Tokenizer>()
+        .map_err(|e| err(format!("cannot load the tokenizer: {e}")))?;
+    // The post-processor's only effect on ids (BOS) is applied by `encode`.
+    inner.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
+    Ok((inner, template_bos))
+}
+
+/// Every id's token text (`[PADi]` for ids without one) and kind (added special tokens are
+/// control tokens, other added tokens user-defined).
+fn vocab_table(inner: &tokenizers::Tokenizer) -> (Vec<String>, Vec<TokenKind>) {
+    let vocab = inner.get_vocab(true);
+    let n = vocab.values().map(|&i| i as usize + 1).max().unwrap_or(0);
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    for (t, i) in vocab {
+        tokens[i as usize] = Some(t);
+    }
+    let added = inner.get_added_tokens_decoder();
+    let mut kinds = Vec::with_capacity(n);
+    let tokens = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let kind = match (&t, added.get(&(i as u32))) {
+                (None, _) => TokenKind::Unused,
+                (Some(_), Some(a)) if a.special => TokenKind::Control,
+                (Some(_), Some(_)) => TokenKind::UserDefined,
+                (Some(_), None) => TokenKind::Normal,
+            };
+            kinds.push(kind);
+            t.unwrap_or_else(|| format!("[PAD{i}]"))
+        })
+        .collect();
+    (tokens, kinds)
+}
+
+/// The special ids and chat template from the files beside `tokenizer.json` in `dir`
+/// (`tokenizer_config.json`, `generation_config.json`, `chat_template.json`) and the names of
+/// Llama 3's special tokens; `n` ids in all.
+fn sibling_specials(
+    dir: &Path,
+    inner: &tokenizers::Tokenizer,
+    template_bos: Option<u32>,
+    n: usize,
+) -> Result<Specials, Error> {
+    let lookup = |s: &str| inner.token_to_id(s);
+    let cfg = read_sibling_json(&dir.join("tokenizer_config.json"))?;
+    let gen = read_sibling_json(&dir.join("generation_config.json"))?;
+    let cfg_token = |key: &str| -> Option<u32> {
+        let v = cfg.as_ref()?.get(key)?;
+        let s = match v {
+            Json::String(s) => s.as_str(),
+            Json::Object(o) => o.get("content")?.as_str()?,
+            _ => return None,
+        };
+        lookup(s)
+    };
+    let (bos, add_bos_token) = match template_bos {
+        Some(b) => (Some(b), true),
+        None => (
+            cfg_token("bos_token").or_else(|| lookup("<|begin_of_text|>")),
+            false,
+        ),
+    };
+    let mut gen_eos: Option<Vec<u32>> = match gen.as_ref().and_then(|g| g.get("eos_token_id")) {
+        Some(Json::Number(x)) => Some(x.as_u64().map(|v| v as u32).into_iter().collect()),
+        Some(Json::Array(a)) => Some(
+            a.iter()
+                .filter_map(Json::as_u64)
+                .map(|v| v as u32)
+                .collect(),
+        ),
+        _ => None,
+    };
+    if let Some(list) = gen_eos.as_mut() {
+        list.retain(|&i| (i as usize) < n);
+    }
+    let chat_template = match cfg.as_ref().and_then(|c| c.get("chat_template")) {
+        Some(Json::String(s)) => Some(s.clone()),
+        _ => read_sibling_json(&dir.join("chat_template.json"))?
+            .and_then(|c| c.get("chat_template")?.as_str().map(str::to_owned)),
+    };
+    Ok(Specials {
+        bos,
+        eos: cfg_token("eos_token"),
+        eot: lookup("<|eot_id|>"),
+        eom: lookup("<|eom_id|>"),
+        pad: cfg_token("pad_token"),
+        image: lookup("<|image|>"),
+        gen_eos,
+        add_bos_token,
+        chat_template,
+    })
 }
 
 fn read_sibling_json(path: &Path) -> Result<Option<Json>, Error> {
