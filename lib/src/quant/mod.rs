@@ -39,6 +39,7 @@ pub mod q6_k;
 mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
+pub mod scales;
 
 pub use q4_0::BlockQ4_0;
 pub use q8_0::BlockQ8_0;
