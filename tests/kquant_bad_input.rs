@@ -226,3 +226,51 @@ fn a_non_finite_scale_in_the_embedding_table_is_refused() {
         assert_one_line(&e, "token_embd.weight");
     }
 }
+
+/// `mllama run` on each bad Q4_K file: exit failure, one stderr line `error: <file>: ...` naming
+/// the tensor.
+#[test]
+fn the_cli_prints_one_line_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = kq_model::spec256();
+    let ty = GgmlType::Q4_K;
+    let target = "blk.0.attn_q.weight";
+    let nan = kq_model::gguf_bytes_with(&spec, ty, 9, |name, b| {
+        if name == target {
+            poke(b, ty, 3, 2, f16::NAN); // dmin of block 3
+        }
+    });
+    let mut bad_row = one_tensor(ty);
+    let pos = row_len_pos(&bad_row);
+    bad_row[pos..pos + 8].copy_from_slice(&300u64.to_le_bytes());
+    let good = one_tensor(ty);
+    let f = GgufFile::from_bytes(good.clone()).unwrap();
+    let cut = &good[..(f.data_start() + f.tensors()[0].size) as usize - 1];
+    for (file, bytes, needle) in [
+        ("nan.gguf", &nan[..], "non-finite Q4_K scale dmin = NaN"),
+        (
+            "row.gguf",
+            &bad_row[..],
+            "row length 300 is not a multiple of the Q4_K block size 256",
+        ),
+        ("cut.gguf", cut, "lies outside the file"),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mllama"))
+            .args(["run", "-m", path.to_str().unwrap(), "-p", "hi"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err = err.trim_end();
+        assert!(!out.status.success(), "{file} accepted");
+        assert_eq!(err.lines().count(), 1, "{file}: {err}");
+        assert!(
+            err.starts_with(&format!("error: {}: ", path.display())),
+            "{err}"
+        );
+        let name = if file == "nan.gguf" { target } else { NAME };
+        assert!(err.contains(name) && err.contains(needle), "{file}: {err}");
+        eprintln!("{err}");
+    }
+}
