@@ -274,3 +274,25 @@ fn the_cli_prints_one_line_naming_the_tensor() {
         eprintln!("{err}");
     }
 }
+
+/// Finite scales (accepted at load) whose values still overflow f32: the forward pass gives
+/// non-finite logits, refused as an [`Error::Model`] instead of a silently sampled token.
+#[test]
+fn finite_weights_that_overflow_give_an_error_not_nan_answers() {
+    let spec = kq_model::spec256();
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_0] {
+        let bytes = kq_model::gguf_bytes_with(&spec, ty, 4, |name, b| {
+            if name == "output_norm.weight" {
+                for v in b.chunks_exact_mut(4) {
+                    v.copy_from_slice(&3e38f32.to_le_bytes());
+                }
+            }
+        });
+        let m = Model::from_gguf(kq_model::parse(bytes)).unwrap();
+        let mut seq = mllama::engine::sequence::Sequence::new(&m, 8, Default::default());
+        let e = seq.feed(&[5, 6, 7], false).unwrap_err();
+        assert!(matches!(e, Error::Model { .. }), "{ty}: {e:?}");
+        let msg = assert_one_line(&e, "logits at position 2 are not finite");
+        assert!(msg.contains("overflow"), "{msg}");
+    }
+}
