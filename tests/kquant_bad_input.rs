@@ -281,10 +281,18 @@ fn the_cli_prints_one_line_naming_the_tensor() {
 fn finite_weights_that_overflow_give_an_error_not_nan_answers() {
     let spec = kq_model::spec256();
     for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_0] {
+        // Final-norm weights of 1e33 (activations stay finite) and output-head scales of 65504:
+        // the logits' products overflow.
+        let off = mllama::quant::scales::fields(ty).unwrap()[0].0;
         let bytes = kq_model::gguf_bytes_with(&spec, ty, 4, |name, b| {
             if name == "output_norm.weight" {
                 for v in b.chunks_exact_mut(4) {
-                    v.copy_from_slice(&3e38f32.to_le_bytes());
+                    v.copy_from_slice(&1e33f32.to_le_bytes());
+                }
+            }
+            if name == "output.weight" {
+                for blk in 0..b.len() / ty.type_size() {
+                    poke(b, ty, blk, off, f16::MAX);
                 }
             }
         });
