@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "common/kq_model.rs"]
+mod kq_model;
+
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
@@ -93,4 +96,32 @@ fn tokenize() {
             );
         }
     }
+}
+
+/// The GGUF seed with every K-quant and legacy block type (`fuzz/seeds/gguf/mixed-kquant.gguf`)
+/// is what `kq_model::mixed_seed_bytes` builds, loads as a model that uses each type, and gives
+/// finite logits. `MLLAMA_WRITE_SEEDS=1 cargo test --release --test fuzz_regressions` rewrites it.
+#[test]
+fn gguf_kquant_seed_is_current_and_runs() {
+    use mllama::GgmlType as T;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/gguf/mixed-kquant.gguf");
+    let bytes = kq_model::mixed_seed_bytes();
+    if std::env::var_os("MLLAMA_WRITE_SEEDS").is_some() {
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "{} is stale",
+        path.display()
+    );
+    let f = mllama::format::gguf::GgufFile::from_bytes(bytes).unwrap();
+    for ty in [T::Q4_1, T::Q5_0, T::Q5_1, T::Q4_K, T::Q5_K, T::Q6_K] {
+        assert!(f.tensors().iter().any(|t| t.ty == ty), "no {ty} tensor");
+    }
+    let m = mllama::Model::from_gguf(f).unwrap();
+    let mut seq = mllama::engine::sequence::Sequence::new(&m, 4, Default::default());
+    let l = seq.feed(&[0, 1], false).unwrap().to_vec();
+    assert!(l.len() == 64 && l.iter().all(|v| v.is_finite()));
+    let l = seq.feed(&[1], false).unwrap();
+    assert!(l.iter().all(|v| v.is_finite()));
 }

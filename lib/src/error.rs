@@ -131,6 +131,24 @@ pub enum GgufError {
         /// File size.
         file_len: u64,
     },
+    /// A quantized block whose f16 scale (`d`, `m`, `dmin`) is infinite or NaN: every value of
+    /// the block would be inf/NaN (found by the model loader's scan of the scale fields,
+    /// [`TensorView::check_scales`](crate::format::gguf::TensorView::check_scales)).
+    #[error("tensor {name:?}: block {block} of row {row} has a non-finite {ty} scale {field} = {value} (corrupt weights)")]
+    NonFiniteScale {
+        /// The tensor.
+        name: String,
+        /// Its type.
+        ty: crate::GgmlType,
+        /// The row (output feature) of the block.
+        row: u64,
+        /// The block's index within its row.
+        block: u64,
+        /// The scale field (`d`, `m`, `dmin`).
+        field: &'static str,
+        /// Its value (infinite or NaN).
+        value: f32,
+    },
     /// The same tensor name twice (reading or writing).
     #[error("duplicate tensor name {0:?}")]
     DuplicateTensor(String),

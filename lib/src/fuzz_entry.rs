@@ -5,8 +5,10 @@ use crate::image::{decode_image, ImageLimits};
 use crate::models::mllama::preprocess::{preprocess, PreprocessConfig};
 use crate::text::tokenizer::Tokenizer;
 
-/// Parse a GGUF image and use everything the reader hands out: views, dequantization, `info`,
-/// and model loading (which must fail cleanly or succeed).
+/// Parse a GGUF image and use everything the reader hands out: views, scale checks,
+/// dequantization, `info`, and model loading (which must fail cleanly or succeed); a model that
+/// loads runs a two-token prefill and one decode step (every weight type's GEMM and decode
+/// kernels).
 pub fn gguf(data: &[u8]) {
     let Ok(f) = crate::format::gguf::GgufFile::from_bytes(data.to_vec()) else {
         return;
@@ -15,11 +17,26 @@ pub fn gguf(data: &[u8]) {
     for t in f.tensors() {
         let v = f.view(t);
         assert_eq!(v.data.len() as u64, t.size);
+        let scales_ok = v.check_scales().is_ok();
         if t.n_elements() <= 1 << 16 {
-            let _ = v.to_f32_vec();
+            if let Ok(x) = v.to_f32_vec() {
+                // Finite scales give finite values for every block type.
+                assert!(!scales_ok || !t.ty.is_quantized() || x.iter().all(|x| x.is_finite()));
+            }
         }
     }
-    let _ = crate::Model::from_gguf(f);
+    if let Ok(m) = crate::Model::from_gguf(f) {
+        forward(&m);
+    }
+}
+
+/// A two-token prefill and one decode step on a loaded model (errors, e.g. an id outside a tiny
+/// vocabulary, are fine; panics are not).
+fn forward(m: &crate::Model) {
+    let mut seq = crate::engine::sequence::Sequence::new(m, 4, Default::default());
+    if seq.feed(&[0, 1], false).is_ok() {
+        let _ = seq.feed(&[1], false);
+    }
 }
 
 /// Decode an image and preprocess it at a small tile size.

@@ -205,8 +205,10 @@ impl<M: Deref<Target = Model>> Sequence<M> {
     /// Checked before anything changes: [`Error::BadArgument`] if `tokens` is empty,
     /// [`Error::ContextFull`] if the sequence would exceed its capacity,
     /// [`Error::Conversation`] if it would hold more `<|image|>` tokens than images are attached.
-    /// [`Error::BadArgument`] if an id is outside the embedding table (then the sequence must be
-    /// discarded or [truncated](Sequence::truncate) to its previous length).
+    /// [`Error::BadArgument`] if an id is outside the embedding table, [`Error::Model`] if the
+    /// logits are not finite (weights whose finite values overflow f32: a corrupt or untrained
+    /// file); then the sequence must be discarded or [truncated](Sequence::truncate) to its
+    /// previous length.
     pub fn feed(&mut self, tokens: &[u32], all_logits: bool) -> Result<&[f32], Error> {
         let model = &*self.model;
         let c = &model.text.cfg;
@@ -291,12 +293,29 @@ impl<M: Deref<Target = Model>> Sequence<M> {
             &mut self.logits,
             &mut self.ws,
         );
-        Ok(&self.logits[..rows_out * v])
+        let out = &self.logits[..rows_out * v];
+        if let Some(i) = out.iter().position(|x| !x.is_finite()) {
+            let pos = pos0 + if all_logits { i / v } else { n - 1 };
+            return Err(non_finite_logits(model, pos, out[i]));
+        }
+        Ok(out)
     }
 
     /// The hidden states (before the final norm) of the last fed chunk `[n, H]` (diagnostics).
     pub fn last_hidden(&self) -> &[f32] {
         &self.x
+    }
+}
+
+/// The error for a NaN or infinite logit at position `pos`: the model's weights (finite, or the
+/// loader would have refused them) overflow f32. Sampling would otherwise answer a fixed token.
+fn non_finite_logits(model: &Model, pos: usize, value: f32) -> Error {
+    Error::Model {
+        path: model.gguf().path().to_path_buf(),
+        msg: format!(
+            "the logits at position {pos} are not finite ({value}): the weights' values overflow \
+             f32 (a corrupt or untrained file)"
+        ),
     }
 }
 

@@ -16,13 +16,14 @@
 
 use std::ops::Range;
 
+pub(crate) use super::pack::Panel;
+
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use super::{Out, SyncPtr};
 use crate::kernels::tensor::Mat;
-use crate::quant::TypeTraits;
 
 /// Depth of one packed panel (a multiple of 32, so quantized blocks never straddle panels).
 pub(super) const KC: usize = 256;
@@ -30,19 +31,6 @@ pub(super) const KC: usize = 256;
 pub(super) const MC: usize = 96;
 /// Largest block of W rows per task (a multiple of every path's NR).
 pub(super) const NC_MAX: usize = 512;
-
-/// Weight rows `j0..j0 + nr` (`nr ≤ NR`), columns `p0..p0 + kc`, of a matrix of type `t` stored
-/// in `data` (`row_bytes` per row): what one `Kernel::pack_b` call packs.
-#[derive(Clone, Copy)]
-pub(crate) struct Panel<'a> {
-    pub t: &'static TypeTraits,
-    pub data: &'a [u8],
-    pub row_bytes: usize,
-    pub j0: usize,
-    pub nr: usize,
-    pub p0: usize,
-    pub kc: usize,
-}
 
 /// One path's packing and micro-kernel.
 pub(crate) trait Kernel: Sync {

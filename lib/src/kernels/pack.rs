@@ -2,7 +2,20 @@
 //! every path shares (the scalar path's whole pack, the SIMD paths' column tail, and any type a
 //! path has no packing kernel for), through the type's dequantizer in [`crate::quant::TYPES`].
 
-use super::gemm::Panel;
+use crate::quant::TypeTraits;
+
+/// Weight rows `j0..j0 + nr` (`nr ≤ NR`), columns `p0..p0 + kc`, of a matrix of type `t` stored
+/// in `data` (`row_bytes` per row): what one `gemm::Kernel::pack_b` call packs.
+#[derive(Clone, Copy)]
+pub(crate) struct Panel<'a> {
+    pub t: &'static TypeTraits,
+    pub data: &'a [u8],
+    pub row_bytes: usize,
+    pub j0: usize,
+    pub nr: usize,
+    pub p0: usize,
+    pub kc: usize,
+}
 
 /// Most values per block of any type (the K-quants' super-blocks).
 const MAX_BLOCK: usize = 256;

@@ -40,6 +40,7 @@ pub mod q6_k;
 mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
+pub mod scales;
 
 pub use q4_0::BlockQ4_0;
 pub use q8_0::BlockQ8_0;
@@ -251,16 +252,18 @@ fn bf16_from_f32(src: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Round half away from zero, like C's `roundf`, for |v| ≤ 2³¹ (callers have |v| ≤ 127.5).
-/// `f32::round` gives the same result but is a libm call on baseline x86-64.
+/// Round half away from zero, like C's `roundf`, for |v| ≤ 2³¹ (callers have |v| ≤ 127.5);
+/// for any other input (±inf, NaN, huge: non-finite activations) exactly `v.round() as i32`
+/// (saturating, NaN → 0), never an overflow. `f32::round` gives the same result but is a libm
+/// call on baseline x86-64.
 #[inline(always)]
 pub fn round_half_away(v: f32) -> i32 {
-    let t = v as i32; // truncates toward zero
-    let frac = v - t as f32; // exact: t and v share sign and |v − t| < 1
+    let t = v as i32; // truncates toward zero, saturating
+    let frac = v - t as f32; // exact: t and v share sign and |v − t| < 1 (inf past i32's range)
     if frac >= 0.5 {
-        t + 1
+        t.saturating_add(1)
     } else if frac <= -0.5 {
-        t - 1
+        t.saturating_sub(1)
     } else {
         t
     }

@@ -175,6 +175,14 @@ fn round_half_away_matches_roundf() {
         0.0,
         -0.0,
         1e-30,
+        // Beyond callers' range (a subnormal scale's inverse is inf): saturating, no overflow.
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        3e9,
+        -3e9,
+        2147483520.0,
+        -2147483648.0,
     ];
     v.extend(randn(10_000, 11, 60.0));
     let mut x = 0.0f32;

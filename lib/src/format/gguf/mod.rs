@@ -699,13 +699,35 @@ impl<'a> TensorView<'a> {
         self.typed(B::TYPE, B::TYPE.name())
     }
 
+    /// Check that every f16 scale field of every block is finite (no inf/NaN), reading only
+    /// those fields in place ([`crate::quant::scales::first_non_finite`]); float tensors pass.
+    ///
+    /// # Errors
+    ///
+    /// [`GgufError::NonFiniteScale`] naming the tensor, row, block and field of the first bad
+    /// scale.
+    pub fn check_scales(&self) -> Result<(), GgufError> {
+        let Some(bad) = crate::quant::scales::first_non_finite(self.info.ty, self.data) else {
+            return Ok(());
+        };
+        let per_row = (self.info.row_len() / self.info.ty.block_size()).max(1) as u64;
+        Err(GgufError::NonFiniteScale {
+            name: self.info.name.clone(),
+            ty: self.info.ty,
+            row: bad.block / per_row,
+            block: bad.block % per_row,
+            field: bad.field,
+            value: bad.value,
+        })
+    }
+
     /// Dequantize (or convert) the whole tensor to f32. Allocates; meant for small tensors
     /// (norms, gates, embeddings looked up once) and for tests.
     ///
     /// # Errors
     ///
     /// [`Error::Unsupported`] for a type [`dequantize`](crate::quant::dequantize) does not support
-    /// (only F32, F16, BF16, Q8_0 and Q4_0 are).
+    /// (those of [`quant::TYPES`](crate::quant::TYPES) are).
     pub fn to_f32_vec(&self) -> Result<Vec<f32>, Error> {
         let n = self.info.n_elements() as usize;
         let mut out = vec![0f32; n];

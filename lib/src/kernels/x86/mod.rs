@@ -99,13 +99,13 @@ unsafe fn quant_block(p: *const f32) -> (u16, __m256i, i32) {
         let ti = _mm256_cvttps_epi32(tr);
         *qi = _mm256_add_epi32(_mm256_sub_epi32(ti, up), dn);
     }
-    let sum = hsum_i32(_mm256_add_epi32(
-        _mm256_add_epi32(q[0], q[1]),
-        _mm256_add_epi32(q[2], q[3]),
-    ));
     let p01 = _mm256_packs_epi32(q[0], q[1]);
     let p23 = _mm256_packs_epi32(q[2], q[3]);
     let b = _mm256_packs_epi16(p01, p23);
+    // Σ of the stored (saturated) bytes: the same as the lanes' sum for finite input, and no
+    // overflow for non-finite input (|Σ| ≤ 32·128).
+    let pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), b);
+    let sum = hsum_i32(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
     let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     let dh = _mm_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(_mm_set_ss(d));
     (_mm_extract_epi16::<0>(dh) as u16, b, sum)
