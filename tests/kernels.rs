@@ -95,7 +95,7 @@ fn is_quant(ty: GgmlType) -> bool {
 
 /// Whether rows of `k` values are whole blocks of `ty`.
 fn fits(ty: GgmlType, k: usize) -> bool {
-    k.is_multiple_of(ty.block_size() as usize)
+    k.is_multiple_of(ty.block_size())
 }
 
 /// Weights of type `ty` from random values, and their exact f32 values.

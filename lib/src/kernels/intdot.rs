@@ -286,8 +286,8 @@ impl<B: IntDot, S> IntTile<B, S> {
             w[r] = self.w.add(js[r] * self.nb);
         }
         let mut x = [self.x as *const B::VecDot; NX];
-        for t in 0..NX {
-            x[t] = self.x.add((i + t) * self.x_stride) as *const B::VecDot;
+        for (t, xt) in x.iter_mut().enumerate() {
+            *xt = self.x.add((i + t) * self.x_stride) as *const B::VecDot;
         }
         let mut lanes = [[[0f32; 8]; NX]; RW];
         let mut tail = [[0f32; NX]; RW];
