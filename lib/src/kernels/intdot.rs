@@ -1,5 +1,5 @@
-//! Integer decode kernels of the [`IntDot`] block types (Q4_K, Q5_K, Q6_K against Q8_K; Q4_1,
-//! Q5_1 against Q8_1; Q5_0 against Q8_0), written once for every SIMD path.
+//! Integer decode kernels of the [`LaneDot`] block types (Q4_K, Q5_K, Q6_K against Q8_K) and the
+//! [`IntDot`] ones (Q4_1, Q5_1 against Q8_1; Q5_0 against Q8_0), written once for every SIMD path.
 //!
 //! An ISA supplies only [`ByteOps`]: a few operations on 32 byte lanes and an exact
 //! "levels × activations, times sub-block scales" accumulator. Each type's unpacking of its bits
@@ -21,14 +21,15 @@ use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
 use crate::quant::q8_1::BlockQ8_1;
 use crate::quant::q8_k::BlockQ8_K;
-use crate::quant::{lanes8, BlockQ8_0, IntDot};
+use crate::quant::{lanes8, BlockQ8_0, IntDot, LaneDot};
 
 /// One ISA's operations on 32 byte lanes (`V`) and an exact i32 accumulator (`Acc`). Every method
 /// is `unsafe` (the CPU must run the ISA) and meant to inline into its ISA's entry point.
 pub(crate) trait ByteOps {
     /// 32 bytes.
     type V: Copy;
-    /// Integer accumulator (its lanes sum to the value [`ByteOps::sum`] returns).
+    /// Integer accumulator of eight i32 lanes; lane `l` holds the products of bytes `4l..4l+4`
+    /// (the lanes of [`crate::quant::LaneDot`]).
     type Acc: Copy;
     /// 32 bytes at `p` (any alignment).
     unsafe fn load(p: *const u8) -> Self::V;
@@ -50,15 +51,44 @@ pub(crate) trait ByteOps {
     unsafe fn splat(v: u8) -> Self::V;
     /// An accumulator of 0.
     unsafe fn zero() -> Self::Acc;
-    /// `acc + lo·Σ_{i<16} q[i]·x[i] + hi·Σ_{16≤i<32} q[i]·x[i]`, exactly, for levels
-    /// `0 ≤ q[i] ≤ 63`, activations `|x[i]| ≤ 127` and `|lo|, |hi| ≤ 127`.
-    unsafe fn dot(acc: Self::Acc, q: Self::V, x: *const i8, lo: i16, hi: i16) -> Self::Acc;
+    /// Sub-block scales for [`ByteOps::dot`]: `lo` for bytes `0..16`, `hi` for `16..32`.
+    type Sc: Copy;
+    /// The scales `(lo, hi)`.
+    unsafe fn scale(lo: i16, hi: i16) -> Self::Sc;
+    /// `[scale(sc[c], sc[c]) for c < 8]` (Q4_K/Q5_K: one scale per 32 values).
+    #[inline(always)]
+    unsafe fn scales8(sc: [u8; 8]) -> [Self::Sc; 8] {
+        std::array::from_fn(|c| Self::scale(sc[c] as i16, sc[c] as i16))
+    }
+    /// `[scale(sc[2k], sc[2k + 1]) for k < 8]` over 16 scales at `sc` (Q6_K: one per 16 values).
+    #[inline(always)]
+    unsafe fn scales16(sc: *const i8) -> [Self::Sc; 8] {
+        std::array::from_fn(|k| Self::scale(*sc.add(2 * k) as i16, *sc.add(2 * k + 1) as i16))
+    }
+    /// `acc + lo·Σ_{i<16} q[i]·x[i] + hi·Σ_{16≤i<32} q[i]·x[i]` (lane by lane), exactly, for
+    /// levels `0 ≤ q[i] ≤ 63`, activations `|x[i]| ≤ 127` and `|lo|, |hi| ≤ 127`.
+    unsafe fn dot(acc: Self::Acc, q: Self::V, x: *const i8, s: Self::Sc) -> Self::Acc;
     /// The sum of the accumulator's lanes.
     unsafe fn sum(acc: Self::Acc) -> i32;
-    /// `Σ_k bsums[k]·m[k / 2]` over 16 sums (the Q4_K/Q5_K minimum term).
-    unsafe fn bsums_pairs(bsums: *const i16, m: [u8; 8]) -> i32;
-    /// `Σ_j bsums[j]·sc[j]` over 16 sums (the Q6_K offset term).
-    unsafe fn bsums_dot(bsums: *const i16, sc: *const i8) -> i32;
+    /// Lane `l` = `(bsums[2l] + bsums[2l+1])·m[l]` over 16 sums (the Q4_K/Q5_K minimum term).
+    unsafe fn mins_lanes(bsums: *const i16, m: [u8; 8]) -> Self::Acc;
+    /// `acc − 32·o` with lane `l` of `o` = `bsums[2l]·sc[2l] + bsums[2l+1]·sc[2l+1]` (the Q6_K
+    /// offset term).
+    unsafe fn sub_offset_lanes(acc: Self::Acc, bsums: *const i16, sc: *const i8) -> Self::Acc;
+    /// Eight f32 lanes.
+    type F: Copy;
+    /// Eight f32 zeros.
+    unsafe fn fzero() -> Self::F;
+    /// `acc[l] + s·(f32)i[l]` per lane, rounded after the product and after the sum (no FMA).
+    unsafe fn fadd_scaled(acc: Self::F, i: Self::Acc, s: f32) -> Self::F;
+    /// The lanes reduced in [`crate::quant::lanes8`]'s order.
+    unsafe fn fsum(a: Self::F) -> f32;
+    /// The two f16 values of `bits` (low half first) as f32, exactly.
+    #[inline(always)]
+    unsafe fn f16_pair(bits: u32) -> (f32, f32) {
+        let f = |b: u32| crate::quant::f16_as_f32(half::f16::from_bits(b as u16));
+        (f(bits), f(bits >> 16))
+    }
 }
 
 /// A block type's integer dot with [`ByteOps`]: the same `(isum, aux)` as [`IntDot::isums`] for
@@ -86,69 +116,83 @@ macro_rules! bsums {
     };
 }
 
-/// Scalar twin: [`crate::quant::q4_k::block_isums`].
-impl IntKernel for BlockQ4_K {
-    #[inline(always)]
-    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+/// A [`LaneDot`] block type's integer lanes with [`ByteOps`], for `NX` activation blocks at once
+/// (the weight block is unpacked once).
+pub(crate) trait LaneKernel: LaneDot {
+    /// Byte offset of the f16 `d` in the block (`dmin` follows it when [`LaneDot::HAS_MIN`]).
+    const D_AT: usize;
+    /// The `(scale, minimum)` lane accumulators of [`LaneDot::lanes`] (the minimum one is unused
+    /// without [`LaneDot::HAS_MIN`]).
+    ///
+    /// # Safety
+    /// The CPU runs `S`'s ISA; the blocks exist.
+    unsafe fn lanes_simd<S: ByteOps, const NX: usize>(
         w: *const Self,
         x: [*const BlockQ8_K; NX],
-    ) -> [(i32, i32); NX] {
-        let (sc, m) = (*w).scales_mins();
-        let mut acc = [S::zero(); NX];
-        for g in 0..4 {
-            let q = S::load(addr_of!((*w).qs).cast::<u8>().add(32 * g));
-            let (lo, hi) = (S::and(q, 0x0F), S::shr::<4>(q));
-            let (s0, s1) = (sc[2 * g] as i16, sc[2 * g + 1] as i16);
-            for (a, &xt) in acc.iter_mut().zip(&x) {
-                *a = S::dot(*a, lo, qs!(xt).add(64 * g), s0, s0);
-                *a = S::dot(*a, hi, qs!(xt).add(64 * g + 32), s1, s1);
-            }
+    ) -> [(S::Acc, S::Acc); NX];
+}
+
+/// Scalar twin: [`LaneDot::lanes`] of [`BlockQ4_K`] (and of [`BlockQ5_K`] with `qh`).
+#[inline(always)]
+unsafe fn k4_lanes<S: ByteOps, const NX: usize>(
+    qs: *const u8,
+    qh: Option<*const u8>,
+    (sc, m): ([u8; 8], [u8; 8]),
+    x: [*const BlockQ8_K; NX],
+) -> [(S::Acc, S::Acc); NX] {
+    let qh = qh.map(|p| S::load(p));
+    let scv = S::scales8(sc);
+    let mut acc = [S::zero(); NX];
+    for g in 0..4 {
+        let q = S::load(qs.add(32 * g));
+        let (mut lo, mut hi) = (S::and(q, 0x0F), S::shr::<4>(q));
+        if let Some(h) = qh {
+            lo = S::or(lo, S::test(h, 1 << (2 * g), 0x10));
+            hi = S::or(hi, S::test(h, 2 << (2 * g), 0x10));
         }
-        let mut out = [(0, 0); NX];
-        for t in 0..NX {
-            out[t] = (S::sum(acc[t]), S::bsums_pairs(bsums!(x[t]), m));
+        let (s0, s1) = (scv[2 * g], scv[2 * g + 1]);
+        for (a, &xt) in acc.iter_mut().zip(&x) {
+            *a = S::dot(*a, lo, qs!(xt).add(64 * g), s0);
+            *a = S::dot(*a, hi, qs!(xt).add(64 * g + 32), s1);
         }
-        out
+    }
+    std::array::from_fn(|t| (acc[t], S::mins_lanes(bsums!(x[t]), m)))
+}
+
+impl LaneKernel for BlockQ4_K {
+    const D_AT: usize = 0;
+    #[inline(always)]
+    unsafe fn lanes_simd<S: ByteOps, const NX: usize>(
+        w: *const Self,
+        x: [*const BlockQ8_K; NX],
+    ) -> [(S::Acc, S::Acc); NX] {
+        k4_lanes::<S, NX>(addr_of!((*w).qs).cast(), None, (*w).scales_mins(), x)
     }
 }
 
-/// Scalar twin: [`crate::quant::q5_k::block_isums`].
-impl IntKernel for BlockQ5_K {
+impl LaneKernel for BlockQ5_K {
+    const D_AT: usize = 0;
     #[inline(always)]
-    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+    unsafe fn lanes_simd<S: ByteOps, const NX: usize>(
         w: *const Self,
         x: [*const BlockQ8_K; NX],
-    ) -> [(i32, i32); NX] {
-        let (sc, m) = (*w).scales_mins();
-        let qh = S::load(addr_of!((*w).qh).cast::<u8>());
-        let mut acc = [S::zero(); NX];
-        for g in 0..4 {
-            let q = S::load(addr_of!((*w).qs).cast::<u8>().add(32 * g));
-            let lo = S::or(S::and(q, 0x0F), S::test(qh, 1 << (2 * g), 0x10));
-            let hi = S::or(S::shr::<4>(q), S::test(qh, 2 << (2 * g), 0x10));
-            let (s0, s1) = (sc[2 * g] as i16, sc[2 * g + 1] as i16);
-            for (a, &xt) in acc.iter_mut().zip(&x) {
-                *a = S::dot(*a, lo, qs!(xt).add(64 * g), s0, s0);
-                *a = S::dot(*a, hi, qs!(xt).add(64 * g + 32), s1, s1);
-            }
-        }
-        let mut out = [(0, 0); NX];
-        for t in 0..NX {
-            out[t] = (S::sum(acc[t]), S::bsums_pairs(bsums!(x[t]), m));
-        }
-        out
+    ) -> [(S::Acc, S::Acc); NX] {
+        let qh = addr_of!((*w).qh).cast::<u8>();
+        k4_lanes::<S, NX>(addr_of!((*w).qs).cast(), Some(qh), (*w).scales_mins(), x)
     }
 }
 
-/// Scalar twin: [`crate::quant::q6_k::block_isum`]: `Σ_j sc_j·Σ_{i∈j} q_i·x_i` with unsigned
-/// levels `q` (0..63), minus `32·Σ_j sc_j·bsums_j` (the sub-blocks of 16 are Q8_K's `bsums`).
-impl IntKernel for BlockQ6_K {
+/// Scalar twin: [`LaneDot::lanes`] of [`BlockQ6_K`]: unsigned levels `u` (0..63) with their
+/// sub-block-of-16 scales, minus `32·Σ_j sc_j·bsums_j`.
+impl LaneKernel for BlockQ6_K {
+    const D_AT: usize = std::mem::offset_of!(BlockQ6_K, d);
     #[inline(always)]
-    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+    unsafe fn lanes_simd<S: ByteOps, const NX: usize>(
         w: *const Self,
         x: [*const BlockQ8_K; NX],
-    ) -> [(i32, i32); NX] {
+    ) -> [(S::Acc, S::Acc); NX] {
         let sc = &(*w).scales;
+        let scv = S::scales16(sc.as_ptr());
         let mut acc = [S::zero(); NX];
         for h in 0..2 {
             let ql = addr_of!((*w).ql).cast::<u8>().add(64 * h);
@@ -161,19 +205,114 @@ impl IntKernel for BlockQ6_K {
                 S::or(S::shr::<4>(ql1), S::and(S::shr::<2>(qh), 0x30)),
             ];
             for (k, &qk) in q.iter().enumerate() {
-                let j = 8 * h + 2 * k;
-                let (s0, s1) = (sc[j] as i16, sc[j + 1] as i16);
+                let s = scv[4 * h + k];
                 for (a, &xt) in acc.iter_mut().zip(&x) {
-                    *a = S::dot(*a, qk, qs!(xt).add(128 * h + 32 * k), s0, s1);
+                    *a = S::dot(*a, qk, qs!(xt).add(128 * h + 32 * k), s);
                 }
             }
         }
-        let mut out = [(0, 0); NX];
-        for t in 0..NX {
-            let off = S::bsums_dot(bsums!(x[t]), sc.as_ptr());
-            out[t] = (S::sum(acc[t]) - 32 * off, 0);
+        std::array::from_fn(|t| {
+            let off = S::sub_offset_lanes(acc[t], bsums!(x[t]), sc.as_ptr());
+            (off, S::zero())
+        })
+    }
+}
+
+/// The decode tile of a [`LaneKernel`] type on the ISA of `S`: per (row, activation) pair two
+/// f32 lane accumulators kept in registers across the row, reduced once at its end.
+pub(crate) struct LaneTile<B, S> {
+    w: *const B,
+    nb: usize,
+    x: *const u8,
+    x_stride: usize,
+    isa: PhantomData<S>,
+}
+
+impl<B, S> Clone for LaneTile<B, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B, S> Copy for LaneTile<B, S> {}
+
+impl<B: LaneDot, S> LaneTile<B, S> {
+    /// The tile over a decode job with weight blocks `B` and activation rows of Q8_K blocks.
+    pub fn new(job: &Job<'_>) -> Self {
+        LaneTile {
+            w: job.w.as_ptr() as *const B,
+            nb: job.k / B::BLOCK,
+            x: job.x.as_ptr(),
+            x_stride: job.x_stride,
+            isa: PhantomData,
         }
-        out
+    }
+
+    /// `RW × NX` dot products, bit-exact with [`crate::quant::lane_vec_dot`].
+    #[inline(always)]
+    unsafe fn dot<const RW: usize, const NX: usize>(
+        self,
+        js: [usize; 4],
+        i: usize,
+    ) -> [[f32; NX]; RW]
+    where
+        B: LaneKernel + LaneDot<VecDot = BlockQ8_K>,
+        S: ByteOps,
+    {
+        let w: [*const B; RW] = std::array::from_fn(|r| self.w.add(js[r] * self.nb));
+        let x: [*const BlockQ8_K; NX] =
+            std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const BlockQ8_K);
+        let mut acc = [[S::fzero(); NX]; RW];
+        let mut accm = [[S::fzero(); NX]; RW];
+        for b in 0..self.nb {
+            let xb = x.map(|p| p.add(b));
+            for r in 0..RW {
+                let wb = w[r].add(b);
+                let lanes = B::lanes_simd::<S, NX>(wb, xb);
+                // LaneDot::scales: the f16 scales as f32 (exact), times each activation scale.
+                let at = (wb as *const u8).add(B::D_AT);
+                let bits = if B::HAS_MIN {
+                    (at as *const u32).read_unaligned()
+                } else {
+                    (at as *const u16).read_unaligned() as u32
+                };
+                let (dw, dmw) = S::f16_pair(bits);
+                for t in 0..NX {
+                    let xd = (*xb[t]).d;
+                    let (d, dm) = (dw * xd, dmw * xd);
+                    acc[r][t] = S::fadd_scaled(acc[r][t], lanes[t].0, d);
+                    if B::HAS_MIN {
+                        accm[r][t] = S::fadd_scaled(accm[r][t], lanes[t].1, dm);
+                    }
+                }
+            }
+        }
+        std::array::from_fn(|r| {
+            std::array::from_fn(|t| {
+                if B::HAS_MIN {
+                    S::fsum(acc[r][t]) - S::fsum(accm[r][t])
+                } else {
+                    S::fsum(acc[r][t])
+                }
+            })
+        })
+    }
+}
+
+impl<B: LaneKernel + LaneDot<VecDot = BlockQ8_K>, S: ByteOps> Tile for LaneTile<B, S> {
+    const MAX_NX: usize = 4;
+    fn width(nx: usize) -> usize {
+        4 / nx
+    }
+    #[inline(always)]
+    unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
+        match (rw, nx) {
+            (4, _) => pad(self.dot::<4, 1>(js, i)),
+            (2, _) => pad(self.dot::<2, 2>(js, i)),
+            (_, 1) => pad(self.dot::<1, 1>(js, i)),
+            (_, 2) => pad(self.dot::<1, 2>(js, i)),
+            (_, 3) => pad(self.dot::<1, 3>(js, i)),
+            _ => pad(self.dot::<1, 4>(js, i)),
+        }
     }
 }
 
@@ -197,7 +336,7 @@ unsafe fn dot32<S: ByteOps, A, const NX: usize>(
     let mut out = [0; NX];
     for t in 0..NX {
         let xq = (x[t] as *const u8).add(qs_at) as *const i8;
-        out[t] = S::sum(S::dot(S::zero(), q, xq, 1, 1));
+        out[t] = S::sum(S::dot(S::zero(), q, xq, S::scale(1, 1)));
     }
     out
 }

@@ -90,6 +90,51 @@ pub fn int_vec_dot<B: IntDot>(w: &[B], x: &[B::VecDot]) -> f32 {
     })
 }
 
+/// A K-quant block type (256 values against [`Q8_K`](q8_k)) whose dot product splits into eight
+/// exact integer *lanes* per super-block, the lane of value `p` being `(p mod 32) / 4` (bytes
+/// `4l..4l+4` of each 32-byte chunk: what one `vpmaddwd`/`sdot` lane holds), and two f32 scales:
+/// [`lane_vec_dot`]. Summing lanes across super-blocks in f32 (and reducing them once per row)
+/// is what lets the SIMD kernels keep everything in registers; they compute the integers their
+/// own way and share the f32 arithmetic, so they agree with [`QuantBlock::vec_dot`] bit for bit.
+pub trait LaneDot: QuantBlock {
+    /// Whether the type has a minimum term (Q4_K, Q5_K: yes; Q6_K: no).
+    const HAS_MIN: bool;
+    /// The exact integer lanes `(scale term, minimum term)` of one block pair.
+    fn lanes(&self, x: &Self::VecDot) -> ([i32; 8], [i32; 8]);
+    /// The f32 scales `(d_w·d_x, dmin_w·d_x)` of the two terms (f16 scales as f32, one rounding).
+    fn scales(&self, x: &Self::VecDot) -> (f32, f32);
+}
+
+/// The scalar reference dot of every [`LaneDot`] type over `min(w.len(), x.len())` blocks: lane
+/// `l` accumulates `d·(f32)lanes[l]` block by block (two roundings, no FMA), the minimum lanes
+/// likewise with `dmin`; the result is `lanes8(acc) − lanes8(acc_min)` (just `lanes8(acc)` for
+/// a type without minimum).
+#[inline(always)]
+pub fn lane_vec_dot<B: LaneDot>(w: &[B], x: &[B::VecDot]) -> f32 {
+    let (mut acc, mut accm) = ([0f32; 8], [0f32; 8]);
+    for (wb, xb) in w.iter().zip(x) {
+        let (i, m) = wb.lanes(xb);
+        let (d, dm) = wb.scales(xb);
+        for l in 0..8 {
+            acc[l] += d * i[l] as f32;
+            if B::HAS_MIN {
+                accm[l] += dm * m[l] as f32;
+            }
+        }
+    }
+    if B::HAS_MIN {
+        lanes8(&acc) - lanes8(&accm)
+    } else {
+        lanes8(&acc)
+    }
+}
+
+/// The lane of value `p` of a super-block in [`LaneDot::lanes`].
+#[inline(always)]
+pub const fn lane_of(p: usize) -> usize {
+    (p % 32) / 4
+}
+
 /// `h` as f32, exactly (as `f16::to_f32`), without the run-time CPU detection of `half`'s
 /// conversion: the integer decode kernels convert two or three scales per block.
 #[inline(always)]

@@ -14,10 +14,11 @@
 use half::f16;
 
 use super::kq_common::{
-    dequantize_bytes, k4_weights, make_qkx2_quants, nearest_int, pack_scales_k4, scales_mins_k4,
+    bsum_lanes, dequantize_bytes, k4_weights, level_lanes, make_qkx2_quants, nearest_int,
+    pack_scales_k4, scales_mins_k4,
 };
 use super::q8_k::BlockQ8_K;
-use super::{f16_as_f32, IntDot, QuantBlock};
+use super::{f16_as_f32, LaneDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -185,26 +186,30 @@ pub fn block_isums(w: &BlockQ4_K, x: &BlockQ8_K) -> (i32, i32) {
     (isum, msum)
 }
 
-/// Q4_K weights · Q8_K activations over `min(w.len(), x.len())` super-blocks.
-///
-/// Super-block `b` contributes `(d_w·d_x)·isum − (dmin_w·d_x)·msum` with the exact integers
-/// of [`block_isums`] (`d_w`, `dmin_w` the f16 scales as f32, `d_x` the f32 scale; one rounding
-/// per operation, no FMA), accumulated in the eight-block-lane order of
-/// [`super::q5_0::vec_dot`]. The integers are ggml's (`ggml_vec_dot_q4_K_q8_K_generic`); its f32
-/// order (eight within-block lanes) is not reproduced, so results differ from ggml's in the last
-/// bits. Every SIMD path of ours must reproduce this function bit for bit.
+/// Q4_K weights · Q8_K activations over `min(w.len(), x.len())` super-blocks:
+/// [`super::lane_vec_dot`] with the lanes of [`LaneDot::lanes`] (their sums are ggml's integers,
+/// `ggml_vec_dot_q4_K_q8_K_generic`; ggml's f32 order is similar, eight within-block lanes, but
+/// not identical, so results differ from ggml's in the last bits). Every SIMD path of ours
+/// reproduces this function bit for bit.
 pub fn vec_dot(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
-    super::int_vec_dot(w, x)
+    super::lane_vec_dot(w, x)
 }
 
-impl IntDot for BlockQ4_K {
-    fn isums(&self, x: &BlockQ8_K) -> (i32, i32) {
-        block_isums(self, x)
+impl LaneDot for BlockQ4_K {
+    const HAS_MIN: bool = true;
+    /// Lanes of `Σ sc[p/32]·q[p]·x[p]` and `bsums[k]·m[k/2]` (their sums are
+    /// [`block_isums`]).
+    #[inline(always)]
+    fn lanes(&self, x: &BlockQ8_K) -> ([i32; 8], [i32; 8]) {
+        let (sc, m) = self.scales_mins();
+        let q = self.levels().map(|v| v as i32);
+        (
+            level_lanes(&q, |p| sc[p / 32] as i32, &x.qs),
+            bsum_lanes(&x.bsums, |k| m[k / 2] as i32),
+        )
     }
     #[inline(always)]
-    fn value(&self, x: &BlockQ8_K, isum: i32, msum: i32) -> f32 {
-        let d = f16_as_f32(self.d) * x.d;
-        let dmin = f16_as_f32(self.dmin) * x.d;
-        d * isum as f32 - dmin * msum as f32
+    fn scales(&self, x: &BlockQ8_K) -> (f32, f32) {
+        (f16_as_f32(self.d) * x.d, f16_as_f32(self.dmin) * x.d)
     }
 }

@@ -13,9 +13,11 @@
 
 use half::f16;
 
-use super::kq_common::{dequantize_bytes, make_qx_quants_rmse1, nearest_int, GROUP_MAX_EPS};
+use super::kq_common::{
+    bsum_lanes, dequantize_bytes, level_lanes, make_qx_quants_rmse1, nearest_int, GROUP_MAX_EPS,
+};
 use super::q8_k::BlockQ8_K;
-use super::{f16_as_f32, IntDot, QuantBlock};
+use super::{f16_as_f32, LaneDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -180,20 +182,29 @@ pub fn block_isum(w: &BlockQ6_K, x: &BlockQ8_K) -> i32 {
     isum
 }
 
-/// Q6_K weights · Q8_K activations over `min(w.len(), x.len())` super-blocks: super-block `b`
-/// contributes `(d_w·d_x)·isum` ([`block_isum`]; two roundings, no FMA), in the
-/// eight-block-lane order of [`super::q5_0::vec_dot`] (see [`super::q4_k::vec_dot`]).
+/// Q6_K weights · Q8_K activations over `min(w.len(), x.len())` super-blocks:
+/// [`super::lane_vec_dot`] with the lanes of [`LaneDot::lanes`] (their sums are ggml's integers,
+/// `ggml_vec_dot_q6_K_q8_K_generic`; ggml's f32 order is similar, eight within-block lanes, but
+/// not identical, so results differ from ggml's in the last bits). Every SIMD path of ours
+/// reproduces this function bit for bit.
 pub fn vec_dot(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
-    super::int_vec_dot(w, x)
+    super::lane_vec_dot(w, x)
 }
 
-impl IntDot for BlockQ6_K {
-    fn isums(&self, x: &BlockQ8_K) -> (i32, i32) {
-        (block_isum(self, x), 0)
+impl LaneDot for BlockQ6_K {
+    const HAS_MIN: bool = false;
+    /// Lanes of `Σ sc[p/16]·u[p]·x[p] − 32·Σ_j sc[j]·bsums[j]` with the unsigned levels
+    /// `u = q + 32` (0..63), the offset in [`bsum_lanes`]; their sum is [`block_isum`].
+    #[inline(always)]
+    fn lanes(&self, x: &BlockQ8_K) -> ([i32; 8], [i32; 8]) {
+        let sc = &self.scales;
+        let u = self.levels().map(|v| v as i32 + 32);
+        let l = level_lanes(&u, |p| sc[p / 16] as i32, &x.qs);
+        let o = bsum_lanes(&x.bsums, |j| sc[j] as i32);
+        (std::array::from_fn(|k| l[k] - 32 * o[k]), [0; 8])
     }
     #[inline(always)]
-    fn value(&self, x: &BlockQ8_K, isum: i32, _: i32) -> f32 {
-        let d = f16_as_f32(self.d) * x.d;
-        d * isum as f32
+    fn scales(&self, x: &BlockQ8_K) -> (f32, f32) {
+        (f16_as_f32(self.d) * x.d, 0.0)
     }
 }

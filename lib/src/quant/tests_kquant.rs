@@ -98,17 +98,52 @@ fn k_dot_integer_parts_are_exact() {
         assert_eq!(q6_k::block_isum(&w6[b], xb) as i64, isum);
     }
 
-    // The dot is the documented f32 combination of those integers.
-    let v: Vec<f32> = (0..xq.len())
-        .map(|b| {
-            let (i, m) = q4_k::block_isums(&w4[b], &xq[b]);
-            (w4[b].d.to_f32() * xq[b].d) * i as f32 - (w4[b].dmin.to_f32() * xq[b].d) * m as f32
-        })
-        .collect();
-    // 5 blocks: all in the tail, summed left to right.
-    let tail = (((v[0] + v[1]) + v[2]) + v[3]) + v[4];
-    let lanes = ((0f32 + 0.0) + (0.0 + 0.0)) + ((0.0 + 0.0) + (0.0 + 0.0));
-    assert_eq!(q4_k::vec_dot(&w4, &xq).to_bits(), (lanes + tail).to_bits());
+    // The lanes split those integers exactly: Σ lanes = ggml's sums, for every type.
+    for b in 0..xq.len() {
+        let sum = |l: [i32; 8]| l.iter().map(|&v| v as i64).sum::<i64>();
+        let (i, m) = w4[b].lanes(&xq[b]);
+        let (gi, gm) = q4_k::block_isums(&w4[b], &xq[b]);
+        assert_eq!((sum(i), sum(m)), (gi as i64, gm as i64));
+        let (i, m) = w5[b].lanes(&xq[b]);
+        let (gi, gm) = q5_k::block_isums(&w5[b], &xq[b]);
+        assert_eq!((sum(i), sum(m)), (gi as i64, gm as i64));
+        let (i, m) = w6[b].lanes(&xq[b]);
+        assert_eq!(
+            (sum(i), m),
+            (q6_k::block_isum(&w6[b], &xq[b]) as i64, [0; 8])
+        );
+        // Lane l holds exactly the values p with (p mod 32) / 4 == l.
+        let (sc, _) = w4[b].scales_mins();
+        let q = w4[b].levels();
+        for (l, &got) in i4_lanes(&w4[b], &xq[b]).iter().enumerate() {
+            let want: i64 = (0..256)
+                .filter(|p| (p % 32) / 4 == l)
+                .map(|p| sc[p / 32] as i64 * q[p] as i64 * xq[b].qs[p] as i64)
+                .sum();
+            assert_eq!(got as i64, want);
+        }
+    }
+
+    // The dot is the documented f32 combination of the lanes.
+    let (mut acc, mut accm) = ([0f32; 8], [0f32; 8]);
+    for b in 0..xq.len() {
+        let (i, m) = w4[b].lanes(&xq[b]);
+        let (d, dm) = (w4[b].d.to_f32() * xq[b].d, w4[b].dmin.to_f32() * xq[b].d);
+        for l in 0..8 {
+            acc[l] += d * i[l] as f32;
+            accm[l] += dm * m[l] as f32;
+        }
+    }
+    let red = |a: [f32; 8]| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    assert_eq!(
+        q4_k::vec_dot(&w4, &xq).to_bits(),
+        (red(acc) - red(accm)).to_bits()
+    );
+}
+
+/// The scale-term lanes of a Q4_K block pair.
+fn i4_lanes(w: &q4_k::BlockQ4_K, x: &q8_k::BlockQ8_K) -> [i32; 8] {
+    w.lanes(x).0
 }
 
 #[test]
@@ -177,7 +212,8 @@ fn absurd_scales_and_inputs_do_not_panic() {
         }
         let mut x = zeroed::<q8_k::BlockQ8_K>(1);
         q8_k::quantize_row_ref(&randn(256, 5, 1.0), &mut x);
-        assert_eq!(q6_k::vec_dot(&[b6], &x).is_nan(), s.is_nan());
+        // A non-finite scale gives a non-finite dot (inf · a zero lane is NaN).
+        assert_eq!(q6_k::vec_dot(&[b6], &x).is_finite(), s.is_finite());
         let _ = (q4_k::vec_dot(&[b4], &x), q5_k::vec_dot(&[b5], &x));
 
         let mut out32 = [0f32; 32];

@@ -16,7 +16,10 @@ pub(super) struct SdotOps;
 macro_rules! neon_bytes {
     ($feat:literal) => {
         type V = (uint8x16_t, uint8x16_t);
-        type Acc = int32x4_t;
+        /// Lanes 0–3 (bytes 0..16) and 4–7 (bytes 16..32).
+        type Acc = (int32x4_t, int32x4_t);
+        type Sc = (i32, i32);
+        type F = (float32x4_t, float32x4_t);
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn load(p: *const u8) -> Self::V {
@@ -73,59 +76,91 @@ macro_rules! neon_bytes {
         }
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn zero() -> int32x4_t {
-            vdupq_n_s32(0)
+        unsafe fn zero() -> Self::Acc {
+            (vdupq_n_s32(0), vdupq_n_s32(0))
         }
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn sum(acc: int32x4_t) -> i32 {
-            vaddvq_s32(acc)
+        unsafe fn sum(acc: Self::Acc) -> i32 {
+            vaddvq_s32(vaddq_s32(acc.0, acc.1))
         }
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn bsums_pairs(bsums: *const i16, m: [u8; 8]) -> i32 {
+        unsafe fn scale(lo: i16, hi: i16) -> (i32, i32) {
+            (lo as i32, hi as i32)
+        }
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn mins_lanes(bsums: *const i16, m: [u8; 8]) -> Self::Acc {
             let m = vld1_u8(m.as_ptr());
             let lo = vreinterpretq_s16_u16(vmovl_u8(vzip1_u8(m, m)));
             let hi = vreinterpretq_s16_u16(vmovl_u8(vzip2_u8(m, m)));
-            madd16(bsums, lo, hi)
+            (pairs4(bsums, lo), pairs4(bsums.add(8), hi))
         }
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn bsums_dot(bsums: *const i16, sc: *const i8) -> i32 {
+        unsafe fn sub_offset_lanes(acc: Self::Acc, bsums: *const i16, sc: *const i8) -> Self::Acc {
             let sc = vld1q_s8(sc);
-            madd16(bsums, vmovl_s8(vget_low_s8(sc)), vmovl_high_s8(sc))
+            let o0 = pairs4(bsums, vmovl_s8(vget_low_s8(sc)));
+            let o1 = pairs4(bsums.add(8), vmovl_high_s8(sc));
+            (
+                vsubq_s32(acc.0, vshlq_n_s32::<5>(o0)),
+                vsubq_s32(acc.1, vshlq_n_s32::<5>(o1)),
+            )
+        }
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn fzero() -> Self::F {
+            (vdupq_n_f32(0.0), vdupq_n_f32(0.0))
+        }
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn fadd_scaled(acc: Self::F, i: Self::Acc, s: f32) -> Self::F {
+            (
+                vaddq_f32(acc.0, vmulq_n_f32(vcvtq_f32_s32(i.0), s)),
+                vaddq_f32(acc.1, vmulq_n_f32(vcvtq_f32_s32(i.1), s)),
+            )
+        }
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn fsum(a: Self::F) -> f32 {
+            // p = (a0+a4, a1+a5, a2+a6, a3+a7); then (p0+p1) + (p2+p3).
+            let p = vaddq_f32(a.0, a.1);
+            let h = vpaddq_f32(p, p);
+            vgetq_lane_f32::<0>(h) + vgetq_lane_f32::<1>(h)
         }
     };
 }
 
-/// `Σ q·x` of 16 levels (≤ 63, as signed bytes) with 16 activations, as four i32 lanes.
+/// The products of 16 levels (≤ 63, as signed bytes) with 16 activations summed in groups of
+/// four consecutive bytes: four i32 lanes (as one `sdot`).
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn mull16(q: uint8x16_t, x: int8x16_t) -> int32x4_t {
     let q = vreinterpretq_s8_u8(q);
-    let lo = vmull_s8(vget_low_s8(q), vget_low_s8(x));
-    let hi = vmull_high_s8(q, x);
-    vpadalq_s16(vpaddlq_s16(lo), hi)
+    let lo = vpaddlq_s16(vmull_s8(vget_low_s8(q), vget_low_s8(x)));
+    let hi = vpaddlq_s16(vmull_high_s8(q, x));
+    vpaddq_s32(lo, hi)
 }
 
-/// `Σ_k a[k]·(lo ++ hi)[k]` over 16 i16 values at `a`.
+/// Lane `l` = `a[2l]·w[2l] + a[2l+1]·w[2l+1]` over 8 i16 values at `a`.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn madd16(a: *const i16, lo: int16x8_t, hi: int16x8_t) -> i32 {
-    let (a0, a1) = (vld1q_s16(a), vld1q_s16(a.add(8)));
-    let p = vmull_s16(vget_low_s16(a0), vget_low_s16(lo));
-    let p = vmlal_high_s16(p, a0, lo);
-    let p = vmlal_s16(p, vget_low_s16(a1), vget_low_s16(hi));
-    vaddvq_s32(vmlal_high_s16(p, a1, hi))
+unsafe fn pairs4(a: *const i16, w: int16x8_t) -> int32x4_t {
+    let a = vld1q_s16(a);
+    let lo = vmull_s16(vget_low_s16(a), vget_low_s16(w));
+    vpaddq_s32(lo, vmull_high_s16(a, w))
 }
 
 impl ByteOps for NeonOps {
     neon_bytes!("neon");
     #[inline]
     #[target_feature(enable = "neon")]
-    unsafe fn dot(acc: int32x4_t, q: Self::V, x: *const i8, lo: i16, hi: i16) -> int32x4_t {
-        let acc = vmlaq_n_s32(acc, mull16(q.0, vld1q_s8(x)), lo as i32);
-        vmlaq_n_s32(acc, mull16(q.1, vld1q_s8(x.add(16))), hi as i32)
+    unsafe fn dot(acc: Self::Acc, q: Self::V, x: *const i8, s: (i32, i32)) -> Self::Acc {
+        (
+            vmlaq_n_s32(acc.0, mull16(q.0, vld1q_s8(x)), s.0),
+            vmlaq_n_s32(acc.1, mull16(q.1, vld1q_s8(x.add(16))), s.1),
+        )
     }
 }
 
@@ -133,10 +168,10 @@ impl ByteOps for SdotOps {
     neon_bytes!("neon,dotprod");
     #[inline]
     #[target_feature(enable = "neon,dotprod")]
-    unsafe fn dot(acc: int32x4_t, q: Self::V, x: *const i8, lo: i16, hi: i16) -> int32x4_t {
+    unsafe fn dot(acc: Self::Acc, q: Self::V, x: *const i8, s: (i32, i32)) -> Self::Acc {
         let z = vdupq_n_s32(0);
         let d0 = sdot(z, vreinterpretq_s8_u8(q.0), vld1q_s8(x));
         let d1 = sdot(z, vreinterpretq_s8_u8(q.1), vld1q_s8(x.add(16)));
-        vmlaq_n_s32(vmlaq_n_s32(acc, d0, lo as i32), d1, hi as i32)
+        (vmlaq_n_s32(acc.0, d0, s.0), vmlaq_n_s32(acc.1, d1, s.1))
     }
 }

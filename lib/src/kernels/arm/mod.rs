@@ -17,7 +17,7 @@ mod bytes;
 
 use bytes::{NeonOps, SdotOps};
 
-use super::intdot::{IntKernel, IntTile};
+use super::intdot::{IntKernel, IntTile, LaneKernel, LaneTile};
 use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
 use super::types::{plain_act, ActQuant, Decoder, Job};
 use super::{split_row_bytes, split_row_mut, Path, Q8Row, Qs};
@@ -27,6 +27,7 @@ use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::q5_1::BlockQ5_1;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
+use crate::quant::q8_k::BlockQ8_K;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
 
@@ -464,6 +465,45 @@ unsafe fn decode_int_dot<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usiz
     )
 }
 
+/// The decode kernel of a [`LaneKernel`] type (Q4_K, Q5_K, Q6_K) on [`Neon`] (`vmull`
+/// products) or, with `DOT`, [`Dotprod`] (`sdot`): [`traverse`] over [`LaneTile`]s. Twin:
+/// [`crate::quant::lane_vec_dot`], bit-exact.
+///
+/// # Safety
+/// NEON (and with `DOT`, dotprod) available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of
+/// Q8_K blocks; `out` covers `n × m`.
+#[target_feature(enable = "neon")]
+unsafe fn decode_lane<B: LaneKernel<VecDot = BlockQ8_K>>(
+    job: &Job<'_>,
+    rows: std::ops::Range<usize>,
+) {
+    traverse(
+        LaneTile::<B, NeonOps>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
+}
+
+/// [`decode_lane`] with `sdot` ([`Dotprod`]), the same results bit for bit.
+///
+/// # Safety
+/// As [`decode_lane`], and `dotprod` available.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn decode_lane_dot<B: LaneKernel<VecDot = BlockQ8_K>>(
+    job: &Job<'_>,
+    rows: std::ops::Range<usize>,
+) {
+    traverse(
+        LaneTile::<B, SdotOps>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
+}
+
 /// The float decode kernel of weight elements `T`: [`traverse`] over [`FloatTile`]s. Twin: the
 /// portable float decoder of `kernels::types` (within tolerance: FMA).
 ///
@@ -506,15 +546,26 @@ fn decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder> {
             rows,
         })
     }
+    fn lane<B: LaneKernel<VecDot = BlockQ8_K>, const DOT: bool>() -> Option<Decoder> {
+        let rows: unsafe fn(&Job<'_>, std::ops::Range<usize>) = if DOT {
+            decode_lane_dot::<B>
+        } else {
+            decode_lane::<B>
+        };
+        Some(Decoder {
+            act: Some(plain_act::<BlockQ8_K>()),
+            rows,
+        })
+    }
     match ty {
         GgmlType::Q4_0 => quant::<BlockQ4_0, DOT>(),
         GgmlType::Q8_0 => quant::<BlockQ8_0, DOT>(),
         GgmlType::F32 => float(decode_float::<f32>),
         GgmlType::F16 => float(decode_float::<f16>),
         GgmlType::BF16 => float(decode_float::<bf16>),
-        GgmlType::Q4_K => int::<BlockQ4_K, DOT>(),
-        GgmlType::Q5_K => int::<BlockQ5_K, DOT>(),
-        GgmlType::Q6_K => int::<BlockQ6_K, DOT>(),
+        GgmlType::Q4_K => lane::<BlockQ4_K, DOT>(),
+        GgmlType::Q5_K => lane::<BlockQ5_K, DOT>(),
+        GgmlType::Q6_K => lane::<BlockQ6_K, DOT>(),
         GgmlType::Q4_1 => int::<BlockQ4_1, DOT>(),
         GgmlType::Q5_0 => int::<BlockQ5_0, DOT>(),
         GgmlType::Q5_1 => int::<BlockQ5_1, DOT>(),

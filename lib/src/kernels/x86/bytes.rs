@@ -79,16 +79,44 @@ impl ByteOps for Avx2Ops {
     unsafe fn zero() -> __m256i {
         _mm256_setzero_si256()
     }
+    type Sc = __m256i;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot(acc: __m256i, q: __m256i, x: *const i8, lo: i16, hi: i16) -> __m256i {
-        let p = _mm256_maddubs_epi16(q, _mm256_loadu_si256(x as *const __m256i));
-        let sc = if lo == hi {
-            _mm256_set1_epi16(lo)
-        } else {
-            _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+    unsafe fn scale(lo: i16, hi: i16) -> __m256i {
+        _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scales8(sc: [u8; 8]) -> [__m256i; 8] {
+        // Word c of the 8 scales broadcast by a byte shuffle (bytes 2c, 2c + 1).
+        let v = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(sc)));
+        let v = _mm256_broadcastsi128_si256(v);
+        std::array::from_fn(|c| {
+            _mm256_shuffle_epi8(v, _mm256_set1_epi16(0x0100 + 0x0202 * c as i16))
+        })
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scales16(sc: *const i8) -> [__m256i; 8] {
+        // Half h of the 16 scales as words in both 128-bit lanes; word 2k in the low lane and
+        // 2k + 1 in the high lane of each shuffle.
+        let half = |h: usize| {
+            let v = _mm_cvtepi8_epi16(_mm_loadl_epi64(sc.add(8 * h) as *const __m128i));
+            _mm256_broadcastsi128_si256(v)
         };
-        _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc))
+        let (v0, v1) = (half(0), half(1));
+        std::array::from_fn(|k| {
+            let (v, j) = if k < 4 { (v0, 2 * k) } else { (v1, 2 * k - 8) };
+            let lo = _mm_set1_epi16((0x0100 + 0x0202 * j) as i16);
+            let hi = _mm_set1_epi16((0x0100 + 0x0202 * (j + 1)) as i16);
+            _mm256_shuffle_epi8(v, _mm256_set_m128i(hi, lo))
+        })
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot(acc: __m256i, q: __m256i, x: *const i8, s: __m256i) -> __m256i {
+        let p = _mm256_maddubs_epi16(q, _mm256_loadu_si256(x as *const __m256i));
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -97,17 +125,41 @@ impl ByteOps for Avx2Ops {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn bsums_pairs(bsums: *const i16, m: [u8; 8]) -> i32 {
+    unsafe fn mins_lanes(bsums: *const i16, m: [u8; 8]) -> __m256i {
         let m = _mm_cvtsi64_si128(i64::from_le_bytes(m));
         let m = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
-        let bs = _mm256_loadu_si256(bsums as *const __m256i);
-        hsum_i32(_mm256_madd_epi16(bs, m))
+        _mm256_madd_epi16(_mm256_loadu_si256(bsums as *const __m256i), m)
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn bsums_dot(bsums: *const i16, sc: *const i8) -> i32 {
+    unsafe fn sub_offset_lanes(acc: __m256i, bsums: *const i16, sc: *const i8) -> __m256i {
         let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc as *const __m128i));
-        let bs = _mm256_loadu_si256(bsums as *const __m256i);
-        hsum_i32(_mm256_madd_epi16(bs, sc))
+        let o = _mm256_madd_epi16(_mm256_loadu_si256(bsums as *const __m256i), sc);
+        _mm256_sub_epi32(acc, _mm256_slli_epi32::<5>(o))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_pair(bits: u32) -> (f32, f32) {
+        let f = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+        (_mm_cvtss_f32(f), _mm_cvtss_f32(_mm_movehdup_ps(f)))
+    }
+    type F = __m256;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fzero() -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fadd_scaled(acc: __m256, i: __m256i, s: f32) -> __m256 {
+        _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(i)))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fsum(a: __m256) -> f32 {
+        // p = (a0+a4, a1+a5, a2+a6, a3+a7); then (p0+p1) + (p2+p3).
+        let p = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+        let h = _mm_hadd_ps(p, p);
+        _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
     }
 }

@@ -18,7 +18,7 @@ mod bytes;
 
 use bytes::Avx2Ops;
 
-use super::intdot::{IntKernel, IntTile};
+use super::intdot::{IntKernel, IntTile, LaneKernel, LaneTile};
 use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
 use super::types::{plain_act, ActQuant, Decoder, Job};
 use super::{split_row_bytes, split_row_mut, Path, Q8Row, Qs};
@@ -28,6 +28,7 @@ use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::q5_1::BlockQ5_1;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
+use crate::quant::q8_k::BlockQ8_K;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
 
@@ -683,6 +684,27 @@ unsafe fn decode_int<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) 
     )
 }
 
+/// The decode kernel of a [`LaneKernel`] type (Q4_K, Q5_K, Q6_K) on both x86 paths:
+/// [`traverse`] over [`LaneTile`]s with the AVX2 byte operations. Twin:
+/// [`crate::quant::lane_vec_dot`], bit-exact.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of Q8_K blocks;
+/// `out` covers `n × m`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_lane<B: LaneKernel<VecDot = BlockQ8_K>>(
+    job: &Job<'_>,
+    rows: std::ops::Range<usize>,
+) {
+    traverse(
+        LaneTile::<B, Avx2Ops>::new(job),
+        job.n,
+        rows,
+        job.out,
+        job.bias,
+    )
+}
+
 /// The float decode kernel of weight elements `T`: [`traverse`] over [`FloatTile`]s. Twin: the
 /// portable float decoder of `kernels::types` (within tolerance: FMA).
 ///
@@ -727,6 +749,12 @@ fn decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
             rows: decode_int::<B>,
         })
     }
+    fn lane<B: LaneKernel<VecDot = BlockQ8_K>>() -> Option<Decoder> {
+        Some(Decoder {
+            act: Some(plain_act::<BlockQ8_K>()),
+            rows: decode_lane::<B>,
+        })
+    }
     match ty {
         GgmlType::Q4_0 => Some(Decoder {
             act: split(q4_split),
@@ -739,9 +767,9 @@ fn decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
         GgmlType::F32 => float(decode_float::<f32>),
         GgmlType::F16 => float(decode_float::<f16>),
         GgmlType::BF16 => float(decode_float::<bf16>),
-        GgmlType::Q4_K => int::<BlockQ4_K>(),
-        GgmlType::Q5_K => int::<BlockQ5_K>(),
-        GgmlType::Q6_K => int::<BlockQ6_K>(),
+        GgmlType::Q4_K => lane::<BlockQ4_K>(),
+        GgmlType::Q5_K => lane::<BlockQ5_K>(),
+        GgmlType::Q6_K => lane::<BlockQ6_K>(),
         GgmlType::Q4_1 => int::<BlockQ4_1>(),
         GgmlType::Q5_0 => int::<BlockQ5_0>(),
         GgmlType::Q5_1 => int::<BlockQ5_1>(),

@@ -1,0 +1,76 @@
+//! Single-thread decode mat-vec throughput per type with cache-resident weights (the kernels'
+//! compute rate, without the memory system): `cargo run --release --example kq_speed`.
+//! Prints ns per 256 weights and the GB/s of weights the kernel could consume.
+
+use std::time::Instant;
+
+use mllama::kernels::tensor::Mat;
+use mllama::kernels::{matmul_with, with_path, Path, Regime, Scratch};
+use mllama::GgmlType;
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn main() {
+    let (m, k) = (512usize, 4096usize);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let names = if args.is_empty() {
+        vec!["q4_0", "q4_k", "q5_k", "q6_k", "q8_0"]
+    } else {
+        args.iter().map(|s| s.as_str()).collect()
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let f = rand_vec(m * k, 7);
+    let x = rand_vec(k, 3);
+    let reps: usize = std::env::var("KQ_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let only = std::env::var("KQ_PATH").ok();
+    for path in Path::available() {
+        if only.as_deref().is_some_and(|o| o != path.name()) {
+            continue;
+        }
+        for name in &names {
+            let ty = GgmlType::from_name(name).unwrap();
+            let t = mllama::quant::traits(ty).unwrap();
+            let mut bytes = vec![0u8; m * k / t.block_values * t.block_bytes];
+            (t.from_f32)(&f, &mut bytes);
+            let w = Mat::from_bytes(ty, m, k, &bytes);
+            let mut y = vec![0f32; m];
+            let mut sc = Scratch::new();
+            let mut best = f64::MAX;
+            pool.install(|| {
+                with_path(path, || {
+                    for _ in 0..(if reps < 50 { 1 } else { 5 }) {
+                        let t0 = Instant::now();
+                        for _ in 0..reps {
+                            matmul_with(&w, None, &x, 1, &mut y, &mut sc, Regime::Decode);
+                        }
+                        best = best.min(t0.elapsed().as_secs_f64() / reps as f64);
+                    }
+                })
+            });
+            let ns256 = best * 1e9 / (m * k / 256) as f64;
+            println!(
+                "{:8} {:6} {:7.2} ns/256 {:6.1} GB/s",
+                path.name(),
+                name,
+                ns256,
+                bytes.len() as f64 / best / 1e9
+            );
+        }
+    }
+}
