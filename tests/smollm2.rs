@@ -420,3 +420,36 @@ fn cli_runs_a_llama_text_gguf() {
     assert!(ok, "{err}");
     assert!(out.contains("tokens/s"), "{out}");
 }
+
+/// A `llama` file without its keys or tensors is refused with a message naming what is missing
+/// (no SmolLM2 file needed).
+#[test]
+fn broken_llama_files_name_the_missing_key_or_tensor() {
+    use mllama::format::gguf::{GgufWriter, Value as V};
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty-llama.gguf");
+    GgufWriter::new("llama")
+        .write_file::<Error>(&empty, |_, _, _| Ok(()))
+        .unwrap();
+    let e = Model::load(&empty).err().unwrap().to_string();
+    assert!(
+        e.contains("empty-llama.gguf") && e.contains("llama.embedding_length"),
+        "{e}"
+    );
+
+    // Keys but no tensors: the embedding table is named.
+    let keys_only = tmp.path().join("keys-only.gguf");
+    let mut w = GgufWriter::new("llama");
+    for (k, v) in [
+        ("llama.embedding_length", 64u32),
+        ("llama.attention.head_count", 4),
+        ("llama.block_count", 2),
+        ("llama.feed_forward_length", 128),
+        ("llama.context_length", 256),
+    ] {
+        w.add(k, V::U32(v)).unwrap();
+    }
+    w.write_file::<Error>(&keys_only, |_, _, _| Ok(())).unwrap();
+    let e = Model::load(&keys_only).err().unwrap().to_string();
+    assert!(e.contains("missing tensor token_embd.weight"), "{e}");
+}

@@ -266,7 +266,9 @@ pub struct Model {
 
 impl Model {
     /// Load a model from an `mllama` GGUF (as written by `quantize`, or Ollama's single-file
-    /// `llama3.2-vision` layout). The file is memory-mapped; weights are used in place. Matrices
+    /// `llama3.2-vision` layout), or a plain Llama text GGUF as llama.cpp writes it
+    /// (`general.architecture = llama`: Llama 3.x, SmolLM2), which loads text-only (see
+    /// [`arch`]). The file is memory-mapped; weights are used in place. Matrices
     /// may be F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K. The f16 scales of
     /// every quantized block are checked once at load (two bytes per block read in place, in
     /// parallel: about one pass over the weights in memory).
