@@ -29,7 +29,7 @@ fn decode_step(c: &mut Criterion) {
             },
         )
         .unwrap();
-        let vc = &model.cfg.vision;
+        let vc = model.cfg.vision.as_ref().unwrap();
         let p = vc.tokens_per_tile();
         let states: Vec<f32> = (0..vc.max_tiles * p * spec.hidden)
             .map(|i| ((i * 40503) % 997) as f32 / 997.0 - 0.5)
@@ -71,7 +71,7 @@ fn vision_layer(c: &mut Criterion) {
         },
     )
     .unwrap();
-    let vc = &model.cfg.vision;
+    let vc = model.cfg.vision.as_ref().unwrap();
     let n = vc.max_tiles * vc.padded_tokens_per_tile();
     let (d, f) = (vc.hidden as u64, vc.ffn as u64);
     let flops = 2 * (n as u64 * (4 * d * d + 2 * d * f) + 2 * (n as u64) * (n as u64) * d);
@@ -84,7 +84,7 @@ fn vision_layer(c: &mut Criterion) {
     g.bench_function("f16_6432_tokens", |b| {
         b.iter(|| {
             let mut x = x0.clone();
-            model.vision.run_local_layer(0, &mut x, 4);
+            model.vision.as_ref().unwrap().run_local_layer(0, &mut x, 4);
             x
         })
     });

@@ -208,9 +208,12 @@ impl BenchResult {
     }
 }
 
-/// Multiply-adds of one vision tower + projector pass (4 tiles), counted from the shapes.
+/// Multiply-adds of one vision tower + projector pass (4 tiles), counted from the shapes (0 for
+/// a text-only model).
 pub fn vision_flops(m: &Model) -> f64 {
-    let c = &m.cfg.vision;
+    let Some(c) = &m.cfg.vision else {
+        return 0.0;
+    };
     let (t, g, p8, p, d, f) = (
         c.max_tiles as f64,
         c.grid() as f64,
@@ -324,31 +327,37 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
     r.read_bandwidth_gbs = probe::best_read_gbs(path, &probe_buf, 3);
     r.fma_peak_gflops = probe::fma_peak_gflops(path, 0.5);
 
-    let vc = model.cfg.vision.clone();
-    let ar_2x2 = model
-        .cfg
-        .preprocess
-        .supported_aspect_ratios
-        .iter()
-        .position(|&hw| hw == (2, 2))
+    let ar_2x2 = (model.cfg.preprocess.as_ref())
+        .and_then(|p| {
+            p.supported_aspect_ratios
+                .iter()
+                .position(|&hw| hw == (2, 2))
+        })
         .map(|i| i + 1)
         .unwrap_or(1);
-    let n_tiles = vc.max_tiles;
     let want_vision = matches!(o.only, Only::All | Only::Vision);
     let want_prefill = matches!(o.only, Only::All | Only::Prefill);
     let want_decode = matches!(o.only, Only::All | Only::Decode);
+    let vision = match model.vision_tower() {
+        Ok(v) => Some(v),
+        Err(e) if matches!(o.only, Only::Vision) => return Err(e),
+        Err(_) => {
+            r.notes
+                .push("text-only model: no image, no vision or cross-attention work".into());
+            None
+        }
+    };
+    let n_tiles = vision.map_or(0, |(_, vc)| vc.max_tiles);
 
     // The image: random pixels in all tile slots (a 2×2 image uses all 4).
     let mut image = None;
-    if want_vision || want_prefill || want_decode {
+    if let Some((tower, vc)) = vision {
         let px: Vec<f32> = (0..vc.max_tiles * 3 * vc.image_size * vc.image_size)
             .map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0)
             .collect();
         if want_vision {
             let t = Instant::now();
-            let out = model
-                .vision
-                .forward(&px, ar_2x2, n_tiles, Semantics::default().taps);
+            let out = tower.forward(&px, ar_2x2, n_tiles, Semantics::default().taps);
             let s = t.elapsed().as_secs_f64();
             r.vision_ms_per_image = Some(s * 1e3);
             r.vision_gflops = Some(vision_flops(&model) / s / 1e9);
@@ -378,7 +387,9 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
         let mut prompt: Vec<u32> = (0..n)
             .map(|i| ((i * 7919 + 13) % (c.vocab_size - 300)) as u32)
             .collect();
-        prompt[1.min(n - 1)] = c.image_token;
+        if let (Some(im), Some(_)) = (c.image_token, &image) {
+            prompt[1.min(n - 1)] = im;
+        }
         let cross_keys = seq.cross_cache().n_keys;
         let t = Instant::now();
         let logits = seq.feed(&prompt, false)?;

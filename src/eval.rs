@@ -110,8 +110,13 @@ pub fn run(req: &EvalRequest) -> Result<EvalStats, Error> {
     if ids.is_empty() {
         return Err(Error::Invalid("the prompt is empty".into()));
     }
+    // Images need a vision model (a text-only model refuses them before anything else).
+    let vision = match req.images.is_empty() {
+        true => None,
+        false => Some(model.vision_tower()?),
+    };
     let image_token = model.text.cfg.image_token;
-    let n_image_tokens = ids.iter().filter(|&&t| t == image_token).count();
+    let n_image_tokens = ids.iter().filter(|&&t| Some(t) == image_token).count();
     if n_image_tokens != req.images.len() {
         return Err(Error::Invalid(format!(
             "the prompt has {n_image_tokens} <|image|> tokens but {} images were given (one --image per <|image|>)",
@@ -130,10 +135,10 @@ pub fn run(req: &EvalRequest) -> Result<EvalStats, Error> {
     check_output_path(&req.out)?;
 
     // Images: decode and preprocess everything first, so a bad image fails before any model work.
-    let pcfg = &model.cfg.preprocess;
     let limits = ImageLimits::default();
     let mut pre = Vec::with_capacity(req.images.len());
-    for path in &req.images {
+    let pcfg = model.cfg.preprocess.as_ref();
+    for (path, pcfg) in req.images.iter().filter_map(|p| Some((p, pcfg?))) {
         let t = Instant::now();
         let img = image::load_image(path, &limits)?;
         pre.push(preprocess::preprocess(&img, pcfg)?);
@@ -141,24 +146,24 @@ pub fn run(req: &EvalRequest) -> Result<EvalStats, Error> {
     }
 
     let mut seq = Sequence::new(&model, ctx, req.semantics);
-    let vc = &model.cfg.vision;
-    let (tiles, p, hdim) = (vc.max_tiles, vc.tokens_per_tile(), model.text.cfg.hidden);
-    let mut states = Vec::with_capacity(pre.len() * tiles * p * hdim);
+    let mut states = Vec::new();
     let mut features = Vec::new();
-    for im in &pre {
-        let t = Instant::now();
-        let out = model.vision.forward(
-            &im.pixel_values,
-            im.aspect_ratio_id,
-            im.num_tiles,
-            req.semantics.taps,
-        );
-        stats.vision_s.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        seq.attach_image(&out, im.num_tiles);
-        stats.cross_kv_s.push(t.elapsed().as_secs_f64());
-        states.extend_from_slice(&out.states);
-        features.extend_from_slice(&out.features);
+    if let Some((tower, _)) = vision {
+        for im in &pre {
+            let t = Instant::now();
+            let out = tower.forward(
+                &im.pixel_values,
+                im.aspect_ratio_id,
+                im.num_tiles,
+                req.semantics.taps,
+            );
+            stats.vision_s.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            seq.attach_image(&out, im.num_tiles);
+            stats.cross_kv_s.push(t.elapsed().as_secs_f64());
+            states.extend_from_slice(&out.states);
+            features.extend_from_slice(&out.features);
+        }
     }
     stats.cross_cache_bytes = seq.cross_cache().bytes();
 
@@ -193,7 +198,8 @@ pub fn run(req: &EvalRequest) -> Result<EvalStats, Error> {
         i64s("greedy_ids", vec![1, greedy.len()], &greedy),
         f32s("greedy_step_logits", vec![greedy.len(), v], &step_logits),
     ];
-    if !pre.is_empty() {
+    if let (false, Some((_, vc))) = (pre.is_empty(), vision) {
+        let (tiles, p, hdim) = (vc.max_tiles, vc.tokens_per_tile(), model.text.cfg.hidden);
         let ni = pre.len();
         let od = vc.output_dim;
         out.push(f32s(

@@ -69,7 +69,7 @@ fn decode_allocations(ty: FileType, sem: Semantics, with_image: bool) -> usize {
         let mut seq = Sequence::new(&model, 256, sem);
         let mut prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 4000).collect();
         if with_image {
-            let vc = &model.cfg.vision;
+            let vc = model.cfg.vision.as_ref().unwrap();
             let n = vc.max_tiles * vc.tokens_per_tile() * spec.hidden;
             let states = (0..n)
                 .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)

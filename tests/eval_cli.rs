@@ -150,9 +150,9 @@ fn eval_bad_input_gives_one_line_errors() {
     let not_gguf = tmp.path().join("x.gguf");
     std::fs::write(&not_gguf, b"not a model at all").unwrap();
     // A GGUF of another architecture.
-    let other = tmp.path().join("llama.gguf");
+    let other = tmp.path().join("qwen2.gguf");
     {
-        let w = mllama::format::gguf::GgufWriter::new("llama");
+        let w = mllama::format::gguf::GgufWriter::new("qwen2");
         w.write_file::<mllama::Error>(&other, |_, _, _| Ok(()))
             .unwrap();
     }
@@ -183,7 +183,7 @@ fn eval_bad_input_gives_one_line_errors() {
                 "--prompt".as_ref(),
                 "hi".as_ref(),
             ],
-            "\"llama\" model, not Llama 3.2 Vision",
+            "\"qwen2\" model, not Llama 3.2 Vision",
         ),
         (
             vec![

@@ -64,11 +64,11 @@ fn logits(model: &Model, case: &Case) -> Vec<f32> {
         cache: CachePrecision::F32,
         ..Default::default()
     };
-    let image = model.cfg.text.image_token;
+    let image = model.cfg.text.image_token.unwrap();
     let tokens: Vec<u32> = case.prompt.iter().map(|t| t.unwrap_or(image)).collect();
     let mut seq = Sequence::new(model, 64, sem);
     if let Some(s) = case.image_seed {
-        let vc = &model.cfg.vision;
+        let vc = model.cfg.vision.as_ref().unwrap();
         let n = vc.max_tiles * 3 * vc.image_size * vc.image_size;
         let px: Vec<f32> = (0..n)
             .map(|i| {
@@ -76,7 +76,7 @@ fn logits(model: &Model, case: &Case) -> Vec<f32> {
                     - 1.0
             })
             .collect();
-        let out = model.vision.forward(&px, 6, 4, sem.taps);
+        let out = model.vision.as_ref().unwrap().forward(&px, 6, 4, sem.taps);
         seq.attach_image(&out, 4);
     }
     seq.feed(&tokens, true).unwrap().to_vec()

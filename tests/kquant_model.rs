@@ -70,7 +70,7 @@ fn prompt_logits(model: &Model, reference: &HashMap<String, T>) -> Vec<f32> {
             let n_tiles = reference["aspect_ratio_mask"].i[i * 4..(i + 1) * 4]
                 .iter()
                 .sum::<i64>() as usize;
-            let out = model.vision.forward(
+            let out = model.vision.as_ref().unwrap().forward(
                 &pv.f[i * per..(i + 1) * per],
                 ar,
                 n_tiles,
@@ -147,12 +147,16 @@ fn model256(ty: GgmlType) -> Model {
 
 /// A sequence with one encoded one-tile image attached.
 fn sequence(m: &Model) -> Sequence<&Model> {
-    let vc = &m.cfg.vision;
+    let vc = m.cfg.vision.as_ref().unwrap();
     let n = vc.max_tiles * 3 * vc.image_size * vc.image_size;
     let px: Vec<f32> = (0..n)
         .map(|i| ((i * 7919) % 255) as f32 / 127.0 - 1.0)
         .collect();
-    let out = m.vision.forward(&px, 1, 1, Default::default());
+    let out = m
+        .vision
+        .as_ref()
+        .unwrap()
+        .forward(&px, 1, 1, Default::default());
     let mut seq = Sequence::new(m, PROMPT, sem());
     seq.attach_image(&out, 1);
     seq

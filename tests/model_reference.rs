@@ -63,9 +63,12 @@ fn run_forced(
             let n_tiles = reference["aspect_ratio_mask"].i[i * 4..(i + 1) * 4]
                 .iter()
                 .sum::<i64>() as usize;
-            let out = model
-                .vision
-                .forward(&pv.f[i * per..(i + 1) * per], ar, n_tiles, sem.taps);
+            let out = model.vision.as_ref().unwrap().forward(
+                &pv.f[i * per..(i + 1) * per],
+                ar,
+                n_tiles,
+                sem.taps,
+            );
             seq.attach_image(&out, n_tiles);
             features.push(out.features);
             states.extend_from_slice(&out.states);

@@ -249,8 +249,8 @@ fn bad_input_gives_one_line_errors() {
     std::fs::write(&corrupt, &jpg[..jpg.len() / 2]).unwrap();
     let not_gguf = tmp.path().join("model.gguf");
     std::fs::write(&not_gguf, b"definitely not GGUF").unwrap();
-    let other = tmp.path().join("llama.gguf");
-    mllama::format::gguf::GgufWriter::new("llama")
+    let other = tmp.path().join("qwen2.gguf");
+    mllama::format::gguf::GgufWriter::new("qwen2")
         .write_file::<mllama::Error>(&other, |_, _, _| Ok(()))
         .unwrap();
     let img = root().join("models/demo/example.jpg");

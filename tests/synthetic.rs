@@ -22,9 +22,13 @@ fn tiny_synthetic_model_runs() {
         )
         .unwrap();
         assert_eq!(m.text.cfg.n_layers, spec.n_layers);
-        let vc = &m.cfg.vision;
+        let vc = m.cfg.vision.as_ref().unwrap();
         let px = vec![0.1f32; vc.max_tiles * 3 * vc.image_size * vc.image_size];
-        let out = m.vision.forward(&px, 6, 4, Default::default());
+        let out = m
+            .vision
+            .as_ref()
+            .unwrap()
+            .forward(&px, 6, 4, Default::default());
         assert!(out.states.iter().all(|v| v.is_finite()));
         let mut seq = Sequence::new(&m, 16, Default::default());
         seq.attach_image(&out, 4);

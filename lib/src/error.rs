@@ -369,6 +369,15 @@ pub enum Error {
         /// The whole message.
         why: String,
     },
+    /// An image was given to a text-only model (a plain Llama GGUF: `general.architecture =
+    /// llama`), which has no vision tower. Drop the image or use a Llama 3.2 Vision model.
+    #[error("{}: a text-only model (architecture {arch:?}) cannot take images", path.display())]
+    TextOnlyModel {
+        /// The model file.
+        path: PathBuf,
+        /// Its `general.architecture`.
+        arch: String,
+    },
     /// Any other error (message names it).
     #[error("{0}")]
     Invalid(String),

@@ -150,8 +150,12 @@ impl<M: Deref<Target = Model>> Sequence<M> {
     /// Attach the next image: compute and cache its cross-attention K/V for every cross layer.
     /// `out` is the vision tower's output for the image and `n_tiles` its number of real tiles.
     /// Attach images before feeding the `<|image|>` tokens that refer to them.
+    ///
+    /// # Panics
+    ///
+    /// If the model is text-only (it has no vision tower that could have made `out`).
     pub fn attach_image(&mut self, out: &VisionOutput, n_tiles: usize) {
-        let vc = &self.model.cfg.vision;
+        let vc = (self.model.cfg.vision.as_ref()).expect("attach_image needs a vision model");
         let (t, p) = (vc.max_tiles, vc.tokens_per_tile());
         let kv = self.model.text.cross_kv(&out.states, t * p);
         self.push_kv(kv, t, n_tiles, p);
@@ -178,7 +182,10 @@ impl<M: Deref<Target = Model>> Sequence<M> {
         }
         self.tokens.truncate(len);
         self.kv.truncate(len);
-        self.ranges = image_ranges(&self.tokens, self.model.text.cfg.image_token);
+        self.ranges = match self.model.text.cfg.image_token {
+            Some(image) => image_ranges(&self.tokens, image),
+            None => Vec::new(),
+        };
     }
 
     /// The model this sequence runs.
@@ -227,10 +234,10 @@ impl<M: Deref<Target = Model>> Sequence<M> {
             });
         }
         let pos0 = self.tokens.len();
-        if tokens.contains(&c.image_token) {
+        if let Some(image) = c.image_token.filter(|i| tokens.contains(i)) {
             let mut all = self.tokens.clone();
             all.extend_from_slice(tokens);
-            let ranges = image_ranges(&all, c.image_token);
+            let ranges = image_ranges(&all, image);
             if ranges.len() > self.cross.images.len() {
                 return Err(Error::Conversation(format!(
                     "the text has {} <|image|> tokens but only {} images were given",

@@ -353,6 +353,8 @@ impl Session {
                     .to_string();
                 let mut t = ChatTemplate::new(src, &bos)?;
                 t.date_string = opts.date_string.clone();
+                // Text-only templates (ChatML, Llama 3.1) read `content` as a string.
+                t.string_content = model.vision.is_none();
                 Some(t)
             }
             None => None,
@@ -445,6 +447,7 @@ impl Session {
     ///
     /// # Errors
     ///
+    /// - [`Error::TextOnlyModel`] if the model is text-only (a plain Llama file): checked first.
     /// - [`Error::Io`] if the file cannot be read (missing, no permission).
     ///   A directory too.
     /// - [`Error::LimitExceeded`] if the file is larger than
@@ -473,6 +476,7 @@ impl Session {
     /// # }
     /// ```
     pub fn add_image(&mut self, path: impl AsRef<Path>) -> Result<(), Error> {
+        self.model.vision_tower()?;
         let path = path.as_ref();
         let bytes = read_image_file(path, &self.opts.image_limits)?;
         self.add_image_bytes(&bytes, &path.display().to_string())
@@ -486,6 +490,7 @@ impl Session {
     /// [`Error::BadImage`] if the bytes are not a decodable image, [`Error::LimitExceeded`] if it
     /// is above the limits of [`SessionOptions::image_limits`]; the message starts with `name`.
     /// (`max_bytes` is not checked here: the bytes are already in memory.)
+    /// [`Error::TextOnlyModel`] if the model is text-only.
     ///
     /// ```
     /// # use mllama::{Model, Session, SessionOptions};
@@ -504,6 +509,7 @@ impl Session {
     /// # }
     /// ```
     pub fn add_image_bytes(&mut self, bytes: &[u8], name: &str) -> Result<(), Error> {
+        self.model.vision_tower()?;
         let (im, work) = self.model.image_cache.get_or_encode(
             &self.model,
             bytes,
@@ -659,7 +665,8 @@ impl Session {
         self.model
             .tokenizer()
             .ok()
-            .and_then(|t| t.token_str(self.model.text.cfg.image_token))
+            .zip(self.model.text.cfg.image_token)
+            .and_then(|(t, image)| t.token_str(image))
             .unwrap_or("<|image|>")
             .to_string()
     }
@@ -776,7 +783,7 @@ impl Session {
         self.model.tokenizer()?;
         let ids = self.fit_context(max_tokens)?;
         let image_token = self.model.text.cfg.image_token;
-        let n_img_tokens = ids.iter().filter(|&&t| t == image_token).count();
+        let n_img_tokens = ids.iter().filter(|&&t| Some(t) == image_token).count();
         if n_img_tokens != self.images.len() {
             return Err(Error::Conversation(format!(
                 "the prompt has {n_img_tokens} <|image|> tokens but {} images were given",
@@ -847,7 +854,7 @@ impl Session {
             // which the sequence dropped after its first prefill: recompute them from scratch.
             let first_image = ids
                 .iter()
-                .position(|&t| t == self.model.text.cfg.image_token);
+                .position(|&t| Some(t) == self.model.text.cfg.image_token);
             if !self.opts.semantics.meta_cross_attn && first_image.is_some_and(|p| keep <= p) {
                 keep = 0;
             }

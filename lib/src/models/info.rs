@@ -138,6 +138,14 @@ pub fn summary(f: &GgufFile, all_keys: bool) -> String {
                 keys::OLLAMA_SELF_QK,
                 keys::OLLAMA_CROSS_QK
             );
+        } else if arch == "llama" {
+            let has = |t: &str| f.tensor_info(t).is_some();
+            let _ = writeln!(
+                s,
+                "  (llama.cpp layout, run text-only: q/k rows in adjacent-pair RoPE order; output head {}; RoPE factors {})",
+                if has(keys::T_OUTPUT) { "output.weight" } else { "tied to token_embd.weight" },
+                if has(keys::T_ROPE_FREQS) { "from rope_freqs.weight" } else { "from the rope.* keys" }
+            );
         } else {
             let _ = writeln!(s, "  (none)");
         }

@@ -139,6 +139,33 @@ pub struct ChatTemplate {
     bos: String,
     /// `date_string` passed to the template (HF's fallback date when `None` and no clock).
     pub date_string: Option<String>,
+    /// Pass each message's `content` as one string (its text parts joined) instead of HF's list
+    /// of parts: what text-only templates expect (SmolLM2's ChatML template writes
+    /// `message['content']` into the prompt, Llama 3.1's trims it). Default `false` (the list,
+    /// as Llama 3.2 Vision's template reads it).
+    pub string_content: bool,
+}
+
+/// A message as text-only templates see it: `{"role": ..., "content": "..."}`.
+#[derive(Serialize)]
+struct TextMessage {
+    role: Role,
+    content: String,
+}
+
+impl TextMessage {
+    fn of(m: &Message) -> TextMessage {
+        let mut content = String::new();
+        for p in &m.content {
+            if let Part::Text { text } = p {
+                content.push_str(text);
+            }
+        }
+        TextMessage {
+            role: m.role,
+            content,
+        }
+    }
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -230,6 +257,7 @@ impl ChatTemplate {
             env,
             bos: bos.to_string(),
             date_string: None,
+            string_content: false,
         })
     }
 
@@ -249,15 +277,21 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| Error::Template(format!("chat template: {e}")))?;
+        let messages = if self.string_content {
+            let text: Vec<TextMessage> = messages.iter().map(TextMessage::of).collect();
+            minijinja::Value::from(minijinja::value::Serde(text))
+        } else {
+            minijinja::Value::from(minijinja::value::Serde(messages))
+        };
         let ctx = match &self.date_string {
             Some(d) => minijinja::context! {
-                messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+                messages => messages,
                 bos_token => self.bos.as_str(),
                 add_generation_prompt => add_generation_prompt,
                 date_string => d.as_str(),
             },
             None => minijinja::context! {
-                messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+                messages => messages,
                 bos_token => self.bos.as_str(),
                 add_generation_prompt => add_generation_prompt,
             },

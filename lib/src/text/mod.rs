@@ -2,5 +2,6 @@
 //! model's Jinja chat template, greedy decoding and seeded sampling.
 
 pub mod chat;
+pub mod pretokenize;
 pub mod sampling;
 pub mod tokenizer;

@@ -1,4 +1,7 @@
 //! The Llama 3 tokenizer (byte-level BPE), built from GGUF metadata or from an HF `tokenizer.json`.
+//! GGUFs of plain Llama text models may name other byte-level BPE pre-tokenizers (SmolLM2's
+//! `smollm`, `gpt-2`, ...): [`pretokenize`](crate::text::pretokenize) has the ones we reproduce,
+//! with llama.cpp's token ids.
 //!
 //! The tokenizer reproduces HF `tokenizer.json` of Llama 3.2: a BPE model over the byte-level alphabet
 //! (no unknown token, no byte fallback, `ignore_merges` as stored), no normalizer, the pre-tokenizer
@@ -22,10 +25,27 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::format::gguf::{GgufFile, Value};
 use crate::format::keys;
+use crate::text::pretokenize::PreTokenizer;
 use crate::Error;
 
 /// The Llama 3 pre-tokenizer split regex (as written in HF `tokenizer.json`).
-pub const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const LLAMA3_REGEX: &str = crate::text::pretokenize::LLAMA3;
+
+/// Texts of tokens that end generation wherever a vocabulary has them (llama.cpp's list of
+/// end-of-generation tokens found by text): `<|im_end|>` and `<|endoftext|>` for ChatML models
+/// such as SmolLM2, `<|eot_id|>` / `<|eom_id|>` / `<|end_of_text|>` for Llama 3.
+const EOG_TEXTS: [&str; 10] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+];
 
 /// GGUF key of the BPE `ignore_merges` flag (written by our converter from `model.ignore_merges`).
 pub const TOK_IGNORE_MERGES: &str = "tokenizer.ggml.ignore_merges";
@@ -108,11 +128,13 @@ struct Specials {
 
 impl Tokenizer {
     /// Build the tokenizer from the standard GGUF `tokenizer.*` keys (`tokenizer.ggml.model` must
-    /// be `"gpt2"`, i.e. byte-level BPE, with the Llama 3 pre-tokenizer).
+    /// be `"gpt2"`, i.e. byte-level BPE, with a pre-tokenizer of
+    /// [`PreTokenizer::from_name`]: Llama 3's, SmolLM's, GPT-2's or llama.cpp's default).
     ///
-    /// Reads `tokenizer.ggml.tokens`, `.token_type`, `.merges`, `.ignore_merges` (default `true`,
-    /// as llama.cpp and tiktoken behave for Llama 3, when the key is absent), the bos / eos / eot /
-    /// eom / padding ids, `.add_bos_token` (default `true` when there is a BOS id),
+    /// Reads `tokenizer.ggml.tokens`, `.token_type`, `.merges`, `.ignore_merges` (when absent:
+    /// `true` for Llama 3, as llama.cpp and tiktoken behave, else `false`), the bos / eos / eot /
+    /// eom / padding ids, `.add_bos_token` (when absent: `true` for Llama 3 when there is a BOS
+    /// id, else `false`, as llama.cpp),
     /// `tokenizer.chat_template`, `mllama.image_token_index` and `mllama.generation.eos_token_ids`.
     /// Missing eot / eom / image ids are looked up by name (`<|eot_id|>`, `<|eom_id|>`,
     /// `<|image|>`), as in files made by other converters.
@@ -128,8 +150,8 @@ impl Tokenizer {
             .get(keys::GENERAL_ARCHITECTURE)
             .and_then(Value::as_str)
             .unwrap_or_default();
-        // 1. Kind: byte-level BPE with the Llama 3 pre-tokenizer.
-        gguf_check_kind(f)?;
+        // 1. Kind: byte-level BPE with a pre-tokenizer we reproduce.
+        let pre = gguf_check_kind(f, arch)?;
         // 2. Sizes first: building the BPE tables costs ~100 bytes per token and per merge, so an
         //    absurd vocabulary is refused before anything is built from it.
         gguf_check_sizes(f)?;
@@ -144,16 +166,16 @@ impl Tokenizer {
         let merges = string_array(f, keys::TOK_MERGES)?
             .ok_or_else(|| gguf_err(f, format!("{} is missing", keys::TOK_MERGES)))?;
         let ignore_merges = match f.get(TOK_IGNORE_MERGES) {
-            None => true,
+            None => pre.ignore_merges(),
             Some(v) => v
                 .as_bool()
                 .ok_or_else(|| gguf_err(f, format!("{TOK_IGNORE_MERGES} is not a bool")))?,
         };
         // 4. Special ids, flags and the chat template.
-        let specials = gguf_specials(f, arch, n)?;
+        let specials = gguf_specials(f, arch, n, pre)?;
         // 5. The BPE model, then the tokenizer around it (pre-tokenizer, decoder, added tokens).
         let bpe = gguf_bpe(f, tokens, &kinds, merges, ignore_merges)?;
-        let inner = gguf_wrap_bpe(f, bpe, tokens, &kinds)?;
+        let inner = gguf_wrap_bpe(f, bpe, tokens, &kinds, pre)?;
         Self::assemble(inner, tokens.to_vec(), kinds, specials)
             .map_err(|m| gguf_err(f, format!("tokenizer: {m}")))
     }
@@ -216,6 +238,7 @@ impl Tokenizer {
             .into_iter()
             .flatten()
             .chain(gen_eos)
+            .chain(EOG_TEXTS.iter().filter_map(|t| by_name(t)))
             .collect();
         stop_ids.sort_unstable();
         stop_ids.dedup();
@@ -244,7 +267,10 @@ impl Tokenizer {
     /// where k is the number of `<|image|>` strings at the very start of the text; then the
     /// tokenizer's post-processor prepends BOS. So `"<|image|>Hi"` → `[BOS, IMG, BOS, "Hi"]`,
     /// `"Hi"` → `[BOS, BOS, "Hi"]` (sic: HF gives two BOS for raw text prompts through the
-    /// processor) and `"<|begin_of_text|>Hi"` → `[BOS, BOS, "Hi"]`.
+    /// processor) and `"<|begin_of_text|>Hi"` → `[BOS, BOS, "Hi"]`. A tokenizer without an
+    /// image token (a plain Llama text model) has no processor: `add_bos = true` is then
+    /// [`encode_tokenizer`](Tokenizer::encode_tokenizer)`(text, true)`, as llama.cpp's
+    /// `llama_tokenize(add_special = true)` (BOS only if `tokenizer.ggml.add_bos_token` says so).
     ///
     /// `add_bos = false` gives HF's `tokenizer(text, add_special_tokens=False)`: nothing is added
     /// or moved. Use it for chat-template output, which already starts with `<|begin_of_text|>`
@@ -273,6 +299,10 @@ impl Tokenizer {
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, Error> {
         if !add_bos {
             return self.encode_plain(text);
+        }
+        if self.image.is_none() {
+            // Not a vision tokenizer: no processor rewrite, BOS only if the tokenizer adds it.
+            return self.encode_tokenizer(text, true);
         }
         let rewritten = self.processor_text(text);
         self.encode_tokenizer(&rewritten, true)
@@ -640,9 +670,10 @@ fn gguf_err(f: &GgufFile, msg: String) -> Error {
     }
 }
 
-/// Step 1: only byte-level BPE (`"gpt2"`) with the Llama 3 pre-tokenizer is supported
-/// ([`Error::Unsupported`] for another one).
-fn gguf_check_kind(f: &GgufFile) -> Result<(), Error> {
+/// Step 1: only byte-level BPE (`"gpt2"`) with a pre-tokenizer of [`PreTokenizer::from_name`]
+/// is supported ([`Error::Unsupported`] for another one). An absent pre-tokenizer is Llama 3's in
+/// an `mllama` file, llama.cpp's default otherwise.
+fn gguf_check_kind(f: &GgufFile, arch: &str) -> Result<PreTokenizer, Error> {
     let model = f.get(keys::TOK_MODEL).ok_or_else(|| {
         gguf_err(
             f,
@@ -665,17 +696,24 @@ fn gguf_check_kind(f: &GgufFile) -> Result<(), Error> {
             ),
         ));
     }
-    match f.get(keys::TOK_PRE).map(|v| v.as_str()) {
-        None | Some(Some("llama-bpe" | "llama3" | "llama-v3")) => Ok(()),
-        Some(Some(p)) => Err(unsupported(
+    let name = match f.get(keys::TOK_PRE) {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .ok_or_else(|| gguf_err(f, format!("{} is not a string", keys::TOK_PRE)))?,
+        ),
+    };
+    PreTokenizer::from_name(name, arch == "mllama").ok_or_else(|| {
+        let p = name.unwrap_or_default();
+        unsupported(
             p,
             format!(
-                "{} = {p:?}: only the Llama 3 pre-tokenizer (\"llama-bpe\") is supported",
-                keys::TOK_PRE
+                "{} = {p:?}: not a supported pre-tokenizer (supported: {})",
+                keys::TOK_PRE,
+                PreTokenizer::NAMES
             ),
-        )),
-        Some(None) => Err(gguf_err(f, format!("{} is not a string", keys::TOK_PRE))),
-    }
+        )
+    })
 }
 
 /// Step 2: the token and merge counts against [`vocab_limits`] ([`Error::LimitExceeded`]).
@@ -790,11 +828,11 @@ fn gguf_gen_eos(f: &GgufFile, key: &str, n: usize) -> Result<Option<Vec<u32>>, E
 }
 
 /// Step 4: special ids, the BOS / EOS flags and the chat template.
-fn gguf_specials(f: &GgufFile, arch: &str, n: usize) -> Result<Specials, Error> {
+fn gguf_specials(f: &GgufFile, arch: &str, n: usize, pre: PreTokenizer) -> Result<Specials, Error> {
     let id = |key: &str| gguf_token_id(f, key, n);
     let bos = id(keys::TOK_BOS)?;
     let add_bos_token = match f.get(keys::TOK_ADD_BOS) {
-        None => bos.is_some(),
+        None => pre.adds_bos_by_default() && bos.is_some(),
         Some(v) => v
             .as_bool()
             .ok_or_else(|| gguf_err(f, format!("{} is not a bool", keys::TOK_ADD_BOS)))?,
@@ -881,30 +919,28 @@ fn gguf_bpe(
         .map_err(|e| gguf_err(f, format!("cannot build the BPE model: {e}")))
 }
 
-/// Step 6: the tokenizer around `bpe`: Llama 3 pre-tokenizer, byte-level decoder, and the
-/// control (special) and user-defined tokens as added tokens.
+/// Step 6: the tokenizer around `bpe`: the pre-tokenizer's splits (each isolating its matches),
+/// byte-level decoder, and the control (special) and user-defined tokens as added tokens.
 fn gguf_wrap_bpe(
     f: &GgufFile,
     bpe: BPE,
     tokens: &[String],
     kinds: &[TokenKind],
+    pre: PreTokenizer,
 ) -> Result<tokenizers::Tokenizer, Error> {
     let mut inner = tokenizers::Tokenizer::new(bpe);
-    let split = Split::new(
-        SplitPattern::Regex(LLAMA3_REGEX.into()),
-        SplitDelimiterBehavior::Isolated,
-        false,
-    )
-    .map_err(|e| {
-        gguf_err(
-            f,
-            format!("cannot compile the Llama 3 pre-tokenizer regex: {e}"),
+    let mut steps = Vec::new();
+    for re in pre.regexes() {
+        let split = Split::new(
+            SplitPattern::Regex((*re).into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
         )
-    })?;
-    inner.with_pre_tokenizer(Some(Sequence::new(vec![
-        split.into(),
-        ByteLevel::new(false, true, false).into(),
-    ])));
+        .map_err(|e| gguf_err(f, format!("cannot compile the {pre:?} pre-tokenizer: {e}")))?;
+        steps.push(split.into());
+    }
+    steps.push(ByteLevel::new(false, true, false).into());
+    inner.with_pre_tokenizer(Some(Sequence::new(steps)));
     inner.with_decoder(Some(ByteLevel::default()));
     let added = |kind: TokenKind, special: bool| {
         let of_kind = tokens.iter().zip(kinds).filter(move |(_, k)| **k == kind);

@@ -1,9 +1,12 @@
 //! Model configuration read from the GGUF metadata (every dimension, layer list and token id comes
-//! from the file; nothing is assumed about the 11B shapes).
+//! from the file; nothing is assumed about the 11B shapes). `mllama` files give the text decoder,
+//! the vision tower and the preprocessing; plain `llama` files (llama.cpp's keys) give the text
+//! decoder alone ([`ModelConfig::vision`] is `None`).
 
 use std::path::Path;
 
 use crate::format::gguf::{GgufFile, Value};
+use crate::models::mllama::arch::Arch;
 use crate::models::mllama::keys;
 use crate::nn::RopePairs;
 use crate::Error;
@@ -35,8 +38,35 @@ pub struct TextConfig {
     pub cross_layers: Vec<usize>,
     /// Longest context the model supports, in tokens (131072).
     pub context_length: usize,
-    /// Id of the `<|image|>` token (128256).
-    pub image_token: u32,
+    /// Id of the `<|image|>` token (128256); `None` for a text-only model.
+    pub image_token: Option<u32>,
+    /// How the RoPE frequencies are scaled by the metadata keys (`rope_freqs.weight`, when the
+    /// file has it and no scaling keys, divides them instead).
+    pub rope_scaling: RopeScaling,
+}
+
+/// RoPE frequency scaling given by `<arch>.rope.scaling.*` keys.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// No scaling keys (or type `none`).
+    None,
+    /// `linear`: every frequency divided by `factor` (llama.cpp's `freq_scale = 1 / factor`).
+    Linear {
+        /// The divisor.
+        factor: f32,
+    },
+    /// `llama3` (HF `_compute_llama3_parameters`): low frequencies divided by `factor`, high
+    /// ones kept, a smooth blend between.
+    Llama3 {
+        /// Divisor of the low frequencies (8).
+        factor: f32,
+        /// `low_freq_factor` (1).
+        low: f32,
+        /// `high_freq_factor` (4).
+        high: f32,
+        /// `original_context_length` (8192).
+        orig: f32,
+    },
 }
 
 /// Vision encoder dimensions (the `mllama.vision.*` keys). Values in comments are
@@ -103,14 +133,17 @@ pub use crate::text::sampling::GenerationDefaults;
 /// Everything read from the metadata, validated (every dimension non-zero and consistent).
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
+    /// The file's architecture (`mllama`, or `llama` for a text-only model).
+    pub arch: Arch,
     /// Text decoder dimensions.
     pub text: TextConfig,
-    /// Vision encoder dimensions.
-    pub vision: VisionConfig,
+    /// Vision encoder dimensions (`None` for a text-only model).
+    pub vision: Option<VisionConfig>,
     /// How gates and q/k rows are stored.
     pub conventions: Conventions,
-    /// Image preprocessing parameters (CLIP defaults where the file has none).
-    pub preprocess: crate::models::mllama::preprocess::PreprocessConfig,
+    /// Image preprocessing parameters (CLIP defaults where the file has none; `None` for a
+    /// text-only model).
+    pub preprocess: Option<crate::models::mllama::preprocess::PreprocessConfig>,
     /// Generation defaults.
     pub generation: GenerationDefaults,
 }
@@ -203,11 +236,12 @@ fn positive(m: &Meta<'_>, what: &str, v: usize) -> Result<usize, Error> {
 // ---------------------------------------------------------------------------------------------
 // The steps of `ModelConfig::from_gguf`.
 
-/// `general.architecture` must be `mllama` ([`Error::Unsupported`] naming the file otherwise).
-fn check_architecture(m: &Meta<'_>) -> Result<(), Error> {
+/// `general.architecture` must be `mllama` or `llama` ([`Error::Unsupported`] naming the file
+/// otherwise).
+fn check_architecture(m: &Meta<'_>) -> Result<Arch, Error> {
     let arch = m.str_or("general.architecture", "")?;
-    if arch == keys::ARCH {
-        return Ok(());
+    if let Some(a) = Arch::from_name(&arch) {
+        return Ok(a);
     }
     let what = if arch.is_empty() {
         "has no general.architecture".to_string()
@@ -216,7 +250,8 @@ fn check_architecture(m: &Meta<'_>) -> Result<(), Error> {
     };
     Err(Error::Unsupported {
         why: format!(
-            "{}: {what}, not Llama 3.2 Vision (architecture \"mllama\")",
+            "{}: {what}, not Llama 3.2 Vision (architecture \"mllama\") or a Llama text model \
+             (\"llama\")",
             m.path.display()
         ),
         what: arch,
@@ -224,20 +259,24 @@ fn check_architecture(m: &Meta<'_>) -> Result<(), Error> {
 }
 
 /// The text decoder's attention sizes: (hidden, heads, kv heads, head dimension), checked to fit.
-fn text_attention_dims(m: &Meta<'_>) -> Result<(usize, usize, usize, usize), Error> {
-    let hidden = positive(m, "embedding_length", m.usize(keys::EMBEDDING_LENGTH)?)?;
-    let n_heads = positive(m, "attention.head_count", m.usize(keys::HEAD_COUNT)?)?;
+fn text_attention_dims(m: &Meta<'_>, a: Arch) -> Result<(usize, usize, usize, usize), Error> {
+    let hidden = positive(m, "embedding_length", m.usize(&a.key("embedding_length"))?)?;
+    let n_heads = positive(
+        m,
+        "attention.head_count",
+        m.usize(&a.key("attention.head_count"))?,
+    )?;
     let n_kv_heads = positive(
         m,
         "attention.head_count_kv",
-        m.usize_or(keys::HEAD_COUNT_KV, n_heads)?,
+        m.usize_or(&a.key("attention.head_count_kv"), n_heads)?,
     )?;
     if n_heads % n_kv_heads != 0 {
         return Err(m.err(format!(
             "{n_heads} attention heads are not a multiple of {n_kv_heads} kv heads"
         )));
     }
-    let head_dim = m.usize_or(keys::KEY_LENGTH, hidden / n_heads)?;
+    let head_dim = m.usize_or(&a.key("attention.key_length"), hidden / n_heads)?;
     if head_dim == 0 || head_dim % 2 != 0 || head_dim * n_heads != hidden {
         return Err(m.err(format!(
             "head dimension {head_dim} × {n_heads} heads does not make hidden size {hidden}"
@@ -246,10 +285,11 @@ fn text_attention_dims(m: &Meta<'_>) -> Result<(usize, usize, usize, usize), Err
     Ok((hidden, n_heads, n_kv_heads, head_dim))
 }
 
-/// The text decoder (`mllama.*` keys).
-fn text_config(m: &Meta<'_>) -> Result<TextConfig, Error> {
-    let (hidden, n_heads, n_kv_heads, head_dim) = text_attention_dims(m)?;
-    let n_layers = positive(m, "block_count", m.usize(keys::BLOCK_COUNT)?)?;
+/// The cross-attention layers of an `mllama` file (none for `llama`), each below `n_layers`.
+fn cross_layers(m: &Meta<'_>, a: Arch, n_layers: usize) -> Result<Vec<usize>, Error> {
+    if !a.has_vision() {
+        return Ok(Vec::new());
+    }
     let mut cross_layers = Vec::new();
     for l in m.list(keys::CROSS_ATTENTION_LAYERS)? {
         if l < 0 || l as usize >= n_layers {
@@ -259,22 +299,106 @@ fn text_config(m: &Meta<'_>) -> Result<TextConfig, Error> {
         }
         cross_layers.push(l as usize);
     }
-    let vocab_size = positive(m, "vocab_size", m.usize(keys::VOCAB_SIZE)?)?;
-    let ffn = m.usize(keys::FEED_FORWARD_LENGTH)?;
+    Ok(cross_layers)
+}
+
+/// (vocabulary, embedding rows): `mllama` files give both as keys (rows default to vocab + 8);
+/// llama.cpp's `llama` files may omit `vocab_size`, and the embedding table has one row per
+/// token, so both come from `token_embd.weight` when the key is absent.
+fn vocab_rows(m: &Meta<'_>, a: Arch) -> Result<(usize, usize), Error> {
+    if a.has_vision() {
+        let vocab = positive(m, "vocab_size", m.usize(keys::VOCAB_SIZE)?)?;
+        return Ok((vocab, m.usize_or(keys::EMBEDDING_ROWS, vocab + 8)?));
+    }
+    let embd = keys::T_TOKEN_EMBD;
+    let rows = m.f.tensor_info(embd).map(|t| t.n_rows());
+    let rows = rows.ok_or_else(|| m.err(format!("missing tensor {embd}")))?;
+    let vocab = positive(m, "vocab_size", m.usize_or(&a.key("vocab_size"), rows)?)?;
+    Ok((vocab, rows))
+}
+
+/// RoPE: (θ, scaling). The rotated dimensions must be the whole head (`rope.dimension_count`);
+/// scaling types other than `none`, `linear` and `llama3` are refused.
+fn rope(m: &Meta<'_>, a: Arch, head_dim: usize) -> Result<(f32, RopeScaling), Error> {
+    let dims = m.usize_or(&a.key("rope.dimension_count"), head_dim)?;
+    if dims != head_dim {
+        return Err(Error::Unsupported {
+            what: "partial rotary embedding".into(),
+            why: format!(
+                "{}: {} = {dims}: RoPE on part of the {head_dim}-wide heads is not supported",
+                m.path.display(),
+                a.key("rope.dimension_count")
+            ),
+        });
+    }
+    let theta = m.f32_or(
+        &a.key("rope.freq_base"),
+        if a.has_vision() { 500000.0 } else { 10000.0 },
+    )?;
+    let key = a.key("rope.scaling.type");
+    let factor = |d| m.f32_or(&a.key("rope.scaling.factor"), d);
+    let scaling = match m.str_or(&key, "none")?.as_str() {
+        "none" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: factor(1.0)?,
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: factor(8.0)?,
+            low: m.f32_or(&a.key("rope.scaling.low_freq_factor"), 1.0)?,
+            high: m.f32_or(&a.key("rope.scaling.high_freq_factor"), 4.0)?,
+            orig: m.f32_or(&a.key("rope.scaling.original_context_length"), 8192.0)?,
+        },
+        other => {
+            return Err(Error::Unsupported {
+                what: format!("RoPE scaling {other}"),
+                why: format!(
+                    "{}: {key} = {other:?}: only none, linear and llama3 are supported",
+                    m.path.display()
+                ),
+            })
+        }
+    };
+    let bad = match scaling {
+        RopeScaling::Linear { factor } | RopeScaling::Llama3 { factor, .. } => {
+            !(factor.is_finite() && factor > 0.0)
+        }
+        RopeScaling::None => false,
+    } || !(theta.is_finite() && theta > 0.0);
+    if bad {
+        return Err(m.err(format!(
+            "RoPE base {theta} or scaling {scaling:?} is not positive"
+        )));
+    }
+    Ok((theta, scaling))
+}
+
+/// The text decoder (`<arch>.*` keys).
+fn text_config(m: &Meta<'_>, a: Arch) -> Result<TextConfig, Error> {
+    let (hidden, n_heads, n_kv_heads, head_dim) = text_attention_dims(m, a)?;
+    let n_layers = positive(m, "block_count", m.usize(&a.key("block_count"))?)?;
+    let cross_layers = cross_layers(m, a, n_layers)?;
+    let (vocab_size, embedding_rows) = vocab_rows(m, a)?;
+    let ffn = m.usize(&a.key("feed_forward_length"))?;
+    let (rope_theta, rope_scaling) = rope(m, a, head_dim)?;
+    let image_token = match a.has_vision() {
+        true => Some(m.usize(keys::IMAGE_TOKEN_INDEX)? as u32),
+        false => None,
+    };
     Ok(TextConfig {
         vocab_size,
-        embedding_rows: m.usize_or(keys::EMBEDDING_ROWS, vocab_size + 8)?,
+        embedding_rows,
         hidden,
         n_layers,
         ffn: positive(m, "feed_forward_length", ffn)?,
         n_heads,
         n_kv_heads,
         head_dim,
-        rms_eps: m.f32_or(keys::RMS_EPS, 1e-5)?,
-        rope_theta: m.f32_or(keys::ROPE_FREQ_BASE, 500000.0)?,
+        rms_eps: m.f32_or(&a.key("attention.layer_norm_rms_epsilon"), 1e-5)?,
+        rope_theta,
         cross_layers,
-        context_length: m.usize_or(keys::CONTEXT_LENGTH, 131072)?,
-        image_token: m.usize(keys::IMAGE_TOKEN_INDEX)? as u32,
+        context_length: m.usize_or(&a.key("context_length"), 131072)?,
+        image_token,
+        rope_scaling,
     })
 }
 
@@ -430,6 +554,15 @@ fn convention(m: &Meta<'_>, key: &str, default: &str, allowed: &[&str]) -> Resul
     Ok(v)
 }
 
+/// A `llama` file as llama.cpp writes it: q/k rows permuted to adjacent-pair RoPE order (its
+/// converter's `LlamaModel.permute`); it has no gates and no cross-attention.
+const TEXT_ONLY_CONVENTIONS: Conventions = Conventions {
+    vision_gates_tanh: false,
+    cross_gates_tanh: false,
+    self_qk: RopePairs::Adjacent,
+    cross_qk_permuted: false,
+};
+
 /// How gates and q/k rows are stored (`mllama.convention.*`, Ollama's when absent).
 fn conventions(m: &Meta<'_>) -> Result<Conventions, Error> {
     let gates = ["raw", "tanh"];
@@ -455,10 +588,10 @@ fn conventions(m: &Meta<'_>) -> Result<Conventions, Error> {
     })
 }
 
-/// Generation defaults (`mllama.generation.*`); values of the wrong type are ignored.
-fn generation_defaults(f: &GgufFile) -> GenerationDefaults {
+/// Generation defaults (`<arch>.generation.*`); values of the wrong type are ignored.
+fn generation_defaults(f: &GgufFile, a: Arch) -> GenerationDefaults {
     let eos_ids = f
-        .get(keys::G_EOS_IDS)
+        .get(&a.key("generation.eos_token_ids"))
         .and_then(|v| v.as_array())
         .and_then(|a| a.to_i64_vec())
         .map(|v| {
@@ -468,13 +601,15 @@ fn generation_defaults(f: &GgufFile) -> GenerationDefaults {
                 .collect()
         })
         .unwrap_or_default();
-    let f32_key = |key: &str| f.get(key).and_then(Value::as_f64).map(|x| x as f32);
+    let f32_key = |key: &str| f.get(&a.key(key)).and_then(Value::as_f64).map(|x| x as f32);
     GenerationDefaults {
-        do_sample: f.get(keys::G_DO_SAMPLE).and_then(Value::as_bool),
-        temperature: f32_key(keys::G_TEMPERATURE),
-        top_p: f32_key(keys::G_TOP_P),
+        do_sample: f
+            .get(&a.key("generation.do_sample"))
+            .and_then(Value::as_bool),
+        temperature: f32_key("generation.temperature"),
+        top_p: f32_key("generation.top_p"),
         top_k: f
-            .get(keys::G_TOP_K)
+            .get(&a.key("generation.top_k"))
             .and_then(Value::as_i64)
             .filter(|&x| x > 0)
             .map(|x| x as usize),
@@ -483,13 +618,17 @@ fn generation_defaults(f: &GgufFile) -> GenerationDefaults {
 }
 
 impl ModelConfig {
-    /// Read and validate the configuration from a GGUF's metadata (no tensors are touched).
+    /// Read and validate the configuration from a GGUF's metadata (no tensor data is touched).
     /// Optional keys take the Llama 3.2 Vision defaults; files without `mllama.convention.*`
-    /// keys get Ollama's conventions.
+    /// keys get Ollama's conventions. A `llama` file (llama.cpp's keys: Llama 3.x, SmolLM2) gives
+    /// a text-only configuration: no vision, no cross-attention layers, no image token, q/k rows
+    /// in llama.cpp's adjacent-pair RoPE order; its vocabulary defaults to the rows of
+    /// `token_embd.weight` when `llama.vocab_size` is absent.
     ///
     /// # Errors
     ///
-    /// [`Error::Unsupported`] if `general.architecture` is not `mllama`; [`Error::Model`] naming
+    /// [`Error::Unsupported`] if `general.architecture` is neither `mllama` nor `llama`, or for
+    /// RoPE on part of the head or a scaling type other than none, linear and llama3; [`Error::Model`] naming
     /// the key if a required key is missing or has the wrong type, or the values are inconsistent (heads not dividing the
     /// hidden size, a layer index out of range, an aspect ratio needing more than `max_tiles`
     /// tiles, ...).
@@ -502,24 +641,35 @@ impl ModelConfig {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let f = GgufFile::open("models/demo/mllama-demo-q4_0.gguf")?;
     /// let cfg = ModelConfig::from_gguf(&f)?;
-    /// assert_eq!(cfg.vision.tokens_per_tile(), 1601);
-    /// assert_eq!(cfg.preprocess.supported_aspect_ratios.len(), 8);
+    /// assert_eq!(cfg.vision.as_ref().unwrap().tokens_per_tile(), 1601);
+    /// assert_eq!(cfg.preprocess.as_ref().unwrap().supported_aspect_ratios.len(), 8);
     /// # Ok(())
     /// # }
     /// ```
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig, Error> {
         let m = Meta { f, path: f.path() };
-        check_architecture(&m)?;
-        let text = text_config(&m)?;
+        let arch = check_architecture(&m)?;
+        let text = text_config(&m, arch)?;
+        let generation = generation_defaults(f, arch);
+        if !arch.has_vision() {
+            return Ok(ModelConfig {
+                arch,
+                text,
+                vision: None,
+                conventions: TEXT_ONLY_CONVENTIONS,
+                preprocess: None,
+                generation,
+            });
+        }
         let vision = vision_config(&m)?;
         let preprocess = preprocess_config(&m, vision.image_size, vision.max_tiles)?;
         let conventions = conventions(&m)?;
-        let generation = generation_defaults(f);
         Ok(ModelConfig {
+            arch,
             text,
-            vision,
+            vision: Some(vision),
             conventions,
-            preprocess,
+            preprocess: Some(preprocess),
             generation,
         })
     }

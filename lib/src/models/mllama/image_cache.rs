@@ -183,7 +183,7 @@ impl ImageCache {
     ///
     /// [`Error::BadImage`] when the bytes are not a supported image, [`Error::LimitExceeded`] when
     /// they exceed `limits` (the message starts with `name`); [`Error::BadArgument`] when the
-    /// model's preprocessing config is unusable.
+    /// model's preprocessing config is unusable; [`Error::TextOnlyModel`] for a text-only model.
     pub fn get_or_encode(
         &self,
         model: &Model,
@@ -192,12 +192,17 @@ impl ImageCache {
         taps: TapConvention,
         limits: &ImageLimits,
     ) -> Result<(Arc<EncodedImage>, Option<EncodeStats>), Error> {
+        model.vision_tower()?; // a text-only model takes no images
+        let pcfg = model.cfg.preprocess.as_ref().ok_or_else(|| Error::Model {
+            path: model.gguf().path().to_path_buf(),
+            msg: "no image preprocessing configuration".into(),
+        })?;
         let key = Self::key(bytes, taps);
         if let Some(im) = self.get(&key) {
             return Ok((im, None));
         }
         let img = image::decode_image(bytes, limits).map_err(|e| e.for_input(name))?;
-        let pre = preprocess::preprocess(&img, &model.cfg.preprocess)?;
+        let pre = preprocess::preprocess(&img, pcfg)?;
         let (im, work) = model.encode_image(&pre, taps);
         let im = Arc::new(im);
         self.insert(key, Arc::clone(&im));

@@ -2,9 +2,12 @@
 //!
 //! - [`vision`]: image tiles → vision tower → projector → cross-attention states.
 //! - [`text`]: the decoder (self-attention and cross-attention layers), its caches, logits.
+//! - [`arch`]: `mllama` files, and plain Llama text files (`llama`, run as a text-only mode of
+//!   the same decoder: no cross-attention layers, no vision tower).
 //!
 //! Weights stay in the memory map ([`Mat`]); only small vectors are copied.
 
+pub mod arch;
 pub mod config;
 pub mod image_cache;
 pub mod keys;
@@ -158,8 +161,10 @@ impl<'a> Loader<'a> {
             path,
             dims: Dims::from_config(cfg, 0, false),
         };
-        let pre_tile = tensors::V_PRE_TILE_EMBD.name(None);
-        l.dims.aspect_ratio_rows = l.info(&pre_tile)?.n_rows();
+        if cfg.vision.is_some() {
+            let pre_tile = tensors::V_PRE_TILE_EMBD.name(None);
+            l.dims.aspect_ratio_rows = l.info(&pre_tile)?.n_rows();
+        }
         l.dims.rope_factors = l.at(None).has(&tensors::ROPE_FREQS);
         Ok(l)
     }
@@ -236,7 +241,8 @@ impl Loader<'_> {
 }
 
 /// A loaded model: configuration, vision tower, text decoder, tokenizer, and the cache of encoded
-/// images. `Model` is `Send + Sync`: share it across threads in an `Arc<Model>` (what a
+/// images. A plain Llama text file (`general.architecture = llama`) loads as a text-only model:
+/// [`Model::vision`] is `None` and images are refused ([`Error::TextOnlyModel`]). `Model` is `Send + Sync`: share it across threads in an `Arc<Model>` (what a
 /// [`Session`](crate::Session) holds) or by reference.
 ///
 /// Weights are used in place from the memory-mapped file, so loading is fast and costs little
@@ -245,8 +251,8 @@ impl Loader<'_> {
 pub struct Model {
     /// Dimensions, conventions, preprocessing and generation defaults read from the file.
     pub cfg: ModelConfig,
-    /// Vision tower and projector.
-    pub vision: vision::VisionModel,
+    /// Vision tower and projector (`None` for a text-only model).
+    pub vision: Option<vision::VisionModel>,
     /// Text decoder.
     pub text: text::TextModel,
     tokenizer: Option<crate::text::tokenizer::Tokenizer>,
@@ -260,7 +266,9 @@ pub struct Model {
 
 impl Model {
     /// Load a model from an `mllama` GGUF (as written by `quantize`, or Ollama's single-file
-    /// `llama3.2-vision` layout). The file is memory-mapped; weights are used in place. Matrices
+    /// `llama3.2-vision` layout), or a plain Llama text GGUF as llama.cpp writes it
+    /// (`general.architecture = llama`: Llama 3.x, SmolLM2), which loads text-only (see
+    /// [`arch`]). The file is memory-mapped; weights are used in place. Matrices
     /// may be F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K. The f16 scales of
     /// every quantized block are checked once at load (two bytes per block read in place, in
     /// parallel: about one pass over the weights in memory).
@@ -283,7 +291,7 @@ impl Model {
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
     /// let t = &model.cfg.text;
     /// assert_eq!((t.hidden, t.n_layers, t.cross_layers.clone()), (32, 4, vec![2]));
-    /// assert_eq!(model.cfg.vision.image_size, 560);
+    /// assert_eq!(model.cfg.vision.as_ref().unwrap().image_size, 560);
     ///
     /// let missing = Model::load("no/such/model.gguf");
     /// assert!(matches!(missing, Err(mllama::Error::Io { .. })));
@@ -319,7 +327,10 @@ impl Model {
     pub fn from_gguf(file: GgufFile) -> Result<Model, Error> {
         let cfg = ModelConfig::from_gguf(&file)?;
         let l = Loader::new(&file, file.path(), &cfg)?;
-        let vision = vision::VisionModel::load(&l, &cfg)?;
+        let vision = match cfg.vision {
+            Some(_) => Some(vision::VisionModel::load(&l, &cfg)?),
+            None => None,
+        };
         let text = text::TextModel::load(&l, &cfg)?;
         // Files without tokenizer data (synthetic benchmark models) load without one.
         let tokenizer = if file.get(crate::format::keys::TOK_TOKENS).is_some() {
@@ -353,7 +364,7 @@ impl Model {
     /// let ids = tok.encode("Hello, world!", false)?;
     /// assert_eq!(ids, [9906, 11, 1917, 0]);
     /// assert_eq!(tok.decode(&ids, false)?, "Hello, world!");
-    /// assert_eq!(tok.image_id(), Some(model.cfg.text.image_token));
+    /// assert_eq!(tok.image_id(), model.cfg.text.image_token);
     /// # Ok(())
     /// # }
     /// ```
@@ -376,7 +387,8 @@ impl Model {
     ///
     /// # Panics
     ///
-    /// If `pre.pixel_values` does not hold `max_tiles · 3 · image_size²` values for this model.
+    /// If `pre.pixel_values` does not hold `max_tiles · 3 · image_size²` values for this model,
+    /// or the model is text-only (see [`Model::vision_tower`]).
     ///
     /// ```
     /// use mllama::image::{load_image, ImageLimits};
@@ -387,7 +399,7 @@ impl Model {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
     /// let img = load_image("models/demo/example.jpg".as_ref(), &ImageLimits::default())?;
-    /// let pre = preprocess(&img, &model.cfg.preprocess)?;
+    /// let pre = preprocess(&img, model.cfg.preprocess.as_ref().unwrap())?;
     /// let (enc, took) = model.encode_image(&pre, TapConvention::LayerOutput);
     /// assert!(took.vision_s > 0.0 && took.cross_kv_s > 0.0);
     ///
@@ -407,13 +419,13 @@ impl Model {
         crate::models::mllama::image_cache::EncodedImage,
         crate::models::mllama::image_cache::EncodeStats,
     ) {
+        let (tower, vc) = self
+            .vision_tower()
+            .expect("encode_image needs a model with a vision tower");
         let t = std::time::Instant::now();
-        let out = self
-            .vision
-            .forward(&pre.pixel_values, pre.aspect_ratio_id, pre.num_tiles, taps);
+        let out = tower.forward(&pre.pixel_values, pre.aspect_ratio_id, pre.num_tiles, taps);
         let vision_s = t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
-        let vc = &self.cfg.vision;
         let n = vc.max_tiles * vc.tokens_per_tile();
         let kv = self.text.cross_kv(&out.states, n);
         let image = crate::models::mllama::image_cache::EncodedImage {
@@ -432,6 +444,31 @@ impl Model {
     /// The underlying GGUF file (metadata, tokenizer data, tensor table).
     pub fn gguf(&self) -> &GgufFile {
         &self.file
+    }
+
+    /// The vision tower and its configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TextOnlyModel`] for a text-only model (a `llama` file), which cannot take images.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = mllama::Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let (_tower, cfg) = model.vision_tower()?;
+    /// assert_eq!(cfg.max_tiles, 4);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn vision_tower(&self) -> Result<(&vision::VisionModel, &VisionConfig), Error> {
+        match (&self.vision, &self.cfg.vision) {
+            (Some(v), Some(c)) => Ok((v, c)),
+            _ => Err(Error::TextOnlyModel {
+                path: self.file.path().to_path_buf(),
+                arch: self.cfg.arch.name().to_string(),
+            }),
+        }
     }
 
     /// Bytes of text weights read per decoded token (everything but the embedding table, vision

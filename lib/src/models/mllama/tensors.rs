@@ -77,9 +77,34 @@ pub struct Dims {
 
 impl Dims {
     /// The dimensions of a loaded file's configuration; the aspect-ratio table rows and the
-    /// presence of RoPE factors are properties of the file's tensors, given by the caller.
+    /// presence of RoPE factors are properties of the file's tensors, given by the caller. A
+    /// text-only configuration has every vision dimension 0.
     pub fn from_config(cfg: &ModelConfig, aspect_ratio_rows: usize, rope_factors: bool) -> Dims {
-        let (t, v) = (&cfg.text, &cfg.vision);
+        let t = &cfg.text;
+        let Some(v) = &cfg.vision else {
+            return Dims {
+                vocab_size: t.vocab_size,
+                embedding_rows: t.embedding_rows,
+                hidden: t.hidden,
+                n_heads: t.n_heads,
+                n_kv_heads: t.n_kv_heads,
+                head_dim: t.head_dim,
+                ffn: t.ffn,
+                n_layers: t.n_layers,
+                cross_layers: t.cross_layers.clone(),
+                rope_factors,
+                v_hidden: 0,
+                v_ffn: 0,
+                v_local: 0,
+                v_global: 0,
+                v_output_dim: 0,
+                channels: 0,
+                patch_size: 0,
+                tokens_per_tile: 0,
+                max_tiles: 0,
+                aspect_ratio_rows,
+            };
+        };
         Dims {
             vocab_size: t.vocab_size,
             embedding_rows: t.embedding_rows,

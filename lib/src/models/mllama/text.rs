@@ -11,7 +11,8 @@
 //!               h = x + tanh(g_attn)·Wo·attn(q, K, V, mask)    K = k_norm(Wk·X), V = Wv·X cached per image
 //!               out = h + tanh(g_mlp)·row_mask·MLP(rms(h))     row_mask = 0 for rows that see no image
 //! ```
-//! Cross layers are skipped (identity) while no image is attached.
+//! Cross layers are skipped (identity) while no image is attached. A text-only model (a plain
+//! `llama` file) is this decoder without cross layers: Llama 3.x.
 
 use std::ops::Range;
 
@@ -19,7 +20,7 @@ use half::f16;
 
 use crate::kernels::tensor::Mat;
 use crate::kernels::{matmul, Scratch};
-use crate::models::mllama::keys;
+use crate::models::mllama::config::RopeScaling;
 use crate::models::mllama::tensors;
 use crate::models::mllama::{gate, At, Loader, ModelConfig, TextConfig};
 use crate::nn::{self, Heads, KeysValues, Mask, RopePairs};
@@ -78,7 +79,8 @@ pub struct TextModel {
     embed: Mat, // [embedding_rows, H]
     layers: Vec<Layer>,
     norm: Vec<f32>,
-    output: Mat, // [V, H]
+    output: Mat, // [V, H]; the embedding table itself when the file ties them
+    tied: bool,
     /// RoPE inverse frequencies (llama3-scaled), `hd / 2` values.
     pub inv_freq: Vec<f32>,
     pairs: RopePairs,
@@ -86,22 +88,24 @@ pub struct TextModel {
     n_cross: usize,
 }
 
-/// RoPE inverse frequencies, computed in f32 the way HF does (`_compute_llama3_parameters`).
+/// RoPE inverse frequencies, computed in f32 the way HF does (`_compute_llama3_parameters`):
+/// scaled by the config's [`RopeScaling`] keys, else divided by the file's `rope_freqs.weight`
+/// (llama.cpp's and Ollama's way of storing llama3 scaling), else unscaled.
 pub(crate) fn rope_inv_freq(l: &Loader<'_>, c: &TextConfig) -> Result<Vec<f32>, Error> {
     let hd = c.head_dim;
     let base: Vec<f32> = (0..hd / 2)
         .map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / hd as f32))
         .collect();
-    let ty = l.f.get(keys::ROPE_SCALING_TYPE).and_then(|v| v.as_str());
-    if ty == Some("llama3") {
-        let m = crate::models::mllama::config::Meta {
-            f: l.f,
-            path: l.path,
-        };
-        let factor = m.f32_or(keys::ROPE_SCALING_FACTOR, 8.0)?;
-        let low = m.f32_or(keys::ROPE_SCALING_LOW_FREQ, 1.0)?;
-        let high = m.f32_or(keys::ROPE_SCALING_HIGH_FREQ, 4.0)?;
-        let orig = m.f32_or(keys::ROPE_SCALING_ORIG_CTX, 8192.0)?;
+    if let RopeScaling::Linear { factor } = c.rope_scaling {
+        return Ok(base.iter().map(|f| f / factor).collect());
+    }
+    if let RopeScaling::Llama3 {
+        factor,
+        low,
+        high,
+        orig,
+    } = c.rope_scaling
+    {
         let (low_wavelen, high_wavelen) = (orig / low, orig / high);
         let two_pi = (2.0 * std::f64::consts::PI) as f32;
         return Ok(base
@@ -127,6 +131,25 @@ pub(crate) fn rope_inv_freq(l: &Loader<'_>, c: &TextConfig) -> Result<Vec<f32>, 
         return Ok(base.iter().zip(&factors).map(|(f, d)| f / d).collect());
     }
     Ok(base)
+}
+
+/// The output head: `output.weight`, or, when the file has none (tied embeddings, as in SmolLM2
+/// and Llama 3.2 1B/3B), the token embedding table itself: the same memory-mapped rows, no copy.
+/// Returns the head and whether it is tied.
+fn output_head(l: &Loader<'_>, embed: &Mat, c: &TextConfig) -> Result<(Mat, bool), Error> {
+    let m = l.at(None);
+    if m.has(&tensors::OUTPUT) {
+        return Ok((m.mat(&tensors::OUTPUT)?, false));
+    }
+    if c.embedding_rows != c.vocab_size {
+        return Err(l.err(format!(
+            "missing tensor {} (the {}-row embedding table cannot stand in for a {}-token output)",
+            tensors::OUTPUT.name(None),
+            c.embedding_rows,
+            c.vocab_size
+        )));
+    }
+    Ok((embed.clone(), true))
 }
 
 impl TextModel {
@@ -188,23 +211,30 @@ impl TextModel {
         }
         let m = l.at(None);
         let embed = m.mat(&t::TOKEN_EMBD)?;
-        if (c.image_token as usize) >= c.embedding_rows {
+        if let Some(image) = c.image_token.filter(|&i| i as usize >= c.embedding_rows) {
             return Err(l.err(format!(
-                "image token id {} has no row in the {}-row embedding table",
-                c.image_token, c.embedding_rows
+                "image token id {image} has no row in the {}-row embedding table",
+                c.embedding_rows
             )));
         }
+        let (output, tied) = output_head(l, &embed, c)?;
         Ok(TextModel {
             cfg: c.clone(),
             embed,
             layers,
             norm: m.vec(&t::OUTPUT_NORM)?,
-            output: m.mat(&t::OUTPUT)?,
+            output,
+            tied,
             inv_freq: rope_inv_freq(l, c)?,
             pairs: conv.self_qk,
             n_self,
             n_cross,
         })
+    }
+
+    /// Whether the output head is the token embedding table (the file has no `output.weight`).
+    pub fn tied_embeddings(&self) -> bool {
+        self.tied
     }
 
     /// Number of cross-attention layers (entries of [`TextModel::cross_kv`]'s result).

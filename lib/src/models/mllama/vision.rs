@@ -77,13 +77,15 @@ pub struct VisionOutput {
 impl VisionModel {
     pub(crate) fn load(l: &Loader<'_>, mc: &ModelConfig) -> Result<Self, Error> {
         use crate::models::mllama::tensors::{self as t, Block, Stack};
-        let c = &mc.vision;
+        let (Some(c), Some(pre)) = (&mc.vision, &mc.preprocess) else {
+            return Err(l.err("the file has no vision configuration"));
+        };
         let tanh_stored = mc.conventions.vision_gates_tanh;
         let r = l.dims.aspect_ratio_rows;
-        if r < mc.preprocess.supported_aspect_ratios.len() + 1 {
+        if r < pre.supported_aspect_ratios.len() + 1 {
             return Err(l.err(format!(
                 "aspect-ratio tables have {r} rows, fewer than the {} supported ratios + 1",
-                mc.preprocess.supported_aspect_ratios.len()
+                pre.supported_aspect_ratios.len()
             )));
         }
         let layer = |stack: Stack, index: usize| -> Result<EncoderLayer, Error> {
