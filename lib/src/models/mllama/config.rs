@@ -90,6 +90,9 @@ impl VisionConfig {
 pub struct Conventions {
     /// Vision gates hold tanh(g) (position gate: 1 − tanh(g)) instead of g.
     pub vision_gates_tanh: bool,
+    /// The global vision layers' `attn_gate`/`ffn_gate` hold tanh(g) instead of g (raw in
+    /// Ollama's era-2a blob although its other vision gates are pre-activated).
+    pub global_gates_tanh: bool,
     /// Cross-attention gates hold tanh(g) instead of g.
     pub cross_gates_tanh: bool,
     /// Rotation pairs of self-attention q/k.
@@ -274,8 +277,22 @@ fn text_config(m: &Meta<'_>) -> Result<TextConfig, Error> {
         rope_theta: m.f32_or(keys::ROPE_FREQ_BASE, 500000.0)?,
         cross_layers,
         context_length: m.usize_or(keys::CONTEXT_LENGTH, 131072)?,
-        image_token: m.usize(keys::IMAGE_TOKEN_INDEX)? as u32,
+        image_token: image_token(m, vocab_size)?,
     })
+}
+
+/// `mllama.image_token_index`; files without it (Ollama's) use the id of `<|image|>` in the
+/// vocabulary, else `vocab_size` (where Llama 3.2 Vision puts it).
+fn image_token(m: &Meta<'_>, vocab_size: usize) -> Result<u32, Error> {
+    if m.f.get(keys::IMAGE_TOKEN_INDEX).is_some() {
+        return Ok(m.usize(keys::IMAGE_TOKEN_INDEX)? as u32);
+    }
+    let tokens = m.f.get(crate::format::keys::TOK_TOKENS);
+    let id = tokens
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.as_strings())
+        .and_then(|t| t.iter().position(|s| s == "<|image|>"));
+    Ok(id.unwrap_or(vocab_size) as u32)
 }
 
 /// The vision layers whose outputs are tapped, each below `n_local`.
@@ -445,6 +462,7 @@ fn conventions(m: &Meta<'_>) -> Result<Conventions, Error> {
     let cross_qk = convention(m, keys::CONV_CROSS_QK, keys::OLLAMA_CROSS_QK, &qk)?;
     Ok(Conventions {
         vision_gates_tanh: vision_gates == "tanh",
+        global_gates_tanh: vision_gates == "tanh",
         cross_gates_tanh: cross_gates == "tanh",
         self_qk: if self_qk == "ggml" {
             RopePairs::Adjacent
@@ -508,13 +526,32 @@ impl ModelConfig {
     /// # }
     /// ```
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig, Error> {
-        let m = Meta { f, path: f.path() };
+        Self::from_pair(f, f)
+    }
+
+    /// As [`from_gguf`](Self::from_gguf) for a model in two files (Ollama's era 1): text keys,
+    /// conventions and generation defaults from `text`, vision and preprocessing keys from
+    /// `vision`.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_gguf`](Self::from_gguf), naming the file the key is missing from.
+    pub fn from_pair(text_file: &GgufFile, vision_file: &GgufFile) -> Result<ModelConfig, Error> {
+        let m = Meta {
+            f: text_file,
+            path: text_file.path(),
+        };
+        let mv = Meta {
+            f: vision_file,
+            path: vision_file.path(),
+        };
         check_architecture(&m)?;
+        check_architecture(&mv)?;
         let text = text_config(&m)?;
-        let vision = vision_config(&m)?;
-        let preprocess = preprocess_config(&m, vision.image_size, vision.max_tiles)?;
+        let vision = vision_config(&mv)?;
+        let preprocess = preprocess_config(&mv, vision.image_size, vision.max_tiles)?;
         let conventions = conventions(&m)?;
-        let generation = generation_defaults(f);
+        let generation = generation_defaults(text_file);
         Ok(ModelConfig {
             text,
             vision,
