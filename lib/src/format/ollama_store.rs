@@ -282,7 +282,10 @@ fn read_small(path: &Path) -> Result<String, Error> {
     if meta.len() > MAX_SMALL_FILE {
         return Err(OllamaError::BadManifest {
             manifest: path.to_path_buf(),
-            why: format!("{} bytes, more than a manifest or template can be", meta.len()),
+            why: format!(
+                "{} bytes, more than a manifest or template can be",
+                meta.len()
+            ),
         }
         .into());
     }
@@ -310,10 +313,7 @@ mod tests {
         let n = ModelName::parse("example.com/me/m:q4").unwrap();
         assert_eq!((n.host.as_str(), n.tag.as_str()), ("example.com", "q4"));
         assert_eq!(n.to_string(), "example.com/me/m:q4");
-        assert_eq!(
-            ModelName::parse("me/m:q4").unwrap().to_string(),
-            "me/m:q4"
-        );
+        assert_eq!(ModelName::parse("me/m:q4").unwrap().to_string(), "me/m:q4");
         for bad in ["", "a//b", "../x", "a/b/c/d", "m:", "m:a/b", "sp ace"] {
             assert!(ModelName::parse(bad).is_none(), "{bad}");
         }

@@ -215,10 +215,12 @@ impl Loader<'_> {
         } else {
             format!(" (stored as {stored})")
         };
-        f.tensor_info(&stored).map(|t| (f, t)).ok_or_else(|| Error::Model {
-            path: f.path().to_path_buf(),
-            msg: format!("missing tensor {name}{renamed}"),
-        })
+        f.tensor_info(&stored)
+            .map(|t| (f, t))
+            .ok_or_else(|| Error::Model {
+                path: f.path().to_path_buf(),
+                msg: format!("missing tensor {name}{renamed}"),
+            })
     }
 
     /// A matrix `[rows, cols]` (any 2-D or higher tensor whose innermost dimension is `cols`).
@@ -230,10 +232,13 @@ impl Loader<'_> {
             && t.dims.last().copied() == Some(rows as u64)
             && t.n_elements() == (rows * cols) as u64;
         if (t.row_len() != cols || t.n_rows() != rows) && !flat_ok {
-            return Err(file_err(f, format!(
-                "tensor {name} has shape {:?}, expected [{rows}, {cols}]",
-                t.shape()
-            )));
+            return Err(file_err(
+                f,
+                format!(
+                    "tensor {name} has shape {:?}, expected [{rows}, {cols}]",
+                    t.shape()
+                ),
+            ));
         }
         // The kernel table decides which types can be multiplied with.
         if let Err(e) = crate::kernels::lookup(t.ty) {
@@ -250,10 +255,13 @@ impl Loader<'_> {
     fn vec_named(&self, name: &str, len: usize) -> Result<Vec<f32>, Error> {
         let (f, t) = self.locate(name)?;
         if t.n_elements() as usize != len {
-            return Err(file_err(f, format!(
-                "tensor {name} has shape {:?}, expected {len} values",
-                t.shape()
-            )));
+            return Err(file_err(
+                f,
+                format!(
+                    "tensor {name} has shape {:?}, expected {len} values",
+                    t.shape()
+                ),
+            ));
         }
         self.check_scales(f, t)?;
         f.view(t)
@@ -263,11 +271,7 @@ impl Loader<'_> {
 
     /// [`Error::Gguf`] ([`GgufError::NonFiniteScale`](crate::GgufError::NonFiniteScale)) if a
     /// block of `t` has an infinite or NaN scale: one such block would make the answers NaN.
-    fn check_scales(
-        &self,
-        f: &GgufFile,
-        t: &crate::format::gguf::TensorInfo,
-    ) -> Result<(), Error> {
+    fn check_scales(&self, f: &GgufFile, t: &crate::format::gguf::TensorInfo) -> Result<(), Error> {
         f.view(t).check_scales().map_err(|source| Error::Gguf {
             path: f.path().to_path_buf(),
             source,

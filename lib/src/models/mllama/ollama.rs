@@ -278,8 +278,14 @@ mod tests {
             era1_fc2: "ffn_up",
         };
         let l = |s: &str| n.locate(s);
-        assert_eq!(l("blk.1.attn_q.weight"), (false, "blk.1.attn_q.weight".into()));
-        assert_eq!(l("v.blk.3.attn_norm.bias"), (true, "v.blk.3.ln1.bias".into()));
+        assert_eq!(
+            l("blk.1.attn_q.weight"),
+            (false, "blk.1.attn_q.weight".into())
+        );
+        assert_eq!(
+            l("v.blk.3.attn_norm.bias"),
+            (true, "v.blk.3.ln1.bias".into())
+        );
         assert_eq!(
             l("v.global.blk.0.ffn_norm.weight"),
             (true, "v.global.blk.0.ln2.weight".into())
@@ -288,14 +294,23 @@ mod tests {
             l("v.blk.12.attn_output.weight"),
             (true, "v.blk.12.attn_out.weight".into())
         );
-        assert_eq!(l("v.blk.0.ffn_up.bias"), (true, "v.blk.0.ffn_down.bias".into()));
-        assert_eq!(l("v.blk.0.ffn_down.weight"), (true, "v.blk.0.ffn_up.weight".into()));
+        assert_eq!(
+            l("v.blk.0.ffn_up.bias"),
+            (true, "v.blk.0.ffn_down.bias".into())
+        );
+        assert_eq!(
+            l("v.blk.0.ffn_down.weight"),
+            (true, "v.blk.0.ffn_up.weight".into())
+        );
         assert_eq!(
             l("v.global.blk.1.attn_gate"),
             (true, "v.global.blk.1.attn_gate".into())
         );
         assert_eq!(l("mm.0.weight"), (true, "mm.0.weight".into()));
-        assert_eq!(l("v.position_embd.gate"), (true, "v.position_embd.gate".into()));
+        assert_eq!(
+            l("v.position_embd.gate"),
+            (true, "v.position_embd.gate".into())
+        );
     }
 
     #[test]

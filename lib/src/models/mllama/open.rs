@@ -180,7 +180,10 @@ fn layout_of(set: &FileSet) -> Result<(Layout, String), Error> {
         return Ok((l, "forced by the caller (--layout)".into()));
     }
     if contents == Contents::Text {
-        return Ok((Layout::Era1, "text blob without mllama.vision.* keys, with a projector blob".into()));
+        return Ok((
+            Layout::Era1,
+            "text blob without mllama.vision.* keys, with a projector blob".into(),
+        ));
     }
     let layout = ollama::detect_single(text, set.digest.as_deref());
     let why = match layout {
