@@ -364,6 +364,28 @@ fn a_store_is_resolved_by_name() {
     ] {
         assert!(stdout.contains(want), "info lacks {want:?}:\n{stdout}");
     }
+    // --mmproj gives the projector of an era-1 text blob; an unknown name fails on one line.
+    let dir = fx("mqa_lastcross-f32");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mllama"))
+        .arg("info")
+        .arg(dir.join("era1/text.gguf"))
+        .arg("--mmproj")
+        .arg(dir.join("era1/projector.gguf"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Ollama era 1"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mllama"))
+        .args(["run", "-m", "llama3.2-vision:90b", "-p", "hi"])
+        .env("OLLAMA_MODELS", &s.root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not installed") && err.contains("llama3.2-vision:latest"),
+        "{err}"
+    );
 }
 
 #[test]
