@@ -336,6 +336,12 @@ fn a_store_is_resolved_by_name() {
         assert_eq!(p.layout, layout, "{name}");
         assert_eq!(p.template, TemplateSource::OllamaLayer, "{name}");
         assert_eq!(p.projector_file.is_some(), layout == Layout::Era1);
+        // Sampling defaults from the params layer, stop ids from tokenizer.ggml.eos_token_ids.
+        let g = &model.cfg.generation;
+        assert_eq!((g.temperature, g.top_p), (Some(0.6), Some(0.9)), "{name}");
+        if layout != Layout::Era1 {
+            assert_eq!(g.eos_ids, [497, 504, 505], "{name}");
+        }
         let d = max_abs_diff(&case_logits(&model, case), &hf_logits(case));
         assert!(d <= 1e-4, "{name}: logits differ from HF by {d}");
     }

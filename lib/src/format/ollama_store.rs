@@ -129,6 +129,8 @@ pub struct Resolved {
     pub projector: Option<Layer>,
     /// The template layer's text (Ollama's Go template), if the manifest has one.
     pub template: Option<String>,
+    /// The params layer's text (JSON sampling defaults such as `{"temperature":0.6}`), if any.
+    pub params: Option<String>,
 }
 
 /// An Ollama model store directory.
@@ -216,21 +218,22 @@ impl Store {
         let model = find(MEDIA_MODEL).ok_or_else(|| OllamaError::NoModelLayer {
             manifest: manifest.clone(),
         })?;
-        let template = match find(MEDIA_TEMPLATE) {
-            Some(l) => Some(read_small(&l.blob)?),
-            None => None,
+        let small = |media| -> Result<Option<String>, Error> {
+            find(media).map(|l| read_small(&l.blob)).transpose()
         };
+        let (template, params) = (small(MEDIA_TEMPLATE)?, small(MEDIA_PARAMS)?);
         Ok(Resolved {
             name: parsed,
             model,
             projector: find(MEDIA_PROJECTOR),
             template,
+            params,
             manifest,
         })
     }
 
-    /// The layers of a manifest, each checked to have its blob (model, projector and template
-    /// layers; others are ignored).
+    /// The layers of a manifest, each checked to have its blob (model, projector, template and
+    /// params layers; others are ignored).
     fn layers(&self, manifest: &Path) -> Result<Vec<Layer>, Error> {
         let bad = |why: String| OllamaError::BadManifest {
             manifest: manifest.to_path_buf(),
@@ -250,6 +253,7 @@ impl Store {
                 MEDIA_MODEL => "model",
                 MEDIA_PROJECTOR => "projector",
                 MEDIA_TEMPLATE => "template",
+                MEDIA_PARAMS => "params",
                 _ => continue,
             };
             let digest = l.get("digest").and_then(|d| d.as_str()).unwrap_or("");

@@ -370,6 +370,7 @@ impl Model {
             digest: None,
             layout: None,
             go_template: None,
+            params: None,
             ollama_name: None,
         })
     }

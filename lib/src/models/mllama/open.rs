@@ -99,6 +99,8 @@ pub(crate) struct FileSet {
     pub layout: Option<Layout>,
     /// Ollama's template layer text.
     pub go_template: Option<String>,
+    /// Ollama's params layer text (JSON).
+    pub params: Option<String>,
     pub ollama_name: Option<String>,
 }
 
@@ -121,6 +123,7 @@ pub(crate) fn prepare(set: &FileSet) -> Result<Prepared, Error> {
     if let Some(c) = ollama::conventions(layout) {
         cfg.conventions = c;
     }
+    ollama_generation_defaults(text, set.params.as_deref(), &mut cfg);
     let names = match &set.projector {
         Some(p) => {
             check_projector(text, p, &cfg)?;
@@ -145,6 +148,32 @@ pub(crate) fn prepare(set: &FileSet) -> Result<Prepared, Error> {
             template,
         },
     })
+}
+
+/// Sampling defaults and stop ids where Ollama keeps them, for files without our
+/// `mllama.generation.*` keys: the manifest's params layer (`temperature`, `top_p`, `top_k`) and
+/// `tokenizer.ggml.eos_token_ids`. Malformed values are ignored, as for our keys.
+fn ollama_generation_defaults(text: &GgufFile, params: Option<&str>, cfg: &mut ModelConfig) {
+    let g = &mut cfg.generation;
+    if g.eos_ids.is_empty() {
+        let ids = text
+            .get("tokenizer.ggml.eos_token_ids")
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.to_i64_vec())
+            .unwrap_or_default();
+        g.eos_ids = ids
+            .into_iter()
+            .filter_map(|x| u32::try_from(x).ok())
+            .collect();
+    }
+    let Some(p) = params.and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()) else {
+        return;
+    };
+    let num = |k: &str| p.get(k).and_then(|v| v.as_f64());
+    g.temperature = g.temperature.or(num("temperature").map(|x| x as f32));
+    g.top_p = g.top_p.or(num("top_p").map(|x| x as f32));
+    let top_k = num("top_k").filter(|&k| k >= 1.0).map(|k| k as usize);
+    g.top_k = g.top_k.or(top_k);
 }
 
 /// The layout and how it was found; errors for files that do not go together.
@@ -294,6 +323,7 @@ pub(crate) fn file_set(path: &Path, opts: &OpenOptions) -> Result<FileSet, Error
             digest: None,
             layout: opts.layout,
             go_template: None,
+            params: None,
             ollama_name: None,
         });
     };
@@ -328,6 +358,7 @@ fn from_resolved(r: Resolved, opts: &OpenOptions) -> Result<FileSet, Error> {
         digest: Some(r.model.digest.clone()),
         layout: opts.layout,
         go_template: r.template,
+        params: r.params,
         ollama_name: Some(r.name.to_string()),
     })
 }
