@@ -28,6 +28,10 @@ struct Cli {
     /// era2a is recognised by its blob digest, so a renamed 2a blob needs this).
     #[arg(long, global = true, value_name = "LAYOUT")]
     layout: Option<String>,
+    /// Row order of an era-1 text blob's cross-attention q/k: ggml (permuted, the default, as
+    /// Ollama's converters wrote) or hf. No era-1 blob has been inspected to settle it.
+    #[arg(long, global = true, default_value = "ggml", value_parser = ["ggml", "hf"])]
+    era1_cross_qk: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -163,7 +167,7 @@ fn run(cli: Cli) -> mllama::Result<()> {
     let pool = builder
         .build()
         .map_err(|e| mllama::Error::Invalid(format!("cannot start worker threads: {e}")))?;
-    model_arg::set(cli.mmproj, cli.layout.as_deref())?;
+    model_arg::set(cli.mmproj, cli.layout.as_deref(), &cli.era1_cross_qk)?;
     pool.install(|| run_command(cli.cmd))
 }
 

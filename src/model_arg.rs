@@ -10,8 +10,12 @@ use mllama::{Error, Model};
 
 static OPTIONS: OnceLock<OpenOptions> = OnceLock::new();
 
-/// Record `--mmproj` and `--layout` (called once, before any command runs).
-pub fn set(projector: Option<PathBuf>, layout: Option<&str>) -> Result<(), Error> {
+/// Record `--mmproj`, `--layout` and `--era1-cross-qk` (called once, before any command runs).
+pub fn set(
+    projector: Option<PathBuf>,
+    layout: Option<&str>,
+    era1_cross_qk: &str,
+) -> Result<(), Error> {
     let layout = match layout {
         None => None,
         Some(s) => Some(Layout::parse(s).ok_or_else(|| {
@@ -25,6 +29,7 @@ pub fn set(projector: Option<PathBuf>, layout: Option<&str>) -> Result<(), Error
         projector,
         layout,
         store: None,
+        era1_cross_qk_hf: era1_cross_qk == "hf",
     });
     Ok(())
 }

@@ -148,6 +148,32 @@ fn f32_variants_of_every_era_match_hf() {
 }
 
 #[test]
+fn era1_cross_qk_in_hf_order_is_read_with_the_option() {
+    // The generator's other era-1 flavour (`--era1-cross-qk hf`): same projector, cross q/k rows
+    // unpermuted. Read with the default (permuted) it is off; with the option it matches HF.
+    let dir = fx("mqa_lastcross-f32");
+    let text = dir.join("era1-hf-cross/text.gguf");
+    let (_, mut o) = era1(&dir);
+    let case = &mqa_cases()[0];
+    let default = Model::open(&text, &o).unwrap();
+    let d = max_abs_diff(&case_logits(&default, case), &hf_logits(case));
+    assert!(
+        d > 1e-2,
+        "hf-order cross q/k read as permuted should be off, is within {d}"
+    );
+    o.era1_cross_qk_hf = true;
+    let model = Model::open(&text, &o).unwrap();
+    for case in mqa_cases() {
+        let d = max_abs_diff(&case_logits(&model, &case), &hf_logits(&case));
+        assert!(
+            d <= 1e-4,
+            "{}: logits differ from HF by {d}",
+            case.display()
+        );
+    }
+}
+
+#[test]
 fn era2a_read_as_2b_is_wrong() {
     // Without its digest a 2a blob is taken for 2b (the default): its raw global gates and HF-order
     // cross q/k are then misread, which moves the logits far beyond rounding.

@@ -371,6 +371,7 @@ impl Model {
             layout: None,
             go_template: None,
             params: None,
+            era1_cross_qk_hf: false,
             ollama_name: None,
         })
     }

@@ -55,6 +55,10 @@ pub struct OpenOptions {
     /// The Ollama store to resolve names in (default: `$OLLAMA_MODELS`, else
     /// `~/.ollama/models`).
     pub store: Option<PathBuf>,
+    /// Era 1 only: the text blob's cross-attention q/k rows are in HF order instead of permuted.
+    /// No era-1 blob has been inspected; Ollama's converter history says permuted (the default,
+    /// see `scripts/ollama_fixtures.md` §3.4), this reads the other possibility.
+    pub era1_cross_qk_hf: bool,
 }
 
 /// Where the chat template came from.
@@ -101,6 +105,8 @@ pub(crate) struct FileSet {
     pub go_template: Option<String>,
     /// Ollama's params layer text (JSON).
     pub params: Option<String>,
+    /// [`OpenOptions::era1_cross_qk_hf`].
+    pub era1_cross_qk_hf: bool,
     pub ollama_name: Option<String>,
 }
 
@@ -122,6 +128,9 @@ pub(crate) fn prepare(set: &FileSet) -> Result<Prepared, Error> {
     let mut cfg = ModelConfig::from_pair(text, vision_file)?;
     if let Some(c) = ollama::conventions(layout) {
         cfg.conventions = c;
+    }
+    if layout == Layout::Era1 && set.era1_cross_qk_hf {
+        cfg.conventions.cross_qk_permuted = false;
     }
     ollama_generation_defaults(text, set.params.as_deref(), &mut cfg);
     let names = match &set.projector {
@@ -324,6 +333,7 @@ pub(crate) fn file_set(path: &Path, opts: &OpenOptions) -> Result<FileSet, Error
             layout: opts.layout,
             go_template: None,
             params: None,
+            era1_cross_qk_hf: opts.era1_cross_qk_hf,
             ollama_name: None,
         });
     };
@@ -359,6 +369,7 @@ fn from_resolved(r: Resolved, opts: &OpenOptions) -> Result<FileSet, Error> {
         layout: opts.layout,
         go_template: r.template,
         params: r.params,
+        era1_cross_qk_hf: opts.era1_cross_qk_hf,
         ollama_name: Some(r.name.to_string()),
     })
 }
