@@ -1,6 +1,6 @@
 //! Opening a model from what a user has: one GGUF, an era-1 text blob with its projector, or an
-//! Ollama model name resolved through the store's manifests ([`Model::open`]). The layout is
-//! detected ([`ollama`](super::ollama)) and its conventions undone while loading; weights stay
+//! Ollama model name resolved through the store's manifests ([`Model::open`](super::Model::open)). The layout is
+//! detected ([`super::ollama`]) and its conventions undone while loading; weights stay
 //! in the memory maps.
 
 use std::path::{Path, PathBuf};
@@ -44,7 +44,7 @@ pub const OLLAMA_TEMPLATE_JINJA: &str = "{{- bos_token }}
 {%- endif %}
 {%- endfor %}";
 
-/// Choices for [`Model::open`].
+/// Choices for [`Model::open`](super::Model::open).
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
     /// The vision projector of an era-1 Ollama text blob (`--mmproj`).
