@@ -311,7 +311,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
         }
         (None, Some(path)) => {
             r.model = path.display().to_string();
-            Model::load(path)?
+            crate::model_arg::open(path)?
         }
         (None, None) => {
             return Err(Error::Invalid(

@@ -157,7 +157,7 @@ fn load(model: Option<PathBuf>, args: &GenArgs) -> Result<(Model, f64, bool), Er
         );
     }
     let t = Instant::now();
-    let m = Model::load(&path)?;
+    let m = crate::model_arg::open(&path)?;
     if let Some(mb) = args.image_cache_mb {
         m.image_cache.set_max_bytes(mb << 20);
     }

@@ -9,7 +9,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use mllama::engine::sequence::Sequence;
 use mllama::image::{self, ImageLimits};
 use mllama::models::mllama::preprocess;
-use mllama::models::mllama::{Model, Semantics};
+use mllama::models::mllama::Semantics;
 use mllama::text::sampling::argmax;
 use mllama::Error;
 
@@ -102,7 +102,7 @@ fn i64s(name: &str, shape: Vec<usize>, v: &[i64]) -> OutTensor {
 pub fn run(req: &EvalRequest) -> Result<EvalStats, Error> {
     let mut stats = EvalStats::default();
     let t0 = Instant::now();
-    let model = Model::load(&req.model)?;
+    let model = crate::model_arg::open(&req.model)?;
     let tok = model.tokenizer()?;
     stats.load_s = t0.elapsed().as_secs_f64();
 

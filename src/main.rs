@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod cli;
 mod eval;
+mod model_arg;
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +20,18 @@ struct Cli {
     /// Worker threads for the kernels (default: one per core).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// The vision projector of an Ollama era-1 text blob (Ollama 0.4-0.6 kept it in a second
+    /// blob); not needed when -m names an Ollama model.
+    #[arg(long, global = true, value_name = "FILE")]
+    mmproj: Option<PathBuf>,
+    /// Storage layout of the model, instead of detecting it: ours, era1, era2a, era2b (Ollama's;
+    /// era2a is recognised by its blob digest, so a renamed 2a blob needs this).
+    #[arg(long, global = true, value_name = "LAYOUT")]
+    layout: Option<String>,
+    /// Row order of an era-1 text blob's cross-attention q/k: ggml (permuted, the default, as
+    /// Ollama's converters wrote) or hf. No era-1 blob has been inspected to settle it.
+    #[arg(long, global = true, default_value = "ggml", value_parser = ["ggml", "hf"])]
+    era1_cross_qk: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -28,7 +41,8 @@ enum Cmd {
     /// Answer one prompt (about images) with the model's chat template, streaming the text.
     /// Without -m, runs the demo model on the demo image.
     Run {
-        /// The model GGUF (default: the demo model in models/demo).
+        /// The model: a GGUF file or an Ollama model name such as llama3.2-vision:11b (default:
+        /// the demo model in models/demo).
         #[arg(short, long)]
         model: Option<PathBuf>,
         /// An image (repeatable); placed where the prompt has <|image|>, else before the text.
@@ -49,7 +63,8 @@ enum Cmd {
     /// An interactive conversation: /image PATH attaches a picture to the next message, /reset,
     /// /stats, /help, /quit. Works with piped input too.
     Chat {
-        /// The model GGUF (default: the demo model in models/demo).
+        /// The model: a GGUF file or an Ollama model name such as llama3.2-vision:11b (default:
+        /// the demo model in models/demo).
         #[arg(short, long)]
         model: Option<PathBuf>,
         /// A system message.
@@ -64,7 +79,7 @@ enum Cmd {
         /// A model with random weights at these shapes, built in memory: 11b, 90b or tiny.
         #[arg(long, conflicts_with = "model")]
         synthetic: Option<String>,
-        /// A GGUF model instead of a synthetic one.
+        /// A GGUF model (or Ollama model name) instead of a synthetic one.
         #[arg(short, long)]
         model: Option<PathBuf>,
         /// File type of the synthetic model's text decoder, with `quantize`'s per-tensor mix:
@@ -90,7 +105,7 @@ enum Cmd {
     /// Run a prompt (and images) through the model; write input ids, logits at every prompt
     /// position, greedy tokens and vision states to a safetensors file.
     Eval {
-        /// The model GGUF.
+        /// The model: a GGUF file or an Ollama model name.
         #[arg(short, long)]
         model: PathBuf,
         /// An image for each <|image|> token of the prompt, in order.
@@ -123,9 +138,10 @@ enum Cmd {
         #[arg(long)]
         stats: bool,
     },
-    /// Describe a GGUF file: architecture, dimensions, tensors by type, tokenizer, conventions.
+    /// Describe a GGUF file: architecture, dimensions, tensors by type, tokenizer, and for an
+    /// mllama model its layout (ours, Ollama era 1 / 2a / 2b) and every storage convention undone.
     Info {
-        /// The GGUF file (any architecture).
+        /// The GGUF file (any architecture) or an Ollama model name.
         file: PathBuf,
         /// Also list every metadata key.
         #[arg(long)]
@@ -151,6 +167,7 @@ fn run(cli: Cli) -> mllama::Result<()> {
     let pool = builder
         .build()
         .map_err(|e| mllama::Error::Invalid(format!("cannot start worker threads: {e}")))?;
+    model_arg::set(cli.mmproj, cli.layout.as_deref(), &cli.era1_cross_qk)?;
     pool.install(|| run_command(cli.cmd))
 }
 
@@ -261,8 +278,15 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
             keys,
             tensors,
         } => {
-            let f = mllama::format::gguf::GgufFile::open(&file)?;
+            let opts = model_arg::options();
+            let layout = mllama::models::mllama::open::inspect(&file, &opts);
+            let gguf_path = match &layout {
+                Ok(p) => p.model_file.clone(),
+                Err(_) => file.clone(),
+            };
+            let f = mllama::format::gguf::GgufFile::open(&gguf_path)?;
             let mut text = mllama::models::info::summary(&f, keys);
+            text.push_str(&mllama::models::mllama::open::layout_report(&layout));
             if tensors {
                 text.push_str("\ntensor list:\n");
                 for t in f.tensors() {

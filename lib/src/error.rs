@@ -378,6 +378,11 @@ pub enum Error {
         /// Its `general.architecture`.
         arch: String,
     },
+    /// An Ollama model store or Ollama file set that cannot be used: a name that is not
+    /// installed, a manifest naming a missing blob, a projector that does not fit the text
+    /// model, an era-1 text blob without its projector (see [`OllamaError`]).
+    #[error("{0}")]
+    Ollama(#[from] OllamaError),
     /// Any other error (message names it).
     #[error("{0}")]
     Invalid(String),
@@ -413,6 +418,99 @@ impl Error {
             }
         }
         self
+    }
+}
+
+/// What is wrong with an Ollama model name, model store or file set (one line each, naming the
+/// name, file or digest at fault).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OllamaError {
+    /// The model name is not in the store; `installed` lists the tags of the same model that
+    /// are (e.g. `llama3.2-vision:latest`), empty when there are none.
+    #[error("{name}: not installed in the Ollama store {} ({})", root.display(), installed_list(.installed, .model))]
+    NotInstalled {
+        /// The name asked for, as given.
+        name: String,
+        /// The model part of the name (`llama3.2-vision`).
+        model: String,
+        /// The store (`$OLLAMA_MODELS` or `~/.ollama/models`).
+        root: PathBuf,
+        /// Installed tags of that model, as `model:tag`.
+        installed: Vec<String>,
+    },
+    /// A string that is not an Ollama model name (`[host/][namespace/]model[:tag]`).
+    #[error("{0:?} is neither a file nor an Ollama model name ([host/][namespace/]model[:tag])")]
+    BadName(String),
+    /// A manifest that cannot be read or parsed.
+    #[error("{}: not a valid Ollama manifest: {why}", manifest.display())]
+    BadManifest {
+        /// The manifest file.
+        manifest: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A manifest names a layer whose blob is not in the store.
+    #[error("{}: {kind} layer {digest} is missing (no file {})", manifest.display(), blob.display())]
+    MissingBlob {
+        /// The manifest file.
+        manifest: PathBuf,
+        /// The layer's role (`model`, `projector`, `template`).
+        kind: &'static str,
+        /// The layer digest (`sha256:…`).
+        digest: String,
+        /// Where the blob should be.
+        blob: PathBuf,
+    },
+    /// A manifest without a model layer.
+    #[error("{}: no application/vnd.ollama.image.model layer", manifest.display())]
+    NoModelLayer {
+        /// The manifest file.
+        manifest: PathBuf,
+    },
+    /// An era-1 projector whose dimensions do not fit the text model.
+    #[error("{}: projector {what} is {projector}, but the text model {} needs {text}", projector_path.display(), text_path.display())]
+    ProjectorMismatch {
+        /// The projector file.
+        projector_path: PathBuf,
+        /// The text model file.
+        text_path: PathBuf,
+        /// Which dimension (`projection_dim`, `mm.0.weight rows`).
+        what: &'static str,
+        /// The projector's value.
+        projector: u64,
+        /// The value the text model needs.
+        text: u64,
+    },
+    /// An era-1 text blob (no vision keys) given without its projector.
+    #[error("{}: an Ollama era-1 text blob without its vision projector: pass the projector blob with --mmproj FILE (or load it by Ollama model name)", path.display())]
+    NoProjector {
+        /// The text blob.
+        path: PathBuf,
+    },
+    /// An era-1 projector given as the model.
+    #[error("{}: an Ollama era-1 vision projector, not a model: pass the text blob with -m and this file with --mmproj", path.display())]
+    ProjectorAsModel {
+        /// The projector blob.
+        path: PathBuf,
+    },
+    /// A projector given with a model that already contains the vision tower.
+    #[error("{}: --mmproj {} given, but the model already holds the vision tower ({layout})", path.display(), projector.display())]
+    UnexpectedProjector {
+        /// The model file.
+        path: PathBuf,
+        /// The projector file.
+        projector: PathBuf,
+        /// The model's layout.
+        layout: String,
+    },
+}
+
+fn installed_list(installed: &[String], model: &str) -> String {
+    if installed.is_empty() {
+        format!("no {model} tags are installed")
+    } else {
+        format!("installed: {}", installed.join(", "))
     }
 }
 

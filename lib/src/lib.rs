@@ -70,7 +70,7 @@ pub mod quant;
 pub mod text;
 
 pub use engine::session::{Generation, Piece, Session, SessionOptions, SessionStats};
-pub use error::{Error, GgufError, Limit, Result};
+pub use error::{Error, GgufError, Limit, OllamaError, Result};
 pub use format::dtype::GgmlType;
 pub use models::mllama::image_cache::{EncodedImage, ImageCache};
 pub use models::mllama::{CachePrecision, Model, Semantics, TapConvention};

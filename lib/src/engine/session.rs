@@ -344,7 +344,7 @@ impl Session {
         }
         let half = opts.semantics.cache.half(&model.text);
         check_kv_memory(&model, ctx, half, opts.max_memory)?;
-        let template = match tok.chat_template() {
+        let template = match model.chat_template() {
             Some(src) => {
                 let bos = tok
                     .bos_id()

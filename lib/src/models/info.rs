@@ -132,11 +132,7 @@ pub fn summary(f: &GgufFile, all_keys: bool) -> String {
         if arch == keys::ARCH {
             let _ = writeln!(
                 s,
-                "  (no convention keys: Ollama layout assumed — vision gates {}, cross gates {}, self q/k {}, cross q/k {})",
-                keys::OLLAMA_VISION_GATES,
-                keys::OLLAMA_CROSS_GATES,
-                keys::OLLAMA_SELF_QK,
-                keys::OLLAMA_CROSS_QK
+                "  (no convention keys: an Ollama file; its era decides them, see layout below)"
             );
         } else if arch == "llama" {
             let has = |t: &str| f.tensor_info(t).is_some();

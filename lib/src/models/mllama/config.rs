@@ -120,6 +120,9 @@ impl VisionConfig {
 pub struct Conventions {
     /// Vision gates hold tanh(g) (position gate: 1 − tanh(g)) instead of g.
     pub vision_gates_tanh: bool,
+    /// The global vision layers' `attn_gate`/`ffn_gate` hold tanh(g) instead of g (raw in
+    /// Ollama's era-2a blob although its other vision gates are pre-activated).
+    pub global_gates_tanh: bool,
     /// Cross-attention gates hold tanh(g) instead of g.
     pub cross_gates_tanh: bool,
     /// Rotation pairs of self-attention q/k.
@@ -381,7 +384,7 @@ fn text_config(m: &Meta<'_>, a: Arch) -> Result<TextConfig, Error> {
     let ffn = m.usize(&a.key("feed_forward_length"))?;
     let (rope_theta, rope_scaling) = rope(m, a, head_dim)?;
     let image_token = match a.has_vision() {
-        true => Some(m.usize(keys::IMAGE_TOKEN_INDEX)? as u32),
+        true => Some(image_token(m, vocab_size)?),
         false => None,
     };
     Ok(TextConfig {
@@ -400,6 +403,20 @@ fn text_config(m: &Meta<'_>, a: Arch) -> Result<TextConfig, Error> {
         image_token,
         rope_scaling,
     })
+}
+
+/// `mllama.image_token_index`; files without it (Ollama's) use the id of `<|image|>` in the
+/// vocabulary, else `vocab_size` (where Llama 3.2 Vision puts it).
+fn image_token(m: &Meta<'_>, vocab_size: usize) -> Result<u32, Error> {
+    if m.f.get(keys::IMAGE_TOKEN_INDEX).is_some() {
+        return Ok(m.usize(keys::IMAGE_TOKEN_INDEX)? as u32);
+    }
+    let tokens = m.f.get(crate::format::keys::TOK_TOKENS);
+    let id = tokens
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.as_strings())
+        .and_then(|t| t.iter().position(|s| s == "<|image|>"));
+    Ok(id.unwrap_or(vocab_size) as u32)
 }
 
 /// The vision layers whose outputs are tapped, each below `n_local`.
@@ -558,6 +575,7 @@ fn convention(m: &Meta<'_>, key: &str, default: &str, allowed: &[&str]) -> Resul
 /// converter's `LlamaModel.permute`); it has no gates and no cross-attention.
 const TEXT_ONLY_CONVENTIONS: Conventions = Conventions {
     vision_gates_tanh: false,
+    global_gates_tanh: false,
     cross_gates_tanh: false,
     self_qk: RopePairs::Adjacent,
     cross_qk_permuted: false,
@@ -578,6 +596,7 @@ fn conventions(m: &Meta<'_>) -> Result<Conventions, Error> {
     let cross_qk = convention(m, keys::CONV_CROSS_QK, keys::OLLAMA_CROSS_QK, &qk)?;
     Ok(Conventions {
         vision_gates_tanh: vision_gates == "tanh",
+        global_gates_tanh: vision_gates == "tanh",
         cross_gates_tanh: cross_gates == "tanh",
         self_qk: if self_qk == "ggml" {
             RopePairs::Adjacent
@@ -647,10 +666,24 @@ impl ModelConfig {
     /// # }
     /// ```
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig, Error> {
-        let m = Meta { f, path: f.path() };
+        Self::from_pair(f, f)
+    }
+
+    /// As [`from_gguf`](Self::from_gguf) for a model in two files (Ollama's era 1): text keys,
+    /// conventions and generation defaults from `text`, vision and preprocessing keys from
+    /// `vision` (a text-only `llama` file ignores `vision`).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_gguf`](Self::from_gguf), naming the file the key is missing from.
+    pub fn from_pair(text_file: &GgufFile, vision_file: &GgufFile) -> Result<ModelConfig, Error> {
+        let m = Meta {
+            f: text_file,
+            path: text_file.path(),
+        };
         let arch = check_architecture(&m)?;
         let text = text_config(&m, arch)?;
-        let generation = generation_defaults(f, arch);
+        let generation = generation_defaults(text_file, arch);
         if !arch.has_vision() {
             return Ok(ModelConfig {
                 arch,
@@ -661,8 +694,13 @@ impl ModelConfig {
                 generation,
             });
         }
-        let vision = vision_config(&m)?;
-        let preprocess = preprocess_config(&m, vision.image_size, vision.max_tiles)?;
+        let mv = Meta {
+            f: vision_file,
+            path: vision_file.path(),
+        };
+        check_architecture(&mv)?;
+        let vision = vision_config(&mv)?;
+        let preprocess = preprocess_config(&mv, vision.image_size, vision.max_tiles)?;
         let conventions = conventions(&m)?;
         Ok(ModelConfig {
             arch,

@@ -12,6 +12,8 @@ pub mod config;
 pub mod image_cache;
 pub mod keys;
 pub mod mix;
+pub mod ollama;
+pub mod open;
 pub mod preprocess;
 pub mod spec;
 pub mod synthetic;
@@ -105,11 +107,22 @@ pub enum TapConvention {
 }
 
 /// Reads tensors from a GGUF with shape and type checks; errors name the file and tensor. Names
-/// and shapes come from the [`tensors`] table, evaluated at `dims`.
+/// and shapes come from the [`tensors`] table, evaluated at `dims`; `names` maps them to the
+/// file (`f`, or `proj` for the vision tower of a two-file model) and stored name.
 pub(crate) struct Loader<'a> {
     pub f: &'a GgufFile,
     pub path: &'a Path,
     pub dims: Dims,
+    pub proj: Option<&'a GgufFile>,
+    pub names: ollama::TensorNames,
+}
+
+/// An [`Error::Model`] naming `f`.
+fn file_err(f: &GgufFile, msg: String) -> Error {
+    Error::Model {
+        path: f.path().to_path_buf(),
+        msg,
+    }
 }
 
 /// A [`Loader`] placed in one layer (or at model level): reads declared tensors by their table
@@ -148,18 +161,25 @@ impl At<'_, '_> {
 
     /// Whether the file holds `t` (for optional tensors).
     pub fn has(&self, t: &TensorDecl) -> bool {
-        self.l.f.tensor_info(&t.name(self.block)).is_some()
+        self.l.locate(&t.name(self.block)).is_ok()
     }
 }
 
 impl<'a> Loader<'a> {
     /// A loader for `f` with the tensor dimensions of `cfg`; the aspect-ratio table rows are read
     /// from the file's pre-tile table.
-    pub fn new(f: &'a GgufFile, path: &'a Path, cfg: &ModelConfig) -> Result<Self, Error> {
+    pub fn new(
+        f: &'a GgufFile,
+        proj: Option<&'a GgufFile>,
+        names: ollama::TensorNames,
+        cfg: &ModelConfig,
+    ) -> Result<Self, Error> {
         let mut l = Loader {
             f,
-            path,
+            path: f.path(),
             dims: Dims::from_config(cfg, 0, false),
+            proj,
+            names,
         };
         if cfg.vision.is_some() {
             let pre_tile = tensors::V_PRE_TILE_EMBD.name(None);
@@ -184,57 +204,81 @@ impl Loader<'_> {
     }
 
     fn info(&self, name: &str) -> Result<&crate::format::gguf::TensorInfo, Error> {
-        self.f
-            .tensor_info(name)
-            .ok_or_else(|| self.err(format!("missing tensor {name}")))
+        Ok(self.locate(name)?.1)
+    }
+
+    /// The file holding tensor `name` (one of our names), its entry there, and an error
+    /// constructor naming that file.
+    fn locate(&self, name: &str) -> Result<(&GgufFile, &crate::format::gguf::TensorInfo), Error> {
+        let (in_proj, stored) = self.names.locate(name);
+        let f = match (in_proj, self.proj) {
+            (true, Some(p)) => p,
+            _ => self.f,
+        };
+        let renamed = if stored == name {
+            String::new()
+        } else {
+            format!(" (stored as {stored})")
+        };
+        f.tensor_info(&stored)
+            .map(|t| (f, t))
+            .ok_or_else(|| Error::Model {
+                path: f.path().to_path_buf(),
+                msg: format!("missing tensor {name}{renamed}"),
+            })
     }
 
     /// A matrix `[rows, cols]` (any 2-D or higher tensor whose innermost dimension is `cols`).
     fn mat_named(&self, name: &str, rows: usize, cols: usize) -> Result<Mat, Error> {
-        let t = self.info(name)?;
+        let (f, t) = self.locate(name)?;
         // A float tensor of more dimensions may be viewed as [outermost, product of the rest]
         // (the 4-D patch convolution [D, 3, p, p] is a [D, 3·p·p] matrix).
         let flat_ok = !t.ty.is_quantized()
             && t.dims.last().copied() == Some(rows as u64)
             && t.n_elements() == (rows * cols) as u64;
         if (t.row_len() != cols || t.n_rows() != rows) && !flat_ok {
-            return Err(self.err(format!(
-                "tensor {name} has shape {:?}, expected [{rows}, {cols}]",
-                t.shape()
-            )));
+            return Err(file_err(
+                f,
+                format!(
+                    "tensor {name} has shape {:?}, expected [{rows}, {cols}]",
+                    t.shape()
+                ),
+            ));
         }
         // The kernel table decides which types can be multiplied with.
         if let Err(e) = crate::kernels::lookup(t.ty) {
-            return Err(self.err(format!("tensor {name} is stored as {e}")));
+            return Err(file_err(f, format!("tensor {name} is stored as {e}")));
         }
-        self.check_scales(t)?;
-        let bytes = Bytes::new(Arc::clone(self.f.bytes()), self.f.tensor_range(t))
-            .ok_or_else(|| self.err(format!("tensor {name}: data out of range")))?;
+        self.check_scales(f, t)?;
+        let bytes = Bytes::new(Arc::clone(f.bytes()), f.tensor_range(t))
+            .ok_or_else(|| file_err(f, format!("tensor {name}: data out of range")))?;
         Mat::new(t.ty, rows, cols, bytes)
-            .ok_or_else(|| self.err(format!("tensor {name}: size or alignment mismatch")))
+            .ok_or_else(|| file_err(f, format!("tensor {name}: size or alignment mismatch")))
     }
 
     /// A small tensor of `len` values, converted to f32 (norm weights, biases, gates).
     fn vec_named(&self, name: &str, len: usize) -> Result<Vec<f32>, Error> {
-        let t = self.info(name)?;
+        let (f, t) = self.locate(name)?;
         if t.n_elements() as usize != len {
-            return Err(self.err(format!(
-                "tensor {name} has shape {:?}, expected {len} values",
-                t.shape()
-            )));
+            return Err(file_err(
+                f,
+                format!(
+                    "tensor {name} has shape {:?}, expected {len} values",
+                    t.shape()
+                ),
+            ));
         }
-        self.check_scales(t)?;
-        self.f
-            .view(t)
+        self.check_scales(f, t)?;
+        f.view(t)
             .to_f32_vec()
-            .map_err(|e| self.err(format!("tensor {name}: {e}")))
+            .map_err(|e| file_err(f, format!("tensor {name}: {e}")))
     }
 
     /// [`Error::Gguf`] ([`GgufError::NonFiniteScale`](crate::GgufError::NonFiniteScale)) if a
     /// block of `t` has an infinite or NaN scale: one such block would make the answers NaN.
-    fn check_scales(&self, t: &crate::format::gguf::TensorInfo) -> Result<(), Error> {
-        self.f.view(t).check_scales().map_err(|source| Error::Gguf {
-            path: self.path.to_path_buf(),
+    fn check_scales(&self, f: &GgufFile, t: &crate::format::gguf::TensorInfo) -> Result<(), Error> {
+        f.view(t).check_scales().map_err(|source| Error::Gguf {
+            path: f.path().to_path_buf(),
             source,
         })
     }
@@ -262,6 +306,9 @@ pub struct Model {
     /// [`ImageCache::set_max_bytes`](crate::ImageCache::set_max_bytes).
     pub image_cache: crate::models::mllama::image_cache::ImageCache,
     file: GgufFile,
+    projector_file: Option<GgufFile>,
+    chat_template: Option<String>,
+    provenance: open::Provenance,
 }
 
 impl Model {
@@ -325,8 +372,52 @@ impl Model {
     /// # }
     /// ```
     pub fn from_gguf(file: GgufFile) -> Result<Model, Error> {
-        let cfg = ModelConfig::from_gguf(&file)?;
-        let l = Loader::new(&file, file.path(), &cfg)?;
+        Self::from_file_set(open::FileSet {
+            text: file,
+            projector: None,
+            digest: None,
+            layout: None,
+            go_template: None,
+            params: None,
+            era1_cross_qk_hf: false,
+            ollama_name: None,
+        })
+    }
+
+    /// Open a model by GGUF path or Ollama model name (`llama3.2-vision`,
+    /// `llama3.2-vision:11b`, resolved through the manifests of `opts.store`, else
+    /// `$OLLAMA_MODELS`, else `~/.ollama/models`). An era-1 text blob needs its projector:
+    /// `opts.projector`, or the manifest's projector layer. The layout (ours, Ollama era 1, 2a,
+    /// 2b) is detected and its storage conventions undone at load ([`Model::provenance`]); the
+    /// weights stay memory-mapped.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Model::load`], and [`Error::Ollama`] for a name that is not installed (listing
+    /// the installed tags), a manifest naming a missing blob, a projector that does not fit the
+    /// text model, an era-1 text blob without a projector, a projector given as the model;
+    /// [`Error::Unsupported`] for a GGUF of another architecture.
+    ///
+    /// ```
+    /// use mllama::models::mllama::open::OpenOptions;
+    /// use mllama::{Error, Model, OllamaError};
+    ///
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let opts = OpenOptions { store: Some("/nonexistent".into()), ..Default::default() };
+    /// let err = Model::open("llama3.2-vision:11b", &opts).err().unwrap();
+    /// assert!(matches!(err, Error::Ollama(OllamaError::NotInstalled { .. })));
+    /// let demo = Model::open("models/demo/mllama-demo-q4_0.gguf", &opts).unwrap();
+    /// assert_eq!(demo.provenance().layout, mllama::models::mllama::ollama::Layout::Ours);
+    /// ```
+    pub fn open(model: impl AsRef<Path>, opts: &open::OpenOptions) -> Result<Model, Error> {
+        Self::from_file_set(open::file_set(model.as_ref(), opts)?)
+    }
+
+    fn from_file_set(set: open::FileSet) -> Result<Model, Error> {
+        let p = open::prepare(&set)?;
+        let (file, projector_file) = (set.text, set.projector);
+        let cfg = p.cfg;
+        let l = Loader::new(&file, projector_file.as_ref(), p.names, &cfg)?;
         let vision = match cfg.vision {
             Some(_) => Some(vision::VisionModel::load(&l, &cfg)?),
             None => None,
@@ -347,7 +438,31 @@ impl Model {
                 crate::models::mllama::image_cache::DEFAULT_IMAGE_CACHE_BYTES,
             ),
             file,
+            projector_file,
+            chat_template: p.chat_template,
+            provenance: p.provenance,
         })
+    }
+
+    /// Where the model came from: layout, files, Ollama name, the storage conventions undone at
+    /// load, and the chat template's source.
+    pub fn provenance(&self) -> &open::Provenance {
+        &self.provenance
+    }
+
+    /// The chat template (HF Jinja) sessions render: the file's `tokenizer.chat_template`, or for
+    /// an Ollama model loaded by name the Jinja form of its template layer, or the Llama 3.2
+    /// Vision Instruct default when there is neither ([`open::TemplateSource`]).
+    pub fn chat_template(&self) -> Option<&str> {
+        match &self.chat_template {
+            Some(t) => Some(t),
+            None => self.tokenizer.as_ref().and_then(|t| t.chat_template()),
+        }
+    }
+
+    /// The era-1 projector file, when the vision tower came from one.
+    pub fn projector_gguf(&self) -> Option<&GgufFile> {
+        self.projector_file.as_ref()
     }
 
     /// The tokenizer built from the file's `tokenizer.ggml.*` data (built once, at load).

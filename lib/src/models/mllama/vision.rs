@@ -81,6 +81,7 @@ impl VisionModel {
             return Err(l.err("the file has no vision configuration"));
         };
         let tanh_stored = mc.conventions.vision_gates_tanh;
+        let global_tanh = mc.conventions.global_gates_tanh;
         let r = l.dims.aspect_ratio_rows;
         if r < pre.supported_aspect_ratios.len() + 1 {
             return Err(l.err(format!(
@@ -106,8 +107,8 @@ impl VisionModel {
                 fc2_b: b.vec(&t::V_FFN_DOWN_B)?,
                 gates: if gated {
                     Some((
-                        gate(b.scalar(&t::V_ATTN_GATE)?, tanh_stored),
-                        gate(b.scalar(&t::V_MLP_GATE)?, tanh_stored),
+                        gate(b.scalar(&t::V_ATTN_GATE)?, global_tanh),
+                        gate(b.scalar(&t::V_MLP_GATE)?, global_tanh),
                     ))
                 } else {
                     None
