@@ -86,12 +86,14 @@ fn content(m: &Value, what: &str) -> Result<(String, Vec<Vec<u8>>), ApiError> {
                         };
                         imgs.push(images::decode(url, &pw)?);
                     }
-                    other => return Err(ApiError::bad_request(
-                        "unsupported",
-                        format!(
+                    other => {
+                        return Err(ApiError::bad_request(
+                            "unsupported",
+                            format!(
                             "{pw}: content part type {other:?} is not supported (text, image_url)"
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
             Ok((text, imgs))

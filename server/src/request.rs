@@ -228,7 +228,13 @@ impl GenOptions {
             None => {}
         }
         p.seed = self.seed.and_then(|s| u64::try_from(s).ok());
-        p.validate()?;
+        // The library's message names the CLI flag; put the request field first.
+        p.validate().map_err(|e| match e {
+            mllama::Error::BadArgument { name, why } => {
+                bad(name, format!("is out of range ({why})"))
+            }
+            other => other.into(),
+        })?;
         Ok(p)
     }
 

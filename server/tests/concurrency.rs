@@ -15,7 +15,7 @@ fn req(i: usize, img: &str) -> Value {
     if i % 2 == 0 {
         m["images"] = json!([img]);
     }
-    json!({ "model": "demo", "messages": [m], "options": { "temperature": 0, "num_predict": 10 } })
+    json!({ "model": "demo", "messages": [m], "options": { "temperature": 0, "num_predict": 6 } })
 }
 
 fn streamed_text(addr: std::net::SocketAddr, body: &Value) -> String {
@@ -33,7 +33,7 @@ fn streamed_text(addr: std::net::SocketAddr, body: &Value) -> String {
 fn concurrent_streams_equal_sequential_answers() {
     let srv = start(|c| c.parallel = 3);
     let img = b64(&demo_image());
-    let n = 6;
+    let n = 4;
     let one_by_one: Vec<String> = (0..n)
         .map(|i| streamed_text(srv.addr, &req(i, &img)))
         .collect();
@@ -126,7 +126,7 @@ fn many_disconnecting_clients_leave_the_others_unaffected() {
         "model": "demo", "prompt": "<|begin_of_text|>Once", "raw": true,
         "options": { "temperature": 1.0, "seed": 3, "num_predict": 300 },
     });
-    let n = 10;
+    let n = 6;
     let quitters: Vec<_> = (0..n)
         .map(|_| {
             let body = long.clone();
