@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 fn req(i: usize, img: &str) -> Value {
     let mut m =
         json!({ "role": "user", "content": format!("Question number {i}: what do you see?") });
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         m["images"] = json!([img]);
     }
     json!({ "model": "demo", "messages": [m], "options": { "temperature": 0, "num_predict": 6 } })
