@@ -46,7 +46,7 @@ impl Default for Config {
             models: Vec::new(),
             parallel: 2,
             queue: 64,
-            keep_sessions: 8,
+            keep_sessions: 4,
             ctx: None,
             api_key: None,
             max_body_bytes: 100 << 20,

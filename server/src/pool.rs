@@ -127,6 +127,15 @@ impl SessionPool {
         }
     }
 
+    /// Drop every kept session (their memory is needed).
+    pub fn clear(&self) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clear();
+    }
+
     /// Sessions kept now.
     pub fn len(&self) -> usize {
         self.kept.lock().unwrap_or_else(|e| e.into_inner()).0.len()

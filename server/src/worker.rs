@@ -100,10 +100,8 @@ pub async fn start(app: &Arc<App>, job: Job) -> Result<Running, ApiError> {
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let m = &app2.metrics;
-        m.running.fetch_add(1, Ordering::Relaxed);
-        let ok = run(&app2, job, &tx);
-        m.running.fetch_sub(1, Ordering::Relaxed);
-        match ok {
+        let _running = RunningGauge::new(m);
+        match run(&app2, job, &tx) {
             Ok(true) => Metrics::add(&m.generations_completed, 1),
             Ok(false) => Metrics::add(&m.generations_cancelled, 1),
             Err(e) => {
@@ -119,6 +117,22 @@ pub async fn start(app: &Arc<App>, job: Job) -> Result<Running, ApiError> {
         }),
         Some(Event::Failed(e)) => Err(e),
         _ => Err(ApiError::internal("the generation ended unexpectedly")),
+    }
+}
+
+/// Counts a generation as running while it lives (also if it panics).
+struct RunningGauge<'a>(&'a Metrics);
+
+impl<'a> RunningGauge<'a> {
+    fn new(m: &'a Metrics) -> Self {
+        m.running.fetch_add(1, Ordering::Relaxed);
+        RunningGauge(m)
+    }
+}
+
+impl Drop for RunningGauge<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -142,7 +156,14 @@ fn session_for(app: &App, job: &Job, want: &History) -> Result<Session, ApiError
         max_memory: app.config.max_memory,
         ..Default::default()
     };
-    Ok(Session::new(Arc::clone(&job.model.model), opts)?)
+    match Session::new(Arc::clone(&job.model.model), opts.clone()) {
+        // Kept conversations hold memory: give it back and try once more.
+        Err(mllama::Error::KvMemory { .. }) if !app.pool.is_empty() => {
+            app.pool.clear();
+            Ok(Session::new(Arc::clone(&job.model.model), opts)?)
+        }
+        r => Ok(r?),
+    }
 }
 
 /// Put the job's conversation into the session (replacing what it held; its KV cache stays).
@@ -179,10 +200,8 @@ fn run(app: &App, job: Job, tx: &UnboundedSender<Event>) -> Result<bool, ApiErro
     let mut s = session_for(app, &job, &want)?;
     let load_ns = ns(t_load.elapsed().as_secs_f64());
     let (enc0, hits0) = (s.stats().encoded.len(), s.stats().cache_hits);
-    if let Err(e) = fill(&mut s, &job.prompt) {
-        app.pool.put(&job.model.name, History::default(), s);
-        return Err(e.into());
-    }
+    // On an error the session is dropped (its conversation is incomplete).
+    fill(&mut s, &job.prompt)?;
     let encoded = &s.stats().encoded[enc0..];
     let mut started = Started {
         image_encode_ns: encoded.iter().map(|e| ns(e.vision_s + e.cross_kv_s)).sum(),

@@ -103,6 +103,11 @@ fn full_queue_is_503_and_a_disconnect_cancels() {
     let m = get(a, "/metrics").body;
     assert!(metric(&m, "mllama_generated_tokens_total") < 4000.0);
     assert_eq!(metric(&m, "mllama_generations_running"), 0.0);
+    // A client waiting for a whole (not streamed) answer goes away too.
+    let mut quiet = long.clone();
+    quiet["stream"] = json!(false);
+    send_and_close(a, "/api/generate", &quiet, 500);
+    assert_eq!(wait_for(a, "mllama_generations_cancelled_total", 2.0), 2.0);
     // The slot is free again.
     let r = post(
         a,

@@ -274,3 +274,11 @@ pub fn bmp(w: u32, h: u32) -> Vec<u8> {
     }
     b
 }
+
+/// Send a request, wait `ms` milliseconds, and close the connection without reading the answer.
+pub fn send_and_close(addr: SocketAddr, path: &str, body: &serde_json::Value, ms: u64) {
+    let mut s = connect(addr);
+    send(&mut s, "POST", path, body.to_string().as_bytes(), &[]);
+    std::thread::sleep(Duration::from_millis(ms));
+    drop(s);
+}
