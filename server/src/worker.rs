@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mllama::{Session, SessionOptions};
+use mllama::{Generation, Session, SessionOptions};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::app::App;
@@ -192,18 +192,17 @@ fn fill(s: &mut Session, prompt: &Prompt) -> Result<(), mllama::Error> {
     Ok(())
 }
 
-/// Run `job` to its end on this (blocking) thread. `Ok(false)`: the client went away.
-fn run(app: &App, job: Job, tx: &UnboundedSender<Event>) -> Result<bool, ApiError> {
+/// A session holding the job's conversation, its images encoded (or found in the cache).
+fn prepare(app: &App, job: &Job) -> Result<(Session, Started), ApiError> {
     let m = &app.metrics;
     let t_load = Instant::now();
-    let want = History::of(&job.prompt, "");
-    let mut s = session_for(app, &job, &want)?;
+    let mut s = session_for(app, job, &History::of(&job.prompt, ""))?;
     let load_ns = ns(t_load.elapsed().as_secs_f64());
     let (enc0, hits0) = (s.stats().encoded.len(), s.stats().cache_hits);
     // On an error the session is dropped (its conversation is incomplete).
     fill(&mut s, &job.prompt)?;
     let encoded = &s.stats().encoded[enc0..];
-    let mut started = Started {
+    let started = Started {
         image_encode_ns: encoded.iter().map(|e| ns(e.vision_s + e.cross_kv_s)).sum(),
         images_encoded: encoded.len(),
         image_cache_hits: s.stats().cache_hits - hits0,
@@ -213,8 +212,46 @@ fn run(app: &App, job: Job, tx: &UnboundedSender<Event>) -> Result<bool, ApiErro
     Metrics::add(&m.images_encoded, started.images_encoded as u64);
     Metrics::add(&m.image_cache_hits, started.image_cache_hits as u64);
     Metrics::add(&m.image_encode_us, started.image_encode_ns / 1000);
+    Ok((s, started))
+}
+
+/// Send the answer's text as it comes, holding back possible stop strings. Returns whether a
+/// stop string ended it and whether the client is still there.
+fn relay(
+    g: &mut Generation<'_>,
+    job: &Job,
+    tx: &UnboundedSender<Event>,
+    m: &Metrics,
+) -> Result<(bool, bool), ApiError> {
+    let mut stop = StopMatcher::new(&job.stop);
+    let (mut hit, mut alive, mut first) = (false, !tx.is_closed(), true);
+    while alive && !hit {
+        let Some(piece) = g.next() else { break };
+        let piece = piece?;
+        if first {
+            m.ttft.observe(job.received.elapsed().as_secs_f64());
+            first = false;
+        }
+        let (text, h) = stop.push(&piece.text);
+        hit = h;
+        if !text.is_empty() {
+            alive = tx.send(Event::Text(text)).is_ok();
+        }
+        alive &= !tx.is_closed();
+    }
+    let rest = stop.finish();
+    if alive && !hit && !rest.is_empty() {
+        alive = tx.send(Event::Text(rest)).is_ok();
+    }
+    Ok((hit, alive))
+}
+
+/// Run `job` to its end on this (blocking) thread. `Ok(false)`: the client went away.
+fn run(app: &App, job: Job, tx: &UnboundedSender<Event>) -> Result<bool, ApiError> {
+    let m = &app.metrics;
+    let (mut s, mut started) = prepare(app, &job)?;
     let ctx = s.context_size();
-    let (answer, finish, alive) = {
+    let (answer, hit, alive) = {
         // On an error the session is dropped (its KV cache may not match its history).
         let mut g = s.generate(&job.params, job.max_tokens, None)?;
         let st = g.stats();
@@ -226,30 +263,11 @@ fn run(app: &App, job: Job, tx: &UnboundedSender<Event>) -> Result<bool, ApiErro
             &m.reused_tokens,
             (st.context_tokens - st.prefill_tokens) as u64,
         );
-        let mut alive = tx.send(Event::Started(started.clone())).is_ok();
-        let mut stop = StopMatcher::new(&job.stop);
-        let mut hit = false;
-        let mut first = true;
-        while alive && !hit {
-            let Some(piece) = g.next() else { break };
-            let piece = piece?;
-            if first {
-                m.ttft.observe(job.received.elapsed().as_secs_f64());
-                first = false;
-            }
-            let (text, h) = stop.push(&piece.text);
-            hit = h;
-            if !text.is_empty() {
-                alive = tx.send(Event::Text(text)).is_ok();
-            }
-            alive &= !tx.is_closed();
-        }
-        if alive && !hit {
-            let rest = stop.finish();
-            if !rest.is_empty() {
-                alive = tx.send(Event::Text(rest)).is_ok();
-            }
-        }
+        let (hit, alive) = if tx.send(Event::Started(started.clone())).is_ok() {
+            relay(&mut g, &job, tx, m)?
+        } else {
+            (false, false)
+        };
         (g.text().to_string(), hit, alive)
     };
     let st = s.stats().clone();
@@ -259,7 +277,7 @@ fn run(app: &App, job: Job, tx: &UnboundedSender<Event>) -> Result<bool, ApiErro
     let budget = job
         .max_tokens
         .min(ctx.saturating_sub(started.prompt_tokens));
-    let finish = if !finish && st.decode_tokens >= budget {
+    let finish = if !hit && st.decode_tokens >= budget {
         Finish::Length
     } else {
         Finish::Stop
