@@ -9,6 +9,8 @@ mod bench;
 mod cli;
 mod eval;
 mod model_arg;
+#[cfg(feature = "serve")]
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -138,6 +140,10 @@ enum Cmd {
         #[arg(long)]
         stats: bool,
     },
+    /// Serve models over HTTP with Ollama's API (/api/chat, /api/generate, ...) and OpenAI's
+    /// (/v1/chat/completions), on 127.0.0.1:11434 by default.
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
     /// Describe a GGUF file: architecture, dimensions, tensors by type, tokenizer, and for an
     /// mllama model its layout (ours, Ollama era 1 / 2a / 2b) and every storage convention undone.
     Info {
@@ -153,6 +159,23 @@ enum Cmd {
 }
 
 fn run(cli: Cli) -> mllama::Result<()> {
+    // The server runs generations on its own threads; their kernels use rayon's global pool,
+    // which --threads sizes.
+    #[cfg(feature = "serve")]
+    if let Cmd::Serve(args) = cli.cmd {
+        if let Some(n) = cli.threads {
+            if n == 0 {
+                return Err(mllama::Error::Invalid(
+                    "--threads must be at least 1".into(),
+                ));
+            }
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+                .map_err(|e| mllama::Error::Invalid(format!("cannot start worker threads: {e}")))?;
+        }
+        return serve::serve(args);
+    }
     // All work runs on a worker of one pool: kernels then split jobs through the worker's own
     // deque (no allocation per decode step), and --threads sizes it.
     let mut builder = rayon::ThreadPoolBuilder::new();
@@ -273,6 +296,8 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
             }
             Ok(())
         }
+        #[cfg(feature = "serve")]
+        Cmd::Serve(args) => serve::serve(args),
         Cmd::Info {
             file,
             keys,

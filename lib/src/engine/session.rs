@@ -635,6 +635,61 @@ impl Session {
         Ok(())
     }
 
+    /// Add an assistant message to the conversation (chat mode): an earlier answer, when a
+    /// conversation is replayed from its history (as chat clients resend it every turn).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conversation`] if the session holds a raw prompt or images are waiting for a user
+    /// message.
+    pub fn push_assistant(&mut self, text: &str) -> Result<(), Error> {
+        if self.raw.is_some() {
+            return Err(Error::Conversation(
+                "this session holds a raw prompt; chat messages cannot be added".into(),
+            ));
+        }
+        if !self.pending.is_empty() {
+            return Err(Error::Conversation(format!(
+                "{} image(s) were added before an assistant message; images go with user messages",
+                self.pending.len()
+            )));
+        }
+        self.messages.push(Message::text(Role::Assistant, text));
+        Ok(())
+    }
+
+    /// Forget the conversation, raw prompt and pending images but keep the KV cache: the next
+    /// [`generate`](Session::generate) processes only the tokens after the longest prefix its
+    /// prompt shares with what the cache holds (with the same images). A server uses this to
+    /// replay a conversation that a client resends whole.
+    ///
+    /// ```
+    /// # use mllama::{Model, SamplingParams, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// let mut chat = Session::new(model, SessionOptions::default())?;
+    /// chat.push_user("Hi")?;
+    /// let answer = chat.generate(&SamplingParams::default(), 4, None)?.collect::<Result<Vec<_>, _>>()?;
+    /// let answer: String = answer.into_iter().map(|p| p.text).collect();
+    /// // The client sends the whole conversation again with a new question.
+    /// chat.rewind();
+    /// chat.push_user("Hi")?;
+    /// chat.push_assistant(&answer)?;
+    /// chat.push_user("And then?")?;
+    /// let n = chat.generate(&SamplingParams::default(), 4, None)?.count();
+    /// # let _ = n;
+    /// assert!(chat.stats().prefill_tokens < chat.stats().context_tokens);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn rewind(&mut self) {
+        self.messages.clear();
+        self.images.clear();
+        self.pending.clear();
+        self.raw = None;
+    }
+
     /// Forget the conversation, raw prompt, pending images and KV cache, keeping the options
     /// (encoded images stay in the model's [`ImageCache`](crate::ImageCache)). [`stats`](Session::stats) keep their
     /// values until the next generation.
@@ -914,6 +969,13 @@ impl Generation<'_> {
     /// The text generated so far: the concatenation of every piece returned.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// The session's timings so far: the prefill figures (`prefill_tokens`, `prefill_s`) and
+    /// `context_tokens` (the prompt's length) are final when the generation starts; the decode
+    /// figures when it ends.
+    pub fn stats(&self) -> &SessionStats {
+        self.stats
     }
 
     fn step(&mut self) -> Result<Option<Piece>, Error> {
