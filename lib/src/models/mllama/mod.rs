@@ -6,6 +6,7 @@
 //! Weights stay in the memory map ([`Mat`]); only small vectors are copied.
 
 pub mod config;
+pub mod disk_cache;
 pub mod image_cache;
 pub mod keys;
 pub mod mix;
