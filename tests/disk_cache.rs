@@ -123,8 +123,10 @@ fn sessions_report_miss_memory_and_disk() {
     let img = root().join("models/demo/example.jpg");
     let answer = |s: &mut Session| {
         s.push_user("What is this?").unwrap();
-        let mut p = SamplingParams::default();
-        p.temperature = 0.0;
+        let p = SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        };
         let mut g = s.generate(&p, 8, None).unwrap();
         for piece in g.by_ref() {
             piece.unwrap();
@@ -194,8 +196,11 @@ fn set_mode(p: &Path, mode: u32) {
     let _ = (p, mode);
 }
 
+/// Per cross layer (K, V).
+type LayerKv = Vec<(Vec<f32>, Vec<f32>)>;
+
 /// A small layout and K/V of `seed` for direct [`DiskCache`] tests.
-fn small(seed: u32) -> (Layout, Vec<(Vec<f32>, Vec<f32>)>) {
+fn small(seed: u32) -> (Layout, LayerKv) {
     let layout = Layout {
         layers: 2,
         values: 2 * 4 * 5 * 8,
