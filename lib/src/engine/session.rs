@@ -94,6 +94,10 @@ use crate::Error;
 ///     date_string: Some("26 Jul 2024".into()),
 ///     // Refuse a context whose KV cache needs more than 1 GiB.
 ///     max_memory: Some(1 << 30),
+///     // Keep each image's cross-attention K/V on disk for later sessions and runs, in the
+///     // platform's cache directory (~/.cache/mllama), using at most 1 GiB there.
+///     cache_dir: mllama::models::mllama::disk_cache::default_dir(),
+///     disk_cache_bytes: Some(1 << 30),
 /// };
 /// # let _ = opts;
 /// ```
