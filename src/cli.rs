@@ -245,8 +245,8 @@ fn print_stats(s: &Session, load_s: f64) {
     for (i, im) in st.images.iter().enumerate() {
         let what = match im.source {
             ImageSource::Miss => format!(
-                "vision tower + projector {:.2} s, cross K/V {:.2} s",
-                im.vision_s, im.cross_kv_s
+                "vision tower + projector {:.2} s, cross K/V {:.2} s, cache write {:.3} s",
+                im.vision_s, im.cross_kv_s, im.disk_s
             ),
             ImageSource::Memory => "no vision work".to_string(),
             ImageSource::Disk => format!("read {:.3} s, no vision work", im.disk_s),
