@@ -52,6 +52,8 @@ pub struct BenchOptions {
     pub decode_tokens: usize,
     /// Bytes of the read-bandwidth probe buffer.
     pub probe_bytes: usize,
+    /// Real tiles of the benchmark image (1 to the model's `max_tiles`; `None`: all).
+    pub tiles: Option<usize>,
 }
 
 /// Everything measured; keys of parts not run are absent from the JSON.
@@ -71,8 +73,14 @@ pub struct BenchResult {
     pub read_bandwidth_gbs: f64,
     /// FMA peak measured by the probe, GFLOP/s.
     pub fma_peak_gflops: f64,
-    /// Vision tower + projector time for one 4-tile image, ms.
+    /// Real tiles of the benchmark image.
+    pub vision_tiles: usize,
+    /// Vision tower + projector time for one image of `vision_tiles` tiles, ms.
     pub vision_ms_per_image: Option<f64>,
+    /// Writing the image's cross K/V to a vision cache directory (in the caches' precision), ms.
+    pub disk_write_ms: Option<f64>,
+    /// Reading it back (a `cache=disk` hit: read, checksum, widen to f32), ms.
+    pub disk_read_ms: Option<f64>,
     /// Vision throughput, GFLOP/s.
     pub vision_gflops: Option<f64>,
     /// Cross-attention K/V precompute for one image, ms.
@@ -103,6 +111,18 @@ impl BenchResult {
             .map(|t| t * self.weight_bytes_per_token as f64 / 1e9)
     }
 
+    /// A disk cache hit's time over the encode it saves (vision tower + projector + cross K/V).
+    pub fn disk_read_fraction(&self) -> Option<f64> {
+        match (
+            self.disk_read_ms,
+            self.vision_ms_per_image,
+            self.cross_kv_ms,
+        ) {
+            (Some(r), Some(v), Some(c)) => Some(r / (v + c)),
+            _ => None,
+        }
+    }
+
     /// The results as a JSON object (`mllama bench --json`); parts not run are absent.
     pub fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
@@ -116,6 +136,9 @@ impl BenchResult {
         );
         m.insert("read_bandwidth_gbs".into(), json!(self.read_bandwidth_gbs));
         m.insert("fma_peak_gflops".into(), json!(self.fma_peak_gflops));
+        if self.vision_ms_per_image.is_some() {
+            m.insert("vision_tiles".into(), json!(self.vision_tiles));
+        }
         let mut opt = |k: &str, v: Option<f64>| {
             if let Some(v) = v {
                 m.insert(k.into(), json!(v));
@@ -128,6 +151,9 @@ impl BenchResult {
             self.vision_gflops.map(|g| g / self.fma_peak_gflops),
         );
         opt("cross_kv_ms", self.cross_kv_ms);
+        opt("disk_write_ms", self.disk_write_ms);
+        opt("disk_read_ms", self.disk_read_ms);
+        opt("disk_read_fraction", self.disk_read_fraction());
         opt("prefill_tokens_per_s", self.prefill_tokens_per_s);
         opt("prefill_gflops", self.prefill_gflops);
         opt(
@@ -165,12 +191,23 @@ impl BenchResult {
         ];
         if let (Some(ms), Some(g)) = (self.vision_ms_per_image, self.vision_gflops) {
             l.push(format!(
-                "vision       {ms:.0} ms per image (4 tiles), {g:.1} GFLOP/s = {:.0}% of FMA peak",
+                "vision       {ms:.0} ms per image ({} tiles), {g:.1} GFLOP/s = {:.0}% of FMA peak",
+                self.vision_tiles,
                 100.0 * g / self.fma_peak_gflops
             ));
         }
         if let Some(ms) = self.cross_kv_ms {
             l.push(format!("cross K/V    {ms:.0} ms per image"));
+        }
+        if let (Some(w), Some(r), Some(f)) = (
+            self.disk_write_ms,
+            self.disk_read_ms,
+            self.disk_read_fraction(),
+        ) {
+            l.push(format!(
+                "disk cache   write {w:.0} ms, read {r:.0} ms = {:.2}% of vision + cross K/V",
+                100.0 * f
+            ));
         }
         if let (Some(t), Some(g)) = (self.prefill_tokens_per_s, self.prefill_gflops) {
             l.push(format!(
@@ -205,6 +242,51 @@ impl BenchResult {
             l.push(format!("note         {n}"));
         }
         l.join("\n")
+    }
+}
+
+/// Time the image's cross K/V, then writing them to a vision cache directory (a temporary one)
+/// and reading them back, as a first and a second run of the same image do.
+fn disk_round_trip(
+    model: &Model,
+    out: &mllama::models::mllama::vision::VisionOutput,
+    n_tiles: usize,
+    r: &mut BenchResult,
+) -> Result<(), Error> {
+    use mllama::models::mllama::disk_cache::{DiskCache, Layout};
+    let Some(vc) = model.cfg.vision.as_ref() else {
+        return Ok(());
+    };
+    let tc = &model.cfg.text;
+    let keys = vc.max_tiles * vc.tokens_per_tile();
+    let t = Instant::now();
+    let kv = model.text.cross_kv(&out.states, keys);
+    r.cross_kv_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+    let layout = Layout {
+        layers: kv.len(),
+        values: tc.n_kv_heads * keys * tc.head_dim,
+        tile_slots: vc.max_tiles,
+        tokens_per_tile: vc.tokens_per_tile(),
+    };
+    let dir = tempfile::tempdir()
+        .map_err(|e| Error::Invalid(format!("a temporary cache directory: {e}")))?;
+    let cache = DiskCache::new(dir.path(), u64::MAX);
+    let half = Semantics::default().cache.half(&model.text);
+    let key = [0u8; 32];
+    let t = Instant::now();
+    cache
+        .store(&key, &kv, n_tiles, &layout, half)
+        .map_err(|w| Error::Invalid(w.to_string()))?;
+    r.disk_write_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+    let t = Instant::now();
+    let back = cache.load(&key, &layout);
+    r.disk_read_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+    match back {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Error::Invalid(
+            "the cache entry just written is missing".into(),
+        )),
+        Err(w) => Err(Error::Invalid(w.to_string())),
     }
 }
 
@@ -347,7 +429,25 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
             None
         }
     };
-    let n_tiles = vision.map_or(0, |(_, vc)| vc.max_tiles);
+    // The image's tile count (`--tiles`, default all slots) and an aspect ratio of exactly that
+    // many tiles (2×2 for 4, 1×n otherwise).
+    let (mut n_tiles, mut ar_id) = (0, ar_2x2);
+    if let (Some((_, vc)), Some(pre)) = (vision, model.cfg.preprocess.as_ref()) {
+        n_tiles = o.tiles.unwrap_or(vc.max_tiles);
+        if !(1..=vc.max_tiles).contains(&n_tiles) {
+            return Err(Error::Invalid(format!(
+                "--tiles {n_tiles}: expected 1 to {}",
+                vc.max_tiles
+            )));
+        }
+        let ratios = &pre.supported_aspect_ratios;
+        ar_id = ratios
+            .iter()
+            .position(|&(h, w)| (h, w) == (2, 2) && n_tiles == 4)
+            .or_else(|| ratios.iter().position(|&(h, w)| h * w == n_tiles))
+            .map_or(ar_2x2, |i| i + 1);
+        r.vision_tiles = n_tiles;
+    }
 
     // The image: random pixels in all tile slots (a 2×2 image uses all 4).
     let mut image = None;
@@ -357,10 +457,11 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
             .collect();
         if want_vision {
             let t = Instant::now();
-            let out = tower.forward(&px, ar_2x2, n_tiles, Semantics::default().taps);
+            let out = tower.forward(&px, ar_id, n_tiles, Semantics::default().taps);
             let s = t.elapsed().as_secs_f64();
             r.vision_ms_per_image = Some(s * 1e3);
             r.vision_gflops = Some(vision_flops(&model) / s / 1e9);
+            disk_round_trip(&model, &out, n_tiles, &mut r)?;
             image = Some(out);
         } else {
             // Decode/prefill alone still need cross K/V; their values do not matter for speed.

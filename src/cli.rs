@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use mllama::image::ImageLimits;
 use mllama::{
-    CachePrecision, Error, Model, SamplingParams, Semantics, Session, SessionOptions, TapConvention,
+    CachePrecision, Error, ImageSource, Model, SamplingParams, Semantics, Session, SessionOptions,
+    TapConvention,
 };
 
 /// Set by Ctrl-C: stops the answer being generated.
@@ -72,6 +73,17 @@ pub struct GenArgs {
     /// Most memory for cached image encodings, in MiB (default 2048).
     #[arg(long)]
     pub image_cache_mb: Option<usize>,
+    /// The vision cache directory (default: $XDG_CACHE_HOME/mllama or ~/.cache/mllama): each
+    /// image's cross-attention K/V is kept there for later runs.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_disk_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Neither read nor write the vision cache directory.
+    #[arg(long)]
+    pub no_disk_cache: bool,
+    /// Most disk space for the vision cache, in MiB (default 4096); least recently used images
+    /// are deleted beyond it.
+    #[arg(long, value_name = "MIB")]
+    pub disk_cache_mb: Option<u64>,
     /// Print timings and peak memory to stderr.
     #[arg(long)]
     pub stats: bool,
@@ -142,9 +154,30 @@ impl GenArgs {
             },
             image_limits: limits,
             max_memory: self.max_memory_mb.map(|m| m.saturating_mul(1 << 20)),
+            cache_dir: cache_dir(self.cache_dir.as_deref(), self.no_disk_cache),
+            disk_cache_bytes: self.disk_cache_mb.map(|m| m.saturating_mul(1 << 20)),
             ..Default::default()
         }
     }
+}
+
+/// The vision cache directory: `--cache-dir`, else the platform's; none with `--no-disk-cache`
+/// (or when the environment names no cache directory).
+pub fn cache_dir(dir: Option<&Path>, off: bool) -> Option<PathBuf> {
+    if off {
+        return None;
+    }
+    dir.map(Path::to_path_buf)
+        .or_else(mllama::models::mllama::disk_cache::default_dir)
+}
+
+/// Add an image, then print the disk cache's warnings (the library returns them).
+fn add_image(s: &mut Session, path: &Path) -> Result<(), Error> {
+    let r = s.add_image(path);
+    for w in s.take_warnings() {
+        eprintln!("warning: {w}");
+    }
+    r
 }
 
 fn load(model: Option<PathBuf>, args: &GenArgs) -> Result<(Model, f64, bool), Error> {
@@ -209,16 +242,19 @@ fn answer(s: &mut Session, p: &SamplingParams, max: usize) -> Result<String, Err
 fn print_stats(s: &Session, load_s: f64) {
     let st = s.stats();
     let mut l = vec![format!("load {:.2} s", load_s)];
-    for (i, e) in st.encoded.iter().enumerate() {
+    for (i, im) in st.images.iter().enumerate() {
+        let what = match im.source {
+            ImageSource::Miss => format!(
+                "vision tower + projector {:.2} s, cross K/V {:.2} s, cache write {:.3} s",
+                im.vision_s, im.cross_kv_s, im.disk_s
+            ),
+            ImageSource::Memory => "no vision work".to_string(),
+            ImageSource::Disk => format!("read {:.3} s, no vision work", im.disk_s),
+        };
         l.push(format!(
-            "image {i}: vision tower + projector {:.2} s",
-            e.vision_s
-        ));
-    }
-    if st.cache_hits > 0 {
-        l.push(format!(
-            "{} image(s) from the cache (no vision work)",
-            st.cache_hits
+            "image {i}: cache={} vision {:.3} s ({what})",
+            im.source.name(),
+            im.vision_s + im.cross_kv_s + im.disk_s
         ));
     }
     l.push(format!(
@@ -289,7 +325,7 @@ pub fn run(
         s.push_system(sys)?;
     }
     for im in &images {
-        s.add_image(im)?;
+        add_image(&mut s, im)?;
     }
     if raw {
         s.set_raw_prompt(&prompt)?;
@@ -366,7 +402,7 @@ pub fn chat(model: Option<PathBuf>, system: Option<String>, args: GenArgs) -> Re
                         continue;
                     }
                     // A bad image is reported and the chat goes on.
-                    match s.add_image(Path::new(arg)) {
+                    match add_image(&mut s, Path::new(arg)) {
                         Ok(()) => eprintln!("(image attached to your next message)"),
                         Err(e) => eprintln!("error: {e}"),
                     }

@@ -100,9 +100,21 @@ enum Cmd {
         /// Decode steps timed.
         #[arg(long, default_value_t = 16)]
         decode_tokens: usize,
+        /// Real tiles of the benchmark image, 1 to 4 (default 4).
+        #[arg(long)]
+        tiles: Option<usize>,
         /// Print one JSON object instead of a report.
         #[arg(long)]
         json: bool,
+    },
+    /// The vision cache directory: `list` its entries, or `clear` it.
+    Cache {
+        /// list or clear.
+        #[arg(value_parser = ["list", "clear"])]
+        action: String,
+        /// The cache directory (default: $XDG_CACHE_HOME/mllama or ~/.cache/mllama).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
     /// Run a prompt (and images) through the model; write input ids, logits at every prompt
     /// position, greedy tokens and vision states to a safetensors file.
@@ -230,6 +242,7 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
             only,
             prompt_tokens,
             decode_tokens,
+            tiles,
             json,
         } => {
             let ty = mllama::quant::mix::FileType::parse(&ty).ok_or_else(|| {
@@ -253,6 +266,7 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
                 prompt_tokens,
                 decode_tokens: decode_tokens.max(1),
                 probe_bytes: 512 << 20,
+                tiles,
             })?;
             if json {
                 out(&format!("{}\n", r.to_json()));
@@ -298,6 +312,15 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
         }
         #[cfg(feature = "serve")]
         Cmd::Serve(args) => serve::serve(args),
+        Cmd::Cache { action, cache_dir } => {
+            let dir = cli::cache_dir(cache_dir.as_deref(), false).ok_or_else(|| {
+                mllama::Error::Invalid(
+                    "no cache directory: set HOME or XDG_CACHE_HOME, or give --cache-dir".into(),
+                )
+            })?;
+            out(&cache_command(&dir, &action)?);
+            Ok(())
+        }
         Cmd::Info {
             file,
             keys,
@@ -327,6 +350,39 @@ fn run_command(cmd: Cmd) -> mllama::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `mllama cache list|clear` on `dir`: the report to print.
+fn cache_command(dir: &std::path::Path, action: &str) -> mllama::Result<String> {
+    let cache = mllama::DiskCache::new(dir, 0);
+    let io = |e| mllama::Error::io(dir, e);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    if action == "clear" {
+        let (n, bytes) = cache.clear().map_err(io)?;
+        return Ok(format!(
+            "{}: deleted {n} entries ({:.1} MiB)\n",
+            dir.display(),
+            mib(bytes)
+        ));
+    }
+    let entries = cache.list().map_err(io)?;
+    let mut text = String::new();
+    for e in entries.iter().rev() {
+        let age = e.last_used.elapsed().map_or(0, |d| d.as_secs());
+        let name = e.file.file_name().unwrap_or_default().to_string_lossy();
+        text.push_str(&format!(
+            "{name}  {:>9.1} MiB  used {age} s ago\n",
+            mib(e.bytes)
+        ));
+    }
+    let total: u64 = entries.iter().map(|e| e.bytes).sum();
+    text.push_str(&format!(
+        "{}: {} entries, {:.1} MiB\n",
+        dir.display(),
+        entries.len(),
+        mib(total)
+    ));
+    Ok(text)
 }
 
 fn main() -> ExitCode {

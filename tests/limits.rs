@@ -30,10 +30,14 @@ fn run(args: &[&str]) -> (bool, String, u64) {
         time.exists(),
         "/usr/bin/time (Debian package `time`) is needed; .ci/run installs it"
     );
+    // An empty vision cache per run: an image cached by an earlier run is not decoded again,
+    // which would hide the decoder's memory.
+    let cache = tempfile::tempdir().unwrap();
     let out = Command::new(time)
         .args(["-f", "PEAK_RSS_KB=%M"])
         .arg(env!("CARGO_BIN_EXE_mllama"))
         .args(args)
+        .env("XDG_CACHE_HOME", cache.path())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

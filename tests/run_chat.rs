@@ -17,8 +17,11 @@ fn demo() -> PathBuf {
 }
 
 fn mllama(args: &[&std::ffi::OsStr], stdin: Option<&str>) -> (bool, String, String) {
+    // Each run with an empty vision cache of its own (an image is encoded, not read from disk).
+    let cache = tempfile::tempdir().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_mllama"));
     c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.env("XDG_CACHE_HOME", cache.path());
     c.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -212,8 +215,10 @@ fn piped_chat_two_images_and_reset_match_eval() {
     );
     let a3 = eval_answer(&[user("What about this?", 1)], &[&b], 12);
     assert_eq!(out, format!("{a1}\n{a2}\n{a3}\n"));
-    // The second use of image b came from the cache: two vision runs in all, one cache hit.
-    assert!(err.contains("1 image(s) from the cache"), "{err}");
+    // The second use of image b came from the memory cache: two vision runs in all, one hit.
+    let last_stats = &err[err.rfind("load ").unwrap()..];
+    assert_eq!(last_stats.matches("cache=miss").count(), 2, "{err}");
+    assert_eq!(last_stats.matches("cache=memory").count(), 1, "{err}");
 }
 
 fn expect_error(args: &[&str], stdin: Option<&str>, needle: &str) {

@@ -38,7 +38,8 @@
 //! - [`image`]: image files to RGB pixels (decoders, limits, Pillow's bilinear resize).
 //! - [`text`]: the tokenizer, chat messages and templates, sampling.
 //! - [`models`]: model architectures ([`models::mllama`]: tensor table, config, vision tower,
-//!   text decoder, image preprocessing, encoded-image cache, synthetic models) and a summary of
+//!   text decoder, image preprocessing, encoded-image cache in memory and on disk, synthetic
+//!   models) and a summary of
 //!   any GGUF file ([`models::info`]).
 //! - [`engine`]: running a model: [`engine::sequence`] (a token sequence with its caches) and
 //!   [`engine::session`] (the application API: [`Session`], [`Generation`]).
@@ -69,9 +70,10 @@ pub mod nn;
 pub mod quant;
 pub mod text;
 
-pub use engine::session::{Generation, Piece, Session, SessionOptions, SessionStats};
+pub use engine::session::{Generation, ImageStats, Piece, Session, SessionOptions, SessionStats};
 pub use error::{Error, GgufError, Limit, OllamaError, Result};
 pub use format::dtype::GgmlType;
-pub use models::mllama::image_cache::{EncodedImage, ImageCache};
+pub use models::mllama::disk_cache::{CacheWarning, DiskCache};
+pub use models::mllama::image_cache::{EncodedImage, ImageCache, ImageSource};
 pub use models::mllama::{CachePrecision, Model, Semantics, TapConvention};
 pub use text::sampling::SamplingParams;

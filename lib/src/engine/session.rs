@@ -57,14 +57,17 @@
 //! # }
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::engine::sequence::Sequence;
 use crate::image::ImageLimits;
-use crate::models::mllama::image_cache::{EncodeStats, EncodedImage};
+use crate::models::mllama::disk_cache::{
+    model_identity, CacheWarning, DiskCache, EntrySettings, DEFAULT_DISK_CACHE_BYTES,
+};
+use crate::models::mllama::image_cache::{DiskSide, EncodeStats, EncodedImage, ImageSource};
 use crate::models::mllama::{Model, Semantics};
 use crate::text::chat::{user_message, ChatTemplate, Message, Part, Role};
 use crate::text::sampling::{Sampler, SamplingParams};
@@ -91,6 +94,10 @@ use crate::Error;
 ///     date_string: Some("26 Jul 2024".into()),
 ///     // Refuse a context whose KV cache needs more than 1 GiB.
 ///     max_memory: Some(1 << 30),
+///     // Keep each image's cross-attention K/V on disk for later sessions and runs, in the
+///     // platform's cache directory (~/.cache/mllama), using at most 1 GiB there.
+///     cache_dir: mllama::models::mllama::disk_cache::default_dir(),
+///     disk_cache_bytes: Some(1 << 30),
 /// };
 /// # let _ = opts;
 /// ```
@@ -113,6 +120,14 @@ pub struct SessionOptions {
     /// (`MemAvailable` on Linux), whichever is smaller, before allocating it. `None`: only the
     /// system's figure.
     pub max_memory: Option<u64>,
+    /// The vision cache directory: each image's cross-attention K/V is stored there and read
+    /// back by later sessions and processes ([`DiskCache`]; `mllama` passes
+    /// [`default_dir`](crate::models::mllama::disk_cache::default_dir) unless told otherwise).
+    /// `None` (the default): no disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the cache directory may hold (`None`: [`DEFAULT_DISK_CACHE_BYTES`]); least
+    /// recently used entries are deleted beyond it.
+    pub disk_cache_bytes: Option<u64>,
 }
 
 /// Memory the system reports available, in bytes (`MemAvailable` of `/proc/meminfo`), if known.
@@ -168,8 +183,10 @@ pub struct SessionStats {
     /// Timings of each image encoded (not cached) by this session, in the order the images were
     /// added: vision tower + projector, and cross-attention K/V.
     pub encoded: Vec<EncodeStats>,
-    /// Images found in the cache (no vision work).
+    /// Images found in the cache, in memory or on disk (no vision work).
     pub cache_hits: usize,
+    /// Every image added, in order: where it came from and what it cost.
+    pub images: Vec<ImageStats>,
     /// Prompt tokens processed by the last generation (not reused from the KV cache).
     pub prefill_tokens: usize,
     /// Seconds the last prefill took (the `prefill_tokens` run through the decoder).
@@ -181,6 +198,19 @@ pub struct SessionStats {
     pub decode_s: f64,
     /// Tokens of the conversation in the KV cache.
     pub context_tokens: usize,
+}
+
+/// One image added to a session ([`SessionStats::images`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ImageStats {
+    /// Encoded now ([`ImageSource::Miss`]), or from the memory or disk cache.
+    pub source: ImageSource,
+    /// Seconds in the vision tower + projector (0 unless encoded now).
+    pub vision_s: f64,
+    /// Seconds computing the cross-attention K/V (0 unless encoded now).
+    pub cross_kv_s: f64,
+    /// Seconds reading the disk entry (a disk hit) or writing it (a miss with a disk cache).
+    pub disk_s: f64,
 }
 
 /// One generated token and the text it completes (possibly empty: a multi-byte character split
@@ -284,6 +314,10 @@ pub struct Session {
     /// Images attached to `seq`, in order (pointer identity).
     seq_images: Vec<Arc<EncodedImage>>,
     stats: SessionStats,
+    /// The vision cache directory, and the model's identity once an image needed it.
+    disk: Option<(DiskCache, Option<[u8; 32]>)>,
+    /// Disk cache problems not yet taken by the caller.
+    warnings: Vec<CacheWarning>,
 }
 
 // A server keeps sessions in maps and moves them between threads.
@@ -360,7 +394,13 @@ impl Session {
             None => None,
         };
         let seq = Sequence::new(Arc::clone(&model), ctx, opts.semantics);
+        let disk = opts.cache_dir.as_ref().map(|dir| {
+            let max = opts.disk_cache_bytes.unwrap_or(DEFAULT_DISK_CACHE_BYTES);
+            (DiskCache::new(dir, max), None)
+        });
         Ok(Session {
+            disk,
+            warnings: Vec::new(),
             model,
             opts,
             ctx,
@@ -510,19 +550,66 @@ impl Session {
     /// ```
     pub fn add_image_bytes(&mut self, bytes: &[u8], name: &str) -> Result<(), Error> {
         self.model.vision_tower()?;
-        let (im, work) = self.model.image_cache.get_or_encode(
+        let settings = EntrySettings {
+            taps: self.opts.semantics.taps,
+            half: self.opts.semantics.cache.half(&self.model.text),
+            kernels: crate::kernels::simd_name(),
+        };
+        let disk = match &mut self.disk {
+            Some((cache, identity)) => {
+                let id = identity.get_or_insert_with(|| model_identity(self.model.gguf()));
+                Some(DiskSide {
+                    cache,
+                    identity: id,
+                })
+            }
+            None => None,
+        };
+        let found = self.model.image_cache.lookup(
             &self.model,
             bytes,
             name,
-            self.opts.semantics.taps,
+            settings,
             &self.opts.image_limits,
+            disk,
         )?;
-        match work {
-            Some(took) => self.stats.encoded.push(took),
-            None => self.stats.cache_hits += 1,
+        self.warnings.extend(found.warnings);
+        match found.source {
+            ImageSource::Miss => self.stats.encoded.push(found.encode),
+            ImageSource::Memory | ImageSource::Disk => self.stats.cache_hits += 1,
         }
-        self.pending.push(im);
+        self.stats.images.push(ImageStats {
+            source: found.source,
+            vision_s: found.encode.vision_s,
+            cross_kv_s: found.encode.cross_kv_s,
+            disk_s: found.disk_s,
+        });
+        self.pending.push(found.image);
         Ok(())
+    }
+
+    /// Take the disk cache problems met since the last call (a corrupt entry that was recomputed,
+    /// a cache directory that cannot be written: at most one of those per session, after which
+    /// the session writes no more entries). The work went on without the cache; the library
+    /// never prints them.
+    ///
+    /// ```
+    /// # use mllama::{Model, Session, SessionOptions};
+    /// # fn main() -> Result<(), mllama::Error> {
+    /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
+    /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
+    /// // A "directory" that is a file: nothing can be written under it.
+    /// let opts = SessionOptions { cache_dir: Some("README.md/cache".into()), ..Default::default() };
+    /// let mut chat = Session::new(model, opts)?;
+    /// chat.add_image("models/demo/example.jpg")?; // encoded anyway
+    /// let warnings = chat.take_warnings();
+    /// assert_eq!(warnings.len(), 1);
+    /// assert!(warnings[0].to_string().contains("not writable"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn take_warnings(&mut self) -> Vec<CacheWarning> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// Add a user message. Images added since the last message go where the text has

@@ -134,8 +134,9 @@ pub(crate) fn header_dimensions(format: Format, b: &[u8]) -> Option<(u32, u32)> 
     }
 }
 
-/// Decode any supported file to RGB8 with PIL/HF semantics. Messages do not include a file name.
-pub(crate) fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, DecodeError> {
+/// The checks made before decoding: file size, a known format, and the header's dimensions
+/// against `limits`. Returns the format.
+pub(crate) fn check_header(bytes: &[u8], limits: &ImageLimits) -> Result<Format, DecodeError> {
     check_file_size(bytes.len() as u64, limits)?;
     let format = sniff(bytes).map_err(|reason| DecodeError::Bad {
         format: None,
@@ -150,6 +151,12 @@ pub(crate) fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, DecodeE
     if let Some((w, h)) = header_dimensions(format, bytes) {
         check_dimensions(format, w, h, limits)?;
     }
+    Ok(format)
+}
+
+/// Decode any supported file to RGB8 with PIL/HF semantics. Messages do not include a file name.
+pub(crate) fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, DecodeError> {
+    let format = check_header(bytes, limits)?;
     if format == Format::Jpeg {
         return super::jpeg::decode(bytes, limits)
             .map_err(|e| DecodeError::bad(format, e.to_string()));

@@ -121,6 +121,19 @@ pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Erro
     })
 }
 
+/// The checks [`decode_image`] makes before decoding anything: the file size, a supported format,
+/// and the width and height declared in the header against `limits`. An image taken from a cache
+/// passes them too, so a limit refuses the same files with or without the cache.
+///
+/// # Errors
+///
+/// As [`decode_image`], for those checks.
+pub fn check_image_header(bytes: &[u8], limits: &ImageLimits) -> Result<(), Error> {
+    decode::check_header(bytes, limits)
+        .map(|_| ())
+        .map_err(|e| e.into_error(""))
+}
+
 /// Read and decode an image file like [`decode_image`]. The file size is checked before reading.
 /// I/O errors (a directory too) are [`Error::Io`] (naming the path); decoding
 /// errors are [`Error::LimitExceeded`] (a file larger than [`ImageLimits::max_bytes`] too) or

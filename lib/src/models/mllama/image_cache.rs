@@ -1,10 +1,13 @@
 //! Encoded images (cross-attention K/V) and the bounded cache of them a model keeps.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
 use crate::image::{self, ImageLimits};
+use crate::models::mllama::config::VisionConfig;
+use crate::models::mllama::disk_cache::{self, CacheWarning, DiskCache, EntrySettings, Layout};
 use crate::models::mllama::{preprocess, Model, TapConvention};
 use crate::Error;
 
@@ -40,6 +43,53 @@ pub struct EncodeStats {
     pub vision_s: f64,
     /// Seconds spent computing the cross-attention K/V of every cross layer.
     pub cross_kv_s: f64,
+}
+
+/// Where an image's K/V came from ([`ImageCache::lookup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Not cached: decoded and run through the vision tower now.
+    Miss,
+    /// The in-memory cache of this process.
+    Memory,
+    /// The disk cache ([`DiskCache`]).
+    Disk,
+}
+
+impl ImageSource {
+    /// `miss`, `memory` or `disk`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageSource::Miss => "miss",
+            ImageSource::Memory => "memory",
+            ImageSource::Disk => "disk",
+        }
+    }
+}
+
+/// What [`ImageCache::lookup`] returns: the image, where it came from, what it cost, and any
+/// disk cache problem met on the way (the work went on without it).
+pub struct Lookup {
+    /// The encoded image.
+    pub image: Arc<EncodedImage>,
+    /// Where it came from.
+    pub source: ImageSource,
+    /// Vision tower and cross K/V time (zero unless `source` is [`ImageSource::Miss`]).
+    pub encode: EncodeStats,
+    /// Seconds spent reading the disk entry (a hit) or writing it (a miss).
+    pub disk_s: f64,
+    /// Disk cache problems (a corrupt entry, an unwritable directory).
+    pub warnings: Vec<CacheWarning>,
+}
+
+/// The disk side of a lookup: a cache directory and the model's
+/// [`model_identity`](disk_cache::model_identity).
+#[derive(Clone, Copy)]
+pub struct DiskSide<'a> {
+    /// The cache directory.
+    pub cache: &'a DiskCache,
+    /// The identity of the model the lookup is for.
+    pub identity: &'a [u8; 32],
 }
 
 impl EncodedImage {
@@ -146,6 +196,16 @@ impl ImageCache {
         h.finalize().into()
     }
 
+    /// The key of an image read back from an f16 disk entry: its values are f16-rounded, right
+    /// for half-precision caches only, so it is kept apart from exact encodings.
+    fn rounded_key(bytes: &[u8], taps: TapConvention) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"f16-rounded");
+        h.update([taps as u8]);
+        h.update(bytes);
+        h.finalize().into()
+    }
+
     fn get(&self, key: &[u8; 32]) -> Option<Arc<EncodedImage>> {
         let mut g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         g.1 += 1;
@@ -207,5 +267,114 @@ impl ImageCache {
         let im = Arc::new(im);
         self.insert(key, Arc::clone(&im));
         Ok((im, Some(work)))
+    }
+
+    /// The encoded image for these bytes, from this memory cache, else from the disk cache
+    /// `disk` (then kept in memory too), else decoded, preprocessed and run through the vision
+    /// tower now (then stored in both), with where it came from and the time it took.
+    ///
+    /// `settings` are the session's: its tap convention and whether its caches are half
+    /// precision (a disk entry then holds f16 where the values fit; read back, the session's
+    /// cross cache is bit for bit that of a fresh encode). A corrupt disk entry, or a directory
+    /// that cannot be written, is reported in [`Lookup::warnings`] and the work goes on without it.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_encode`](ImageCache::get_or_encode).
+    pub fn lookup(
+        &self,
+        model: &Model,
+        bytes: &[u8],
+        name: &str,
+        settings: EntrySettings,
+        limits: &ImageLimits,
+        disk: Option<DiskSide<'_>>,
+    ) -> Result<Lookup, Error> {
+        let (_, vc) = model.vision_tower()?; // a text-only model takes no images
+        let pcfg = model.cfg.preprocess.as_ref().ok_or_else(|| Error::Model {
+            path: model.gguf().path().to_path_buf(),
+            msg: "no image preprocessing configuration".into(),
+        })?;
+        let taps = settings.taps;
+        let (exact, rounded) = (Self::key(bytes, taps), Self::rounded_key(bytes, taps));
+        let found = match self.get(&exact) {
+            Some(im) => Some(im),
+            None if settings.half => self.get(&rounded),
+            None => None,
+        };
+        if let Some(image) = found {
+            return Ok(Lookup {
+                image,
+                source: ImageSource::Memory,
+                encode: EncodeStats::default(),
+                disk_s: 0.0,
+                warnings: Vec::new(),
+            });
+        }
+        let layout = disk_layout(model, vc);
+        if disk.is_some() {
+            // The limits refuse the same files whether or not the image is on disk.
+            image::check_image_header(bytes, limits).map_err(|e| e.for_input(name))?;
+        }
+        let disk = disk.map(|d| (d.cache, disk_cache::entry_key(d.identity, &settings, bytes)));
+        let mut warnings = Vec::new();
+        if let Some((cache, key)) = &disk {
+            let t = Instant::now();
+            match cache.load(key, &layout) {
+                Ok(Some(stored)) => {
+                    let mem_key = if stored.rounded { rounded } else { exact };
+                    let image = Arc::new(EncodedImage {
+                        kv: stored.kv,
+                        n_tiles: stored.n_tiles,
+                        tile_slots: layout.tile_slots,
+                        tokens_per_tile: layout.tokens_per_tile,
+                    });
+                    self.insert(mem_key, Arc::clone(&image));
+                    return Ok(Lookup {
+                        image,
+                        source: ImageSource::Disk,
+                        encode: EncodeStats::default(),
+                        disk_s: t.elapsed().as_secs_f64(),
+                        warnings,
+                    });
+                }
+                Ok(None) => {}
+                Err(w) => warnings.push(w),
+            }
+        }
+        let img = image::decode_image(bytes, limits).map_err(|e| e.for_input(name))?;
+        let pre = preprocess::preprocess(&img, pcfg)?;
+        let (im, encode) = model.encode_image(&pre, taps);
+        let image = Arc::new(im);
+        self.insert(exact, Arc::clone(&image));
+        let t = Instant::now();
+        if let Some((cache, key)) = &disk {
+            let half = settings.half;
+            if let Err(w) = cache.store(key, &image.kv, image.n_tiles, &layout, half) {
+                warnings.push(w);
+            }
+        }
+        Ok(Lookup {
+            image,
+            source: ImageSource::Miss,
+            encode,
+            disk_s: if disk.is_some() {
+                t.elapsed().as_secs_f64()
+            } else {
+                0.0
+            },
+            warnings,
+        })
+    }
+}
+
+/// The dimensions of `model`'s disk cache entries.
+fn disk_layout(model: &Model, vc: &VisionConfig) -> Layout {
+    let tc = &model.cfg.text;
+    Layout {
+        layers: tc.cross_layers.len(),
+        values: tc.n_kv_heads * vc.max_tiles * vc.tokens_per_tile() * tc.head_dim,
+        tile_slots: vc.max_tiles,
+        tokens_per_tile: vc.tokens_per_tile(),
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod arch;
 pub mod config;
+pub mod disk_cache;
 pub mod image_cache;
 pub mod keys;
 pub mod mix;

@@ -620,6 +620,12 @@ enum LayerKv {
 /// exceeds it is kept in f32.
 const F16_LIMIT: f32 = 65000.0;
 
+/// Whether a cross layer's K or V `x` is stored as f16 in a half-precision [`CrossCache`]: every
+/// value within ±65000 (no overflow, no NaN). A value that fits still fits after rounding to f16.
+pub fn fits_f16(x: &[f32]) -> bool {
+    x.iter().all(|v| v.abs() <= F16_LIMIT)
+}
+
 /// Cross-attention K/V of every attached image for every cross layer, head-major
 /// `[layer][nkv][n_keys][hd]`, images concatenated along the key axis in order.
 ///
@@ -695,9 +701,8 @@ impl CrossCache {
         let (nkv, hd, old) = (self.nkv, self.hd, self.n_keys);
         let new = old + add;
         for (layer, (nk, nv)) in self.layers.iter_mut().zip(kv) {
-            let fits = |x: &[f32]| x.iter().all(|v| v.abs() <= F16_LIMIT);
             if let LayerKv::F16(k, v) = layer {
-                if fits(&nk) && fits(&nv) {
+                if fits_f16(&nk) && fits_f16(&nv) {
                     *k = concat_keys(k, old, &to_f16(&nk), add, nkv, hd);
                     *v = concat_keys(v, old, &to_f16(&nv), add, nkv, hd);
                     continue;
