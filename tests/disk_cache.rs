@@ -47,7 +47,7 @@ fn logits_with(model: &Model, im: &mllama::EncodedImage, cache: CachePrecision) 
     seq.attach_encoded(im);
     let tok = model.tokenizer().unwrap();
     let mut ids = tok.encode("Look:", true).unwrap();
-    ids.push(model.cfg.text.image_token);
+    ids.push(model.cfg.text.image_token.unwrap());
     ids.extend(tok.encode(" what is it?", false).unwrap());
     seq.feed(&ids, false).unwrap().to_vec()
 }
@@ -96,8 +96,11 @@ fn a_new_model_reads_the_image_from_disk_bit_identical() {
 
         // A fresh encode by this model, and what the session computes from each: bit-identical.
         let img = mllama::image::decode_image(&bytes, &limits).unwrap();
-        let pre =
-            mllama::models::mllama::preprocess::preprocess(&img, &model.cfg.preprocess).unwrap();
+        let pre = mllama::models::mllama::preprocess::preprocess(
+            &img,
+            model.cfg.preprocess.as_ref().unwrap(),
+        )
+        .unwrap();
         let (fresh, _) = model.encode_image(&pre, TapConvention::LayerInput);
         let (a, b) = (
             logits_with(&model, &fresh, cache),

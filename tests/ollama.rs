@@ -69,7 +69,7 @@ fn case_logits(model: &Model, case_dir: &Path) -> Vec<f32> {
     for (i, img) in case["images"].as_array().unwrap().iter().enumerate() {
         let file = case_dir.join(img["file"].as_str().unwrap());
         let rgb = load_image(&file, &ImageLimits::default()).unwrap();
-        let pre = preprocess(&rgb, &model.cfg.preprocess).unwrap();
+        let pre = preprocess(&rgb, model.cfg.preprocess.as_ref().unwrap()).unwrap();
         let want_ar = reference["aspect_ratio_ids"].i[i] as usize;
         assert_eq!(
             pre.aspect_ratio_id,
@@ -81,7 +81,7 @@ fn case_logits(model: &Model, case_dir: &Path) -> Vec<f32> {
         let per = pv.f.len() / pv.shape[1];
         let d = max_abs_diff(&pre.pixel_values, &pv.f[i * per..(i + 1) * per]);
         assert!(d <= 1e-6, "{}: pixel values differ by {d}", file.display());
-        let out = model.vision.forward(
+        let out = model.vision.as_ref().unwrap().forward(
             &pre.pixel_values,
             pre.aspect_ratio_id,
             pre.num_tiles,
@@ -203,8 +203,8 @@ fn our_q4_k_m(tmp: &Path) -> PathBuf {
 fn image_prompt_logits(model: &Model) -> Vec<f32> {
     let img = fixtures().join("models/base/cases/square_jpeg_chat/square.jpg");
     let rgb = load_image(&img, &ImageLimits::default()).unwrap();
-    let pre = preprocess(&rgb, &model.cfg.preprocess).unwrap();
-    let it = model.text.cfg.image_token;
+    let pre = preprocess(&rgb, model.cfg.preprocess.as_ref().unwrap()).unwrap();
+    let it = model.text.cfg.image_token.unwrap();
     let ids = [
         model.text.cfg.vocab_size as u32 - 8,
         5,
@@ -218,7 +218,7 @@ fn image_prompt_logits(model: &Model) -> Vec<f32> {
         9,
     ];
     let mut seq = Sequence::new(model, ids.len(), Default::default());
-    let out = model.vision.forward(
+    let out = model.vision.as_ref().unwrap().forward(
         &pre.pixel_values,
         pre.aspect_ratio_id,
         pre.num_tiles,

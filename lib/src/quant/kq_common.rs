@@ -309,6 +309,23 @@ pub(crate) fn dequantize_bytes<B: bytemuck::Pod>(
     Ok(())
 }
 
+/// The eight [`LaneDot`](super::LaneDot) lanes of `Σ_p scale(p)·q[p]·x[p]` over a super-block.
+#[inline(always)]
+pub(super) fn level_lanes(q: &[i32; 256], scale: impl Fn(usize) -> i32, x: &[i8; 256]) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for p in 0..256 {
+        lanes[super::lane_of(p)] += scale(p) * q[p] * x[p] as i32;
+    }
+    lanes
+}
+
+/// Lane `l` = `bsums[2l]·w[2l] + bsums[2l+1]·w[2l+1]`: the 16 activation sums weighted per
+/// sub-block of 16, in [`LaneDot`](super::LaneDot) lanes (what `vpmaddwd` of the sums makes).
+#[inline(always)]
+pub(super) fn bsum_lanes(bsums: &[i16; 16], w: impl Fn(usize) -> i32) -> [i32; 8] {
+    std::array::from_fn(|l| bsums[2 * l] as i32 * w(2 * l) + bsums[2 * l + 1] as i32 * w(2 * l + 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,21 +398,4 @@ mod tests {
         );
         assert_eq!(block_lanes(v.len(), |b| v[b]), 18.0);
     }
-}
-
-/// The eight [`LaneDot`](super::LaneDot) lanes of `Σ_p scale(p)·q[p]·x[p]` over a super-block.
-#[inline(always)]
-pub(super) fn level_lanes(q: &[i32; 256], scale: impl Fn(usize) -> i32, x: &[i8; 256]) -> [i32; 8] {
-    let mut lanes = [0i32; 8];
-    for p in 0..256 {
-        lanes[super::lane_of(p)] += scale(p) * q[p] * x[p] as i32;
-    }
-    lanes
-}
-
-/// Lane `l` = `bsums[2l]·w[2l] + bsums[2l+1]·w[2l+1]`: the 16 activation sums weighted per
-/// sub-block of 16, in [`LaneDot`](super::LaneDot) lanes (what `vpmaddwd` of the sums makes).
-#[inline(always)]
-pub(super) fn bsum_lanes(bsums: &[i16; 16], w: impl Fn(usize) -> i32) -> [i32; 8] {
-    std::array::from_fn(|l| bsums[2 * l] as i32 * w(2 * l) + bsums[2 * l + 1] as i32 * w(2 * l + 1))
 }
