@@ -549,23 +549,23 @@ fn user_errors_are_typed_one_liners() {
     );
     line(&e);
 
-    // A blob of another architecture (as the store may hold: llava, llama, …).
+    // A blob of another architecture (as the store may hold: llava, qwen2, …; a `llama` blob is a text model we run).
     let src = GgufFile::open(dir.join("era1/text.gguf")).unwrap();
-    let mut w = GgufWriter::new("llama");
+    let mut w = GgufWriter::new("qwen2");
     for (k, v) in src.metadata() {
         if !k.starts_with("general.architecture") && !k.starts_with("general.alignment") {
             w.add(k, v.clone()).unwrap();
         }
     }
-    w.add("llama.block_count", Value::U32(1)).unwrap();
+    w.add("qwen2.block_count", Value::U32(1)).unwrap();
     let mut bytes = Vec::new();
     w.write::<_, mllama::GgufError>(&mut bytes, |_, _, _| Ok(()))
         .unwrap();
     let layer = s.blob(&bytes, MODEL, None);
-    s.manifest("llama", vec![layer]);
-    let e = Model::open("llama3.2-vision:llama", &o).err().unwrap();
+    s.manifest("qwen2", vec![layer]);
+    let e = Model::open("llama3.2-vision:qwen2", &o).err().unwrap();
     assert!(matches!(&e, Error::Unsupported { .. }), "{e}");
-    assert!(line(&e).contains("is a \"llama\" model"), "{e}");
+    assert!(line(&e).contains("is a \"qwen2\" model"), "{e}");
 
     // Not a name and not a file.
     let e = Model::open("no/such/file.gguf", &o).err().unwrap();
