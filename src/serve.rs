@@ -18,9 +18,10 @@ pub struct ServeArgs {
     /// Address to listen on. Anything but loopback is reachable from the network.
     #[arg(long, default_value = "127.0.0.1:11434")]
     pub addr: SocketAddr,
-    /// Generations that run at once (each has its own KV cache; weights are shared).
-    #[arg(long, default_value_t = 2)]
-    pub parallel: usize,
+    /// Generations that run at once (each has its own KV cache; weights are shared). Default:
+    /// as many KV caches of the default context as fit in half the available memory, 2 to 16.
+    #[arg(long)]
+    pub parallel: Option<usize>,
     /// Requests that may wait for a free slot; beyond that, 503.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
@@ -53,6 +54,16 @@ pub struct ServeArgs {
     /// Memory budget of one conversation's KV cache in MiB (default: the memory available).
     #[arg(long, value_name = "MIB")]
     pub max_memory_mb: Option<u64>,
+    /// Vision cache directory (default: $XDG_CACHE_HOME/mllama or ~/.cache/mllama): each
+    /// image's cross-attention K/V, read back by later requests and processes.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not read or write the vision cache on disk.
+    #[arg(long)]
+    pub no_disk_cache: bool,
+    /// Most MiB the vision cache directory may hold (default 4096).
+    #[arg(long, value_name = "MIB")]
+    pub disk_cache_mb: Option<u64>,
 }
 
 /// The library's image limits with the flags applied (as `run` and `chat` do).
@@ -83,13 +94,16 @@ pub fn serve(a: ServeArgs) -> Result<(), Error> {
         );
         models.push((None, crate::cli::demo_model()));
     }
+    if a.parallel == Some(0) {
+        return Err(Error::Invalid("--parallel must be at least 1".into()));
+    }
     if a.ctx == Some(0) {
         return Err(Error::Invalid("--ctx must be at least 1".into()));
     }
     let config = Config {
         addr: a.addr,
         models,
-        parallel: a.parallel,
+        parallel: a.parallel.unwrap_or(0),
         queue: a.queue,
         keep_sessions: a.keep_sessions,
         ctx: a.ctx,
@@ -99,6 +113,8 @@ pub fn serve(a: ServeArgs) -> Result<(), Error> {
         image_limits: limits(&a),
         image_cache_bytes: a.image_cache_mb.map(|m| m.saturating_mul(1 << 20)),
         max_memory: a.max_memory_mb.map(|m| m.saturating_mul(1 << 20)),
+        cache_dir: crate::cli::cache_dir(a.cache_dir.as_deref(), a.no_disk_cache),
+        disk_cache_bytes: a.disk_cache_mb.map(|m| m.saturating_mul(1 << 20)),
     };
     let server = Server::bind(config)?;
     let addr = server.local_addr();
@@ -122,7 +138,7 @@ pub fn serve(a: ServeArgs) -> Result<(), Error> {
     }
     eprintln!(
         "mllama serve: listening on http://{addr} (Ollama API /api/*, OpenAI API /v1/*); {} parallel, kernels {}",
-        a.parallel,
+        server.parallel(),
         mllama::kernels::simd_name()
     );
     server

@@ -13,7 +13,7 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Models to serve: `(name, path)`; no name means the file's stem.
     pub models: Vec<(Option<String>, PathBuf)>,
-    /// Generations that run at once.
+    /// Generations that run at once (0: [`auto_parallel`], what memory allows).
     pub parallel: usize,
     /// Requests that may wait for a slot; beyond that, 503.
     pub queue: usize,
@@ -34,6 +34,40 @@ pub struct Config {
     pub image_cache_bytes: Option<usize>,
     /// Memory budget of one session's KV cache in bytes (`None`: what the system has).
     pub max_memory: Option<u64>,
+    /// Directory of the vision cache on disk (`None`: no disk cache); images encoded by one
+    /// server (or `mllama run`) are read back by the next.
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the vision cache directory may hold (`None`: the library's default, 4 GiB).
+    pub disk_cache_bytes: Option<u64>,
+}
+
+/// Most generations [`auto_parallel`] allows (each runs on its own thread).
+pub const MAX_AUTO_PARALLEL: usize = 16;
+
+/// `--parallel` by default: as many sessions as fit, with the KV cache of the default context
+/// of the largest model, in half the memory the system reports available; at least 2, at most
+/// [`MAX_AUTO_PARALLEL`] (2 when the available memory is unknown).
+pub fn auto_parallel(
+    models: &[std::sync::Arc<crate::registry::ServedModel>],
+    ctx: Option<usize>,
+) -> usize {
+    let per_session = models
+        .iter()
+        .map(|m| {
+            let c = ctx.unwrap_or(
+                m.context_length()
+                    .min(mllama::engine::session::DEFAULT_CTX_CAP),
+            );
+            let half = mllama::Semantics::default().cache.half(&m.model.text);
+            mllama::models::mllama::text::KvCache::bytes_for(&m.model.text, c, half) as u64
+        })
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    match mllama::engine::session::available_memory() {
+        Some(avail) => ((avail / 2 / per_session) as usize).clamp(2, MAX_AUTO_PARALLEL),
+        None => 2,
+    }
 }
 
 /// The default port, Ollama's.
@@ -44,7 +78,7 @@ impl Default for Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             models: Vec::new(),
-            parallel: 2,
+            parallel: 0,
             queue: 64,
             keep_sessions: 4,
             ctx: None,
@@ -54,6 +88,8 @@ impl Default for Config {
             image_limits: ImageLimits::default(),
             image_cache_bytes: None,
             max_memory: None,
+            cache_dir: None,
+            disk_cache_bytes: None,
         }
     }
 }

@@ -146,11 +146,7 @@ impl Server {
                 "no model to serve: give -m MODEL.gguf".into(),
             ));
         }
-        if config.parallel == 0 {
-            return Err(mllama::Error::Invalid(
-                "--parallel must be at least 1".into(),
-            ));
-        }
+        let mut config = config;
         let mut models: Vec<Arc<ServedModel>> = Vec::new();
         for (name, path) in &config.models {
             let m = ServedModel::load(name.clone(), path)?;
@@ -165,6 +161,9 @@ impl Server {
             }
             models.push(Arc::new(m));
         }
+        if config.parallel == 0 {
+            config.parallel = crate::config::auto_parallel(&models, config.ctx);
+        }
         let listener = std::net::TcpListener::bind(config.addr).map_err(|e| {
             mllama::Error::Invalid(format!("cannot listen on {}: {e}", config.addr))
         })?;
@@ -178,6 +177,13 @@ impl Server {
     /// The bound address (the real port when the configured one was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.app.config.addr)
+    }
+
+    /// Generations that run at once (`Config::parallel`, or what [`auto_parallel`] chose).
+    ///
+    /// [`auto_parallel`]: crate::config::auto_parallel
+    pub fn parallel(&self) -> usize {
+        self.app.config.parallel
     }
 
     /// The served models.

@@ -154,6 +154,8 @@ fn session_for(app: &App, job: &Job, want: &History) -> Result<Session, ApiError
         ctx: Some(ctx),
         image_limits: app.config.image_limits.clone(),
         max_memory: app.config.max_memory,
+        cache_dir: app.config.cache_dir.clone(),
+        disk_cache_bytes: app.config.disk_cache_bytes,
         ..Default::default()
     };
     match Session::new(Arc::clone(&job.model.model), opts.clone()) {
@@ -188,6 +190,11 @@ fn fill(s: &mut Session, prompt: &Prompt) -> Result<(), mllama::Error> {
             }
             s.set_raw_prompt(text)?;
         }
+    }
+    // The disk cache's warnings (unwritable directory, damaged entry re-encoded): the server's
+    // log, as `run` prints them.
+    for w in s.take_warnings() {
+        eprintln!("warning: {w}");
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use common::*;
 use mllama::{Model, SamplingParams, Session, SessionOptions};
+use mllama_server::Server;
 use serde_json::{json, Value};
 
 /// The library's greedy answer (`n` tokens at most) to a conversation of (role, text, images).
@@ -340,4 +341,57 @@ fn follow_up_turns_prefill_only_new_tokens() {
     }
     let m = get(srv.addr, "/metrics").body;
     assert!(metric(&m, "mllama_prompt_tokens_reused_total") > 0.0);
+}
+
+#[test]
+fn vision_cache_on_disk_serves_a_restarted_server() {
+    let dir = std::env::temp_dir().join(format!("mllama-serve-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let img = demo_image();
+    let want = library(&[("user", Q, vec![img.clone()])], 8);
+    let req = json!({
+        "model": "demo",
+        "messages": [{ "role": "user", "content": Q, "images": [b64(&img)] }],
+        "stream": false,
+        "options": { "temperature": 0, "num_predict": 8 },
+    });
+    let mut counts = Vec::new();
+    // Two servers one after the other (separate memory caches), one cache directory.
+    for _ in 0..2 {
+        let srv = start(|c| c.cache_dir = Some(dir.clone()));
+        let v = post(srv.addr, "/api/chat", &req).json();
+        assert_eq!(v["message"]["content"], want.as_str(), "{v}");
+        counts.push((v["images_encoded"].clone(), v["image_cache_hits"].clone()));
+    }
+    assert_eq!(counts[0], (json!(1), json!(0)));
+    assert_eq!(
+        counts[1],
+        (json!(0), json!(1)),
+        "the second server read the disk cache"
+    );
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn parallel_by_default_is_what_memory_allows() {
+    let srv = Server::bind(mllama_server::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        models: vec![(Some("demo".into()), demo_model())],
+        ..mllama_server::Config::default()
+    })
+    .unwrap();
+    let p = srv.parallel();
+    assert!(
+        (2..=mllama_server::config::MAX_AUTO_PARALLEL).contains(&p),
+        "{p}"
+    );
+    let fixed = Server::bind(mllama_server::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        models: vec![(Some("demo".into()), demo_model())],
+        parallel: 3,
+        ..mllama_server::Config::default()
+    })
+    .unwrap();
+    assert_eq!(fixed.parallel(), 3);
 }
