@@ -74,7 +74,14 @@ fn weights(ty: GgmlType, m: usize, k: usize, seed: u64) -> Mat {
                         }
                     }
                 }
-                _ => unreachable!(),
+                _ => {
+                    // Other block types: random values through the type's own quantizer.
+                    let vals: Vec<f32> = (0..k)
+                        .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1)
+                        .collect();
+                    let t = mllama::quant::traits(ty).expect("a block type");
+                    (t.from_f32)(&vals, row);
+                }
             }
         });
     Mat::from_bytes(ty, m, k, &bytes)
@@ -493,8 +500,9 @@ fn path_ratios() {
 fn summary(filter: &[String]) {
     let want = |s: &str| filter.is_empty() || filter.iter().any(|f| s.contains(f.as_str()));
     let threads = rayon::current_num_threads();
-    let best = Path::best();
-    println!("threads: {threads}, best path: {best}");
+    // The best path, or the one MLLAMA_SIMD asks for.
+    let best = mllama::kernels::active_path();
+    println!("threads: {threads}, path: {best}");
     let buf = probe::probe_buffer(512 << 20);
     let bw = probe::best_read_gbs(best, &buf, 3);
     println!(
@@ -789,6 +797,12 @@ fn summary(filter: &[String]) {
             (GgmlType::Q4_0, 4096, 4096),
             (GgmlType::Q4_0, 14336, 4096),
             (GgmlType::Q8_0, 4096, 4096),
+            (GgmlType::Q4_1, 4096, 4096),
+            (GgmlType::Q5_0, 4096, 4096),
+            (GgmlType::Q5_1, 4096, 4096),
+            (GgmlType::Q4_K, 4096, 4096),
+            (GgmlType::Q5_K, 4096, 4096),
+            (GgmlType::Q6_K, 4096, 4096),
             (GgmlType::F16, 4096, 4096),
             (GgmlType::F16, 14336, 4096),
             (GgmlType::BF16, 4096, 4096),
@@ -797,7 +811,7 @@ fn summary(filter: &[String]) {
             let w = weights(ty, m, k, 9);
             let mut line = format!("  {:5} {m}x{k}", ty.name());
             for n in [2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256, 512] {
-                if n > 64 && (m > 4096 || !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)) {
+                if n > 64 && (m > 4096 || !ty.is_quantized()) {
                     continue;
                 }
                 let x = acts(n * k, 1);

@@ -123,8 +123,8 @@ fn legacy_types_on_the_fixture_models_are_close_to_hf() {
     }
 }
 
-/// Prompt length: at least 64 rows, so prefill takes the GEMM regime on every path
-/// (`kernels::gemm_min_rows`), with the `<|image|>` token at position 1.
+/// Prompt length: at least 64 rows, so prefill takes the GEMM regime wherever the type's
+/// crossover (`kernels::gemm_min_rows`) is 64 or less, with the `<|image|>` token at position 1.
 const PROMPT: usize = 72;
 
 fn sem() -> Semantics {
