@@ -288,19 +288,37 @@ pub(crate) fn dequantize_bytes<B: bytemuck::Pod>(
     Ok(())
 }
 
-/// The eight [`LaneDot`](super::LaneDot) lanes of `Σ_p scale(p)·q[p]·x[p]` over a block of `N`
-/// values (a super-block of 256, or a legacy block of 32).
+/// The eight [`LaneDot`](super::LaneDot) lanes of `Σ_p scale(p)·q[p]·x[p]` over a super-block.
 #[inline(always)]
-pub(super) fn level_lanes<const N: usize>(
-    q: &[i32; N],
-    scale: impl Fn(usize) -> i32,
-    x: &[i8; N],
-) -> [i32; 8] {
+pub(super) fn level_lanes(q: &[i32; 256], scale: impl Fn(usize) -> i32, x: &[i8; 256]) -> [i32; 8] {
+    // Value p = 32c + 4l + k is in lane l = lane_of(p); looping over (c, l, k) keeps the lane
+    // index static, which lets the compiler vectorise this.
     let mut lanes = [0i32; 8];
-    for p in 0..N {
-        lanes[super::lane_of(p)] += scale(p) * q[p] * x[p] as i32;
+    for c in (0..256).step_by(32) {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            for k in 0..4 {
+                let p = c + 4 * l + k;
+                *lane += scale(p) * q[p] * x[p] as i32;
+            }
+        }
     }
     lanes
+}
+
+/// The eight [`LaneDot`](super::LaneDot) lanes of `Σ_p q[p]·x[p]` and of `Σ_p x[p]` over a block
+/// of 32 values (products first, then the lane sums: a shape the portable path vectorises).
+#[inline(always)]
+pub(super) fn lanes32<T: Copy + Into<i32>>(q: &[T; 32], x: &[i8; 32]) -> ([i32; 8], [i32; 8]) {
+    let mut prod = [0i32; 32];
+    for p in 0..32 {
+        prod[p] = q[p].into() * x[p] as i32;
+    }
+    let lane = |v: &[i32; 32], l: usize| (v[4 * l] + v[4 * l + 1]) + (v[4 * l + 2] + v[4 * l + 3]);
+    let xs: [i32; 32] = std::array::from_fn(|p| x[p] as i32);
+    (
+        std::array::from_fn(|l| lane(&prod, l)),
+        std::array::from_fn(|l| lane(&xs, l)),
+    )
 }
 
 /// Lane `l` = `bsums[2l]·w[2l] + bsums[2l+1]·w[2l+1]`: the 16 activation sums weighted per

@@ -13,7 +13,7 @@
 
 use half::f16;
 
-use super::kq_common::{dequantize_bytes, level_lanes};
+use super::kq_common::{dequantize_bytes, lanes32};
 use super::{f16_as_f32, BlockQ8_0, LaneDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
@@ -124,13 +124,12 @@ impl BlockQ4_1 {
     /// The 32 levels (0..16) in value order.
     #[inline(always)]
     pub fn levels(&self) -> [u8; 32] {
-        std::array::from_fn(|j| {
-            if j < 16 {
-                self.qs[j] & 0x0F
-            } else {
-                self.qs[j - 16] >> 4
-            }
-        })
+        let mut q = [0u8; 32];
+        for j in 0..16 {
+            q[j] = self.qs[j] & 0x0F;
+            q[j + 16] = self.qs[j] >> 4;
+        }
+        q
     }
 }
 
@@ -139,11 +138,11 @@ impl LaneDot for BlockQ4_1 {
     /// Lanes of `Σ q_w·q_x` and of `−Σ q_x` (value `p` in lane `p / 4`).
     #[inline(always)]
     fn lanes(&self, x: &BlockQ8_0) -> ([i32; 8], [i32; 8]) {
-        let q = self.levels().map(|v| v as i32);
-        (
-            level_lanes(&q, |_| 1, &x.qs),
-            level_lanes(&[1; 32], |_| -1, &x.qs),
-        )
+        let (qx, mut sx) = lanes32(&self.levels(), &x.qs);
+        for v in &mut sx {
+            *v = -*v;
+        }
+        (qx, sx)
     }
     #[inline(always)]
     fn scales(&self, x: &BlockQ8_0) -> (f32, f32) {

@@ -11,7 +11,7 @@
 
 use half::f16;
 
-use super::kq_common::{dequantize_bytes, level_lanes};
+use super::kq_common::{dequantize_bytes, lanes32};
 use super::{f16_as_f32, BlockQ8_0, LaneDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
@@ -140,11 +140,11 @@ impl LaneDot for BlockQ5_1 {
     /// Lanes of `Σ q_w·q_x` and of `−Σ q_x` (value `p` in lane `p / 4`).
     #[inline(always)]
     fn lanes(&self, x: &BlockQ8_0) -> ([i32; 8], [i32; 8]) {
-        let q = self.levels().map(|v| v as i32);
-        (
-            level_lanes(&q, |_| 1, &x.qs),
-            level_lanes(&[1; 32], |_| -1, &x.qs),
-        )
+        let (qx, mut sx) = lanes32(&self.levels(), &x.qs);
+        for v in &mut sx {
+            *v = -*v;
+        }
+        (qx, sx)
     }
     #[inline(always)]
     fn scales(&self, x: &BlockQ8_0) -> (f32, f32) {
