@@ -292,8 +292,10 @@ fn k_dots_against_ggml() {
     check_k_dot("q6_K", q6_k::vec_dot, q6_k::dequantize_row);
 }
 
-/// Q5_0·Q8_0, Q4_1·Q8_1 and Q5_1·Q8_1 (no ggml dot was recorded for these): weights = the
-/// model super-blocks of the fixture, activations = the dot inputs, against the f64 sum.
+/// Q5_0·Q8_0, Q4_1·Q8_0 and Q5_1·Q8_0 (no ggml dot was recorded for these): weights = the
+/// model super-blocks of the fixture, activations = the dot inputs, against the f64 sum. (ggml
+/// dots Q4_1/Q5_1 against Q8_1, whose f16 `s` rounds `d·Σq`; ours keeps `Σq` exact, and the
+/// reference is the exact value of that definition.)
 #[test]
 fn legacy_dots_against_f64() {
     let inputs = read("inputs");
@@ -335,13 +337,14 @@ fn legacy_dots_against_f64() {
             "q5_0 pair {p}: {got} vs {exact}"
         );
 
-        // The minimum term uses s = f16(d·Σq), so the reference is Σ d_w q_w d_x q_x + m_w s_x.
+        // The minimum term is m_w·d_x·Σq_x, so the reference is Σ d_w q_w d_x q_x + m_w d_x Σq_x.
         let min_ref = |d: &[f32], m: Vec<f32>| {
             let mut s = 0f64;
             let mut a = 0f64;
-            for (b, blk) in x81.iter().enumerate() {
+            for (b, blk) in x8.iter().enumerate() {
                 let (e, mg) = f64_dot(&d[32 * b..32 * b + 32], &x8d[32 * b..32 * b + 32]);
-                let t = m[b] as f64 * blk.s.to_f32() as f64;
+                let sum: i32 = blk.qs.iter().map(|&q| q as i32).sum();
+                let t = m[b] as f64 * blk.d.to_f32() as f64 * sum as f64;
                 s += e + t;
                 a += mg + t.abs();
             }
@@ -362,7 +365,7 @@ fn legacy_dots_against_f64() {
             })
             .collect();
         let (exact, mag) = min_ref(&lv, q41.iter().map(|b| b.m.to_f32()).collect());
-        let got = q4_1::vec_dot(&q41, &x81) as f64;
+        let got = q4_1::vec_dot(&q41, &x8) as f64;
         assert!(
             (got - exact).abs() < 2e-6 * mag,
             "q4_1 pair {p}: {got} vs {exact}"
@@ -374,7 +377,7 @@ fn legacy_dots_against_f64() {
             .map(|i| q51[i / 32].d.to_f32() * q51[i / 32].levels()[i % 32] as f32)
             .collect();
         let (exact, mag) = min_ref(&lv, q51.iter().map(|b| b.m.to_f32()).collect());
-        let got = q5_1::vec_dot(&q51, &x81) as f64;
+        let got = q5_1::vec_dot(&q51, &x8) as f64;
         assert!(
             (got - exact).abs() < 2e-6 * mag,
             "q5_1 pair {p}: {got} vs {exact}"

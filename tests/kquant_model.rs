@@ -235,7 +235,7 @@ fn decode_and_gemm_regimes_agree() {
     let mut report = Vec::new();
     for ty in [G::Q4_1, G::Q5_0, G::Q5_1, G::Q4_K, G::Q5_K, G::Q6_K] {
         let m = model256(ty);
-        // Decode dots the weights with activations quantized to Q8_K / Q8_1 / Q8_0 blocks;
+        // Decode dots the weights with activations quantized to Q8_K / Q8_0 blocks;
         // the GEMM multiplies dequantized weights with f32 activations.
         let rel = rel_l2(&decode(&m), &prefill(&m));
         report.push(format!("{ty} {rel:.5}"));

@@ -1,12 +1,13 @@
-//! Integer decode kernels of the [`LaneDot`] block types (Q4_K, Q5_K, Q6_K against Q8_K) and the
-//! [`IntDot`] ones (Q4_1, Q5_1 against Q8_1; Q5_0 against Q8_0), written once for every SIMD path.
+//! Integer decode kernels of the [`LaneDot`] block types — Q4_K, Q5_K, Q6_K against Q8_K; Q4_1,
+//! Q5_0, Q5_1 against Q8_0 — written once for every SIMD path.
 //!
 //! An ISA supplies only [`ByteOps`]: a few operations on 32 byte lanes and an exact
-//! "levels × activations, times sub-block scales" accumulator. Each type's unpacking of its bits
-//! into levels ([`IntKernel::isums_simd`]) is written here once, next to its scalar meaning
-//! ([`IntDot::isums`] in the type's `quant/` file). The f32 part — [`IntDot::value`] per block,
-//! summed in the eight-block-lane order — is the scalar reference's own code, so every path
-//! agrees with [`crate::quant::int_vec_dot`] bit for bit.
+//! "levels × activations, times sub-block scales" accumulator whose i32 lane `l` holds bytes
+//! `4l..4l+4`. Each type's unpacking of its bits into levels ([`LaneKernel::lanes_simd`]) is
+//! written here once, next to its scalar meaning ([`LaneDot::lanes`] in the type's `quant/`
+//! file). The f32 part — [`LaneTile`]: per (weight row, activation row) two f32 lane accumulators
+//! kept in registers across the row, reduced once at its end — is the arithmetic of
+//! [`crate::quant::lane_vec_dot`] in its order, so every path agrees with it bit for bit.
 
 use std::marker::PhantomData;
 use std::ptr::addr_of;
@@ -19,9 +20,8 @@ use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::q5_1::BlockQ5_1;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
-use crate::quant::q8_1::BlockQ8_1;
 use crate::quant::q8_k::BlockQ8_K;
-use crate::quant::{lanes8, BlockQ8_0, IntDot, LaneDot};
+use crate::quant::{BlockQ8_0, LaneDot};
 
 /// One ISA's operations on 32 byte lanes (`V`) and an exact i32 accumulator (`Acc`). Every method
 /// is `unsafe` (the CPU must run the ISA) and meant to inline into its ISA's entry point.
@@ -68,8 +68,6 @@ pub(crate) trait ByteOps {
     /// `acc + lo·Σ_{i<16} q[i]·x[i] + hi·Σ_{16≤i<32} q[i]·x[i]` (lane by lane), exactly, for
     /// levels `0 ≤ q[i] ≤ 63`, activations `|x[i]| ≤ 127` and `|lo|, |hi| ≤ 127`.
     unsafe fn dot(acc: Self::Acc, q: Self::V, x: *const i8, s: Self::Sc) -> Self::Acc;
-    /// The sum of the accumulator's lanes.
-    unsafe fn sum(acc: Self::Acc) -> i32;
     /// Lane `l` = `(bsums[2l] + bsums[2l+1])·m[l]` over 16 sums (the Q4_K/Q5_K minimum term).
     unsafe fn mins_lanes(bsums: *const i16, m: [u8; 8]) -> Self::Acc;
     /// `acc − 32·o` with lane `l` of `o` = `bsums[2l]·sc[2l] + bsums[2l+1]·sc[2l+1]` (the Q6_K
@@ -91,17 +89,6 @@ pub(crate) trait ByteOps {
     }
 }
 
-/// A block type's integer dot with [`ByteOps`]: the same `(isum, aux)` as [`IntDot::isums`] for
-/// `NX` activation blocks at once (the weight block is unpacked once).
-pub(crate) trait IntKernel: IntDot {
-    /// # Safety
-    /// The CPU runs `S`'s ISA; the blocks exist.
-    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
-        w: *const Self,
-        x: [*const Self::VecDot; NX],
-    ) -> [(i32, i32); NX];
-}
-
 /// The quantized bytes of activation block `x`.
 macro_rules! qs {
     ($x:expr) => {
@@ -116,10 +103,36 @@ macro_rules! bsums {
     };
 }
 
+/// The activation block of a [`LaneKernel`] type (Q8_K, Q8_0): its scale as the scalar
+/// reference's [`LaneDot::scales`] reads it. (Its quantized bytes are its field `qs`.)
+pub(crate) trait LaneAct {
+    /// The scale `d` of the block at `x` as f32, exactly (Q8_K: its f32 `d`; Q8_0: its f16 `d`
+    /// converted).
+    ///
+    /// # Safety
+    /// The CPU runs `S`'s ISA; the block exists.
+    unsafe fn scale<S: ByteOps>(x: *const Self) -> f32;
+}
+
+impl LaneAct for BlockQ8_K {
+    #[inline(always)]
+    unsafe fn scale<S: ByteOps>(x: *const Self) -> f32 {
+        (*x).d
+    }
+}
+
+impl LaneAct for BlockQ8_0 {
+    #[inline(always)]
+    unsafe fn scale<S: ByteOps>(x: *const Self) -> f32 {
+        S::f16_pair((*x).d.to_bits() as u32).0
+    }
+}
+
 /// A [`LaneDot`] block type's integer lanes with [`ByteOps`], for `NX` activation blocks at once
 /// (the weight block is unpacked once).
-pub(crate) trait LaneKernel: LaneDot {
-    /// Byte offset of the f16 `d` in the block (`dmin` follows it when [`LaneDot::HAS_MIN`]).
+pub(crate) trait LaneKernel: LaneDot<VecDot: LaneAct> {
+    /// Byte offset of the f16 `d` in the block (the f16 minimum follows it when
+    /// [`LaneDot::HAS_MIN`]).
     const D_AT: usize;
     /// The `(scale, minimum)` lane accumulators of [`LaneDot::lanes`] (the minimum one is unused
     /// without [`LaneDot::HAS_MIN`]).
@@ -128,7 +141,7 @@ pub(crate) trait LaneKernel: LaneDot {
     /// The CPU runs `S`'s ISA; the blocks exist.
     unsafe fn lanes_simd<S: ByteOps, const NX: usize>(
         w: *const Self,
-        x: [*const BlockQ8_K; NX],
+        x: [*const Self::VecDot; NX],
     ) -> [(S::Acc, S::Acc); NX];
 }
 
@@ -236,7 +249,8 @@ impl<B, S> Clone for LaneTile<B, S> {
 impl<B, S> Copy for LaneTile<B, S> {}
 
 impl<B: LaneDot, S> LaneTile<B, S> {
-    /// The tile over a decode job with weight blocks `B` and activation rows of Q8_K blocks.
+    /// The tile over a decode job with weight blocks `B` and activation rows of `B::VecDot`
+    /// blocks.
     pub fn new(job: &Job<'_>) -> Self {
         LaneTile {
             w: job.w.as_ptr() as *const B,
@@ -255,16 +269,17 @@ impl<B: LaneDot, S> LaneTile<B, S> {
         i: usize,
     ) -> [[f32; NX]; RW]
     where
-        B: LaneKernel + LaneDot<VecDot = BlockQ8_K>,
+        B: LaneKernel,
         S: ByteOps,
     {
         let w: [*const B; RW] = std::array::from_fn(|r| self.w.add(js[r] * self.nb));
-        let x: [*const BlockQ8_K; NX] =
-            std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const BlockQ8_K);
+        let x: [*const B::VecDot; NX] =
+            std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const B::VecDot);
         let mut acc = [[S::fzero(); NX]; RW];
         let mut accm = [[S::fzero(); NX]; RW];
         for b in 0..self.nb {
             let xb = x.map(|p| p.add(b));
+            let xd: [f32; NX] = std::array::from_fn(|t| <B::VecDot as LaneAct>::scale::<S>(xb[t]));
             for r in 0..RW {
                 let wb = w[r].add(b);
                 let lanes = B::lanes_simd::<S, NX>(wb, xb);
@@ -277,8 +292,7 @@ impl<B: LaneDot, S> LaneTile<B, S> {
                 };
                 let (dw, dmw) = S::f16_pair(bits);
                 for t in 0..NX {
-                    let xd = (*xb[t]).d;
-                    let (d, dm) = (dw * xd, dmw * xd);
+                    let (d, dm) = (dw * xd[t], dmw * xd[t]);
                     acc[r][t] = S::fadd_scaled(acc[r][t], lanes[t].0, d);
                     if B::HAS_MIN {
                         accm[r][t] = S::fadd_scaled(accm[r][t], lanes[t].1, dm);
@@ -298,7 +312,7 @@ impl<B: LaneDot, S> LaneTile<B, S> {
     }
 }
 
-impl<B: LaneKernel + LaneDot<VecDot = BlockQ8_K>, S: ByteOps> Tile for LaneTile<B, S> {
+impl<B: LaneKernel, S: ByteOps> Tile for LaneTile<B, S> {
     const MAX_NX: usize = 4;
     fn width(nx: usize) -> usize {
         4 / nx
@@ -316,7 +330,8 @@ impl<B: LaneKernel + LaneDot<VecDot = BlockQ8_K>, S: ByteOps> Tile for LaneTile<
     }
 }
 
-/// The 32 levels (0..15 or 0..31) of a Q4_1/Q5_0/Q5_1 block: nibbles, and the fifth bits of `qh`.
+/// The 32 levels (0..15 or 0..31) of a Q4_1/Q5_0/Q5_1 block in value order: nibbles, and the
+/// fifth bits of `qh`.
 #[inline(always)]
 unsafe fn levels32<S: ByteOps>(qs: *const u8, qh: Option<*const [u8; 4]>) -> S::V {
     let v = S::nibbles16(qs);
@@ -326,153 +341,56 @@ unsafe fn levels32<S: ByteOps>(qs: *const u8, qh: Option<*const [u8; 4]>) -> S::
     }
 }
 
-/// `Σ q·x` of 32 levels with each activation block.
+/// Scalar twin: [`LaneDot::lanes`] of [`BlockQ4_1`] and [`BlockQ5_1`] (levels `q`): the lanes of
+/// `Σ q·x` and of `−Σ x`.
 #[inline(always)]
-unsafe fn dot32<S: ByteOps, A, const NX: usize>(
+unsafe fn min_lanes32<S: ByteOps, const NX: usize>(
     q: S::V,
-    x: [*const A; NX],
-    qs_at: usize,
-) -> [i32; NX] {
-    let mut out = [0; NX];
-    for t in 0..NX {
-        let xq = (x[t] as *const u8).add(qs_at) as *const i8;
-        out[t] = S::sum(S::dot(S::zero(), q, xq, S::scale(1, 1)));
-    }
-    out
+    x: [*const BlockQ8_0; NX],
+) -> [(S::Acc, S::Acc); NX] {
+    std::array::from_fn(|t| {
+        let (xq, z) = (qs!(x[t]), S::zero());
+        let i = S::dot(z, q, xq, S::scale(1, 1));
+        (i, S::dot(z, S::splat(1), xq, S::scale(-1, -1)))
+    })
 }
 
-/// Scalar twin: [`IntDot::isums`] of [`BlockQ4_1`].
-impl IntKernel for BlockQ4_1 {
+impl LaneKernel for BlockQ4_1 {
+    const D_AT: usize = std::mem::offset_of!(BlockQ4_1, d);
     #[inline(always)]
-    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
-        w: *const Self,
-        x: [*const BlockQ8_1; NX],
-    ) -> [(i32, i32); NX] {
-        let q = levels32::<S>(addr_of!((*w).qs).cast(), None);
-        dot32::<S, _, NX>(q, x, std::mem::offset_of!(BlockQ8_1, qs)).map(|s| (s, 0))
-    }
-}
-
-/// Scalar twin: [`IntDot::isums`] of [`BlockQ5_1`].
-impl IntKernel for BlockQ5_1 {
-    #[inline(always)]
-    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
-        w: *const Self,
-        x: [*const BlockQ8_1; NX],
-    ) -> [(i32, i32); NX] {
-        let q = levels32::<S>(addr_of!((*w).qs).cast(), Some(addr_of!((*w).qh)));
-        dot32::<S, _, NX>(q, x, std::mem::offset_of!(BlockQ8_1, qs)).map(|s| (s, 0))
-    }
-}
-
-/// Scalar twin: [`IntDot::isums`] of [`BlockQ5_0`]: `Σ q·x − 16·Σ x` with unsigned levels.
-impl IntKernel for BlockQ5_0 {
-    #[inline(always)]
-    unsafe fn isums_simd<S: ByteOps, const NX: usize>(
+    unsafe fn lanes_simd<S: ByteOps, const NX: usize>(
         w: *const Self,
         x: [*const BlockQ8_0; NX],
-    ) -> [(i32, i32); NX] {
+    ) -> [(S::Acc, S::Acc); NX] {
+        min_lanes32::<S, NX>(levels32::<S>(addr_of!((*w).qs).cast(), None), x)
+    }
+}
+
+impl LaneKernel for BlockQ5_1 {
+    const D_AT: usize = std::mem::offset_of!(BlockQ5_1, d);
+    #[inline(always)]
+    unsafe fn lanes_simd<S: ByteOps, const NX: usize>(
+        w: *const Self,
+        x: [*const BlockQ8_0; NX],
+    ) -> [(S::Acc, S::Acc); NX] {
         let q = levels32::<S>(addr_of!((*w).qs).cast(), Some(addr_of!((*w).qh)));
-        let at = std::mem::offset_of!(BlockQ8_0, qs);
-        let dots = dot32::<S, _, NX>(q, x, at);
-        let sums = dot32::<S, _, NX>(S::splat(1), x, at);
-        std::array::from_fn(|t| (dots[t] - 16 * sums[t], 0))
+        min_lanes32::<S, NX>(q, x)
     }
 }
 
-/// The decode tile of an [`IntKernel`] type on the ISA of `S`: up to four activation rows (in
-/// the type's own activation blocks) and `4 / nx` weight rows at a time.
-pub(crate) struct IntTile<B: IntDot, S> {
-    w: *const B,
-    nb: usize,
-    x: *const u8,
-    x_stride: usize,
-    isa: PhantomData<S>,
-}
-
-impl<B: IntDot, S> Clone for IntTile<B, S> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<B: IntDot, S> Copy for IntTile<B, S> {}
-
-impl<B: IntDot, S> IntTile<B, S> {
-    /// The tile over a decode job with weight blocks `B` and activation rows of `B::VecDot`.
-    pub fn new(job: &Job<'_>) -> Self {
-        IntTile {
-            w: job.w.as_ptr() as *const B,
-            nb: job.k / B::BLOCK,
-            x: job.x.as_ptr(),
-            x_stride: job.x_stride,
-            isa: PhantomData,
-        }
-    }
-
-    /// `RW × NX` dot products, bit-exact with [`crate::quant::int_vec_dot`].
+/// Scalar twin: [`LaneDot::lanes`] of [`BlockQ5_0`]: `Σ q·x − 16·Σ x` with unsigned levels.
+impl LaneKernel for BlockQ5_0 {
+    const D_AT: usize = std::mem::offset_of!(BlockQ5_0, d);
     #[inline(always)]
-    unsafe fn dot<const RW: usize, const NX: usize>(
-        self,
-        js: [usize; 4],
-        i: usize,
-    ) -> [[f32; NX]; RW]
-    where
-        B: IntKernel,
-        S: ByteOps,
-    {
-        let mut w = [self.w; RW];
-        for r in 0..RW {
-            w[r] = self.w.add(js[r] * self.nb);
-        }
-        let mut x = [self.x as *const B::VecDot; NX];
-        for (t, xt) in x.iter_mut().enumerate() {
-            *xt = self.x.add((i + t) * self.x_stride) as *const B::VecDot;
-        }
-        let mut lanes = [[[0f32; 8]; NX]; RW];
-        let mut tail = [[0f32; NX]; RW];
-        let full = self.nb / 8 * 8;
-        for b in 0..self.nb {
-            let mut xb = x;
-            for p in xb.iter_mut() {
-                *p = p.add(b);
-            }
-            for r in 0..RW {
-                let wb = w[r].add(b);
-                let ints = B::isums_simd::<S, NX>(wb, xb);
-                for t in 0..NX {
-                    let v = (*wb).value(&*xb[t], ints[t].0, ints[t].1);
-                    if b < full {
-                        lanes[r][t][b % 8] += v;
-                    } else {
-                        tail[r][t] += v;
-                    }
-                }
-            }
-        }
-        let mut out = [[0f32; NX]; RW];
-        for r in 0..RW {
-            for t in 0..NX {
-                out[r][t] = lanes8(&lanes[r][t]) + tail[r][t];
-            }
-        }
-        out
-    }
-}
-
-impl<B: IntKernel, S: ByteOps> Tile for IntTile<B, S> {
-    const MAX_NX: usize = 4;
-    fn width(nx: usize) -> usize {
-        4 / nx
-    }
-    #[inline(always)]
-    unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
-        match (rw, nx) {
-            (4, _) => pad(self.dot::<4, 1>(js, i)),
-            (2, _) => pad(self.dot::<2, 2>(js, i)),
-            (_, 1) => pad(self.dot::<1, 1>(js, i)),
-            (_, 2) => pad(self.dot::<1, 2>(js, i)),
-            (_, 3) => pad(self.dot::<1, 3>(js, i)),
-            _ => pad(self.dot::<1, 4>(js, i)),
-        }
+    unsafe fn lanes_simd<S: ByteOps, const NX: usize>(
+        w: *const Self,
+        x: [*const BlockQ8_0; NX],
+    ) -> [(S::Acc, S::Acc); NX] {
+        let q = levels32::<S>(addr_of!((*w).qs).cast(), Some(addr_of!((*w).qh)));
+        std::array::from_fn(|t| {
+            let xq = qs!(x[t]);
+            let i = S::dot(S::zero(), q, xq, S::scale(1, 1));
+            (S::dot(i, S::splat(1), xq, S::scale(-16, -16)), S::zero())
+        })
     }
 }

@@ -4,9 +4,10 @@
 //! # Two regimes
 //! - **Decode** (few activation rows, memory-bound): each weight row is streamed once and dotted
 //!   with every activation row. Float weights multiply f32 activations (FMA); quantized weights
-//!   multiply activations quantized to their type's activation blocks (Q8_0; Q8_1 for Q4_1/Q5_1;
-//!   Q8_K for the K-quants) with integer dot products, as ggml does (the activation quantization
-//!   is exactly that type's [`QuantBlock::quantize`](crate::quant::QuantBlock::quantize)).
+//!   multiply activations quantized to their type's activation blocks (Q8_0 for the 32-value
+//!   types; Q8_K for the K-quants) with integer dot products, as ggml does (which uses Q8_1 for
+//!   Q4_1/Q5_1; the activation quantization is exactly that type's
+//!   [`QuantBlock::quantize`](crate::quant::QuantBlock::quantize)).
 //!   Parallel over blocks of weight rows.
 //! - **GEMM** (many rows, compute-bound): a cache-blocked packed GEMM (module `gemm`) that converts
 //!   weights of any type to f32 while packing and multiplies f32 activations (unquantized) with a
@@ -40,7 +41,7 @@
 //! tasks over weight rows, the per-row kernel) is written once for every type and path, and so is
 //! the tile traversal inside a task (`traverse`: which weight and activation rows go through a
 //! register tile together); an ISA supplies only its tile kernels. The integer kernels of the
-//! [`crate::quant::IntDot`] types (K-quants, Q4_1, Q5_0, Q5_1) are written once (`intdot`) over
+//! [`crate::quant::LaneDot`] types (K-quants, Q4_1, Q5_0, Q5_1) are written once (`intdot`) over
 //! an ISA's byte operations (`intdot::ByteOps`: AVX2 for both x86 paths, NEON, `sdot`).
 //!
 //! # Where to add…
@@ -48,7 +49,7 @@
 //!   [`crate::quant::QuantBlock`] impl with its activation type `VecDot` — e.g. a 256-value Q8_K
 //!   block — and scalar `vec_dot`, `const` size assertions), one row in [`crate::quant::TYPES`]
 //!   and one in [`types::TYPES`]. That gives every path a correct (portable) decode kernel and
-//!   GEMM packing. An [`crate::quant::IntDot`] type gets SIMD kernels on every path from its
+//!   GEMM packing. A [`crate::quant::LaneDot`] type gets SIMD kernels on every path from its
 //!   unpacking in `intdot` and one line in each ISA's `decoder` table.
 //! - **A SIMD path**: a [`Path`] variant with its detection, a type implementing `isa::Isa` in
 //!   `x86/` or `arm/` (override what it accelerates; each override names its scalar twin), its

@@ -1,6 +1,6 @@
 //! Helpers shared by the ggml block formats of this folder: ggml's rounding and scale search
 //! (`nearest_int`, `make_qkx2_quants`, `make_qx_quants` of `ggml-quants.c`), the 6-bit scale
-//! packing of Q4_K/Q5_K, the byte-buffer dequantizer and the f32 order of the dot products.
+//! packing of Q4_K/Q5_K, the byte-buffer dequantizer and the integer lanes of the dot products.
 //!
 //! Every float expression here is written in the order of ggml's C source, one rounding per C
 //! operator and no fused multiply-add (ggml-base is compiled without FMA contraction), so the
@@ -258,27 +258,6 @@ pub(crate) fn k4_weights(x: &[f32]) -> [f32; 32] {
     w
 }
 
-/// The fixed f32 order of every dot product of this folder ("eight block lanes", the order of
-/// the Q4_0/Q8_0 dots in `kernels::scalar`): block `b = 8g + l` of the first `8·⌊nb/8⌋` blocks
-/// adds its value `block(b)` to lane `l`; the lanes are reduced as
-/// `((a0+a4)+(a1+a5)) + ((a2+a6)+(a3+a7))`; the remaining blocks are summed left to right into
-/// a separate `tail`; the result is `lanes + tail`.
-#[inline(always)]
-pub(crate) fn block_lanes(nb: usize, block: impl Fn(usize) -> f32) -> f32 {
-    let mut a = [0f32; 8];
-    let full = nb / 8 * 8;
-    for g in (0..full).step_by(8) {
-        for (l, acc) in a.iter_mut().enumerate() {
-            *acc += block(g + l);
-        }
-    }
-    let mut tail = 0f32;
-    for b in full..nb {
-        tail += block(b);
-    }
-    (((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))) + tail
-}
-
 /// Dequantize blocks stored in `data` at any alignment: `data` must be exactly
 /// `out.len() / values · size_of::<B>()` bytes with `out.len()` a multiple of `values`.
 pub(crate) fn dequantize_bytes<B: bytemuck::Pod>(
@@ -312,11 +291,34 @@ pub(crate) fn dequantize_bytes<B: bytemuck::Pod>(
 /// The eight [`LaneDot`](super::LaneDot) lanes of `Σ_p scale(p)·q[p]·x[p]` over a super-block.
 #[inline(always)]
 pub(super) fn level_lanes(q: &[i32; 256], scale: impl Fn(usize) -> i32, x: &[i8; 256]) -> [i32; 8] {
+    // Value p = 32c + 4l + k is in lane l = lane_of(p); looping over (c, l, k) keeps the lane
+    // index static, which lets the compiler vectorise this.
     let mut lanes = [0i32; 8];
-    for p in 0..256 {
-        lanes[super::lane_of(p)] += scale(p) * q[p] * x[p] as i32;
+    for c in (0..256).step_by(32) {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            for k in 0..4 {
+                let p = c + 4 * l + k;
+                *lane += scale(p) * q[p] * x[p] as i32;
+            }
+        }
     }
     lanes
+}
+
+/// The eight [`LaneDot`](super::LaneDot) lanes of `Σ_p q[p]·x[p]` and of `Σ_p x[p]` over a block
+/// of 32 values (products first, then the lane sums: a shape the portable path vectorises).
+#[inline(always)]
+pub(super) fn lanes32<T: Copy + Into<i32>>(q: &[T; 32], x: &[i8; 32]) -> ([i32; 8], [i32; 8]) {
+    let mut prod = [0i32; 32];
+    for p in 0..32 {
+        prod[p] = q[p].into() * x[p] as i32;
+    }
+    let lane = |v: &[i32; 32], l: usize| (v[4 * l] + v[4 * l + 1]) + (v[4 * l + 2] + v[4 * l + 3]);
+    let xs: [i32; 32] = std::array::from_fn(|p| x[p] as i32);
+    (
+        std::array::from_fn(|l| lane(&prod, l)),
+        std::array::from_fn(|l| lane(&xs, l)),
+    )
 }
 
 /// Lane `l` = `bsums[2l]·w[2l] + bsums[2l+1]·w[2l+1]`: the 16 activation sums weighted per
@@ -384,18 +386,5 @@ mod tests {
             );
         }
         assert_eq!((d, dmin), (64.0 / 63.0, 64.0 / 63.0));
-    }
-
-    #[test]
-    fn block_lanes_order() {
-        // 11 blocks: 8 in lanes, 3 in the tail; values chosen so a different order would round
-        // differently (1e8 absorbs a 1 unless the ones are added together first).
-        let v = [1e8f32, 1.0, 1.0, 1.0, -1e8, 1.0, 1.0, 1.0, 3.0, 4.0, 5.0];
-        let lanes = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-        assert_eq!(
-            block_lanes(v.len(), |b| v[b]),
-            lanes + ((v[8] + v[9]) + v[10])
-        );
-        assert_eq!(block_lanes(v.len(), |b| v[b]), 18.0);
     }
 }

@@ -56,7 +56,8 @@ pub trait QuantBlock: bytemuck::Pod + Send + Sync {
     /// Bytes per block (ggml's `type_size`).
     const BYTES: usize = std::mem::size_of::<Self>();
     /// The block type activations are quantized to for the integer dot product with this type
-    /// (ggml's `vec_dot_type`): Q8_0 for Q8_0 and Q4_0, Q8_K for the K-quants.
+    /// (ggml's `vec_dot_type`): Q8_0 for Q8_0, Q4_0, Q5_0 and (unlike ggml's Q8_1) Q4_1, Q5_1;
+    /// Q8_K for the K-quants.
     type VecDot: QuantBlock;
     /// Quantize `x` (exactly `BLOCK` values) with the reference rounding.
     fn quantize(x: &[f32]) -> Self;
@@ -67,41 +68,21 @@ pub trait QuantBlock: bytemuck::Pod + Send + Sync {
     fn vec_dot(w: &[Self], x: &[Self::VecDot]) -> f32;
 }
 
-/// A block type whose dot product with its activation type splits, per block, into exact
-/// integers ([`IntDot::isums`]) and one f32 expression of them ([`IntDot::value`]), summed in
-/// the eight-block-lane order (`kq_common::block_lanes`): [`int_vec_dot`]. The SIMD kernels compute
-/// the integers their own way and share the rest, so they agree with [`QuantBlock::vec_dot`] bit
-/// for bit. (Q4_0 and Q8_0 keep their own split-layout kernels.)
-pub trait IntDot: QuantBlock {
-    /// The exact integer parts `(isum, aux)` of one block pair (no overflow: |·| < 2³¹).
-    fn isums(&self, x: &Self::VecDot) -> (i32, i32);
-    /// The block's f32 contribution from its integers (one rounding per operation, no FMA).
-    fn value(&self, x: &Self::VecDot, isum: i32, aux: i32) -> f32;
-}
-
-/// `Σ_b value_b` over `min(w.len(), x.len())` blocks in the eight-block-lane order: the scalar
-/// reference dot of every [`IntDot`] type.
-#[inline(always)]
-pub fn int_vec_dot<B: IntDot>(w: &[B], x: &[B::VecDot]) -> f32 {
-    let nb = w.len().min(x.len());
-    kq_common::block_lanes(nb, |b| {
-        let (isum, aux) = w[b].isums(&x[b]);
-        w[b].value(&x[b], isum, aux)
-    })
-}
-
-/// A K-quant block type (256 values against [`Q8_K`](q8_k)) whose dot product splits into eight
-/// exact integer *lanes* per super-block, the lane of value `p` being `(p mod 32) / 4` (bytes
-/// `4l..4l+4` of each 32-byte chunk: what one `vpmaddwd`/`sdot` lane holds), and two f32 scales:
-/// [`lane_vec_dot`]. Summing lanes across super-blocks in f32 (and reducing them once per row)
-/// is what lets the SIMD kernels keep everything in registers; they compute the integers their
-/// own way and share the f32 arithmetic, so they agree with [`QuantBlock::vec_dot`] bit for bit.
+/// A block type whose dot product with its activation type splits into eight exact integer
+/// *lanes* per block, the lane of value `p` being `(p mod 32) / 4` (bytes `4l..4l+4` of each
+/// 32-byte chunk: what one `vpmaddwd`/`sdot` lane holds), and two f32 scales: [`lane_vec_dot`].
+/// The K-quants (Q4_K, Q5_K, Q6_K: super-blocks of 256 against [`Q8_K`](q8_k)) and the legacy
+/// Q4_1, Q5_0, Q5_1 (blocks of 32 against [`BlockQ8_0`]) are such types. Summing lanes across
+/// blocks in f32 (and reducing them once per row) is what lets the SIMD kernels keep everything
+/// in registers; they compute the integers their own way and share the f32 arithmetic, so they
+/// agree with [`QuantBlock::vec_dot`] bit for bit.
 pub trait LaneDot: QuantBlock {
-    /// Whether the type has a minimum term (Q4_K, Q5_K: yes; Q6_K: no).
+    /// Whether the type has a minimum term (Q4_K, Q5_K, Q4_1, Q5_1: yes; Q6_K, Q5_0: no).
     const HAS_MIN: bool;
     /// The exact integer lanes `(scale term, minimum term)` of one block pair.
     fn lanes(&self, x: &Self::VecDot) -> ([i32; 8], [i32; 8]);
-    /// The f32 scales `(d_w·d_x, dmin_w·d_x)` of the two terms (f16 scales as f32, one rounding).
+    /// The f32 scales `(d_w·d_x, dmin_w·d_x)` of the two terms (f16 scales as f32, one rounding;
+    /// the second unused without [`LaneDot::HAS_MIN`]).
     fn scales(&self, x: &Self::VecDot) -> (f32, f32);
 }
 
@@ -129,7 +110,7 @@ pub fn lane_vec_dot<B: LaneDot>(w: &[B], x: &[B::VecDot]) -> f32 {
     }
 }
 
-/// The lane of value `p` of a super-block in [`LaneDot::lanes`].
+/// The lane of value `p` of a block in [`LaneDot::lanes`].
 #[inline(always)]
 pub const fn lane_of(p: usize) -> usize {
     (p % 32) / 4

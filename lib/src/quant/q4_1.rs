@@ -5,14 +5,16 @@
 //! { d: f16, m: f16, qs: [u8; 16] }   qs[j] = q[j] | q[j+16] << 4
 //! ```
 //!
-//! ggml dots Q4_1 weights against [`Q8_1`](super::q8_1) activations, whose `s = d·Σq` carries
-//! the minimum's share: Σ x·w = d_w·d_x·Σ q_w·q_x + m_w·s_x.
+//! The dot product is this crate's own (see [`vec_dot`]): Q4_1 weights against [`Q8_0`]
+//! activations, Σ w·x = d_w·d_x·Σ q_w·q_x + m_w·d_x·Σ q_x with both integer sums exact. ggml
+//! dots against Q8_1 instead, whose f16 `s = d·Σq` carries the minimum's share rounded to f16;
+//! ours keeps `Σ q_x` exact (no f16 rounding of `s`), so it is closer to the exact dot of the
+//! dequantized values, and its results differ from ggml's in the last bits.
 
 use half::f16;
 
-use super::kq_common::dequantize_bytes;
-use super::q8_1::BlockQ8_1;
-use super::{f16_as_f32, IntDot, QuantBlock};
+use super::kq_common::{dequantize_bytes, lanes32};
+use super::{f16_as_f32, BlockQ8_0, LaneDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -38,9 +40,9 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == BLOCK_BYTES);
 impl QuantBlock for BlockQ4_1 {
     const TYPE: GgmlType = GgmlType::Q4_1;
     const BLOCK: usize = BLOCK_VALUES;
-    type VecDot = BlockQ8_1;
+    type VecDot = BlockQ8_0;
 
-    fn vec_dot(w: &[Self], x: &[BlockQ8_1]) -> f32 {
+    fn vec_dot(w: &[Self], x: &[BlockQ8_0]) -> f32 {
         vec_dot(w, x)
     }
 
@@ -107,26 +109,44 @@ pub fn dequantize_bytes_to(data: &[u8], out: &mut [f32]) -> Result<(), Error> {
     dequantize_bytes::<BlockQ4_1>("Q4_1", BLOCK_VALUES, data, out, |b, o| b.dequantize(o))
 }
 
-/// Q4_1 weights · Q8_1 activations: block `b` contributes `(d_w·d_x)·isum + m_w·s_x` (three
-/// roundings and the add, no FMA; `isum = Σ q_w·q_x` exact in i32), accumulated in the
-/// eight-block-lane order of `kq_common::block_lanes` (see [`super::q5_0::vec_dot`]).
-/// Uses `min(w.len(), x.len())` blocks.
-pub fn vec_dot(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
-    super::int_vec_dot(w, x)
+/// Q4_1 weights · Q8_0 activations over `min(w.len(), x.len())` blocks: the [`LaneDot`] dot
+/// ([`super::lane_vec_dot`]). Block `b` has the exact integer lanes `I[l] = Σ q_w·q_x` and
+/// `M[l] = −Σ q_x` over its values `4l..4l+4` and the scales `(d_w·d_x, m_w·d_x)` (f16 as f32, one
+/// rounding); lane `l` accumulates `(d_w·d_x)·I[l]` across blocks (and the minimum lane
+/// `(m_w·d_x)·M[l]`), and the result is `lanes8(acc) − lanes8(acc_min)`, i.e.
+/// `Σ d_w·d_x·Σ q_w·q_x + m_w·d_x·Σ q_x` with its roundings in a fixed order every SIMD path
+/// reproduces bit for bit.
+pub fn vec_dot(w: &[BlockQ4_1], x: &[BlockQ8_0]) -> f32 {
+    super::lane_vec_dot(w, x)
 }
 
-impl IntDot for BlockQ4_1 {
-    /// `(Σ q_w·q_x, 0)`, levels 0..15.
-    fn isums(&self, c: &BlockQ8_1) -> (i32, i32) {
-        let mut isum = 0i32;
+impl BlockQ4_1 {
+    /// The 32 levels (0..16) in value order.
+    #[inline(always)]
+    pub fn levels(&self) -> [u8; 32] {
+        let mut q = [0u8; 32];
         for j in 0..16 {
-            isum += (self.qs[j] & 0x0F) as i32 * c.qs[j] as i32;
-            isum += (self.qs[j] >> 4) as i32 * c.qs[j + 16] as i32;
+            q[j] = self.qs[j] & 0x0F;
+            q[j + 16] = self.qs[j] >> 4;
         }
-        (isum, 0)
+        q
+    }
+}
+
+impl LaneDot for BlockQ4_1 {
+    const HAS_MIN: bool = true;
+    /// Lanes of `Σ q_w·q_x` and of `−Σ q_x` (value `p` in lane `p / 4`).
+    #[inline(always)]
+    fn lanes(&self, x: &BlockQ8_0) -> ([i32; 8], [i32; 8]) {
+        let (qx, mut sx) = lanes32(&self.levels(), &x.qs);
+        for v in &mut sx {
+            *v = -*v;
+        }
+        (qx, sx)
     }
     #[inline(always)]
-    fn value(&self, c: &BlockQ8_1, isum: i32, _: i32) -> f32 {
-        (f16_as_f32(self.d) * f16_as_f32(c.d)) * isum as f32 + f16_as_f32(self.m) * f16_as_f32(c.s)
+    fn scales(&self, x: &BlockQ8_0) -> (f32, f32) {
+        let dx = f16_as_f32(x.d);
+        (f16_as_f32(self.d) * dx, f16_as_f32(self.m) * dx)
     }
 }

@@ -6,12 +6,13 @@
 //!                                          bit j of qh (u32 LE) = bit 4 of q[j]
 //! ```
 //!
-//! ggml dots Q5_0 weights against Q8_0 activations.
+//! ggml dots Q5_0 weights against Q8_0 activations; so do we, in the [`LaneDot`] order (see
+//! [`vec_dot`]).
 
 use half::f16;
 
-use super::kq_common::dequantize_bytes;
-use super::{f16_as_f32, BlockQ8_0, IntDot, QuantBlock};
+use super::kq_common::{dequantize_bytes, lanes32};
+use super::{f16_as_f32, BlockQ8_0, LaneDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -122,30 +123,25 @@ pub fn dequantize_bytes_to(data: &[u8], out: &mut [f32]) -> Result<(), Error> {
     dequantize_bytes::<BlockQ5_0>("Q5_0", BLOCK_VALUES, data, out, |b, o| b.dequantize(o))
 }
 
-/// Q5_0 weights · Q8_0 activations over `min(w.len(), x.len())` blocks.
-///
-/// Block `b` contributes `(d_w·d_x)·isum` with `isum = Σ (q_w − 16)·q_x` exact in i32 (two
-/// roundings, no FMA). The f32 order is the "eight block lanes" of the Q4_0/Q8_0 dots: block
-/// `8g + l` of the first `8·⌊nb/8⌋` blocks adds to lane `l`, the lanes reduce as
-/// `((a0+a4)+(a1+a5)) + ((a2+a6)+(a3+a7))`, the other blocks add left to right into a tail, and
-/// the result is `lanes + tail`. Every SIMD path must reproduce this bit for bit.
+/// Q5_0 weights · Q8_0 activations over `min(w.len(), x.len())` blocks: the [`LaneDot`] dot
+/// ([`super::lane_vec_dot`]) without a minimum term. Block `b` has the exact integer lanes
+/// `I[l] = Σ (q_w − 16)·q_x` over its values `4l..4l+4` and the scale `d_w·d_x` (f16 as f32, one
+/// rounding); lane `l` accumulates `(d_w·d_x)·I[l]` (two roundings, no FMA) across blocks, and the
+/// lanes reduce once as `((a0+a4)+(a1+a5)) + ((a2+a6)+(a3+a7))`. Every SIMD path reproduces this
+/// bit for bit.
 pub fn vec_dot(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
-    super::int_vec_dot(w, x)
+    super::lane_vec_dot(w, x)
 }
 
-impl IntDot for BlockQ5_0 {
-    /// `(Σ (q_w − 16)·q_x, 0)`.
-    fn isums(&self, c: &BlockQ8_0) -> (i32, i32) {
-        let q = self.levels();
-        let isum = q
-            .iter()
-            .zip(&c.qs)
-            .map(|(&a, &b)| a as i32 * b as i32)
-            .sum();
-        (isum, 0)
+impl LaneDot for BlockQ5_0 {
+    const HAS_MIN: bool = false;
+    /// Lanes of `Σ (q_w − 16)·q_x` (value `p` in lane `p / 4`); no minimum lanes.
+    #[inline(always)]
+    fn lanes(&self, x: &BlockQ8_0) -> ([i32; 8], [i32; 8]) {
+        (lanes32(&self.levels(), &x.qs).0, [0; 8])
     }
     #[inline(always)]
-    fn value(&self, c: &BlockQ8_0, isum: i32, _: i32) -> f32 {
-        (f16_as_f32(self.d) * f16_as_f32(c.d)) * isum as f32
+    fn scales(&self, x: &BlockQ8_0) -> (f32, f32) {
+        (f16_as_f32(self.d) * f16_as_f32(x.d), 0.0)
     }
 }

@@ -5,13 +5,14 @@
 //! { d: f16, m: f16, qh: [u8; 4], qs: [u8; 16] }   packing as Q5_0
 //! ```
 //!
-//! ggml dots Q5_1 weights against [`Q8_1`](super::q8_1) activations.
+//! The dot product is this crate's own, as Q4_1's (see [`super::q4_1`]): against [`Q8_0`]
+//! activations, `d_w·d_x·Σ q_w·q_x + m_w·d_x·Σ q_x` with exact integer sums, where ggml uses
+//! Q8_1 and its f16-rounded `s = d·Σq`.
 
 use half::f16;
 
-use super::kq_common::dequantize_bytes;
-use super::q8_1::BlockQ8_1;
-use super::{f16_as_f32, IntDot, QuantBlock};
+use super::kq_common::{dequantize_bytes, lanes32};
+use super::{f16_as_f32, BlockQ8_0, LaneDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -55,9 +56,9 @@ impl BlockQ5_1 {
 impl QuantBlock for BlockQ5_1 {
     const TYPE: GgmlType = GgmlType::Q5_1;
     const BLOCK: usize = BLOCK_VALUES;
-    type VecDot = BlockQ8_1;
+    type VecDot = BlockQ8_0;
 
-    fn vec_dot(w: &[Self], x: &[BlockQ8_1]) -> f32 {
+    fn vec_dot(w: &[Self], x: &[BlockQ8_0]) -> f32 {
         vec_dot(w, x)
     }
 
@@ -127,26 +128,27 @@ pub fn dequantize_bytes_to(data: &[u8], out: &mut [f32]) -> Result<(), Error> {
     dequantize_bytes::<BlockQ5_1>("Q5_1", BLOCK_VALUES, data, out, |b, o| b.dequantize(o))
 }
 
-/// Q5_1 weights · Q8_1 activations over `min(w.len(), x.len())` blocks: block `b` contributes
-/// `(d_w·d_x)·isum + m_w·s_x` (`isum = Σ q_w·q_x` exact in i32; no FMA), in the eight-block-lane
-/// order of [`super::q5_0::vec_dot`].
-pub fn vec_dot(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
-    super::int_vec_dot(w, x)
+/// Q5_1 weights · Q8_0 activations over `min(w.len(), x.len())` blocks: the [`LaneDot`] dot
+/// of [`super::q4_1::vec_dot`] with levels 0..31 (`I[l] = Σ q_w·q_x`, `M[l] = −Σ q_x` over
+/// values `4l..4l+4`; scales `(d_w·d_x, m_w·d_x)`).
+pub fn vec_dot(w: &[BlockQ5_1], x: &[BlockQ8_0]) -> f32 {
+    super::lane_vec_dot(w, x)
 }
 
-impl IntDot for BlockQ5_1 {
-    /// `(Σ q_w·q_x, 0)`, levels 0..31.
-    fn isums(&self, c: &BlockQ8_1) -> (i32, i32) {
-        let q = self.levels();
-        let isum = q
-            .iter()
-            .zip(&c.qs)
-            .map(|(&a, &b)| a as i32 * b as i32)
-            .sum();
-        (isum, 0)
+impl LaneDot for BlockQ5_1 {
+    const HAS_MIN: bool = true;
+    /// Lanes of `Σ q_w·q_x` and of `−Σ q_x` (value `p` in lane `p / 4`).
+    #[inline(always)]
+    fn lanes(&self, x: &BlockQ8_0) -> ([i32; 8], [i32; 8]) {
+        let (qx, mut sx) = lanes32(&self.levels(), &x.qs);
+        for v in &mut sx {
+            *v = -*v;
+        }
+        (qx, sx)
     }
     #[inline(always)]
-    fn value(&self, c: &BlockQ8_1, isum: i32, _: i32) -> f32 {
-        (f16_as_f32(self.d) * f16_as_f32(c.d)) * isum as f32 + f16_as_f32(self.m) * f16_as_f32(c.s)
+    fn scales(&self, x: &BlockQ8_0) -> (f32, f32) {
+        let dx = f16_as_f32(x.d);
+        (f16_as_f32(self.d) * dx, f16_as_f32(self.m) * dx)
     }
 }

@@ -1,6 +1,8 @@
 //! Q8_1: blocks of 32 signed bytes with an f16 scale `d` and an f16 `s = d·Σq` (36 bytes,
 //! ggml's `block_q8_1`). The activation type ggml dots Q4_1 and Q5_1 weights against: `s`
-//! supplies the weights' minimum term `m_w·Σx` without a second pass.
+//! supplies the weights' minimum term `m_w·Σx` without a second pass. This crate dots them
+//! against Q8_0 and sums `Σq` exactly instead (see [`super::q4_1`]); the block stays a GGUF type
+//! with its reference quantizer.
 //!
 //! ```text
 //! { d: f16, s: f16, qs: [i8; 32] }   x[j] = d·qs[j]

@@ -286,47 +286,105 @@ fn truncated_data_is_an_error_not_a_panic() {
     q4_k::quantize_row_ref(&x[..100], &mut none);
 }
 
-#[test]
-fn legacy_dots_follow_the_eight_lane_order() {
-    // 11 blocks: 8 in lanes, 3 in the tail.
-    let n = 32 * 11;
-    let w = randn(n, 21, 0.05);
-    let x = randn(n, 22, 2.0);
-    let mut x8 = zeroed::<BlockQ8_0>(11);
-    quantize_row(&x, &mut x8);
-    let mut x81 = zeroed::<q8_1::BlockQ8_1>(11);
-    q8_1::quantize_row_ref(&x, &mut x81);
-    let mut w50 = zeroed::<q5_0::BlockQ5_0>(11);
-    q5_0::quantize_row_ref(&w, &mut w50);
-    let mut w41 = zeroed::<q4_1::BlockQ4_1>(11);
-    q4_1::quantize_row_ref(&w, &mut w41);
+/// ggml's integer sum of a Q4_1/Q5_1 block (`vec_dot_q4_1_q8_1`/`q5_1`'s `sumi`: low nibbles
+/// with `y[j]`, high ones with `y[j + 16]`, fifth bits from `qh`) or, with `offset` 16, of a Q5_0
+/// block (`vec_dot_q5_0_q8_0`), from the packed bytes.
+fn ggml_isum(qs: &[u8; 16], qh: Option<[u8; 4]>, offset: i32, y: &[i8; 32]) -> i32 {
+    let qh = qh.map_or(0, u32::from_le_bytes);
+    let mut sumi = 0;
+    for j in 0..16 {
+        let xh0 = (((qh >> j) << 4) & 0x10) as i32;
+        let xh1 = ((qh >> (j + 12)) & 0x10) as i32;
+        let x0 = ((qs[j] & 0x0F) as i32 | xh0) - offset;
+        let x1 = ((qs[j] >> 4) as i32 | xh1) - offset;
+        sumi += x0 * y[j] as i32 + x1 * y[j + 16] as i32;
+    }
+    sumi
+}
 
-    let order = |v: &[f32]| {
-        let l: Vec<f32> = (0..8).map(|i| v[i]).collect();
-        ((((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])))
-            + ((v[8] + v[9]) + v[10]))
-            .to_bits()
+#[test]
+fn legacy_dots_follow_the_lane_order() {
+    // 11 blocks (not a multiple of 8: no block order is involved any more).
+    let nb = 11;
+    let n = 32 * nb;
+    let mut w = randn(n, 21, 0.05);
+    w[5] = 0.4; // an outlier: a large minimum next to small levels
+    let x = randn(n, 22, 2.0);
+    let mut x8 = zeroed::<BlockQ8_0>(nb);
+    quantize_row(&x, &mut x8);
+    let mut w50 = zeroed::<q5_0::BlockQ5_0>(nb);
+    q5_0::quantize_row_ref(&w, &mut w50);
+    let mut w41 = zeroed::<q4_1::BlockQ4_1>(nb);
+    q4_1::quantize_row_ref(&w, &mut w41);
+    let mut w51 = zeroed::<q5_1::BlockQ5_1>(nb);
+    q5_1::quantize_row_ref(&w, &mut w51);
+
+    // The definition, from each block's dequantized values (levels (y − m)/d) and the
+    // activations' integers: lane l of a block holds its values 4l..4l+4.
+    let lanes_of = |y: [f32; 32], d: f16, m: f16, xb: &BlockQ8_0| {
+        let (mut i, mut mm) = ([0i32; 8], [0i32; 8]);
+        for p in 0..32 {
+            let q = ((y[p] - m.to_f32()) / d.to_f32()).round() as i32;
+            i[p / 4] += q * xb.qs[p] as i32;
+            mm[p / 4] -= xb.qs[p] as i32;
+        }
+        (i, mm)
     };
-    let v50: Vec<f32> = (0..11)
-        .map(|b| {
-            let q = w50[b].levels();
-            let i: i32 = (0..32).map(|j| q[j] as i32 * x8[b].qs[j] as i32).sum();
-            (w50[b].d.to_f32() * x8[b].d.to_f32()) * i as f32
-        })
-        .collect();
-    assert_eq!(q5_0::vec_dot(&w50, &x8).to_bits(), order(&v50));
-    let v41: Vec<f32> = (0..11)
-        .map(|b| {
-            let mut y = [0f32; 32];
-            let mut i = 0i32;
-            w41[b].dequantize(&mut y); // levels from the dequantized values: (y − m)/d
-            for (&v, &xq) in y.iter().zip(&x81[b].qs) {
-                let q = ((v - w41[b].m.to_f32()) / w41[b].d.to_f32()).round() as i32;
-                i += q * xq as i32;
-            }
-            (w41[b].d.to_f32() * x81[b].d.to_f32()) * i as f32
-                + w41[b].m.to_f32() * x81[b].s.to_f32()
-        })
-        .collect();
-    assert_eq!(q4_1::vec_dot(&w41, &x81).to_bits(), order(&v41));
+    let deq = |f: &dyn Fn(&mut [f32])| {
+        let mut y = [0f32; 32];
+        f(&mut y);
+        y
+    };
+    let red = |a: [f32; 8]| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    let sum = |l: [i32; 8]| l.iter().sum::<i32>();
+    let (mut a50, mut a41, mut m41, mut a51, mut m51) =
+        ([0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8]);
+    for b in 0..nb {
+        let xb = &x8[b];
+        let dx = xb.d.to_f32();
+
+        // Q5_0: value (q − 16)·d, no minimum.
+        let y = deq(&|o| w50[b].dequantize(o));
+        let (want, _) = lanes_of(y, w50[b].d, f16::ZERO, xb);
+        assert_eq!(w50[b].lanes(xb), (want, [0; 8]), "q5_0 block {b}");
+        let g = ggml_isum(&w50[b].qs, Some(w50[b].qh), 16, &xb.qs);
+        assert_eq!(sum(want), g);
+        let d = w50[b].d.to_f32() * dx;
+        for l in 0..8 {
+            a50[l] += d * want[l] as f32;
+        }
+
+        // Q4_1 / Q5_1: value q·d + m; minimum lanes −Σ x.
+        let y = deq(&|o| w41[b].dequantize(o));
+        let want = lanes_of(y, w41[b].d, w41[b].m, xb);
+        assert_eq!(w41[b].lanes(xb), want, "q4_1 block {b}");
+        assert_eq!(sum(want.0), ggml_isum(&w41[b].qs, None, 0, &xb.qs));
+        let (d, dm) = (w41[b].d.to_f32() * dx, w41[b].m.to_f32() * dx);
+        for l in 0..8 {
+            a41[l] += d * want.0[l] as f32;
+            m41[l] += dm * want.1[l] as f32;
+        }
+
+        let y = deq(&|o| w51[b].dequantize(o));
+        let want = lanes_of(y, w51[b].d, w51[b].m, xb);
+        assert_eq!(w51[b].lanes(xb), want, "q5_1 block {b}");
+        let g = ggml_isum(&w51[b].qs, Some(w51[b].qh), 0, &xb.qs);
+        assert_eq!(sum(want.0), g);
+        let (d, dm) = (w51[b].d.to_f32() * dx, w51[b].m.to_f32() * dx);
+        for l in 0..8 {
+            a51[l] += d * want.0[l] as f32;
+            m51[l] += dm * want.1[l] as f32;
+        }
+    }
+    // The dots are the documented f32 combination of the lanes: one accumulator per lane across
+    // all blocks, reduced once; the minimum lanes subtracted.
+    assert_eq!(q5_0::vec_dot(&w50, &x8).to_bits(), red(a50).to_bits());
+    assert_eq!(
+        q4_1::vec_dot(&w41, &x8).to_bits(),
+        (red(a41) - red(m41)).to_bits()
+    );
+    assert_eq!(
+        q5_1::vec_dot(&w51, &x8).to_bits(),
+        (red(a51) - red(m51)).to_bits()
+    );
 }

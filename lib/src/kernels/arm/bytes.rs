@@ -81,11 +81,6 @@ macro_rules! neon_bytes {
         }
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn sum(acc: Self::Acc) -> i32 {
-            vaddvq_s32(vaddq_s32(acc.0, acc.1))
-        }
-        #[inline]
-        #[target_feature(enable = $feat)]
         unsafe fn scale(lo: i16, hi: i16) -> (i32, i32) {
             (lo as i32, hi as i32)
         }

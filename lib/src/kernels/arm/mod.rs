@@ -17,7 +17,7 @@ mod bytes;
 
 use bytes::{NeonOps, SdotOps};
 
-use super::intdot::{IntKernel, IntTile, LaneKernel, LaneTile};
+use super::intdot::{LaneKernel, LaneTile};
 use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
 use super::types::{plain_act, ActQuant, Decoder, Job};
 use super::{split_row_bytes, split_row_mut, Path, Q8Row, Qs};
@@ -27,7 +27,6 @@ use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::q5_1::BlockQ5_1;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
-use crate::quant::q8_k::BlockQ8_K;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
 
@@ -433,50 +432,15 @@ unsafe fn dot_float<T: Wf, const R: usize, const NX: usize>(
     out
 }
 
-/// The integer decode kernel of an [`IntKernel`] type (K-quants, Q4_1, Q5_0, Q5_1) on [`Neon`]:
-/// [`traverse`] over [`IntTile`]s. Twin: [`crate::quant::int_vec_dot`], bit-exact.
+/// The decode kernel of a [`LaneKernel`] type (Q4_K, Q5_K, Q6_K, Q4_1, Q5_0, Q5_1) on [`Neon`]
+/// (`vmull` products): [`traverse`] over [`LaneTile`]s. Twin: [`crate::quant::lane_vec_dot`],
+/// bit-exact.
 ///
 /// # Safety
-/// NEON available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of `B::VecDot` blocks;
-/// `out` covers `n × m`.
+/// NEON available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of `B::VecDot` blocks (the
+/// type's plain activation quantizer); `out` covers `n × m`.
 #[target_feature(enable = "neon")]
-unsafe fn decode_int<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    traverse(
-        IntTile::<B, NeonOps>::new(job),
-        job.n,
-        rows,
-        job.out,
-        job.bias,
-    )
-}
-
-/// [`decode_int`] with `sdot` ([`Dotprod`]), the same results bit for bit.
-///
-/// # Safety
-/// As [`decode_int`], and `dotprod` available.
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn decode_int_dot<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    traverse(
-        IntTile::<B, SdotOps>::new(job),
-        job.n,
-        rows,
-        job.out,
-        job.bias,
-    )
-}
-
-/// The decode kernel of a [`LaneKernel`] type (Q4_K, Q5_K, Q6_K) on [`Neon`] (`vmull`
-/// products) or, with `DOT`, [`Dotprod`] (`sdot`): [`traverse`] over [`LaneTile`]s. Twin:
-/// [`crate::quant::lane_vec_dot`], bit-exact.
-///
-/// # Safety
-/// NEON (and with `DOT`, dotprod) available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of
-/// Q8_K blocks; `out` covers `n × m`.
-#[target_feature(enable = "neon")]
-unsafe fn decode_lane<B: LaneKernel<VecDot = BlockQ8_K>>(
-    job: &Job<'_>,
-    rows: std::ops::Range<usize>,
-) {
+unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
     traverse(
         LaneTile::<B, NeonOps>::new(job),
         job.n,
@@ -491,10 +455,7 @@ unsafe fn decode_lane<B: LaneKernel<VecDot = BlockQ8_K>>(
 /// # Safety
 /// As [`decode_lane`], and `dotprod` available.
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn decode_lane_dot<B: LaneKernel<VecDot = BlockQ8_K>>(
-    job: &Job<'_>,
-    rows: std::ops::Range<usize>,
-) {
+unsafe fn decode_lane_dot<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
     traverse(
         LaneTile::<B, SdotOps>::new(job),
         job.n,
@@ -535,25 +496,14 @@ fn decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder> {
         Some(Decoder { act, rows })
     }
     let float = |rows| Some(Decoder { act: None, rows });
-    fn int<B: IntKernel, const DOT: bool>() -> Option<Decoder> {
-        let rows: unsafe fn(&Job<'_>, std::ops::Range<usize>) = if DOT {
-            decode_int_dot::<B>
-        } else {
-            decode_int::<B>
-        };
-        Some(Decoder {
-            act: Some(plain_act::<B::VecDot>()),
-            rows,
-        })
-    }
-    fn lane<B: LaneKernel<VecDot = BlockQ8_K>, const DOT: bool>() -> Option<Decoder> {
+    fn lane<B: LaneKernel, const DOT: bool>() -> Option<Decoder> {
         let rows: unsafe fn(&Job<'_>, std::ops::Range<usize>) = if DOT {
             decode_lane_dot::<B>
         } else {
             decode_lane::<B>
         };
         Some(Decoder {
-            act: Some(plain_act::<BlockQ8_K>()),
+            act: Some(plain_act::<B::VecDot>()),
             rows,
         })
     }
@@ -566,9 +516,9 @@ fn decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder> {
         GgmlType::Q4_K => lane::<BlockQ4_K, DOT>(),
         GgmlType::Q5_K => lane::<BlockQ5_K, DOT>(),
         GgmlType::Q6_K => lane::<BlockQ6_K, DOT>(),
-        GgmlType::Q4_1 => int::<BlockQ4_1, DOT>(),
-        GgmlType::Q5_0 => int::<BlockQ5_0, DOT>(),
-        GgmlType::Q5_1 => int::<BlockQ5_1, DOT>(),
+        GgmlType::Q4_1 => lane::<BlockQ4_1, DOT>(),
+        GgmlType::Q5_0 => lane::<BlockQ5_0, DOT>(),
+        GgmlType::Q5_1 => lane::<BlockQ5_1, DOT>(),
         // No NEON kernel: the type's portable decoder runs.
         _ => None,
     }

@@ -3,7 +3,6 @@
 
 use std::arch::x86_64::*;
 
-use super::hsum_i32;
 use crate::kernels::intdot::ByteOps;
 
 /// AVX2 byte operations; `dot` is `vpmaddubsw` (u8 × i8 pairs, exact for levels ≤ 63 and
@@ -117,11 +116,6 @@ impl ByteOps for Avx2Ops {
     unsafe fn dot(acc: __m256i, q: __m256i, x: *const i8, s: __m256i) -> __m256i {
         let p = _mm256_maddubs_epi16(q, _mm256_loadu_si256(x as *const __m256i));
         _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn sum(acc: __m256i) -> i32 {
-        hsum_i32(acc)
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]

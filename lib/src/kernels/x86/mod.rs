@@ -18,7 +18,7 @@ mod bytes;
 
 use bytes::Avx2Ops;
 
-use super::intdot::{IntKernel, IntTile, LaneKernel, LaneTile};
+use super::intdot::{LaneKernel, LaneTile};
 use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
 use super::types::{plain_act, ActQuant, Decoder, Job};
 use super::{split_row_bytes, split_row_mut, Path, Q8Row, Qs};
@@ -28,7 +28,6 @@ use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::q5_1::BlockQ5_1;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
-use crate::quant::q8_k::BlockQ8_K;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
 
@@ -666,36 +665,15 @@ unsafe fn decode_quant_512<B: QBlock>(job: &Job<'_>, rows: std::ops::Range<usize
     )
 }
 
-/// The integer decode kernel of an [`IntKernel`] type (K-quants, Q4_1, Q5_0, Q5_1) on both x86
-/// paths: [`traverse`] over [`IntTile`]s with the AVX2 byte operations. Twin:
-/// [`crate::quant::int_vec_dot`], bit-exact.
-///
-/// # Safety
-/// AVX2/FMA/F16C available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of `B::VecDot`
-/// blocks (the type's plain activation quantizer); `out` covers `n × m`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_int<B: IntKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    traverse(
-        IntTile::<B, Avx2Ops>::new(job),
-        job.n,
-        rows,
-        job.out,
-        job.bias,
-    )
-}
-
-/// The decode kernel of a [`LaneKernel`] type (Q4_K, Q5_K, Q6_K) on both x86 paths:
-/// [`traverse`] over [`LaneTile`]s with the AVX2 byte operations. Twin:
+/// The decode kernel of a [`LaneKernel`] type (Q4_K, Q5_K, Q6_K, Q4_1, Q5_0, Q5_1) on both x86
+/// paths: [`traverse`] over [`LaneTile`]s with the AVX2 byte operations. Twin:
 /// [`crate::quant::lane_vec_dot`], bit-exact.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of Q8_K blocks;
-/// `out` covers `n × m`.
+/// AVX2/FMA/F16C available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of `B::VecDot` blocks
+/// (the type's plain activation quantizer); `out` covers `n × m`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_lane<B: LaneKernel<VecDot = BlockQ8_K>>(
-    job: &Job<'_>,
-    rows: std::ops::Range<usize>,
-) {
+unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
     traverse(
         LaneTile::<B, Avx2Ops>::new(job),
         job.n,
@@ -743,15 +721,9 @@ fn decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
         }
     }
     let float = |rows| Some(Decoder { act: None, rows });
-    fn int<B: IntKernel>() -> Option<Decoder> {
+    fn lane<B: LaneKernel>() -> Option<Decoder> {
         Some(Decoder {
             act: Some(plain_act::<B::VecDot>()),
-            rows: decode_int::<B>,
-        })
-    }
-    fn lane<B: LaneKernel<VecDot = BlockQ8_K>>() -> Option<Decoder> {
-        Some(Decoder {
-            act: Some(plain_act::<BlockQ8_K>()),
             rows: decode_lane::<B>,
         })
     }
@@ -770,9 +742,9 @@ fn decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
         GgmlType::Q4_K => lane::<BlockQ4_K>(),
         GgmlType::Q5_K => lane::<BlockQ5_K>(),
         GgmlType::Q6_K => lane::<BlockQ6_K>(),
-        GgmlType::Q4_1 => int::<BlockQ4_1>(),
-        GgmlType::Q5_0 => int::<BlockQ5_0>(),
-        GgmlType::Q5_1 => int::<BlockQ5_1>(),
+        GgmlType::Q4_1 => lane::<BlockQ4_1>(),
+        GgmlType::Q5_0 => lane::<BlockQ5_0>(),
+        GgmlType::Q5_1 => lane::<BlockQ5_1>(),
         // No x86 kernel: the type's portable decoder runs.
         _ => None,
     }
