@@ -152,16 +152,17 @@ pub static TYPES: std::sync::LazyLock<[TypeKernels; 11]> = std::sync::LazyLock::
     // (4096×4096 and 14336×4096, three runs): the integer Q4_0 kernel beat the f32 GEMM at every
     // n up to 512, Q8_0 up to n ≈ 64, the float decode kernels up to n ≈ 48. The Q4_K/Q5_K/Q6_K
     // lane kernels beat it at every n up to 512 on avx512 and avx2 (4096×4096: 1.4–1.7× at
-    // n = 256–512). On the scalar path the portable GEMM overtakes the plain dot products at once.
+    // n = 256–512). The 32-value lane kernels (Q4_1, Q5_0, Q5_1) pay an f32 scale step per 32
+    // values and lose from n ≈ 24 (Q4_1), 48 (Q5_1), 64 (Q5_0) on avx512. On the scalar path the portable GEMM overtakes the plain dot products at once.
     [
         float_row::<f32>(GgmlType::F32),
         float_row::<f16>(GgmlType::F16),
         float_row::<bf16>(GgmlType::BF16),
         quant_row::<BlockQ8_0>((4, 64)),
         quant_row::<BlockQ4_0>((4, usize::MAX)),
-        quant_row::<BlockQ4_1>((4, 64)),
+        quant_row::<BlockQ4_1>((4, 24)),
         quant_row::<BlockQ5_0>((4, 64)),
-        quant_row::<BlockQ5_1>((4, 64)),
+        quant_row::<BlockQ5_1>((4, 48)),
         quant_row::<BlockQ4_K>((4, usize::MAX)),
         quant_row::<BlockQ5_K>((4, usize::MAX)),
         quant_row::<BlockQ6_K>((4, usize::MAX)),
