@@ -85,7 +85,7 @@ fn questions(ty: &str) -> Vec<Question> {
 }
 
 /// Greedy answers (text, token ids) to every question, each in a fresh session.
-fn answers(model: &Arc<Model>, qs: &[Question]) -> Vec<(String, Vec<u32>)> {
+fn answers(model: &Arc<Model>, qs: &[&Question]) -> Vec<(String, Vec<u32>)> {
     qs.iter()
         .map(|q| {
             let opts = SessionOptions {
@@ -112,16 +112,21 @@ fn answers(model: &Arc<Model>, qs: &[Question]) -> Vec<(String, Vec<u32>)> {
 /// model: at most `SCALAR_FLIPS` of its answers may differ. Returns the best path's answers.
 fn answers_on_every_path(file: &PathBuf, qs: &[Question]) -> Vec<(String, Vec<u32>)> {
     let paths = KernelPath::available();
-    let run = |p: KernelPath| {
+    let run = |p: KernelPath, qs: &[&Question]| {
         let model = Arc::new(Model::load(file).unwrap());
         with_path(p, || answers(&model, qs))
     };
-    let best = run(paths[0]);
+    let all: Vec<&Question> = qs.iter().collect();
+    let best = run(paths[0], &all);
+    // The other paths: every question on x86-64; on aarch64 (CI runs it under qemu, where the
+    // whole set takes minutes per path) every third one.
+    let step = if cfg!(target_arch = "aarch64") { 3 } else { 1 };
+    let some: Vec<usize> = (0..qs.len()).step_by(step).collect();
     for &p in &paths[1..] {
-        let other = run(p);
-        let differ: Vec<String> = qs
+        let other = run(p, &some.iter().map(|&i| &qs[i]).collect::<Vec<_>>());
+        let differ: Vec<String> = some
             .iter()
-            .zip(&best)
+            .map(|&i| (&qs[i], &best[i]))
             .zip(&other)
             .filter(|((_, a), b)| a != b)
             .map(|((q, a), b)| {
@@ -140,7 +145,7 @@ fn answers_on_every_path(file: &PathBuf, qs: &[Question]) -> Vec<(String, Vec<u3
             "{}: path {p}: {} of {} answers differ from path {}",
             file.display(),
             differ.len(),
-            qs.len(),
+            some.len(),
             paths[0]
         );
         assert!(
