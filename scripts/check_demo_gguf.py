@@ -9,7 +9,8 @@ For each requested GGUF type: convert OUT/checkpoint with our ``quantize``, then
 * ``mllama eval --generate N`` (greedy token ids, prompt logits) with HF's ids and logits.
 
 The HF reference is the checkpoint as stored for float GGUF types, and the checkpoint with the
-text matrices / embeddings / lm_head rounded exactly as Q4_0 (Q8_0) stores them for quantized types,
+text matrices / embeddings / lm_head rounded exactly as Q4_0 (Q8_0) stores them and the vision
+matrices rounded to F16 for quantized types,
 so a mismatch points at the runtime, not at the quantization. The answer's correctness (vs. the
 expected answer) is reported too.
 
@@ -39,25 +40,9 @@ import transformers  # noqa: E402
 from transformers import AutoProcessor  # noqa: E402
 
 
-def q8_0_dequant(w: torch.Tensor) -> torch.Tensor:
-    x = w.detach().reshape(-1, 32).to(torch.float32)
-    amax = x.abs().max(dim=1, keepdim=True).values
-    d = amax / 127.0
-    inv = torch.where(d != 0, 1.0 / torch.where(d != 0, d, torch.ones_like(d)), torch.zeros_like(d))
-    v = x * inv
-    q = torch.trunc(v + torch.where(v >= 0, 0.5, -0.5))  # round half away from zero
-    return (q * d.to(torch.float16).to(torch.float32)).reshape(w.shape)
-
-
 def load_reference(ckpt: Path, ty: str):
-    model = td.load_checkpoint(ckpt, q4=(ty == "q4_0"))
-    if ty == "q8_0":
-        with torch.no_grad():
-            for lin in td.q4_linears(model):
-                lin.weight.copy_(q8_0_dequant(lin.weight))
-            for w in (model.model.language_model.embed_tokens.weight, model.lm_head.weight):
-                w.copy_(q8_0_dequant(w))
-    return model
+    """The checkpoint with its weights rounded exactly as a `ty` GGUF stores them (f32: as stored)."""
+    return td.load_checkpoint(ckpt, None if ty in ("f32", "f16", "bf16") else ty)
 
 
 def main():

@@ -185,7 +185,7 @@ fn load(model: Option<PathBuf>, args: &GenArgs) -> Result<(Model, f64, bool), Er
     let path = model.unwrap_or_else(demo_model);
     if demo {
         eprintln!(
-            "note: no -m given; using the demo model {} (random weights: the text is gibberish)",
+            "note: no -m given; using the demo model {} (a toy trained on pictures of coloured shapes, not Llama 3.2)",
             path.display()
         );
     }

@@ -90,7 +90,7 @@ pub fn serve(a: ServeArgs) -> Result<(), Error> {
         .collect();
     if models.is_empty() {
         eprintln!(
-            "note: no -m given; serving the demo model (random weights: the text is gibberish)"
+            "note: no -m given; serving the demo model (a toy trained on pictures of coloured shapes, not Llama 3.2)"
         );
         models.push((None, crate::cli::demo_model()));
     }

@@ -1,6 +1,6 @@
 //! Tokenizer tests against HF references (`scripts/gen_tokenizer_fixtures.py`):
 //! - the real Llama 3.2 vocabulary, built from the demo GGUF `models/demo/mllama-demo-q4_0.gguf`
-//!   (made by `scripts/make_demo_model.py` through our `quantize`);
+//!   (the trained demo of `scripts/train_demo.py`, converted by our `quantize`);
 //! - the 512-token fixture vocabulary, loaded from `tests/fixtures/models/base/model/tokenizer.json`;
 //! - error handling on synthetic GGUF files.
 

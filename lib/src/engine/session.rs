@@ -6,7 +6,7 @@
 //!
 //! # fn main() -> Result<(), mllama::Error> {
 //! # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
-//! // The tiny demo model shipped in the repository (random weights: the answer is gibberish).
+//! // The tiny demo model shipped in the repository (a toy trained on pictures of coloured shapes).
 //! let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
 //! // The session takes the model (or an `Arc<Model>` to share it; see Threads below).
 //! let mut chat = Session::new(model, SessionOptions::default())?;

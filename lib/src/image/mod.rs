@@ -104,7 +104,7 @@ impl RgbImage {
 /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
 /// let bytes = std::fs::read("models/demo/example.jpg")?;
 /// let img = decode_image(&bytes, &ImageLimits::default())?;
-/// assert_eq!((img.width, img.height, img.data.len()), (640, 480, 640 * 480 * 3));
+/// assert_eq!((img.width, img.height, img.data.len()), (224, 168, 224 * 168 * 3));
 ///
 /// let small = ImageLimits { max_pixels: 100 * 100, ..ImageLimits::default() };
 /// let err = decode_image(&bytes, &small).unwrap_err();
@@ -147,7 +147,7 @@ pub fn check_image_header(bytes: &[u8], limits: &ImageLimits) -> Result<(), Erro
 /// # fn main() -> Result<(), mllama::Error> {
 /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
 /// let img = load_image(Path::new("models/demo/example.jpg"), &ImageLimits::default())?;
-/// assert_eq!((img.width, img.height), (640, 480));
+/// assert_eq!((img.width, img.height), (224, 168));
 /// assert_eq!(img.pixel(0, 0).len(), 3); // RGB
 ///
 /// let err = load_image(Path::new("no/such.png"), &ImageLimits::default()).unwrap_err();

@@ -85,9 +85,9 @@ impl SamplingParams {
     /// # fn main() -> Result<(), mllama::Error> {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
-    /// // The demo carries Llama 3.2 Vision Instruct's generation_config.json.
+    /// // The demo's generation_config.json says do_sample = false: greedy.
     /// let p = SamplingParams::from_model(&model.cfg.generation);
-    /// assert_eq!((p.temperature, p.top_p, p.top_k), (0.6, 0.9, 50));
+    /// assert_eq!((p.temperature, p.top_p, p.top_k), (0.0, 1.0, 0));
     /// # Ok(())
     /// # }
     /// ```

@@ -660,7 +660,8 @@ impl ModelConfig {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let f = GgufFile::open("models/demo/mllama-demo-q4_0.gguf")?;
     /// let cfg = ModelConfig::from_gguf(&f)?;
-    /// assert_eq!(cfg.vision.as_ref().unwrap().tokens_per_tile(), 1601);
+    /// // The demo's 112-px tiles: 8x8 patches of 14 px and the class token.
+    /// assert_eq!(cfg.vision.as_ref().unwrap().tokens_per_tile(), 65);
     /// assert_eq!(cfg.preprocess.as_ref().unwrap().supported_aspect_ratios.len(), 8);
     /// # Ok(())
     /// # }

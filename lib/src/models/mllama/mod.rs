@@ -338,8 +338,8 @@ impl Model {
     /// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap(); // paths from the repository root
     /// let model = Model::load("models/demo/mllama-demo-q4_0.gguf")?;
     /// let t = &model.cfg.text;
-    /// assert_eq!((t.hidden, t.n_layers, t.cross_layers.clone()), (32, 4, vec![2]));
-    /// assert_eq!(model.cfg.vision.as_ref().unwrap().image_size, 560);
+    /// assert_eq!((t.hidden, t.n_layers, t.cross_layers.clone()), (32, 6, vec![1, 3, 5]));
+    /// assert_eq!(model.cfg.vision.as_ref().unwrap().image_size, 112);
     ///
     /// let missing = Model::load("no/such/model.gguf");
     /// assert!(matches!(missing, Err(mllama::Error::Io { .. })));
@@ -519,11 +519,11 @@ impl Model {
     /// let (enc, took) = model.encode_image(&pre, TapConvention::LayerOutput);
     /// assert!(took.vision_s > 0.0 && took.cross_kv_s > 0.0);
     ///
-    /// // 640x480 → 1x2 tiles of 560 px, padded to 4 tile slots of 1601 vision tokens.
-    /// assert_eq!((enc.n_tiles, enc.tile_slots, enc.tokens_per_tile), (2, 4, 1601));
+    /// // 224x168 → 2x2 tiles of 112 px (the demo's tile), 4 tile slots of 65 vision tokens.
+    /// assert_eq!((enc.n_tiles, enc.tile_slots, enc.tokens_per_tile), (4, 4, 65));
     /// let t = &model.cfg.text;
     /// assert_eq!(enc.kv.len(), t.cross_layers.len());
-    /// assert_eq!(enc.kv[0].0.len(), t.n_kv_heads * 4 * 1601 * t.head_dim);
+    /// assert_eq!(enc.kv[0].0.len(), t.n_kv_heads * 4 * 65 * t.head_dim);
     /// # Ok(())
     /// # }
     /// ```

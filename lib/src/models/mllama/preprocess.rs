@@ -376,12 +376,12 @@ pub fn normalize_and_tile(
 /// let cfg = PreprocessConfig::llama32_vision();
 /// let p = preprocess(&img, &cfg)?;
 ///
-/// // 640x480 fits best on a 1x2 canvas of 560-px tiles (aspect-ratio id 2), without resizing.
-/// assert_eq!((p.tiles_hw, p.aspect_ratio_id, p.num_tiles), ((1, 2), 2, 2));
-/// assert_eq!((p.resized_hw, p.canvas_hw), ((480, 640), (560, 1120)));
+/// // 224x168 fits best on one 560-px tile (aspect-ratio id 1), upscaled to 560x420.
+/// assert_eq!((p.tiles_hw, p.aspect_ratio_id, p.num_tiles), ((1, 1), 1, 1));
+/// assert_eq!((p.resized_hw, p.canvas_hw), ((420, 560), (560, 560)));
 /// // [max_tiles, 3, tile, tile], unused slots zero.
 /// assert_eq!(p.pixel_values.len(), 4 * 3 * 560 * 560);
-/// assert_eq!(p.aspect_ratio_mask(), [1, 1, 0, 0]);
+/// assert_eq!(p.aspect_ratio_mask(), [1, 0, 0, 0]);
 /// assert!(p.tile(3).iter().all(|&v| v == 0.0));
 /// # Ok(())
 /// # }
