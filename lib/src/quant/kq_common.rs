@@ -321,6 +321,22 @@ pub(super) fn lanes32<T: Copy + Into<i32>>(q: &[T; 32], x: &[i8; 32]) -> ([i32; 
     )
 }
 
+/// The [`LaneDot`](super::LaneDot) of a 32-value type with a minimum (Q4_1, Q5_1) against
+/// Q8_0: lanes `(Σ q·x, −Σ x)` ([`lanes32`]); with [`min_block_scales`] `(d·d_x, m·d_x)`,
+/// `lane_vec_dot`'s `acc − acc_min` adds the minimum term `m·d_x·Σ x`.
+#[inline(always)]
+pub(super) fn min_block_lanes(levels: &[u8; 32], x: &super::BlockQ8_0) -> ([i32; 8], [i32; 8]) {
+    let (qx, sx) = lanes32(levels, &x.qs);
+    (qx, sx.map(|v| -v))
+}
+
+/// The scales `(d·d_x, m·d_x)` that go with [`min_block_lanes`].
+#[inline(always)]
+pub(super) fn min_block_scales(d: half::f16, m: half::f16, x: &super::BlockQ8_0) -> (f32, f32) {
+    let dx = super::f16_as_f32(x.d);
+    (super::f16_as_f32(d) * dx, super::f16_as_f32(m) * dx)
+}
+
 /// Lane `l` = `bsums[2l]·w[2l] + bsums[2l+1]·w[2l+1]`: the 16 activation sums weighted per
 /// sub-block of 16, in [`LaneDot`](super::LaneDot) lanes (what `vpmaddwd` of the sums makes).
 #[inline(always)]

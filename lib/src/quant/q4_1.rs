@@ -13,8 +13,8 @@
 
 use half::f16;
 
-use super::kq_common::{dequantize_bytes, lanes32};
-use super::{f16_as_f32, BlockQ8_0, LaneDot, QuantBlock};
+use super::kq_common::{dequantize_bytes, min_block_lanes, min_block_scales};
+use super::{BlockQ8_0, LaneDot, QuantBlock};
 use crate::error::Error;
 use crate::GgmlType;
 
@@ -138,15 +138,10 @@ impl LaneDot for BlockQ4_1 {
     /// Lanes of `Σ q_w·q_x` and of `−Σ q_x` (value `p` in lane `p / 4`).
     #[inline(always)]
     fn lanes(&self, x: &BlockQ8_0) -> ([i32; 8], [i32; 8]) {
-        let (qx, mut sx) = lanes32(&self.levels(), &x.qs);
-        for v in &mut sx {
-            *v = -*v;
-        }
-        (qx, sx)
+        min_block_lanes(&self.levels(), x)
     }
     #[inline(always)]
     fn scales(&self, x: &BlockQ8_0) -> (f32, f32) {
-        let dx = f16_as_f32(x.d);
-        (f16_as_f32(self.d) * dx, f16_as_f32(self.m) * dx)
+        min_block_scales(self.d, self.m, x)
     }
 }
