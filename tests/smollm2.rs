@@ -6,12 +6,17 @@
 //! that step. Also the file's ChatML template, the session and the CLI on that file, and the
 //! one-line refusal of images.
 //!
-//! Logit tolerance: the README asks for 0.1, which this model's rounding noise does not allow.
-//! An exact float64 evaluation of the same dequantized weights (`scripts/smollm2_f64_check.py`)
-//! differs from llama.cpp's top-5 logits by up to 0.30 at step 0 and 0.57 at code_raw's step 1
-//! (where ours differ from llama.cpp's by 0.72); switching only our KV cache between f16 and f32
-//! moves them by up to 0.4. So the check here is [`LOGIT_TOL`] (1.0; logits are 10–40) with the
-//! token ids exact, and the test prints how many logits are beyond the README's 0.1.
+//! Logit tolerance: the README asks for 0.1, which no implementation short of llama.cpp's own
+//! kernels meets on this model: its logits move by several tenths under any change of float
+//! summation order, because 8-bit activation rounding amplifies them. Measured
+//! (`scripts/smollm2_llamacpp_refs.py`, which reproduces the reference bit for bit with flash
+//! attention on and an f16 KV cache, llama.cpp's defaults): llama.cpp itself with flash attention
+//! off differs from its reference by up to 0.80 (f16 KV cache) and 0.64 (f32), and with f32 it
+//! even picks another token at `capital_raw` step 5, where the reference's top-2 gap is 0.26. Ours
+//! differ by up to 0.86 (avx512) and 0.59 (scalar: the same integer dot products, another float
+//! order); an exact float64 evaluation of the dequantized weights (`scripts/smollm2_f64_check.py`)
+//! by up to 0.57. So the check here is [`LOGIT_TOL`] (1.0; logits are 10–40) with the token ids
+//! exact, and the test prints how many logits are beyond the README's 0.1.
 //!
 //! The GGUF (94 MB) is not in git: `scripts/fetch_smollm2.sh` puts it in
 //! `tests/fixtures/smollm2/` (CI runs it first). Without it these tests fail with that hint,
@@ -23,10 +28,14 @@ use std::process::Command;
 use mllama::engine::sequence::Sequence;
 use mllama::text::chat::{ChatTemplate, Message, Role};
 use mllama::text::sampling::argmax;
-use mllama::{Error, Model, SamplingParams, Semantics, Session, SessionOptions};
+use mllama::{CachePrecision, Error, Model, SamplingParams, Semantics, Session, SessionOptions};
 use serde_json::Value;
 
 const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// llama.cpp's outputs as the fixture README describes them.
+const REFERENCE: &str = "llamacpp_reference.json";
+/// llama.cpp's outputs at the same commit with flash attention off and an f32 KV cache.
+const REFERENCE_FA0_F32KV: &str = "llamacpp_reference_fa0_f32kv.json";
 const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 /// The README's tolerance: ids may part once llama.cpp's top-2 gap < 0.1 (also its logit
 /// tolerance, reported but not asserted: see the module docs).
@@ -73,8 +82,8 @@ fn fixture_file_is_the_one_the_reference_was_made_from() {
     );
 }
 
-fn reference() -> Value {
-    let text = std::fs::read_to_string(dir().join("llamacpp_reference.json")).unwrap();
+fn reference(file: &str) -> Value {
+    let text = std::fs::read_to_string(dir().join(file)).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -100,7 +109,13 @@ struct Agreement {
 
 /// Compare one step's logits with llama.cpp's top-5 (within [`LOGIT_TOL`]); returns the
 /// errors, `Err` names a mismatch.
-fn check_step(name: &str, i: usize, logits: &[f32], step: &Value) -> Result<Vec<f32>, String> {
+fn check_step(
+    name: &str,
+    i: usize,
+    logits: &[f32],
+    step: &Value,
+    tol: f32,
+) -> Result<Vec<f32>, String> {
     let top_ids = ids(&step["topk_ids"]);
     let top: Vec<f32> = step["topk_logits"]
         .as_array()
@@ -112,7 +127,7 @@ fn check_step(name: &str, i: usize, logits: &[f32], step: &Value) -> Result<Vec<
     for (&id, &want) in top_ids.iter().zip(&top) {
         let got = logits[id as usize];
         let err = (got - want).abs();
-        if err.is_nan() || err > LOGIT_TOL {
+        if err.is_nan() || err > tol {
             return Err(format!(
                 "{name} step {i}: logit of token {id} is {got}, llama.cpp {want}"
             ));
@@ -123,7 +138,7 @@ fn check_step(name: &str, i: usize, logits: &[f32], step: &Value) -> Result<Vec<
 }
 
 /// Greedy decoding of one case through a [`Sequence`], step by step against llama.cpp.
-fn run_case(model: &Model, case: &Value) -> Result<Agreement, String> {
+fn run_case(model: &Model, case: &Value, sem: Semantics, tol: f32) -> Result<Agreement, String> {
     let name = case["name"].as_str().unwrap();
     let tok = model.tokenizer().unwrap();
     let prompt = case["prompt"].as_str().unwrap();
@@ -134,7 +149,7 @@ fn run_case(model: &Model, case: &Value) -> Result<Agreement, String> {
         return Err(format!("{name}: prompt ids {got:?}, llama.cpp {want:?}"));
     }
     let steps = case["steps"].as_array().unwrap();
-    let mut seq = Sequence::new(model, got.len() + steps.len() + 1, Semantics::default());
+    let mut seq = Sequence::new(model, got.len() + steps.len() + 1, sem);
     let mut logits = seq.feed(&got, false).unwrap().to_vec();
     let mut a = Agreement {
         compared: 0,
@@ -143,7 +158,7 @@ fn run_case(model: &Model, case: &Value) -> Result<Agreement, String> {
         over_readme: (0, 0),
     };
     for (i, step) in steps.iter().enumerate() {
-        for e in check_step(name, i, &logits, step)? {
+        for e in check_step(name, i, &logits, step, tol)? {
             a.max_err = a.max_err.max(e);
             a.over_readme.0 += usize::from(e > TOL);
             a.over_readme.1 += 1;
@@ -169,14 +184,14 @@ fn run_case(model: &Model, case: &Value) -> Result<Agreement, String> {
     Ok(a)
 }
 
-#[test]
-fn greedy_decoding_matches_llama_cpp() {
+/// Every case of the reference `file` run greedily with `sem`, logits within `tol`.
+fn compare_all(file: &str, sem: Semantics, tol: f32) {
     let Some(path) = gguf() else { return };
     let model = Model::load(&path).unwrap();
-    let r = reference();
+    let r = reference(file);
     let mut failures = Vec::new();
     for case in r["cases"].as_array().unwrap() {
-        match run_case(&model, case) {
+        match run_case(&model, case, sem, tol) {
             Ok(a) => eprintln!(
                 "{:<24} {} steps agree{}, max |Δlogit| {:.4}, {}/{} logits beyond 0.1",
                 case["name"].as_str().unwrap(),
@@ -194,6 +209,24 @@ fn greedy_decoding_matches_llama_cpp() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn greedy_decoding_matches_llama_cpp() {
+    compare_all(REFERENCE, Semantics::default(), LOGIT_TOL);
+}
+
+/// The same prompts through llama.cpp's most exact attention (flash attention off, f32 KV
+/// cache; `scripts/smollm2_llamacpp_refs.py --write 0:f32 …`) against ours with f32 caches. A
+/// second llama.cpp configuration, which itself parts from the README's reference at
+/// `capital_raw` step 5 where that reference's top-2 gap is 0.26 (see the module docs).
+#[test]
+fn greedy_decoding_matches_llama_cpp_without_flash_attention() {
+    let sem = Semantics {
+        cache: CachePrecision::F32,
+        ..Semantics::default()
+    };
+    compare_all(REFERENCE_FA0_F32KV, sem, LOGIT_TOL);
 }
 
 #[test]
@@ -228,7 +261,7 @@ fn chatml_template_renders_the_reference_prompts() {
     let tok = model.tokenizer().unwrap();
     let mut t = ChatTemplate::new(tok.chat_template().unwrap(), "").unwrap();
     t.string_content = true;
-    let r = reference();
+    let r = reference(REFERENCE);
     let case = |name: &str| {
         let cases = r["cases"].as_array().unwrap();
         let c = cases.iter().find(|c| c["name"] == name).unwrap();
@@ -257,7 +290,7 @@ fn chatml_template_renders_the_reference_prompts() {
 fn session_answers_like_llama_cpp_and_refuses_images() {
     let Some(path) = gguf() else { return };
     let model = Model::load(&path).unwrap();
-    let r = reference();
+    let r = reference(REFERENCE);
     let cases = r["cases"].as_array().unwrap();
     let case = cases.iter().find(|c| c["name"] == "chat_simple").unwrap();
     let mut s = Session::new(model, SessionOptions::default()).unwrap();
@@ -339,7 +372,7 @@ fn cli_runs_a_llama_text_gguf() {
     );
 
     // `run --raw` continues the capital prompt as llama.cpp does (first steps: " Paris.\n\n").
-    let r = reference();
+    let r = reference(REFERENCE);
     let case = &r["cases"][0];
     assert_eq!(case["name"], "capital_raw");
     let prompt = case["prompt"].as_str().unwrap();
