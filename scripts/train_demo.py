@@ -26,6 +26,9 @@ What it does (CPU only, seeded, deterministic for a given --threads):
    are trained (small parameter tables, merged into the full matrices for evaluation and export);
    the other ``lm_head`` rows are exactly zero (their logit is 0, which the loss accounts for exactly)
    and the other embedding rows keep HF's random initialisation.
+   --scratch-init 1 replaces HF's fine-tuning initialisation (patch positions N(0, 0.02), global vision
+   gates near 0, cross-attention gates 0) by one for training from scratch (init_for_scratch); it did not
+   beat HF's in a 1000-CPU-second run (models/demo/README.md), so it is off by default.
    From --qat-from (fraction of the steps) on, the text matrices that ``quantize -t q4_0`` stores as
    Q4_0 (token embeddings, self/cross-attention q/k/v/o, MLP, lm_head) are fake-quantized in the
    forward pass with ggml's reference Q4_0 rounding (straight-through gradient), so the Q4_0 GGUF
@@ -494,6 +497,43 @@ def build_config(dims: dict, dtype_name: str) -> dict:
     return cfg
 
 
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """[grid * grid, dim] 2-D sine-cosine position codes (half the channels for the row, half for the
+    column; MAE-style frequencies), row-major like the patches."""
+    q = dim // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(q, dtype=torch.float64) / max(1, q)))
+    pos = torch.arange(grid, dtype=torch.float64)
+    ang = pos[:, None] * freqs[None, :]  # [grid, q]
+    code = torch.cat([ang.sin(), ang.cos()], dim=1)  # [grid, 2q]
+    rows = code[:, None, :].expand(grid, grid, 2 * q)
+    cols = code[None, :, :].expand(grid, grid, 2 * q)
+    out = torch.zeros(grid, grid, dim, dtype=torch.float64)
+    out[..., : 4 * q] = torch.cat([rows, cols], dim=-1)
+    return out.reshape(grid * grid, dim).to(torch.float32)
+
+
+@torch.no_grad()
+def init_for_scratch(model, pos_scale: float, xattn_gate: float):
+    """Initialisation for training from scratch (HF's defaults are for fine-tuning a pretrained model):
+    the patches' position embedding starts as 2-D sine-cosine codes of std ~pos_scale (HF: N(0, 0.02), far
+    below the patch embeddings' ~0.7, so the tower starts blind to where a patch is; the class token keeps
+    HF's draw), the global vision layers' gates at pi/4 (Meta's reference; HF draws them near 0) and the
+    text cross-attention gates at xattn_gate (HF: 0, so the vision side gets no gradient from the text
+    until the gates have grown). Only initial values change: the architecture is HF's and the runtime's."""
+    vm = model.model.vision_model
+    pe = vm.gated_positional_embedding.embedding  # [1 + grid^2, hidden]: class token first
+    grid = int(round(math.sqrt(pe.shape[0] - 1)))
+    code = sincos_2d(grid, pe.shape[1])
+    pe[1:] = code / code.std() * pos_scale
+    for layer in vm.global_transformer.layers:
+        layer.gate_attn.fill_(math.pi / 4)
+        layer.gate_ffn.fill_(math.pi / 4)
+    for layer in model.model.language_model.layers:
+        if hasattr(layer, "cross_attn_attn_gate"):
+            layer.cross_attn_attn_gate.fill_(xattn_gate)
+            layer.cross_attn_mlp_gate.fill_(xattn_gate)
+
+
 class Trainer:
     def __init__(self, model, vocab: Vocab):
         self.model = model
@@ -862,6 +902,11 @@ def main():
     ap.add_argument("--p-jpeg", type=float, default=0.2, help="fraction of training pictures round-tripped through JPEG")
     ap.add_argument("--tile", type=int, default=TILE, help="tile size in pixels (a multiple of the 14 px patch)")
     ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--scratch-init", type=int, default=0,
+                    help="1: sine-cosine patch positions, pi/4 global-layer gates, open cross-attention gates "
+                         "(init_for_scratch); 0: HF's initialisation")
+    ap.add_argument("--pos-scale", type=float, default=0.7, help="std of the initial patch position codes")
+    ap.add_argument("--xattn-gate", type=float, default=0.5, help="initial cross-attention gates (tanh'd)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--heldout", type=int, default=40)
     ap.add_argument("--heldout-seed", type=int, default=4040)
@@ -936,6 +981,8 @@ def main():
     config._attn_implementation = args.attn
     torch.manual_seed(args.seed)
     model = MllamaForConditionalGeneration(config).to(torch.float32)
+    if args.scratch_init:
+        init_for_scratch(model, args.pos_scale, args.xattn_gate)
     trainer = Trainer(model, vocab)
     trainer.aux_weight = args.aux_weight
     n_total = sum(p.numel() for p in model.parameters())
