@@ -17,8 +17,8 @@
 //! order); llama.cpp built for AVX2 only (same commit, same defaults) by up to 0.70 from its
 //! own AVX-512 build's reference; an exact float64 evaluation of the dequantized weights
 //! (`scripts/smollm2_f64_check.py`) by up to 0.57. So the check here is [`LOGIT_TOL`] (1.0;
-//! logits are 10–40) with the token ids
-//! exact, and the test prints how many logits are beyond the README's 0.1.
+//! logits are 10–40) with the token ids exact, and the test prints how many logits are beyond
+//! the README's 0.1.
 //!
 //! The GGUF (94 MB) is not in git: `scripts/fetch_smollm2.sh` puts it in
 //! `tests/fixtures/smollm2/` (CI runs it first). Without it these tests fail with that hint,
