@@ -1,0 +1,97 @@
+//! The repacked-layout decode kernels of both x86 paths ([`super::super::repack`]): eight weight
+//! rows per 256-bit register, one i32 / f32 lane per row, so nothing is reduced horizontally.
+
+use std::arch::x86_64::*;
+
+use super::super::repack::{rows_split, BlockQ4_0x8, GroupDot, R};
+use super::super::types::{ActQuant, Decoder, Job};
+use super::super::{split_row_bytes, Q8Row};
+use super::quantize_split;
+use crate::GgmlType;
+
+/// The AVX2 group kernel of [`BlockQ4_0x8`] (both x86 paths).
+struct Q4x8;
+
+impl GroupDot for Q4x8 {
+    /// Per block: the 32 nibble bytes of chunk `c` (values `4c..4c+4` and `16+4c..` of all eight
+    /// rows) meet the four activation bytes of those values broadcast to every lane
+    /// (`vpmaddubsw`, unsigned nibbles 0..15); the i16 pairs of four chunks stay below
+    /// 4·2·2·15·128 = 30720, and one `vpmaddwd` gives each row's Σq·x in its lane; the −8 offset
+    /// comes out with the activation block sum. Then the f32 steps of
+    /// [`crate::quant::block_lanes`] lane-wise (product of the scales, product with the sum, add;
+    /// no FMA): eight block-lane accumulators and a tail, reduced in [`crate::quant::lanes8`]'s
+    /// order. Twin: the portable repacked decoder (bit-exact).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot8(w: *const BlockQ4_0x8, nb: usize, x: Q8Row) -> [f32; R] {
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let block = |b: usize| -> __m256 {
+            let blk = w.add(b);
+            let q = (*blk).qs.as_ptr();
+            let xq = (*x.qs.add(b)).0.as_ptr() as *const u8;
+            let mut p = _mm256_setzero_si256();
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(v, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                let xl = _mm256_set1_epi32((xq.add(4 * c) as *const i32).read_unaligned());
+                let xh = _mm256_set1_epi32((xq.add(16 + 4 * c) as *const i32).read_unaligned());
+                p = _mm256_add_epi16(
+                    p,
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh)),
+                );
+            }
+            let isum = _mm256_sub_epi32(
+                _mm256_madd_epi16(p, ones),
+                _mm256_set1_epi32(8 * *x.s.add(b)),
+            );
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128((*blk).d.as_ptr() as *const __m128i));
+            let sc = _mm256_mul_ps(dw, _mm256_set1_ps(*x.d.add(b)));
+            _mm256_mul_ps(sc, _mm256_cvtepi32_ps(isum))
+        };
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let full = nb / 8 * 8;
+        let mut g = 0;
+        while g < full {
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_ps(*a, block(g + l));
+            }
+            g += 8;
+        }
+        let mut tail = _mm256_setzero_ps();
+        for b in full..nb {
+            tail = _mm256_add_ps(tail, block(b));
+        }
+        let s = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[1], acc[5])),
+            _mm256_add_ps(_mm256_add_ps(acc[2], acc[6]), _mm256_add_ps(acc[3], acc[7])),
+        );
+        let mut out = [0f32; R];
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(s, tail));
+        out
+    }
+}
+
+/// The repacked Q4_0 decode on both x86 paths. Twin: the portable repacked decoder.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; as [`rows_split`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_q4_0(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_split::<Q4x8>(job, rows)
+}
+
+/// The repacked decode kernels of both x86 paths.
+pub(super) fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
+    match ty {
+        GgmlType::Q4_0 => Some(Decoder {
+            act: Some(ActQuant {
+                row_bytes: split_row_bytes,
+                quantize: quantize_split::<1>,
+            }),
+            rows: rows_q4_0,
+        }),
+        _ => None,
+    }
+}
