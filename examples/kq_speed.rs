@@ -1,6 +1,7 @@
 //! Single-thread decode mat-vec throughput per type with cache-resident weights (the kernels'
 //! compute rate, without the memory system): `cargo run --release --example kq_speed`.
-//! Prints ns per 256 weights and the GB/s of weights the kernel could consume.
+//! Prints ns per 256 weights and the GB/s of weights the kernel could consume; types with a
+//! repacked layout are measured in place and repacked (`q4_0+rp`).
 
 use std::time::Instant;
 
@@ -48,29 +49,37 @@ fn main() {
             let t = mllama::quant::traits(ty).unwrap();
             let mut bytes = vec![0u8; m * k / t.block_values * t.block_bytes];
             (t.from_f32)(&f, &mut bytes);
-            let w = Mat::from_bytes(ty, m, k, &bytes);
-            let mut y = vec![0f32; m];
-            let mut sc = Scratch::new();
-            let mut best = f64::MAX;
-            pool.install(|| {
-                with_path(path, || {
-                    for _ in 0..(if reps < 50 { 1 } else { 5 }) {
-                        let t0 = Instant::now();
-                        for _ in 0..reps {
-                            matmul_with(&w, None, &x, 1, &mut y, &mut sc, Regime::Decode);
+            let plain = Mat::from_bytes(ty, m, k, &bytes);
+            let mut packed = plain.clone();
+            let layouts = if packed.repack(false) {
+                vec![(plain, ""), (packed, "+rp")]
+            } else {
+                vec![(plain, "")]
+            };
+            for (w, tag) in layouts {
+                let mut y = vec![0f32; m];
+                let mut sc = Scratch::new();
+                let mut best = f64::MAX;
+                pool.install(|| {
+                    with_path(path, || {
+                        for _ in 0..(if reps < 50 { 1 } else { 5 }) {
+                            let t0 = Instant::now();
+                            for _ in 0..reps {
+                                matmul_with(&w, None, &x, 1, &mut y, &mut sc, Regime::Decode);
+                            }
+                            best = best.min(t0.elapsed().as_secs_f64() / reps as f64);
                         }
-                        best = best.min(t0.elapsed().as_secs_f64() / reps as f64);
-                    }
-                })
-            });
-            let ns256 = best * 1e9 / (m * k / 256) as f64;
-            println!(
-                "{:8} {:6} {:7.2} ns/256 {:6.1} GB/s",
-                path.name(),
-                name,
-                ns256,
-                bytes.len() as f64 / best / 1e9
-            );
+                    })
+                });
+                let ns256 = best * 1e9 / (m * k / 256) as f64;
+                println!(
+                    "{:8} {:9} {:7.2} ns/256 {:6.1} GB/s",
+                    path.name(),
+                    format!("{name}{tag}"),
+                    ns256,
+                    bytes.len() as f64 / best / 1e9
+                );
+            }
         }
     }
 }

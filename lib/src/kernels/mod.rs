@@ -144,6 +144,13 @@ pub(crate) fn repacked_decoder(ty: GgmlType, path: Path) -> Option<types::Decode
     with_isa!(path, I => I::repacked_decoder(ty)).or_else(|| repack::scalar_decoder(ty))
 }
 
+/// Whether `path` has its own kernel for matrices of type `ty` in the repacked layout (where it
+/// has not, the portable one would run: slower than the in-place kernel, so models are not
+/// repacked for such a path).
+pub fn repack_pays(ty: GgmlType, path: Path) -> bool {
+    with_isa!(path, I => I::repacked_decoder(ty)).is_some()
+}
+
 use std::cell::Cell;
 use std::sync::OnceLock;
 

@@ -1456,7 +1456,7 @@ impl Isa for Avx2 {
         decoder::<false>(ty)
     }
     fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
-        repack::repacked_decoder(ty)
+        repack::repacked_decoder::<false>(ty)
     }
 }
 
@@ -1467,7 +1467,7 @@ impl Isa for Avx512 {
         decoder::<true>(ty)
     }
     fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
-        repack::repacked_decoder(ty)
+        repack::repacked_decoder::<true>(ty)
     }
 }
 

@@ -232,8 +232,8 @@ impl TextModel {
         })
     }
 
-    /// Repack every decoder matrix that has a row-interleaved layout
-    /// ([`crate::kernels::repack`]), one matrix at a time (rows in parallel), giving back each
+    /// Repack every decoder matrix that has a row-interleaved layout with a kernel on the active
+    /// path ([`crate::kernels::repack`], [`crate::kernels::repack_pays`]), one matrix at a time (rows in parallel), giving back each
     /// in-place original's pages when `release`. Matrices stored at the same bytes (synthetic
     /// models share layers) share one copy; a tied output head repacks the embedding table, which
     /// then reads its rows from the copy. Returns `(matrices, bytes)` repacked.
@@ -249,7 +249,11 @@ impl TextModel {
             mats.extend([q, k, v, o, &mut mlp.gate, &mut mlp.up, &mut mlp.down]);
         }
         let (mut count, mut bytes) = (0, 0);
+        let path = crate::kernels::active_path();
         for w in mats {
+            if !crate::kernels::repack_pays(w.ty, path) {
+                continue;
+            }
             let key = (w.data().as_ptr() as usize, w.nbytes());
             if let Some(same) = done.get(&key) {
                 *w = same.clone();
