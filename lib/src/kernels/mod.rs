@@ -618,7 +618,7 @@ fn decode(
         .repacked()
         .and_then(|r| repacked_decoder(w.ty, path).map(|d| (d, r.data())))
     {
-        Some((d, data)) => (d, data, repack::R),
+        Some((d, data)) => (d, data, repack::group_rows(w.ty).unwrap_or(4)),
         None => (decoder(w.kernels(), path), w.data(), 4),
     };
     let (xb, x_stride): (&[u8], usize) = match kern.act {

@@ -15,6 +15,12 @@
 //! values of every row (one i32 lane per row after a 4-byte dot product) and the eight scales are
 //! one 128-bit load. The `m mod 8` rows past the last full group follow in the plain Q4_0 layout.
 //!
+//! # K-quants ×4
+//! Q4_K, Q5_K and Q6_K rows go in groups of [`RK`] = 4, block by block: block `b` of the group is
+//! the four rows' blocks `b`, unchanged, one after the other, so the four-row decode tile
+//! reads one sequential stream instead of four. Their kernels are the in-place lane kernels
+//! (`intdot::LaneTile`) stepping over the interleaved blocks.
+//!
 //! Each row's result is computed exactly as [`QuantBlock::vec_dot`] does (exact integer block
 //! sums, then the "eight block lanes" f32 order of [`crate::quant::block_lanes`]), so every
 //! path's repacked kernel agrees bit for bit with the in-place kernels; only the memory layout
@@ -25,13 +31,21 @@ use std::ops::Range;
 use half::f16;
 use rayon::prelude::*;
 
+use super::traverse::Tile;
 use super::types::{plain_act, Decoder, Job};
 use super::{with_bias, Q8Row};
-use crate::quant::{block_lanes, f16_as_f32, BlockQ4_0, BlockQ8_0, QuantBlock};
+use crate::quant::q4_k::BlockQ4_K;
+use crate::quant::q5_k::BlockQ5_K;
+use crate::quant::q6_k::BlockQ6_K;
+use crate::quant::{
+    block_lanes, f16_as_f32, lane_vec_dot_iter, BlockQ4_0, BlockQ8_0, LaneDot, QuantBlock,
+};
 use crate::GgmlType;
 
-/// Rows per interleaved group.
+/// Rows per interleaved group of the Q4_0 layout.
 pub const R: usize = 8;
+/// Rows per group of the block-interleaved K-quant layout.
+pub const RK: usize = 4;
 
 /// Block `b` of a group of eight Q4_0 rows (see the module docs).
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -45,10 +59,11 @@ pub struct BlockQ4_0x8 {
 
 const _: () = assert!(std::mem::size_of::<BlockQ4_0x8>() == 8 * 18);
 
-/// A weight matrix in a repacked layout: full groups of [`R`] rows, then the leftover rows in
+/// A weight matrix in a repacked layout: full groups of rows, then the leftover rows in
 /// the type's plain layout, in one buffer of anonymous memory.
 pub struct Repacked {
-    /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0).
+    /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, blocks of [`RK`] rows for the
+    /// K-quants).
     pub ty: GgmlType,
     /// The bytes (u64 words: 8-byte alignment for every block type).
     buf: Vec<u64>,
@@ -70,14 +85,34 @@ impl Repacked {
 
 /// Whether matrices of type `ty` have a repacked layout.
 pub fn supports(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0)
+    group_rows(ty).is_some()
 }
 
-/// Repack `m` rows of `k` values of type `ty` stored in place in `data` (rows in parallel), or
-/// `None` if the type has no repacked layout or the matrix has fewer than [`R`] rows.
+/// Rows per group of type `ty`'s repacked layout (`None`: it has none).
+pub fn group_rows(ty: GgmlType) -> Option<usize> {
+    match ty {
+        GgmlType::Q4_0 => Some(R),
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => Some(RK),
+        _ => None,
+    }
+}
+
+/// Rows of an `m`-row matrix of type `ty` that lie in whole groups (the rest stay in place).
+pub(crate) fn full_rows(ty: GgmlType, m: usize) -> usize {
+    let g = group_rows(ty).unwrap_or(1);
+    m / g * g
+}
+
+/// Repack `m` rows of `k` values of type `ty` stored in place in `data` (groups in parallel), or
+/// `None` if the type has no repacked layout or the matrix has fewer rows than one group.
 pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked> {
-    if !supports(ty) || m < R || k % 32 != 0 || data.len() != m * (k / 32) * 18 {
+    let g = group_rows(ty)?;
+    let rb = ty.row_bytes(k as u64)? as usize;
+    if m < g || !k.is_multiple_of(ty.block_size()) || data.len() != m * rb {
         return None;
+    }
+    if ty != GgmlType::Q4_0 {
+        return Some(repack_blocks(ty, data, m, k, g));
     }
     let nb = k / 32;
     let mut buf = vec![0u64; data.len().div_ceil(8)];
@@ -105,9 +140,59 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
     })
 }
 
-/// Row `j`'s blocks in the plain layout, from a repacked matrix of `m` rows of `nb` blocks:
-/// `f(b, block)` for every block `b` in order.
-pub(crate) fn for_each_block(
+/// The block-interleaved layout: block `b` of row `g·RK + r` at block index `(g·nb + b)·RK + r`.
+fn repack_blocks(ty: GgmlType, data: &[u8], m: usize, k: usize, g: usize) -> Repacked {
+    let (bb, nb) = (ty.type_size(), k / ty.block_size());
+    let mut buf = vec![0u64; data.len().div_ceil(8)];
+    let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..data.len()];
+    let full = m / g * g;
+    let (groups, tail) = out.split_at_mut(full * nb * bb);
+    groups
+        .par_chunks_mut(g * nb * bb)
+        .enumerate()
+        .for_each(|(gi, dst)| {
+            for r in 0..g {
+                let src = &data[(gi * g + r) * nb * bb..][..nb * bb];
+                for (b, blk) in src.chunks_exact(bb).enumerate() {
+                    dst[(b * g + r) * bb..][..bb].copy_from_slice(blk);
+                }
+            }
+        });
+    tail.copy_from_slice(&data[full * nb * bb..]);
+    Repacked {
+        ty,
+        buf,
+        len: data.len(),
+    }
+}
+
+/// Row `j` of a repacked matrix of `m` rows of `k` values, dequantized into `out[..k]`.
+pub(crate) fn row_to_f32(rp: &Repacked, m: usize, k: usize, j: usize, out: &mut [f32]) {
+    let ty = rp.ty;
+    let (bv, bb, nb) = (ty.block_size(), ty.type_size(), k / ty.block_size());
+    if ty == GgmlType::Q4_0 {
+        for_each_block(rp, m, nb, j, |b, blk| {
+            blk.dequantize(&mut out[b * 32..(b + 1) * 32])
+        });
+        return;
+    }
+    let full = full_rows(ty, m);
+    let Some(t) = crate::quant::traits(ty) else {
+        return;
+    };
+    for b in 0..nb {
+        let at = if j < full {
+            (j / RK * RK * nb + b * RK + j % RK) * bb
+        } else {
+            (j * nb + b) * bb
+        };
+        (t.to_f32)(&rp.data()[at..at + bb], &mut out[b * bv..(b + 1) * bv]);
+    }
+}
+
+/// Row `j`'s blocks in the plain layout, from a repacked Q4_0 matrix of `m` rows of `nb`
+/// blocks: `f(b, block)` for every block `b` in order.
+fn for_each_block(
     rp: &Repacked,
     m: usize,
     nb: usize,
@@ -206,14 +291,86 @@ pub(crate) unsafe fn plain_row_split(w: *const BlockQ4_0, nb: usize, x: Q8Row) -
 // ---------------------------------------------------------------------------------------------
 // The portable decoder: the meaning of every SIMD one.
 
-/// The portable decode kernel of a repacked matrix of type `ty` (plain Q8_0 activations).
+/// The portable decode kernel of a repacked matrix of type `ty` (activations: plain blocks of
+/// the type's activation type).
 pub(crate) fn scalar_decoder(ty: GgmlType) -> Option<Decoder> {
+    fn lane<B: LaneDot>() -> Option<Decoder> {
+        Some(Decoder {
+            act: Some(plain_act::<B::VecDot>()),
+            rows: scalar_rows_lane::<B>,
+        })
+    }
     match ty {
         GgmlType::Q4_0 => Some(Decoder {
             act: Some(plain_act::<BlockQ8_0>()),
             rows: scalar_rows,
         }),
+        GgmlType::Q4_K => lane::<BlockQ4_K>(),
+        GgmlType::Q5_K => lane::<BlockQ5_K>(),
+        GgmlType::Q6_K => lane::<BlockQ6_K>(),
         _ => None,
+    }
+}
+
+/// Twin of every repacked K-quant kernel: each row's blocks, read from the interleaved groups,
+/// through [`crate::quant::lane_vec_dot_iter`] (the in-place reference's arithmetic).
+unsafe fn scalar_rows_lane<B: LaneDot>(job: &Job<'_>, rows: Range<usize>) {
+    let nb = job.k / B::BLOCK;
+    let full = full_rows(B::TYPE, job.out.m);
+    let w: &[B] = bytemuck::cast_slice(job.w);
+    let xb = nb * <B::VecDot as QuantBlock>::BYTES;
+    for j in rows {
+        let (first, step) = if j < full {
+            (j / RK * RK * nb + j % RK, RK)
+        } else {
+            (j * nb, 1)
+        };
+        for i in 0..job.n {
+            let x: &[B::VecDot] = bytemuck::cast_slice(&job.x[i * job.x_stride..][..xb]);
+            let v = lane_vec_dot_iter((0..nb).map(|b| &w[first + b * step]), x);
+            job.out.put(i, j, with_bias(v, job.bias, j));
+        }
+    }
+}
+
+/// The decode of weight rows `rows` of a block-interleaved matrix with a tile whose rows
+/// [`Tile::tile`] finds in that layout (`intdot::LaneTile::repacked`): each group's four rows
+/// side by side (one stream), every activation row, then the leftover rows one by one.
+///
+/// # Safety
+/// As [`Tile::tile`]; the caller owns columns `rows` of `job.out`; `rows` starts at a multiple
+/// of [`RK`] or past the last full group.
+#[inline(always)]
+pub(crate) unsafe fn rows_grouped<T: Tile>(t: T, job: &Job<'_>, full: usize, rows: Range<usize>) {
+    let (n, out, bias) = (job.n, job.out, job.bias);
+    let put = |i: usize, nx: usize, js: [usize; 4], rw: usize, v: [[f32; 4]; 4]| {
+        for (&j, row) in js.iter().zip(&v).take(rw) {
+            for (dt, val) in row.iter().enumerate().take(nx) {
+                out.put(i + dt, j, with_bias(*val, bias, j));
+            }
+        }
+    };
+    let mut j = rows.start;
+    while j + RK <= rows.end.min(full) {
+        let mut i = 0;
+        while i < n {
+            let nx = (n - i).min(T::MAX_NX);
+            let rw = T::width(nx).min(RK);
+            for r0 in (0..RK).step_by(rw) {
+                let js = std::array::from_fn(|r| j + r0 + r.min(rw - 1));
+                put(i, nx, js, rw, t.tile(rw, nx, js, i));
+            }
+            i += nx;
+        }
+        j += RK;
+    }
+    for j in j.max(full)..rows.end {
+        let mut i = 0;
+        while i < n {
+            let nx = (n - i).min(T::MAX_NX);
+            put(i, nx, [j; 4], 1, t.tile(1, nx, [j; 4], i));
+            i += nx;
+        }
     }
 }
 

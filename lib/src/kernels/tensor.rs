@@ -12,7 +12,7 @@ use half::{bf16, f16};
 use super::repack::Repacked;
 use super::types::{lookup, TypeKernels};
 use crate::format::gguf::MapBytes;
-use crate::quant::{BlockQ4_0, BlockQ8_0, QuantBlock};
+use crate::quant::{BlockQ4_0, BlockQ8_0};
 use crate::GgmlType;
 
 /// Bytes of one tensor inside a shared memory map.
@@ -165,7 +165,7 @@ impl Mat {
     }
 
     /// Build the row-interleaved layout of this matrix ([`super::repack`]: Q4_0 with at least 8
-    /// rows) into anonymous memory; the decode kernels use it from then on and
+    /// rows, Q4_K/Q5_K/Q6_K with at least 4) into anonymous memory; the decode kernels use it from then on and
     /// [`Mat::row_to_f32`] reads it. With `release`, the in-place bytes' pages are given back to
     /// the system (a mapped file's pages come back from the file if something reads
     /// [`Mat::data`] later; a synthetic model's anonymous bytes do not). Returns whether the
@@ -244,10 +244,7 @@ impl Mat {
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
         if let Some(rp) = self.repacked() {
             assert!(r < self.rows, "row {r} of {} rows", self.rows);
-            let nb = self.cols / 32;
-            super::repack::for_each_block(rp, self.rows, nb, r, |b, blk| {
-                blk.dequantize(&mut out[b * 32..(b + 1) * 32])
-            });
+            super::repack::row_to_f32(rp, self.rows, self.cols, r, out);
             return;
         }
         let d = self.rows_data(r..r + 1);

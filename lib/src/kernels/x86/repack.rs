@@ -3,10 +3,15 @@
 
 use std::arch::x86_64::*;
 
-use super::super::repack::{rows_split, BlockQ4_0x8, GroupDot, R};
-use super::super::types::{ActQuant, Decoder, Job};
+use super::super::intdot::{LaneKernel, LaneTile};
+use super::super::repack::{full_rows, rows_grouped, rows_split, BlockQ4_0x8, GroupDot, R};
+use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
+use super::bytes::Avx2Ops;
 use super::quantize_split;
+use crate::quant::q4_k::BlockQ4_K;
+use crate::quant::q5_k::BlockQ5_K;
+use crate::quant::q6_k::BlockQ6_K;
 use crate::GgmlType;
 
 /// The AVX2 group kernel of [`BlockQ4_0x8`].
@@ -132,9 +137,29 @@ unsafe fn rows_q4_0_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
     rows_split::<Q4x8Vnni>(job, rows)
 }
 
+/// The block-interleaved K-quant decode on both x86 paths: the in-place lane tiles stepping
+/// over the interleaved blocks. Twin: the portable repacked decoder.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `job.w` a repacked matrix of type `B`; as [`rows_grouped`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    let full = full_rows(B::TYPE, job.out.m);
+    rows_grouped(LaneTile::<B, Avx2Ops>::repacked(job), job, full, rows)
+}
+
 /// The repacked decode kernels of [`super::Avx2`] (`VNNI = false`) and [`super::Avx512`].
 pub(super) fn repacked_decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
+    fn lane<B: LaneKernel>() -> Option<Decoder> {
+        Some(Decoder {
+            act: Some(plain_act::<B::VecDot>()),
+            rows: rows_lane::<B>,
+        })
+    }
     match ty {
+        GgmlType::Q4_K => lane::<BlockQ4_K>(),
+        GgmlType::Q5_K => lane::<BlockQ5_K>(),
+        GgmlType::Q6_K => lane::<BlockQ6_K>(),
         GgmlType::Q4_0 => Some(Decoder {
             act: Some(ActQuant {
                 row_bytes: split_row_bytes,
