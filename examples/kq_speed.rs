@@ -1,5 +1,6 @@
 //! Single-thread decode mat-vec throughput per type with cache-resident weights (the kernels'
-//! compute rate, without the memory system): `cargo run --release --example kq_speed`.
+//! compute rate, without the memory system): `cargo run --release --example kq_speed`
+//! (`KQ_ROWS`, `KQ_THREADS`: a larger matrix, more threads; `KQ_PATH`, `KQ_REPS`).
 //! Prints ns per 256 weights and the GB/s of weights the kernel could consume; types with a
 //! repacked layout are measured in place and repacked (`q4_0+rp`).
 
@@ -22,7 +23,15 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn main() {
-    let (m, k) = (512usize, 4096usize);
+    // KQ_ROWS=131072 KQ_THREADS=2: a matrix far larger than the caches (the memory-bound
+    // regime of decode) instead of the cache-resident one.
+    let env = |v: &str, d: usize| {
+        std::env::var(v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (m, k) = (env("KQ_ROWS", 512), 4096usize);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let names = if args.is_empty() {
         vec!["q4_0", "q4_k", "q5_k", "q6_k", "q8_0"]
@@ -30,7 +39,7 @@ fn main() {
         args.iter().map(|s| s.as_str()).collect()
     };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
+        .num_threads(env("KQ_THREADS", 1))
         .build()
         .unwrap();
     let f = rand_vec(m * k, 7);

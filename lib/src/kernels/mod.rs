@@ -64,6 +64,12 @@
 //! [`scalar`] is the meaning of every kernel. Integer kernels agree **bit for bit** on every path;
 //! float kernels (and the GEMM) agree within a relative tolerance (see [`scalar`]'s module docs).
 //!
+//! # Repacked layouts
+//! [`repack`]: a [`tensor::Mat`] may carry a row-interleaved copy of its weights (built at load by
+//! [`tensor::Mat::repack`]); the decode then runs the layout's kernel (`Isa::repacked_decoder`,
+//! else its portable one), with tasks of whole row groups, and such a matrix always takes the
+//! decode regime. Results equal the in-place kernels' bit for bit.
+//!
 //! # Also here
 //! - [`quantize_row_q8_0`], [`dot`], [`axpy`], [`scale`]: vector helpers on the active path.
 //! - [`attention`]: blocked attention for one (head, query block) through the GEMM micro-kernels.
@@ -144,11 +150,11 @@ pub(crate) fn repacked_decoder(ty: GgmlType, path: Path) -> Option<types::Decode
     with_isa!(path, I => I::repacked_decoder(ty)).or_else(|| repack::scalar_decoder(ty))
 }
 
-/// Whether `path` has its own kernel for matrices of type `ty` in the repacked layout (where it
-/// has not, the portable one would run: slower than the in-place kernel, so models are not
-/// repacked for such a path).
+/// Whether models repack matrices of type `ty` for `path` ([`crate::Model::repack`]): the type's
+/// layout computes faster ([`repack::PAYS`]) and `path` has its own kernel for it (else the
+/// portable one would run, slower than the in-place kernel).
 pub fn repack_pays(ty: GgmlType, path: Path) -> bool {
-    with_isa!(path, I => I::repacked_decoder(ty)).is_some()
+    repack::PAYS.contains(&ty) && with_isa!(path, I => I::repacked_decoder(ty)).is_some()
 }
 
 use std::cell::Cell;
