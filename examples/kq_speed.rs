@@ -1,6 +1,8 @@
 //! Single-thread decode mat-vec throughput per type with cache-resident weights (the kernels'
-//! compute rate, without the memory system): `cargo run --release --example kq_speed`.
-//! Prints ns per 256 weights and the GB/s of weights the kernel could consume.
+//! compute rate, without the memory system): `cargo run --release --example kq_speed`
+//! (`KQ_ROWS`, `KQ_THREADS`: a larger matrix, more threads; `KQ_PATH`, `KQ_REPS`).
+//! Prints ns per 256 weights and the GB/s of weights the kernel could consume; types with a
+//! repacked layout are measured in place and repacked (`q4_0+rp`).
 
 use std::time::Instant;
 
@@ -21,7 +23,15 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn main() {
-    let (m, k) = (512usize, 4096usize);
+    // KQ_ROWS=131072 KQ_THREADS=2: a matrix far larger than the caches (the memory-bound
+    // regime of decode) instead of the cache-resident one.
+    let env = |v: &str, d: usize| {
+        std::env::var(v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (m, k) = (env("KQ_ROWS", 512), 4096usize);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let names = if args.is_empty() {
         vec!["q4_0", "q4_k", "q5_k", "q6_k", "q8_0"]
@@ -29,7 +39,7 @@ fn main() {
         args.iter().map(|s| s.as_str()).collect()
     };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
+        .num_threads(env("KQ_THREADS", 1))
         .build()
         .unwrap();
     let f = rand_vec(m * k, 7);
@@ -48,29 +58,37 @@ fn main() {
             let t = mllama::quant::traits(ty).unwrap();
             let mut bytes = vec![0u8; m * k / t.block_values * t.block_bytes];
             (t.from_f32)(&f, &mut bytes);
-            let w = Mat::from_bytes(ty, m, k, &bytes);
-            let mut y = vec![0f32; m];
-            let mut sc = Scratch::new();
-            let mut best = f64::MAX;
-            pool.install(|| {
-                with_path(path, || {
-                    for _ in 0..(if reps < 50 { 1 } else { 5 }) {
-                        let t0 = Instant::now();
-                        for _ in 0..reps {
-                            matmul_with(&w, None, &x, 1, &mut y, &mut sc, Regime::Decode);
+            let plain = Mat::from_bytes(ty, m, k, &bytes);
+            let mut packed = plain.clone();
+            let layouts = if packed.repack(false) {
+                vec![(plain, ""), (packed, "+rp")]
+            } else {
+                vec![(plain, "")]
+            };
+            for (w, tag) in layouts {
+                let mut y = vec![0f32; m];
+                let mut sc = Scratch::new();
+                let mut best = f64::MAX;
+                pool.install(|| {
+                    with_path(path, || {
+                        for _ in 0..(if reps < 50 { 1 } else { 5 }) {
+                            let t0 = Instant::now();
+                            for _ in 0..reps {
+                                matmul_with(&w, None, &x, 1, &mut y, &mut sc, Regime::Decode);
+                            }
+                            best = best.min(t0.elapsed().as_secs_f64() / reps as f64);
                         }
-                        best = best.min(t0.elapsed().as_secs_f64() / reps as f64);
-                    }
-                })
-            });
-            let ns256 = best * 1e9 / (m * k / 256) as f64;
-            println!(
-                "{:8} {:6} {:7.2} ns/256 {:6.1} GB/s",
-                path.name(),
-                name,
-                ns256,
-                bytes.len() as f64 / best / 1e9
-            );
+                    })
+                });
+                let ns256 = best * 1e9 / (m * k / 256) as f64;
+                println!(
+                    "{:8} {:9} {:7.2} ns/256 {:6.1} GB/s",
+                    path.name(),
+                    format!("{name}{tag}"),
+                    ns256,
+                    bytes.len() as f64 / best / 1e9
+                );
+            }
         }
     }
 }

@@ -65,8 +65,12 @@ pub struct BenchResult {
     pub simd: String,
     /// Rayon worker threads.
     pub threads: usize,
-    /// Seconds to build or load the model.
+    /// Seconds to build or load the model (repacking included).
     pub build_s: f64,
+    /// Seconds of that spent repacking weights (0 with `--no-repack`).
+    pub repack_s: f64,
+    /// Weight bytes repacked into row-interleaved layouts (0 with `--no-repack`).
+    pub repacked_bytes: u64,
     /// Weight bytes a decode step reads ([`Model::text_bytes_per_token`]).
     pub weight_bytes_per_token: u64,
     /// Best read bandwidth measured by the probe, GB/s.
@@ -130,6 +134,8 @@ impl BenchResult {
         m.insert("simd".into(), json!(self.simd));
         m.insert("threads".into(), json!(self.threads));
         m.insert("build_s".into(), json!(self.build_s));
+        m.insert("repack_s".into(), json!(self.repack_s));
+        m.insert("repacked_bytes".into(), json!(self.repacked_bytes));
         m.insert(
             "weight_bytes_per_token".into(),
             json!(self.weight_bytes_per_token),
@@ -187,7 +193,12 @@ impl BenchResult {
                 "machine      read bandwidth {:.1} GB/s, FMA peak {:.0} GFLOP/s (probes, this run)",
                 self.read_bandwidth_gbs, self.fma_peak_gflops
             ),
-            format!("model built  {:.1} s", self.build_s),
+            format!(
+                "model built  {:.1} s (repacking {:.1} s, {:.0} MiB)",
+                self.build_s,
+                self.repack_s,
+                self.repacked_bytes as f64 / (1 << 20) as f64
+            ),
         ];
         if let (Some(ms), Some(g)) = (self.vision_ms_per_image, self.vision_gflops) {
             l.push(format!(
@@ -381,7 +392,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
                 ));
             }
             r.model = format!("synthetic {s}, text {}, vision {vision_type}", o.ty);
-            synthetic::build(
+            let mut m = synthetic::build(
                 &spec,
                 &SyntheticOptions {
                     file_type: o.ty,
@@ -389,7 +400,11 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
                     distinct_layers: distinct,
                     seed: 7,
                 },
-            )?
+            )?;
+            if !crate::model_arg::options().no_repack {
+                m.repack();
+            }
+            m
         }
         (None, Some(path)) => {
             r.model = path.display().to_string();
@@ -402,6 +417,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
         }
     };
     r.build_s = t0.elapsed().as_secs_f64();
+    r.repack_s = model.repack_stats().2;
+    r.repacked_bytes = model.repack_stats().1 as u64;
     r.weight_bytes_per_token = model.text_bytes_per_token() as u64;
 
     let path = kernels::active_path();

@@ -242,6 +242,13 @@ fn answer(s: &mut Session, p: &SamplingParams, max: usize) -> Result<String, Err
 fn print_stats(s: &Session, load_s: f64) {
     let st = s.stats();
     let mut l = vec![format!("load {:.2} s", load_s)];
+    match s.model().repack_stats() {
+        (0, ..) => l.push("weights in place".into()),
+        (n, bytes, t) => l.push(format!(
+            "repacked {n} matrices ({:.0} MiB) in {t:.2} s",
+            bytes as f64 / (1 << 20) as f64
+        )),
+    }
     for (i, im) in st.images.iter().enumerate() {
         let what = match im.source {
             ImageSource::Miss => format!(

@@ -34,6 +34,11 @@ struct Cli {
     /// Ollama's converters wrote) or hf. No era-1 blob has been inspected to settle it.
     #[arg(long, global = true, default_value = "ggml", value_parser = ["ggml", "hf"])]
     era1_cross_qk: String,
+    /// Keep the weights in place in the memory-mapped file instead of repacking the decoder's
+    /// Q4_0 matrices into row-interleaved copies at load (less load time and no copy; slower
+    /// decode; the same results).
+    #[arg(long, global = true)]
+    no_repack: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -202,7 +207,12 @@ fn run(cli: Cli) -> mllama::Result<()> {
     let pool = builder
         .build()
         .map_err(|e| mllama::Error::Invalid(format!("cannot start worker threads: {e}")))?;
-    model_arg::set(cli.mmproj, cli.layout.as_deref(), &cli.era1_cross_qk)?;
+    model_arg::set(
+        cli.mmproj,
+        cli.layout.as_deref(),
+        &cli.era1_cross_qk,
+        cli.no_repack,
+    )?;
     pool.install(|| run_command(cli.cmd))
 }
 

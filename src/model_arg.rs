@@ -1,5 +1,5 @@
 //! `-m MODEL`: a GGUF file or an Ollama model name, with the options every command shares
-//! (`--mmproj`, `--layout`), set once by `main`.
+//! (`--mmproj`, `--layout`, `--no-repack`), set once by `main`.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -10,11 +10,13 @@ use mllama::{Error, Model};
 
 static OPTIONS: OnceLock<OpenOptions> = OnceLock::new();
 
-/// Record `--mmproj`, `--layout` and `--era1-cross-qk` (called once, before any command runs).
+/// Record `--mmproj`, `--layout`, `--era1-cross-qk` and `--no-repack` (called once, before any
+/// command runs).
 pub fn set(
     projector: Option<PathBuf>,
     layout: Option<&str>,
     era1_cross_qk: &str,
+    no_repack: bool,
 ) -> Result<(), Error> {
     let layout = match layout {
         None => None,
@@ -30,6 +32,7 @@ pub fn set(
         layout,
         store: None,
         era1_cross_qk_hf: era1_cross_qk == "hf",
+        no_repack,
     });
     Ok(())
 }

@@ -39,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn decode_allocations(ty: FileType, sem: Semantics, with_image: bool) -> usize {
+fn decode_allocations(ty: FileType, sem: Semantics, with_image: bool, repack: bool) -> usize {
     let spec = ModelSpec {
         // Wide enough that the kernels split work over several tasks.
         hidden: 256,
@@ -51,7 +51,7 @@ fn decode_allocations(ty: FileType, sem: Semantics, with_image: bool) -> usize {
         image_token: 4096,
         ..ModelSpec::tiny()
     };
-    let model = build(
+    let mut model = build(
         &spec,
         &SyntheticOptions {
             file_type: ty,
@@ -61,6 +61,10 @@ fn decode_allocations(ty: FileType, sem: Semantics, with_image: bool) -> usize {
         },
     )
     .unwrap();
+    if repack {
+        // Q4_0 matrices in their repacked layout (where this CPU's path has a kernel for it).
+        model.repack();
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
@@ -114,17 +118,24 @@ fn decode_allocations(ty: FileType, sem: Semantics, with_image: bool) -> usize {
 
 #[test]
 fn decode_steps_do_not_allocate() {
-    for ty in [FileType::Q4_0, FileType::Q8_0, FileType::F16, FileType::F32] {
+    let cases = [
+        (FileType::Q4_0, true),
+        (FileType::Q4_0, false),
+        (FileType::Q8_0, false),
+        (FileType::F16, false),
+        (FileType::F32, false),
+    ];
+    for (ty, repack) in cases {
         for with_image in [false, true] {
             for meta in [false, true] {
                 let sem = Semantics {
                     meta_cross_attn: meta,
                     ..Default::default()
                 };
-                let n = decode_allocations(ty, sem, with_image);
+                let n = decode_allocations(ty, sem, with_image, repack);
                 assert_eq!(
                     n, 0,
-                    "{ty}, image {with_image}, meta {meta}: {n} allocations in each of three windows of 32 decode steps"
+                    "{ty}, repacked {repack}, image {with_image}, meta {meta}: {n} allocations in each of three windows of 32 decode steps"
                 );
             }
         }

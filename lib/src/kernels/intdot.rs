@@ -236,6 +236,8 @@ impl LaneKernel for BlockQ6_K {
 pub(crate) struct LaneTile<B, S> {
     w: *const B,
     nb: usize,
+    /// Rows stored in groups of [`super::repack::RK`] block-interleaved rows (0: in place).
+    full: usize,
     x: *const u8,
     x_stride: usize,
     isa: PhantomData<S>,
@@ -255,13 +257,34 @@ impl<B: LaneDot, S> LaneTile<B, S> {
         LaneTile {
             w: job.w.as_ptr() as *const B,
             nb: job.k / B::BLOCK,
+            full: 0,
             x: job.x.as_ptr(),
             x_stride: job.x_stride,
             isa: PhantomData,
         }
     }
 
-    /// `RW × NX` dot products, bit-exact with [`crate::quant::lane_vec_dot`].
+    /// The tile over a decode job whose weights are in the block-interleaved layout of
+    /// [`super::repack`] (groups of [`super::repack::RK`] rows, then the leftover rows in place).
+    pub fn repacked(job: &Job<'_>) -> Self {
+        let mut t = Self::new(job);
+        t.full = super::repack::full_rows(B::TYPE, job.out.m);
+        t
+    }
+
+    /// Row `j`'s first block and the distance (in blocks) from one of its blocks to the next.
+    #[inline(always)]
+    unsafe fn row(self, j: usize) -> (*const B, usize) {
+        use super::repack::RK;
+        if j < self.full {
+            (self.w.add(j / RK * RK * self.nb + j % RK), RK)
+        } else {
+            (self.w.add(j * self.nb), 1)
+        }
+    }
+
+    /// `RW × NX` dot products, bit-exact with [`crate::quant::lane_vec_dot`] (all `RW` rows
+    /// stored alike: in one group, or all in place).
     #[inline(always)]
     unsafe fn dot<const RW: usize, const NX: usize>(
         self,
@@ -272,7 +295,8 @@ impl<B: LaneDot, S> LaneTile<B, S> {
         B: LaneKernel,
         S: ByteOps,
     {
-        let w: [*const B; RW] = std::array::from_fn(|r| self.w.add(js[r] * self.nb));
+        let w: [*const B; RW] = std::array::from_fn(|r| self.row(js[r]).0);
+        let step = self.row(js[0]).1;
         let x: [*const B::VecDot; NX] =
             std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const B::VecDot);
         let mut acc = [[S::fzero(); NX]; RW];
@@ -281,7 +305,7 @@ impl<B: LaneDot, S> LaneTile<B, S> {
             let xb = x.map(|p| p.add(b));
             let xd: [f32; NX] = std::array::from_fn(|t| <B::VecDot as LaneAct>::scale::<S>(xb[t]));
             for r in 0..RW {
-                let wb = w[r].add(b);
+                let wb = w[r].add(b * step);
                 let lanes = B::lanes_simd::<S, NX>(wb, xb);
                 // LaneDot::scales: the f16 scales as f32 (exact), times each activation scale.
                 let at = (wb as *const u8).add(B::D_AT);

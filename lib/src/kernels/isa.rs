@@ -30,6 +30,12 @@ pub(crate) trait Isa: 'static {
         None
     }
 
+    /// This ISA's decode kernel for matrices of type `ty` in their repacked layout
+    /// ([`super::repack`]), if it has one (else the portable one runs).
+    fn repacked_decoder(_ty: GgmlType) -> Option<Decoder> {
+        None
+    }
+
     /// Twin: [`super::scalar::quantize_row_q8_0`] (bit-identical).
     unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
         super::scalar::quantize_row_q8_0(x, out)

@@ -64,6 +64,12 @@
 //! [`scalar`] is the meaning of every kernel. Integer kernels agree **bit for bit** on every path;
 //! float kernels (and the GEMM) agree within a relative tolerance (see [`scalar`]'s module docs).
 //!
+//! # Repacked layouts
+//! [`repack`]: a [`tensor::Mat`] may carry a row-interleaved copy of its weights (built at load by
+//! [`tensor::Mat::repack`]); the decode then runs the layout's kernel (`Isa::repacked_decoder`,
+//! else its portable one), with tasks of whole row groups, and such a matrix always takes the
+//! decode regime. Results equal the in-place kernels' bit for bit.
+//!
 //! # Also here
 //! - [`quantize_row_q8_0`], [`dot`], [`axpy`], [`scale`]: vector helpers on the active path.
 //! - [`attention`]: blocked attention for one (head, query block) through the GEMM micro-kernels.
@@ -79,6 +85,7 @@ pub(crate) mod intdot;
 pub(crate) mod isa;
 mod pack;
 pub mod probe;
+pub mod repack;
 pub mod scalar;
 pub mod tensor;
 mod traverse;
@@ -135,6 +142,19 @@ pub(crate) use with_isa;
 pub(crate) fn decoder(t: &TypeKernels, path: Path) -> types::Decoder {
     let ty = t.ty();
     with_isa!(path, I => I::decoder(ty)).unwrap_or(t.scalar)
+}
+
+/// The decode kernel of a matrix of type `ty` in its repacked layout ([`repack`]) on `path`: the
+/// ISA's own, else the portable one; `None` if the type has no repacked layout.
+pub(crate) fn repacked_decoder(ty: GgmlType, path: Path) -> Option<types::Decoder> {
+    with_isa!(path, I => I::repacked_decoder(ty)).or_else(|| repack::scalar_decoder(ty))
+}
+
+/// Whether models repack matrices of type `ty` for `path` ([`crate::Model::repack`]): the type's
+/// layout computes faster ([`repack::PAYS`]) and `path` has its own kernel for it (else the
+/// portable one would run, slower than the in-place kernel).
+pub fn repack_pays(ty: GgmlType, path: Path) -> bool {
+    repack::PAYS.contains(&ty) && with_isa!(path, I => I::repacked_decoder(ty)).is_some()
 }
 
 use std::cell::Cell;
@@ -561,7 +581,9 @@ pub fn matmul_with(
         return;
     }
     let path = active_path();
+    // A repacked matrix is only read by the decode kernels (its in-place bytes may be released).
     let gemm = match regime {
+        _ if w.repacked().is_some() => false,
         Regime::Auto => n >= gemm_min_rows(path, w.ty),
         Regime::Decode => false,
         Regime::Gemm => true,
@@ -597,7 +619,14 @@ fn decode(
     sc: &mut Scratch,
 ) {
     let (m, k) = (w.rows, w.cols);
-    let kern = decoder(w.kernels(), path);
+    // A repacked matrix: its layout's kernel, tasks of whole groups of rows.
+    let (kern, wdata, row_align) = match w
+        .repacked()
+        .and_then(|r| repacked_decoder(w.ty, path).map(|d| (d, r.data())))
+    {
+        Some((d, data)) => (d, data, repack::group_rows(w.ty).unwrap_or(4)),
+        None => (decoder(w.kernels(), path), w.data(), 4),
+    };
     let (xb, x_stride): (&[u8], usize) = match kern.act {
         None => (bytemuck::cast_slice(x), 4 * k),
         Some(aq) => {
@@ -616,10 +645,10 @@ fn decode(
     let tasks = (work / DECODE_TASK_BYTES)
         .clamp(1, 8 * threads)
         .min(m.div_ceil(4));
-    let rows_per = m.div_ceil(tasks).next_multiple_of(4);
+    let rows_per = m.div_ceil(tasks).next_multiple_of(row_align);
     let tasks = m.div_ceil(rows_per);
     let job = Job {
-        w: w.data(),
+        w: wdata,
         k,
         x: xb,
         x_stride,

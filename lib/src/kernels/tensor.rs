@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
+use super::repack::Repacked;
 use super::types::{lookup, TypeKernels};
 use crate::format::gguf::MapBytes;
 use crate::quant::{BlockQ4_0, BlockQ8_0};
@@ -43,6 +44,36 @@ impl Bytes {
     pub fn as_slice(&self) -> &[u8] {
         &self.map[self.range.clone()]
     }
+
+    /// Give the pages lying wholly inside these bytes back to the system (`madvise(DONTNEED)`;
+    /// 64 KiB granularity, so neighbouring tensors sharing a page keep theirs). A mapped file's
+    /// pages are read again from the file if touched later; anonymous memory (synthetic models)
+    /// reads back as zeros, so only call this when nothing reads the bytes any more. Owned bytes
+    /// are kept. Returns the bytes released.
+    pub(crate) fn release(&self) -> usize {
+        const GRAIN: usize = 1 << 16;
+        let base = self.map.as_ptr() as usize;
+        let start = (base + self.range.start).next_multiple_of(GRAIN) - base;
+        let end = ((base + self.range.end) / GRAIN * GRAIN).saturating_sub(base);
+        if end <= start {
+            return 0;
+        }
+        // SAFETY: DONTNEED on a read-only private file map only drops clean pages (re-read on
+        // access); on the anonymous map the caller guarantees nobody reads this range again.
+        let r = unsafe {
+            use memmap2::UncheckedAdvice::DontNeed;
+            match &*self.map {
+                MapBytes::Mmap(m) => m.unchecked_advise_range(DontNeed, start, end - start),
+                MapBytes::Anon(m) => m.unchecked_advise_range(DontNeed, start, end - start),
+                MapBytes::Owned { .. } => return 0,
+            }
+        };
+        if r.is_ok() {
+            end - start
+        } else {
+            0
+        }
+    }
 }
 
 impl std::fmt::Debug for Bytes {
@@ -73,6 +104,9 @@ pub struct Mat {
     bytes: Bytes,
     /// The type's row of the kernel table (looked up once, here).
     kernels: &'static TypeKernels,
+    /// The row-interleaved copy the decode kernels read instead of `bytes` (see
+    /// [`Mat::repack`]).
+    repacked: Option<Arc<Repacked>>,
 }
 
 impl Mat {
@@ -90,6 +124,7 @@ impl Mat {
             cols,
             bytes,
             kernels,
+            repacked: None,
         };
         // Typed views need the element alignment; the GGUF data section is 32-byte aligned and the
         // map page-aligned, so this only fails for hand-made byte buffers.
@@ -129,7 +164,30 @@ impl Mat {
         self.kernels
     }
 
-    /// All the matrix's bytes, row after row.
+    /// Build the row-interleaved layout of this matrix ([`super::repack`]: Q4_0 with at least 8
+    /// rows, Q4_K/Q5_K/Q6_K with at least 4) into anonymous memory; the decode kernels use it from then on and
+    /// [`Mat::row_to_f32`] reads it. With `release`, the in-place bytes' pages are given back to
+    /// the system (a mapped file's pages come back from the file if something reads
+    /// [`Mat::data`] later; a synthetic model's anonymous bytes do not). Returns whether the
+    /// matrix is repacked.
+    pub fn repack(&mut self, release: bool) -> bool {
+        if self.repacked.is_none() {
+            let r = super::repack::repack(self.ty, self.bytes.as_slice(), self.rows, self.cols);
+            self.repacked = r.map(Arc::new);
+            if release && self.repacked.is_some() {
+                self.bytes.release();
+            }
+        }
+        self.repacked.is_some()
+    }
+
+    /// The row-interleaved layout, if [`Mat::repack`] built one.
+    pub fn repacked(&self) -> Option<&Repacked> {
+        self.repacked.as_deref()
+    }
+
+    /// All the matrix's bytes, row after row, in place (for a repacked matrix: the mapped
+    /// original, which the kernels do not read; see [`Mat::repack`]).
     pub fn data(&self) -> &[u8] {
         self.bytes.as_slice()
     }
@@ -184,6 +242,11 @@ impl Mat {
     ///
     /// If `r >= rows` or `out` has fewer than `cols` values.
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
+        if let Some(rp) = self.repacked() {
+            assert!(r < self.rows, "row {r} of {} rows", self.rows);
+            super::repack::row_to_f32(rp, self.rows, self.cols, r, out);
+            return;
+        }
         let d = self.rows_data(r..r + 1);
         // Sizes are consistent by construction.
         let _ = crate::quant::dequantize(self.ty, d, &mut out[..self.cols]);

@@ -92,8 +92,18 @@ pub trait LaneDot: QuantBlock {
 /// a type without minimum).
 #[inline(always)]
 pub fn lane_vec_dot<B: LaneDot>(w: &[B], x: &[B::VecDot]) -> f32 {
+    lane_vec_dot_iter(w.iter(), x)
+}
+
+/// [`lane_vec_dot`] over weight blocks given one by one (a row stored in a repacked layout,
+/// [`crate::kernels::repack`]): the same arithmetic.
+#[inline(always)]
+pub fn lane_vec_dot_iter<'a, B: LaneDot + 'a>(
+    w: impl Iterator<Item = &'a B>,
+    x: &[B::VecDot],
+) -> f32 {
     let (mut acc, mut accm) = ([0f32; 8], [0f32; 8]);
-    for (wb, xb) in w.iter().zip(x) {
+    for (wb, xb) in w.zip(x) {
         let (i, m) = wb.lanes(xb);
         let (d, dm) = wb.scales(xb);
         for l in 0..8 {

@@ -14,6 +14,7 @@ use half::{bf16, f16};
 use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
+mod repack;
 
 use bytes::{NeonOps, SdotOps};
 
@@ -888,6 +889,9 @@ impl Isa for Neon {
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<false>(ty)
     }
+    fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
+        repack::repacked_decoder::<false>(ty)
+    }
 }
 
 impl Isa for Dotprod {
@@ -895,6 +899,9 @@ impl Isa for Dotprod {
     neon_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<true>(ty)
+    }
+    fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
+        repack::repacked_decoder::<true>(ty)
     }
 }
 

@@ -15,6 +15,7 @@ use half::{bf16, f16};
 use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
+mod repack;
 
 use bytes::Avx2Ops;
 
@@ -1454,6 +1455,9 @@ impl Isa for Avx2 {
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<false>(ty)
     }
+    fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
+        repack::repacked_decoder::<false>(ty)
+    }
 }
 
 impl Isa for Avx512 {
@@ -1461,6 +1465,9 @@ impl Isa for Avx512 {
     avx2_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<true>(ty)
+    }
+    fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
+        repack::repacked_decoder::<true>(ty)
     }
 }
 

@@ -310,6 +310,8 @@ pub struct Model {
     projector_file: Option<GgufFile>,
     chat_template: Option<String>,
     provenance: open::Provenance,
+    /// [`Model::repack_stats`].
+    repacked: (usize, usize, f64),
 }
 
 impl Model {
@@ -411,7 +413,30 @@ impl Model {
     /// assert_eq!(demo.provenance().layout, mllama::models::mllama::ollama::Layout::Ours);
     /// ```
     pub fn open(model: impl AsRef<Path>, opts: &open::OpenOptions) -> Result<Model, Error> {
-        Self::from_file_set(open::file_set(model.as_ref(), opts)?)
+        let mut model = Self::from_file_set(open::file_set(model.as_ref(), opts)?)?;
+        if !opts.no_repack {
+            model.repack();
+        }
+        Ok(model)
+    }
+
+    /// Repack the text decoder's matrices into the row-interleaved layouts of the decode kernels
+    /// ([`crate::kernels::repack`]: Q4_0), built into anonymous memory, giving back the mapped
+    /// originals' pages as it goes (so peak memory grows by about one matrix). [`Model::open`]
+    /// does this unless [`open::OpenOptions::no_repack`]; [`Model::load`] and
+    /// [`Model::from_gguf`] leave every weight in place. Results are bit-identical either way;
+    /// repacking costs load time and makes decode faster. Returns `(matrices, bytes)` repacked.
+    pub fn repack(&mut self) -> (usize, usize) {
+        let t0 = std::time::Instant::now();
+        let (n, bytes) = self.text.repack(true);
+        self.repacked = (n, bytes, t0.elapsed().as_secs_f64());
+        (n, bytes)
+    }
+
+    /// What [`Model::repack`] did: matrices and bytes repacked, and the seconds it took (zeros
+    /// when the weights stayed in place).
+    pub fn repack_stats(&self) -> (usize, usize, f64) {
+        self.repacked
     }
 
     fn from_file_set(set: open::FileSet) -> Result<Model, Error> {
@@ -442,6 +467,7 @@ impl Model {
             projector_file,
             chat_template: p.chat_template,
             provenance: p.provenance,
+            repacked: (0, 0, 0.0),
         })
     }
 

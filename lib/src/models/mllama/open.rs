@@ -59,6 +59,9 @@ pub struct OpenOptions {
     /// No era-1 blob has been inspected; Ollama's converter history says permuted (the default,
     /// see `scripts/ollama_fixtures.md` §3.4), this reads the other possibility.
     pub era1_cross_qk_hf: bool,
+    /// Keep every weight in place in the memory map instead of repacking the decoder's matrices
+    /// into row-interleaved layouts at load ([`crate::Model::repack`]; `--no-repack`).
+    pub no_repack: bool,
 }
 
 /// Where the chat template came from.

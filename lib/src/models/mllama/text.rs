@@ -232,6 +232,43 @@ impl TextModel {
         })
     }
 
+    /// Repack every decoder matrix that has a row-interleaved layout with a kernel on the active
+    /// path ([`crate::kernels::repack`], [`crate::kernels::repack_pays`]), one matrix at a time (rows in parallel), giving back each
+    /// in-place original's pages when `release`. Matrices stored at the same bytes (synthetic
+    /// models share layers) share one copy; a tied output head repacks the embedding table, which
+    /// then reads its rows from the copy. Returns `(matrices, bytes)` repacked.
+    pub fn repack(&mut self, release: bool) -> (usize, usize) {
+        use std::collections::HashMap;
+        let mut done: HashMap<(usize, usize), Mat> = HashMap::new();
+        let mut mats: Vec<&mut Mat> = vec![&mut self.output];
+        for layer in &mut self.layers {
+            let (q, k, v, o, mlp) = match layer {
+                Layer::SelfAttn(l) => (&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.mlp),
+                Layer::Cross(l) => (&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.mlp),
+            };
+            mats.extend([q, k, v, o, &mut mlp.gate, &mut mlp.up, &mut mlp.down]);
+        }
+        let (mut count, mut bytes) = (0, 0);
+        let path = crate::kernels::active_path();
+        for w in mats {
+            if !crate::kernels::repack_pays(w.ty, path) {
+                continue;
+            }
+            let key = (w.data().as_ptr() as usize, w.nbytes());
+            if let Some(same) = done.get(&key) {
+                *w = same.clone();
+            } else if w.repack(release) {
+                count += 1;
+                bytes += w.nbytes();
+                done.insert(key, w.clone());
+            }
+        }
+        if self.tied && self.output.repacked().is_some() {
+            self.embed = self.output.clone();
+        }
+        (count, bytes)
+    }
+
     /// Whether the output head is the token embedding table (the file has no `output.weight`).
     pub fn tied_embeddings(&self) -> bool {
         self.tied

@@ -1,0 +1,416 @@
+//! Row-interleaved ("repacked") weight layouts for the decode kernels, built once at load into
+//! anonymous memory (in the spirit of ggml's CPU repack, `block_q4_0x8`; our own layout).
+//!
+//! # Q4_0 ×8
+//! Every group of [`R`] = 8 consecutive weight rows is stored block by block: block `b` of the
+//! group ([`BlockQ4_0x8`], 144 bytes) holds the eight rows' f16 scales, then their nibble bytes
+//! interleaved four bytes at a time:
+//!
+//! ```text
+//! { d: [f16; 8],               d[r]             = row r's block b scale
+//!   qs: [u8; 128] }            qs[32c + 4r + e] = row r's block b qs[4c + e]   (c, e < 4)
+//! ```
+//!
+//! so one sequential stream feeds eight output rows, 32 bytes of nibbles hold the same four
+//! values of every row (one i32 lane per row after a 4-byte dot product) and the eight scales are
+//! one 128-bit load. The `m mod 8` rows past the last full group follow in the plain Q4_0 layout.
+//!
+//! # K-quants ×4
+//! Q4_K, Q5_K and Q6_K rows go in groups of [`RK`] = 4, block by block: block `b` of the group is
+//! the four rows' blocks `b`, unchanged, one after the other, so the four-row decode tile
+//! reads one sequential stream instead of four. Their kernels are the in-place lane kernels
+//! (`intdot::LaneTile`) stepping over the interleaved blocks.
+//!
+//! Each row's result is computed exactly as [`QuantBlock::vec_dot`] does (exact integer block
+//! sums, then the "eight block lanes" f32 order of [`crate::quant::block_lanes`]), so every
+//! path's repacked kernel agrees bit for bit with the in-place kernels; only the memory layout
+//! differs. The portable decoder here ([`scalar_decoder`]) is the meaning of the SIMD ones.
+
+use std::ops::Range;
+
+use half::f16;
+use rayon::prelude::*;
+
+use super::traverse::Tile;
+use super::types::{plain_act, Decoder, Job};
+use super::{with_bias, Q8Row};
+use crate::quant::q4_k::BlockQ4_K;
+use crate::quant::q5_k::BlockQ5_K;
+use crate::quant::q6_k::BlockQ6_K;
+use crate::quant::{
+    block_lanes, f16_as_f32, lane_vec_dot_iter, BlockQ4_0, BlockQ8_0, LaneDot, QuantBlock,
+};
+use crate::GgmlType;
+
+/// Rows per interleaved group of the Q4_0 layout.
+pub const R: usize = 8;
+/// Rows per group of the block-interleaved K-quant layout.
+pub const RK: usize = 4;
+
+/// Block `b` of a group of eight Q4_0 rows (see the module docs).
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ4_0x8 {
+    /// The eight rows' scales.
+    pub d: [f16; 8],
+    /// Nibble bytes: `qs[32c + 4r + e]` = row `r`'s `qs[4c + e]`.
+    pub qs: [u8; 128],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4_0x8>() == 8 * 18);
+
+/// A weight matrix in a repacked layout: full groups of rows, then the leftover rows in
+/// the type's plain layout, in one buffer of anonymous memory.
+pub struct Repacked {
+    /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, blocks of [`RK`] rows for the
+    /// K-quants).
+    pub ty: GgmlType,
+    /// The bytes (u64 words: 8-byte alignment for every block type).
+    buf: Vec<u64>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Repacked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repacked({}, {} bytes)", self.ty, self.len)
+    }
+}
+
+impl Repacked {
+    /// The repacked bytes (the same number as the in-place matrix's).
+    pub fn data(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.buf)[..self.len]
+    }
+}
+
+/// The types models repack at load ([`super::repack_pays`]). Q4_0 ×8 computes 1.3× (avx512)
+/// to 1.7× (avx2) faster per core than in place (`examples/kq_speed.rs`, cache-resident). The
+/// block-interleaved K-quants compute exactly as in place and measured no faster either
+/// cache-resident or memory-bound (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise), so they are
+/// not repacked by default ([`super::tensor::Mat::repack`] still builds them).
+pub const PAYS: [GgmlType; 1] = [GgmlType::Q4_0];
+
+/// Whether matrices of type `ty` have a repacked layout.
+pub fn supports(ty: GgmlType) -> bool {
+    group_rows(ty).is_some()
+}
+
+/// Rows per group of type `ty`'s repacked layout (`None`: it has none).
+pub fn group_rows(ty: GgmlType) -> Option<usize> {
+    match ty {
+        GgmlType::Q4_0 => Some(R),
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => Some(RK),
+        _ => None,
+    }
+}
+
+/// Rows of an `m`-row matrix of type `ty` that lie in whole groups (the rest stay in place).
+pub(crate) fn full_rows(ty: GgmlType, m: usize) -> usize {
+    let g = group_rows(ty).unwrap_or(1);
+    m / g * g
+}
+
+/// Repack `m` rows of `k` values of type `ty` stored in place in `data` (groups in parallel), or
+/// `None` if the type has no repacked layout or the matrix has fewer rows than one group.
+pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked> {
+    let g = group_rows(ty)?;
+    let rb = ty.row_bytes(k as u64)? as usize;
+    if m < g || !k.is_multiple_of(ty.block_size()) || data.len() != m * rb {
+        return None;
+    }
+    if ty != GgmlType::Q4_0 {
+        return Some(repack_blocks(ty, data, m, k, g));
+    }
+    let nb = k / 32;
+    let mut buf = vec![0u64; data.len().div_ceil(8)];
+    let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..data.len()];
+    let src: &[BlockQ4_0] = bytemuck::cast_slice(data);
+    let full = m / R * R;
+    let (groups, tail) = out.split_at_mut(full * nb * 18);
+    let groups: &mut [BlockQ4_0x8] = bytemuck::cast_slice_mut(groups);
+    groups.par_chunks_mut(nb).enumerate().for_each(|(g, dst)| {
+        for (b, o) in dst.iter_mut().enumerate() {
+            for r in 0..R {
+                let s = &src[(g * R + r) * nb + b];
+                o.d[r] = s.d;
+                for c in 0..4 {
+                    o.qs[32 * c + 4 * r..][..4].copy_from_slice(&s.qs[4 * c..4 * c + 4]);
+                }
+            }
+        }
+    });
+    tail.copy_from_slice(&data[full * nb * 18..]);
+    Some(Repacked {
+        ty,
+        buf,
+        len: data.len(),
+    })
+}
+
+/// The block-interleaved layout: block `b` of row `g·RK + r` at block index `(g·nb + b)·RK + r`.
+fn repack_blocks(ty: GgmlType, data: &[u8], m: usize, k: usize, g: usize) -> Repacked {
+    let (bb, nb) = (ty.type_size(), k / ty.block_size());
+    let mut buf = vec![0u64; data.len().div_ceil(8)];
+    let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..data.len()];
+    let full = m / g * g;
+    let (groups, tail) = out.split_at_mut(full * nb * bb);
+    groups
+        .par_chunks_mut(g * nb * bb)
+        .enumerate()
+        .for_each(|(gi, dst)| {
+            for r in 0..g {
+                let src = &data[(gi * g + r) * nb * bb..][..nb * bb];
+                for (b, blk) in src.chunks_exact(bb).enumerate() {
+                    dst[(b * g + r) * bb..][..bb].copy_from_slice(blk);
+                }
+            }
+        });
+    tail.copy_from_slice(&data[full * nb * bb..]);
+    Repacked {
+        ty,
+        buf,
+        len: data.len(),
+    }
+}
+
+/// Row `j` of a repacked matrix of `m` rows of `k` values, dequantized into `out[..k]`.
+pub(crate) fn row_to_f32(rp: &Repacked, m: usize, k: usize, j: usize, out: &mut [f32]) {
+    let ty = rp.ty;
+    let (bv, bb, nb) = (ty.block_size(), ty.type_size(), k / ty.block_size());
+    if ty == GgmlType::Q4_0 {
+        for_each_block(rp, m, nb, j, |b, blk| {
+            blk.dequantize(&mut out[b * 32..(b + 1) * 32])
+        });
+        return;
+    }
+    let full = full_rows(ty, m);
+    let Some(t) = crate::quant::traits(ty) else {
+        return;
+    };
+    for b in 0..nb {
+        let at = if j < full {
+            (j / RK * RK * nb + b * RK + j % RK) * bb
+        } else {
+            (j * nb + b) * bb
+        };
+        (t.to_f32)(&rp.data()[at..at + bb], &mut out[b * bv..(b + 1) * bv]);
+    }
+}
+
+/// Row `j`'s blocks in the plain layout, from a repacked Q4_0 matrix of `m` rows of `nb`
+/// blocks: `f(b, block)` for every block `b` in order.
+fn for_each_block(
+    rp: &Repacked,
+    m: usize,
+    nb: usize,
+    j: usize,
+    mut f: impl FnMut(usize, &BlockQ4_0),
+) {
+    let full = m / R * R;
+    let (groups, tail) = rp.data().split_at(full * nb * 18);
+    if j < full {
+        let groups: &[BlockQ4_0x8] = bytemuck::cast_slice(groups);
+        let r = j % R;
+        for (b, g) in groups[j / R * nb..][..nb].iter().enumerate() {
+            f(b, &unpack(g, r));
+        }
+    } else {
+        let tail: &[BlockQ4_0] = bytemuck::cast_slice(tail);
+        for (b, blk) in tail[(j - full) * nb..][..nb].iter().enumerate() {
+            f(b, blk);
+        }
+    }
+}
+
+/// Row `r`'s block out of an interleaved block.
+#[inline(always)]
+pub(crate) fn unpack(g: &BlockQ4_0x8, r: usize) -> BlockQ4_0 {
+    let mut qs = [0u8; 16];
+    for c in 0..4 {
+        qs[4 * c..4 * c + 4].copy_from_slice(&g.qs[32 * c + 4 * r..][..4]);
+    }
+    BlockQ4_0 { d: g.d[r], qs }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decode traversal over a repacked matrix, shared by every path.
+
+/// One path's kernel for a group of eight rows: `y[r] = W[row r] · x` for the group's `nb`
+/// interleaved blocks at `w`, against one split-layout activation row.
+pub(crate) trait GroupDot {
+    /// # Safety
+    /// The CPU runs the kernel's ISA; `nb` blocks at `w`; the activation row holds `nb` blocks.
+    unsafe fn dot8(w: *const BlockQ4_0x8, nb: usize, x: Q8Row) -> [f32; R];
+}
+
+/// The repacked Q4_0 decode of weight rows `rows` (whole groups, then leftover rows) against
+/// split-layout activation rows ([`super::SplitActs`]), with `D`'s group kernel. Leftover rows
+/// go through [`plain_row_split`].
+///
+/// # Safety
+/// As [`Decoder::rows`]: `job.w` is a [`Repacked`] Q4_0 matrix of `job.out.m` rows; `rows`
+/// starts at a multiple of [`R`] or past the last full group.
+#[inline(always)]
+pub(crate) unsafe fn rows_split<D: GroupDot>(job: &Job<'_>, rows: Range<usize>) {
+    let (m, nb) = (job.out.m, job.k / 32);
+    let full = m / R * R;
+    let acts = super::SplitActs::new(job.x, job.x_stride, nb);
+    let groups = job.w.as_ptr() as *const BlockQ4_0x8;
+    let mut j = rows.start;
+    while j + R <= rows.end.min(full) {
+        let w = groups.add(j / R * nb);
+        for i in 0..job.n {
+            let v = D::dot8(w, nb, acts.row(i));
+            for (r, &v) in v.iter().enumerate() {
+                job.out.put(i, j + r, with_bias(v, job.bias, j + r));
+            }
+        }
+        j += R;
+    }
+    let tail = job.w.as_ptr().add(full * nb * 18) as *const BlockQ4_0;
+    for j in j.max(full)..rows.end {
+        let w = tail.add((j - full) * nb);
+        for i in 0..job.n {
+            let v = plain_row_split(w, nb, acts.row(i));
+            job.out.put(i, j, with_bias(v, job.bias, j));
+        }
+    }
+}
+
+/// One plain Q4_0 row against a split-layout activation row, bit-exact with
+/// [`QuantBlock::vec_dot`] (the leftover rows of a repacked matrix on the SIMD paths).
+///
+/// # Safety
+/// `nb` blocks at `w`, `nb` blocks in `x`.
+#[inline(always)]
+pub(crate) unsafe fn plain_row_split(w: *const BlockQ4_0, nb: usize, x: Q8Row) -> f32 {
+    block_lanes(nb, |b| {
+        let (a, xq) = (&*w.add(b), &(*x.qs.add(b)).0);
+        let mut isum = 0i32;
+        for k in 0..16 {
+            isum +=
+                (a.qs[k] & 0x0F) as i32 * xq[k] as i32 + (a.qs[k] >> 4) as i32 * xq[k + 16] as i32;
+        }
+        (f16_as_f32(a.d) * *x.d.add(b), isum - 8 * *x.s.add(b))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The portable decoder: the meaning of every SIMD one.
+
+/// The portable decode kernel of a repacked matrix of type `ty` (activations: plain blocks of
+/// the type's activation type).
+pub(crate) fn scalar_decoder(ty: GgmlType) -> Option<Decoder> {
+    fn lane<B: LaneDot>() -> Option<Decoder> {
+        Some(Decoder {
+            act: Some(plain_act::<B::VecDot>()),
+            rows: scalar_rows_lane::<B>,
+        })
+    }
+    match ty {
+        GgmlType::Q4_0 => Some(Decoder {
+            act: Some(plain_act::<BlockQ8_0>()),
+            rows: scalar_rows,
+        }),
+        GgmlType::Q4_K => lane::<BlockQ4_K>(),
+        GgmlType::Q5_K => lane::<BlockQ5_K>(),
+        GgmlType::Q6_K => lane::<BlockQ6_K>(),
+        _ => None,
+    }
+}
+
+/// Twin of every repacked K-quant kernel: each row's blocks, read from the interleaved groups,
+/// through [`crate::quant::lane_vec_dot_iter`] (the in-place reference's arithmetic).
+unsafe fn scalar_rows_lane<B: LaneDot>(job: &Job<'_>, rows: Range<usize>) {
+    let nb = job.k / B::BLOCK;
+    let full = full_rows(B::TYPE, job.out.m);
+    let w: &[B] = bytemuck::cast_slice(job.w);
+    let xb = nb * <B::VecDot as QuantBlock>::BYTES;
+    for j in rows {
+        let (first, step) = if j < full {
+            (j / RK * RK * nb + j % RK, RK)
+        } else {
+            (j * nb, 1)
+        };
+        for i in 0..job.n {
+            let x: &[B::VecDot] = bytemuck::cast_slice(&job.x[i * job.x_stride..][..xb]);
+            let v = lane_vec_dot_iter((0..nb).map(|b| &w[first + b * step]), x);
+            job.out.put(i, j, with_bias(v, job.bias, j));
+        }
+    }
+}
+
+/// The decode of weight rows `rows` of a block-interleaved matrix with a tile whose rows
+/// [`Tile::tile`] finds in that layout (`intdot::LaneTile::repacked`): each group's four rows
+/// side by side (one stream), every activation row, then the leftover rows one by one.
+///
+/// # Safety
+/// As [`Tile::tile`]; the caller owns columns `rows` of `job.out`; `rows` starts at a multiple
+/// of [`RK`] or past the last full group.
+#[inline(always)]
+pub(crate) unsafe fn rows_grouped<T: Tile>(t: T, job: &Job<'_>, full: usize, rows: Range<usize>) {
+    let (n, out, bias) = (job.n, job.out, job.bias);
+    let put = |i: usize, nx: usize, js: [usize; 4], rw: usize, v: [[f32; 4]; 4]| {
+        for (&j, row) in js.iter().zip(&v).take(rw) {
+            for (dt, val) in row.iter().enumerate().take(nx) {
+                out.put(i + dt, j, with_bias(*val, bias, j));
+            }
+        }
+    };
+    let mut j = rows.start;
+    while j + RK <= rows.end.min(full) {
+        let mut i = 0;
+        while i < n {
+            let nx = (n - i).min(T::MAX_NX);
+            let rw = T::width(nx).min(RK);
+            for r0 in (0..RK).step_by(rw) {
+                let js = std::array::from_fn(|r| j + r0 + r.min(rw - 1));
+                put(i, nx, js, rw, t.tile(rw, nx, js, i));
+            }
+            i += nx;
+        }
+        j += RK;
+    }
+    for j in j.max(full)..rows.end {
+        let mut i = 0;
+        while i < n {
+            let nx = (n - i).min(T::MAX_NX);
+            put(i, nx, [j; 4], 1, t.tile(1, nx, [j; 4], i));
+            i += nx;
+        }
+    }
+}
+
+/// Twin of every repacked Q4_0 kernel: each row's blocks in the order and arithmetic of
+/// [`BlockQ4_0::vec_dot`], read from the interleaved groups.
+unsafe fn scalar_rows(job: &Job<'_>, rows: Range<usize>) {
+    let (m, nb) = (job.out.m, job.k / 32);
+    let full = m / R * R;
+    let (groups, tail) = job.w.split_at(full * nb * 18);
+    let groups: &[BlockQ4_0x8] = bytemuck::cast_slice(groups);
+    let tail: &[BlockQ4_0] = bytemuck::cast_slice(tail);
+    for j in rows {
+        for i in 0..job.n {
+            let xr: &[BlockQ8_0] = bytemuck::cast_slice(&job.x[i * job.x_stride..][..nb * 34]);
+            let v = if j < full {
+                let (g, r) = (&groups[j / R * nb..][..nb], j % R);
+                block_lanes(nb, |b| {
+                    let (a, c) = (&g[b], &xr[b]);
+                    let mut isum = 0i32;
+                    for cc in 0..4 {
+                        for e in 0..4 {
+                            let q = a.qs[32 * cc + 4 * r + e];
+                            let k = 4 * cc + e;
+                            isum += ((q & 0x0F) as i32 - 8) * c.qs[k] as i32
+                                + ((q >> 4) as i32 - 8) * c.qs[k + 16] as i32;
+                        }
+                    }
+                    (a.d[r].to_f32() * c.d.to_f32(), isum)
+                })
+            } else {
+                BlockQ4_0::vec_dot(&tail[(j - full) * nb..][..nb], xr)
+            };
+            job.out.put(i, j, with_bias(v, job.bias, j));
+        }
+    }
+}
