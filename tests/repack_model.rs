@@ -44,7 +44,8 @@ fn prompt(image: u32) -> Vec<u32> {
 }
 
 /// A sequence, with one encoded one-tile image attached when the model has a vision tower and
-/// `image` (its cross-attention K/V go through the repacked cross-layer matrices).
+/// `image` (the cross layers attend to it through their repacked q/o; their K/V projections of
+/// the vision states stay in place).
 fn sequence(m: &Model, len: usize, image: bool) -> Sequence<&Model> {
     let mut seq = Sequence::new(m, len, sem());
     if let (true, Some(v), Some(vc)) = (image, m.vision.as_ref(), m.cfg.vision.as_ref()) {

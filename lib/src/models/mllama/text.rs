@@ -242,11 +242,27 @@ impl TextModel {
         let mut done: HashMap<(usize, usize), Mat> = HashMap::new();
         let mut mats: Vec<&mut Mat> = vec![&mut self.output];
         for layer in &mut self.layers {
-            let (q, k, v, o, mlp) = match layer {
-                Layer::SelfAttn(l) => (&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.mlp),
-                Layer::Cross(l) => (&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.mlp),
-            };
-            mats.extend([q, k, v, o, &mut mlp.gate, &mut mlp.up, &mut mlp.down]);
+            match layer {
+                Layer::SelfAttn(l) => mats.extend([
+                    &mut l.q,
+                    &mut l.k,
+                    &mut l.v,
+                    &mut l.o,
+                    &mut l.mlp.gate,
+                    &mut l.mlp.up,
+                    &mut l.mlp.down,
+                ]),
+                // Cross K/V only ever project an image's thousands of vision states
+                // (`cross_kv`), never a decode step: they keep the in-place layout, which the
+                // many-row kernels read.
+                Layer::Cross(l) => mats.extend([
+                    &mut l.q,
+                    &mut l.o,
+                    &mut l.mlp.gate,
+                    &mut l.mlp.up,
+                    &mut l.mlp.down,
+                ]),
+            }
         }
         let (mut count, mut bytes) = (0, 0);
         let path = crate::kernels::active_path();
