@@ -3,10 +3,13 @@
 //! the Q8_0 activation quantizer bit-identical to `BlockQ8_0::quantize`, `MLLAMA_SIMD` forcing,
 //! and no allocation in `matmul` once its `Scratch` is warm.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
+use common::rnd;
 use mllama::kernels::tensor::Mat;
 use mllama::kernels::{self, matmul, matmul_with, with_path, Path, Regime, Scratch};
 use mllama::quant::{convert_f32, dequantize, BlockQ8_0, QuantBlock};
@@ -62,18 +65,6 @@ fn shared() -> RwLockReadGuard<'static, ()> {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-fn rnd(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 const ALL_TYPES: [GgmlType; 11] = [
     GgmlType::F32,

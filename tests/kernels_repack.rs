@@ -3,22 +3,13 @@
 //! multiple of the group, odd counts, 1–4 and more activation rows, with and without bias), and
 //! the rows read back from the repacked layout are the in-place rows.
 
+mod common;
+
+use common::rnd;
 use mllama::kernels::tensor::Mat;
 use mllama::kernels::{matmul_with, repack, with_path, Path, Regime, Scratch};
 use mllama::quant::convert_f32;
 use mllama::GgmlType;
-
-fn rnd(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
 
 fn make(ty: GgmlType, m: usize, k: usize, seed: u64) -> Mat {
     let wf = rnd(m * k, seed);

@@ -224,3 +224,16 @@ pub fn worst(diffs: impl IntoIterator<Item = f32>) -> f32 {
         w.max(d)
     })
 }
+
+/// `n` pseudo-random values in [−1, 1) from `seed` (xorshift64): test data for the kernel tests.
+pub fn rnd(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
