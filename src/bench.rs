@@ -81,6 +81,13 @@ pub struct BenchResult {
     pub vision_tiles: usize,
     /// Vision tower + projector time for one image of `vision_tiles` tiles, ms.
     pub vision_ms_per_image: Option<f64>,
+    /// The precision the tower ran in (`f32`, `int8`).
+    pub vision_precision: Option<String>,
+    /// Preparing the vision weights for that precision before the image (int8: quantizing
+    /// them into memory), ms; not part of `vision_ms_per_image`.
+    pub vision_prepare_ms: Option<f64>,
+    /// Bytes of those in-memory weights.
+    pub vision_prepared_bytes: u64,
     /// Writing the image's cross K/V to a vision cache directory (in the caches' precision), ms.
     pub disk_write_ms: Option<f64>,
     /// Reading it back (a `cache=disk` hit: read, checksum, widen to f32), ms.
@@ -145,12 +152,20 @@ impl BenchResult {
         if self.vision_ms_per_image.is_some() {
             m.insert("vision_tiles".into(), json!(self.vision_tiles));
         }
+        if let Some(p) = &self.vision_precision {
+            m.insert("vision_precision".into(), json!(p));
+            m.insert(
+                "vision_prepared_bytes".into(),
+                json!(self.vision_prepared_bytes),
+            );
+        }
         let mut opt = |k: &str, v: Option<f64>| {
             if let Some(v) = v {
                 m.insert(k.into(), json!(v));
             }
         };
         opt("vision_ms_per_image", self.vision_ms_per_image);
+        opt("vision_prepare_ms", self.vision_prepare_ms);
         opt("vision_gflops", self.vision_gflops);
         opt(
             "vision_fraction_of_fma_peak",
@@ -202,10 +217,20 @@ impl BenchResult {
         ];
         if let (Some(ms), Some(g)) = (self.vision_ms_per_image, self.vision_gflops) {
             l.push(format!(
-                "vision       {ms:.0} ms per image ({} tiles), {g:.1} GFLOP/s = {:.0}% of FMA peak",
+                "vision       {ms:.0} ms per image ({} tiles, {}), {g:.1} GFLOP/s = {:.0}% of FMA peak",
                 self.vision_tiles,
+                self.vision_precision.as_deref().unwrap_or("f32"),
                 100.0 * g / self.fma_peak_gflops
             ));
+            if let Some(p) = self
+                .vision_prepare_ms
+                .filter(|_| self.vision_prepared_bytes > 0)
+            {
+                l.push(format!(
+                    "vision prep  {p:.0} ms: weights quantized into {:.0} MiB",
+                    self.vision_prepared_bytes as f64 / (1 << 20) as f64
+                ));
+            }
         }
         if let Some(ms) = self.cross_kv_ms {
             l.push(format!("cross K/V    {ms:.0} ms per image"));
@@ -404,6 +429,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
             if !crate::model_arg::options().no_repack {
                 m.repack();
             }
+            m.set_vision_precision(crate::model_arg::options().vision_precision);
             m
         }
         (None, Some(path)) => {
@@ -473,6 +499,10 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
             .map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0)
             .collect();
         if want_vision {
+            r.vision_precision = Some(model.vision_precision().name().to_string());
+            let (bytes, prepare_s) = tower.prepare();
+            r.vision_prepare_ms = Some(prepare_s * 1e3);
+            r.vision_prepared_bytes = bytes as u64;
             let t = Instant::now();
             let out = tower.forward(&px, ar_id, n_tiles, Semantics::default().taps);
             let s = t.elapsed().as_secs_f64();

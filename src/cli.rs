@@ -249,6 +249,18 @@ fn print_stats(s: &Session, load_s: f64) {
             bytes as f64 / (1 << 20) as f64
         )),
     }
+    if !st.images.is_empty() {
+        let m = s.model();
+        let prepare: f64 = st.images.iter().map(|im| im.prepare_s).sum();
+        l.push(match m.vision_prepared_bytes() {
+            0 => format!("vision precision {}", m.vision_precision().name()),
+            b => format!(
+                "vision precision {} (weights quantized into {:.0} MiB in {prepare:.2} s)",
+                m.vision_precision().name(),
+                b as f64 / (1 << 20) as f64
+            ),
+        });
+    }
     for (i, im) in st.images.iter().enumerate() {
         let what = match im.source {
             ImageSource::Miss => format!(

@@ -39,6 +39,11 @@ pub struct EvalStats {
     pub load_s: f64,
     /// Decoding and preprocessing each image.
     pub preprocess_s: Vec<f64>,
+    /// The vision tower's precision (`f32`, `int8`), when images were encoded.
+    pub vision_precision: Option<&'static str>,
+    /// Preparing the vision weights for that precision (int8: quantizing them into memory),
+    /// before the first image; not part of `vision_s`.
+    pub vision_prepare_s: f64,
     /// Vision tower + projector of each image.
     pub vision_s: Vec<f64>,
     /// Cross-attention K/V of each image.
@@ -149,6 +154,8 @@ pub fn run(req: &EvalRequest) -> Result<EvalStats, Error> {
     let mut states = Vec::new();
     let mut features = Vec::new();
     if let Some((tower, _)) = vision {
+        stats.vision_precision = Some(model.vision_precision().name());
+        stats.vision_prepare_s = tower.prepare().1;
         for im in &pre {
             let t = Instant::now();
             let out = tower.forward(
@@ -275,6 +282,12 @@ impl EvalStats {
     pub fn summary(&self) -> String {
         let ms = |s: f64| s * 1e3;
         let mut lines = vec![format!("load {:.1} ms", ms(self.load_s))];
+        if let Some(p) = self.vision_precision {
+            lines.push(format!(
+                "vision precision {p} (preparing the weights {:.1} ms)",
+                ms(self.vision_prepare_s)
+            ));
+        }
         for (i, ((p, v), c)) in self
             .preprocess_s
             .iter()

@@ -39,6 +39,11 @@ struct Cli {
     /// decode; the same results).
     #[arg(long, global = true)]
     no_repack: bool,
+    /// Arithmetic of the vision tower and projector: auto (f32 for float files; for quantized
+    /// files int8 where this CPU has fast integer dot products: AVX-512 VNNI, NEON dotprod), f32,
+    /// or int8 (weights quantized into memory once, about 1.1 bytes per weight).
+    #[arg(long, global = true, default_value = "auto", value_name = "PRECISION", value_parser = ["auto", "f32", "int8", "int16"])]
+    vision_precision: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -212,6 +217,7 @@ fn run(cli: Cli) -> mllama::Result<()> {
         cli.layout.as_deref(),
         &cli.era1_cross_qk,
         cli.no_repack,
+        &cli.vision_precision,
     )?;
     pool.install(|| run_command(cli.cmd))
 }

@@ -1,23 +1,30 @@
 //! `-m MODEL`: a GGUF file or an Ollama model name, with the options every command shares
-//! (`--mmproj`, `--layout`, `--no-repack`), set once by `main`.
+//! (`--mmproj`, `--layout`, `--no-repack`, `--vision-precision`), set once by `main`.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use mllama::models::mllama::ollama::Layout;
 use mllama::models::mllama::open::OpenOptions;
-use mllama::{Error, Model};
+use mllama::{Error, Model, VisionPrecision};
 
 static OPTIONS: OnceLock<OpenOptions> = OnceLock::new();
 
-/// Record `--mmproj`, `--layout`, `--era1-cross-qk` and `--no-repack` (called once, before any
+/// Record `--mmproj`, `--layout`, `--era1-cross-qk`, `--no-repack` and `--vision-precision` (called once, before any
 /// command runs).
 pub fn set(
     projector: Option<PathBuf>,
     layout: Option<&str>,
     era1_cross_qk: &str,
     no_repack: bool,
+    vision_precision: &str,
 ) -> Result<(), Error> {
+    let vision_precision = VisionPrecision::parse(vision_precision).ok_or_else(|| {
+        Error::bad_argument(
+            "vision-precision",
+            format!("--vision-precision {vision_precision}: expected auto, f32, int8 or int16"),
+        )
+    })?;
     let layout = match layout {
         None => None,
         Some(s) => Some(Layout::parse(s).ok_or_else(|| {
@@ -33,6 +40,7 @@ pub fn set(
         store: None,
         era1_cross_qk_hf: era1_cross_qk == "hf",
         no_repack,
+        vision_precision,
     });
     Ok(())
 }

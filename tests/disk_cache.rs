@@ -34,6 +34,7 @@ fn settings(model: &Model, cache: CachePrecision) -> EntrySettings {
         taps: TapConvention::LayerInput,
         half: cache.half(&model.text),
         kernels: mllama::kernels::simd_name(),
+        vision: model.vision_precision(),
     }
 }
 
@@ -406,6 +407,12 @@ fn keys_depend_on_image_model_and_settings() {
         ..s
     };
     assert_ne!(k, entry_key(&id, &path, b"image"));
+    let other = match s.vision {
+        mllama::VisionPrecision::Int8 => mllama::VisionPrecision::F32,
+        _ => mllama::VisionPrecision::Int8,
+    };
+    let vision = EntrySettings { vision: other, ..s };
+    assert_ne!(k, entry_key(&id, &vision, b"image"));
     // The model identity is stable, and changes with the weights.
     assert_eq!(model_identity(m1.gguf()), model_identity(demo().gguf()));
     let f = m1.gguf();

@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use mllama::engine::sequence::Sequence;
-use mllama::models::mllama::{Model, Semantics, TapConvention};
+use mllama::models::mllama::{Model, Semantics, TapConvention, VisionPrecision};
 use mllama::text::sampling::argmax;
 
 use std::collections::HashMap;
@@ -315,4 +315,77 @@ fn layer_output_taps_match_hf5() {
         checked, want,
         "cases checked against output_taps references"
     );
+}
+
+/// The vision tower in a fast precision on the F32 files, against HF: cross-attention states
+/// within relative L2 `states_bound`, the last prompt position's logits within 2e-2, and
+/// free-running greedy ids equal to HF's wherever HF's top-2 margin at the step exceeds our
+/// largest logit error there (issue 14's fidelity bound is `states_bound` = 1e-2). The text side
+/// stays f32, so every difference comes from the tower.
+fn vision_fidelity(prec: VisionPrecision, states_bound: f64) {
+    let mut report = Vec::new();
+    let mut seen = 0;
+    for c in cases() {
+        let reference = load_safetensors(&c.dir.join("reference.safetensors"));
+        if !reference.contains_key("pixel_values") {
+            continue;
+        }
+        seen += 1;
+        let mut model = Model::load(converted(&c.model_dir, "f32")).unwrap();
+        model.set_vision_precision(prec);
+        assert_eq!(model.vision_precision(), prec);
+        let name = name(&c);
+        let want = &reference["greedy_ids"].i;
+        let n_new = want.len();
+        let out = run(&model, &reference, Semantics::default(), n_new);
+        let cs = tensor(&reference, "cross_attention_states", &name);
+        let rs = rel_l2(&out.states, &cs.f);
+        let v = model.text.cfg.vocab_size;
+        let lf = &reference["logits"].f;
+        let rl = rel_l2(&out.logits[out.logits.len() - v..], &lf[lf.len() - v..]);
+        let p = prec.name();
+        assert!(
+            rs <= states_bound,
+            "{name}: {p} cross states relative L2 {rs}"
+        );
+        assert!(rl <= 2e-2, "{name}: {p} last logits relative L2 {rl}");
+        // Greedy: equal up to the first step where HF's top-2 margin is within our error there.
+        let ids = &reference["greedy_step_topk_ids"];
+        let lg = &reference["greedy_step_topk_logits"];
+        let k = ids.shape[1];
+        let mut agreed = 0;
+        for (s, (&ours, &theirs)) in out.greedy.iter().zip(want).enumerate() {
+            let err = (0..k)
+                .map(|j| (out.step_logits[s][ids.i[s * k + j] as usize] - lg.f[s * k + j]).abs())
+                .fold(0f32, f32::max);
+            let margin = lg.f[s * k] - lg.f[s * k + 1];
+            if ours != theirs {
+                assert!(
+                    margin <= err,
+                    "{name}: {p} greedy step {s}: {ours} ≠ HF's {theirs} with margin {margin} > error {err}"
+                );
+                break;
+            }
+            agreed += 1;
+        }
+        report.push(format!(
+            "{name:<44} {p} vision: cross states rel L2 {rs:.2e}, last logits rel L2 {rl:.2e}, greedy {agreed}/{n_new}"
+        ));
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(seen > 0, "no image case");
+}
+
+/// 12-bit integer products (what `auto` picks for quantized files on AVX-512 VNNI) meet issue
+/// 14's bound.
+#[test]
+fn int16_vision_is_close_to_hf() {
+    vision_fidelity(VisionPrecision::Int16, 1e-2);
+}
+
+/// int8 products (`--vision-precision int8`, never picked by `auto`): measured 1.5–1.8% on the
+/// cross-attention states, over the 1% bound; held to 2.5%.
+#[test]
+fn int8_vision_is_close_to_hf() {
+    vision_fidelity(VisionPrecision::Int8, 2.5e-2);
 }

@@ -75,5 +75,5 @@ pub use error::{Error, GgufError, Limit, OllamaError, Result};
 pub use format::dtype::GgmlType;
 pub use models::mllama::disk_cache::{CacheWarning, DiskCache};
 pub use models::mllama::image_cache::{EncodedImage, ImageCache, ImageSource};
-pub use models::mllama::{CachePrecision, Model, Semantics, TapConvention};
+pub use models::mllama::{CachePrecision, Model, Semantics, TapConvention, VisionPrecision};
 pub use text::sampling::SamplingParams;

@@ -211,6 +211,9 @@ pub struct ImageStats {
     pub cross_kv_s: f64,
     /// Seconds reading the disk entry (a disk hit) or writing it (a miss with a disk cache).
     pub disk_s: f64,
+    /// Seconds preparing the vision weights for the tower's precision before this image (int8:
+    /// quantized into memory once per model), not part of `vision_s`.
+    pub prepare_s: f64,
 }
 
 /// One generated token and the text it completes (possibly empty: a multi-byte character split
@@ -554,6 +557,7 @@ impl Session {
             taps: self.opts.semantics.taps,
             half: self.opts.semantics.cache.half(&self.model.text),
             kernels: crate::kernels::simd_name(),
+            vision: self.model.vision_precision(),
         };
         let disk = match &mut self.disk {
             Some((cache, identity)) => {
@@ -583,6 +587,7 @@ impl Session {
             vision_s: found.encode.vision_s,
             cross_kv_s: found.encode.cross_kv_s,
             disk_s: found.disk_s,
+            prepare_s: found.encode.prepare_s,
         });
         self.pending.push(found.image);
         Ok(())

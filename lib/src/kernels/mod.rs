@@ -81,6 +81,8 @@
 
 pub mod attention;
 mod gemm;
+pub mod i16gemm;
+pub mod igemm;
 pub(crate) mod intdot;
 pub(crate) mod isa;
 mod pack;

@@ -104,6 +104,8 @@ pub struct EntrySettings {
     /// The kernel path ([`crate::kernels::simd_name`]): float sums may round differently per
     /// path, so an entry is only reused on the path that made it.
     pub kernels: &'static str,
+    /// The vision tower's precision, resolved ([`crate::Model::vision_precision`]).
+    pub vision: crate::VisionPrecision,
 }
 
 /// The key of an entry: SHA-256 over a format tag, the model identity, the settings and the image
@@ -113,7 +115,7 @@ pub fn entry_key(identity: &[u8; 32], s: &EntrySettings, image: &[u8]) -> [u8; 3
     let mut h = Sha256::new();
     h.update(b"mllama vision cache v1");
     h.update(identity);
-    h.update([s.taps as u8, s.half as u8]);
+    h.update([s.taps as u8, s.half as u8, s.vision as u8]);
     h.update((s.kernels.len() as u32).to_le_bytes());
     h.update(s.kernels.as_bytes());
     h.update(image);

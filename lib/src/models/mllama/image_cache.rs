@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::image::{self, ImageLimits};
 use crate::models::mllama::config::VisionConfig;
 use crate::models::mllama::disk_cache::{self, CacheWarning, DiskCache, EntrySettings, Layout};
-use crate::models::mllama::{preprocess, Model, TapConvention};
+use crate::models::mllama::{preprocess, Model, TapConvention, VisionPrecision};
 use crate::Error;
 
 /// Default bound of the image cache: 2 GiB of cross-attention K/V (about 5 images of the 11B
@@ -43,6 +43,9 @@ pub struct EncodeStats {
     pub vision_s: f64,
     /// Seconds spent computing the cross-attention K/V of every cross layer.
     pub cross_kv_s: f64,
+    /// Seconds spent preparing the tower's weights for its precision before this image (int8:
+    /// quantizing them into memory, once per model; 0 otherwise).
+    pub prepare_s: f64,
 }
 
 /// Where an image's K/V came from ([`ImageCache::lookup`]).
@@ -187,21 +190,22 @@ impl ImageCache {
         }
     }
 
-    /// The cache key of image bytes under a tap convention: SHA-256 of the convention byte
-    /// followed by the file bytes (the same picture re-encoded as another file is another key).
-    pub fn key(bytes: &[u8], taps: TapConvention) -> [u8; 32] {
+    /// The cache key of image bytes under a tap convention and a (resolved) vision precision:
+    /// SHA-256 of the convention and precision bytes followed by the file bytes (the same
+    /// picture re-encoded as another file is another key).
+    pub fn key(bytes: &[u8], taps: TapConvention, vision: VisionPrecision) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update([taps as u8]);
+        h.update([taps as u8, vision as u8]);
         h.update(bytes);
         h.finalize().into()
     }
 
     /// The key of an image read back from an f16 disk entry: its values are f16-rounded, right
     /// for half-precision caches only, so it is kept apart from exact encodings.
-    fn rounded_key(bytes: &[u8], taps: TapConvention) -> [u8; 32] {
+    fn rounded_key(bytes: &[u8], taps: TapConvention, vision: VisionPrecision) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"f16-rounded");
-        h.update([taps as u8]);
+        h.update([taps as u8, vision as u8]);
         h.update(bytes);
         h.finalize().into()
     }
@@ -257,7 +261,7 @@ impl ImageCache {
             path: model.gguf().path().to_path_buf(),
             msg: "no image preprocessing configuration".into(),
         })?;
-        let key = Self::key(bytes, taps);
+        let key = Self::key(bytes, taps, model.vision_precision());
         if let Some(im) = self.get(&key) {
             return Ok((im, None));
         }
@@ -296,7 +300,11 @@ impl ImageCache {
             msg: "no image preprocessing configuration".into(),
         })?;
         let taps = settings.taps;
-        let (exact, rounded) = (Self::key(bytes, taps), Self::rounded_key(bytes, taps));
+        let vision = model.vision_precision();
+        let (exact, rounded) = (
+            Self::key(bytes, taps, vision),
+            Self::rounded_key(bytes, taps, vision),
+        );
         let found = match self.get(&exact) {
             Some(im) => Some(im),
             None if settings.half => self.get(&rounded),

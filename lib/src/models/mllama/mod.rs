@@ -95,6 +95,71 @@ impl CachePrecision {
     }
 }
 
+/// Arithmetic of the vision tower's and projector's matrix products (`--vision-precision`).
+///
+/// ```
+/// use mllama::kernels::Path;
+/// use mllama::VisionPrecision as P;
+///
+/// // Float files keep exact f32; a quantized file gets 16-bit integer products where the CPU
+/// // has a dot-product instruction for them that beats its f32 FMA (AVX-512 VNNI).
+/// assert_eq!(P::Auto.resolve(false, Path::Avx512), P::F32);
+/// assert_eq!(P::Auto.resolve(true, Path::Avx512), P::Int16);
+/// assert_eq!(P::Auto.resolve(true, Path::Avx2), P::F32);
+/// assert_eq!(P::Int8.resolve(false, Path::Scalar), P::Int8);
+/// assert_eq!(P::parse("int8"), Some(P::Int8));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum VisionPrecision {
+    /// [`VisionPrecision::F32`] for float files (F32/F16/BF16 text matrices: results within
+    /// float rounding of the reference); for quantized files the fastest precision of the kernel
+    /// path that holds the fidelity bound ([`VisionPrecision::resolve`]).
+    #[default]
+    Auto,
+    /// f32 arithmetic (weights of any stored type widened to f32 as they are used).
+    F32,
+    /// Weights quantized once to int8 per block of values (kept in memory), activations
+    /// quantized per row and block at every product, integer dot products
+    /// ([`crate::kernels::igemm`]). The fastest, and the least faithful: it moves the fixture
+    /// models' cross-attention states by 1.5–1.8% (relative L2), so `Auto` does not pick it.
+    Int8,
+    /// Weights (once, kept in memory) and activations quantized to 12-bit integers per block of
+    /// values, exact 32-bit integer dot products ([`crate::kernels::i16gemm`]): within 0.1% of
+    /// f32 on the fixtures, twice the multiply-adds per instruction of an f32 FMA with AVX-512
+    /// VNNI (`vpdpwssd`).
+    Int16,
+}
+
+impl VisionPrecision {
+    /// The precision a pass runs in: `Auto` resolved for a file whose text matrices are
+    /// `quantized` on kernel `path` (int16 where it is measured faster than f32 — the `avx512`
+    /// path — else f32), anything else as asked.
+    pub fn resolve(self, quantized: bool, path: crate::kernels::Path) -> VisionPrecision {
+        use crate::kernels::Path;
+        match self {
+            VisionPrecision::Auto if quantized && path == Path::Avx512 => VisionPrecision::Int16,
+            VisionPrecision::Auto => VisionPrecision::F32,
+            p => p,
+        }
+    }
+
+    /// `auto`, `f32`, `int8` or `int16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VisionPrecision::Auto => "auto",
+            VisionPrecision::F32 => "f32",
+            VisionPrecision::Int8 => "int8",
+            VisionPrecision::Int16 => "int16",
+        }
+    }
+
+    /// Parse a [`VisionPrecision::name`].
+    pub fn parse(s: &str) -> Option<VisionPrecision> {
+        use VisionPrecision::*;
+        [Auto, F32, Int8, Int16].into_iter().find(|p| p.name() == s)
+    }
+}
+
 /// The vision tower's intermediate features ("taps") are taken at local layers
 /// `intermediate_layers_indices`; implementations disagree on which side of the layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -414,6 +479,7 @@ impl Model {
     /// ```
     pub fn open(model: impl AsRef<Path>, opts: &open::OpenOptions) -> Result<Model, Error> {
         let mut model = Self::from_file_set(open::file_set(model.as_ref(), opts)?)?;
+        model.set_vision_precision(opts.vision_precision);
         if !opts.no_repack {
             model.repack();
         }
@@ -433,6 +499,29 @@ impl Model {
         (n, bytes)
     }
 
+    /// Ask for the vision tower's precision ([`VisionPrecision::Auto`] by default, also
+    /// [`open::OpenOptions::vision_precision`]). An int8 precision quantizes the vision weights
+    /// into memory before the first image ([`Model::vision_prepared_bytes`]).
+    pub fn set_vision_precision(&mut self, p: VisionPrecision) {
+        let quantized = self.text.quantized();
+        if let Some(v) = &mut self.vision {
+            v.set_precision(p, quantized);
+        }
+    }
+
+    /// The precision images are encoded in on the calling thread's kernel path (`F32` or `Int8`;
+    /// `F32` for a text-only model).
+    pub fn vision_precision(&self) -> VisionPrecision {
+        self.vision
+            .as_ref()
+            .map_or(VisionPrecision::F32, |v| v.precision())
+    }
+
+    /// Bytes of in-memory vision weights the precision built (int8 copies), 0 if none yet.
+    pub fn vision_prepared_bytes(&self) -> usize {
+        self.vision.as_ref().map_or(0, |v| v.prepared_bytes())
+    }
+
     /// What [`Model::repack`] did: matrices and bytes repacked, and the seconds it took (zeros
     /// when the weights stayed in place).
     pub fn repack_stats(&self) -> (usize, usize, f64) {
@@ -449,6 +538,10 @@ impl Model {
             None => None,
         };
         let text = text::TextModel::load(&l, &cfg)?;
+        let mut vision = vision;
+        if let Some(v) = &mut vision {
+            v.set_precision(VisionPrecision::Auto, text.quantized());
+        }
         // Files without tokenizer data (synthetic benchmark models) load without one.
         let tokenizer = if file.get(crate::format::keys::TOK_TOKENS).is_some() {
             Some(crate::text::tokenizer::Tokenizer::from_gguf(&file)?)
@@ -564,6 +657,7 @@ impl Model {
         let (tower, vc) = self
             .vision_tower()
             .expect("encode_image needs a model with a vision tower");
+        let (_, prepare_s) = tower.prepare();
         let t = std::time::Instant::now();
         let out = tower.forward(&pre.pixel_values, pre.aspect_ratio_id, pre.num_tiles, taps);
         let vision_s = t.elapsed().as_secs_f64();
@@ -579,6 +673,7 @@ impl Model {
         let took = crate::models::mllama::image_cache::EncodeStats {
             vision_s,
             cross_kv_s: t.elapsed().as_secs_f64(),
+            prepare_s,
         };
         (image, took)
     }

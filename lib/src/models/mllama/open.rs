@@ -62,6 +62,9 @@ pub struct OpenOptions {
     /// Keep every weight in place in the memory map instead of repacking the decoder's matrices
     /// into row-interleaved layouts at load ([`crate::Model::repack`]; `--no-repack`).
     pub no_repack: bool,
+    /// Arithmetic of the vision tower ([`crate::Model::set_vision_precision`];
+    /// `--vision-precision`).
+    pub vision_precision: crate::VisionPrecision,
 }
 
 /// Where the chat template came from.

@@ -18,25 +18,90 @@
 //!  → projector (+ bias)           [T·P, H]
 //! ```
 
+use std::sync::OnceLock;
+
+use crate::kernels::i16gemm::{matmul_i16, I16Mat};
+use crate::kernels::igemm::{matmul_i8, I8Mat};
 use crate::kernels::tensor::Mat;
-use crate::kernels::{matmul, matmul_bias, Scratch};
-use crate::models::mllama::{gate, Loader, ModelConfig, TapConvention, VisionConfig};
+use crate::kernels::{matmul_with, Regime, Scratch};
+use crate::models::mllama::{
+    gate, Loader, ModelConfig, TapConvention, VisionConfig, VisionPrecision,
+};
 use crate::nn::{self, Heads, KeysValues, Mask};
 use crate::Error;
+
+/// A matrix of the tower or projector: its weights in the memory map, and their integer copy
+/// ([`I8Mat`], [`I16Mat`]) once a pass in that precision needs it.
+pub struct Linear {
+    w: Mat,
+    int8: OnceLock<I8Mat>,
+    int16: OnceLock<I16Mat>,
+}
+
+impl Linear {
+    fn new(w: Mat) -> Self {
+        Linear {
+            w,
+            int8: OnceLock::new(),
+            int16: OnceLock::new(),
+        }
+    }
+
+    /// The int8 copy, built on first use.
+    fn int8(&self) -> &I8Mat {
+        self.int8.get_or_init(|| I8Mat::new(&self.w))
+    }
+
+    /// The int16 copy, built on first use.
+    fn int16(&self) -> &I16Mat {
+        self.int16.get_or_init(|| I16Mat::new(&self.w))
+    }
+
+    /// Build the copy `prec` reads (if any), returning its bytes.
+    fn prepare(&self, prec: VisionPrecision) -> usize {
+        match prec {
+            VisionPrecision::Int8 => self.int8().nbytes(),
+            VisionPrecision::Int16 => self.int16().nbytes(),
+            _ => 0,
+        }
+    }
+
+    /// Bytes of the copies built so far.
+    fn prepared_bytes(&self) -> usize {
+        self.int8.get().map_or(0, I8Mat::nbytes) + self.int16.get().map_or(0, I16Mat::nbytes)
+    }
+
+    /// `y[n, m] = x[n, k] · Wᵀ (+ b)` in `prec` (resolved: not `Auto`).
+    fn forward(
+        &self,
+        prec: VisionPrecision,
+        b: Option<&[f32]>,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        sc: &mut Scratch,
+    ) {
+        match prec {
+            VisionPrecision::Int16 => matmul_i16(self.int16(), b, x, n, y),
+            VisionPrecision::Int8 => matmul_i8(self.int8(), b, x, n, y),
+            _ => matmul_with(&self.w, b, x, n, y, sc, Regime::Auto),
+        }
+    }
+}
 
 /// One encoder layer (local layers have no gates).
 pub struct EncoderLayer {
     ln1_w: Vec<f32>,
     ln1_b: Vec<f32>,
-    q: Mat, // [D, D]
-    k: Mat, // [D, D]
-    v: Mat, // [D, D]
-    o: Mat, // [D, D]
+    q: Linear, // [D, D]
+    k: Linear, // [D, D]
+    v: Linear, // [D, D]
+    o: Linear, // [D, D]
     ln2_w: Vec<f32>,
     ln2_b: Vec<f32>,
-    fc1: Mat, // [F, D]
+    fc1: Linear, // [F, D]
     fc1_b: Vec<f32>,
-    fc2: Mat, // [D, F]
+    fc2: Linear, // [D, F]
     fc2_b: Vec<f32>,
     /// tanh(gate_attn), tanh(gate_ffn) for global layers.
     gates: Option<(f32, f32)>,
@@ -48,7 +113,7 @@ pub struct VisionModel {
     /// Dimensions (a copy of [`ModelConfig::vision`]).
     pub cfg: VisionConfig,
     text_hidden: usize,
-    patch: Mat,          // [D, 3·p·p], unfold order (c, ky, kx)
+    patch: Linear,       // [D, 3·p·p], unfold order (c, ky, kx)
     class_emb: Vec<f32>, // [D]
     pos_emb: Mat,        // [P, D]
     pos_gate: f32,       // 1 − tanh(g)
@@ -62,8 +127,12 @@ pub struct VisionModel {
     post_ln: (Vec<f32>, Vec<f32>),
     local: Vec<EncoderLayer>,
     global: Vec<EncoderLayer>,
-    proj: Mat, // [H, D·(1+K)]
+    proj: Linear, // [H, D·(1+K)]
     proj_b: Vec<f32>,
+    /// The precision asked for ([`VisionModel::set_precision`]).
+    precision: VisionPrecision,
+    /// Whether the file's text matrices are quantized (what `Auto` decides on).
+    quantized_file: bool,
 }
 
 /// What the tower produces for one image.
@@ -95,15 +164,15 @@ impl VisionModel {
             Ok(EncoderLayer {
                 ln1_w: b.vec(&t::V_ATTN_NORM_W)?,
                 ln1_b: b.vec(&t::V_ATTN_NORM_B)?,
-                q: b.mat(&t::V_ATTN_Q)?,
-                k: b.mat(&t::V_ATTN_K)?,
-                v: b.mat(&t::V_ATTN_V)?,
-                o: b.mat(&t::V_ATTN_OUTPUT)?,
+                q: Linear::new(b.mat(&t::V_ATTN_Q)?),
+                k: Linear::new(b.mat(&t::V_ATTN_K)?),
+                v: Linear::new(b.mat(&t::V_ATTN_V)?),
+                o: Linear::new(b.mat(&t::V_ATTN_OUTPUT)?),
                 ln2_w: b.vec(&t::V_FFN_NORM_W)?,
                 ln2_b: b.vec(&t::V_FFN_NORM_B)?,
-                fc1: b.mat(&t::V_FFN_UP_W)?,
+                fc1: Linear::new(b.mat(&t::V_FFN_UP_W)?),
                 fc1_b: b.vec(&t::V_FFN_UP_B)?,
-                fc2: b.mat(&t::V_FFN_DOWN_W)?,
+                fc2: Linear::new(b.mat(&t::V_FFN_DOWN_W)?),
                 fc2_b: b.vec(&t::V_FFN_DOWN_B)?,
                 gates: if gated {
                     Some((
@@ -133,7 +202,7 @@ impl VisionModel {
         Ok(VisionModel {
             cfg: c.clone(),
             text_hidden: mc.text.hidden,
-            patch: m.mat(&t::V_PATCH_EMBD)?,
+            patch: Linear::new(m.mat(&t::V_PATCH_EMBD)?),
             class_emb: m.vec(&t::V_CLASS_EMBD)?,
             pos_emb: m.mat(&t::V_POS_EMBD)?,
             pos_gate,
@@ -147,8 +216,10 @@ impl VisionModel {
             post_ln: (m.vec(&t::V_POST_LN_W)?, m.vec(&t::V_POST_LN_B)?),
             local,
             global,
-            proj: m.mat(&t::MM_W)?,
+            proj: Linear::new(m.mat(&t::MM_W)?),
             proj_b: m.vec(&t::MM_B)?,
+            precision: VisionPrecision::Auto,
+            quantized_file: false, // set by the model once its text side is loaded
         })
     }
 
@@ -159,15 +230,53 @@ impl VisionModel {
             .iter()
             .chain(&self.global)
             .map(|l| {
-                l.q.nbytes()
-                    + l.k.nbytes()
-                    + l.v.nbytes()
-                    + l.o.nbytes()
-                    + l.fc1.nbytes()
-                    + l.fc2.nbytes()
+                [&l.q, &l.k, &l.v, &l.o, &l.fc1, &l.fc2]
+                    .iter()
+                    .map(|m| m.w.nbytes())
+                    .sum::<usize>()
             })
             .sum();
-        layers + self.patch.nbytes() + self.proj.nbytes()
+        layers + self.patch.w.nbytes() + self.proj.w.nbytes()
+    }
+
+    /// Every matrix of the tower and projector.
+    fn linears(&self) -> impl Iterator<Item = &Linear> {
+        let layers = self.local.iter().chain(&self.global);
+        layers
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.fc1, &l.fc2])
+            .chain([&self.patch, &self.proj])
+    }
+
+    /// Ask for a precision ([`VisionPrecision::Auto`] by default); `quantized_file` says whether
+    /// the model's text matrices are quantized (what `Auto` decides on).
+    pub(crate) fn set_precision(&mut self, p: VisionPrecision, quantized_file: bool) {
+        self.precision = p;
+        self.quantized_file = quantized_file;
+    }
+
+    /// The precision a forward pass on the calling thread's kernel path runs in:
+    /// [`VisionPrecision::F32`] or [`VisionPrecision::Int8`] ([`VisionPrecision::resolve`]).
+    pub fn precision(&self) -> VisionPrecision {
+        self.precision
+            .resolve(self.quantized_file, crate::kernels::active_path())
+    }
+
+    /// Build what the resolved precision needs before the first image (int8: every matrix
+    /// quantized into memory, once). Returns `(bytes, seconds)` of the work done now (`(0, 0)`:
+    /// nothing to do). [`VisionModel::forward`] calls it itself; call it to time it apart.
+    pub fn prepare(&self) -> (usize, f64) {
+        let (prec, before) = (self.precision(), self.prepared_bytes());
+        let t = std::time::Instant::now();
+        let bytes: usize = self.linears().map(|l| l.prepare(prec)).sum();
+        match bytes > before {
+            true => (bytes, t.elapsed().as_secs_f64()),
+            false => (0, 0.0),
+        }
+    }
+
+    /// Bytes of the in-memory copies the precisions used so far made (integer weights).
+    pub fn prepared_bytes(&self) -> usize {
+        self.linears().map(Linear::prepared_bytes).sum()
     }
 
     /// Run the tower on one preprocessed image.
@@ -193,12 +302,14 @@ impl VisionModel {
             c.max_tiles * c.channels * c.image_size * c.image_size
         );
         let n = c.max_tiles * c.padded_tokens_per_tile();
+        let prec = self.precision();
+        self.prepare();
         let mut sc = Scratch::new();
-        let emb = self.patch_embedding(pixels, n_tiles, &mut sc); // [n_tiles·G², D]
+        let emb = self.patch_embedding(pixels, n_tiles, prec, &mut sc); // [n_tiles·G², D]
         let h = self.tile_and_position_embedding(emb, ar_id, n_tiles); // [T, P, D]
         let mut x = self.pre_norm_padded(h); // [T·P8, D]
         let pad = PadMask::new(c, n_tiles);
-        let mut ws = Workspace::new(n, c.hidden, c.ffn);
+        let mut ws = Workspace::new(n, c.hidden, c.ffn, prec);
         // K tapped states, each [T·P8, D]:
         let tap_states = self.local_encoder(&mut x, pad.mask(), taps, &mut ws, &mut sc);
         let mut x = self.post_norm_tile_embedding(x, ar_id); // [T·P8, D]
@@ -207,13 +318,19 @@ impl VisionModel {
         }
         drop(ws);
         let features = self.unpad_with_taps(&x, &tap_states); // [T, P, D·(1+K)]
-        let states = self.project(&features, &mut sc); // [T·P, H]
+        let states = self.project(&features, prec, &mut sc); // [T·P, H]
         VisionOutput { states, features }
     }
 
     /// Step 1: the patch convolution as one GEMM over the real tiles' unfolded patches
     /// `[n_tiles·G², 3·p·p]` (unfold order (c, ky, kx)): embeddings `[n_tiles·G², D]`.
-    fn patch_embedding(&self, pixels: &[f32], n_tiles: usize, sc: &mut Scratch) -> Vec<f32> {
+    fn patch_embedding(
+        &self,
+        pixels: &[f32],
+        n_tiles: usize,
+        prec: VisionPrecision,
+        sc: &mut Scratch,
+    ) -> Vec<f32> {
         let c = &self.cfg;
         let (s, ps, g) = (c.image_size, c.patch_size, c.grid());
         let kk = c.channels * ps * ps;
@@ -234,7 +351,7 @@ impl VisionModel {
             }
         }
         let mut emb = vec![0f32; np * c.hidden]; // [n_tiles·G², D]
-        matmul(&self.patch, &patches, np, &mut emb, sc);
+        self.patch.forward(prec, None, &patches, np, &mut emb, sc);
         emb
     }
 
@@ -369,10 +486,11 @@ impl VisionModel {
     }
 
     /// Step 14: the projector, features `[T·P, D·(1+K)]` → states `[T·P, H]`.
-    fn project(&self, features: &[f32], sc: &mut Scratch) -> Vec<f32> {
+    fn project(&self, features: &[f32], prec: VisionPrecision, sc: &mut Scratch) -> Vec<f32> {
         let rows = self.cfg.max_tiles * self.cfg.tokens_per_tile();
         let mut states = vec![0f32; rows * self.text_hidden]; // [T·P, H]
-        matmul_bias(&self.proj, &self.proj_b, features, rows, &mut states, sc);
+        let b = Some(&self.proj_b[..]);
+        self.proj.forward(prec, b, features, rows, &mut states, sc);
         states
     }
 
@@ -387,7 +505,8 @@ impl VisionModel {
         let n = c.max_tiles * c.padded_tokens_per_tile();
         assert_eq!(x.len(), n * c.hidden);
         let pad = PadMask::new(c, n_tiles);
-        let mut ws = Workspace::new(n, c.hidden, c.ffn);
+        let mut ws = Workspace::new(n, c.hidden, c.ffn, self.precision());
+        self.prepare();
         let mut sc = Scratch::new();
         self.local[i].forward(c, x, pad.mask(), &mut ws, &mut sc);
     }
@@ -412,25 +531,27 @@ impl EncoderLayer {
         ws: &mut Workspace,
         sc: &mut Scratch,
     ) {
-        let n = ws.n;
+        let (n, p) = (ws.n, ws.prec);
         let hd = c.hidden / c.n_heads;
         let heads = Heads::new(c.n_heads, c.n_heads, hd);
         // Attention.
         nn::layer_norm(x, &self.ln1_w, &self.ln1_b, c.eps, &mut ws.a); // [N, D]
-        matmul(&self.q, &ws.a, n, &mut ws.q, sc); // [N, D]
-        matmul(&self.k, &ws.a, n, &mut ws.b, sc);
+        self.q.forward(p, None, &ws.a, n, &mut ws.q, sc); // [N, D]
+        self.k.forward(p, None, &ws.a, n, &mut ws.b, sc);
         nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.k); // [heads, N, hd]
-        matmul(&self.v, &ws.a, n, &mut ws.b, sc);
+        self.v.forward(p, None, &ws.a, n, &mut ws.b, sc);
         nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.v); // [heads, N, hd]
         let kv = KeysValues::new(&ws.k, &ws.v, n, n);
         nn::attention(&ws.q, kv, heads, mask, &mut ws.a); // [N, D]
-        matmul(&self.o, &ws.a, n, &mut ws.b, sc); // [N, D]
+        self.o.forward(p, None, &ws.a, n, &mut ws.b, sc); // [N, D]
         residual(x, self.gates.map(|(ga, _)| ga), &ws.b);
         // MLP.
         nn::layer_norm(x, &self.ln2_w, &self.ln2_b, c.eps, &mut ws.a); // [N, D]
-        matmul_bias(&self.fc1, &self.fc1_b, &ws.a, n, &mut ws.f, sc); // [N, F]
+        self.fc1
+            .forward(p, Some(&self.fc1_b), &ws.a, n, &mut ws.f, sc); // [N, F]
         nn::gelu_inplace(&mut ws.f);
-        matmul_bias(&self.fc2, &self.fc2_b, &ws.f, n, &mut ws.b, sc); // [N, D]
+        self.fc2
+            .forward(p, Some(&self.fc2_b), &ws.f, n, &mut ws.b, sc); // [N, D]
         residual(x, self.gates.map(|(_, gf)| gf), &ws.b);
     }
 }
@@ -471,6 +592,7 @@ impl PadMask {
 /// Activation buffers reused by every layer of one forward pass.
 struct Workspace {
     n: usize,
+    prec: VisionPrecision,
     a: Vec<f32>, // [N, D] normed input / attention output
     b: Vec<f32>, // [N, D] projections
     q: Vec<f32>, // [N, D]
@@ -480,9 +602,10 @@ struct Workspace {
 }
 
 impl Workspace {
-    fn new(n: usize, d: usize, f: usize) -> Self {
+    fn new(n: usize, d: usize, f: usize, prec: VisionPrecision) -> Self {
         Workspace {
             n,
+            prec,
             a: vec![0.0; n * d],
             b: vec![0.0; n * d],
             q: vec![0.0; n * d],
