@@ -137,12 +137,16 @@ fn sem() -> Semantics {
 
 /// A [`kq_model::spec256`] model with text matrices stored as `ty` (seed 7).
 fn model256(ty: GgmlType) -> Model {
-    Model::from_gguf(kq_model::parse(kq_model::gguf_bytes(
+    let mut m = Model::from_gguf(kq_model::parse(kq_model::gguf_bytes(
         &kq_model::spec256(),
         ty,
         7,
     )))
-    .unwrap()
+    .unwrap();
+    // The text kernels are under test: the vision tower in f32 on every path (`auto` picks
+    // int16 on avx512 only).
+    m.set_vision_precision(mllama::VisionPrecision::F32);
+    m
 }
 
 /// A sequence with one encoded one-tile image attached.
