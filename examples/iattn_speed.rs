@@ -85,7 +85,9 @@ fn main() {
             let s = median(&mut t[i]);
             println!(
                 "  {name:6} median {s:6.3} s of {:?}: {:6.1} GFLOP/s = {:.2}× FMA peak",
-                t[i].iter().map(|x| (x * 1e3).round() / 1e3).collect::<Vec<_>>(),
+                t[i].iter()
+                    .map(|x| (x * 1e3).round() / 1e3)
+                    .collect::<Vec<_>>(),
                 flops / s / 1e9,
                 flops / s / 1e9 / pk
             );

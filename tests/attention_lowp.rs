@@ -100,7 +100,9 @@ fn run(c: &Case, mask: Mask<'_>, prec: AttnPrecision, path: Path) -> Vec<f32> {
     let mut out = vec![f32::NAN; c.q.len()];
     let kv = KeysValues::new(&c.k, &c.v, c.n, c.n);
     let heads = Heads::new(c.heads, c.heads, c.hd);
-    with_path(path, || attention_lowp(&c.q, kv, heads, mask, &mut out, prec));
+    with_path(path, || {
+        attention_lowp(&c.q, kv, heads, mask, &mut out, prec)
+    });
     out
 }
 
@@ -114,7 +116,13 @@ fn vision(c: &Case) -> Mask<'_> {
 #[test]
 fn integer_tile_is_bit_exact_on_every_path() {
     let q = QMAX as i32;
-    for (m, n, kp) in [(1, 1, 1), (8, 32, 40), (13, 37, 64), (24, 96, 3), (5, 80, 17)] {
+    for (m, n, kp) in [
+        (1, 1, 1),
+        (8, 32, 40),
+        (13, 37, 64),
+        (24, 96, 3),
+        (5, 80, 17),
+    ] {
         let mk = |len: usize, seed: u64| -> Vec<i32> {
             rnd(2 * len, seed)
                 .chunks_exact(2)
@@ -185,7 +193,12 @@ fn fidelity(c: &Case, mask: Mask<'_>) -> f64 {
 #[test]
 fn close_to_f32_on_vision_masks() {
     // One tile of 1608 (1601 real) and four smaller tiles (pad queries see only real keys).
-    for (tiles, tile, peak) in [(1, 1608, false), (1, 1608, true), (4, 408, false), (4, 408, true)] {
+    for (tiles, tile, peak) in [
+        (1, 1608, false),
+        (1, 1608, true),
+        (4, 408, false),
+        (4, 408, true),
+    ] {
         let c = case(tiles, tile, 7, 2, peak, 21 + tiles as u64);
         let e = fidelity(&c, vision(&c));
         eprintln!("{tiles} × {tile} peak {peak}: rel L2 {e:.2e}");

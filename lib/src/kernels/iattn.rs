@@ -18,10 +18,11 @@
 //! (128·4095² and 128·8191·2047 < 2³¹). With peaked attention the absolute step of P dominates
 //! the error, hence its extra bits (P 4095 with V 4095: 1.7·10⁻³ on the peaked test; now 1.3).
 //!
-//! Why 16 bits: on layernormed Gaussian Q/K/V (1608 keys, head dim 80), 8-bit Q/K scores give a
-//! relative L2 error of the output of 0.9–2.9·10⁻² against f32 (more with more peaked
-//! attention), bf16 Q/K 0.24–0.8·10⁻², 8-bit P (`round(255·p)`) with 8-bit V 1.5·10⁻²; these
-//! integers 0.6–1.3·10⁻³ (tests/attention_lowp.rs; the budget is ~2·10⁻³ per layer).
+//! Why 16 bits: on layernormed Gaussian Q/K/V (1608 keys, head dimension 80, scores scaled
+//! by 1, 3 and 8; a standalone simulation of 200 query rows against plain f32 attention),
+//! 8-bit Q/K scores (Q8_0 rule) give a relative L2 error of the output of 0.9–2.9·10⁻², bf16
+//! Q/K 0.24–0.8·10⁻², 8-bit P (`round(255·p)`) with 8-bit V 1.5·10⁻², bf16 P and V 1.7–2.4·10⁻³;
+//! these integers 0.6–1.3·10⁻³ (tests/attention_lowp.rs; the budget is ~2·10⁻³ per layer).
 //!
 //! # Agreement
 //! The integer dots are bit-identical on every path ([`Isa::itile`] against [`itile_scalar`]);
@@ -69,7 +70,9 @@ pub(crate) unsafe fn itile_scalar<const MR: usize, const NR: usize>(
             let br = std::slice::from_raw_parts(b.add(p * NR), NR);
             for (t, &y) in t.iter_mut().zip(br) {
                 let (b0, b1) = (y as i16 as i32, (y >> 16) as i16 as i32);
-                *t = t.wrapping_add(a0.wrapping_mul(b0)).wrapping_add(a1.wrapping_mul(b1));
+                *t = t
+                    .wrapping_add(a0.wrapping_mul(b0))
+                    .wrapping_add(a1.wrapping_mul(b1));
             }
         }
         std::slice::from_raw_parts_mut(c.add(i * ldc), NR).copy_from_slice(&t);
@@ -84,14 +87,25 @@ pub fn pair(lo: i16, hi: i16) -> i32 {
 
 /// The quantization rule: `d = amax/qmax`, `out[i] = round(x[i]·(1/d))` (half away from zero);
 /// returns `d` (0 for an all-zero row, whose values become 0).
+#[inline(always)]
 pub fn quantize_i16(x: &[f32], qmax: f32, out: &mut [i16]) -> f32 {
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let d = amax / qmax;
     let id = if d > 0.0 { 1.0 / d } else { 0.0 };
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v * id).round() as i16;
+        *o = round_half_away(v * id) as i16;
     }
     d
+}
+
+/// `y.round()` for `|y| < 2²³` (half away from zero; NaN gives 0), in operations that vectorise
+/// (`f32::round` is a libm call on the x86-64 baseline): the truncation `t`, then one step away
+/// from zero when the exact remainder `y − t` reaches ½.
+#[inline(always)]
+fn round_half_away(y: f32) -> i32 {
+    let t = y as i32;
+    let f = y - t as f32;
+    t + (f >= 0.5) as i32 - (f <= -0.5) as i32
 }
 
 /// The tile shape `(IMR, INR)` of [`Isa::itile`] on `path`.
@@ -278,6 +292,23 @@ fn grow<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut v[..len]
 }
 
+/// The largest of `x` (−∞ if empty; no NaN): eight independent lanes, so it vectorises.
+#[inline(always)]
+fn max_lanes(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let mut c = x.chunks_exact(8);
+    for c in &mut c {
+        for (m, &v) in m.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let tail = c
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    m.iter().fold(tail, |a, &b| a.max(b))
+}
+
 /// Low-precision softmax attention of `nq` query rows (row `i` at `q[i·q_stride..][..hd]`, f32)
 /// against kv head `head` of `kv`, on `kv`'s path (module docs).
 ///
@@ -305,10 +336,74 @@ pub fn attend_lowp(
         return;
     }
     let path = kv.path;
-    with_isa!(path, I => attend_with::<I>(q, q_stride, nq, scale, kv, head, row_keys, out, out_stride, ws))
+    macro_rules! call {
+        ($f:ident, $I:ty) => {
+            $f::<$I>(
+                q, q_stride, nq, scale, kv, head, row_keys, out, out_stride, ws,
+            )
+        };
+    }
+    match path {
+        // SAFETY (both): `kv.path` is available (`LowpKv::new` takes an active or checked path).
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { call!(attend_avx2, super::x86::Avx2) },
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => unsafe { call!(attend_avx512, super::x86::Avx512) },
+        _ => with_isa!(path, I => call!(attend_with, I)),
+    }
+}
+
+/// [`attend_with`] compiled for AVX2 (the element-wise steps vectorise eight lanes wide; Rust
+/// never contracts `a·b + c` into an FMA, so the floats equal the portable build's).
+///
+/// # Safety
+/// AVX2 + FMA + F16C are available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_avx2<I: Isa>(
+    q: &[f32],
+    q_stride: usize,
+    nq: usize,
+    scale: f32,
+    kv: &LowpKv,
+    head: usize,
+    row_keys: &[Vec<Range<usize>>],
+    out: &mut [f32],
+    out_stride: usize,
+    ws: &mut LowpScratch,
+) {
+    attend_with::<I>(
+        q, q_stride, nq, scale, kv, head, row_keys, out, out_stride, ws,
+    )
+}
+
+/// [`attend_with`] compiled for the AVX-512 path (as [`attend_avx2`], sixteen lanes).
+///
+/// # Safety
+/// The features of [`Path::Avx512`] are available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_avx512<I: Isa>(
+    q: &[f32],
+    q_stride: usize,
+    nq: usize,
+    scale: f32,
+    kv: &LowpKv,
+    head: usize,
+    row_keys: &[Vec<Range<usize>>],
+    out: &mut [f32],
+    out_stride: usize,
+    ws: &mut LowpScratch,
+) {
+    attend_with::<I>(
+        q, q_stride, nq, scale, kv, head, row_keys, out, out_stride, ws,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn attend_with<I: Isa>(
     q: &[f32],
     q_stride: usize,
@@ -424,10 +519,13 @@ fn attend_with<I: Isa>(
             let dkb = &dk[blk.start..];
             let mut bmax = f32::NEG_INFINITY;
             for r in parts.clone() {
-                for j in r {
-                    s[j] = srow[j] as f32 * (dqs[i] * dkb[j]);
-                    bmax = bmax.max(s[j]);
+                let dq = dqs[i];
+                for ((s, &x), &d) in s[r.clone()].iter_mut().zip(&srow[r.clone()]).zip(&dkb[r]) {
+                    *s = x as f32 * (dq * d);
                 }
+            }
+            for r in parts.clone() {
+                bmax = bmax.max(max_lanes(&s[r]));
             }
             if bmax == f32::NEG_INFINITY {
                 continue;
@@ -438,11 +536,12 @@ fn attend_with<I: Isa>(
             let mut sum = 0i32;
             for r in parts {
                 super::attention::exp_on(path, &mut s[r.clone()], m_new);
-                for j in r {
-                    let x = (s[j] * PMAX + 0.5) as i16;
-                    prow[j] = x;
-                    sum += x as i32;
+                for (p, &x) in prow[r.clone()].iter_mut().zip(&s[r.clone()]) {
+                    // x = exp(·) ∈ [0, 1], so x·PMAX + ½ ∈ [½, 8191.5]: in range of i32.
+                    // SAFETY: finite and in range (above).
+                    *p = unsafe { (x * PMAX + 0.5).to_int_unchecked::<i32>() } as i16;
                 }
+                sum += prow[r].iter().map(|&p| p as i32).sum::<i32>();
             }
             if corr != 1.0 {
                 super::scale_on(path, corr, &mut o[i * hd_pad..(i + 1) * hd_pad]);
