@@ -25,7 +25,7 @@
 //! these integers 0.6–1.3·10⁻³ (tests/attention_lowp.rs; the budget is ~2·10⁻³ per layer).
 //!
 //! # Agreement
-//! The integer dots are bit-identical on every path ([`Isa::itile`] against [`itile_scalar`]);
+//! The integer dots are bit-identical on every path ([`Isa::itile`] against [`super::scalar::itile`]);
 //! every float step except `exp` is the same portable Rust on every path (no FMA, fixed order),
 //! so paths differ only through the path's `exp` (within 2 ulp), which can move a `P` by one
 //! step: outputs agree within a relative L2 of 10⁻⁴ (tested).
@@ -48,36 +48,6 @@ pub const PMAX: f32 = 8191.0;
 pub const KEY_BLOCK: usize = 128;
 /// Largest head dimension (the `i32` bound of the scores).
 pub const MAX_HEAD_DIM: usize = 128;
-
-/// The plain meaning of [`Isa::itile`] for an `MR × NR` tile (wrapping `i32` arithmetic, which
-/// the callers' bounds never reach).
-///
-/// # Safety
-/// `a` holds `MR` rows of `kp` values `lda` apart, `b` holds `kp·NR` values, `c` covers the tile.
-pub(crate) unsafe fn itile_scalar<const MR: usize, const NR: usize>(
-    kp: usize,
-    a: *const i32,
-    lda: usize,
-    b: *const i32,
-    c: *mut i32,
-    ldc: usize,
-) {
-    for i in 0..MR {
-        let ar = std::slice::from_raw_parts(a.add(i * lda), kp);
-        let mut t = [0i32; NR];
-        for (p, &x) in ar.iter().enumerate() {
-            let (a0, a1) = (x as i16 as i32, (x >> 16) as i16 as i32);
-            let br = std::slice::from_raw_parts(b.add(p * NR), NR);
-            for (t, &y) in t.iter_mut().zip(br) {
-                let (b0, b1) = (y as i16 as i32, (y >> 16) as i16 as i32);
-                *t = t
-                    .wrapping_add(a0.wrapping_mul(b0))
-                    .wrapping_add(a1.wrapping_mul(b1));
-            }
-        }
-        std::slice::from_raw_parts_mut(c.add(i * ldc), NR).copy_from_slice(&t);
-    }
-}
 
 /// Two `i16` in one `i32`, `lo` in the low half (the layout of [`Isa::itile`]'s operands).
 #[inline(always)]
@@ -115,7 +85,11 @@ pub fn tile_shape(path: Path) -> (usize, usize) {
 
 /// Integer GEMM through `path`'s tile (tests, benchmarks): `c[i][j] = Σ_p dot2(a[i][p], b[j][p])`
 /// for row-major `a: [m][kp]`, `b: [n][kp]` of packed `i16` pairs ([`pair`]); `m`, `n` any.
+///
+/// # Panics
+/// If `path` is not available on this CPU, or `a`/`b` are short.
 pub fn igemm_pairs(path: Path, m: usize, n: usize, kp: usize, a: &[i32], b: &[i32]) -> Vec<i32> {
+    assert!(path.is_available(), "igemm_pairs: {path} not available");
     assert!(a.len() >= m * kp && b.len() >= n * kp);
     let (mr, nr) = tile_shape(path);
     let (mp, np) = (m.next_multiple_of(mr), n.next_multiple_of(nr));
@@ -131,8 +105,7 @@ pub fn igemm_pairs(path: Path, m: usize, n: usize, kp: usize, a: &[i32], b: &[i3
     let mut c = vec![0i32; mp * np];
     for jp in 0..np / nr {
         for ip in 0..mp / mr {
-            // SAFETY: `path` is available (callers pass `active_path()` or a checked path); the
-            // operands hold the tile (padded above).
+            // SAFETY: `path` is available (asserted); the operands hold the tile (padded above).
             with_isa!(path, I => unsafe {
                 I::itile(
                     kp,
@@ -183,7 +156,8 @@ impl LowpKv {
     /// `[heads][stride][hd]`) for `path` (parallel over heads).
     ///
     /// # Panics
-    /// If `hd` is odd or above [`MAX_HEAD_DIM`], or `k`/`v` are shorter than the shape says.
+    /// If `path` is not available on this CPU, `hd` is odd or above [`MAX_HEAD_DIM`], or `k`/`v`
+    /// are shorter than the shape says.
     pub fn new(
         path: Path,
         k: &[f32],
@@ -193,7 +167,11 @@ impl LowpKv {
         stride: usize,
         hd: usize,
     ) -> Self {
-        assert!(hd % 2 == 0 && hd <= MAX_HEAD_DIM, "LowpKv: head dim {hd}");
+        assert!(path.is_available(), "LowpKv: {path} not available");
+        assert!(
+            hd.is_multiple_of(2) && hd <= MAX_HEAD_DIM,
+            "LowpKv: head dim {hd}"
+        );
         assert!(nk <= stride && k.len() >= heads * stride * hd && v.len() >= heads * stride * hd);
         let (_, nr) = tile_shape(path);
         let nk_pad = nk.next_multiple_of(KEY_BLOCK).max(KEY_BLOCK);
@@ -344,7 +322,7 @@ pub fn attend_lowp(
         };
     }
     match path {
-        // SAFETY (both): `kv.path` is available (`LowpKv::new` takes an active or checked path).
+        // SAFETY (both): `kv.path` is available (asserted by `LowpKv::new`).
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe { call!(attend_avx2, super::x86::Avx2) },
         #[cfg(target_arch = "x86_64")]
@@ -489,9 +467,9 @@ fn attend_with<I: Isa>(
         for jp in 0..nkb_pad / nr {
             let kpan = &kt[(blk.start / nr + jp) * hp * nr..][..hp * nr];
             for ip in 0..nq_pad / mr {
-                // SAFETY: `path` (hence `I`) is available: `LowpKv::new` takes an active or
-                // checked path; Q holds `mr` rows of `hp` pairs from row ip·mr, the K panel
-                // `hp·nr` pairs, and the tile lies inside `si`.
+                // SAFETY: `path` (hence `I`) is available (asserted by `LowpKv::new`); Q holds
+                // `mr` rows of `hp` pairs from row ip·mr, the K panel `hp·nr` pairs, and the
+                // tile lies inside `si`.
                 unsafe {
                     I::itile(
                         hp,

@@ -1,6 +1,6 @@
 //! Integer tile of the low-precision attention ([`super::super::iattn`]) on aarch64 (both the
 //! [`super::Neon`] and [`super::Dotprod`] paths: `sdot` has no 16-bit form). Twin:
-//! [`super::super::iattn::itile_scalar`] (bit-identical: every product and sum is exact in `i32`
+//! [`super::super::scalar::itile`] (bit-identical: every product and sum is exact in `i32`
 //! under the callers' bounds).
 
 use std::arch::aarch64::*;

@@ -1,6 +1,6 @@
 //! Integer tiles of the low-precision attention ([`super::super::iattn`]) on x86-64:
 //! [`itile_4x16`] (`vpmaddwd`, the [`super::Avx2`] path) and [`itile_8x32`] (`vpdpwssd`, AVX-512
-//! VNNI, the [`super::Avx512`] path). Twin of both: [`super::super::iattn::itile_scalar`]
+//! VNNI, the [`super::Avx512`] path). Twin of both: [`super::super::scalar::itile`]
 //! (bit-identical: every product and sum is exact in `i32` under the callers' bounds).
 
 use std::arch::x86_64::*;
