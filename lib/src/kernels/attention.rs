@@ -168,7 +168,7 @@ pub fn exp_sub_scalar(s: &mut [f32], m: f32) -> f32 {
     super::scalar::exp_sub_sum(s, m)
 }
 
-fn exp_on(path: Path, s: &mut [f32], m: f32) -> f32 {
+pub(crate) fn exp_on(path: Path, s: &mut [f32], m: f32) -> f32 {
     // SAFETY: `path` is only ever an available path.
     with_isa!(path, I => unsafe { I::exp_sub_sum(s, m) })
 }

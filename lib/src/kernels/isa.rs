@@ -89,6 +89,24 @@ pub(crate) trait Isa: 'static {
         super::scalar::group_pv(p, super::scalar::widen(vb, scratch), hd, o)
     }
 
+    /// Rows of the integer tile [`Isa::itile`] (low-precision attention, [`super::iattn`]).
+    const IMR: usize = 4;
+    /// Columns of the integer tile [`Isa::itile`].
+    const INR: usize = 8;
+
+    /// Integer tile of the low-precision attention ([`super::iattn`]): every `i32` of `a` and `b`
+    /// holds two `i16` (the low half first), and for the full `IMR × INR` tile
+    /// `c[i·ldc + j] = Σ_{p<kp} lo(a[i·lda + p])·lo(b[p·INR + j]) + hi(a[i·lda + p])·hi(b[p·INR + j])`
+    /// in `i32` (the caller bounds the values so that no sum overflows). Twin:
+    /// [`super::scalar::itile`] (bit-identical).
+    ///
+    /// # Safety
+    /// Also: `a` holds `IMR` rows of `kp` pairs `lda` apart, `b` holds `kp·INR` pairs, `c` covers
+    /// the tile.
+    unsafe fn itile(kp: usize, a: *const i32, lda: usize, b: *const i32, c: *mut i32, ldc: usize) {
+        super::scalar::itile::<4, 8>(kp, a, lda, b, c, ldc)
+    }
+
     /// Floating-point operations of one [`Isa::fma_chains`] iteration (8 chains × (mul + add)).
     const FMA_FLOPS_PER_ITER: f64 = 16.0;
 

@@ -73,6 +73,7 @@
 //! # Also here
 //! - [`quantize_row_q8_0`], [`dot`], [`axpy`], [`scale`]: vector helpers on the active path.
 //! - [`attention`]: blocked attention for one (head, query block) through the GEMM micro-kernels.
+//! - [`iattn`]: its low-precision twin (16-bit integer scores and `P·V`) for the vision tower.
 //! - [`probe`]: FMA-peak and memory-bandwidth probes for reporting kernel figures as ratios.
 //!
 //! Allocation: a call with a warm [`Scratch`] allocates nothing itself (the GEMM's packing buffers
@@ -82,6 +83,7 @@
 pub mod attention;
 mod gemm;
 pub mod i16gemm;
+pub mod iattn;
 pub mod igemm;
 pub(crate) mod intdot;
 pub(crate) mod isa;

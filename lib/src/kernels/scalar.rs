@@ -12,6 +12,8 @@
 //!   agree with these within a tolerance relative to the f64 result.
 //! - The activation quantizer [`quantize_row_q8_0`] is bit-identical to [`BlockQ8_0::quantize`] for
 //!   finite inputs on every path.
+//! - The integer tile [`itile`] of the low-precision attention (16-bit pairs into `i32`) is
+//!   bit-exact on every path.
 
 use half::{bf16, f16};
 
@@ -196,5 +198,35 @@ pub fn group_pv(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
                 *x += pj * y;
             }
         }
+    }
+}
+
+/// The plain meaning of `Isa::itile` (low-precision attention, [`super::iattn`]) for an `MR × NR` tile (wrapping `i32` arithmetic, which
+/// the callers' bounds never reach).
+///
+/// # Safety
+/// `a` holds `MR` rows of `kp` values `lda` apart, `b` holds `kp·NR` values, `c` covers the tile.
+pub(crate) unsafe fn itile<const MR: usize, const NR: usize>(
+    kp: usize,
+    a: *const i32,
+    lda: usize,
+    b: *const i32,
+    c: *mut i32,
+    ldc: usize,
+) {
+    for i in 0..MR {
+        let ar = std::slice::from_raw_parts(a.add(i * lda), kp);
+        let mut t = [0i32; NR];
+        for (p, &x) in ar.iter().enumerate() {
+            let (a0, a1) = (x as i16 as i32, (x >> 16) as i16 as i32);
+            let br = std::slice::from_raw_parts(b.add(p * NR), NR);
+            for (t, &y) in t.iter_mut().zip(br) {
+                let (b0, b1) = (y as i16 as i32, (y >> 16) as i16 as i32);
+                *t = t
+                    .wrapping_add(a0.wrapping_mul(b0))
+                    .wrapping_add(a1.wrapping_mul(b1));
+            }
+        }
+        std::slice::from_raw_parts_mut(c.add(i * ldc), NR).copy_from_slice(&t);
     }
 }

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 
 use crate::kernels::attention::{attend, attend_group, AttnScratch, Head, KvElem};
+use crate::kernels::iattn::{attend_lowp, LowpKv, LowpScratch};
 use crate::kernels::{self, axpy, dot as dot_f32};
 
 /// `y = w ⊙ x / sqrt(mean(x²) + eps)` per row.
@@ -426,6 +427,124 @@ pub fn attention<T: KvElem>(
                 scale,
             };
             attend(&head, rows, &mut loc.tmp[..nr * hd], hd, &mut loc.ws);
+            for (r, i) in (i0..i1).enumerate() {
+                for d in 0..hd {
+                    // SAFETY: row i, head h is written by this task only (tasks own
+                    // (head, row block) pairs); the index is inside `out` (nq × n_heads·hd).
+                    unsafe { *out_ptr.add(i * qd + h * hd + d) = loc.tmp[r * hd + d] };
+                }
+            }
+        });
+    };
+    let n_tasks = n_heads * nqb;
+    if n_tasks == 1 || nq * nk * hd < 1 << 14 {
+        (0..n_tasks).for_each(task);
+    } else {
+        (0..n_tasks).into_par_iter().for_each(task);
+    }
+}
+
+/// The arithmetic of [`attention_lowp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum AttnPrecision {
+    /// f32 throughout: [`attention`] itself.
+    #[default]
+    F32,
+    /// Scores and `P·V` as integers in 16-bit lanes (13-bit Q per (row, head) and K per
+    /// (key, head), 12-bit V per (head, channel), 14-bit P; [`crate::kernels::iattn`]): about
+    /// 10⁻³ relative L2 from f32 on layernormed inputs.
+    Int16,
+}
+
+/// Per-thread buffers of the low-precision attention tasks.
+#[derive(Default)]
+struct LowpLocal {
+    ws: LowpScratch,
+    tmp: Vec<f32>,
+    rows: Vec<Vec<Range<usize>>>,
+}
+
+thread_local! {
+    static LOWP_LOCAL: RefCell<LowpLocal> = RefCell::new(LowpLocal::default());
+}
+
+/// [`attention`] for f32 keys and values in the precision `prec`: same shapes, mask semantics
+/// (a row with no visible key gets zeros) and tasks (head, block of at most 96 rows), on the
+/// active path. [`AttnPrecision::Int16`] quantizes and packs K and V once per call
+/// ([`LowpKv`], parallel over kv heads), then runs [`attend_lowp`] per task, for any number of
+/// query rows (the vision tower's prefill; decode keeps [`attention`]).
+///
+/// # Panics
+///
+/// As [`attention`]; also if `Int16` gets an odd head dimension or one above 128.
+pub fn attention_lowp(
+    q: &[f32],
+    kv: KeysValues<'_, f32>,
+    heads: Heads,
+    mask: Mask<'_>,
+    out: &mut [f32],
+    prec: AttnPrecision,
+) {
+    if prec == AttnPrecision::F32 {
+        return attention(q, kv, heads, mask, out);
+    }
+    let Heads {
+        n_heads,
+        n_kv_heads,
+        hd,
+        scale,
+    } = heads;
+    let KeysValues {
+        k,
+        v,
+        len: nk,
+        stride,
+    } = kv;
+    let qd = n_heads * hd;
+    let nq = q.len() / qd;
+    assert_eq!(q.len(), nq * qd);
+    assert_eq!(out.len(), nq * qd);
+    assert!(nk <= stride && k.len() >= n_kv_heads * stride * hd && v.len() == k.len());
+    let rep = n_heads / n_kv_heads;
+    let lkv = LowpKv::new(kernels::active_path(), k, v, n_kv_heads, nk, stride, hd);
+    let nqb = nq.div_ceil(Q_BLOCK);
+    let per_block = nq.div_ceil(nqb.max(1));
+    let op = OutPtr(out.as_mut_ptr());
+    let task = |t: usize| {
+        let out_ptr = op.get();
+        let (h, qb) = (t / nqb, t % nqb);
+        let (i0, i1) = (qb * per_block, ((qb + 1) * per_block).min(nq));
+        let nr = i1 - i0;
+        LOWP_LOCAL.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let loc = &mut *guard;
+            let rows: &[Vec<Range<usize>>] = match mask {
+                Mask::Rows(rows) => &rows[i0..i1],
+                _ => {
+                    if loc.rows.len() < nr {
+                        loc.rows.resize_with(nr, Vec::new);
+                    }
+                    for (r, i) in loc.rows.iter_mut().zip(i0..i1) {
+                        mask.ranges(i, nk, r);
+                    }
+                    &loc.rows[..nr]
+                }
+            };
+            if loc.tmp.len() < nr * hd {
+                loc.tmp.resize(nr * hd, 0.0);
+            }
+            attend_lowp(
+                &q[i0 * qd + h * hd..],
+                qd,
+                nr,
+                scale,
+                &lkv,
+                h / rep,
+                rows,
+                &mut loc.tmp[..nr * hd],
+                hd,
+                &mut loc.ws,
+            );
             for (r, i) in (i0..i1).enumerate() {
                 for d in 0..hd {
                     // SAFETY: row i, head h is written by this task only (tasks own

@@ -14,6 +14,7 @@ use half::{bf16, f16};
 use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
+mod iattn;
 mod repack;
 
 use bytes::{NeonOps, SdotOps};
@@ -868,6 +869,19 @@ macro_rules! neon_isa {
         }
         unsafe fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
             exp_sub_sum(s, m)
+        }
+        const IMR: usize = 4;
+        const INR: usize = 8;
+        /// `vmlal_s16` ([`iattn::itile_4x8`]).
+        unsafe fn itile(
+            kp: usize,
+            a: *const i32,
+            lda: usize,
+            b: *const i32,
+            c: *mut i32,
+            ldc: usize,
+        ) {
+            iattn::itile_4x8(kp, a, lda, b, c, ldc)
         }
         unsafe fn fma_chains(iters: u64) -> f32 {
             fma_chains(iters)

@@ -15,6 +15,7 @@ use half::{bf16, f16};
 use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
+mod iattn;
 mod repack;
 
 use bytes::Avx2Ops;
@@ -1452,6 +1453,12 @@ macro_rules! avx2_isa {
 impl Isa for Avx2 {
     const PATH: Path = Path::Avx2;
     avx2_isa!();
+    const IMR: usize = 4;
+    const INR: usize = 16;
+    /// `vpmaddwd` ([`iattn::itile_4x16`]).
+    unsafe fn itile(kp: usize, a: *const i32, lda: usize, b: *const i32, c: *mut i32, ldc: usize) {
+        iattn::itile_4x16(kp, a, lda, b, c, ldc)
+    }
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<false>(ty)
     }
@@ -1463,6 +1470,12 @@ impl Isa for Avx2 {
 impl Isa for Avx512 {
     const PATH: Path = Path::Avx512;
     avx2_isa!();
+    const IMR: usize = 8;
+    const INR: usize = 32;
+    /// `vpdpwssd` ([`iattn::itile_8x32`]).
+    unsafe fn itile(kp: usize, a: *const i32, lda: usize, b: *const i32, c: *mut i32, ldc: usize) {
+        iattn::itile_8x32(kp, a, lda, b, c, ldc)
+    }
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<true>(ty)
     }
