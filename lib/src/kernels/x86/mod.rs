@@ -15,6 +15,7 @@ use half::{bf16, f16};
 use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
+mod igemm;
 mod repack;
 
 use bytes::Avx2Ops;
@@ -1451,6 +1452,7 @@ macro_rules! avx2_isa {
 
 impl Isa for Avx2 {
     const PATH: Path = Path::Avx2;
+    type IGemm = igemm::Avx2IKernel;
     avx2_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<false>(ty)
@@ -1462,6 +1464,7 @@ impl Isa for Avx2 {
 
 impl Isa for Avx512 {
     const PATH: Path = Path::Avx512;
+    type IGemm = igemm::Avx512IKernel;
     avx2_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<true>(ty)
