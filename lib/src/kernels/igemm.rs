@@ -129,17 +129,23 @@ impl I8Mat {
 /// (the same IEEE operations, so the same bits).
 #[inline(always)]
 pub(crate) fn quantize_block(v: &[f32], q: &mut [i8]) -> (f32, i32) {
-    let mut amax = 0f32;
-    for &x in v {
-        amax = amax.max(x.abs());
+    // max |v| over 16 lanes, then across them (max is exact, so the order does not matter; the
+    // lanes let the compiler vectorize). `v.len()` is a multiple of 16.
+    let mut lanes = [0f32; 16];
+    for c in v.chunks_exact(16) {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = l.max(x.abs());
+        }
     }
+    let amax = lanes.iter().fold(0f32, |a, &l| a.max(l));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut s = 0i32;
     for (o, &x) in q.iter_mut().zip(v) {
-        let r = (x * id).round() as i8;
-        *o = r;
-        s += r as i32;
+        // |x·id| ≤ 127 (rounded), so the i8 is the rounded value.
+        let r = (x * id).round() as i32;
+        *o = r as i8;
+        s += r;
     }
     (d, s)
 }
@@ -165,9 +171,13 @@ pub(crate) fn quantize_panel(
         for b in 0..nb {
             let (d, s) = if r < rows {
                 let src = &x[r * k + b * kb..r * k + ((b + 1) * kb).min(k)];
-                v[..src.len()].copy_from_slice(src);
-                v[src.len()..kb].fill(0.0);
-                quantize_block(&v[..kb], &mut q[..kb])
+                if src.len() == kb {
+                    quantize_block(src, &mut q[..kb])
+                } else {
+                    v[..src.len()].copy_from_slice(src);
+                    v[src.len()..kb].fill(0.0);
+                    quantize_block(&v[..kb], &mut q[..kb])
+                }
             } else {
                 q[..kb].fill(0);
                 (0.0, 0)
