@@ -31,7 +31,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::tensor::Mat;
-use super::{Out, SyncPtr};
+use super::SyncPtr;
 
 /// Quantization block along k (values). Every kernel works for 32, 64, 128 and 256.
 pub const KB: usize = 128;
@@ -204,7 +204,8 @@ pub(crate) struct Tile {
     pub a: *const i8,
     /// Activation scales `[nb][MR]`.
     pub da: *const f32,
-    /// `−128·Σ qa` per activation row and block, `[nb][MR]`.
+    /// `−128·Σ qa` per activation row and block, `[nb][MR]` (read by the `vpdpbusd` kernel).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub off: *const i32,
     /// First weight panel `[nb][kb/4][16][4]`; the next ones `w_panel` bytes apart.
     pub w: *const i8,
@@ -411,7 +412,8 @@ fn run_with<K: IKernel>(
     let mc = (MC_BYTES / (nb * kb).max(1)).max(mr) / mr * mr;
     let yp = SyncPtr(y.as_mut_ptr());
     let task = |t: usize| {
-        let out = Out { p: yp, m };
+        // The whole `SyncPtr` (a use of its field alone would capture the bare pointer).
+        let yp = yp;
         let (jt, it) = (t % m_tasks, t / m_tasks);
         let (j0, j1) = (jt * nc, ((jt + 1) * nc).min(m));
         let (i0, i1) = (it * chunk, ((it + 1) * chunk).min(n));
@@ -439,11 +441,21 @@ fn run_with<K: IKernel>(
                     // the weight panels p..p + NR/16 exist (rows padded to multiples of MR and
                     // 32); `tmp` holds MR·NR floats.
                     unsafe { K::tile(&tile, tmp.as_mut_ptr()) };
+                    let cols = nr.min(j1 - j);
                     for r in 0..mr.min(n - i) {
-                        for c in 0..nr.min(j1 - j) {
-                            let v = super::with_bias(tmp[r * nr + c], bias, j + c);
-                            // SAFETY: (i + r, j + c) is inside y and in this task's block.
-                            unsafe { out.put(i + r, j + c, v) };
+                        // SAFETY: row i + r, columns j..j + cols of y are inside y and belong to
+                        // this task's block (no other task writes them).
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(yp.0.add((i + r) * m + j), cols)
+                        };
+                        let src = &tmp[r * nr..r * nr + cols];
+                        match bias {
+                            Some(bv) => {
+                                for ((d, &v), &bb) in dst.iter_mut().zip(src).zip(&bv[j..]) {
+                                    *d = v + bb;
+                                }
+                            }
+                            None => dst.copy_from_slice(src),
                         }
                     }
                 }

@@ -14,6 +14,7 @@ use half::{bf16, f16};
 use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
+mod igemm;
 mod repack;
 
 use bytes::{NeonOps, SdotOps};
@@ -885,6 +886,7 @@ macro_rules! neon_isa {
 
 impl Isa for Neon {
     const PATH: Path = Path::Neon;
+    type IGemm = igemm::NeonIKernel;
     neon_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<false>(ty)
@@ -896,6 +898,7 @@ impl Isa for Neon {
 
 impl Isa for Dotprod {
     const PATH: Path = Path::Dotprod;
+    type IGemm = igemm::DotprodIKernel;
     neon_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<true>(ty)
