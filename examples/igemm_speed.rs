@@ -1,7 +1,7 @@
 //! Int8 GEMM throughput at the vision tower's shapes: `cargo run --release --example igemm_speed`
 //! (`IG_N` activation rows, default 6432 = 4 tiles × 1608; `IG_REPS`, default 3; `IG_KB=all` or a
 //! list like `32,128` for the block sizes, default the module's `KB`; `IG_F32=0` skips the f32
-//! comparison; `IG_SHAPES=1280x1280,...` as `rows x k`).
+//! comparison, `IG_AVX2=0` the forced `avx2` path; `IG_SHAPES=1280x1280,...` as `rows x k`).
 //!
 //! For each shape and path (the default one and `avx2`): GFLOP/s of `matmul_i8` (median of the
 //! reps, 2·n·rows·k flops), as a ratio to the path's FMA peak (`probe::fma_peak_gflops`, measured
@@ -54,7 +54,10 @@ fn main() {
         None => vec![(1280, 1280), (5120, 1280), (1280, 5120), (4096, 7680)],
     };
     let mut paths = vec![Path::best()];
-    if Path::Avx2.is_available() && !paths.contains(&Path::Avx2) {
+    if Path::Avx2.is_available()
+        && !paths.contains(&Path::Avx2)
+        && env("IG_AVX2").as_deref() != Some("0")
+    {
         paths.push(Path::Avx2);
     }
     let threads = rayon::current_num_threads();

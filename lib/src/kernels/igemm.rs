@@ -413,7 +413,7 @@ fn run_with<K: IKernel>(
     let yp = SyncPtr(y.as_mut_ptr());
     let task = |t: usize| {
         // The whole `SyncPtr` (a use of its field alone would capture the bare pointer).
-        let yp = yp;
+        let y0: SyncPtr = yp;
         let (jt, it) = (t % m_tasks, t / m_tasks);
         let (j0, j1) = (jt * nc, ((jt + 1) * nc).min(m));
         let (i0, i1) = (it * chunk, ((it + 1) * chunk).min(n));
@@ -446,7 +446,7 @@ fn run_with<K: IKernel>(
                         // SAFETY: row i + r, columns j..j + cols of y are inside y and belong to
                         // this task's block (no other task writes them).
                         let dst = unsafe {
-                            std::slice::from_raw_parts_mut(yp.0.add((i + r) * m + j), cols)
+                            std::slice::from_raw_parts_mut(y0.0.add((i + r) * m + j), cols)
                         };
                         let src = &tmp[r * nr..r * nr + cols];
                         match bias {
