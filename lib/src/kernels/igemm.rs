@@ -1,115 +1,475 @@
-//! Int8 GEMM for the vision tower: `y[n, m] = x[n, k] · W[m, k]ᵀ (+ b)` with W and x both
-//! quantized to int8 per block of [`KB`] values along k (scale `d = amax / 127`, ggml's Q8_0
-//! rounding rule with an f32 scale), integer dot products per block, one f32 rescale per block.
+//! Int8 GEMM for the compute-bound float matrices (the vision tower): `y[n, m] = x[n, k] · Wᵀ
+//! (+ bias)` with both operands quantized to int8 per block of [`KB`] values along k, exact i32
+//! block dot products and one fixed float epilogue, so every path gives the same bits.
 //!
-//! Scalar reference only (the SIMD micro-kernels come with the packed layout).
+//! # Numerics (the [`ScalarIKernel`] reference; every path equals it bit for bit)
+//! - Weights, per (row j, block b), and activations, per (row i, block b), the same rule (ggml's
+//!   `quantize_row_q8_0_ref` with an f32 scale and block `kb`): `amax = max |v|`,
+//!   `d = amax / 127`, `id = 1/d` (0 if `d = 0`), `q = round(v·id)` (half away from zero) in
+//!   `[−127, 127]`. A last partial block is zero-padded.
+//! - `dot[i, j, b] = Σ qa·qw` exactly in i32 (`|dot| ≤ 256·127² < 2²⁴`, so also exact as f32).
+//! - `y[i, j] = ((((0 + t₀) + t₁) + …) + bias[j]` with `t_b = (da[i,b]·dw[j,b]) · (dot as f32)`,
+//!   every product and sum rounded on its own (Rust never contracts to FMA).
+//!
+//! # Layouts
+//! - [`I8Mat`]: the weights quantized once, in one layout for every path: panels of
+//!   [`PANEL`] = 16 rows (the row count padded to a multiple of 32, zero rows with scale 0), each
+//!   panel `[nb blocks][kb/4 steps][16 rows][4 bytes]` plus its scales `[nb][16]`. One step of a
+//!   panel is 64 bytes: one zmm, two ymm or four NEON registers of four bytes per row.
+//! - Activations, quantized once per call into per-thread buffers: panels of the kernel's `MR`
+//!   rows `[nb][kb/4][MR][4 bytes]` (rows past `n` zero), their scales `[nb][MR]` and
+//!   `off = −128·Σ qa` per (row, block) (the `vpdpbusd` kernel's correction, see `x86::igemm`).
+//!
+//! # Traversal
+//! Parallel tasks over (block of W rows × chunk of x rows) as in `gemm`; inside a task, chunks of
+//! `MC` x rows whose packed panels fit in L2, then for each `NR`-row weight tile every `MR`-row
+//! activation panel: the micro-kernel ([`IKernel::tile`]) runs over all of k with the `MR × NR`
+//! float tile in registers (or L1), and the tile is stored once (plus bias).
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::kernels::tensor::Mat;
+use super::tensor::Mat;
+use super::SyncPtr;
 
-/// Values per quantization block along k.
+/// Quantization block along k (values). Every kernel works for 32, 64, 128 and 256
+/// ([`I8Mat::with_block`]). 128: on the AVX-512 path at the vision shapes (`examples/igemm_speed`,
+/// `IG_KB=all`) 32 is clearly slower (the per-block epilogue), 64 a little, 128 and 256 about
+/// equal; the relative L2 error on Gaussian data grows from 0.77e-2 (32) to 1.02e-2 (256).
 pub const KB: usize = 128;
+/// Weight rows per packed panel.
+pub const PANEL: usize = 16;
+/// Packed weight rows are padded to a multiple of this (the widest tile, `NR = 32`).
+const ROW_PAD: usize = 32;
 
-/// A weight matrix quantized to int8 per (row, block of [`KB`] values), rows zero-padded to a
-/// whole number of blocks.
+/// A weight matrix quantized to int8 for the GEMM: `[rows, cols]`, built once (at model load or
+/// first use). The packed layout is the same for every path (see the module docs).
 pub struct I8Mat {
-    /// Output rows (m).
+    /// Rows (output features).
     pub rows: usize,
-    /// Values per row (k).
+    /// Values per row (input features).
     pub cols: usize,
-    q: Vec<i8>,  // [rows, nb·KB]
-    d: Vec<f32>, // [rows, nb]
-}
-
-/// Quantize `x` (at most `KB` values; the rest of `q` stays 0) to int8: returns the scale.
-fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    for (o, &v) in q.iter_mut().zip(x) {
-        *o = (v * id).round() as i8;
-    }
-    d
-}
-
-/// Quantize rows of `k` values (`x.len() / k` rows) into `q` `[rows, nb·KB]`, `d` `[rows, nb]`.
-fn quantize_rows(x: &[f32], k: usize, q: &mut [i8], d: &mut [f32]) {
-    let nb = k.div_ceil(KB);
-    q.par_chunks_mut(nb * KB)
-        .zip(d.par_chunks_mut(nb))
-        .zip(x.par_chunks(k))
-        .for_each(|((qr, dr), xr)| {
-            for (b, (qb, db)) in qr.chunks_mut(KB).zip(dr.iter_mut()).enumerate() {
-                *db = quantize_block(&xr[b * KB..((b + 1) * KB).min(k)], qb);
-            }
-        });
+    /// Quantization block along k.
+    kb: usize,
+    /// Blocks per row, `cols.div_ceil(kb)`.
+    nb: usize,
+    /// `qs[((p·nb + b)·kb/4 + s)·64 + r·4 + c]` = q of row `16p + r`, column `b·kb + 4s + c`.
+    qs: Vec<i8>,
+    /// `dw[(p·nb + b)·16 + r]`: the scale of row `16p + r`, block `b`.
+    dw: Vec<f32>,
 }
 
 impl I8Mat {
-    /// Quantize every row of `w` (any weight type, read through its f32 conversion).
+    /// Quantize any [`Mat`] (rows through its type's dequantizer), with block [`KB`]; parallel
+    /// over panels. The result does not depend on the path.
     pub fn new(w: &Mat) -> I8Mat {
-        let (m, k) = (w.rows, w.cols);
-        let nb = k.div_ceil(KB);
-        let mut q = vec![0i8; m * nb * KB];
-        let mut d = vec![0f32; m * nb];
-        q.par_chunks_mut(nb * KB)
-            .zip(d.par_chunks_mut(nb))
-            .enumerate()
-            .for_each_init(
-                || vec![0f32; k],
-                |row, (j, (qr, dr))| {
-                    w.row_to_f32(j, row);
-                    quantize_rows(row, k, qr, dr);
-                },
-            );
+        I8Mat::with_block(w, KB)
+    }
+
+    /// [`I8Mat::new`] with quantization block `kb` (32, 64, 128 or 256) instead of [`KB`]
+    /// (measurements and fidelity studies).
+    ///
+    /// # Panics
+    /// If `kb` is not one of those.
+    pub fn with_block(w: &Mat, kb: usize) -> I8Mat {
+        assert!(
+            matches!(kb, 32 | 64 | 128 | 256),
+            "I8Mat: block {kb} is not 32, 64, 128 or 256"
+        );
+        let (rows, cols) = (w.rows, w.cols);
+        let nb = cols.div_ceil(kb);
+        let panels = rows.next_multiple_of(ROW_PAD) / PANEL;
+        let mut qs = vec![0i8; panels * nb * kb * PANEL];
+        let mut dw = vec![0f32; panels * nb * PANEL];
+        if nb > 0 {
+            qs.par_chunks_mut(nb * kb * PANEL)
+                .zip(dw.par_chunks_mut(nb * PANEL))
+                .enumerate()
+                .for_each(|(p, (qp, dp))| {
+                    let mut row = vec![0f32; nb * kb];
+                    let mut q = [0i8; 256];
+                    for r in 0..PANEL {
+                        let j = p * PANEL + r;
+                        if j >= rows {
+                            break;
+                        }
+                        w.row_to_f32(j, &mut row[..cols]);
+                        for b in 0..nb {
+                            let (d, _) = quantize_block(&row[b * kb..(b + 1) * kb], &mut q[..kb]);
+                            dp[b * PANEL + r] = d;
+                            let blk = &mut qp[b * kb * PANEL..(b + 1) * kb * PANEL];
+                            for (s, q4) in q[..kb].chunks_exact(4).enumerate() {
+                                blk[s * 64 + r * 4..][..4].copy_from_slice(q4);
+                            }
+                        }
+                    }
+                });
+        }
         I8Mat {
-            rows: m,
-            cols: k,
-            q,
-            d,
+            rows,
+            cols,
+            kb,
+            nb,
+            qs,
+            dw,
         }
     }
 
-    /// Bytes held.
+    /// Bytes held (for `--stats`).
     pub fn nbytes(&self) -> usize {
-        self.q.len() + 4 * self.d.len()
+        self.qs.len() + 4 * self.dw.len()
+    }
+
+    /// The quantization block along k.
+    pub fn block(&self) -> usize {
+        self.kb
     }
 }
 
-/// `y[n, rows] = x[n, cols] · Wᵀ (+ bias)`: `y[i, j] = (Σ_b (da[i,b]·dw[j,b])·dot_b) + bias[j]`,
-/// summed in block order from 0, each product and sum rounded (no fused multiply-add).
+/// Quantize one block (`v.len() == q.len()`, zero-padded by the caller) by the module's rule:
+/// returns `(d, Σ q)`. Written once; the SIMD paths compile it with their target features
+/// (the same IEEE operations, so the same bits).
+#[inline(always)]
+pub(crate) fn quantize_block(v: &[f32], q: &mut [i8]) -> (f32, i32) {
+    // max |v| over 16 lanes, then across them (max is exact, so the order does not matter; the
+    // lanes let the compiler vectorize). `v.len()` is a multiple of 16.
+    let mut lanes = [0f32; 16];
+    for c in v.chunks_exact(16) {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = l.max(x.abs());
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |a, &l| a.max(l));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut s = 0i32;
+    for (o, &x) in q.iter_mut().zip(v) {
+        // |x·id| ≤ 127 (rounded), so the i8 is the rounded value.
+        let r = (x * id).round() as i32;
+        *o = r as i8;
+        s += r;
+    }
+    (d, s)
+}
+
+/// Quantize activation rows `x` (`rows ≤ mr` rows of `k` values) into one packed panel of `mr`
+/// rows: `qa` `[nb][kb/4][mr][4]`, `da` `[nb][mr]`, `off` `[nb][mr]` (`−128·Σ q`); rows past
+/// `rows` are zero. The plain meaning of every [`IKernel::quantize`].
+#[inline(always)]
+pub(crate) fn quantize_panel(
+    x: &[f32],
+    k: usize,
+    kb: usize,
+    mr: usize,
+    qa: &mut [i8],
+    da: &mut [f32],
+    off: &mut [i32],
+) {
+    let rows = x.len() / k.max(1);
+    let nb = da.len() / mr;
+    let mut v = [0f32; 256];
+    let mut q = [0i8; 256];
+    for r in 0..mr {
+        for b in 0..nb {
+            let (d, s) = if r < rows {
+                let src = &x[r * k + b * kb..r * k + ((b + 1) * kb).min(k)];
+                if src.len() == kb {
+                    quantize_block(src, &mut q[..kb])
+                } else {
+                    v[..src.len()].copy_from_slice(src);
+                    v[src.len()..kb].fill(0.0);
+                    quantize_block(&v[..kb], &mut q[..kb])
+                }
+            } else {
+                q[..kb].fill(0);
+                (0.0, 0)
+            };
+            da[b * mr + r] = d;
+            off[b * mr + r] = -128 * s;
+            let blk = &mut qa[b * kb * mr..(b + 1) * kb * mr];
+            for (st, q4) in q[..kb].chunks_exact(4).enumerate() {
+                blk[(st * mr + r) * 4..][..4].copy_from_slice(q4);
+            }
+        }
+    }
+}
+
+/// What one micro-kernel call reads: an activation panel and `NR / 16` weight panels, all
+/// blocks.
+#[derive(Clone, Copy)]
+pub(crate) struct Tile {
+    /// Blocks along k.
+    pub nb: usize,
+    /// Quantization block (values; a multiple of 32).
+    pub kb: usize,
+    /// Activation panel `[nb][kb/4][MR][4]`.
+    pub a: *const i8,
+    /// Activation scales `[nb][MR]`.
+    pub da: *const f32,
+    /// `−128·Σ qa` per activation row and block, `[nb][MR]` (read by the `vpdpbusd` kernel).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub off: *const i32,
+    /// First weight panel `[nb][kb/4][16][4]`; the next ones `w_panel` bytes apart.
+    pub w: *const i8,
+    pub w_panel: usize,
+    /// First weight panel's scales `[nb][16]`; the next ones `dw_panel` floats apart.
+    pub dw: *const f32,
+    pub dw_panel: usize,
+}
+
+/// One path's int8 micro-kernel (and activation quantizer).
+pub(crate) trait IKernel: Sync {
+    /// Activation rows per tile.
+    const MR: usize;
+    /// Weight rows per tile (16 or 32: one or two panels).
+    const NR: usize;
+
+    /// [`quantize_panel`] with `mr = MR`, compiled for the path.
+    ///
+    /// # Safety
+    /// The path's CPU features are available.
+    unsafe fn quantize(
+        x: &[f32],
+        k: usize,
+        kb: usize,
+        qa: &mut [i8],
+        da: &mut [f32],
+        off: &mut [i32],
+    ) {
+        quantize_panel(x, k, kb, Self::MR, qa, da, off)
+    }
+
+    /// `out[i·NR + j] = Σ_b (da[b][i]·dw[j][b]) · dot[i, j, b]` summed in block order from 0
+    /// (the module's numerics; no bias) for the full `MR × NR` tile.
+    ///
+    /// # Safety
+    /// The path's CPU features are available; the pointers of `t` cover `nb` blocks of one
+    /// activation panel and `NR / 16` weight panels; `out` holds `MR·NR` floats.
+    unsafe fn tile(t: &Tile, out: *mut f32);
+}
+
+/// The reference micro-kernel (no target features): plain loops, `MR = 4`, `NR = 16`.
+pub(crate) struct ScalarIKernel;
+
+impl IKernel for ScalarIKernel {
+    const MR: usize = 4;
+    const NR: usize = 16;
+    unsafe fn tile(t: &Tile, out: *mut f32) {
+        scalar_tile::<4, 16>(t, out)
+    }
+}
+
+/// The plain meaning of [`IKernel::tile`] for any `MR`, `NR`.
+///
+/// # Safety
+/// As [`IKernel::tile`].
+#[inline(always)]
+pub(crate) unsafe fn scalar_tile<const MR: usize, const NR: usize>(t: &Tile, out: *mut f32) {
+    let steps = t.kb / 4;
+    let mut y = [[0f32; NR]; MR];
+    for b in 0..t.nb {
+        let mut dot = [[0i32; NR]; MR];
+        for s in 0..steps {
+            let a = t.a.add((b * steps + s) * MR * 4);
+            for (jp, dj) in (0..NR).step_by(PANEL).enumerate() {
+                let w = t.w.add(jp * t.w_panel + (b * steps + s) * PANEL * 4);
+                for (i, di) in dot.iter_mut().enumerate() {
+                    for r in 0..PANEL {
+                        let mut v = 0i32;
+                        for c in 0..4 {
+                            v += *a.add(i * 4 + c) as i32 * *w.add(r * 4 + c) as i32;
+                        }
+                        di[dj + r] += v;
+                    }
+                }
+            }
+        }
+        for (i, (yi, di)) in y.iter_mut().zip(&dot).enumerate() {
+            let da = *t.da.add(b * MR + i);
+            for (j, (yv, &dv)) in yi.iter_mut().zip(di).enumerate() {
+                let dw = *t.dw.add((j / PANEL) * t.dw_panel + b * PANEL + j % PANEL);
+                *yv += (da * dw) * dv as f32;
+            }
+        }
+    }
+    for (i, yi) in y.iter().enumerate() {
+        std::ptr::copy_nonoverlapping(yi.as_ptr(), out.add(i * NR), NR);
+    }
+}
+
+/// Bytes of packed activations a task's row chunk should stay within (half a Zen 4 L2).
+const MC_BYTES: usize = 512 << 10;
+/// Largest block of W rows per task.
+const NC_MAX: usize = 512;
+
+thread_local! {
+    /// Quantized activations of the calling thread (kept across calls).
+    static ACTS: RefCell<(Vec<i8>, Vec<f32>, Vec<i32>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// `y[n, rows] = x[n, cols] · Wᵀ (+ bias)`, int8 × int8 with the module's numerics, on the active
+/// path ([`super::active_path`]), parallel (rayon).
 ///
 /// # Panics
-/// If `x` is not `n × cols` or `y` not `n × rows` values.
+/// If `x`, `y` or `bias` do not have `n·cols`, `n·rows`, `rows` values.
 pub fn matmul_i8(w: &I8Mat, bias: Option<&[f32]>, x: &[f32], n: usize, y: &mut [f32]) {
     let (m, k) = (w.rows, w.cols);
-    assert_eq!(x.len(), n * k, "matmul_i8: x is not {n}×{k}");
-    assert_eq!(y.len(), n * m, "matmul_i8: y is not {n}×{m}");
-    let nb = k.div_ceil(KB);
-    let mut qa = vec![0i8; n * nb * KB];
-    let mut da = vec![0f32; n * nb];
-    quantize_rows(x, k, &mut qa, &mut da);
-    y.par_chunks_mut(m).enumerate().for_each(|(i, yr)| {
-        let (qi, di) = (
-            &qa[i * nb * KB..(i + 1) * nb * KB],
-            &da[i * nb..(i + 1) * nb],
+    assert_eq!(
+        x.len(),
+        n * k,
+        "matmul_i8: x has {} values, expected {n}×{k}",
+        x.len()
+    );
+    assert_eq!(
+        y.len(),
+        n * m,
+        "matmul_i8: y has {} values, expected {n}×{m}",
+        y.len()
+    );
+    if let Some(b) = bias {
+        assert_eq!(
+            b.len(),
+            m,
+            "matmul_i8: bias has {} values, expected {m}",
+            b.len()
         );
-        for (j, out) in yr.iter_mut().enumerate() {
-            let (qj, dj) = (
-                &w.q[j * nb * KB..(j + 1) * nb * KB],
-                &w.d[j * nb..(j + 1) * nb],
-            );
-            let mut acc = 0f32;
-            for b in 0..nb {
-                let dot: i32 = qi[b * KB..(b + 1) * KB]
-                    .iter()
-                    .zip(&qj[b * KB..(b + 1) * KB])
-                    .map(|(&a, &c)| a as i32 * c as i32)
-                    .sum();
-                acc += (di[b] * dj[b]) * dot as f32;
-            }
-            *out = acc + bias.map_or(0.0, |bb| bb[j]);
+    }
+    if n == 0 || m == 0 {
+        return;
+    }
+    super::igemm_on(super::active_path(), w, bias, x, n, y);
+}
+
+/// [`matmul_i8`] with micro-kernel `K` (the path's `Isa::IGemm`; dispatched in `kernels`).
+pub(super) fn run<K: IKernel>(w: &I8Mat, bias: Option<&[f32]>, x: &[f32], n: usize, y: &mut [f32]) {
+    ACTS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (qa, da, off) = &mut *bufs;
+            run_with::<K>(w, bias, x, n, y, qa, da, off)
         }
-    });
+        // Re-entered on this thread: fresh buffers.
+        Err(_) => run_with::<K>(
+            w,
+            bias,
+            x,
+            n,
+            y,
+            &mut Vec::new(),
+            &mut Vec::new(),
+            &mut Vec::new(),
+        ),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_with<K: IKernel>(
+    w: &I8Mat,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    qa: &mut Vec<i8>,
+    da: &mut Vec<f32>,
+    off: &mut Vec<i32>,
+) {
+    let (m, k, kb, nb) = (w.rows, w.cols, w.kb, w.nb);
+    let (mr, nr) = (K::MR, K::NR);
+    let apanels = n.div_ceil(mr);
+    let (qa_len, d_len) = (apanels * nb * kb * mr, apanels * nb * mr);
+    if qa.len() < qa_len {
+        qa.resize(qa_len, 0);
+    }
+    if da.len() < d_len {
+        da.resize(d_len, 0.0);
+        off.resize(d_len, 0);
+    }
+    let (qa, da, off) = (&mut qa[..qa_len], &mut da[..d_len], &mut off[..d_len]);
+    if nb > 0 {
+        // Activation quantization, parallel over panels (at least ~64 KiB of input per job).
+        let min = (16384 / (mr * k)).max(1);
+        qa.par_chunks_mut(nb * kb * mr)
+            .zip(da.par_chunks_mut(nb * mr))
+            .zip(off.par_chunks_mut(nb * mr))
+            .enumerate()
+            .with_min_len(min)
+            .for_each(|(p, ((qp, dp), op))| {
+                let rows = &x[p * mr * k..((p + 1) * mr).min(n) * k];
+                // SAFETY: `K` is the active path's kernel, which this CPU runs.
+                unsafe { K::quantize(rows, k, kb, qp, dp, op) };
+            });
+    }
+    let (qa, da, off) = (&*qa, &*da, &*off);
+
+    let threads = rayon::current_num_threads().max(1);
+    let nc = m
+        .div_ceil(2 * threads)
+        .clamp(nr, NC_MAX)
+        .next_multiple_of(nr);
+    let m_tasks = m.div_ceil(nc);
+    let n_tasks = (4 * threads).div_ceil(m_tasks).clamp(1, apanels);
+    let chunk = n.div_ceil(n_tasks).next_multiple_of(mr);
+    let n_tasks = n.div_ceil(chunk);
+    // x rows per L2-resident chunk inside a task.
+    let mc = (MC_BYTES / (nb * kb).max(1)).max(mr) / mr * mr;
+    let yp = SyncPtr(y.as_mut_ptr());
+    let task = |t: usize| {
+        // The whole `SyncPtr` (a use of its field alone would capture the bare pointer).
+        let y0: SyncPtr = yp;
+        let (jt, it) = (t % m_tasks, t / m_tasks);
+        let (j0, j1) = (jt * nc, ((jt + 1) * nc).min(m));
+        let (i0, i1) = (it * chunk, ((it + 1) * chunk).min(n));
+        let mut tmp = [0f32; 8 * 32];
+        debug_assert!(mr * nr <= tmp.len());
+        let mut ic = i0;
+        while ic < i1 {
+            let ie = (ic + mc).min(i1);
+            for j in (j0..j1).step_by(nr) {
+                let p = j / PANEL;
+                for i in (ic..ie).step_by(mr) {
+                    let ap = i / mr;
+                    let tile = Tile {
+                        nb,
+                        kb,
+                        a: qa[ap * nb * kb * mr..].as_ptr(),
+                        da: da[ap * nb * mr..].as_ptr(),
+                        off: off[ap * nb * mr..].as_ptr(),
+                        w: w.qs[p * nb * kb * PANEL..].as_ptr(),
+                        w_panel: nb * kb * PANEL,
+                        dw: w.dw[p * nb * PANEL..].as_ptr(),
+                        dw_panel: nb * PANEL,
+                    };
+                    // SAFETY: `K` is the active path's kernel; the activation panel `ap` and
+                    // the weight panels p..p + NR/16 exist (rows padded to multiples of MR and
+                    // 32); `tmp` holds MR·NR floats.
+                    unsafe { K::tile(&tile, tmp.as_mut_ptr()) };
+                    let cols = nr.min(j1 - j);
+                    for r in 0..mr.min(n - i) {
+                        // SAFETY: row i + r, columns j..j + cols of y are inside y and belong to
+                        // this task's block (no other task writes them).
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(y0.0.add((i + r) * m + j), cols)
+                        };
+                        let src = &tmp[r * nr..r * nr + cols];
+                        match bias {
+                            Some(bv) => {
+                                for ((d, &v), &bb) in dst.iter_mut().zip(src).zip(&bv[j..]) {
+                                    *d = v + bb;
+                                }
+                            }
+                            None => dst.copy_from_slice(src),
+                        }
+                    }
+                }
+            }
+            ic = ie;
+        }
+    };
+    let tasks = m_tasks * n_tasks;
+    if tasks == 1 {
+        task(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
 }

@@ -10,6 +10,7 @@
 use half::f16;
 
 use super::gemm::{Kernel, ScalarKernel};
+use super::igemm::{IKernel, ScalarIKernel};
 use super::types::Decoder;
 use super::Path;
 use crate::quant::BlockQ8_0;
@@ -23,6 +24,8 @@ pub(crate) trait Isa: 'static {
     const PATH: Path;
     /// Packing and micro-kernel of the packed GEMM (and of blocked attention).
     type Gemm: Kernel;
+    /// Micro-kernel of the int8 GEMM ([`super::igemm`]).
+    type IGemm: IKernel;
 
     /// This ISA's decode kernel for weight type `ty`, if it has one (else the type's portable
     /// kernel runs).
@@ -145,4 +148,5 @@ pub(crate) struct Scalar;
 impl Isa for Scalar {
     const PATH: Path = Path::Scalar;
     type Gemm = ScalarKernel;
+    type IGemm = ScalarIKernel;
 }

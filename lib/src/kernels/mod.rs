@@ -74,6 +74,8 @@
 //! - [`quantize_row_q8_0`], [`dot`], [`axpy`], [`scale`]: vector helpers on the active path.
 //! - [`attention`]: blocked attention for one (head, query block) through the GEMM micro-kernels.
 //! - [`iattn`]: its low-precision twin (16-bit integer scores and `P·V`) for the vision tower.
+//! - [`igemm`]: the int8 GEMM (weights quantized once into an [`igemm::I8Mat`], activations per
+//!   call; exact i32 block dots, one float epilogue, so every path gives the same bits).
 //! - [`probe`]: FMA-peak and memory-bandwidth probes for reporting kernel figures as ratios.
 //!
 //! Allocation: a call with a warm [`Scratch`] allocates nothing itself (the GEMM's packing buffers
@@ -604,6 +606,18 @@ pub fn matmul_with(
     } else {
         decode(path, w, bias, x, n, y, scratch);
     }
+}
+
+/// [`igemm::matmul_i8`] on `path`: its ISA's int8 micro-kernel.
+pub(crate) fn igemm_on(
+    path: Path,
+    w: &igemm::I8Mat,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
+    with_isa!(path, I => igemm::run::<<I as Isa>::IGemm>(w, bias, x, n, y))
 }
 
 /// Weight bytes (times activation rows) a decode task should at least cover.

@@ -15,6 +15,7 @@ use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
 mod iattn;
+mod igemm;
 mod repack;
 
 use bytes::{NeonOps, SdotOps};
@@ -899,6 +900,7 @@ macro_rules! neon_isa {
 
 impl Isa for Neon {
     const PATH: Path = Path::Neon;
+    type IGemm = igemm::NeonIKernel;
     neon_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<false>(ty)
@@ -910,6 +912,7 @@ impl Isa for Neon {
 
 impl Isa for Dotprod {
     const PATH: Path = Path::Dotprod;
+    type IGemm = igemm::DotprodIKernel;
     neon_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<true>(ty)

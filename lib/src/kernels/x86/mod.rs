@@ -16,6 +16,7 @@ use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
 mod iattn;
+mod igemm;
 mod repack;
 
 use bytes::Avx2Ops;
@@ -1452,6 +1453,7 @@ macro_rules! avx2_isa {
 
 impl Isa for Avx2 {
     const PATH: Path = Path::Avx2;
+    type IGemm = igemm::Avx2IKernel;
     avx2_isa!();
     const IMR: usize = 4;
     const INR: usize = 16;
@@ -1469,6 +1471,7 @@ impl Isa for Avx2 {
 
 impl Isa for Avx512 {
     const PATH: Path = Path::Avx512;
+    type IGemm = igemm::Avx512IKernel;
     avx2_isa!();
     const IMR: usize = 8;
     const INR: usize = 32;
