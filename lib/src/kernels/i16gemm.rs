@@ -51,9 +51,22 @@ pub struct I16Mat {
 }
 
 /// Quantize `x` (at most `KB` values; the rest of `q` is set to 0) to 12-bit levels: returns the
-/// scale.
+/// scale. Inlined into [`quantize_row`]'s callers, which the SIMD paths compile with their
+/// target features (the same IEEE operations, so the same levels, vectorised).
+#[inline(always)]
 fn quantize_block(x: &[f32], q: &mut [i16]) -> f32 {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    // max |x| over 16 lanes, then across them (max is exact: the order does not matter).
+    let mut lanes = [0f32; 16];
+    let whole = x.len() / 16 * 16;
+    for c in x[..whole].chunks_exact(16) {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = l.max(v.abs());
+        }
+    }
+    let amax = x[whole..]
+        .iter()
+        .chain(&lanes)
+        .fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / LEVELS;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     q.fill(0);
@@ -64,10 +77,31 @@ fn quantize_block(x: &[f32], q: &mut [i16]) -> f32 {
 }
 
 /// Quantize one row of `k` values into `q` (`nb·KB` levels) and `d` (`nb` scales).
+#[inline(always)]
 fn quantize_row(x: &[f32], q: &mut [i16], d: &mut [f32]) {
     for (b, (qb, db)) in q.chunks_mut(KB).zip(d.iter_mut()).enumerate() {
         *db = quantize_block(&x[(b * KB).min(x.len())..((b + 1) * KB).min(x.len())], qb);
     }
+}
+
+/// [`quantize_row`] compiled for AVX2 (`round` becomes a vector sequence instead of a call).
+///
+/// # Safety
+/// AVX2 and FMA are available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_row_avx2(x: &[f32], q: &mut [i16], d: &mut [f32]) {
+    quantize_row(x, q, d)
+}
+
+/// [`quantize_row`] with the best code this CPU runs (the same levels on every path).
+fn quantize_row_fast(x: &[f32], q: &mut [i16], d: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: checked just above.
+        return unsafe { quantize_row_avx2(x, q, d) };
+    }
+    quantize_row(x, q, d)
 }
 
 impl I16Mat {
@@ -87,7 +121,7 @@ impl I16Mat {
                     (vec![0f32; k], vec![0i16; nb * KB], vec![0f32; nb]);
                 for r in 0..NR.min(m.saturating_sub(p * NR)) {
                     w.row_to_f32(p * NR + r, &mut row);
-                    quantize_row(&row, &mut lv, &mut sc);
+                    quantize_row_fast(&row, &mut lv, &mut sc);
                     for b in 0..nb {
                         dp[b * NR + r] = sc[b];
                         for s in 0..KB / 2 {
@@ -160,6 +194,24 @@ mod x86 {
     use super::{Call, KB, NC, NR};
     use std::arch::x86_64::*;
 
+    /// `acc + Σ_pairs a·b` per i32 lane: `vpdpwssd` in inline assembly (LLVM splits
+    /// `_mm512_dpwssd_epi32` into `vpmaddwd` + `vpaddd` unless tuned for a CPU, halving the
+    /// tile's throughput). Exact: the pair sums stay far below 2³¹ (12-bit levels).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        let mut acc = acc;
+        // SAFETY: AVX-512 VNNI is enabled (the caller's contract); registers only.
+        std::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        acc
+    }
+
     /// [`super::tile_scalar`] with AVX-512 VNNI: `vpdpwssd` adds the products of one i32 lane's
     /// two levels (row j, values 2p, 2p+1) with the broadcast pair of x row t.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -170,8 +222,8 @@ mod x86 {
             let w1 = _mm512_loadu_si512(c.w[1].add(p * NR * 2) as *const _);
             for t in 0..MR {
                 let a = _mm512_set1_epi32((c.a[t].add(2 * p) as *const i32).read_unaligned());
-                s[t][0] = _mm512_dpwssd_epi32(s[t][0], a, w0);
-                s[t][1] = _mm512_dpwssd_epi32(s[t][1], a, w1);
+                s[t][0] = dpwssd(s[t][0], a, w0);
+                s[t][1] = dpwssd(s[t][1], a, w1);
             }
         }
         let dw = [_mm512_loadu_ps(c.dw[0]), _mm512_loadu_ps(c.dw[1])];
@@ -217,22 +269,32 @@ mod x86 {
 }
 
 /// x quantized per call: `[n + 1][nb·KB]` levels (the last row zeros, for partial tiles) and
-/// `[n + 1][nb]` scales.
+/// `[n + 1][nb]` scales, in buffers kept per calling thread (the vision tower's activations are
+/// tens of MB: allocating them per product would cost page faults each time).
 struct Acts {
     q: Vec<i16>,
     d: Vec<f32>,
     nb: usize,
 }
 
+thread_local! {
+    static ACTS: std::cell::RefCell<Acts> = const {
+        std::cell::RefCell::new(Acts { q: Vec::new(), d: Vec::new(), nb: 0 })
+    };
+}
+
 impl Acts {
-    fn new(x: &[f32], n: usize, k: usize, nb: usize) -> Acts {
-        let mut q = vec![0i16; (n + 1) * nb * KB];
-        let mut d = vec![0f32; (n + 1) * nb];
-        q.par_chunks_mut(nb * KB)
-            .zip(d.par_chunks_mut(nb))
+    fn fill(&mut self, x: &[f32], n: usize, k: usize, nb: usize) {
+        self.nb = nb;
+        self.q.resize((n + 1) * nb * KB, 0);
+        self.d.resize((n + 1) * nb, 0.0);
+        self.q[n * nb * KB..].fill(0);
+        self.d[n * nb..].fill(0.0);
+        self.q[..n * nb * KB]
+            .par_chunks_mut(nb * KB)
+            .zip(self.d[..n * nb].par_chunks_mut(nb))
             .zip(x.par_chunks(k.max(1)))
-            .for_each(|((qr, dr), xr)| quantize_row(xr, qr, dr));
-        Acts { q, d, nb }
+            .for_each(|((qr, dr), xr)| quantize_row_fast(xr, qr, dr));
     }
 
     /// Row `i` (`n`: the zero row), block `b`: levels and scale.
@@ -260,20 +322,39 @@ pub fn matmul_i16(w: &I16Mat, bias: Option<&[f32]>, x: &[f32], n: usize, y: &mut
     if n == 0 || m == 0 {
         return;
     }
-    let acts = Acts::new(x, n, k, w.nb);
+    ACTS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut acts) => {
+            acts.fill(x, n, k, w.nb);
+            run_on(w, bias, &acts, n, y)
+        }
+        // Re-entered on this thread (a task calling back): fresh buffers.
+        Err(_) => {
+            let mut acts = Acts {
+                q: Vec::new(),
+                d: Vec::new(),
+                nb: 0,
+            };
+            acts.fill(x, n, k, w.nb);
+            run_on(w, bias, &acts, n, y)
+        }
+    })
+}
+
+/// [`matmul_i16`] on quantized activations, with the active path's micro-kernel.
+fn run_on(w: &I16Mat, bias: Option<&[f32]>, acts: &Acts, n: usize, y: &mut [f32]) {
     let path = active_path();
     match path {
         #[cfg(target_arch = "x86_64")]
-        Path::Avx512 => run::<6>(w, bias, &acts, n, y, |c, acc| unsafe {
+        Path::Avx512 => run::<6>(w, bias, acts, n, y, |c, acc| unsafe {
             // SAFETY: the avx512 path is only active on a CPU that runs it.
             x86::tile_avx512(c, acc)
         }),
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => run::<4>(w, bias, &acts, n, y, |c, acc| unsafe {
+        Path::Avx2 => run::<4>(w, bias, acts, n, y, |c, acc| unsafe {
             // SAFETY: as above, for avx2.
             x86::tile_avx2(c, acc)
         }),
-        _ => run::<4>(w, bias, &acts, n, y, |c, acc| unsafe {
+        _ => run::<4>(w, bias, acts, n, y, |c, acc| unsafe {
             // SAFETY: `run` passes whole blocks.
             tile_scalar(c, acc)
         }),

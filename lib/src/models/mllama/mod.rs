@@ -120,13 +120,15 @@ pub enum VisionPrecision {
     F32,
     /// Weights quantized once to int8 per block of values (kept in memory), activations
     /// quantized per row and block at every product, integer dot products
-    /// ([`crate::kernels::igemm`]). The fastest, and the least faithful: it moves the fixture
-    /// models' cross-attention states by 1.5–1.8% (relative L2), so `Auto` does not pick it.
+    /// ([`crate::kernels::igemm`]), attention as [`VisionPrecision::Int16`]. The fastest, and the
+    /// least faithful: it moves the fixture models' cross-attention states by 1.5–1.8% (relative
+    /// L2, over issue 14's 1% bound), so `Auto` does not pick it.
     Int8,
     /// Weights (once, kept in memory) and activations quantized to 12-bit integers per block of
-    /// values, exact 32-bit integer dot products ([`crate::kernels::i16gemm`]): within 0.1% of
-    /// f32 on the fixtures, twice the multiply-adds per instruction of an f32 FMA with AVX-512
-    /// VNNI (`vpdpwssd`).
+    /// values, exact 32-bit integer dot products ([`crate::kernels::i16gemm`]), and the
+    /// attention in 16-bit integers ([`crate::nn::attention_lowp`]): within 0.2% of f32 on the
+    /// fixtures' cross-attention states, twice the multiply-adds per instruction of an f32 FMA
+    /// with AVX-512 VNNI (`vpdpwssd`).
     Int16,
 }
 
@@ -140,6 +142,16 @@ impl VisionPrecision {
             VisionPrecision::Auto if quantized && path == Path::Avx512 => VisionPrecision::Int16,
             VisionPrecision::Auto => VisionPrecision::F32,
             p => p,
+        }
+    }
+
+    /// The arithmetic of the tower's attention in this (resolved) precision: 16-bit integer
+    /// scores and `P·V` for both integer precisions (8-bit scores alone move one layer's
+    /// attention output by ~1e-2), f32 otherwise.
+    pub fn attention(self) -> crate::nn::AttnPrecision {
+        match self {
+            VisionPrecision::Int8 | VisionPrecision::Int16 => crate::nn::AttnPrecision::Int16,
+            _ => crate::nn::AttnPrecision::F32,
         }
     }
 

@@ -542,7 +542,7 @@ impl EncoderLayer {
         self.v.forward(p, None, &ws.a, n, &mut ws.b, sc);
         nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.v); // [heads, N, hd]
         let kv = KeysValues::new(&ws.k, &ws.v, n, n);
-        nn::attention(&ws.q, kv, heads, mask, &mut ws.a); // [N, D]
+        nn::attention_lowp(&ws.q, kv, heads, mask, &mut ws.a, p.attention()); // [N, D]
         self.o.forward(p, None, &ws.a, n, &mut ws.b, sc); // [N, D]
         residual(x, self.gates.map(|(ga, _)| ga), &ws.b);
         // MLP.
