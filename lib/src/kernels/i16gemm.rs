@@ -192,29 +192,13 @@ unsafe fn tile_scalar<const MR: usize>(c: Call<MR>, acc: &mut [[f32; NC]; MR]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Call, KB, NC, NR};
+    // `vpdpwssd` in inline assembly (LLVM splits the intrinsic into two instructions).
+    use crate::kernels::x86::dpwssd;
     use std::arch::x86_64::*;
-
-    /// `acc + Σ_pairs a·b` per i32 lane: `vpdpwssd` in inline assembly (LLVM splits
-    /// `_mm512_dpwssd_epi32` into `vpmaddwd` + `vpaddd` unless tuned for a CPU, halving the
-    /// tile's throughput). Exact: the pair sums stay far below 2³¹ (12-bit levels).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
-        let mut acc = acc;
-        // SAFETY: AVX-512 VNNI is enabled (the caller's contract); registers only.
-        std::arch::asm!(
-            "vpdpwssd {acc}, {a}, {b}",
-            acc = inout(zmm_reg) acc,
-            a = in(zmm_reg) a,
-            b = in(zmm_reg) b,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-        acc
-    }
 
     /// [`super::tile_scalar`] with AVX-512 VNNI: `vpdpwssd` adds the products of one i32 lane's
     /// two levels (row j, values 2p, 2p+1) with the broadcast pair of x row t.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
     pub(super) unsafe fn tile_avx512<const MR: usize>(c: Call<MR>, acc: &mut [[f32; NC]; MR]) {
         let mut s = [[_mm512_setzero_si512(); 2]; MR];
         for p in 0..KB / 2 {

@@ -43,7 +43,7 @@ pub(super) unsafe fn itile_4x16(
 /// integers either way (the pair sums cannot overflow under the callers' bounds).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+pub(crate) unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
     let mut acc = acc;
     // SAFETY: AVX-512 VNNI is enabled (the caller's contract); registers only.
     std::arch::asm!(

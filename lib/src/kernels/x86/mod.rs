@@ -16,6 +16,7 @@ use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
 mod bytes;
 mod iattn;
+pub(crate) use iattn::dpwssd;
 mod igemm;
 mod repack;
 
