@@ -40,8 +40,8 @@ struct Cli {
     #[arg(long, global = true)]
     no_repack: bool,
     /// Arithmetic of the vision tower and projector: auto (f32 for float files; for quantized
-    /// files int8 where this CPU has fast integer dot products: AVX-512 VNNI, NEON dotprod), f32,
-    /// or int8 (weights quantized into memory once, about 1.1 bytes per weight).
+    /// files int16 on x86-64, f32 on ARM), f32, int16 (12-bit integer weights, quantized into
+    /// memory once, and activations; within 0.2% of f32) or int8 (faster, less faithful: ~2%).
     #[arg(long, global = true, default_value = "auto", value_name = "PRECISION", value_parser = ["auto", "f32", "int8", "int16"])]
     vision_precision: String,
     #[command(subcommand)]

@@ -105,7 +105,7 @@ fn answers(model: &Arc<Model>, qs: &[&Question]) -> Vec<(String, Vec<u32>)> {
 }
 
 /// The answers on every kernel path with the vision tower in f32 (which every path computes;
-/// `auto` picks int16 on avx512 only), each with a freshly loaded model (the image cache is keyed
+/// `auto` picks int16 on x86 only), each with a freshly loaded model (the image cache is keyed
 /// by the picture, not the path). The SIMD paths (avx512 and avx2; dotprod and neon) must give
 /// the same answers: they compute the same integer dot products and share their regime
 /// crossovers. The scalar path runs a prompt through the f32 GEMM from 4 rows on (the SIMD paths

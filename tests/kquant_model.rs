@@ -144,7 +144,7 @@ fn model256(ty: GgmlType) -> Model {
     )))
     .unwrap();
     // The text kernels are under test: the vision tower in f32 on every path (`auto` picks
-    // int16 on avx512 only).
+    // int16 on the x86 paths only).
     m.set_vision_precision(mllama::VisionPrecision::F32);
     m
 }

@@ -233,7 +233,7 @@ fn q4_k_m_variants_match_our_q4_k_m_file() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ours = Model::load(our_q4_k_m(tmp.path())).unwrap();
     // The layouts' conventions, undone at load, must give our file's numbers: compared with the
-    // vision tower in f32 (`auto` would run it in int16 on avx512, where the files' different
+    // vision tower in f32 (`auto` would run it in int16 on x86, where the files' different
     // storage types of the same weights quantize differently).
     ours.set_vision_precision(mllama::VisionPrecision::F32);
     let types: std::collections::BTreeSet<_> =

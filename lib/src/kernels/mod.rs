@@ -77,7 +77,7 @@
 //! - [`igemm`]: the int8 GEMM (weights quantized once into an [`igemm::I8Mat`], activations per
 //!   call; exact i32 block dots, one float epilogue, so every path gives the same bits).
 //! - [`i16gemm`]: the 12-bit integer GEMM (weights and activations per block of 128 values,
-//!   `vpdpwssd` / `vpmaddwd`; what `--vision-precision auto` picks on `avx512`).
+//!   `vpdpwssd` / `vpmaddwd`; what `--vision-precision auto` picks on x86-64).
 //! - [`probe`]: FMA-peak and memory-bandwidth probes for reporting kernel figures as ratios.
 //!
 //! Allocation: a call with a warm [`Scratch`] allocates nothing itself (the GEMM's packing buffers
