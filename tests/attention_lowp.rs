@@ -231,3 +231,21 @@ fn rows_without_keys_are_zero_and_other_masks_hold() {
     let out = run(&c, Mask::Rows(&rows), AttnPrecision::Int16, Path::Scalar);
     assert!(out[..c.heads * c.hd].iter().all(|&x| x == 0.0));
 }
+
+/// A head dimension the integer tiles cannot take (odd, or above 128, as an unusual file may
+/// declare) runs the f32 attention instead of panicking: the same bits as `attention`.
+#[test]
+fn unsupported_head_dims_fall_back_to_f32() {
+    for (heads, hd) in [(2, 5), (1, 130)] {
+        let n = 9;
+        let q = rnd(n * heads * hd, 1);
+        let (k, v) = (rnd(n * heads * hd, 2), rnd(n * heads * hd, 3));
+        let kv = KeysValues::new(&k, &v, n, n);
+        let h = Heads::new(heads, heads, hd);
+        let (mut a, mut b) = (vec![0f32; q.len()], vec![1f32; q.len()]);
+        mllama::nn::attention(&q, kv, h, Mask::None, &mut a);
+        attention_lowp(&q, kv, h, Mask::None, &mut b, AttnPrecision::Int16);
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b), "hd {hd}");
+    }
+}

@@ -474,9 +474,12 @@ thread_local! {
 /// ([`LowpKv`], parallel over kv heads), then runs [`attend_lowp`] per task, for any number of
 /// query rows (the vision tower's prefill; decode keeps [`attention`]).
 ///
+/// A head dimension the integer tiles cannot take (odd, or above
+/// [`crate::kernels::iattn::MAX_HEAD_DIM`], e.g. from an unusual file) runs in f32.
+///
 /// # Panics
 ///
-/// As [`attention`]; also if `Int16` gets an odd head dimension or one above 128.
+/// As [`attention`].
 pub fn attention_lowp(
     q: &[f32],
     kv: KeysValues<'_, f32>,
@@ -485,7 +488,8 @@ pub fn attention_lowp(
     out: &mut [f32],
     prec: AttnPrecision,
 ) {
-    if prec == AttnPrecision::F32 {
+    let hd_ok = heads.hd.is_multiple_of(2) && heads.hd <= crate::kernels::iattn::MAX_HEAD_DIM;
+    if prec == AttnPrecision::F32 || !hd_ok {
         return attention(q, kv, heads, mask, out);
     }
     let Heads {
