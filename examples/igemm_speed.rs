@@ -1,5 +1,6 @@
-//! Int8 GEMM throughput at the vision tower's shapes: `cargo run --release --example igemm_speed`
-//! (`IG_N` activation rows, default 6432 = 4 tiles × 1608; `IG_REPS`, default 3; `IG_KB=all` or a
+//! Integer GEMM throughput at the vision tower's shapes: `cargo run --release --example igemm_speed`
+//! (`IG_BITS=16` for the 12-bit levels instead of int8;
+//! `IG_N` activation rows, default 6432 = 4 tiles × 1608; `IG_REPS`, default 3; `IG_KB=all` or a
 //! list like `32,128` for the block sizes, default the module's `KB`; `IG_F32=0` skips the f32
 //! comparison, `IG_AVX2=0` the forced `avx2` path; `IG_SHAPES=1280x1280,...` as `rows x k`).
 //!
@@ -10,7 +11,7 @@
 
 use std::time::Instant;
 
-use mllama::kernels::igemm::{matmul_i8, I8Mat, KB};
+use mllama::kernels::igemm::{matmul_i16, matmul_i8, I16Mat, I8Mat, KB};
 use mllama::kernels::tensor::Mat;
 use mllama::kernels::{matmul_with, probe, with_path, Path, Regime, Scratch};
 use mllama::quant::convert_f32;
@@ -43,6 +44,7 @@ fn main() {
         Some(s) => s.split(',').map(|t| t.trim().parse().unwrap()).collect(),
     };
     let with_f32 = env("IG_F32").as_deref() != Some("0");
+    let int16 = env("IG_BITS").as_deref() == Some("16");
     let shapes: Vec<(usize, usize)> = match env("IG_SHAPES") {
         Some(s) => s
             .split(',')
@@ -64,7 +66,15 @@ fn main() {
     println!("n = {n}, {threads} threads, {reps} reps, medians");
     println!(
         "{:<7} {:>11} {:>4} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9}",
-        "path", "rows x k", "KB", "i8 GF/s", "FMA GF/s", "i8/peak", "f32 GF/s", "f32/pk", "i8/f32"
+        "path",
+        "rows x k",
+        "KB",
+        if int16 { "i16 GF/s" } else { "i8 GF/s" },
+        "FMA GF/s",
+        "int/peak",
+        "f32 GF/s",
+        "f32/pk",
+        "int/f32"
     );
     let mut sc = Scratch::new();
     for &(m, k) in &shapes {
@@ -78,14 +88,23 @@ fn main() {
         let flops = 2.0 * n as f64 * m as f64 * k as f64;
         for &path in &paths {
             for &kb in &kbs {
-                let q = I8Mat::with_block(&w, kb);
+                let (q8, q16) = if int16 {
+                    (None, Some(I16Mat::with_block(&w, kb)))
+                } else {
+                    (Some(I8Mat::with_block(&w, kb)), None)
+                };
+                let run = |y: &mut [f32]| match (&q8, &q16) {
+                    (Some(q), _) => matmul_i8(q, None, &x, n, y),
+                    (_, Some(q)) => matmul_i16(q, None, &x, n, y),
+                    _ => unreachable!(),
+                };
                 let p0 = probe::fma_peak_gflops(path, 0.5);
                 let (mut ti, mut tf) = (Vec::new(), Vec::new());
                 with_path(path, || {
-                    matmul_i8(&q, None, &x, n, &mut y); // warm-up
+                    run(&mut y); // warm-up
                     for _ in 0..reps {
                         let t = Instant::now();
-                        matmul_i8(&q, None, &x, n, &mut y);
+                        run(&mut y);
                         ti.push(flops / t.elapsed().as_secs_f64() / 1e9);
                         if with_f32 && kb == kbs[0] {
                             let t = Instant::now();

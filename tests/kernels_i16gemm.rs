@@ -1,11 +1,13 @@
-//! The 12-bit integer GEMM of the vision tower (`kernels::i16gemm`): every path this CPU has
+//! The 12-bit integer GEMM of the vision tower (`kernels::igemm`, 12-bit levels): every path this CPU has
 //! equals the scalar path bit for bit (f32 results included), the scalar path equals a plain
 //! evaluation of the documented formula, and the result is close to the f32 product.
 
 mod common;
 
 use common::{rel_l2, rnd};
-use mllama::kernels::i16gemm::{matmul_i16, I16Mat, KB, LEVELS};
+use mllama::kernels::igemm::{matmul_i16, I16Mat, Int16, Width, KB};
+
+const LEVELS: f32 = Int16::LEVELS;
 use mllama::kernels::tensor::Mat;
 use mllama::kernels::{matmul_with, with_path, Path, Regime, Scratch};
 use mllama::quant::convert_f32;

@@ -10,7 +10,7 @@
 use half::f16;
 
 use super::gemm::{Kernel, ScalarKernel};
-use super::igemm::{IKernel, ScalarIKernel};
+use super::igemm::{IKernel, Int16, Int8, ScalarIKernel};
 use super::types::Decoder;
 use super::Path;
 use crate::quant::BlockQ8_0;
@@ -25,7 +25,9 @@ pub(crate) trait Isa: 'static {
     /// Packing and micro-kernel of the packed GEMM (and of blocked attention).
     type Gemm: Kernel;
     /// Micro-kernel of the int8 GEMM ([`super::igemm`]).
-    type IGemm: IKernel;
+    type IGemm: IKernel<Int8>;
+    /// Micro-kernel of the 12-bit integer GEMM ([`super::igemm`]).
+    type I16Gemm: IKernel<Int16>;
 
     /// This ISA's decode kernel for weight type `ty`, if it has one (else the type's portable
     /// kernel runs).
@@ -149,4 +151,5 @@ impl Isa for Scalar {
     const PATH: Path = Path::Scalar;
     type Gemm = ScalarKernel;
     type IGemm = ScalarIKernel;
+    type I16Gemm = ScalarIKernel;
 }

@@ -74,10 +74,10 @@
 //! - [`quantize_row_q8_0`], [`dot`], [`axpy`], [`scale`]: vector helpers on the active path.
 //! - [`attention`]: blocked attention for one (head, query block) through the GEMM micro-kernels.
 //! - [`iattn`]: its low-precision twin (16-bit integer scores and `P·V`) for the vision tower.
-//! - [`igemm`]: the int8 GEMM (weights quantized once into an [`igemm::I8Mat`], activations per
-//!   call; exact i32 block dots, one float epilogue, so every path gives the same bits).
-//! - [`i16gemm`]: the 12-bit integer GEMM (weights and activations per block of 128 values,
-//!   `vpdpwssd` / `vpmaddwd`; what `--vision-precision auto` picks on x86-64).
+//! - [`igemm`]: the integer GEMM of the vision tower in int8 or 12-bit levels (weights quantized
+//!   once into an [`igemm::IMat`], activations per call; exact i32 block dots, one float
+//!   epilogue, so every path gives the same bits; 12-bit is what `--vision-precision auto` picks
+//!   on x86-64).
 //! - [`probe`]: FMA-peak and memory-bandwidth probes for reporting kernel figures as ratios.
 //!
 //! Allocation: a call with a warm [`Scratch`] allocates nothing itself (the GEMM's packing buffers
@@ -86,7 +86,6 @@
 
 pub mod attention;
 mod gemm;
-pub mod i16gemm;
 pub mod iattn;
 pub mod igemm;
 pub(crate) mod intdot;
@@ -620,6 +619,18 @@ pub(crate) fn igemm_on(
     y: &mut [f32],
 ) {
     with_isa!(path, I => igemm::run::<<I as Isa>::IGemm>(w, bias, x, n, y))
+}
+
+/// [`igemm::matmul_i16`] on `path`: its ISA's 12-bit micro-kernel.
+pub(crate) fn i16gemm_on(
+    path: Path,
+    w: &igemm::I16Mat,
+    bias: Option<&[f32]>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
+    with_isa!(path, I => igemm::run16::<<I as Isa>::I16Gemm>(w, bias, x, n, y))
 }
 
 /// Weight bytes (times activation rows) a decode task should at least cover.

@@ -1,6 +1,7 @@
-//! The int8 GEMM micro-kernels of the aarch64 paths ([`crate::kernels::igemm`]):
+//! The integer GEMM micro-kernels of the aarch64 paths ([`crate::kernels::igemm`]): int8
 //! [`DotprodIKernel`] (`sdot` by element, 4 × 16 tile) and [`NeonIKernel`] (`smull`/`smlal` +
-//! `sadalp`, 2 × 16 tile). Both give the integer dots of
+//! `sadalp`, 2 × 16 tile); 12-bit [`NeonI16Kernel`] (`smlal`, 2 × 16, both paths). All give the
+//! integer dots of
 //! [`crate::kernels::igemm::scalar_tile`] exactly and its float epilogue operation for operation,
 //! so the same bits. Activations are quantized by the portable code (NEON is the aarch64
 //! baseline, so it is already compiled for it).
@@ -8,7 +9,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use crate::kernels::igemm::{IKernel, Tile, PANEL};
+use crate::kernels::igemm::{IKernel, Int16, Int8, Tile, PANEL};
 
 /// The `sdot` int8 micro-kernel of [`super::Dotprod`].
 pub(crate) struct DotprodIKernel;
@@ -16,18 +17,29 @@ pub(crate) struct DotprodIKernel;
 /// The plain NEON int8 micro-kernel of [`super::Neon`].
 pub(crate) struct NeonIKernel;
 
-impl IKernel for DotprodIKernel {
+/// The 12-bit micro-kernel of [`super::Neon`] and [`super::Dotprod`].
+pub(crate) struct NeonI16Kernel;
+
+impl IKernel<Int16> for NeonI16Kernel {
+    const MR: usize = 2;
+    const NR: usize = 16;
+    unsafe fn tile(t: &Tile<Int16>, out: *mut f32) {
+        tile16_neon_2x16(t, out)
+    }
+}
+
+impl IKernel<Int8> for DotprodIKernel {
     const MR: usize = 4;
     const NR: usize = 16;
-    unsafe fn tile(t: &Tile, out: *mut f32) {
+    unsafe fn tile(t: &Tile<Int8>, out: *mut f32) {
         tile_sdot_4x16(t, out)
     }
 }
 
-impl IKernel for NeonIKernel {
+impl IKernel<Int8> for NeonIKernel {
     const MR: usize = 2;
     const NR: usize = 16;
-    unsafe fn tile(t: &Tile, out: *mut f32) {
+    unsafe fn tile(t: &Tile<Int8>, out: *mut f32) {
         tile_neon_2x16(t, out)
     }
 }
@@ -54,11 +66,11 @@ unsafe fn epilogue(y: &mut [float32x4_t; 4], acc: &[int32x4_t; 4], da: f32, dw: 
     }
 }
 
-/// Twin: [`crate::kernels::igemm::scalar_tile::<4, 16>`]. Per step, one 16-byte load holds the
+/// Twin: [`crate::kernels::igemm::scalar_tile::<Int8, 4, 16>`]. Per step, one 16-byte load holds the
 /// four activation rows' four bytes; each of the panel's four 16-byte weight groups (four rows ×
 /// four bytes) is dotted with each row by `sdot` by element, exactly in i32.
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn tile_sdot_4x16(t: &Tile, out: *mut f32) {
+unsafe fn tile_sdot_4x16(t: &Tile<Int8>, out: *mut f32) {
     const MR: usize = 4;
     let steps = t.kb / 4;
     let zero = vdupq_n_s32(0);
@@ -90,13 +102,13 @@ unsafe fn tile_sdot_4x16(t: &Tile, out: *mut f32) {
     }
 }
 
-/// Twin: [`crate::kernels::igemm::scalar_tile::<2, 16>`]. Two steps at a time: `smull` of the
+/// Twin: [`crate::kernels::igemm::scalar_tile::<Int8, 2, 16>`]. Two steps at a time: `smull` of the
 /// low (high) eight bytes of a weight group (two rows × four bytes) with the activation row's
 /// four bytes repeated, `smlal` of the next step's on top (two products per i16 lane, at most
 /// 2·127² < 2¹⁵, no overflow), `sadalp` into i32 pairs of each row; per block, `addp` of the low
 /// and high accumulators gives the four rows' dots.
 #[target_feature(enable = "neon")]
-unsafe fn tile_neon_2x16(t: &Tile, out: *mut f32) {
+unsafe fn tile_neon_2x16(t: &Tile<Int8>, out: *mut f32) {
     const MR: usize = 2;
     let steps = t.kb / 4;
     let zero = vdupq_n_s32(0);
@@ -126,6 +138,55 @@ unsafe fn tile_neon_2x16(t: &Tile, out: *mut f32) {
             }
             ap = ap.add(2 * MR * 4);
             wp = wp.add(2 * PANEL * 4);
+        }
+        for (i, (yi, ai)) in y.iter_mut().zip(&acc).enumerate() {
+            let dots = [
+                vpaddq_s32(ai[0][0], ai[0][1]),
+                vpaddq_s32(ai[1][0], ai[1][1]),
+                vpaddq_s32(ai[2][0], ai[2][1]),
+                vpaddq_s32(ai[3][0], ai[3][1]),
+            ];
+            epilogue(yi, &dots, *t.da.add(b * MR + i), t.dw.add(b * PANEL));
+        }
+    }
+    for (i, yi) in y.iter().enumerate() {
+        for (h, yh) in yi.iter().enumerate() {
+            vst1q_f32(out.add(i * 16 + 4 * h), *yh);
+        }
+    }
+}
+
+/// Twin: [`crate::kernels::igemm::scalar_tile::<Int16, 2, 16>`]. Per step, the panel's four
+/// 16-byte groups (four rows × one pair each) against the activation row's pair repeated:
+/// `smull`/`smlal` (low four) and `smlal2` (high four) add each single product to its own i32
+/// lane (at most 64·2047² < 2³¹ per block); per block, `addp` of the low and high accumulators
+/// gives the four rows' dots.
+#[target_feature(enable = "neon")]
+unsafe fn tile16_neon_2x16(t: &Tile<Int16>, out: *mut f32) {
+    const MR: usize = 2;
+    let steps = t.kb / 2;
+    let zero = vdupq_n_s32(0);
+    let mut y = [[vdupq_n_f32(0.0); 4]; MR];
+    for b in 0..t.nb {
+        // [row][group][low rows, high rows]
+        let mut acc = [[[zero; 2]; 4]; MR];
+        let mut ap = t.a.add(b * steps * MR * 2);
+        let mut wp = t.w.add(b * steps * PANEL * 2);
+        for _ in 0..steps {
+            let mut a = [vdupq_n_s16(0); MR];
+            for (i, ai) in a.iter_mut().enumerate() {
+                let q = (ap.add(2 * i) as *const i32).read_unaligned();
+                *ai = vreinterpretq_s16_s32(vdupq_n_s32(q));
+            }
+            for h in 0..4 {
+                let w = vld1q_s16(wp.add(8 * h));
+                for (ai, acci) in a.iter().zip(acc.iter_mut()) {
+                    acci[h][0] = vmlal_s16(acci[h][0], vget_low_s16(w), vget_low_s16(*ai));
+                    acci[h][1] = vmlal_high_s16(acci[h][1], w, *ai);
+                }
+            }
+            ap = ap.add(MR * 2);
+            wp = wp.add(PANEL * 2);
         }
         for (i, (yi, ai)) in y.iter_mut().zip(&acc).enumerate() {
             let dots = [

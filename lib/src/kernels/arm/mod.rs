@@ -901,6 +901,7 @@ macro_rules! neon_isa {
 impl Isa for Neon {
     const PATH: Path = Path::Neon;
     type IGemm = igemm::NeonIKernel;
+    type I16Gemm = igemm::NeonI16Kernel;
     neon_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<false>(ty)
@@ -913,6 +914,7 @@ impl Isa for Neon {
 impl Isa for Dotprod {
     const PATH: Path = Path::Dotprod;
     type IGemm = igemm::DotprodIKernel;
+    type I16Gemm = igemm::NeonI16Kernel;
     neon_isa!();
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<true>(ty)

@@ -1,11 +1,13 @@
-//! The int8 GEMM micro-kernels of the x86 paths ([`crate::kernels::igemm`]):
+//! The integer GEMM micro-kernels of the x86 paths ([`crate::kernels::igemm`]): int8
 //! [`Avx512IKernel`] (`vpdpbusd`, 8 × 32 tile) and [`Avx2IKernel`] (`vpmaddubsw` with the sign
-//! trick, 4 × 16 tile). Both give the integer dots of [`crate::kernels::igemm::scalar_tile`]
+//! trick, 4 × 16 tile); 12-bit [`Avx512I16Kernel`] (`vpdpwssd`, 6 × 32) and [`Avx2I16Kernel`]
+//! (`vpmaddwd`, 4 × 16). All give the integer dots of [`crate::kernels::igemm::scalar_tile`]
 //! exactly and its float epilogue operation for operation, so the same bits.
 
 use std::arch::x86_64::*;
 
-use crate::kernels::igemm::{quantize_panel, IKernel, Tile, PANEL};
+use super::dpwssd;
+use crate::kernels::igemm::{quantize_panel, IKernel, Int16, Int8, Tile, PANEL};
 
 /// The AVX-512 VNNI int8 micro-kernel of [`super::Avx512`].
 pub(crate) struct Avx512IKernel;
@@ -13,7 +15,7 @@ pub(crate) struct Avx512IKernel;
 /// The AVX2 int8 micro-kernel of [`super::Avx2`].
 pub(crate) struct Avx2IKernel;
 
-impl IKernel for Avx512IKernel {
+impl IKernel<Int8> for Avx512IKernel {
     const MR: usize = 8;
     const NR: usize = 32;
     unsafe fn quantize(
@@ -26,12 +28,12 @@ impl IKernel for Avx512IKernel {
     ) {
         quantize_512(x, k, kb, qa, da, off)
     }
-    unsafe fn tile(t: &Tile, out: *mut f32) {
+    unsafe fn tile(t: &Tile<Int8>, out: *mut f32) {
         tile_8x32(t, out)
     }
 }
 
-impl IKernel for Avx2IKernel {
+impl IKernel<Int8> for Avx2IKernel {
     const MR: usize = 4;
     const NR: usize = 16;
     unsafe fn quantize(
@@ -44,12 +46,12 @@ impl IKernel for Avx2IKernel {
     ) {
         quantize_avx2(x, k, kb, qa, da, off)
     }
-    unsafe fn tile(t: &Tile, out: *mut f32) {
+    unsafe fn tile(t: &Tile<Int8>, out: *mut f32) {
         tile_4x16(t, out)
     }
 }
 
-/// [`quantize_panel`] (`MR = 8`) compiled with AVX-512 (the same IEEE operations).
+/// [`quantize_panel`] (int8, `MR = 8`) compiled with AVX-512 (the same IEEE operations).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn quantize_512(
     x: &[f32],
@@ -59,10 +61,10 @@ unsafe fn quantize_512(
     da: &mut [f32],
     off: &mut [i32],
 ) {
-    quantize_panel(x, k, kb, 8, qa, da, off)
+    quantize_panel::<Int8>(x, k, kb, 8, qa, da, off)
 }
 
-/// [`quantize_panel`] (`MR = 4`) compiled with AVX2 (the same IEEE operations).
+/// [`quantize_panel`] (int8, `MR = 4`) compiled with AVX2 (the same IEEE operations).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_avx2(
     x: &[f32],
@@ -72,16 +74,16 @@ unsafe fn quantize_avx2(
     da: &mut [f32],
     off: &mut [i32],
 ) {
-    quantize_panel(x, k, kb, 4, qa, da, off)
+    quantize_panel::<Int8>(x, k, kb, 4, qa, da, off)
 }
 
-/// Twin: [`crate::kernels::igemm::scalar_tile::<8, 32>`]. Per step (four k values), the two
+/// Twin: [`crate::kernels::igemm::scalar_tile::<Int8, 8, 32>`]. Per step (four k values), the two
 /// weight panels' 64 bytes are flipped to `qw + 128` (unsigned) and each activation row's four
 /// bytes broadcast: `vpdpbusd` sums `(qw + 128)·qa` exactly in i32 (no saturation), so starting
 /// each block's accumulators at `off = −128·Σ qa` leaves `Σ qw·qa`. Then per block:
 /// `y += (da·dw) · f32(dot)`, as the scalar epilogue.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-unsafe fn tile_8x32(t: &Tile, out: *mut f32) {
+unsafe fn tile_8x32(t: &Tile<Int8>, out: *mut f32) {
     const MR: usize = 8;
     let steps = t.kb / 4;
     let flip = _mm512_set1_epi8(-128);
@@ -123,13 +125,13 @@ unsafe fn tile_8x32(t: &Tile, out: *mut f32) {
     }
 }
 
-/// Twin: [`crate::kernels::igemm::scalar_tile::<4, 16>`]. Per step, the panel's 64 bytes (two
+/// Twin: [`crate::kernels::igemm::scalar_tile::<Int8, 4, 16>`]. Per step, the panel's 64 bytes (two
 /// ymm of eight rows × four bytes) against each activation row's four bytes broadcast, with the
 /// sign trick: `vpmaddubsw(|qw|, sign(qa, qw))` sums pairs of `qw·qa` in i16 without saturation
 /// (`|qa|, |qw| ≤ 127`, so a pair is at most 2·127² < 2¹⁵), `vpmaddwd` with ones widens the
 /// pairs to the row's i32 lane. Then per block `y += (da·dw) · f32(dot)`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_4x16(t: &Tile, out: *mut f32) {
+unsafe fn tile_4x16(t: &Tile<Int8>, out: *mut f32) {
     const MR: usize = 4;
     let steps = t.kb / 4;
     let ones = _mm256_set1_epi16(1);
@@ -151,6 +153,157 @@ unsafe fn tile_4x16(t: &Tile, out: *mut f32) {
             }
             ap = ap.add(MR);
             wp = wp.add(PANEL * 4);
+        }
+        let dw0 = _mm256_loadu_ps(t.dw.add(b * PANEL));
+        let dw1 = _mm256_loadu_ps(t.dw.add(b * PANEL + 8));
+        for (i, (yi, ai)) in y.iter_mut().zip(&acc).enumerate() {
+            let da = _mm256_set1_ps(*t.da.add(b * MR + i));
+            let t0 = _mm256_mul_ps(_mm256_mul_ps(da, dw0), _mm256_cvtepi32_ps(ai[0]));
+            let t1 = _mm256_mul_ps(_mm256_mul_ps(da, dw1), _mm256_cvtepi32_ps(ai[1]));
+            yi[0] = _mm256_add_ps(yi[0], t0);
+            yi[1] = _mm256_add_ps(yi[1], t1);
+        }
+    }
+    for (i, yi) in y.iter().enumerate() {
+        _mm256_storeu_ps(out.add(i * 16), yi[0]);
+        _mm256_storeu_ps(out.add(i * 16 + 8), yi[1]);
+    }
+}
+
+/// The AVX-512 VNNI 12-bit micro-kernel of [`super::Avx512`].
+pub(crate) struct Avx512I16Kernel;
+
+/// The AVX2 12-bit micro-kernel of [`super::Avx2`].
+pub(crate) struct Avx2I16Kernel;
+
+impl IKernel<Int16> for Avx512I16Kernel {
+    const MR: usize = 6;
+    const NR: usize = 32;
+    unsafe fn quantize(
+        x: &[f32],
+        k: usize,
+        kb: usize,
+        qa: &mut [i16],
+        da: &mut [f32],
+        off: &mut [i32],
+    ) {
+        quantize16_512(x, k, kb, qa, da, off)
+    }
+    unsafe fn tile(t: &Tile<Int16>, out: *mut f32) {
+        tile16_6x32(t, out)
+    }
+}
+
+impl IKernel<Int16> for Avx2I16Kernel {
+    const MR: usize = 4;
+    const NR: usize = 16;
+    unsafe fn quantize(
+        x: &[f32],
+        k: usize,
+        kb: usize,
+        qa: &mut [i16],
+        da: &mut [f32],
+        off: &mut [i32],
+    ) {
+        quantize16_avx2(x, k, kb, qa, da, off)
+    }
+    unsafe fn tile(t: &Tile<Int16>, out: *mut f32) {
+        tile16_4x16(t, out)
+    }
+}
+
+/// [`quantize_panel`] (12-bit, `MR = 6`) compiled with AVX-512 (the same IEEE operations).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn quantize16_512(
+    x: &[f32],
+    k: usize,
+    kb: usize,
+    qa: &mut [i16],
+    da: &mut [f32],
+    off: &mut [i32],
+) {
+    quantize_panel::<Int16>(x, k, kb, 6, qa, da, off)
+}
+
+/// [`quantize_panel`] (12-bit, `MR = 4`) compiled with AVX2 (the same IEEE operations).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize16_avx2(
+    x: &[f32],
+    k: usize,
+    kb: usize,
+    qa: &mut [i16],
+    da: &mut [f32],
+    off: &mut [i32],
+) {
+    quantize_panel::<Int16>(x, k, kb, 4, qa, da, off)
+}
+
+/// Twin: [`crate::kernels::igemm::scalar_tile::<Int16, 6, 32>`]. Per step (two k values), the
+/// two weight panels' 64 bytes (16 rows × one pair each) against each activation row's pair
+/// broadcast: `vpdpwssd` adds `lo·lo + hi·hi` to the row's i32 lane, exactly. Then per block
+/// `y += (da·dw) · f32(dot)`, as the scalar epilogue. 24 accumulators + 3 operands fit the 32
+/// zmm registers.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn tile16_6x32(t: &Tile<Int16>, out: *mut f32) {
+    const MR: usize = 6;
+    let steps = t.kb / 2;
+    let mut y = [[_mm512_setzero_ps(); 2]; MR];
+    for b in 0..t.nb {
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let mut ap = t.a.add(b * steps * MR * 2) as *const i32;
+        let mut w0 = t.w.add(b * steps * PANEL * 2);
+        let mut w1 = w0.add(t.w_panel);
+        for _ in 0..steps {
+            let u0 = _mm512_loadu_si512(w0 as *const __m512i);
+            let u1 = _mm512_loadu_si512(w1 as *const __m512i);
+            for (i, ai) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_epi32(ap.add(i).read_unaligned());
+                ai[0] = dpwssd(ai[0], a, u0);
+                ai[1] = dpwssd(ai[1], a, u1);
+            }
+            ap = ap.add(MR);
+            w0 = w0.add(PANEL * 2);
+            w1 = w1.add(PANEL * 2);
+        }
+        let dw0 = _mm512_loadu_ps(t.dw.add(b * PANEL));
+        let dw1 = _mm512_loadu_ps(t.dw.add(t.dw_panel + b * PANEL));
+        for (i, (yi, ai)) in y.iter_mut().zip(&acc).enumerate() {
+            let da = _mm512_set1_ps(*t.da.add(b * MR + i));
+            let t0 = _mm512_mul_ps(_mm512_mul_ps(da, dw0), _mm512_cvtepi32_ps(ai[0]));
+            let t1 = _mm512_mul_ps(_mm512_mul_ps(da, dw1), _mm512_cvtepi32_ps(ai[1]));
+            yi[0] = _mm512_add_ps(yi[0], t0);
+            yi[1] = _mm512_add_ps(yi[1], t1);
+        }
+    }
+    for (i, yi) in y.iter().enumerate() {
+        _mm512_storeu_ps(out.add(i * 32), yi[0]);
+        _mm512_storeu_ps(out.add(i * 32 + 16), yi[1]);
+    }
+}
+
+/// Twin: [`crate::kernels::igemm::scalar_tile::<Int16, 4, 16>`]. Per step, the panel's 64 bytes
+/// (two ymm of eight rows × one pair) against each activation row's pair broadcast: `vpmaddwd`
+/// gives `lo·lo + hi·hi` per row exactly (|levels| ≤ 2047, no saturation) and an add keeps the
+/// i32 sum. Then per block `y += (da·dw) · f32(dot)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile16_4x16(t: &Tile<Int16>, out: *mut f32) {
+    const MR: usize = 4;
+    let steps = t.kb / 2;
+    let mut y = [[_mm256_setzero_ps(); 2]; MR];
+    for b in 0..t.nb {
+        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        let mut ap = t.a.add(b * steps * MR * 2) as *const i32;
+        let mut wp = t.w.add(b * steps * PANEL * 2);
+        for _ in 0..steps {
+            let w0 = _mm256_loadu_si256(wp as *const __m256i);
+            let w1 = _mm256_loadu_si256(wp.add(16) as *const __m256i);
+            for (i, ai) in acc.iter_mut().enumerate() {
+                let a = _mm256_set1_epi32(ap.add(i).read_unaligned());
+                ai[0] = _mm256_add_epi32(ai[0], _mm256_madd_epi16(a, w0));
+                ai[1] = _mm256_add_epi32(ai[1], _mm256_madd_epi16(a, w1));
+            }
+            ap = ap.add(MR);
+            wp = wp.add(PANEL * 2);
         }
         let dw0 = _mm256_loadu_ps(t.dw.add(b * PANEL));
         let dw1 = _mm256_loadu_ps(t.dw.add(b * PANEL + 8));

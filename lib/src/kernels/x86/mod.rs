@@ -1455,6 +1455,7 @@ macro_rules! avx2_isa {
 impl Isa for Avx2 {
     const PATH: Path = Path::Avx2;
     type IGemm = igemm::Avx2IKernel;
+    type I16Gemm = igemm::Avx2I16Kernel;
     avx2_isa!();
     const IMR: usize = 4;
     const INR: usize = 16;
@@ -1473,6 +1474,7 @@ impl Isa for Avx2 {
 impl Isa for Avx512 {
     const PATH: Path = Path::Avx512;
     type IGemm = igemm::Avx512IKernel;
+    type I16Gemm = igemm::Avx512I16Kernel;
     avx2_isa!();
     const IMR: usize = 8;
     const INR: usize = 32;

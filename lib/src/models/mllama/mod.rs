@@ -126,7 +126,7 @@ pub enum VisionPrecision {
     /// L2, over issue 14's 1% bound), so `Auto` does not pick it.
     Int8,
     /// Weights (once, kept in memory) and activations quantized to 12-bit integers per block of
-    /// values, exact 32-bit integer dot products ([`crate::kernels::i16gemm`]), and the
+    /// values, exact 32-bit integer dot products ([`crate::kernels::igemm::matmul_i16`]), and the
     /// attention in 16-bit integers ([`crate::nn::attention_lowp`]): within 0.2% of f32 on the
     /// fixtures' cross-attention states, twice the multiply-adds per instruction of an f32 FMA
     /// with AVX-512 VNNI (`vpdpwssd`).

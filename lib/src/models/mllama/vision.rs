@@ -20,8 +20,7 @@
 
 use std::sync::OnceLock;
 
-use crate::kernels::i16gemm::{matmul_i16, I16Mat};
-use crate::kernels::igemm::{matmul_i8, I8Mat};
+use crate::kernels::igemm::{matmul_i16, matmul_i8, I16Mat, I8Mat};
 use crate::kernels::tensor::Mat;
 use crate::kernels::{matmul_with, Regime, Scratch};
 use crate::models::mllama::{
