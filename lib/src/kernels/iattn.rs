@@ -513,16 +513,11 @@ fn attend_with<I: Isa>(
             let prow = &mut ph[i * KEY_BLOCK..(i + 1) * KEY_BLOCK];
             let mut sum = 0i32;
             for r in parts {
-                super::attention::exp_on(path, &mut s[r.clone()], m_new);
-                for (p, &x) in prow[r.clone()].iter_mut().zip(&s[r.clone()]) {
-                    // x = exp(·) ∈ [0, 1], so x·PMAX + ½ ∈ [½, 8191.5]: in range of i32.
-                    // SAFETY: finite and in range (above).
-                    *p = unsafe { (x * PMAX + 0.5).to_int_unchecked::<i32>() } as i16;
-                }
-                sum += prow[r].iter().map(|&p| p as i32).sum::<i32>();
+                // SAFETY: `path` (hence `I`) is available; the scores are ≤ m_new.
+                sum += unsafe { I::exp_levels(&mut s[r.clone()], m_new, PMAX, &mut prow[r]) };
             }
             if corr != 1.0 {
-                super::scale_on(path, corr, &mut o[i * hd_pad..(i + 1) * hd_pad]);
+                super::scale_on(path, corr, &mut o[i * hd_pad..i * hd_pad + hd]);
             }
             l[i] = l[i] * corr + sum as f32;
             m[i] = m_new;
@@ -532,11 +527,17 @@ fn attend_with<I: Isa>(
         let oi = &mut ws.oi[..nq_pad * hd_pad];
         for dp in 0..hd_pad / nr {
             let vpan = &vt[(dp * nk_pad / 2 + blk.start / 2) * nr..][..kp * nr];
+            // A last panel whose second half is padding: the half-width tile.
+            let tile = if hd - dp * nr <= nr / 2 {
+                I::itile_half
+            } else {
+                I::itile
+            };
             for ip in 0..nq_pad / mr {
                 // SAFETY: as above; P holds `mr` rows of `kp ≤ KBP` pairs `KBP` apart, the V
                 // panel `kp·nr` pairs, the tile lies inside `oi`.
                 unsafe {
-                    I::itile(
+                    tile(
                         kp,
                         ws.p[ip * mr * KBP..].as_ptr(),
                         KBP,
@@ -548,7 +549,7 @@ fn attend_with<I: Isa>(
             }
         }
         for i in 0..nq {
-            for ((o, &x), &d) in o[i * hd_pad..(i + 1) * hd_pad]
+            for ((o, &x), &d) in o[i * hd_pad..i * hd_pad + hd]
                 .iter_mut()
                 .zip(&oi[i * hd_pad..])
                 .zip(dv)

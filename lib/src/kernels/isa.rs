@@ -67,6 +67,15 @@ pub(crate) trait Isa: 'static {
         super::scalar::exp_sub_sum(s, m)
     }
 
+    /// The probability levels of the low-precision attention ([`super::iattn`]):
+    /// `p[i] = ⌊exp(s[i] − m)·pmax + ½⌋` with this path's `exp` ([`Isa::exp_sub_sum`]'s, lane for
+    /// lane), returning `Σ p[i]`; `s` may be overwritten. `pmax < 2¹⁵`, `s[i] ≤ m`. Twin:
+    /// [`super::scalar::exp_levels`] over [`Isa::exp_sub_sum`] (bit-identical).
+    unsafe fn exp_levels(s: &mut [f32], m: f32, pmax: f32, p: &mut [i16]) -> i32 {
+        Self::exp_sub_sum(s, m);
+        super::scalar::levels(s, pmax, p)
+    }
+
     /// Grouped attention scores for f32 keys: `s[r·nb + j] = scale · q_r·k_j`.
     unsafe fn scores_f32(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
         super::scalar::group_scores(q, kb, hd, scale, s)
@@ -110,6 +119,22 @@ pub(crate) trait Isa: 'static {
     /// the tile.
     unsafe fn itile(kp: usize, a: *const i32, lda: usize, b: *const i32, c: *mut i32, ldc: usize) {
         super::scalar::itile::<4, 8>(kp, a, lda, b, c, ldc)
+    }
+
+    /// [`Isa::itile`] where only the first `INR / 2` columns are needed (the rest of `c`'s tile
+    /// may be left as it was or written). Twin: [`Isa::itile`] (the default: the whole tile).
+    ///
+    /// # Safety
+    /// As [`Isa::itile`].
+    unsafe fn itile_half(
+        kp: usize,
+        a: *const i32,
+        lda: usize,
+        b: *const i32,
+        c: *mut i32,
+        ldc: usize,
+    ) {
+        Self::itile(kp, a, lda, b, c, ldc)
     }
 
     /// Floating-point operations of one [`Isa::fma_chains`] iteration (8 chains × (mul + add)).

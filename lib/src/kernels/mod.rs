@@ -812,6 +812,56 @@ mod tests {
         y
     }
 
+    /// `Isa::exp_levels` on every path equals that path's `exp_sub_sum` followed by the scalar
+    /// levels, bit for bit (lengths with and without vector tails, arguments down to −100).
+    #[test]
+    fn exp_levels_equal_exp_then_levels_on_every_path() {
+        for path in Path::available() {
+            for n in [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 128] {
+                let s: Vec<f32> = rnd(n, n as u64 + 1).iter().map(|v| v * 200.0).collect();
+                let m = s.iter().fold(-100f32, |a, &b| a.max(b));
+                let (mut s1, mut s2) = (s.clone(), s);
+                let (mut p1, mut p2) = (vec![0i16; n], vec![0i16; n]);
+                // SAFETY: `path` is available on this CPU.
+                let (a, b) = with_isa!(path, I => unsafe {
+                    let a = I::exp_levels(&mut s1, m, iattn::PMAX, &mut p1);
+                    I::exp_sub_sum(&mut s2, m);
+                    (a, scalar::levels(&s2, iattn::PMAX, &mut p2))
+                });
+                assert_eq!((a, &p1), (b, &p2), "{path} n = {n}");
+            }
+        }
+    }
+
+    /// `Isa::itile_half` gives `Isa::itile`'s first `INR / 2` columns on every path.
+    #[test]
+    fn itile_half_equals_the_first_half_of_itile() {
+        for path in Path::available() {
+            let (mr, nr) = iattn::tile_shape(path);
+            let kp = 37;
+            let pairs = |n: usize, seed: u64| -> Vec<i32> {
+                rnd(2 * n, seed)
+                    .chunks_exact(2)
+                    .map(|v| iattn::pair((v[0] * 8000.0) as i16, (v[1] * 8000.0) as i16))
+                    .collect()
+            };
+            let (a, b) = (pairs(mr * kp, 1), pairs(kp * nr, 2));
+            let (mut full, mut half) = (vec![0i32; mr * nr], vec![7i32; mr * nr]);
+            // SAFETY: `path` is available; the operands hold one tile.
+            with_isa!(path, I => unsafe {
+                I::itile(kp, a.as_ptr(), kp, b.as_ptr(), full.as_mut_ptr(), nr);
+                I::itile_half(kp, a.as_ptr(), kp, b.as_ptr(), half.as_mut_ptr(), nr);
+            });
+            for i in 0..mr {
+                assert_eq!(
+                    full[i * nr..][..nr / 2],
+                    half[i * nr..][..nr / 2],
+                    "{path} row {i}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn matmul_all_types_against_f64_reference() {
         // k = 512: two K-quant super-blocks (and 16 blocks of 32, two full groups of eight).

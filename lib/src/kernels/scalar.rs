@@ -128,6 +128,19 @@ pub fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
     sum
 }
 
+/// `p[i] = ⌊e[i]·pmax + ½⌋` for `e[i] ∈ [0, 1]`, returning `Σ p[i]` (the second half of
+/// `Isa::exp_levels`; with `exp_sub_sum` before it, its meaning).
+pub fn levels(e: &[f32], pmax: f32, p: &mut [i16]) -> i32 {
+    let mut sum = 0i32;
+    for (p, &x) in p.iter_mut().zip(e) {
+        // x ∈ [0, 1], so x·pmax + ½ ∈ [½, pmax + ½]: in range of i32 (truncation = floor).
+        let v = (x * pmax + 0.5) as i32;
+        *p = v as i16;
+        sum += v;
+    }
+    sum
+}
+
 /// `src` widened to f32 into `scratch` (grown on demand).
 pub(crate) fn widen<'a>(src: &[half::f16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
     use half::slice::HalfFloatSliceExt;

@@ -87,3 +87,30 @@ pub(super) unsafe fn itile_8x32(
         _mm512_storeu_si512(c.add(i * ldc + 16) as *mut __m512i, acc[1]);
     }
 }
+
+/// [`itile_8x32`] on the first 16 columns only (a last, half-used panel: the vision tower's head
+/// dimension 80 is two and a half panels): `b` keeps its 32-pair rows, `c` gets 8 × 16.
+///
+/// # Safety
+/// As [`itile_8x32`] (`c` needs to cover only 8 × 16).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+pub(super) unsafe fn itile_8x16(
+    kp: usize,
+    a: *const i32,
+    lda: usize,
+    b: *const i32,
+    c: *mut i32,
+    ldc: usize,
+) {
+    let mut acc = [_mm512_setzero_si512(); 8];
+    for p in 0..kp {
+        let b0 = _mm512_loadu_si512(b.add(p * 32) as *const __m512i);
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_epi32(*a.add(i * lda + p));
+            *acc = dpwssd(*acc, av, b0);
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        _mm512_storeu_si512(c.add(i * ldc) as *mut __m512i, *acc);
+    }
+}

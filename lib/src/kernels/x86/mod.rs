@@ -1389,6 +1389,88 @@ unsafe fn exp8(x: __m256) -> __m256 {
     _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)))
 }
 
+/// [`super::isa::Isa::exp_levels`] with AVX2: [`exp8`] on each whole group of eight (the lanes
+/// of [`exp_sub_sum`]), `f32::exp` on the rest, then the levels; one pass.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_levels_avx2(s: &mut [f32], m: f32, pmax: f32, p: &mut [i16]) -> i32 {
+    let n = s.len().min(p.len());
+    let (sp, pp) = (s.as_ptr(), p.as_mut_ptr());
+    let (mv, pm, half) = (_mm256_set1_ps(m), _mm256_set1_ps(pmax), _mm256_set1_ps(0.5));
+    let mut acc = _mm256_setzero_si256();
+    let mut i = 0;
+    while i + 8 <= n {
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sp.add(i)), mv));
+        // Truncation of e·pmax + ½ ≥ 0 (the scalar `as i32`).
+        let v = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(e, pm), half));
+        acc = _mm256_add_epi32(acc, v);
+        let v16 = _mm256_packs_epi32(v, v); // lanes 0..4 and 8..12 hold the eight levels
+        let lo = _mm256_castsi256_si128(v16);
+        let hi = _mm256_extracti128_si256::<1>(v16);
+        _mm_storeu_si128(pp.add(i) as *mut __m128i, _mm_unpacklo_epi64(lo, hi));
+        i += 8;
+    }
+    let mut lanes = [0i32; 8];
+    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc);
+    let mut sum: i32 = lanes.iter().sum();
+    for j in i..n {
+        let e = (s[j] - m).exp();
+        let v = (e * pmax + 0.5) as i32;
+        p[j] = v as i16;
+        sum += v;
+    }
+    sum
+}
+
+/// [`exp8`] on sixteen lanes: the same operations lane for lane, so the same bits.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn exp16(x: __m512) -> __m512 {
+    let lo = _mm512_set1_ps(-87.0);
+    let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo);
+    let x = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.0));
+    let fx = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut y = _mm512_set1_ps(1.987_569_1e-4);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.398_2e-3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.333_452e-3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.166_579_6e-2));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.666_666_5e-1));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5));
+    y = _mm512_fmadd_ps(
+        y,
+        _mm512_mul_ps(r, r),
+        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+    );
+    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(fx),
+        _mm512_set1_epi32(127),
+    ));
+    _mm512_maskz_mov_ps(!under, _mm512_mul_ps(y, _mm512_castsi512_ps(e)))
+}
+
+/// [`super::isa::Isa::exp_levels`] with AVX-512: [`exp16`] on whole groups of sixteen, then
+/// [`exp_levels_avx2`] on the rest (every element gets the exp it gets in [`exp_sub_sum`]: the
+/// vector one in whole groups of eight, `f32::exp` after them).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn exp_levels_512(s: &mut [f32], m: f32, pmax: f32, p: &mut [i16]) -> i32 {
+    let n = s.len().min(p.len());
+    let (sp, pp) = (s.as_ptr(), p.as_mut_ptr());
+    let (mv, pm, half) = (_mm512_set1_ps(m), _mm512_set1_ps(pmax), _mm512_set1_ps(0.5));
+    let mut acc = _mm512_setzero_si512();
+    let mut i = 0;
+    while i + 16 <= n {
+        let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(sp.add(i)), mv));
+        let v = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(e, pm), half));
+        acc = _mm512_add_epi32(acc, v);
+        _mm256_storeu_si256(pp.add(i) as *mut __m256i, _mm512_cvtepi32_epi16(v));
+        i += 16;
+    }
+    _mm512_reduce_add_epi32(acc) + exp_levels_avx2(&mut s[i..n], m, pmax, &mut p[i..n])
+}
+
 // ---------------------------------------------------------------------------------------------
 // The two x86 instruction sets.
 
@@ -1459,6 +1541,10 @@ impl Isa for Avx2 {
     avx2_isa!();
     const IMR: usize = 4;
     const INR: usize = 16;
+    /// [`exp_levels_avx2`].
+    unsafe fn exp_levels(s: &mut [f32], m: f32, pmax: f32, p: &mut [i16]) -> i32 {
+        exp_levels_avx2(s, m, pmax, p)
+    }
     /// `vpmaddwd` ([`iattn::itile_4x16`]).
     unsafe fn itile(kp: usize, a: *const i32, lda: usize, b: *const i32, c: *mut i32, ldc: usize) {
         iattn::itile_4x16(kp, a, lda, b, c, ldc)
@@ -1478,9 +1564,24 @@ impl Isa for Avx512 {
     avx2_isa!();
     const IMR: usize = 8;
     const INR: usize = 32;
+    /// [`exp_levels_512`].
+    unsafe fn exp_levels(s: &mut [f32], m: f32, pmax: f32, p: &mut [i16]) -> i32 {
+        exp_levels_512(s, m, pmax, p)
+    }
     /// `vpdpwssd` ([`iattn::itile_8x32`]).
     unsafe fn itile(kp: usize, a: *const i32, lda: usize, b: *const i32, c: *mut i32, ldc: usize) {
         iattn::itile_8x32(kp, a, lda, b, c, ldc)
+    }
+    /// `vpdpwssd` on one zmm of columns ([`iattn::itile_8x16`]).
+    unsafe fn itile_half(
+        kp: usize,
+        a: *const i32,
+        lda: usize,
+        b: *const i32,
+        c: *mut i32,
+        ldc: usize,
+    ) {
+        iattn::itile_8x16(kp, a, lda, b, c, ldc)
     }
     fn decoder(ty: GgmlType) -> Option<Decoder> {
         decoder::<true>(ty)
