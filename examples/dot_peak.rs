@@ -1,7 +1,8 @@
 //! Instruction-rate ceilings of the vision tower's arithmetic on this CPU, as multiples of the f32
 //! FMA peak that `mllama bench` reports (`cargo run --release --example dot_peak`): independent
 //! chains of `vpdpwssd` (12-bit GEMM and attention: two i16 multiply-adds per 32-bit lane),
-//! `vpdpbusd` (int8: four per lane) and `vfmadd231ps`, on zmm registers, on every core at once.
+//! `vpdpbusd` (int8: four per lane), `vdpbf16ps` (bf16: two per lane, where the CPU has
+//! AVX-512 BF16) and `vfmadd231ps`, on zmm registers, on every core at once.
 //! A precision's whole-tower rate can approach but never pass its ceiling here (issue 14 asks for
 //! 1.8× the FMA peak).
 
@@ -12,8 +13,8 @@ mod x86 {
 
     /// `iters` rounds of 12 independent `$ins zmm` chains; returns seconds.
     macro_rules! chains {
-        ($name:ident, $ins:literal) => {
-            #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        ($name:ident, $ins:literal, $features:literal) => {
+            #[target_feature(enable = $features)]
             unsafe fn $name(iters: u64) -> f64 {
                 let t = Instant::now();
                 // SAFETY: the caller checked the CPU features; registers only.
@@ -46,9 +47,14 @@ mod x86 {
             }
         };
     }
-    chains!(fma, "vfmadd231ps");
-    chains!(dpwssd, "vpdpwssd");
-    chains!(dpbusd, "vpdpbusd");
+    chains!(fma, "vfmadd231ps", "avx512f,avx512bw,avx512vnni");
+    chains!(dpwssd, "vpdpwssd", "avx512f,avx512bw,avx512vnni");
+    chains!(dpbusd, "vpdpbusd", "avx512f,avx512bw,avx512vnni");
+    chains!(
+        dpbf16,
+        "vdpbf16ps",
+        "avx512f,avx512bw,avx512vnni,avx512bf16"
+    );
 
     /// Operations per second (a multiply-add is two) of `f` on every core at once, each running
     /// `iters` rounds of 12 instructions of `ops` operations.
@@ -71,20 +77,29 @@ mod x86 {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let iters = 100_000_000;
         println!("{threads} threads, zmm, medians of 3 interleaved rounds (Gop/s)");
-        let (mut f, mut w, mut b) = (vec![], vec![], vec![]);
-        for _ in 0..3 {
+        let bf16 = is_x86_feature_detected!("avx512bf16");
+        let (mut f, mut w, mut b, mut h) = (vec![], vec![], vec![], vec![0.0; 3]);
+        for hr in h.iter_mut() {
             f.push(rate(fma, 32.0, iters, threads));
             w.push(rate(dpwssd, 64.0, iters, threads));
             b.push(rate(dpbusd, 128.0, iters, threads));
+            if bf16 {
+                *hr = rate(dpbf16, 64.0, iters, threads);
+            }
         }
         let med = |mut v: Vec<f64>| {
             v.sort_by(|a, b| a.partial_cmp(b).unwrap());
             v[1]
         };
-        let (f, w, b) = (med(f), med(w), med(b));
+        let (f, w, b, h) = (med(f), med(w), med(b), med(h));
         println!("vfmadd231ps {f:8.0}   1.00× the FMA peak");
         println!("vpdpwssd    {w:8.0}   {:.2}×  (int16 ceiling)", w / f);
         println!("vpdpbusd    {b:8.0}   {:.2}×  (int8 ceiling)", b / f);
+        if bf16 {
+            println!("vdpbf16ps   {h:8.0}   {:.2}×  (bf16 ceiling)", h / f);
+        } else {
+            println!("vdpbf16ps   (no AVX-512 BF16 on this CPU)");
+        }
     }
 }
 
