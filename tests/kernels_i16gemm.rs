@@ -5,7 +5,7 @@
 mod common;
 
 use common::{rel_l2, rnd};
-use mllama::kernels::igemm::{matmul_i16, I16Mat, Int16, Width, KB};
+use mllama::kernels::igemm::{matmul_i16, matmul_i16_shared, I16Mat, Int16, Product, Width, KB};
 
 const LEVELS: f32 = Int16::LEVELS;
 use mllama::kernels::tensor::Mat;
@@ -107,6 +107,43 @@ fn every_path_equals_the_formula_bit_for_bit() {
         }
     }
     assert!(cases > 500);
+}
+
+/// Products sharing one input (`matmul_i16_shared`, the q/k/v of a vision layer) equal the
+/// single products bit for bit, on every path, with and without bias, rows of any count.
+#[test]
+fn shared_input_products_equal_single_ones() {
+    let (k, n) = (300, 13);
+    let x = rnd(n * k, 9);
+    let mats: Vec<(Mat, usize)> = [7, 40, 33]
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| (make(GgmlType::F16, m, k, 20 + i as u64).0, m))
+        .collect();
+    let qs: Vec<I16Mat> = mats.iter().map(|(w, _)| I16Mat::new(w)).collect();
+    let bias = rnd(40, 5);
+    for p in Path::available() {
+        let single: Vec<Vec<f32>> = qs
+            .iter()
+            .enumerate()
+            .map(|(i, q)| run(p, q, (i == 1).then_some(&bias[..]), &x, n))
+            .collect();
+        let mut ys: Vec<Vec<f32>> = qs.iter().map(|q| vec![f32::NAN; n * q.rows]).collect();
+        let mut products: Vec<Product<'_, Int16>> = qs
+            .iter()
+            .zip(ys.iter_mut())
+            .enumerate()
+            .map(|(i, (w, y))| Product {
+                w,
+                bias: (i == 1).then_some(&bias[..]),
+                y,
+            })
+            .collect();
+        with_path(p, || matmul_i16_shared(&x, n, &mut products));
+        for (a, b) in single.iter().zip(&ys) {
+            assert_eq!(bits(a), bits(b), "{p}");
+        }
+    }
 }
 
 #[test]

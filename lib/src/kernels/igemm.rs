@@ -392,14 +392,34 @@ thread_local! {
     static ACTS16: RefCell<Acts<i16>> = const { RefCell::new(Acts::new()) };
 }
 
+/// One product of a shared-input call ([`matmul_i8_shared`], [`matmul_i16_shared`]):
+/// `y[n, w.rows] = x · Wᵀ (+ bias)`.
+pub struct Product<'a, W: Width> {
+    /// The weights.
+    pub w: &'a IMat<W>,
+    /// An optional bias (`w.rows` values).
+    pub bias: Option<&'a [f32]>,
+    /// The output, `n × w.rows`.
+    pub y: &'a mut [f32],
+}
+
 /// `y[n, rows] = x[n, cols] · Wᵀ (+ bias)`, int8 × int8 with the module's numerics, on the active
 /// path ([`super::active_path`]), parallel (rayon).
 ///
 /// # Panics
 /// If `x`, `y` or `bias` do not have `n·cols`, `n·rows`, `rows` values.
 pub fn matmul_i8(w: &I8Mat, bias: Option<&[f32]>, x: &[f32], n: usize, y: &mut [f32]) {
-    if check("matmul_i8", w, bias, x, n, y) {
-        super::igemm_on(super::active_path(), w, bias, x, n, y);
+    matmul_i8_shared(x, n, &mut [Product { w, bias, y }]);
+}
+
+/// Several int8 products of the same `x` (`n` rows), which is quantized once: each product's
+/// result equals [`matmul_i8`]'s bit for bit.
+///
+/// # Panics
+/// As [`matmul_i8`], or if the products' `cols` or quantization blocks differ.
+pub fn matmul_i8_shared(x: &[f32], n: usize, products: &mut [Product<'_, Int8>]) {
+    if check("matmul_i8", x, n, products) {
+        super::igemm_on(super::active_path(), x, n, products);
     }
 }
 
@@ -408,84 +428,81 @@ pub fn matmul_i8(w: &I8Mat, bias: Option<&[f32]>, x: &[f32], n: usize, y: &mut [
 /// # Panics
 /// As [`matmul_i8`].
 pub fn matmul_i16(w: &I16Mat, bias: Option<&[f32]>, x: &[f32], n: usize, y: &mut [f32]) {
-    if check("matmul_i16", w, bias, x, n, y) {
-        super::i16gemm_on(super::active_path(), w, bias, x, n, y);
+    matmul_i16_shared(x, n, &mut [Product { w, bias, y }]);
+}
+
+/// [`matmul_i8_shared`] in 12-bit levels.
+///
+/// # Panics
+/// As [`matmul_i8_shared`].
+pub fn matmul_i16_shared(x: &[f32], n: usize, products: &mut [Product<'_, Int16>]) {
+    if check("matmul_i16", x, n, products) {
+        super::i16gemm_on(super::active_path(), x, n, products);
     }
 }
 
 /// Panic with a message naming the operand unless the shapes agree; whether there is work.
-fn check<W: Width>(
-    name: &str,
-    w: &IMat<W>,
-    bias: Option<&[f32]>,
-    x: &[f32],
-    n: usize,
-    y: &[f32],
-) -> bool {
-    let (m, k) = (w.rows, w.cols);
-    assert_eq!(
-        x.len(),
-        n * k,
-        "{name}: x has {} values, expected {n}×{k}",
-        x.len()
-    );
-    assert_eq!(
-        y.len(),
-        n * m,
-        "{name}: y has {} values, expected {n}×{m}",
-        y.len()
-    );
-    if let Some(b) = bias {
-        assert_eq!(
-            b.len(),
-            m,
-            "{name}: bias has {} values, expected {m}",
-            b.len()
+fn check<W: Width>(name: &str, x: &[f32], n: usize, products: &[Product<'_, W>]) -> bool {
+    let Some(first) = products.first() else {
+        return false;
+    };
+    let k = first.w.cols;
+    for p in products {
+        let m = p.w.rows;
+        assert!(
+            p.w.cols == k && p.w.kb == first.w.kb,
+            "{name}: products of one input differ in columns or block"
         );
+        assert_eq!(
+            x.len(),
+            n * k,
+            "{name}: x has {} values, expected {n}×{k}",
+            x.len()
+        );
+        assert_eq!(
+            p.y.len(),
+            n * m,
+            "{name}: y has {} values, expected {n}×{m}",
+            p.y.len()
+        );
+        if let Some(b) = p.bias {
+            assert_eq!(
+                b.len(),
+                m,
+                "{name}: bias has {} values, expected {m}",
+                b.len()
+            );
+        }
     }
-    n > 0 && m > 0
+    n > 0
 }
 
-/// The GEMM with micro-kernel `K` (the path's `Isa::IGemm` / `Isa::I16Gemm`; dispatched in
-/// `kernels`).
-pub(super) fn run<K: IKernel<Int8>>(
-    w: &I8Mat,
-    bias: Option<&[f32]>,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-) {
+/// The GEMMs with micro-kernel `K` (the path's `Isa::IGemm`; dispatched in `kernels`).
+pub(super) fn run<K: IKernel<Int8>>(x: &[f32], n: usize, products: &mut [Product<'_, Int8>]) {
     ACTS8.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut acts) => run_with::<Int8, K>(w, bias, x, n, y, &mut acts),
+        Ok(mut acts) => run_with::<Int8, K>(x, n, products, &mut acts),
         // Re-entered on this thread: fresh buffers.
-        Err(_) => run_with::<Int8, K>(w, bias, x, n, y, &mut Acts::new()),
+        Err(_) => run_with::<Int8, K>(x, n, products, &mut Acts::new()),
     })
 }
 
-/// [`run`] in 12-bit levels.
-pub(super) fn run16<K: IKernel<Int16>>(
-    w: &I16Mat,
-    bias: Option<&[f32]>,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-) {
+/// [`run`] in 12-bit levels (`Isa::I16Gemm`).
+pub(super) fn run16<K: IKernel<Int16>>(x: &[f32], n: usize, products: &mut [Product<'_, Int16>]) {
     ACTS16.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut acts) => run_with::<Int16, K>(w, bias, x, n, y, &mut acts),
-        Err(_) => run_with::<Int16, K>(w, bias, x, n, y, &mut Acts::new()),
+        Ok(mut acts) => run_with::<Int16, K>(x, n, products, &mut acts),
+        Err(_) => run_with::<Int16, K>(x, n, products, &mut Acts::new()),
     })
 }
 
+/// Quantize `x` once into `acts` (panels of `K::MR` rows), then every product.
 fn run_with<W: Width, K: IKernel<W>>(
-    w: &IMat<W>,
-    bias: Option<&[f32]>,
     x: &[f32],
     n: usize,
-    y: &mut [f32],
+    products: &mut [Product<'_, W>],
     acts: &mut Acts<W::Q>,
 ) {
-    let (m, k, kb, nb) = (w.rows, w.cols, w.kb, w.nb);
-    let (mr, nr) = (K::MR, K::NR);
+    let w0 = products[0].w;
+    let (k, kb, nb, mr) = (w0.cols, w0.kb, w0.nb, K::MR);
     let apanels = n.div_ceil(mr);
     let (qa_len, d_len) = (apanels * nb * kb * mr, apanels * nb * mr);
     if acts.qa.len() < qa_len {
@@ -511,8 +528,37 @@ fn run_with<W: Width, K: IKernel<W>>(
                 unsafe { K::quantize(rows, k, kb, qp, dp, op) };
             });
     }
-    let (qa, da, off) = (&*qa, &*da, &*off);
+    let acts = Packed::<W> {
+        qa: &*qa,
+        da: &*da,
+        off: &*off,
+    };
+    for p in products.iter_mut() {
+        if p.w.rows > 0 {
+            product::<W, K>(p.w, p.bias, &acts, n, p.y);
+        }
+    }
+}
 
+/// Quantized activation panels of one call.
+struct Packed<'a, W: Width> {
+    qa: &'a [W::Q],
+    da: &'a [f32],
+    off: &'a [i32],
+}
+
+/// One product over already quantized activations: parallel tasks (module docs, Traversal).
+fn product<W: Width, K: IKernel<W>>(
+    w: &IMat<W>,
+    bias: Option<&[f32]>,
+    acts: &Packed<'_, W>,
+    n: usize,
+    y: &mut [f32],
+) {
+    let (m, kb, nb) = (w.rows, w.kb, w.nb);
+    let (mr, nr) = (K::MR, K::NR);
+    let apanels = n.div_ceil(mr);
+    let (qa, da, off) = (acts.qa, acts.da, acts.off);
     let threads = rayon::current_num_threads().max(1);
     let nc = m
         .div_ceil(2 * threads)

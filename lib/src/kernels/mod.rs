@@ -612,25 +612,21 @@ pub fn matmul_with(
 /// [`igemm::matmul_i8`] on `path`: its ISA's int8 micro-kernel.
 pub(crate) fn igemm_on(
     path: Path,
-    w: &igemm::I8Mat,
-    bias: Option<&[f32]>,
     x: &[f32],
     n: usize,
-    y: &mut [f32],
+    products: &mut [igemm::Product<'_, igemm::Int8>],
 ) {
-    with_isa!(path, I => igemm::run::<<I as Isa>::IGemm>(w, bias, x, n, y))
+    with_isa!(path, I => igemm::run::<<I as Isa>::IGemm>(x, n, products))
 }
 
 /// [`igemm::matmul_i16`] on `path`: its ISA's 12-bit micro-kernel.
 pub(crate) fn i16gemm_on(
     path: Path,
-    w: &igemm::I16Mat,
-    bias: Option<&[f32]>,
     x: &[f32],
     n: usize,
-    y: &mut [f32],
+    products: &mut [igemm::Product<'_, igemm::Int16>],
 ) {
-    with_isa!(path, I => igemm::run16::<<I as Isa>::I16Gemm>(w, bias, x, n, y))
+    with_isa!(path, I => igemm::run16::<<I as Isa>::I16Gemm>(x, n, products))
 }
 
 /// Weight bytes (times activation rows) a decode task should at least cover.

@@ -20,7 +20,9 @@
 
 use std::sync::OnceLock;
 
-use crate::kernels::igemm::{matmul_i16, matmul_i8, I16Mat, I8Mat};
+use crate::kernels::igemm::{
+    matmul_i16, matmul_i16_shared, matmul_i8, matmul_i8_shared, I16Mat, I8Mat, Product,
+};
 use crate::kernels::tensor::Mat;
 use crate::kernels::{matmul_with, Regime, Scratch};
 use crate::models::mllama::{
@@ -84,6 +86,42 @@ impl Linear {
             VisionPrecision::Int16 => matmul_i16(self.int16(), b, x, n, y),
             VisionPrecision::Int8 => matmul_i8(self.int8(), b, x, n, y),
             _ => matmul_with(&self.w, b, x, n, y, sc, Regime::Auto),
+        }
+    }
+}
+
+/// `ys[i] = x[n, k] · Wᵢᵀ` for three matrices of one input (a layer's q, k and v), in `prec`:
+/// the integer precisions quantize `x` once for the three (results as [`Linear::forward`]'s).
+fn forward3(
+    ls: [&Linear; 3],
+    prec: VisionPrecision,
+    x: &[f32],
+    n: usize,
+    ys: [&mut [f32]; 3],
+    sc: &mut Scratch,
+) {
+    let pairs = ls.into_iter().zip(ys);
+    match prec {
+        VisionPrecision::Int16 => {
+            let ps = pairs.map(|(l, y)| Product {
+                w: l.int16(),
+                bias: None,
+                y,
+            });
+            matmul_i16_shared(x, n, &mut ps.collect::<Vec<_>>());
+        }
+        VisionPrecision::Int8 => {
+            let ps = pairs.map(|(l, y)| Product {
+                w: l.int8(),
+                bias: None,
+                y,
+            });
+            matmul_i8_shared(x, n, &mut ps.collect::<Vec<_>>());
+        }
+        _ => {
+            for (l, y) in pairs {
+                l.forward(prec, None, x, n, y, sc);
+            }
         }
     }
 }
@@ -535,11 +573,11 @@ impl EncoderLayer {
         let heads = Heads::new(c.n_heads, c.n_heads, hd);
         // Attention.
         nn::layer_norm(x, &self.ln1_w, &self.ln1_b, c.eps, &mut ws.a); // [N, D]
-        self.q.forward(p, None, &ws.a, n, &mut ws.q, sc); // [N, D]
-        self.k.forward(p, None, &ws.a, n, &mut ws.b, sc);
+        let vt = &mut ws.f[..n * c.hidden]; // [N, D] (the MLP's buffer, free here)
+        let qkv = [&self.q, &self.k, &self.v];
+        forward3(qkv, p, &ws.a, n, [&mut ws.q, &mut ws.b, vt], sc); // 3 × [N, D]
         nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.k); // [heads, N, hd]
-        self.v.forward(p, None, &ws.a, n, &mut ws.b, sc);
-        nn::to_head_major(&ws.b, n, c.n_heads, hd, n, 0, &mut ws.v); // [heads, N, hd]
+        nn::to_head_major(&ws.f[..n * c.hidden], n, c.n_heads, hd, n, 0, &mut ws.v); // [heads, N, hd]
         let kv = KeysValues::new(&ws.k, &ws.v, n, n);
         nn::attention_lowp(&ws.q, kv, heads, mask, &mut ws.a, p.attention()); // [N, D]
         self.o.forward(p, None, &ws.a, n, &mut ws.b, sc); // [N, D]
