@@ -36,7 +36,7 @@ struct Cli {
     era1_cross_qk: String,
     /// Keep the weights in place in the memory-mapped file instead of repacking the decoder's
     /// Q4_0 matrices into row-interleaved copies at load (less load time and no copy; slower
-    /// decode; the same results).
+    /// decode, somewhat faster prompt prefill; the same results).
     #[arg(long, global = true)]
     no_repack: bool,
     /// Arithmetic of the vision tower and projector: auto (f32 for float files; for quantized
