@@ -66,9 +66,29 @@ unsafe fn epilogue(y: &mut [float32x4_t; 4], acc: &[int32x4_t; 4], da: f32, dw: 
     }
 }
 
+/// The `MR × 16` float tile to `out` (row stride 16).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn store<const MR: usize>(y: &[[float32x4_t; 4]; MR], out: *mut f32) {
+    for (i, yi) in y.iter().enumerate() {
+        for (h, yh) in yi.iter().enumerate() {
+            vst1q_f32(out.add(i * 16 + 4 * h), *yh);
+        }
+    }
+}
+
+/// The four rows' dots of each weight group from its low-rows and high-rows accumulators
+/// (two i32 lanes per row each): `addp` of the pair.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn halves(acc: &[[int32x4_t; 2]; 4]) -> [int32x4_t; 4] {
+    acc.map(|[lo, hi]| vpaddq_s32(lo, hi))
+}
+
 /// Twin: [`crate::kernels::igemm::scalar_tile::<Int8, 4, 16>`]. Per step, one 16-byte load holds the
 /// four activation rows' four bytes; each of the panel's four 16-byte weight groups (four rows ×
 /// four bytes) is dotted with each row by `sdot` by element, exactly in i32.
+#[allow(clippy::needless_range_loop)] // acc[row][group]: one sdot per (row, group)
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn tile_sdot_4x16(t: &Tile<Int8>, out: *mut f32) {
     const MR: usize = 4;
@@ -95,11 +115,7 @@ unsafe fn tile_sdot_4x16(t: &Tile<Int8>, out: *mut f32) {
             epilogue(yi, ai, *t.da.add(b * MR + i), t.dw.add(b * PANEL));
         }
     }
-    for (i, yi) in y.iter().enumerate() {
-        for (h, yh) in yi.iter().enumerate() {
-            vst1q_f32(out.add(i * 16 + 4 * h), *yh);
-        }
-    }
+    store(&y, out);
 }
 
 /// Twin: [`crate::kernels::igemm::scalar_tile::<Int8, 2, 16>`]. Two steps at a time: `smull` of the
@@ -140,20 +156,10 @@ unsafe fn tile_neon_2x16(t: &Tile<Int8>, out: *mut f32) {
             wp = wp.add(2 * PANEL * 4);
         }
         for (i, (yi, ai)) in y.iter_mut().zip(&acc).enumerate() {
-            let dots = [
-                vpaddq_s32(ai[0][0], ai[0][1]),
-                vpaddq_s32(ai[1][0], ai[1][1]),
-                vpaddq_s32(ai[2][0], ai[2][1]),
-                vpaddq_s32(ai[3][0], ai[3][1]),
-            ];
-            epilogue(yi, &dots, *t.da.add(b * MR + i), t.dw.add(b * PANEL));
+            epilogue(yi, &halves(ai), *t.da.add(b * MR + i), t.dw.add(b * PANEL));
         }
     }
-    for (i, yi) in y.iter().enumerate() {
-        for (h, yh) in yi.iter().enumerate() {
-            vst1q_f32(out.add(i * 16 + 4 * h), *yh);
-        }
-    }
+    store(&y, out);
 }
 
 /// Twin: [`crate::kernels::igemm::scalar_tile::<Int16, 2, 16>`]. Per step, the panel's four
@@ -189,18 +195,8 @@ unsafe fn tile16_neon_2x16(t: &Tile<Int16>, out: *mut f32) {
             wp = wp.add(PANEL * 2);
         }
         for (i, (yi, ai)) in y.iter_mut().zip(&acc).enumerate() {
-            let dots = [
-                vpaddq_s32(ai[0][0], ai[0][1]),
-                vpaddq_s32(ai[1][0], ai[1][1]),
-                vpaddq_s32(ai[2][0], ai[2][1]),
-                vpaddq_s32(ai[3][0], ai[3][1]),
-            ];
-            epilogue(yi, &dots, *t.da.add(b * MR + i), t.dw.add(b * PANEL));
+            epilogue(yi, &halves(ai), *t.da.add(b * MR + i), t.dw.add(b * PANEL));
         }
     }
-    for (i, yi) in y.iter().enumerate() {
-        for (h, yh) in yi.iter().enumerate() {
-            vst1q_f32(out.add(i * 16 + 4 * h), *yh);
-        }
-    }
+    store(&y, out);
 }
