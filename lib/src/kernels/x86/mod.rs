@@ -18,6 +18,7 @@ mod bytes;
 mod iattn;
 pub(crate) use iattn::dpwssd;
 mod igemm;
+mod kquant;
 mod repack;
 
 use bytes::Avx2Ops;
@@ -27,7 +28,6 @@ use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
 use super::types::{plain_act, ActQuant, Decoder, Job};
 use super::{split_row_bytes, split_row_mut, Path, Q8Row, Qs};
 use crate::quant::q4_1::BlockQ4_1;
-use crate::quant::q4_k::BlockQ4_K;
 use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::q5_1::BlockQ5_1;
 use crate::quant::q5_k::BlockQ5_K;
@@ -687,6 +687,27 @@ unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>
     )
 }
 
+/// The in-place Q4_K decode on [`Avx2`]: [`traverse`] over [`kquant::Q4kTile`]s. Twin:
+/// [`crate::quant::lane_vec_dot`], bit-exact.
+///
+/// # Safety
+/// As [`decode_lane`] with `B` = Q4_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_q4k(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    let t = kquant::Q4kTile::<false>::new(job);
+    traverse(t, job.n, rows, job.out, job.bias)
+}
+
+/// [`decode_q4k`] on [`Avx512`] (512-bit registers, `vpdpwssd`), the same results bit for bit.
+///
+/// # Safety
+/// As [`decode_q4k`], and AVX-512 F/BW/VL/VNNI/VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn decode_q4k_512(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    let t = kquant::Q4kTile::<true>::new(job);
+    traverse(t, job.n, rows, job.out, job.bias)
+}
+
 /// The float decode kernel of weight elements `T`: [`traverse`] over [`FloatTile`]s. Twin: the
 /// portable float decoder of `kernels::types` (within tolerance: FMA).
 ///
@@ -743,7 +764,10 @@ fn decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
         GgmlType::F32 => float(decode_float::<f32>),
         GgmlType::F16 => float(decode_float::<f16>),
         GgmlType::BF16 => float(decode_float::<bf16>),
-        GgmlType::Q4_K => lane::<BlockQ4_K>(),
+        GgmlType::Q4_K => Some(Decoder {
+            act: Some(plain_act::<crate::quant::q8_k::BlockQ8_K>()),
+            rows: if VNNI { decode_q4k_512 } else { decode_q4k },
+        }),
         GgmlType::Q5_K => lane::<BlockQ5_K>(),
         GgmlType::Q6_K => lane::<BlockQ6_K>(),
         GgmlType::Q4_1 => lane::<BlockQ4_1>(),

@@ -1,0 +1,267 @@
+//! Dedicated Q4_K decode tiles of both x86 paths (in place, against Q8_K activations): the same
+//! integers and f32 steps as the shared lane kernels of `kernels::intdot` (twin:
+//! [`crate::quant::lane_vec_dot`], bit for bit), with the work per block cut down.
+//!
+//! Per (weight row, block): the 12 packed scale bytes decoded once into 16 bytes
+//! `[sc0..sc8, m0..m8]`; the minimum term one `vpmaddwd` of the activation block's 16 sums with
+//! `[m0, m0, m1, m1, …]`; the levels `q` (0..15) times the activations `x` with `vpmaddubsw`
+//! (exact i16 pairs: |2·15·127| < 2¹⁵) and then times each sub-block's scale into i32 lanes —
+//! `vpmaddwd` + `vpaddd` on [`super::Avx2`], one `vpdpwssd` on [`super::Avx512`], whose 512-bit
+//! registers hold two sub-blocks (sub-blocks `2g` and `2g + 2` of one 64-byte load of nibbles,
+//! against activation registers assembled once per block for every row). Lane `l` of the i32
+//! accumulator holds the products of the values `p` with `(p % 32) / 4 == l` (a 512-bit register
+//! folds its halves at the block's end: exact), the lanes of [`crate::quant::LaneDot::lanes`].
+//! The f32 part is then [`crate::quant::lane_vec_dot`]'s: per lane `acc += (d·dx)·(f32)i` (no
+//! FMA), the minimum likewise, reduced in [`crate::quant::lanes8`]'s order at the row's end.
+//! The weight rows of a tile share every activation load; the accumulators stay in registers.
+
+use std::arch::x86_64::*;
+use std::ptr::addr_of;
+
+use super::super::traverse::{pad, Tile};
+use super::super::types::Job;
+use crate::quant::q4_k::BlockQ4_K;
+use crate::quant::q8_k::BlockQ8_K;
+
+/// One (row, block)'s decoded scales: the `vpmaddwd` pairs ([`scale_pairs`]) and
+/// `[sc0..sc8, m0..m8]` ([`scales_mins`]).
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Pre {
+    tab: [u32; 8],
+    scm: [u8; 16],
+}
+
+/// The Q4_K decode tile; `VNNI`: the AVX-512 form (else AVX2 only).
+pub(super) struct Q4kTile<const VNNI: bool> {
+    w: *const BlockQ4_K,
+    nb: usize,
+    x: *const u8,
+    x_stride: usize,
+}
+
+impl<const VNNI: bool> Clone for Q4kTile<VNNI> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<const VNNI: bool> Copy for Q4kTile<VNNI> {}
+
+impl<const VNNI: bool> Q4kTile<VNNI> {
+    /// The tile over an in-place Q4_K decode job (activation rows of Q8_K blocks).
+    pub fn new(job: &Job<'_>) -> Self {
+        Q4kTile {
+            w: job.w.as_ptr() as *const BlockQ4_K,
+            nb: job.k / 256,
+            x: job.x.as_ptr(),
+            x_stride: job.x_stride,
+        }
+    }
+}
+
+/// `[sc0..sc8, m0..m8]` of a Q4_K block (ggml's `get_scale_min_k4`, scalar bit operations on
+/// the general-purpose registers).
+#[inline(always)]
+unsafe fn scales_mins(w: *const BlockQ4_K) -> __m128i {
+    let (sc, m) = (*w).scales_mins();
+    _mm_set_epi64x(i64::from_le_bytes(m), i64::from_le_bytes(sc))
+}
+
+/// The f32 `(d, dmin)` of block `w` (exact f16 conversions).
+#[inline(always)]
+unsafe fn d_dmin(w: *const BlockQ4_K) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi32_si128((w as *const i32).read_unaligned()))
+}
+
+/// Lane `l` = `(bsums[2l] + bsums[2l+1])·m[l]`: the minimum term's lanes, from the 16 activation
+/// sums `bs` and `scm`'s minimums.
+#[inline(always)]
+unsafe fn min_lanes(bs: __m256i, scm: __m128i) -> __m256i {
+    _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm)))
+}
+
+/// The f32 steps of one block for one (row, activation) pair: `acc += (d·dx)·(f32)i`,
+/// `accm += (dmin·dx)·(f32)m` lane by lane (products rounded, then the sums; no FMA).
+#[inline(always)]
+unsafe fn f32_step(acc: &mut __m256, accm: &mut __m256, dd: __m128, dx: f32, i: __m256i, m: __m256i) {
+    let s = _mm_mul_ps(dd, _mm_set1_ps(dx));
+    let d = _mm256_broadcastss_ps(s);
+    let dm = _mm256_broadcastss_ps(_mm_movehdup_ps(s));
+    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(i)));
+    *accm = _mm256_add_ps(*accm, _mm256_mul_ps(dm, _mm256_cvtepi32_ps(m)));
+}
+
+/// The lanes reduced in [`crate::quant::lanes8`]'s order.
+#[inline(always)]
+unsafe fn fsum(a: __m256) -> f32 {
+    let p = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+    let h = _mm_hadd_ps(p, p);
+    _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
+}
+
+/// The eight sub-block scales `sc[j]` of `scm` as the i32 pairs `(sc[j], sc[j])` of i16 (the
+/// `vpmaddwd` operand of sub-block `j`), stored in `tab`: each is then broadcast straight from
+/// memory (a load, not a shuffle).
+#[inline(always)]
+unsafe fn scale_pairs(scm: __m128i, tab: &mut [u32; 8]) {
+    let d = _mm256_cvtepu8_epi32(scm);
+    let p = _mm256_or_si256(d, _mm256_slli_epi32::<16>(d));
+    _mm256_storeu_si256(tab.as_mut_ptr() as *mut __m256i, p);
+}
+
+/// `*p` in every i32 lane, loaded by `vpbroadcastd` from memory (inline assembly: LLVM would
+/// otherwise forward the table's store into register shuffles).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bcast32(p: *const u32) -> __m256i {
+    let v: __m256i;
+    // SAFETY: AVX2 is enabled (the caller's contract); `p` points at 4 readable bytes.
+    std::arch::asm!(
+        "vpbroadcastd {v}, dword ptr [{p}]",
+        v = out(ymm_reg) v,
+        p = in(reg) p,
+        options(pure, readonly, nostack, preserves_flags)
+    );
+    v
+}
+
+/// `acc + vpmaddwd(a, [*p; 8])` in one `vpdpwssd` with the pair broadcast from memory (inline
+/// assembly: LLVM splits the intrinsic, see [`dpwssd`]). Exact under the callers' bounds.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn dpwssd_bcast(acc: __m256i, a: __m256i, p: *const u32) -> __m256i {
+    let mut acc = acc;
+    // SAFETY: AVX-512 VL/VNNI are enabled (the caller's contract); `p` points at 4 readable
+    // bytes.
+    std::arch::asm!(
+        "vpdpwssd {acc:y}, {a:y}, dword ptr [{p}]{{1to8}}",
+        acc = inout(zmm_reg) acc,
+        a = in(zmm_reg) a,
+        p = in(reg) p,
+        options(pure, readonly, nostack, preserves_flags)
+    );
+    acc
+}
+
+/// The level lanes `Σ_j sc_j·Σ q·x` of block `w` against the activation bytes at `xq`, with the
+/// scale pairs in `tab` ([`scale_pairs`]): `vpmaddubsw`, then `vpmaddwd` + `vpaddd` (AVX2) or
+/// `vpdpwssd` (`VNNI`).
+#[inline(always)]
+unsafe fn levels<const VNNI: bool>(w: *const BlockQ4_K, tab: &[u32; 8], xq: *const i8) -> __m256i {
+    let qs = addr_of!((*w).qs) as *const u8;
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_si256(); 2];
+    for g in 0..4 {
+        let q = _mm256_loadu_si256(qs.add(32 * g) as *const __m256i);
+        let lo = _mm256_and_si256(q, m4);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+        let x0 = _mm256_loadu_si256(xq.add(64 * g) as *const __m256i);
+        let x1 = _mm256_loadu_si256(xq.add(64 * g + 32) as *const __m256i);
+        let (p0, p1) = (_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
+        let (s0, s1) = (tab.as_ptr().add(2 * g), tab.as_ptr().add(2 * g + 1));
+        let a = &mut acc[g % 2];
+        if VNNI {
+            *a = dpwssd_bcast(dpwssd_bcast(*a, p0, s0), p1, s1);
+        } else {
+            let p = _mm256_add_epi32(
+                _mm256_madd_epi16(p0, bcast32(s0)),
+                _mm256_madd_epi16(p1, bcast32(s1)),
+            );
+            *a = _mm256_add_epi32(*a, p);
+        }
+    }
+    _mm256_add_epi32(acc[0], acc[1])
+}
+
+impl<const VNNI: bool> Q4kTile<VNNI> {
+    /// `RW × NX` dot products, bit-exact with [`crate::quant::lane_vec_dot`].
+    #[inline(always)]
+    unsafe fn dot<const RW: usize, const NX: usize>(
+        self,
+        js: [usize; 4],
+        i: usize,
+    ) -> [[f32; NX]; RW] {
+        let w: [*const BlockQ4_K; RW] = std::array::from_fn(|r| self.w.add(js[r] * self.nb));
+        let x: [*const BlockQ8_K; NX] =
+            std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const BlockQ8_K);
+        let mut acc = [[_mm256_setzero_ps(); NX]; RW];
+        let mut accm = [[_mm256_setzero_ps(); NX]; RW];
+        // Blocks in chunks of `CH`: first every (row, block)'s decoded scales, stored, then the
+        // dot products reading them (far enough from the stores for the loads to find them in
+        // the cache, not waiting on store forwarding).
+        const CH: usize = 8;
+        let mut pre = [[Pre::default(); CH]; RW];
+        let mut b0 = 0;
+        while b0 < self.nb {
+            let ch = (self.nb - b0).min(CH);
+            for (r, pr) in pre.iter_mut().enumerate() {
+                for (c, p) in pr.iter_mut().enumerate().take(ch) {
+                    let scm = scales_mins(w[r].add(b0 + c));
+                    _mm_storeu_si128(p.scm.as_mut_ptr() as *mut __m128i, scm);
+                    scale_pairs(scm, &mut p.tab);
+                }
+            }
+            for c in 0..ch {
+                let b = b0 + c;
+                let xb = x.map(|p| p.add(b));
+                let xq = xb.map(|p| addr_of!((*p).qs) as *const i8);
+                let mut bs = [_mm256_setzero_si256(); NX];
+                for t in 0..NX {
+                    bs[t] = _mm256_loadu_si256(addr_of!((*xb[t]).bsums) as *const __m256i);
+                }
+                let dx = xb.map(|p| (*p).d);
+                // One weight row (a macro, not a closure: closures do not inherit the ISA's
+                // target features, so their intrinsics would not inline).
+                macro_rules! row {
+                    ($r:expr) => {{
+                        let wb = w[$r].add(b);
+                        let p = &pre[$r][c];
+                        let scm = _mm_loadu_si128(p.scm.as_ptr() as *const __m128i);
+                        let dd = d_dmin(wb);
+                        for t in 0..NX {
+                            let lv = levels::<VNNI>(wb, &p.tab, xq[t]);
+                            let mn = min_lanes(bs[t], scm);
+                            f32_step(&mut acc[$r][t], &mut accm[$r][t], dd, dx[t], lv, mn);
+                        }
+                    }};
+                }
+                row!(0);
+                if RW > 1 {
+                    row!(1);
+                }
+                if RW > 2 {
+                    row!(2);
+                }
+                if RW > 3 {
+                    row!(3);
+                }
+            }
+            b0 += ch;
+        }
+        let mut out = [[0f32; NX]; RW];
+        for r in 0..RW {
+            for t in 0..NX {
+                out[r][t] = fsum(acc[r][t]) - fsum(accm[r][t]);
+            }
+        }
+        out
+    }
+}
+
+impl<const VNNI: bool> Tile for Q4kTile<VNNI> {
+    const MAX_NX: usize = 4;
+    fn width(nx: usize) -> usize {
+        4 / nx
+    }
+    #[inline(always)]
+    unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
+        match (rw, nx) {
+            (4, _) => pad(self.dot::<4, 1>(js, i)),
+            (2, _) => pad(self.dot::<2, 2>(js, i)),
+            (_, 1) => pad(self.dot::<1, 1>(js, i)),
+            (_, 2) => pad(self.dot::<1, 2>(js, i)),
+            (_, 3) => pad(self.dot::<1, 3>(js, i)),
+            _ => pad(self.dot::<1, 4>(js, i)),
+        }
+    }
+}
