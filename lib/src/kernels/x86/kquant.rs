@@ -1,19 +1,24 @@
-//! Dedicated Q4_K decode tiles of both x86 paths (in place, against Q8_K activations): the same
-//! integers and f32 steps as the shared lane kernels of `kernels::intdot` (twin:
-//! [`crate::quant::lane_vec_dot`], bit for bit), with the work per block cut down.
+//! Dedicated in-place decode tiles of Q4_K ([`super::Avx512`]) and Q6_K (both x86 paths)
+//! against Q8_K activations: the same integers and f32 steps as the shared lane kernels of
+//! `kernels::intdot` (twin: [`crate::quant::lane_vec_dot`], bit for bit), with less work per
+//! block and every accumulator of the tile's rows in registers.
 //!
-//! Per (weight row, block): the 12 packed scale bytes decoded once into 16 bytes
-//! `[sc0..sc8, m0..m8]`; the minimum term one `vpmaddwd` of the activation block's 16 sums with
-//! `[m0, m0, m1, m1, …]`; the levels `q` (0..15) times the activations `x` with `vpmaddubsw`
-//! (exact i16 pairs: |2·15·127| < 2¹⁵) and then times each sub-block's scale into i32 lanes —
-//! `vpmaddwd` + `vpaddd` on [`super::Avx2`], one `vpdpwssd` on [`super::Avx512`], whose 512-bit
-//! registers hold two sub-blocks (sub-blocks `2g` and `2g + 2` of one 64-byte load of nibbles,
-//! against activation registers assembled once per block for every row). Lane `l` of the i32
-//! accumulator holds the products of the values `p` with `(p % 32) / 4 == l` (a 512-bit register
-//! folds its halves at the block's end: exact), the lanes of [`crate::quant::LaneDot::lanes`].
-//! The f32 part is then [`crate::quant::lane_vec_dot`]'s: per lane `acc += (d·dx)·(f32)i` (no
-//! FMA), the minimum likewise, reduced in [`crate::quant::lanes8`]'s order at the row's end.
-//! The weight rows of a tile share every activation load; the accumulators stay in registers.
+//! Q4_K, per (weight row, block): the 12 packed scale bytes decoded once, ahead of the dot
+//! products of a chunk of blocks, into `[sc0..sc8, m0..m8]` and the eight i16 pairs
+//! `(sc_j, sc_j)` stored in a small table; the minimum term one `vpmaddwd` of the activation
+//! block's 16 sums with `[m0, m0, m1, m1, …]`; the levels `q` (0..15) times the activations `x`
+//! with `vpmaddubsw` (exact i16 pairs: |2·15·127| < 2¹⁵), then one `vpdpwssd` per 32 values
+//! with the sub-block's pair broadcast from the table (a load, no shuffle).
+//!
+//! Q6_K, per (weight row, block): the six-bit levels `u` (0..63) assembled from `ql`/`qh`,
+//! `vpmaddubsw` with the activations (|2·63·127| < 2¹⁵), then `vpmaddwd` + `vpaddd`
+//! ([`super::Avx2`]) or `vpdpwssd` ([`super::Avx512`]) with the two scales of each 32 values;
+//! `− 32·Σ_j sc_j·bsums_j` from the activation sums.
+//!
+//! Lane `l` of every i32 accumulator holds the products of the values `p` with
+//! `(p % 32) / 4 == l`, the lanes of [`crate::quant::LaneDot::lanes`]. The f32 part is
+//! [`crate::quant::lane_vec_dot`]'s: per lane `acc += (d·dx)·(f32)i` (no FMA), the minimum
+//! likewise, reduced in [`crate::quant::lanes8`]'s order at the row's end.
 
 use std::arch::x86_64::*;
 use std::ptr::addr_of;
@@ -33,22 +38,22 @@ struct Pre {
     scm: [u8; 16],
 }
 
-/// The Q4_K decode tile; `VNNI`: the AVX-512 form (else AVX2 only).
-pub(super) struct Q4kTile<const VNNI: bool> {
+/// The Q4_K decode tile of [`super::Avx512`].
+pub(super) struct Q4kTile {
     w: *const BlockQ4_K,
     nb: usize,
     x: *const u8,
     x_stride: usize,
 }
 
-impl<const VNNI: bool> Clone for Q4kTile<VNNI> {
+impl Clone for Q4kTile {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<const VNNI: bool> Copy for Q4kTile<VNNI> {}
+impl Copy for Q4kTile {}
 
-impl<const VNNI: bool> Q4kTile<VNNI> {
+impl Q4kTile {
     /// The tile over an in-place Q4_K decode job (activation rows of Q8_K blocks).
     pub fn new(job: &Job<'_>) -> Self {
         Q4kTile {
@@ -110,22 +115,6 @@ unsafe fn scale_pairs(scm: __m128i, tab: &mut [u32; 8]) {
     _mm256_storeu_si256(tab.as_mut_ptr() as *mut __m256i, p);
 }
 
-/// `*p` in every i32 lane, loaded by `vpbroadcastd` from memory (inline assembly: LLVM would
-/// otherwise forward the table's store into register shuffles).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bcast32(p: *const u32) -> __m256i {
-    let v: __m256i;
-    // SAFETY: AVX2 is enabled (the caller's contract); `p` points at 4 readable bytes.
-    std::arch::asm!(
-        "vpbroadcastd {v}, dword ptr [{p}]",
-        v = out(ymm_reg) v,
-        p = in(reg) p,
-        options(pure, readonly, nostack, preserves_flags)
-    );
-    v
-}
-
 /// `acc + vpmaddwd(a, [*p; 8])` in one `vpdpwssd` with the pair broadcast from memory (inline
 /// assembly: LLVM splits the intrinsic, see [`dpwssd`]). Exact under the callers' bounds.
 #[inline]
@@ -145,10 +134,10 @@ unsafe fn dpwssd_bcast(acc: __m256i, a: __m256i, p: *const u32) -> __m256i {
 }
 
 /// The level lanes `Σ_j sc_j·Σ q·x` of block `w` against the activation bytes at `xq`, with the
-/// scale pairs in `tab` ([`scale_pairs`]): `vpmaddubsw`, then `vpmaddwd` + `vpaddd` (AVX2) or
-/// `vpdpwssd` (`VNNI`).
+/// scale pairs in `tab` ([`scale_pairs`]): `vpmaddubsw`, then `vpdpwssd` with the pair
+/// broadcast from memory.
 #[inline(always)]
-unsafe fn levels<const VNNI: bool>(w: *const BlockQ4_K, tab: &[u32; 8], xq: *const i8) -> __m256i {
+unsafe fn levels(w: *const BlockQ4_K, tab: &[u32; 8], xq: *const i8) -> __m256i {
     let qs = addr_of!((*w).qs) as *const u8;
     let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_si256(); 2];
@@ -160,21 +149,12 @@ unsafe fn levels<const VNNI: bool>(w: *const BlockQ4_K, tab: &[u32; 8], xq: *con
         let x1 = _mm256_loadu_si256(xq.add(64 * g + 32) as *const __m256i);
         let (p0, p1) = (_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
         let (s0, s1) = (tab.as_ptr().add(2 * g), tab.as_ptr().add(2 * g + 1));
-        let a = &mut acc[g % 2];
-        if VNNI {
-            *a = dpwssd_bcast(dpwssd_bcast(*a, p0, s0), p1, s1);
-        } else {
-            let p = _mm256_add_epi32(
-                _mm256_madd_epi16(p0, bcast32(s0)),
-                _mm256_madd_epi16(p1, bcast32(s1)),
-            );
-            *a = _mm256_add_epi32(*a, p);
-        }
+        acc[g % 2] = dpwssd_bcast(dpwssd_bcast(acc[g % 2], p0, s0), p1, s1);
     }
     _mm256_add_epi32(acc[0], acc[1])
 }
 
-impl<const VNNI: bool> Q4kTile<VNNI> {
+impl Q4kTile {
     /// `RW × NX` dot products, bit-exact with [`crate::quant::lane_vec_dot`].
     #[inline(always)]
     unsafe fn dot<const RW: usize, const NX: usize>(
@@ -220,7 +200,7 @@ impl<const VNNI: bool> Q4kTile<VNNI> {
                         let scm = _mm_loadu_si128(p.scm.as_ptr() as *const __m128i);
                         let dd = d_dmin(wb);
                         for t in 0..NX {
-                            let lv = levels::<VNNI>(wb, &p.tab, xq[t]);
+                            let lv = levels(wb, &p.tab, xq[t]);
                             let mn = min_lanes(bs[t], scm);
                             f32_step(&mut acc[$r][t], &mut accm[$r][t], dd, dx[t], lv, mn);
                         }
@@ -249,7 +229,7 @@ impl<const VNNI: bool> Q4kTile<VNNI> {
     }
 }
 
-impl<const VNNI: bool> Tile for Q4kTile<VNNI> {
+impl Tile for Q4kTile {
     const MAX_NX: usize = 4;
     fn width(nx: usize) -> usize {
         4 / nx
@@ -270,7 +250,7 @@ impl<const VNNI: bool> Tile for Q4kTile<VNNI> {
 // ---------------------------------------------------------------------------------------------
 // Q6_K.
 
-/// The Q6_K decode tile; `VNNI`: the AVX-512 form (else AVX2 only).
+/// The Q6_K decode tile; `VNNI`: the [`super::Avx512`] form (else [`super::Avx2`]).
 pub(super) struct Q6kTile<const VNNI: bool> {
     w: *const BlockQ6_K,
     nb: usize,

@@ -28,6 +28,7 @@ use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
 use super::types::{plain_act, ActQuant, Decoder, Job};
 use super::{split_row_bytes, split_row_mut, Path, Q8Row, Qs};
 use crate::quant::q4_1::BlockQ4_1;
+use crate::quant::q4_k::BlockQ4_K;
 use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::q5_1::BlockQ5_1;
 use crate::quant::q5_k::BlockQ5_K;
@@ -686,24 +687,15 @@ unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>
     )
 }
 
-/// The in-place Q4_K decode on [`Avx2`]: [`traverse`] over [`kquant::Q4kTile`]s. Twin:
-/// [`crate::quant::lane_vec_dot`], bit-exact.
+/// The in-place Q4_K decode on [`Avx512`]: [`traverse`] over [`kquant::Q4kTile`]s (`vpdpwssd`).
+/// Twin: [`crate::quant::lane_vec_dot`], bit-exact. ([`Avx2`] keeps the shared lane kernel: a
+/// `vpmaddwd` form of this tile measured no faster there.)
 ///
 /// # Safety
-/// As [`decode_lane`] with `B` = Q4_K.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_q4k(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let t = kquant::Q4kTile::<false>::new(job);
-    traverse(t, job.n, rows, job.out, job.bias)
-}
-
-/// [`decode_q4k`] on [`Avx512`] (512-bit registers, `vpdpwssd`), the same results bit for bit.
-///
-/// # Safety
-/// As [`decode_q4k`], and AVX-512 F/BW/VL/VNNI/VBMI available.
+/// As [`decode_lane`] with `B` = Q4_K, and AVX-512 F/BW/VL/VNNI/VBMI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn decode_q4k_512(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let t = kquant::Q4kTile::<true>::new(job);
+    let t = kquant::Q4kTile::new(job);
     traverse(t, job.n, rows, job.out, job.bias)
 }
 
@@ -784,10 +776,11 @@ fn decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
         GgmlType::F32 => float(decode_float::<f32>),
         GgmlType::F16 => float(decode_float::<f16>),
         GgmlType::BF16 => float(decode_float::<bf16>),
-        GgmlType::Q4_K => Some(Decoder {
+        GgmlType::Q4_K if VNNI => Some(Decoder {
             act: Some(plain_act::<crate::quant::q8_k::BlockQ8_K>()),
-            rows: if VNNI { decode_q4k_512 } else { decode_q4k },
+            rows: decode_q4k_512,
         }),
+        GgmlType::Q4_K => lane::<BlockQ4_K>(),
         GgmlType::Q5_K => lane::<BlockQ5_K>(),
         GgmlType::Q6_K => Some(Decoder {
             act: Some(plain_act::<crate::quant::q8_k::BlockQ8_K>()),
