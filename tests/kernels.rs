@@ -226,7 +226,11 @@ fn kquant_decode_on_arbitrary_blocks_is_bit_exact() {
     for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
         let bb = ty.type_size();
         // Offsets of the f16 scales in the block (kept finite: exponent below 30).
-        let f16_at: &[usize] = if ty == GgmlType::Q6_K { &[208] } else { &[0, 2] };
+        let f16_at: &[usize] = if ty == GgmlType::Q6_K {
+            &[208]
+        } else {
+            &[0, 2]
+        };
         for (nb, m) in [(1, 9), (8, 5), (9, 13), (17, 6)] {
             let k = 256 * nb;
             let mut bytes: Vec<u8> = (0..m * nb * bb).map(|_| byte()).collect();

@@ -89,7 +89,14 @@ unsafe fn min_lanes(bs: __m256i, scm: __m128i) -> __m256i {
 /// The f32 steps of one block for one (row, activation) pair: `acc += (d·dx)·(f32)i`,
 /// `accm += (dmin·dx)·(f32)m` lane by lane (products rounded, then the sums; no FMA).
 #[inline(always)]
-unsafe fn f32_step(acc: &mut __m256, accm: &mut __m256, dd: __m128, dx: f32, i: __m256i, m: __m256i) {
+unsafe fn f32_step(
+    acc: &mut __m256,
+    accm: &mut __m256,
+    dd: __m128,
+    dx: f32,
+    i: __m256i,
+    m: __m256i,
+) {
     let s = _mm_mul_ps(dd, _mm_set1_ps(dx));
     let d = _mm256_broadcastss_ps(s);
     let dm = _mm256_broadcastss_ps(_mm_movehdup_ps(s));
@@ -156,6 +163,8 @@ unsafe fn levels(w: *const BlockQ4_K, tab: &[u32; 8], xq: *const i8) -> __m256i 
 
 impl Q4kTile {
     /// `RW × NX` dot products, bit-exact with [`crate::quant::lane_vec_dot`].
+    // The block index `c` addresses the decoded scales of every row (inside the row macro).
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     unsafe fn dot<const RW: usize, const NX: usize>(
         self,
