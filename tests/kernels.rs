@@ -209,6 +209,60 @@ fn quantized_decode_is_bit_exact_on_every_path() {
     }
 }
 
+/// K-quant decode on blocks of arbitrary bytes (every packed scale, minimum and level pattern,
+/// Q6_K scales down to −128; finite f16 scales) against activations that quantize to ±127:
+/// every SIMD path equals the scalar reference bit for bit (the bounds of the dedicated x86
+/// tiles and the shared lane kernels), over chunk tails (1..=17 blocks) and every tile shape.
+#[test]
+fn kquant_decode_on_arbitrary_blocks_is_bit_exact() {
+    let _g = shared();
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let mut byte = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 24) as u8
+    };
+    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        let bb = ty.type_size();
+        // Offsets of the f16 scales in the block (kept finite: exponent below 30).
+        let f16_at: &[usize] = if ty == GgmlType::Q6_K {
+            &[208]
+        } else {
+            &[0, 2]
+        };
+        for (nb, m) in [(1, 9), (8, 5), (9, 13), (17, 6)] {
+            let k = 256 * nb;
+            let mut bytes: Vec<u8> = (0..m * nb * bb).map(|_| byte()).collect();
+            for blk in bytes.chunks_exact_mut(bb) {
+                for &at in f16_at {
+                    blk[at + 1] &= 0xB3;
+                }
+            }
+            let w = Mat::from_bytes(ty, m, k, &bytes);
+            for n in [1, 2, 3, 4, 5] {
+                // Large spikes: each block's maximum quantizes to ±127, many others near it.
+                let x: Vec<f32> = rnd(n * k, 7 + n as u64)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| if i % 5 == 0 { v.signum() * 4.0 } else { v })
+                    .collect();
+                let want = run(Path::Scalar, &w, &x, n, Regime::Decode);
+                for p in simd_paths() {
+                    let got = run(p, &w, &x, n, Regime::Decode);
+                    for (idx, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{p} {ty} arbitrary blocks n={n} m={m} k={k} [{idx}]: {a} vs scalar {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Every path, every type, both regimes, against the f64 result on the exact weight values.
 #[test]
 fn every_path_and_regime_matches_f64_reference() {
