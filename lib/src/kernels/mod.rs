@@ -43,8 +43,8 @@
 //! register tile together); an ISA supplies only its tile kernels. The integer kernels of the
 //! [`crate::quant::LaneDot`] types (K-quants, Q4_1, Q5_0, Q5_1) are written once (`intdot`) over
 //! an ISA's byte operations (`intdot::ByteOps`: AVX2 for both x86 paths, NEON, `sdot`); x86
-//! replaces two of them by dedicated tiles (`x86::kquant`: Q6_K on both paths, Q4_K on avx512),
-//! the same arithmetic with less work per block.
+//! replaces Q6_K's by a dedicated tile (`x86::kquant`), the same arithmetic with less work per
+//! block.
 //!
 //! # Where to add…
 //! - **A weight type** (e.g. a K-quant): its block in a new `quant/<type>.rs` (struct,

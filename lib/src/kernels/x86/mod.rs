@@ -687,18 +687,6 @@ unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>
     )
 }
 
-/// The in-place Q4_K decode on [`Avx512`]: [`traverse`] over [`kquant::Q4kTile`]s (`vpdpwssd`).
-/// Twin: [`crate::quant::lane_vec_dot`], bit-exact. ([`Avx2`] keeps the shared lane kernel: a
-/// `vpmaddwd` form of this tile measured no faster there.)
-///
-/// # Safety
-/// As [`decode_lane`] with `B` = Q4_K, and AVX-512 F/BW/VL/VNNI/VBMI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-unsafe fn decode_q4k_512(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let t = kquant::Q4kTile::new(job);
-    traverse(t, job.n, rows, job.out, job.bias)
-}
-
 /// The in-place Q6_K decode on [`Avx2`]: [`traverse`] over [`kquant::Q6kTile`]s. Twin:
 /// [`crate::quant::lane_vec_dot`], bit-exact.
 ///
@@ -776,10 +764,6 @@ fn decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
         GgmlType::F32 => float(decode_float::<f32>),
         GgmlType::F16 => float(decode_float::<f16>),
         GgmlType::BF16 => float(decode_float::<bf16>),
-        GgmlType::Q4_K if VNNI => Some(Decoder {
-            act: Some(plain_act::<crate::quant::q8_k::BlockQ8_K>()),
-            rows: decode_q4k_512,
-        }),
         GgmlType::Q4_K => lane::<BlockQ4_K>(),
         GgmlType::Q5_K => lane::<BlockQ5_K>(),
         GgmlType::Q6_K => Some(Decoder {
