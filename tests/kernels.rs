@@ -193,18 +193,24 @@ fn quantized_decode_is_bit_exact_on_every_path() {
                     continue;
                 }
                 let x = rnd(n * k, 100 + n as u64);
-                let want = run(Path::Scalar, &w, &x, n, Regime::Decode);
-                for p in simd_paths() {
-                    let got = run(p, &w, &x, n, Regime::Decode);
-                    for (idx, (a, b)) in got.iter().zip(&want).enumerate() {
-                        assert_eq!(
-                            a.to_bits(),
-                            b.to_bits(),
-                            "{p} {ty} n={n} m={m} k={k} [{idx}]: {a} vs scalar {b}"
-                        );
-                    }
-                }
+                decode_equals_scalar(&w, &x, n, &format!("{ty} n={n} m={m} k={k}"));
             }
+        }
+    }
+}
+
+/// The decode of `x` (`n` rows) through `w` on every SIMD path equals the scalar path's, bit for
+/// bit (`what` names the case in a failure).
+fn decode_equals_scalar(w: &Mat, x: &[f32], n: usize, what: &str) {
+    let want = run(Path::Scalar, w, x, n, Regime::Decode);
+    for p in simd_paths() {
+        let got = run(p, w, x, n, Regime::Decode);
+        for (idx, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{p} {what} [{idx}]: {a} vs scalar {b}"
+            );
         }
     }
 }
@@ -247,17 +253,12 @@ fn kquant_decode_on_arbitrary_blocks_is_bit_exact() {
                     .enumerate()
                     .map(|(i, &v)| if i % 5 == 0 { v.signum() * 4.0 } else { v })
                     .collect();
-                let want = run(Path::Scalar, &w, &x, n, Regime::Decode);
-                for p in simd_paths() {
-                    let got = run(p, &w, &x, n, Regime::Decode);
-                    for (idx, (a, b)) in got.iter().zip(&want).enumerate() {
-                        assert_eq!(
-                            a.to_bits(),
-                            b.to_bits(),
-                            "{p} {ty} arbitrary blocks n={n} m={m} k={k} [{idx}]: {a} vs scalar {b}"
-                        );
-                    }
-                }
+                decode_equals_scalar(
+                    &w,
+                    &x,
+                    n,
+                    &format!("{ty} arbitrary blocks n={n} m={m} k={k}"),
+                );
             }
         }
     }

@@ -12,7 +12,7 @@
 use std::marker::PhantomData;
 use std::ptr::addr_of;
 
-use super::traverse::{pad, Tile};
+use super::traverse::{wide4, Dots, Tile};
 use super::types::Job;
 use crate::quant::q4_1::BlockQ4_1;
 use crate::quant::q4_k::BlockQ4_K;
@@ -343,14 +343,18 @@ impl<B: LaneKernel, S: ByteOps> Tile for LaneTile<B, S> {
     }
     #[inline(always)]
     unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
-        match (rw, nx) {
-            (4, _) => pad(self.dot::<4, 1>(js, i)),
-            (2, _) => pad(self.dot::<2, 2>(js, i)),
-            (_, 1) => pad(self.dot::<1, 1>(js, i)),
-            (_, 2) => pad(self.dot::<1, 2>(js, i)),
-            (_, 3) => pad(self.dot::<1, 3>(js, i)),
-            _ => pad(self.dot::<1, 4>(js, i)),
-        }
+        wide4(self, rw, nx, js, i)
+    }
+}
+
+impl<B: LaneKernel, S: ByteOps> Dots for LaneTile<B, S> {
+    #[inline(always)]
+    unsafe fn dots<const RW: usize, const NX: usize>(
+        self,
+        js: [usize; 4],
+        i: usize,
+    ) -> [[f32; NX]; RW] {
+        self.dot::<RW, NX>(js, i)
     }
 }
 

@@ -38,6 +38,43 @@ pub(crate) trait Tile: Copy {
     unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4];
 }
 
+/// The kernel of a 4-wide integer tile (`width(nx) = 4 / nx`): `v[r][t] = W[js[r]] · x[i + t]`
+/// for `r < RW`, `t < NX`.
+pub(crate) trait Dots: Copy {
+    /// The `RW × NX` dot products.
+    ///
+    /// # Safety
+    /// As [`Tile::tile`].
+    unsafe fn dots<const RW: usize, const NX: usize>(
+        self,
+        js: [usize; 4],
+        i: usize,
+    ) -> [[f32; NX]; RW];
+}
+
+/// [`Tile::tile`] of the 4-wide integer tiles: 4 rows × 1, 2 × 2, or one row against 1–4
+/// activation rows, through [`Dots::dots`].
+///
+/// # Safety
+/// As [`Tile::tile`].
+#[inline(always)]
+pub(crate) unsafe fn wide4<T: Dots>(
+    t: T,
+    rw: usize,
+    nx: usize,
+    js: [usize; 4],
+    i: usize,
+) -> [[f32; 4]; 4] {
+    match (rw, nx) {
+        (4, _) => pad(t.dots::<4, 1>(js, i)),
+        (2, _) => pad(t.dots::<2, 2>(js, i)),
+        (_, 1) => pad(t.dots::<1, 1>(js, i)),
+        (_, 2) => pad(t.dots::<1, 2>(js, i)),
+        (_, 3) => pad(t.dots::<1, 3>(js, i)),
+        _ => pad(t.dots::<1, 4>(js, i)),
+    }
+}
+
 /// `y[i, j] (+ bias[j])` for every activation row `i < n` and weight row `j ∈ rows`, tile by tile.
 ///
 /// # Safety
@@ -204,19 +241,18 @@ impl<B, D: QuantDot<B>> Tile for QuantTile<B, D> {
     }
     #[inline(always)]
     unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
-        macro_rules! go {
-            ($rw:literal, $nx:literal) => {{
-                let ws: [*const B; $rw] = std::array::from_fn(|r| self.w.add(js[r] * self.nb));
-                pad(D::dot::<$rw, $nx>(ws, self.nb, self.act.rows::<$nx>(i)))
-            }};
-        }
-        match (rw, nx) {
-            (4, _) => go!(4, 1),
-            (2, _) => go!(2, 2),
-            (_, 1) => go!(1, 1),
-            (_, 2) => go!(1, 2),
-            (_, 3) => go!(1, 3),
-            _ => go!(1, 4),
-        }
+        wide4(self, rw, nx, js, i)
+    }
+}
+
+impl<B, D: QuantDot<B>> Dots for QuantTile<B, D> {
+    #[inline(always)]
+    unsafe fn dots<const RW: usize, const NX: usize>(
+        self,
+        js: [usize; 4],
+        i: usize,
+    ) -> [[f32; NX]; RW] {
+        let ws: [*const B; RW] = std::array::from_fn(|r| self.w.add(js[r] * self.nb));
+        D::dot::<RW, NX>(ws, self.nb, self.act.rows::<NX>(i))
     }
 }

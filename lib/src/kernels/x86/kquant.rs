@@ -21,7 +21,7 @@
 use std::arch::x86_64::*;
 use std::ptr::addr_of;
 
-use super::super::traverse::{pad, Tile};
+use super::super::traverse::{wide4, Dots, Tile};
 use super::super::types::Job;
 use crate::quant::q6_k::BlockQ6_K;
 use crate::quant::q8_k::BlockQ8_K;
@@ -231,13 +231,17 @@ impl<const VNNI: bool> Tile for Q6kTile<VNNI> {
     }
     #[inline(always)]
     unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
-        match (rw, nx) {
-            (4, _) => pad(self.dot::<4, 1>(js, i)),
-            (2, _) => pad(self.dot::<2, 2>(js, i)),
-            (_, 1) => pad(self.dot::<1, 1>(js, i)),
-            (_, 2) => pad(self.dot::<1, 2>(js, i)),
-            (_, 3) => pad(self.dot::<1, 3>(js, i)),
-            _ => pad(self.dot::<1, 4>(js, i)),
-        }
+        wide4(self, rw, nx, js, i)
+    }
+}
+
+impl<const VNNI: bool> Dots for Q6kTile<VNNI> {
+    #[inline(always)]
+    unsafe fn dots<const RW: usize, const NX: usize>(
+        self,
+        js: [usize; 4],
+        i: usize,
+    ) -> [[f32; NX]; RW] {
+        self.dot::<RW, NX>(js, i)
     }
 }
