@@ -215,10 +215,31 @@ fn decode_equals_scalar(w: &Mat, x: &[f32], n: usize, what: &str) {
     }
 }
 
+/// The decode of `x` through `w` repacked ([`Mat::repack`], when its type has a layout) on every
+/// path, the scalar one included, equals the in-place scalar decode bit for bit.
+fn repacked_equals_scalar(w: &Mat, x: &[f32], n: usize, what: &str) {
+    let mut wp = w.clone();
+    if !wp.repack(false) {
+        return;
+    }
+    let want = run(Path::Scalar, w, x, n, Regime::Decode);
+    for p in Path::available() {
+        let got = run(p, &wp, x, n, Regime::Decode);
+        for (idx, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{p} repacked {what} [{idx}]: {a} vs in-place scalar {b}"
+            );
+        }
+    }
+}
+
 /// K-quant decode on blocks of arbitrary bytes (every packed scale, minimum and level pattern,
 /// Q6_K scales down to −128; finite f16 scales) against activations that quantize to ±127:
 /// every SIMD path equals the scalar reference bit for bit (the bounds of the dedicated x86
-/// tiles and the shared lane kernels), over chunk tails (1..=17 blocks) and every tile shape.
+/// tiles and the shared lane kernels), over chunk tails (1..=17 blocks) and every tile shape;
+/// so do the repacked layouts on every path.
 #[test]
 fn kquant_decode_on_arbitrary_blocks_is_bit_exact() {
     let _g = shared();
@@ -253,12 +274,9 @@ fn kquant_decode_on_arbitrary_blocks_is_bit_exact() {
                     .enumerate()
                     .map(|(i, &v)| if i % 5 == 0 { v.signum() * 4.0 } else { v })
                     .collect();
-                decode_equals_scalar(
-                    &w,
-                    &x,
-                    n,
-                    &format!("{ty} arbitrary blocks n={n} m={m} k={k}"),
-                );
+                let what = format!("{ty} arbitrary blocks n={n} m={m} k={k}");
+                decode_equals_scalar(&w, &x, n, &what);
+                repacked_equals_scalar(&w, &x, n, &what);
             }
         }
     }

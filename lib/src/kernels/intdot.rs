@@ -422,3 +422,51 @@ impl LaneKernel for BlockQ5_0 {
         })
     }
 }
+
+/// The repacked Q4_K group kernel ([`super::repack::BlockQ4_Kx4`]) on the ISA of `S`: per row and
+/// block, the scales and minimums read as bytes, the levels of a sub-block one `and` or one shift
+/// away, the f32 steps of [`LaneTile`] (so the results equal [`crate::quant::lane_vec_dot`] bit
+/// for bit).
+#[allow(dead_code)] // x86 has its own group kernels
+pub(crate) struct Q4kx4Lanes<S>(PhantomData<S>);
+
+/// Sub-blocks of the low and high nibbles of the 32 bytes at `qs[r][32c]` of a
+/// [`super::repack::BlockQ4_Kx4`].
+pub(crate) const Q4KX4_SUB: [(usize, usize); 4] = [(0, 2), (1, 3), (4, 6), (5, 7)];
+
+impl<S: ByteOps> super::repack::Q4kGroupDot for Q4kx4Lanes<S> {
+    /// Scalar twin: the portable repacked Q4_K decoder (lanes of [`LaneDot::lanes`] of
+    /// [`BlockQ4_K`], f32 steps of [`crate::quant::lane_vec_dot`]).
+    #[inline(always)]
+    unsafe fn dot4(
+        w: *const super::repack::BlockQ4_Kx4,
+        nb: usize,
+        x: *const BlockQ8_K,
+    ) -> [f32; super::repack::RK] {
+        let mut acc = [S::fzero(); 4];
+        let mut accm = [S::fzero(); 4];
+        for b in 0..nb {
+            let (wb, xb) = (w.add(b), x.add(b));
+            let (xq, xd) = (qs!(xb), (*xb).d);
+            for r in 0..4 {
+                let scm = &(*wb).scm[r];
+                let sc: [u8; 8] = std::array::from_fn(|j| scm[j]);
+                let m: [u8; 8] = std::array::from_fn(|j| scm[8 + j]);
+                let scv = S::scales8(sc);
+                let qs = addr_of!((*wb).qs[r]) as *const u8;
+                let mut a = S::zero();
+                for (c, &(jl, jh)) in Q4KX4_SUB.iter().enumerate() {
+                    let q = S::load(qs.add(32 * c));
+                    a = S::dot(a, S::and(q, 0x0F), xq.add(32 * jl), scv[jl]);
+                    a = S::dot(a, S::shr::<4>(q), xq.add(32 * jh), scv[jh]);
+                }
+                let mn = S::mins_lanes(bsums!(xb), m);
+                let bits = (addr_of!((*wb).dm[2 * r]) as *const u32).read_unaligned();
+                let (dw, dmw) = S::f16_pair(bits);
+                acc[r] = S::fadd_scaled(acc[r], a, dw * xd);
+                accm[r] = S::fadd_scaled(accm[r], mn, dmw * xd);
+            }
+        }
+        std::array::from_fn(|r| S::fsum(acc[r]) - S::fsum(accm[r]))
+    }
+}

@@ -15,8 +15,27 @@
 //! values of every row (one i32 lane per row after a 4-byte dot product) and the eight scales are
 //! one 128-bit load. The `m mod 8` rows past the last full group follow in the plain Q4_0 layout.
 //!
-//! # K-quants ×4
-//! Q4_K, Q5_K and Q6_K rows go in groups of [`RK`] = 4, block by block: block `b` of the group is
+//! # Q4_K ×4
+//! Every group of [`RK`] = 4 consecutive Q4_K rows is stored block by block ([`BlockQ4_Kx4`],
+//! 4 × 148 bytes: 4 more per row and block than in place) with the per-block decoding done at
+//! load: the four rows' f16 `(d, dmin)` pairs together (one 128-bit load, one conversion), each
+//! row's eight 6-bit scales and eight minimums one per byte, and its nibbles in an order where one
+//! `and` / one shift give whole sub-blocks of 32 levels, 64 values apart:
+//!
+//! ```text
+//! { dm: [f16; 8],              dm[2r], dm[2r + 1]  = row r's d, dmin
+//!   scm: [[u8; 16]; 4],        scm[r][j], scm[r][8 + j] = row r's sc[j], m[j]   (j < 8)
+//!   qs: [[u8; 128]; 4] }       qs[r][64h + i] = row r's level 128h + i (low nibble)
+//!                                              | level 128h + 64 + i << 4     (h < 2, i < 64)
+//! ```
+//!
+//! so 32 bytes at `qs[r][32c]` hold sub-blocks `[0, 1, 4, 5][c]` (low nibbles) and
+//! `[2, 3, 6, 7][c]` (high), and 64 bytes at `qs[r][64h]` sub-blocks `4h, 4h + 1` and
+//! `4h + 2, 4h + 3`, each against contiguous activation bytes. The `m mod 4` rows past the last
+//! full group follow in the plain layout.
+//!
+//! # Q5_K, Q6_K ×4
+//! Q5_K and Q6_K rows go in groups of [`RK`] = 4, block by block: block `b` of the group is
 //! the four rows' blocks `b`, unchanged, one after the other, so the four-row decode tile
 //! reads one sequential stream instead of four. Their kernels are the in-place lane kernels
 //! (`intdot::LaneTile`) stepping over the interleaved blocks.
@@ -33,12 +52,14 @@ use rayon::prelude::*;
 
 use super::traverse::Tile;
 use super::types::{plain_act, Decoder, Job};
-use super::{with_bias, Q8Row};
+use super::{with_bias, Out, Q8Row, SyncPtr};
 use crate::quant::q4_k::BlockQ4_K;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
+use crate::quant::q8_k::BlockQ8_K;
 use crate::quant::{
-    block_lanes, f16_as_f32, lane_vec_dot_iter, BlockQ4_0, BlockQ8_0, LaneDot, QuantBlock,
+    block_lanes, f16_as_f32, lane_vec_dot, lane_vec_dot_iter, BlockQ4_0, BlockQ8_0, LaneDot,
+    QuantBlock,
 };
 use crate::GgmlType;
 
@@ -59,6 +80,73 @@ pub struct BlockQ4_0x8 {
 
 const _: () = assert!(std::mem::size_of::<BlockQ4_0x8>() == 8 * 18);
 
+/// Block `b` of a group of four Q4_K rows (see the module docs).
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ4_Kx4 {
+    /// Row `r`'s `d` and `dmin` at `2r`, `2r + 1`.
+    pub dm: [f16; 8],
+    /// Row `r`'s eight sub-block scales (`scm[r][..8]`) and minimums (`scm[r][8..]`).
+    pub scm: [[u8; 16]; RK],
+    /// Row `r`'s levels: `qs[r][64h + i]` = level `128h + i` | level `128h + 64 + i` << 4.
+    pub qs: [[u8; 128]; RK],
+}
+
+/// Bytes of one row's block in the Q4_K ×4 layout.
+pub const Q4_KX4_ROW_BLOCK: usize = 148;
+
+const _: () = assert!(std::mem::size_of::<BlockQ4_Kx4>() == RK * Q4_KX4_ROW_BLOCK);
+
+impl BlockQ4_Kx4 {
+    /// Put `s` in as row `r` (the load-time decoding of the module docs).
+    pub fn set_row(&mut self, r: usize, s: &BlockQ4_K) {
+        self.dm[2 * r] = s.d;
+        self.dm[2 * r + 1] = s.dmin;
+        let (sc, m) = s.scales_mins();
+        self.scm[r][..8].copy_from_slice(&sc);
+        self.scm[r][8..].copy_from_slice(&m);
+        let q = s.levels();
+        for h in 0..2 {
+            for i in 0..64 {
+                self.qs[r][64 * h + i] = q[128 * h + i] | (q[128 * h + 64 + i] << 4);
+            }
+        }
+    }
+
+    /// Row `r`'s block in the plain layout (the exact inverse of [`BlockQ4_Kx4::set_row`]).
+    pub fn row(&self, r: usize) -> BlockQ4_K {
+        let mut q = [0u8; 256];
+        for h in 0..2 {
+            for i in 0..64 {
+                let v = self.qs[r][64 * h + i];
+                q[128 * h + i] = v & 0x0F;
+                q[128 * h + 64 + i] = v >> 4;
+            }
+        }
+        let mut qs = [0u8; 128];
+        for g in 0..4 {
+            for l in 0..32 {
+                qs[32 * g + l] = q[64 * g + l] | (q[64 * g + 32 + l] << 4);
+            }
+        }
+        let (sc, m) = self.scm[r].split_at(8);
+        // `get_scale_min_k4`'s packing, inverted (every bit of the 12 bytes is a bit of a 6-bit
+        // scale or minimum).
+        let mut scales = [0u8; 12];
+        for j in 0..4 {
+            scales[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+            scales[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
+            scales[j + 8] = (sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4);
+        }
+        BlockQ4_K {
+            d: self.dm[2 * r],
+            dmin: self.dm[2 * r + 1],
+            scales,
+            qs,
+        }
+    }
+}
+
 /// A weight matrix in a repacked layout: full groups of rows, then the leftover rows in
 /// the type's plain layout, in one buffer of anonymous memory.
 pub struct Repacked {
@@ -77,18 +165,21 @@ impl std::fmt::Debug for Repacked {
 }
 
 impl Repacked {
-    /// The repacked bytes (the same number as the in-place matrix's).
+    /// The repacked bytes (the same number as the in-place matrix's, except Q4_K ×4: 148 bytes
+    /// per row and block of the full groups instead of 144).
     pub fn data(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.buf)[..self.len]
     }
 }
 
 /// The types models repack at load ([`super::repack_pays`]). Q4_0 ×8 computes 1.3× (avx512)
-/// to 1.7× (avx2) faster per core than in place (`examples/kq_speed.rs`, cache-resident). The
-/// block-interleaved K-quants compute exactly as in place and measured no faster either
-/// cache-resident or memory-bound (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise), so they are
-/// not repacked by default ([`super::tensor::Mat::repack`] still builds them).
-pub const PAYS: [GgmlType; 1] = [GgmlType::Q4_0];
+/// to 1.7× (avx2) faster per core than in place (`examples/kq_speed.rs`, cache-resident); Q4_K
+/// ×4 5.3 against 7.2–7.5 ns per 256 weights on avx512 and 6.0–6.2 against 7.3–7.5 on avx2
+/// (best of interleaved runs on a loaded machine). The block-interleaved Q5_K/Q6_K compute
+/// exactly as in place and measured no faster either cache-resident or memory-bound
+/// (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise), so they are not repacked by default
+/// ([`super::tensor::Mat::repack`] still builds them).
+pub const PAYS: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q4_K];
 
 /// Whether matrices of type `ty` have a repacked layout.
 pub fn supports(ty: GgmlType) -> bool {
@@ -118,6 +209,9 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
     if m < g || !k.is_multiple_of(ty.block_size()) || data.len() != m * rb {
         return None;
     }
+    if ty == GgmlType::Q4_K {
+        return Some(repack_q4_k(data, m, k));
+    }
     if ty != GgmlType::Q4_0 {
         return Some(repack_blocks(ty, data, m, k, g));
     }
@@ -145,6 +239,37 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
         buf,
         len: data.len(),
     })
+}
+
+/// The Q4_K ×4 layout of `m` rows of `k` values stored in place in `data`.
+fn repack_q4_k(data: &[u8], m: usize, k: usize) -> Repacked {
+    let nb = k / 256;
+    let full = m / RK * RK;
+    let len = full * nb * Q4_KX4_ROW_BLOCK + (m - full) * nb * 144;
+    let mut buf = vec![0u64; len.div_ceil(8)];
+    let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..len];
+    let src: &[BlockQ4_K] = bytemuck::cast_slice(data);
+    let (groups, tail) = out.split_at_mut(full * nb * Q4_KX4_ROW_BLOCK);
+    let groups: &mut [BlockQ4_Kx4] = bytemuck::cast_slice_mut(groups);
+    groups.par_chunks_mut(nb).enumerate().for_each(|(g, dst)| {
+        for (b, o) in dst.iter_mut().enumerate() {
+            for r in 0..RK {
+                o.set_row(r, &src[(g * RK + r) * nb + b]);
+            }
+        }
+    });
+    tail.copy_from_slice(&data[full * nb * 144..]);
+    Repacked {
+        ty: GgmlType::Q4_K,
+        buf,
+        len,
+    }
+}
+
+/// The in-place tail of a repacked Q4_K matrix (`m` rows of `nb` blocks): its bytes start at
+/// `q4_k_tail_at(m, nb)`.
+pub(crate) fn q4_k_tail_at(m: usize, nb: usize) -> usize {
+    m / RK * RK * nb * Q4_KX4_ROW_BLOCK
 }
 
 /// The block-interleaved layout: block `b` of row `g·RK + r` at block index `(g·nb + b)·RK + r`.
@@ -184,6 +309,19 @@ pub(crate) fn row_to_f32(rp: &Repacked, m: usize, k: usize, j: usize, out: &mut 
         return;
     }
     let full = full_rows(ty, m);
+    if ty == GgmlType::Q4_K {
+        let (groups, tail) = rp.data().split_at(q4_k_tail_at(m, nb));
+        for b in 0..nb {
+            let blk = if j < full {
+                let groups: &[BlockQ4_Kx4] = bytemuck::cast_slice(groups);
+                groups[j / RK * nb + b].row(j % RK)
+            } else {
+                bytemuck::cast_slice::<u8, BlockQ4_K>(tail)[(j - full) * nb + b]
+            };
+            blk.dequantize(&mut out[b * bv..(b + 1) * bv]);
+        }
+        return;
+    }
     let Some(t) = crate::quant::traits(ty) else {
         return;
     };
@@ -312,10 +450,91 @@ pub(crate) fn scalar_decoder(ty: GgmlType) -> Option<Decoder> {
             act: Some(plain_act::<BlockQ8_0>()),
             rows: scalar_rows,
         }),
-        GgmlType::Q4_K => lane::<BlockQ4_K>(),
+        GgmlType::Q4_K => Some(Decoder {
+            act: Some(plain_act::<BlockQ8_K>()),
+            rows: scalar_rows_q4_k,
+        }),
         GgmlType::Q5_K => lane::<BlockQ5_K>(),
         GgmlType::Q6_K => lane::<BlockQ6_K>(),
         _ => None,
+    }
+}
+
+/// One path's kernel for a group of four Q4_K ×4 rows: `y[r] = W[row r] · x` for the group's
+/// `nb` blocks at `w` against one Q8_K activation row, bit-exact with
+/// [`crate::quant::lane_vec_dot`].
+pub(crate) trait Q4kGroupDot {
+    /// # Safety
+    /// The CPU runs the kernel's ISA; `nb` blocks at `w` and at `x`.
+    unsafe fn dot4(w: *const BlockQ4_Kx4, nb: usize, x: *const BlockQ8_K) -> [f32; RK];
+}
+
+/// The repacked Q4_K decode of weight rows `rows`: whole groups with `D`'s kernel against every
+/// activation row (plain Q8_K rows) in turn, the leftover rows (stored in place after the groups)
+/// with `tail`, the path's in-place Q4_K decoder.
+///
+/// # Safety
+/// As [`Decoder::rows`]: `job.w` is a [`Repacked`] Q4_K matrix of `job.out.m` rows; `rows`
+/// starts at a multiple of [`RK`] or past the last full group; `tail` runs on this CPU.
+#[inline(always)]
+pub(crate) unsafe fn rows_q4_k<D: Q4kGroupDot>(
+    job: &Job<'_>,
+    rows: Range<usize>,
+    tail: unsafe fn(&Job<'_>, Range<usize>),
+) {
+    let (m, nb) = (job.out.m, job.k / 256);
+    let full = m / RK * RK;
+    let groups = job.w.as_ptr() as *const BlockQ4_Kx4;
+    let mut j = rows.start;
+    while j + RK <= rows.end.min(full) {
+        let w = groups.add(j / RK * nb);
+        for i in 0..job.n {
+            let x = job.x.as_ptr().add(i * job.x_stride) as *const BlockQ8_K;
+            for (r, &v) in D::dot4(w, nb, x).iter().enumerate() {
+                job.out.put(i, j + r, with_bias(v, job.bias, j + r));
+            }
+        }
+        j += RK;
+    }
+    let j = j.max(full);
+    if j < rows.end {
+        // The leftover rows as an in-place matrix of their own, writing columns `full..` of y.
+        let tail_job = Job {
+            w: &job.w[q4_k_tail_at(m, nb)..],
+            k: job.k,
+            x: job.x,
+            x_stride: job.x_stride,
+            n: job.n,
+            out: Out {
+                p: SyncPtr(job.out.p.0.add(full)),
+                m,
+            },
+            bias: job.bias.map(|b| &b[full..]),
+        };
+        tail(&tail_job, j - full..rows.end - full);
+    }
+}
+
+/// Twin of every repacked Q4_K kernel: each row's blocks, read back from the groups
+/// ([`BlockQ4_Kx4::row`]), through [`crate::quant::lane_vec_dot_iter`].
+unsafe fn scalar_rows_q4_k(job: &Job<'_>, rows: Range<usize>) {
+    let (m, nb) = (job.out.m, job.k / 256);
+    let full = full_rows(GgmlType::Q4_K, m);
+    let (groups, tail) = job.w.split_at(q4_k_tail_at(m, nb));
+    let groups: &[BlockQ4_Kx4] = bytemuck::cast_slice(groups);
+    let tail: &[BlockQ4_K] = bytemuck::cast_slice(tail);
+    let xb = nb * <BlockQ8_K as QuantBlock>::BYTES;
+    for j in rows {
+        for i in 0..job.n {
+            let x: &[BlockQ8_K] = bytemuck::cast_slice(&job.x[i * job.x_stride..][..xb]);
+            let v = if j < full {
+                let g = &groups[j / RK * nb..][..nb];
+                lane_vec_dot_iter::<BlockQ4_K>(g.iter().map(|b| b.row(j % RK)), x)
+            } else {
+                lane_vec_dot(&tail[(j - full) * nb..][..nb], x)
+            };
+            job.out.put(i, j, with_bias(v, job.bias, j));
+        }
     }
 }
 
@@ -334,7 +553,7 @@ unsafe fn scalar_rows_lane<B: LaneDot>(job: &Job<'_>, rows: Range<usize>) {
         };
         for i in 0..job.n {
             let x: &[B::VecDot] = bytemuck::cast_slice(&job.x[i * job.x_stride..][..xb]);
-            let v = lane_vec_dot_iter((0..nb).map(|b| &w[first + b * step]), x);
+            let v = lane_vec_dot_iter::<B>((0..nb).map(|b| &w[first + b * step]), x);
             job.out.put(i, j, with_bias(v, job.bias, j));
         }
     }

@@ -92,18 +92,19 @@ pub trait LaneDot: QuantBlock {
 /// a type without minimum).
 #[inline(always)]
 pub fn lane_vec_dot<B: LaneDot>(w: &[B], x: &[B::VecDot]) -> f32 {
-    lane_vec_dot_iter(w.iter(), x)
+    lane_vec_dot_iter::<B>(w.iter(), x)
 }
 
-/// [`lane_vec_dot`] over weight blocks given one by one (a row stored in a repacked layout,
-/// [`crate::kernels::repack`]): the same arithmetic.
+/// [`lane_vec_dot`] over weight blocks given one by one, by reference or by value (a row stored
+/// in a repacked layout, [`crate::kernels::repack`]): the same arithmetic.
 #[inline(always)]
-pub fn lane_vec_dot_iter<'a, B: LaneDot + 'a>(
-    w: impl Iterator<Item = &'a B>,
+pub fn lane_vec_dot_iter<B: LaneDot>(
+    w: impl Iterator<Item = impl std::borrow::Borrow<B>>,
     x: &[B::VecDot],
 ) -> f32 {
     let (mut acc, mut accm) = ([0f32; 8], [0f32; 8]);
     for (wb, xb) in w.zip(x) {
+        let wb: &B = wb.borrow();
         let (i, m) = wb.lanes(xb);
         let (d, dm) = wb.scales(xb);
         for l in 0..8 {

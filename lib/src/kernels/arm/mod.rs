@@ -443,7 +443,7 @@ unsafe fn dot_float<T: Wf, const R: usize, const NX: usize>(
 /// NEON available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of `B::VecDot` blocks (the
 /// type's plain activation quantizer); `out` covers `n × m`.
 #[target_feature(enable = "neon")]
-unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+pub(super) unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
     traverse(
         LaneTile::<B, NeonOps>::new(job),
         job.n,
@@ -458,7 +458,7 @@ unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>
 /// # Safety
 /// As [`decode_lane`], and `dotprod` available.
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn decode_lane_dot<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+pub(super) unsafe fn decode_lane_dot<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
     traverse(
         LaneTile::<B, SdotOps>::new(job),
         job.n,
@@ -909,6 +909,11 @@ impl Isa for Neon {
     fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
         repack::repacked_decoder::<false>(ty)
     }
+    /// Q4_K ×4 has a kernel here (the shared byte-operation one), not measured on hardware
+    /// against the in-place one, so models keep Q4_K in place.
+    fn repack_pays(ty: GgmlType) -> bool {
+        ty != GgmlType::Q4_K && Self::repacked_decoder(ty).is_some()
+    }
 }
 
 impl Isa for Dotprod {
@@ -921,6 +926,11 @@ impl Isa for Dotprod {
     }
     fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
         repack::repacked_decoder::<true>(ty)
+    }
+    /// Q4_K ×4 has a kernel here (the shared byte-operation one), not measured on hardware
+    /// against the in-place one, so models keep Q4_K in place.
+    fn repack_pays(ty: GgmlType) -> bool {
+        ty != GgmlType::Q4_K && Self::repacked_decoder(ty).is_some()
     }
 }
 

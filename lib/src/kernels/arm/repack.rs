@@ -4,8 +4,10 @@
 
 use std::arch::aarch64::*;
 
-use super::super::intdot::{LaneKernel, LaneTile};
-use super::super::repack::{full_rows, rows_grouped, rows_split, BlockQ4_0x8, GroupDot, R};
+use super::super::intdot::{LaneKernel, LaneTile, Q4kx4Lanes};
+use super::super::repack::{
+    full_rows, rows_grouped, rows_q4_k, rows_split, BlockQ4_0x8, GroupDot, R,
+};
 use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
 use super::bytes::{NeonOps, SdotOps};
@@ -112,6 +114,25 @@ unsafe fn rows_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) 
     rows_grouped(LaneTile::<B, NeonOps>::repacked(job), job, full, rows)
 }
 
+/// The repacked Q4_K decode on [`super::Neon`]: the shared group kernel over the NEON byte
+/// operations, leftover rows in place. Twin: the portable repacked decoder.
+///
+/// # Safety
+/// NEON available; as [`rows_q4_k`].
+#[target_feature(enable = "neon")]
+unsafe fn rows_q4_k_neon(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_q4_k::<Q4kx4Lanes<NeonOps>>(job, rows, super::decode_lane::<BlockQ4_K>)
+}
+
+/// [`rows_q4_k_neon`] with `sdot` ([`super::Dotprod`]).
+///
+/// # Safety
+/// As [`rows_q4_k_neon`], and `dotprod` available.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn rows_q4_k_dot(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_q4_k::<Q4kx4Lanes<SdotOps>>(job, rows, super::decode_lane_dot::<BlockQ4_K>)
+}
+
 /// [`rows_lane`] with `sdot` ([`super::Dotprod`]).
 ///
 /// # Safety
@@ -142,7 +163,10 @@ pub(super) fn repacked_decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder>
             }),
             rows: rows_q4_0_dot,
         }),
-        GgmlType::Q4_K => lane::<BlockQ4_K, DOT>(),
+        GgmlType::Q4_K => Some(Decoder {
+            act: Some(plain_act::<crate::quant::q8_k::BlockQ8_K>()),
+            rows: if DOT { rows_q4_k_dot } else { rows_q4_k_neon },
+        }),
         GgmlType::Q5_K => lane::<BlockQ5_K, DOT>(),
         GgmlType::Q6_K => lane::<BlockQ6_K, DOT>(),
         _ => None,

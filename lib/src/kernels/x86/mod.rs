@@ -677,7 +677,7 @@ unsafe fn decode_quant_512<B: QBlock>(job: &Job<'_>, rows: std::ops::Range<usize
 /// AVX2/FMA/F16C available; `job.w` holds `m·nb` blocks `B`; `job.x` rows of `B::VecDot` blocks
 /// (the type's plain activation quantizer); `out` covers `n × m`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+pub(super) unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
     traverse(
         LaneTile::<B, Avx2Ops>::new(job),
         job.n,

@@ -502,7 +502,7 @@ impl Model {
     }
 
     /// Repack the text decoder's matrices into the row-interleaved layouts of the decode kernels
-    /// ([`crate::kernels::repack`]: Q4_0), built into anonymous memory, giving back the mapped
+    /// ([`crate::kernels::repack`]: Q4_0, Q4_K), built into anonymous memory, giving back the mapped
     /// originals' pages as it goes (so peak memory grows by about one matrix). [`Model::open`]
     /// does this unless [`open::OpenOptions::no_repack`]; [`Model::load`] and
     /// [`Model::from_gguf`] leave every weight in place. Results are bit-identical either way;
