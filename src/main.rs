@@ -35,7 +35,7 @@ struct Cli {
     #[arg(long, global = true, default_value = "ggml", value_parser = ["ggml", "hf"])]
     era1_cross_qk: String,
     /// Keep the weights in place in the memory-mapped file instead of repacking the decoder's
-    /// Q4_0 and Q4_K matrices into row-interleaved copies at load (less load time and no copy; slower
+    /// Q4_0 matrices into row-interleaved copies at load (less load time and no copy; slower
     /// decode, somewhat faster prompt prefill; the same results).
     #[arg(long, global = true)]
     no_repack: bool,

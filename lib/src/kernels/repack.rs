@@ -173,13 +173,16 @@ impl Repacked {
 }
 
 /// The types models repack at load ([`super::repack_pays`]). Q4_0 ×8 computes 1.3× (avx512)
-/// to 1.7× (avx2) faster per core than in place (`examples/kq_speed.rs`, cache-resident); Q4_K
-/// ×4 5.3 against 7.2–7.5 ns per 256 weights on avx512 and 6.0–6.2 against 7.3–7.5 on avx2
-/// (best of interleaved runs on a loaded machine). The block-interleaved Q5_K/Q6_K compute
-/// exactly as in place and measured no faster either cache-resident or memory-bound
-/// (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise), so they are not repacked by default
-/// ([`super::tensor::Mat::repack`] still builds them).
-pub const PAYS: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q4_K];
+/// to 1.7× (avx2) faster per core than in place (`examples/kq_speed.rs`, cache-resident). Q4_K
+/// ×4 computes faster per core too (5.3 against 7.2–7.5 ns per 256 weights on avx512, 6.0–6.2
+/// against 7.3–7.5 on avx2, cache-resident), but the whole 11B Q4_K_M decode was slower with it
+/// in all four quiet interleaved pairs (avx512 3.53 / 3.03 against 4.75 / 3.39 tokens/s in
+/// place, avx2 3.79 / 2.86 against 4.14 / 3.12): one sequential stream per thread instead of the
+/// in-place tile's four, so it is not repacked by default. The block-interleaved Q5_K/Q6_K
+/// compute exactly as in place and measured no faster either cache-resident or memory-bound
+/// (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise). [`super::tensor::Mat::repack`] still
+/// builds all of them (tested bit for bit on every path).
+pub const PAYS: [GgmlType; 1] = [GgmlType::Q4_0];
 
 /// Whether matrices of type `ty` have a repacked layout.
 pub fn supports(ty: GgmlType) -> bool {
