@@ -26,6 +26,12 @@ What it does (CPU only, seeded, deterministic for a given --threads):
    are trained (small parameter tables, merged into the full matrices for evaluation and export);
    the other ``lm_head`` rows are exactly zero (their logit is 0, which the loss accounts for exactly)
    and the other embedding rows keep HF's random initialisation.
+   Training-only heads on the vision states (not exported; the runtime never sees them): a patch head
+   (--aux-weight: each patch's shape / colour fractions) and an object head (--obj-weight: each shape's
+   states averaged over the patches it covers -> its shape). The LM loss alone teaches the tiny vision tower shapes too slowly for the time
+   budget (models/demo/README.md); they give it a direct signal. --vision-steps N first trains the
+   tower alone on these heads for N steps (cheaper steps: no text forward), then --steps steps of
+   everything.
    --scratch-init 1 replaces HF's fine-tuning initialisation (patch positions N(0, 0.02), global vision
    gates near 0, cross-attention gates 0) by one for training from scratch (init_for_scratch); it did not
    beat HF's in a 1000-CPU-second run (models/demo/README.md), so it is off by default.
@@ -273,6 +279,29 @@ def patch_targets(scene: dict) -> tuple[np.ndarray, np.ndarray]:
     return frac(shape, N_SHAPE_CLS), frac(color, N_COLOR_CLS)
 
 
+def object_targets(scene: dict) -> list[tuple[np.ndarray, int]]:
+    """Training-only supervision for the auxiliary object head: for every shape of the scene, the fraction
+    of each 14x14 patch of the 4 tiles (processor layout, as in patch_targets) that the shape covers, as a
+    float32 array [4, g*g], and the shape's class (index into SHAPES)."""
+    w, h = scene["width"], scene["height"]
+    th, tw = tile_grid(w, h)
+    new_h, new_w = get_image_size_fit_to_canvas(image_height=h, image_width=w, canvas_height=th * TILE,
+                                                canvas_width=tw * TILE, tile_size=TILE)
+    g = TILE // PATCH
+    out = []
+    for s in scene["shapes"]:
+        lab = Image.new("L", (w, h), 0)
+        draw_shape(ImageDraw.Draw(lab), s, 1)
+        lab = np.asarray(lab.resize((int(new_w), int(new_h)), Image.Resampling.NEAREST), np.float32)
+        full = np.zeros((th * TILE, tw * TILE), np.float32)
+        full[: lab.shape[0], : lab.shape[1]] = lab
+        cover = np.zeros((MAX_TILES, TILE, TILE), np.float32)
+        cover[: th * tw] = full.reshape(th, TILE, tw, TILE).transpose(0, 2, 1, 3).reshape(th * tw, TILE, TILE)
+        out.append((cover.reshape(MAX_TILES, g, PATCH, g, PATCH).mean(axis=(2, 4)).reshape(MAX_TILES, g * g),
+                    SHAPES.index(s["shape"])))
+    return out
+
+
 def describe(scene: dict) -> str:
     order = sorted(scene["shapes"], key=lambda s: (SHAPES.index(s["shape"]), COLOR_NAMES.index(s["color"])))
     items = [f"a {s['color']} {s['shape']}" for s in order]
@@ -430,6 +459,10 @@ def make_batch(codec: Codec, vocab: Vocab, items: list[dict]) -> dict:
         pt = [patch_targets(it["scene"]) for it in items]
         batch["patch_shape"] = torch.from_numpy(np.stack([p[0] for p in pt]))
         batch["patch_color"] = torch.from_numpy(np.stack([p[1] for p in pt]))
+        objs = [(i, cover, cls) for i, it in enumerate(items) for cover, cls in object_targets(it["scene"])]
+        batch["obj_cover"] = torch.from_numpy(np.stack([o[1] for o in objs]))  # [O, 4, g*g]
+        batch["obj_shape"] = torch.tensor([o[2] for o in objs])
+        batch["obj_image"] = torch.tensor([o[0] for o in objs])
     return batch | dict(pixel_values=im["pixel_values"], aspect_ratio_ids=im["aspect_ratio_ids"],
                 aspect_ratio_mask=im["aspect_ratio_mask"], img_index=torch.tensor(img_index),
                 in_local=in_local, cross_attention_mask=cam, tgt_pos=torch.tensor(tgt_pos),
@@ -555,10 +588,16 @@ class Trainer:
         self.aux = torch.nn.Linear(vcfg.vision_output_dim, N_SHAPE_CLS + N_COLOR_CLS)
         self.aux_weight = 0.0
         self.last_aux = 0.0
+        # auxiliary object head (training only, not exported): the vision states averaged over each shape's
+        # patches (weighted by coverage) -> its shape; a direct shape signal for the vision tower
+        self.obj = torch.nn.Linear(vcfg.vision_output_dim, len(SHAPES))
+        self.obj_weight = 0.0
+        self.last_obj = 0.0
         self.last_nll = 0.0
 
     def params(self):
         extra = list(self.aux.parameters()) if self.aux_weight > 0 else []
+        extra += list(self.obj.parameters()) if self.obj_weight > 0 else []
         return [p for p in self.model.parameters() if p.requires_grad] + [self.E, self.W] + extra
 
     def set_qat(self, on: bool):
@@ -595,6 +634,24 @@ class Trainer:
         real = batch["aspect_ratio_mask"][:, 0].to(per_patch.dtype)[..., None].expand_as(per_patch)
         return (per_patch * real).sum() / real.sum()
 
+    def obj_logits(self, vs, batch):
+        """[O, 3] shape logits of the object head for every shape of the batch."""
+        v = vs[:, 0, :, 1:][batch["obj_image"]]  # [O, 4, P, D]
+        w = batch["obj_cover"][..., None]
+        return self.obj((v * w).sum((1, 2)) / w.sum((1, 2)).clamp(min=1e-6))
+
+    def obj_loss(self, vs, batch):
+        """The object head's shape cross-entropy."""
+        return F.cross_entropy(self.obj_logits(vs, batch), batch["obj_shape"])
+
+    def vision_loss(self, batch):
+        """The auxiliary heads' losses alone (vision tower only; no text forward)."""
+        _, vs = self.vision(batch)
+        aux = self.aux_loss(vs, batch)
+        obj = self.obj_loss(vs, batch)
+        self.last_aux, self.last_obj, self.last_nll = aux.item(), obj.item(), 0.0
+        return self.aux_weight * aux + self.obj_weight * obj
+
     def loss(self, batch):
         m = self.model.model
         cas, vs = self.vision(batch)
@@ -614,6 +671,10 @@ class Trainer:
             aux = self.aux_loss(vs, batch)
             self.last_aux = aux.item()
             loss = loss + self.aux_weight * aux
+        if self.obj_weight > 0 and "obj_shape" in batch:
+            obj = self.obj_loss(vs, batch)
+            self.last_obj = obj.item()
+            loss = loss + self.obj_weight * obj
         return loss
 
 
@@ -629,7 +690,11 @@ def patch_head_accuracy(trainer: Trainer, codec: Codec, items: list[dict]) -> st
     sel = (ps[..., 1:4].max(-1).values >= 0.5) & (batch["aspect_ratio_mask"][:, 0, :, None] > 0)
     s_ok = (logits[..., :N_SHAPE_CLS].argmax(-1) == ps.argmax(-1))[sel].float().mean()
     c_ok = (logits[..., N_SHAPE_CLS:].argmax(-1) == pc.argmax(-1))[sel].float().mean()
-    return f"shape {float(s_ok) * 100:.1f}% colour {float(c_ok) * 100:.1f}% on {int(sel.sum())} patches"
+    msg = f"shape {float(s_ok) * 100:.1f}% colour {float(c_ok) * 100:.1f}% on {int(sel.sum())} patches"
+    if trainer.obj_weight > 0:
+        o_ok = (trainer.obj_logits(vs, batch).argmax(-1) == batch["obj_shape"]).float().mean()
+        msg += f"; object head: shape {float(o_ok) * 100:.1f}% of {len(batch['obj_shape'])} shapes"
+    return msg
 
 
 @torch.no_grad()
@@ -891,6 +956,11 @@ def main():
                     help="training questions per picture: the description + N-1 others at random (0: all)")
     ap.add_argument("--aux-weight", type=float, default=1.0,
                     help="weight of the training-only patch head loss (shape / colour of every patch; 0: off)")
+    ap.add_argument("--obj-weight", type=float, default=0.0,
+                    help="weight of the training-only object head loss (each shape's pooled vision states -> its shape)")
+    ap.add_argument("--vision-steps", type=int, default=0,
+                    help="first train the vision tower alone on the patch and object heads for this many steps "
+                         "(no text forward: cheaper steps), then --steps steps of the full model")
     ap.add_argument("--aux-until", type=float, default=1.0, help="use the patch head loss until this fraction of the steps")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--table-lr-mult", type=float, default=5.0,
@@ -985,6 +1055,7 @@ def main():
         init_for_scratch(model, args.pos_scale, args.xattn_gate)
     trainer = Trainer(model, vocab)
     trainer.aux_weight = args.aux_weight
+    trainer.obj_weight = args.obj_weight
     n_total = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in trainer.params())
     log(f"model: {n_total / 1e6:.2f} M parameters ({n_train / 1e6:.3f} M trained); dims {json.dumps(dims)}")
@@ -1013,7 +1084,7 @@ def main():
         config._attn_implementation = "eager"
         acc = accuracy(heldout, greedy_answers(model, codec, heldout))
         msg = f"[{tag}] held-out {fmt_acc(acc)}"
-        if args.aux_weight > 0:
+        if args.aux_weight > 0 or args.obj_weight > 0:
             msg += f" | patch head: {patch_head_accuracy(trainer, codec, heldout)}"
         if args.eval_train_images:
             tr = training_items(10**9 + 7, args.seed, args.eval_train_images, 0.0)
@@ -1024,6 +1095,31 @@ def main():
         return acc
 
     history = []
+    if args.vision_steps:
+        # phase 1: the vision tower alone on the auxiliary heads (its own optimizer, warm-up then constant
+        # learning rate), pictures from a separate stream (steps 10^6 + i of the seed)
+        assert args.aux_weight > 0 and args.obj_weight > 0, "--vision-steps needs --aux-weight and --obj-weight"
+        vparams = list(model.model.vision_model.parameters()) + list(trainer.aux.parameters()) + \
+            list(trainer.obj.parameters())
+        vopt = torch.optim.AdamW(vparams, lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+        t_v = time.time()
+        for step in range(args.vision_steps):
+            for g in vopt.param_groups:
+                g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+            batch = make_batch(codec, vocab, training_items(10**6 + step, args.seed, args.batch_images, args.p_jpeg, 1))
+            loss = trainer.vision_loss(batch)
+            vopt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vparams, 1.0)
+            vopt.step()
+            if step % 100 == 0 or step == args.vision_steps - 1:
+                log(f"vision step {step:5d} aux {trainer.last_aux:.3f} obj {trainer.last_obj:.3f} | "
+                    f"wall {time.time() - t_v:.0f} s, cpu {time.process_time():.0f} s")
+            if args.eval_every and (step + 1) % args.eval_every == 0:
+                model.eval()
+                log(f"[vision step {step + 1}] patch head: {patch_head_accuracy(trainer, codec, heldout)}")
+                model.train()
+        del vopt
     qat_step = int(args.qat_from * args.steps) if args.qat_from <= 1 else None
     model.train()
     t_train = time.time()
@@ -1031,8 +1127,8 @@ def main():
     t_data = t_fwd = 0.0
     ema = None
     for step in range(args.steps):
-        if trainer.aux_weight > 0 and step == int(args.aux_until * args.steps):
-            trainer.aux_weight = 0.0
+        if (trainer.aux_weight > 0 or trainer.obj_weight > 0) and step == int(args.aux_until * args.steps):
+            trainer.aux_weight = trainer.obj_weight = 0.0
             log(f"step {step}: patch head loss off")
         if qat_step is not None and step == qat_step:
             trainer.set_qat(True)
@@ -1055,7 +1151,7 @@ def main():
         if step % 50 == 0 or step == args.steps - 1:
             el = time.time() - t_train
             cpu = time.process_time() - cpu_train
-            log(f"step {step:5d} loss {trainer.last_nll:.4f} (ema {ema:.4f}, aux {trainer.last_aux:.3f}) gnorm {float(gn):.2f} lr {lr_at(step):.2e} "
+            log(f"step {step:5d} loss {trainer.last_nll:.4f} (ema {ema:.4f}, aux {trainer.last_aux:.3f}, obj {trainer.last_obj:.3f}) gnorm {float(gn):.2f} lr {lr_at(step):.2e} "
                 f"seqs {len(batch['types'])} | wall {el:.0f} s, {el / (step + 1):.3f} s/step "
                 f"(data {t_data / (step + 1):.3f}, train {t_fwd / (step + 1):.3f}), cpu {cpu:.0f} s")
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
