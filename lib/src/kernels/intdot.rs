@@ -282,11 +282,24 @@ impl<B: LaneDot, S> LaneTile<B, S> {
             (self.w.add(j * self.nb), 1)
         }
     }
+}
 
+impl<B: LaneKernel, S: ByteOps> Tile for LaneTile<B, S> {
+    const MAX_NX: usize = 4;
+    fn width(nx: usize) -> usize {
+        4 / nx
+    }
+    #[inline(always)]
+    unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
+        wide4(self, rw, nx, js, i)
+    }
+}
+
+impl<B: LaneKernel, S: ByteOps> Dots for LaneTile<B, S> {
     /// `RW × NX` dot products, bit-exact with [`crate::quant::lane_vec_dot`] (all `RW` rows
     /// stored alike: in one group, or all in place).
     #[inline(always)]
-    unsafe fn dot<const RW: usize, const NX: usize>(
+    unsafe fn dots<const RW: usize, const NX: usize>(
         self,
         js: [usize; 4],
         i: usize,
@@ -333,28 +346,6 @@ impl<B: LaneDot, S> LaneTile<B, S> {
                 }
             })
         })
-    }
-}
-
-impl<B: LaneKernel, S: ByteOps> Tile for LaneTile<B, S> {
-    const MAX_NX: usize = 4;
-    fn width(nx: usize) -> usize {
-        4 / nx
-    }
-    #[inline(always)]
-    unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
-        wide4(self, rw, nx, js, i)
-    }
-}
-
-impl<B: LaneKernel, S: ByteOps> Dots for LaneTile<B, S> {
-    #[inline(always)]
-    unsafe fn dots<const RW: usize, const NX: usize>(
-        self,
-        js: [usize; 4],
-        i: usize,
-    ) -> [[f32; NX]; RW] {
-        self.dot::<RW, NX>(js, i)
     }
 }
 

@@ -167,10 +167,10 @@ unsafe fn lanes6<const VNNI: bool, const NX: usize>(
     out
 }
 
-impl<const VNNI: bool> Q6kTile<VNNI> {
+impl<const VNNI: bool> Dots for Q6kTile<VNNI> {
     /// `RW × NX` dot products, bit-exact with [`crate::quant::lane_vec_dot`].
     #[inline(always)]
-    unsafe fn dot<const RW: usize, const NX: usize>(
+    unsafe fn dots<const RW: usize, const NX: usize>(
         self,
         js: [usize; 4],
         i: usize,
@@ -232,16 +232,5 @@ impl<const VNNI: bool> Tile for Q6kTile<VNNI> {
     #[inline(always)]
     unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
         wide4(self, rw, nx, js, i)
-    }
-}
-
-impl<const VNNI: bool> Dots for Q6kTile<VNNI> {
-    #[inline(always)]
-    unsafe fn dots<const RW: usize, const NX: usize>(
-        self,
-        js: [usize; 4],
-        i: usize,
-    ) -> [[f32; NX]; RW] {
-        self.dot::<RW, NX>(js, i)
     }
 }
