@@ -41,12 +41,6 @@ pub(crate) trait Isa: 'static {
         None
     }
 
-    /// Whether models repack matrices of type `ty` (one of [`super::repack::PAYS`]) for this ISA:
-    /// by default, when it has a repacked kernel for it.
-    fn repack_pays(ty: GgmlType) -> bool {
-        Self::repacked_decoder(ty).is_some()
-    }
-
     /// Twin: [`super::scalar::quantize_row_q8_0`] (bit-identical).
     unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
         super::scalar::quantize_row_q8_0(x, out)

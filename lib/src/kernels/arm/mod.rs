@@ -909,11 +909,6 @@ impl Isa for Neon {
     fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
         repack::repacked_decoder::<false>(ty)
     }
-    /// Q4_K ×4 has a kernel here (the shared byte-operation one), not measured on hardware
-    /// against the in-place one, so models keep Q4_K in place.
-    fn repack_pays(ty: GgmlType) -> bool {
-        ty != GgmlType::Q4_K && Self::repacked_decoder(ty).is_some()
-    }
 }
 
 impl Isa for Dotprod {
@@ -926,11 +921,6 @@ impl Isa for Dotprod {
     }
     fn repacked_decoder(ty: GgmlType) -> Option<Decoder> {
         repack::repacked_decoder::<true>(ty)
-    }
-    /// Q4_K ×4 has a kernel here (the shared byte-operation one), not measured on hardware
-    /// against the in-place one, so models keep Q4_K in place.
-    fn repack_pays(ty: GgmlType) -> bool {
-        ty != GgmlType::Q4_K && Self::repacked_decoder(ty).is_some()
     }
 }
 
