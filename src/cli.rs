@@ -316,6 +316,17 @@ pub fn run(
     let (model, load_s, demo) = load(model, &args)?;
     let params = args.sampling(&model)?;
     let mut images = images;
+    if demo && images.is_empty() && !raw {
+        // The demo model only knows questions about pictures: without --image it is asked about
+        // its demo picture.
+        if prompt.is_some() {
+            eprintln!(
+                "note: no --image given; asking about the demo picture {}",
+                demo_image().display()
+            );
+        }
+        images.push(demo_image());
+    }
     let prompt = match prompt.as_deref() {
         Some("-") => {
             let mut s = String::new();
@@ -324,12 +335,7 @@ pub fn run(
             s
         }
         Some(p) => p.to_string(),
-        None if demo => {
-            if images.is_empty() {
-                images.push(demo_image());
-            }
-            "What is in this picture?".to_string()
-        }
+        None if demo => "What is in this picture?".to_string(),
         None => {
             return Err(Error::Invalid(
                 "no prompt: give -p TEXT (or -p - to read stdin)".into(),

@@ -153,6 +153,24 @@ fn run_streams_greedy_text_like_eval() {
         assert!(err.contains(needle), "--stats output lacks {needle}: {err}");
     }
 
+    // Without -m and --image a question goes to the demo model about its demo picture.
+    let q2 = "How many shapes are there?";
+    let (ok, out3, err) = mllama(
+        &[
+            "run".as_ref(),
+            "-p".as_ref(),
+            q2.as_ref(),
+            "-n".as_ref(),
+            "16".as_ref(),
+            "--temperature".as_ref(),
+            "0".as_ref(),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("demo picture"), "{err}");
+    assert_eq!(out3, eval_answer(&[user(q2, 1)], &[&img], 16));
+
     // Same seed, same sampled text; another seed, (almost surely) another text.
     let sampled = |seed: &str| {
         let (ok, out, err) = mllama(
