@@ -326,9 +326,11 @@ fn disk_round_trip(
     }
 }
 
-/// Multiply-adds of one vision tower + projector pass (4 tiles), counted from the shapes (0 for
-/// a text-only model).
-pub fn vision_flops(m: &Model) -> f64 {
+/// Floating-point operations of one vision tower + projector pass over an image of `n_tiles`
+/// real tiles, counted from the shapes (0 for a text-only model): the patch convolution runs on
+/// the real tiles only; the layers and the projector on every tile slot (HF's pad⊗pad mask
+/// makes the real tiles attend to the empty slots, so they cannot be skipped).
+pub fn vision_flops(m: &Model, n_tiles: usize) -> f64 {
     let Some(c) = &m.cfg.vision else {
         return 0.0;
     };
@@ -341,7 +343,11 @@ pub fn vision_flops(m: &Model) -> f64 {
         c.ffn as f64,
     );
     let n = t * p8;
-    let patch = t * g * g * (c.channels * c.patch_size * c.patch_size) as f64 * d;
+    let patch = n_tiles.min(c.max_tiles) as f64
+        * g
+        * g
+        * (c.channels * c.patch_size * c.patch_size) as f64
+        * d;
     let layer = n * (4.0 * d * d + 2.0 * d * f) + 2.0 * n * n * d;
     let layers = (c.n_local + c.n_global) as f64 * layer;
     let proj = t * p * c.output_dim as f64 * m.text.cfg.hidden as f64;
@@ -507,7 +513,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
             let out = tower.forward(&px, ar_id, n_tiles, Semantics::default().taps);
             let s = t.elapsed().as_secs_f64();
             r.vision_ms_per_image = Some(s * 1e3);
-            r.vision_gflops = Some(vision_flops(&model) / s / 1e9);
+            r.vision_gflops = Some(vision_flops(&model, n_tiles) / s / 1e9);
             disk_round_trip(&model, &out, n_tiles, &mut r)?;
             image = Some(out);
         } else {
@@ -574,4 +580,26 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
     }
     r.peak_rss_bytes = peak_rss_bytes();
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vision_flops_count_the_patch_convolution_of_real_tiles_only() {
+        let m = Model::load(crate::cli::demo_model()).unwrap();
+        let c = m.cfg.vision.as_ref().unwrap();
+        // One tile's patch convolution: G² patches of 3·p·p values onto D channels, 2 flops each.
+        let per_tile = 2.0
+            * (c.grid() * c.grid() * c.channels * c.patch_size * c.patch_size * c.hidden) as f64;
+        let all = vision_flops(&m, c.max_tiles);
+        for t in 1..c.max_tiles {
+            let d = all - vision_flops(&m, t);
+            assert!(
+                (d - (c.max_tiles - t) as f64 * per_tile).abs() <= 1e-9 * all,
+                "{t}: {d}"
+            );
+        }
+    }
 }
