@@ -1,8 +1,10 @@
 //! Single-thread decode mat-vec throughput per type with cache-resident weights (the kernels'
 //! compute rate, without the memory system): `cargo run --release --example kq_speed`
-//! (`KQ_ROWS`, `KQ_THREADS`: a larger matrix, more threads; `KQ_PATH`, `KQ_REPS`).
+//! (`KQ_ROWS`, `KQ_THREADS`: a larger matrix, more threads; `KQ_PATH`, `KQ_REPS`; `KQ_MATS=N`:
+//! N distinct copies multiplied in turn, as a model's sequence of matrices).
 //! Prints ns per 256 weights and the GB/s of weights the kernel could consume; types with a
-//! repacked layout are measured in place and repacked (`q4_0+rp`).
+//! repacked layout are measured in place and repacked (`q4_0+rp`). With a matrix far beyond the
+//! caches it first prints what plain summing of a buffer that size reads in the same pool.
 
 use std::time::Instant;
 
@@ -53,12 +55,61 @@ fn main() {
         if only.as_deref().is_some_and(|o| o != path.name()) {
             continue;
         }
+        if m * k >= 1 << 28 {
+            // Memory-bound regime: what plain summing of a buffer of the Q4_K matrix's size reads
+            // in this pool, with 1 and 4 streams per thread (the ceiling the kernels aim for).
+            let buf = mllama::kernels::probe::probe_buffer(m * k / 256 * 144);
+            let g: Vec<f64> = [1, 4, 1, 4]
+                .iter()
+                .map(|&s| {
+                    pool.install(|| mllama::kernels::probe::read_pass_streams_gbs(path, &buf, s))
+                })
+                .collect();
+            println!(
+                "{:8} read      1 stream {:.1} / {:.1} GB/s, 4 streams {:.1} / {:.1} GB/s",
+                path.name(),
+                g[0],
+                g[2],
+                g[1],
+                g[3]
+            );
+        }
         for name in &names {
             let ty = GgmlType::from_name(name).unwrap();
             let t = mllama::quant::traits(ty).unwrap();
             let mut bytes = vec![0u8; m * k / t.block_values * t.block_bytes];
             (t.from_f32)(&f, &mut bytes);
             let plain = Mat::from_bytes(ty, m, k, &bytes);
+            // KQ_MATS=N: N distinct copies of the matrix, multiplied in turn (a model's sequence of
+            // matrices, none cache-resident), instead of one matrix again and again.
+            let mats = env("KQ_MATS", 0);
+            if mats > 0 {
+                let copies: Vec<Mat> = (0..mats)
+                    .map(|_| Mat::from_bytes(ty, m, k, &bytes))
+                    .collect();
+                let mut y = vec![0f32; m];
+                let mut sc = Scratch::new();
+                let mut best = f64::MAX;
+                pool.install(|| {
+                    with_path(path, || {
+                        for _ in 0..5 {
+                            let t0 = Instant::now();
+                            for w in &copies {
+                                matmul_with(w, None, &x, 1, &mut y, &mut sc, Regime::Decode);
+                            }
+                            best = best.min(t0.elapsed().as_secs_f64() / mats as f64);
+                        }
+                    })
+                });
+                println!(
+                    "{:8} {:9} {:7.2} ns/256 {:6.1} GB/s ({mats} matrices in turn)",
+                    path.name(),
+                    name,
+                    best * 1e9 / (m * k / 256) as f64,
+                    bytes.len() as f64 / best / 1e9
+                );
+                continue;
+            }
             let mut packed = plain.clone();
             let layouts = if packed.repack(false) {
                 vec![(plain, ""), (packed, "+rp")]
