@@ -97,7 +97,82 @@ mod imp {
     #[inline(always)]
     unsafe fn pair_sums(xb: &BlockQ8_K) -> __m128i {
         let bs = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
-        _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs))
+        _mm_hadd_epi16(
+            _mm256_castsi256_si128(bs),
+            _mm256_extracti128_si256::<1>(bs),
+        )
+    }
+
+    /// As [`dot16_vnni`] on 256-bit registers: two halves of eight rows (`vpdpbusd` ymm).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn dot16_vnni_ymm(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; G] {
+        let lo_m = _mm256_set1_epi8(0x0F);
+        let hi_m = _mm256_set1_epi8(0xF0u8 as i8);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut accm = [_mm256_setzero_ps(); 2];
+        for b in 0..nb {
+            let (wb, xb) = (&*w.add(b), &*x.add(b));
+            let xq = xb.qs.as_ptr() as *const u8;
+            let ps = pair_sums(xb);
+            let dx = _mm256_set1_ps(xb.d);
+            for h in 0..2 {
+                let mut isum = _mm256_setzero_si256();
+                for g in 0..4 {
+                    let mut dl = _mm256_setzero_si256();
+                    let mut dh = _mm256_setzero_si256();
+                    for c in 0..8 {
+                        let v = _mm256_loadu_si256(wb.qs[g][c][8 * h].as_ptr() as *const _);
+                        let xl = _mm256_set1_epi32(
+                            (xq.add(64 * g + 4 * c) as *const i32).read_unaligned(),
+                        );
+                        let xh = _mm256_set1_epi32(
+                            (xq.add(64 * g + 32 + 4 * c) as *const i32).read_unaligned(),
+                        );
+                        dl = _mm256_dpbusd_epi32(dl, _mm256_and_si256(v, lo_m), xl);
+                        dh = _mm256_dpbusd_epi32(dh, _mm256_and_si256(v, hi_m), xh);
+                    }
+                    let sl = _mm256_cvtepu8_epi32(_mm_loadu_si64(
+                        wb.sc[2 * g][8 * h..].as_ptr() as *const _
+                    ));
+                    let sh = _mm256_cvtepu8_epi32(_mm_loadu_si64(
+                        wb.sc[2 * g + 1][8 * h..].as_ptr() as *const _,
+                    ));
+                    isum = _mm256_add_epi32(
+                        isum,
+                        _mm256_add_epi32(
+                            _mm256_mullo_epi32(dl, sl),
+                            _mm256_mullo_epi32(_mm256_srai_epi32::<4>(dh), sh),
+                        ),
+                    );
+                }
+                let mut ms = _mm256_setzero_si256();
+                for p in 0..4 {
+                    let mw =
+                        _mm256_cvtepu8_epi16(_mm_loadu_si128(wb.mn[p][8 * h].as_ptr() as *const _));
+                    let bp = _mm256_set1_epi32(match p {
+                        0 => _mm_extract_epi32::<0>(ps),
+                        1 => _mm_extract_epi32::<1>(ps),
+                        2 => _mm_extract_epi32::<2>(ps),
+                        _ => _mm_extract_epi32::<3>(ps),
+                    });
+                    ms = _mm256_add_epi32(ms, _mm256_madd_epi16(mw, bp));
+                }
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(wb.d[8 * h..].as_ptr() as *const _));
+                let dm = _mm256_cvtph_ps(_mm_loadu_si128(wb.dmin[8 * h..].as_ptr() as *const _));
+                acc[h] = _mm256_add_ps(
+                    acc[h],
+                    _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum)),
+                );
+                accm[h] = _mm256_add_ps(
+                    accm[h],
+                    _mm256_mul_ps(_mm256_mul_ps(dm, dx), _mm256_cvtepi32_ps(ms)),
+                );
+            }
+        }
+        let mut out = [0f32; G];
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_sub_ps(acc[0], accm[0]));
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_sub_ps(acc[1], accm[1]));
+        out
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -115,9 +190,8 @@ mod imp {
                 let mut dh = _mm512_setzero_si512();
                 for c in 0..8 {
                     let v = _mm512_loadu_si512(wb.qs[g][c].as_ptr() as *const _);
-                    let xl = _mm512_set1_epi32(
-                        (xq.add(64 * g + 4 * c) as *const i32).read_unaligned(),
-                    );
+                    let xl =
+                        _mm512_set1_epi32((xq.add(64 * g + 4 * c) as *const i32).read_unaligned());
                     let xh = _mm512_set1_epi32(
                         (xq.add(64 * g + 32 + 4 * c) as *const i32).read_unaligned(),
                     );
@@ -150,8 +224,14 @@ mod imp {
             let dx = _mm512_set1_ps(xb.d);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb.d.as_ptr() as *const _));
             let dm = _mm512_cvtph_ps(_mm256_loadu_si256(wb.dmin.as_ptr() as *const _));
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum)));
-            accm = _mm512_add_ps(accm, _mm512_mul_ps(_mm512_mul_ps(dm, dx), _mm512_cvtepi32_ps(ms)));
+            acc = _mm512_add_ps(
+                acc,
+                _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum)),
+            );
+            accm = _mm512_add_ps(
+                accm,
+                _mm512_mul_ps(_mm512_mul_ps(dm, dx), _mm512_cvtepi32_ps(ms)),
+            );
         }
         let mut out = [0f32; G];
         _mm512_storeu_ps(out.as_mut_ptr(), _mm512_sub_ps(acc, accm));
@@ -205,7 +285,7 @@ mod imp {
                     );
                     let sh = _mm256_shuffle_epi8(
                         _mm256_broadcastsi128_si256(_mm_loadu_si128(
-                            wb.sc[2 * g + 1].as_ptr() as *const _,
+                            wb.sc[2 * g + 1].as_ptr() as *const _
                         )),
                         ctl[h],
                     );
@@ -216,9 +296,8 @@ mod imp {
                 }
                 let mut ms = _mm256_setzero_si256();
                 for p in 0..4 {
-                    let mw = _mm256_cvtepu8_epi16(_mm_loadu_si128(
-                        wb.mn[p][8 * h].as_ptr() as *const _
-                    ));
+                    let mw =
+                        _mm256_cvtepu8_epi16(_mm_loadu_si128(wb.mn[p][8 * h].as_ptr() as *const _));
                     let bp = _mm256_set1_epi32(match p {
                         0 => _mm_extract_epi32::<0>(ps),
                         1 => _mm_extract_epi32::<1>(ps),
@@ -278,7 +357,17 @@ mod imp {
         let mut bytes = vec![0u8; m * k / 256 * 144];
         (t.from_f32)(&f, &mut bytes);
         let src: &[BlockQ4_K] = bytemuck::cast_slice(&bytes);
-        let w16 = build(src, m, nb);
+        let w16 = {
+            #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+            #[repr(C, align(64))]
+            struct Line([u8; 64]);
+            let v = build(src, m, nb);
+            let mut lines = vec![Line([0; 64]); v.len() * 37];
+            bytemuck::cast_slice_mut::<Line, u8>(&mut lines)
+                .copy_from_slice(bytemuck::cast_slice(&v));
+            let lines: &'static [Line] = Vec::leak(lines);
+            bytemuck::cast_slice::<Line, BlockQ4_Kx16>(lines)
+        };
         let mut xq = vec![bytemuck::Zeroable::zeroed(); nb];
         quantize_row::<BlockQ8_K>(&xf, &mut xq);
 
@@ -290,11 +379,26 @@ mod imp {
             let tw = twin(gw, &xq);
             // SAFETY: AVX2 checked by the caller's CPU (the runner is x86-64 v3); nb blocks.
             let a2 = unsafe { dot16_avx2(gw.as_ptr(), nb, xq.as_ptr()) };
-            assert_eq!(a2.map(f32::to_bits), tw.map(f32::to_bits), "avx2 group {gi}");
+            assert_eq!(
+                a2.map(f32::to_bits),
+                tw.map(f32::to_bits),
+                "avx2 group {gi}"
+            );
             if avx512 {
                 // SAFETY: AVX-512 VNNI detected; nb blocks at both pointers.
                 let a5 = unsafe { dot16_vnni(gw.as_ptr(), nb, xq.as_ptr()) };
-                assert_eq!(a5.map(f32::to_bits), tw.map(f32::to_bits), "vnni group {gi}");
+                assert_eq!(
+                    a5.map(f32::to_bits),
+                    tw.map(f32::to_bits),
+                    "vnni group {gi}"
+                );
+                // SAFETY: as above.
+                let a5 = unsafe { dot16_vnni_ymm(gw.as_ptr(), nb, xq.as_ptr()) };
+                assert_eq!(
+                    a5.map(f32::to_bits),
+                    tw.map(f32::to_bits),
+                    "vnni ymm group {gi}"
+                );
             }
             for (r, &v) in tw.iter().enumerate() {
                 let row = &src[(gi * G + r) * nb..][..nb];
@@ -315,7 +419,7 @@ mod imp {
         let mut y = vec![0f32; m];
         let yp = y.as_mut_ptr() as usize;
         for &path in &paths {
-            for (w, tag) in [(plain.clone(), "inplace"), (packed.clone(), "x4")] {
+            for (w, tag) in [(plain.clone(), "inplace"), (packed.clone(), "rp")] {
                 let xf = xf.clone();
                 names.push((
                     format!("{} {tag}", path.name()),
@@ -331,32 +435,35 @@ mod imp {
                     }),
                 ));
             }
-            let w16 = w16.clone();
-            let xf = xf.clone();
-            let vnni = path == Path::Avx512;
-            names.push((
-                format!("{} x16", path.name()),
-                Box::new(move || {
-                    let y = unsafe { std::slice::from_raw_parts_mut(yp as *mut f32, m) };
-                    for _ in 0..reps {
-                        // The activation quantization is part of every decode call.
-                        let mut xq = vec![bytemuck::Zeroable::zeroed(); nb];
-                        quantize_row::<BlockQ8_K>(&xf, &mut xq);
-                        for gi in 0..m / G {
-                            let gw = w16[gi * nb..].as_ptr();
-                            // SAFETY: the CPU features were checked above; nb blocks each.
-                            let v = unsafe {
-                                if vnni {
-                                    dot16_vnni(gw, nb, xq.as_ptr())
-                                } else {
-                                    dot16_avx2(gw, nb, xq.as_ptr())
-                                }
-                            };
-                            y[gi * G..][..G].copy_from_slice(&v);
+            let kernels: Vec<(
+                &str,
+                unsafe fn(*const BlockQ4_Kx16, usize, *const BlockQ8_K) -> [f32; G],
+            )> = if path == Path::Avx512 {
+                vec![("x16", dot16_vnni), ("x16ymm", dot16_vnni_ymm)]
+            } else {
+                vec![("x16", dot16_avx2)]
+            };
+            for (tag, kern) in kernels {
+                let xf = xf.clone();
+                names.push((
+                    format!("{} {tag}", path.name()),
+                    Box::new(move || {
+                        // SAFETY: y outlives the closures.
+                        let y = unsafe { std::slice::from_raw_parts_mut(yp as *mut f32, m) };
+                        for _ in 0..reps {
+                            // The activation quantization is part of every decode call.
+                            let mut xq = vec![bytemuck::Zeroable::zeroed(); nb];
+                            quantize_row::<BlockQ8_K>(&xf, &mut xq);
+                            for gi in 0..m / G {
+                                let gw = w16[gi * nb..].as_ptr();
+                                // SAFETY: the CPU features were checked above; nb blocks each.
+                                let v = unsafe { kern(gw, nb, xq.as_ptr()) };
+                                y[gi * G..][..G].copy_from_slice(&v);
+                            }
                         }
-                    }
-                }),
-            ));
+                    }),
+                ));
+            }
         }
         let mut times = vec![Vec::new(); names.len()];
         for _ in 0..rounds {
@@ -370,7 +477,11 @@ mod imp {
         std::hint::black_box(&y);
         for ((name, _), t) in names.iter().zip(&mut times) {
             let best = t.iter().cloned().fold(f64::MAX, f64::min);
-            println!("{name:14} median {:6.2} best {:6.2} ns/256", median(t), best);
+            println!(
+                "{name:14} median {:6.2} best {:6.2} ns/256",
+                median(t),
+                best
+            );
         }
     }
 }

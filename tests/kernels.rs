@@ -242,7 +242,13 @@ fn repacked_equals_scalar(w: &Mat, x: &[f32], n: usize, what: &str) {
             }
         }
         let in_place: Vec<f64> = in_place.iter().map(|&v| v as f64).collect();
-        check_close(&format!("Q4_K x16 twin {what}"), &twin, &in_place, &mag, 1e-5);
+        check_close(
+            &format!("Q4_K x16 twin {what}"),
+            &twin,
+            &in_place,
+            &mag,
+            1e-5,
+        );
         twin
     } else {
         in_place

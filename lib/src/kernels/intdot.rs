@@ -413,4 +413,3 @@ impl LaneKernel for BlockQ5_0 {
         })
     }
 }
-

@@ -104,6 +104,11 @@ pub struct BlockQ4_Kx16 {
 pub const Q4_KX16_ROW_BLOCK: usize = 148;
 
 const _: () = assert!(std::mem::size_of::<BlockQ4_Kx16>() == RQ4K * Q4_KX16_ROW_BLOCK);
+// Whole cache lines, the nibble chunks on line boundaries (the buffer is line-aligned).
+const _: () = assert!(
+    std::mem::size_of::<BlockQ4_Kx16>() % 64 == 0
+        && std::mem::offset_of!(BlockQ4_Kx16, qs) % 64 == 0
+);
 
 impl BlockQ4_Kx16 {
     /// Put `s` in as row `r` (the load-time decoding of the module docs).
@@ -184,10 +189,16 @@ pub struct Repacked {
     /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, blocks of [`RK`] rows for the
     /// K-quants).
     pub ty: GgmlType,
-    /// The bytes (u64 words: 8-byte alignment for every block type).
-    buf: Vec<u64>,
+    /// The bytes, in cache lines: every block type aligned, and the 64-byte chunks of the Q4_K
+    /// ×16 layout (one 512-bit load each) never straddle two lines.
+    buf: Vec<Line>,
     len: usize,
 }
+
+/// One cache line of a [`Repacked`] buffer.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
 
 impl std::fmt::Debug for Repacked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -251,7 +262,7 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
         return Some(repack_blocks(ty, data, m, k, g));
     }
     let nb = k / 32;
-    let mut buf = vec![0u64; data.len().div_ceil(8)];
+    let mut buf = vec![Line([0; 64]); data.len().div_ceil(64)];
     let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..data.len()];
     let src: &[BlockQ4_0] = bytemuck::cast_slice(data);
     let full = m / R * R;
@@ -281,7 +292,7 @@ fn repack_q4_k(data: &[u8], m: usize, k: usize) -> Repacked {
     let nb = k / 256;
     let full = m / RQ4K * RQ4K;
     let len = full * nb * Q4_KX16_ROW_BLOCK + (m - full) * nb * 144;
-    let mut buf = vec![0u64; len.div_ceil(8)];
+    let mut buf = vec![Line([0; 64]); len.div_ceil(64)];
     let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..len];
     let src: &[BlockQ4_K] = bytemuck::cast_slice(data);
     let (groups, tail) = out.split_at_mut(full * nb * Q4_KX16_ROW_BLOCK);
@@ -310,7 +321,7 @@ pub(crate) fn q4_k_tail_at(m: usize, nb: usize) -> usize {
 /// The block-interleaved layout: block `b` of row `g·RK + r` at block index `(g·nb + b)·RK + r`.
 fn repack_blocks(ty: GgmlType, data: &[u8], m: usize, k: usize, g: usize) -> Repacked {
     let (bb, nb) = (ty.type_size(), k / ty.block_size());
-    let mut buf = vec![0u64; data.len().div_ceil(8)];
+    let mut buf = vec![Line([0; 64]); data.len().div_ceil(64)];
     let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..data.len()];
     let full = m / g * g;
     let (groups, tail) = out.split_at_mut(full * nb * bb);
