@@ -1,7 +1,10 @@
-//! Prototype of a Q4_K ×16 row-interleaved layout (one `vpdpbusd` serves sixteen rows) against
-//! the in-place and ×4 repacked Q4_K decode kernels, single-threaded, cache-resident, rounds
-//! interleaved in one process: `cargo run --release --example q4k16_speed` (`KQ_ROWS`,
-//! `KQ_ROUNDS`, `KQ_REPS`). Prints ns per 256 weights (median and best of the rounds).
+//! Prototype of the Q4_K ×16 row-interleaved layout (one `vpdpbusd` serves sixteen rows; now the
+//! library's, `kernels::repack`) against the in-place and the library's repacked Q4_K decode
+//! (`rp`: ×4 at this example's first commit, ×16 since), rounds interleaved in one process:
+//! `cargo run --release --example q4k16_speed` (`KQ_ROWS=32768`: from memory; `KQ_ROUNDS`,
+//! `KQ_REPS`). The prototype kernels run on one thread, the library's on rayon's global pool.
+//! Prints ns per 256 weights (median and best of the rounds). `x16ymm`: the same on 256-bit
+//! registers (two halves of eight rows).
 //!
 //! Layout, block `b` of a group of 16 rows (2368 bytes, 148 per row as the ×4 layout):
 //!
@@ -29,6 +32,9 @@ mod imp {
     use mllama::GgmlType;
 
     const G: usize = 16;
+
+    /// A group kernel of the prototype.
+    type Kernel = unsafe fn(*const BlockQ4_Kx16, usize, *const BlockQ8_K) -> [f32; G];
 
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     #[repr(C)]
@@ -377,7 +383,8 @@ mod imp {
         for gi in 0..m / G {
             let gw = &w16[gi * nb..][..nb];
             let tw = twin(gw, &xq);
-            // SAFETY: AVX2 checked by the caller's CPU (the runner is x86-64 v3); nb blocks.
+            assert!(is_x86_feature_detected!("avx2"));
+            // SAFETY: AVX2 available (checked); nb blocks at both pointers.
             let a2 = unsafe { dot16_avx2(gw.as_ptr(), nb, xq.as_ptr()) };
             assert_eq!(
                 a2.map(f32::to_bits),
@@ -435,10 +442,7 @@ mod imp {
                     }),
                 ));
             }
-            let kernels: Vec<(
-                &str,
-                unsafe fn(*const BlockQ4_Kx16, usize, *const BlockQ8_K) -> [f32; G],
-            )> = if path == Path::Avx512 {
+            let kernels: Vec<(&str, Kernel)> = if path == Path::Avx512 {
                 vec![("x16", dot16_vnni), ("x16ymm", dot16_vnni_ymm)]
             } else {
                 vec![("x16", dot16_avx2)]

@@ -106,8 +106,8 @@ pub const Q4_KX16_ROW_BLOCK: usize = 148;
 const _: () = assert!(std::mem::size_of::<BlockQ4_Kx16>() == RQ4K * Q4_KX16_ROW_BLOCK);
 // Whole cache lines, the nibble chunks on line boundaries (the buffer is line-aligned).
 const _: () = assert!(
-    std::mem::size_of::<BlockQ4_Kx16>() % 64 == 0
-        && std::mem::offset_of!(BlockQ4_Kx16, qs) % 64 == 0
+    std::mem::size_of::<BlockQ4_Kx16>().is_multiple_of(64)
+        && std::mem::offset_of!(BlockQ4_Kx16, qs).is_multiple_of(64)
 );
 
 impl BlockQ4_Kx16 {
@@ -215,15 +215,15 @@ impl Repacked {
 }
 
 /// The types models repack at load ([`super::repack_pays`]). Q4_0 ×8 computes 1.3× (avx512)
-/// to 1.7× (avx2) faster per core than in place (`examples/kq_speed.rs`, cache-resident). Q4_K
-/// ×4 computes faster per core too (5.3 against 7.2–7.5 ns per 256 weights on avx512, 6.0–6.2
-/// against 7.3–7.5 on avx2, cache-resident), but the whole 11B Q4_K_M decode was slower with it
-/// in all four quiet interleaved pairs (avx512 3.53 / 3.03 against 4.75 / 3.39 tokens/s in
-/// place, avx2 3.79 / 2.86 against 4.14 / 3.12): one sequential stream per thread instead of the
-/// in-place tile's four, so it is not repacked by default. The block-interleaved Q5_K/Q6_K
-/// compute exactly as in place and measured no faster either cache-resident or memory-bound
-/// (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise). [`super::tensor::Mat::repack`] still
-/// builds all of them (tested bit for bit on every path).
+/// to 1.7× (avx2) faster per core than in place (`examples/kq_speed.rs`, cache-resident). The
+/// earlier Q4_K ×4 layout computed faster per core too but the whole 11B Q4_K_M decode was slower
+/// with it in four quiet interleaved pairs; Q4_K ×16 computes 2.8× (avx512: 2.6 against 7.4 ns
+/// per 256 weights) and 1.8× (avx2: 4.0–4.2 against 7.4) faster cache-resident and measured at
+/// least as fast as in place memory-bound (`KQ_ROWS=65536 KQ_THREADS=2`, noisy machine), but no
+/// whole-model measurement yet: Q4_K stays in place by default until a quiet 11B one. The
+/// block-interleaved Q5_K/Q6_K compute exactly as in place and measured no faster either
+/// cache-resident or memory-bound (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise).
+/// [`super::tensor::Mat::repack`] still builds all of them (tested on every path).
 pub const PAYS: [GgmlType; 1] = [GgmlType::Q4_0];
 
 /// Whether matrices of type `ty` have a repacked layout.

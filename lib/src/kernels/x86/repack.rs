@@ -144,6 +144,9 @@ unsafe fn rows_q4_0_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
 
 /// The eight sub-block sums `bsums[2j] + bsums[2j + 1]` of an activation block (i16: at most
 /// 32·128 in magnitude), pairs `(2p, 2p + 1)` in dword `p`.
+///
+/// # Safety
+/// AVX2 available; `xb` points to a block.
 #[inline(always)]
 unsafe fn q4kx16_pair_sums(xb: *const BlockQ8_K) -> [i32; 4] {
     let bs = _mm256_loadu_si256((*xb).bsums.as_ptr() as *const __m256i);
@@ -155,6 +158,9 @@ unsafe fn q4kx16_pair_sums(xb: *const BlockQ8_K) -> [i32; 4] {
 }
 
 /// The four activation bytes of values `i..i + 4` as one i32 (to broadcast).
+///
+/// # Safety
+/// `xq[i..i + 4]` readable.
 #[inline(always)]
 unsafe fn x4(xq: *const i8, i: usize) -> i32 {
     (xq.add(i) as *const i32).read_unaligned()
