@@ -15,24 +15,26 @@
 //! values of every row (one i32 lane per row after a 4-byte dot product) and the eight scales are
 //! one 128-bit load. The `m mod 8` rows past the last full group follow in the plain Q4_0 layout.
 //!
-//! # Q4_K ×4
-//! Every group of [`RK`] = 4 consecutive Q4_K rows is stored block by block ([`BlockQ4_Kx4`],
-//! 4 × 148 bytes: 4 more per row and block than in place) with the per-block decoding done at
-//! load: the four rows' f16 `(d, dmin)` pairs together (one 128-bit load, one conversion), each
-//! row's eight 6-bit scales and eight minimums one per byte, and its nibbles in an order where one
-//! `and` / one shift give whole sub-blocks of 32 levels, 64 values apart:
+//! # Q4_K ×16
+//! Every group of [`RQ4K`] = 16 consecutive Q4_K rows is stored block by block
+//! ([`BlockQ4_Kx16`], 16 × 148 bytes: 4 more per row and block than in place) with the per-block
+//! decoding done at load, in the spirit of Q4_0 ×8 (one 4-byte dot product serves every row):
 //!
 //! ```text
-//! { dm: [f16; 8],              dm[2r], dm[2r + 1]  = row r's d, dmin
-//!   scm: [[u8; 16]; 4],        scm[r][j], scm[r][8 + j] = row r's sc[j], m[j]   (j < 8)
-//!   qs: [[u8; 128]; 4] }       qs[r][64h + i] = row r's level 128h + i (low nibble)
-//!                                              | level 128h + 64 + i << 4     (h < 2, i < 64)
+//! { d, dmin: [f16; 16],               row r's d, dmin
+//!   sc: [[u8; 16]; 8],                sc[j][r]    = row r's 6-bit scale of sub-block j
+//!   mn: [[[u8; 2]; 16]; 4],           mn[p][r][e] = row r's minimum of sub-block 2p + e
+//!   qs: [[[[u8; 4]; 16]; 8]; 4] }     qs[g][c][r] = row r's in-place qs[32g + 4c..32g + 4c + 4]
 //! ```
 //!
-//! so 32 bytes at `qs[r][32c]` hold sub-blocks `[0, 1, 4, 5][c]` (low nibbles) and
-//! `[2, 3, 6, 7][c]` (high), and 64 bytes at `qs[r][64h]` sub-blocks `4h, 4h + 1` and
-//! `4h + 2, 4h + 3`, each against contiguous activation bytes. The `m mod 4` rows past the last
-//! full group follow in the plain layout.
+//! so the 64 bytes `qs[g][c]` hold values `64g + 4c..+4` (low nibbles, sub-block `2g`) and
+//! `64g + 32 + 4c..+4` (high nibbles, sub-block `2g + 1`) of all sixteen rows, four bytes per
+//! row: one 512-bit register, one i32 lane per row, against the four activation bytes broadcast.
+//! Each row's sub-block dot products, scales and minimums are exact integers; the f32 order is
+//! this layout's own ([`q4_kx16_dot`], the twin of every kernel): per block
+//! `acc += (d·dx)·Σⱼ scⱼ·dotⱼ` and `accm += (dmin·dx)·Σⱼ mⱼ·(bsums₂ⱼ + bsums₂ⱼ₊₁)`, then
+//! `acc − accm`, so it is close to, not bit-exact with, [`crate::quant::lane_vec_dot`]. The
+//! `m mod 16` rows past the last full group follow in the plain layout (the in-place kernels).
 //!
 //! # Q5_K, Q6_K ×4
 //! Q5_K and Q6_K rows go in groups of [`RK`] = 4, block by block: block `b` of the group is
@@ -40,10 +42,10 @@
 //! reads one sequential stream instead of four. Their kernels are the in-place lane kernels
 //! (`intdot::LaneTile`) stepping over the interleaved blocks.
 //!
-//! Each row's result is computed exactly as [`QuantBlock::vec_dot`] does (exact integer block
-//! sums, then the "eight block lanes" f32 order of [`crate::quant::block_lanes`]), so every
-//! path's repacked kernel agrees bit for bit with the in-place kernels; only the memory layout
-//! differs. The portable decoder here ([`scalar_decoder`]) is the meaning of the SIMD ones.
+//! Except Q4_K ×16, each row's result is computed exactly as [`QuantBlock::vec_dot`] does
+//! (exact integer block sums, then the "eight block lanes" f32 order of
+//! [`crate::quant::block_lanes`]), so every path's repacked kernel agrees bit for bit with the
+//! in-place kernels; only the memory layout differs. The portable decoder here ([`scalar_decoder`]) is the meaning of the SIMD ones.
 
 use std::ops::Range;
 
@@ -65,8 +67,10 @@ use crate::GgmlType;
 
 /// Rows per interleaved group of the Q4_0 layout.
 pub const R: usize = 8;
-/// Rows per group of the block-interleaved K-quant layout.
+/// Rows per group of the block-interleaved K-quant layout (Q5_K, Q6_K).
 pub const RK: usize = 4;
+/// Rows per group of the Q4_K layout.
+pub const RQ4K: usize = 16;
 
 /// Block `b` of a group of eight Q4_0 rows (see the module docs).
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -80,56 +84,59 @@ pub struct BlockQ4_0x8 {
 
 const _: () = assert!(std::mem::size_of::<BlockQ4_0x8>() == 8 * 18);
 
-/// Block `b` of a group of four Q4_K rows (see the module docs).
+/// Block `b` of a group of sixteen Q4_K rows (see the module docs).
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
-pub struct BlockQ4_Kx4 {
-    /// Row `r`'s `d` and `dmin` at `2r`, `2r + 1`.
-    pub dm: [f16; 8],
-    /// Row `r`'s eight sub-block scales (`scm[r][..8]`) and minimums (`scm[r][8..]`).
-    pub scm: [[u8; 16]; RK],
-    /// Row `r`'s levels: `qs[r][64h + i]` = level `128h + i` | level `128h + 64 + i` << 4.
-    pub qs: [[u8; 128]; RK],
+pub struct BlockQ4_Kx16 {
+    /// Row `r`'s `d`.
+    pub d: [f16; RQ4K],
+    /// Row `r`'s `dmin`.
+    pub dmin: [f16; RQ4K],
+    /// `sc[j][r]`: row `r`'s scale of sub-block `j`.
+    pub sc: [[u8; RQ4K]; 8],
+    /// `mn[p][r][e]`: row `r`'s minimum of sub-block `2p + e`.
+    pub mn: [[[u8; 2]; RQ4K]; 4],
+    /// `qs[g][c][r]`: row `r`'s in-place nibble bytes `qs[32g + 4c..32g + 4c + 4]`.
+    pub qs: [[[[u8; 4]; RQ4K]; 8]; 4],
 }
 
-/// Bytes of one row's block in the Q4_K ×4 layout.
-pub const Q4_KX4_ROW_BLOCK: usize = 148;
+/// Bytes of one row's block in the Q4_K ×16 layout.
+pub const Q4_KX16_ROW_BLOCK: usize = 148;
 
-const _: () = assert!(std::mem::size_of::<BlockQ4_Kx4>() == RK * Q4_KX4_ROW_BLOCK);
+const _: () = assert!(std::mem::size_of::<BlockQ4_Kx16>() == RQ4K * Q4_KX16_ROW_BLOCK);
+// Whole cache lines, the nibble chunks on line boundaries (the buffer is line-aligned).
+const _: () = assert!(
+    std::mem::size_of::<BlockQ4_Kx16>().is_multiple_of(64)
+        && std::mem::offset_of!(BlockQ4_Kx16, qs).is_multiple_of(64)
+);
 
-impl BlockQ4_Kx4 {
+impl BlockQ4_Kx16 {
     /// Put `s` in as row `r` (the load-time decoding of the module docs).
     pub fn set_row(&mut self, r: usize, s: &BlockQ4_K) {
-        self.dm[2 * r] = s.d;
-        self.dm[2 * r + 1] = s.dmin;
+        self.d[r] = s.d;
+        self.dmin[r] = s.dmin;
         let (sc, m) = s.scales_mins();
-        self.scm[r][..8].copy_from_slice(&sc);
-        self.scm[r][8..].copy_from_slice(&m);
-        let q = s.levels();
-        for h in 0..2 {
-            for i in 0..64 {
-                self.qs[r][64 * h + i] = q[128 * h + i] | (q[128 * h + 64 + i] << 4);
+        for j in 0..8 {
+            self.sc[j][r] = sc[j];
+            self.mn[j / 2][r][j % 2] = m[j];
+        }
+        for (g, qg) in self.qs.iter_mut().enumerate() {
+            for (c, qc) in qg.iter_mut().enumerate() {
+                qc[r].copy_from_slice(&s.qs[32 * g + 4 * c..][..4]);
             }
         }
     }
 
-    /// Row `r`'s block in the plain layout (the exact inverse of [`BlockQ4_Kx4::set_row`]).
+    /// Row `r`'s block in the plain layout (the exact inverse of [`BlockQ4_Kx16::set_row`]).
     pub fn row(&self, r: usize) -> BlockQ4_K {
-        let mut q = [0u8; 256];
-        for h in 0..2 {
-            for i in 0..64 {
-                let v = self.qs[r][64 * h + i];
-                q[128 * h + i] = v & 0x0F;
-                q[128 * h + 64 + i] = v >> 4;
-            }
-        }
         let mut qs = [0u8; 128];
-        for g in 0..4 {
-            for l in 0..32 {
-                qs[32 * g + l] = q[64 * g + l] | (q[64 * g + 32 + l] << 4);
+        for (g, qg) in self.qs.iter().enumerate() {
+            for (c, qc) in qg.iter().enumerate() {
+                qs[32 * g + 4 * c..][..4].copy_from_slice(&qc[r]);
             }
         }
-        let (sc, m) = self.scm[r].split_at(8);
+        let sc: [u8; 8] = std::array::from_fn(|j| self.sc[j][r]);
+        let m: [u8; 8] = std::array::from_fn(|j| self.mn[j / 2][r][j % 2]);
         // `get_scale_min_k4`'s packing, inverted (every bit of the 12 bytes is a bit of a 6-bit
         // scale or minimum).
         let mut scales = [0u8; 12];
@@ -139,12 +146,41 @@ impl BlockQ4_Kx4 {
             scales[j + 8] = (sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4);
         }
         BlockQ4_K {
-            d: self.dm[2 * r],
-            dmin: self.dm[2 * r + 1],
+            d: self.d[r],
+            dmin: self.dmin[r],
             scales,
             qs,
         }
     }
+}
+
+/// The twin of every Q4_K ×16 kernel: the sixteen rows of one group (`w`: its blocks) against
+/// one Q8_K activation row. Per row and block the exact integers `isum = Σⱼ scⱼ·dotⱼ` (`dotⱼ`
+/// the levels of sub-block `j` times its activations) and `msum = Σⱼ mⱼ·(bsums₂ⱼ + bsums₂ⱼ₊₁)`,
+/// then `acc += (d·dx)·isum`, `accm += (dmin·dx)·msum` (f32, no FMA), result `acc − accm`.
+pub fn q4_kx16_dot(w: &[BlockQ4_Kx16], x: &[BlockQ8_K]) -> [f32; RQ4K] {
+    std::array::from_fn(|r| {
+        let (mut acc, mut accm) = (0f32, 0f32);
+        for (a, xb) in w.iter().zip(x) {
+            let (mut isum, mut msum) = (0i32, 0i32);
+            for j in 0..8 {
+                let (g, hi) = (j / 2, j % 2);
+                let mut dot = 0i32;
+                for (c, qc) in a.qs[g].iter().enumerate() {
+                    for (e, &q) in qc[r].iter().enumerate() {
+                        let l = if hi == 1 { q >> 4 } else { q & 0x0F };
+                        dot += l as i32 * xb.qs[64 * g + 32 * hi + 4 * c + e] as i32;
+                    }
+                }
+                isum += a.sc[j][r] as i32 * dot;
+                let bs = xb.bsums[2 * j] as i32 + xb.bsums[2 * j + 1] as i32;
+                msum += a.mn[g][r][hi] as i32 * bs;
+            }
+            acc += (f16_as_f32(a.d[r]) * xb.d) * isum as f32;
+            accm += (f16_as_f32(a.dmin[r]) * xb.d) * msum as f32;
+        }
+        acc - accm
+    })
 }
 
 /// A weight matrix in a repacked layout: full groups of rows, then the leftover rows in
@@ -153,10 +189,16 @@ pub struct Repacked {
     /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, blocks of [`RK`] rows for the
     /// K-quants).
     pub ty: GgmlType,
-    /// The bytes (u64 words: 8-byte alignment for every block type).
-    buf: Vec<u64>,
+    /// The bytes, in cache lines: every block type aligned, and the 64-byte chunks of the Q4_K
+    /// ×16 layout (one 512-bit load each) never straddle two lines.
+    buf: Vec<Line>,
     len: usize,
 }
+
+/// One cache line of a [`Repacked`] buffer.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
 
 impl std::fmt::Debug for Repacked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,7 +207,7 @@ impl std::fmt::Debug for Repacked {
 }
 
 impl Repacked {
-    /// The repacked bytes (the same number as the in-place matrix's, except Q4_K ×4: 148 bytes
+    /// The repacked bytes (the same number as the in-place matrix's, except Q4_K ×16: 148 bytes
     /// per row and block of the full groups instead of 144).
     pub fn data(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.buf)[..self.len]
@@ -173,15 +215,15 @@ impl Repacked {
 }
 
 /// The types models repack at load ([`super::repack_pays`]). Q4_0 ×8 computes 1.3× (avx512)
-/// to 1.7× (avx2) faster per core than in place (`examples/kq_speed.rs`, cache-resident). Q4_K
-/// ×4 computes faster per core too (5.3 against 7.2–7.5 ns per 256 weights on avx512, 6.0–6.2
-/// against 7.3–7.5 on avx2, cache-resident), but the whole 11B Q4_K_M decode was slower with it
-/// in all four quiet interleaved pairs (avx512 3.53 / 3.03 against 4.75 / 3.39 tokens/s in
-/// place, avx2 3.79 / 2.86 against 4.14 / 3.12): one sequential stream per thread instead of the
-/// in-place tile's four, so it is not repacked by default. The block-interleaved Q5_K/Q6_K
-/// compute exactly as in place and measured no faster either cache-resident or memory-bound
-/// (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise). [`super::tensor::Mat::repack`] still
-/// builds all of them (tested bit for bit on every path).
+/// to 1.7× (avx2) faster per core than in place (`examples/kq_speed.rs`, cache-resident). The
+/// earlier Q4_K ×4 layout computed faster per core too but the whole 11B Q4_K_M decode was slower
+/// with it in four quiet interleaved pairs; Q4_K ×16 computes 2.8× (avx512: 2.6 against 7.4 ns
+/// per 256 weights) and 1.8× (avx2: 4.0–4.2 against 7.4) faster cache-resident and measured at
+/// least as fast as in place memory-bound (`KQ_ROWS=65536 KQ_THREADS=2`, noisy machine), but no
+/// whole-model measurement yet: Q4_K stays in place by default until a quiet 11B one. The
+/// block-interleaved Q5_K/Q6_K compute exactly as in place and measured no faster either
+/// cache-resident or memory-bound (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise).
+/// [`super::tensor::Mat::repack`] still builds all of them (tested on every path).
 pub const PAYS: [GgmlType; 1] = [GgmlType::Q4_0];
 
 /// Whether matrices of type `ty` have a repacked layout.
@@ -193,7 +235,8 @@ pub fn supports(ty: GgmlType) -> bool {
 pub fn group_rows(ty: GgmlType) -> Option<usize> {
     match ty {
         GgmlType::Q4_0 => Some(R),
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => Some(RK),
+        GgmlType::Q4_K => Some(RQ4K),
+        GgmlType::Q5_K | GgmlType::Q6_K => Some(RK),
         _ => None,
     }
 }
@@ -219,7 +262,7 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
         return Some(repack_blocks(ty, data, m, k, g));
     }
     let nb = k / 32;
-    let mut buf = vec![0u64; data.len().div_ceil(8)];
+    let mut buf = vec![Line([0; 64]); data.len().div_ceil(64)];
     let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..data.len()];
     let src: &[BlockQ4_0] = bytemuck::cast_slice(data);
     let full = m / R * R;
@@ -244,20 +287,20 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
     })
 }
 
-/// The Q4_K ×4 layout of `m` rows of `k` values stored in place in `data`.
+/// The Q4_K ×16 layout of `m` rows of `k` values stored in place in `data`.
 fn repack_q4_k(data: &[u8], m: usize, k: usize) -> Repacked {
     let nb = k / 256;
-    let full = m / RK * RK;
-    let len = full * nb * Q4_KX4_ROW_BLOCK + (m - full) * nb * 144;
-    let mut buf = vec![0u64; len.div_ceil(8)];
+    let full = m / RQ4K * RQ4K;
+    let len = full * nb * Q4_KX16_ROW_BLOCK + (m - full) * nb * 144;
+    let mut buf = vec![Line([0; 64]); len.div_ceil(64)];
     let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..len];
     let src: &[BlockQ4_K] = bytemuck::cast_slice(data);
-    let (groups, tail) = out.split_at_mut(full * nb * Q4_KX4_ROW_BLOCK);
-    let groups: &mut [BlockQ4_Kx4] = bytemuck::cast_slice_mut(groups);
+    let (groups, tail) = out.split_at_mut(full * nb * Q4_KX16_ROW_BLOCK);
+    let groups: &mut [BlockQ4_Kx16] = bytemuck::cast_slice_mut(groups);
     groups.par_chunks_mut(nb).enumerate().for_each(|(g, dst)| {
         for (b, o) in dst.iter_mut().enumerate() {
-            for r in 0..RK {
-                o.set_row(r, &src[(g * RK + r) * nb + b]);
+            for r in 0..RQ4K {
+                o.set_row(r, &src[(g * RQ4K + r) * nb + b]);
             }
         }
     });
@@ -272,13 +315,13 @@ fn repack_q4_k(data: &[u8], m: usize, k: usize) -> Repacked {
 /// The in-place tail of a repacked Q4_K matrix (`m` rows of `nb` blocks): its bytes start at
 /// `q4_k_tail_at(m, nb)`.
 pub(crate) fn q4_k_tail_at(m: usize, nb: usize) -> usize {
-    m / RK * RK * nb * Q4_KX4_ROW_BLOCK
+    m / RQ4K * RQ4K * nb * Q4_KX16_ROW_BLOCK
 }
 
 /// The block-interleaved layout: block `b` of row `g·RK + r` at block index `(g·nb + b)·RK + r`.
 fn repack_blocks(ty: GgmlType, data: &[u8], m: usize, k: usize, g: usize) -> Repacked {
     let (bb, nb) = (ty.type_size(), k / ty.block_size());
-    let mut buf = vec![0u64; data.len().div_ceil(8)];
+    let mut buf = vec![Line([0; 64]); data.len().div_ceil(64)];
     let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..data.len()];
     let full = m / g * g;
     let (groups, tail) = out.split_at_mut(full * nb * bb);
@@ -316,8 +359,8 @@ pub(crate) fn row_to_f32(rp: &Repacked, m: usize, k: usize, j: usize, out: &mut 
         let (groups, tail) = rp.data().split_at(q4_k_tail_at(m, nb));
         for b in 0..nb {
             let blk = if j < full {
-                let groups: &[BlockQ4_Kx4] = bytemuck::cast_slice(groups);
-                groups[j / RK * nb + b].row(j % RK)
+                let groups: &[BlockQ4_Kx16] = bytemuck::cast_slice(groups);
+                groups[j / RQ4K * nb + b].row(j % RQ4K)
             } else {
                 bytemuck::cast_slice::<u8, BlockQ4_K>(tail)[(j - full) * nb + b]
             };
@@ -463,13 +506,25 @@ pub(crate) fn scalar_decoder(ty: GgmlType) -> Option<Decoder> {
     }
 }
 
-/// One path's kernel for a group of four Q4_K ×4 rows: `y[r] = W[row r] · x` for the group's
-/// `nb` blocks at `w` against one Q8_K activation row, bit-exact with
-/// [`crate::quant::lane_vec_dot`].
+/// One path's kernel for a group of sixteen Q4_K ×16 rows: `y[r] = W[row r] · x` for the
+/// group's `nb` blocks at `w` against one Q8_K activation row, bit-exact with [`q4_kx16_dot`].
 pub(crate) trait Q4kGroupDot {
     /// # Safety
     /// The CPU runs the kernel's ISA; `nb` blocks at `w` and at `x`.
-    unsafe fn dot4(w: *const BlockQ4_Kx4, nb: usize, x: *const BlockQ8_K) -> [f32; RK];
+    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; RQ4K];
+}
+
+/// [`q4_kx16_dot`] as a group kernel (the portable and ARM paths).
+pub(crate) struct Q4kx16Twin;
+
+impl Q4kGroupDot for Q4kx16Twin {
+    #[inline(always)]
+    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; RQ4K] {
+        q4_kx16_dot(
+            std::slice::from_raw_parts(w, nb),
+            std::slice::from_raw_parts(x, nb),
+        )
+    }
 }
 
 /// The repacked Q4_K decode of weight rows `rows`: whole groups with `D`'s kernel against every
@@ -478,7 +533,7 @@ pub(crate) trait Q4kGroupDot {
 ///
 /// # Safety
 /// As [`Decoder::rows`]: `job.w` is a [`Repacked`] Q4_K matrix of `job.out.m` rows; `rows`
-/// starts at a multiple of [`RK`] or past the last full group; `tail` runs on this CPU.
+/// starts at a multiple of [`RQ4K`] or past the last full group; `tail` runs on this CPU.
 #[inline(always)]
 pub(crate) unsafe fn rows_q4_k<D: Q4kGroupDot>(
     job: &Job<'_>,
@@ -486,18 +541,18 @@ pub(crate) unsafe fn rows_q4_k<D: Q4kGroupDot>(
     tail: unsafe fn(&Job<'_>, Range<usize>),
 ) {
     let (m, nb) = (job.out.m, job.k / 256);
-    let full = m / RK * RK;
-    let groups = job.w.as_ptr() as *const BlockQ4_Kx4;
+    let full = m / RQ4K * RQ4K;
+    let groups = job.w.as_ptr() as *const BlockQ4_Kx16;
     let mut j = rows.start;
-    while j + RK <= rows.end.min(full) {
-        let w = groups.add(j / RK * nb);
+    while j + RQ4K <= rows.end.min(full) {
+        let w = groups.add(j / RQ4K * nb);
         for i in 0..job.n {
             let x = job.x.as_ptr().add(i * job.x_stride) as *const BlockQ8_K;
-            for (r, &v) in D::dot4(w, nb, x).iter().enumerate() {
+            for (r, &v) in D::dot16(w, nb, x).iter().enumerate() {
                 job.out.put(i, j + r, with_bias(v, job.bias, j + r));
             }
         }
-        j += RK;
+        j += RQ4K;
     }
     let j = j.max(full);
     if j < rows.end {
@@ -518,24 +573,21 @@ pub(crate) unsafe fn rows_q4_k<D: Q4kGroupDot>(
     }
 }
 
-/// Twin of every repacked Q4_K kernel: each row's blocks, read back from the groups
-/// ([`BlockQ4_Kx4::row`]), through [`crate::quant::lane_vec_dot_iter`].
+/// The portable repacked Q4_K decoder: whole groups through [`q4_kx16_dot`] (the twin of every
+/// SIMD group kernel), the leftover rows through [`crate::quant::lane_vec_dot`].
 unsafe fn scalar_rows_q4_k(job: &Job<'_>, rows: Range<usize>) {
-    let (m, nb) = (job.out.m, job.k / 256);
-    let full = full_rows(GgmlType::Q4_K, m);
-    let (groups, tail) = job.w.split_at(q4_k_tail_at(m, nb));
-    let groups: &[BlockQ4_Kx4] = bytemuck::cast_slice(groups);
-    let tail: &[BlockQ4_K] = bytemuck::cast_slice(tail);
+    rows_q4_k::<Q4kx16Twin>(job, rows, scalar_tail_q4_k)
+}
+
+/// In-place Q4_K rows `rows` (the leftover rows of [`scalar_rows_q4_k`]).
+unsafe fn scalar_tail_q4_k(job: &Job<'_>, rows: Range<usize>) {
+    let nb = job.k / 256;
+    let w: &[BlockQ4_K] = bytemuck::cast_slice(job.w);
     let xb = nb * <BlockQ8_K as QuantBlock>::BYTES;
     for j in rows {
         for i in 0..job.n {
             let x: &[BlockQ8_K] = bytemuck::cast_slice(&job.x[i * job.x_stride..][..xb]);
-            let v = if j < full {
-                let g = &groups[j / RK * nb..][..nb];
-                lane_vec_dot_iter::<BlockQ4_K>(g.iter().map(|b| b.row(j % RK)), x)
-            } else {
-                lane_vec_dot(&tail[(j - full) * nb..][..nb], x)
-            };
+            let v = lane_vec_dot(&w[j * nb..][..nb], x);
             job.out.put(i, j, with_bias(v, job.bias, j));
         }
     }

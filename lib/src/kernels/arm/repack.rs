@@ -4,9 +4,9 @@
 
 use std::arch::aarch64::*;
 
-use super::super::intdot::{LaneKernel, LaneTile, Q4kx4Lanes};
+use super::super::intdot::{LaneKernel, LaneTile};
 use super::super::repack::{
-    full_rows, rows_grouped, rows_q4_k, rows_split, BlockQ4_0x8, GroupDot, R,
+    full_rows, rows_grouped, rows_q4_k, rows_split, BlockQ4_0x8, GroupDot, Q4kx16Twin, R,
 };
 use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
@@ -114,14 +114,14 @@ unsafe fn rows_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) 
     rows_grouped(LaneTile::<B, NeonOps>::repacked(job), job, full, rows)
 }
 
-/// The repacked Q4_K decode on [`super::Neon`]: the shared group kernel over the NEON byte
-/// operations, leftover rows in place. Twin: the portable repacked decoder.
+/// The repacked Q4_K decode on [`super::Neon`]: the portable group kernel
+/// ([`super::super::repack::q4_kx16_dot`], no NEON kernel of its own yet), leftover rows in place. Twin: the portable repacked decoder.
 ///
 /// # Safety
 /// NEON available; as [`rows_q4_k`].
 #[target_feature(enable = "neon")]
 unsafe fn rows_q4_k_neon(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_q4_k::<Q4kx4Lanes<NeonOps>>(job, rows, super::decode_lane::<BlockQ4_K>)
+    rows_q4_k::<Q4kx16Twin>(job, rows, super::decode_lane::<BlockQ4_K>)
 }
 
 /// [`rows_q4_k_neon`] with `sdot` ([`super::Dotprod`]).
@@ -130,7 +130,7 @@ unsafe fn rows_q4_k_neon(job: &Job<'_>, rows: std::ops::Range<usize>) {
 /// As [`rows_q4_k_neon`], and `dotprod` available.
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn rows_q4_k_dot(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_q4_k::<Q4kx4Lanes<SdotOps>>(job, rows, super::decode_lane_dot::<BlockQ4_K>)
+    rows_q4_k::<Q4kx16Twin>(job, rows, super::decode_lane_dot::<BlockQ4_K>)
 }
 
 /// [`rows_lane`] with `sdot` ([`super::Dotprod`]).

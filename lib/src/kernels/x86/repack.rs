@@ -1,12 +1,13 @@
 //! The repacked-layout decode kernels of both x86 paths ([`super::super::repack`]): eight weight
-//! rows per 256-bit register, one i32 / f32 lane per row, so nothing is reduced horizontally.
+//! rows per 256-bit register (sixteen per 512-bit one for Q4_K on AVX-512), one i32 / f32 lane
+//! per row, so nothing is reduced horizontally.
 
 use std::arch::x86_64::*;
 
-use super::super::intdot::{LaneKernel, LaneTile, Q4KX4_SUB};
+use super::super::intdot::{LaneKernel, LaneTile};
 use super::super::repack::{
-    full_rows, rows_grouped, rows_q4_k, rows_split, BlockQ4_0x8, BlockQ4_Kx4, GroupDot,
-    Q4kGroupDot, R, RK,
+    full_rows, rows_grouped, rows_q4_k, rows_split, BlockQ4_0x8, BlockQ4_Kx16, GroupDot,
+    Q4kGroupDot, R, RQ4K,
 };
 use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
@@ -141,179 +142,198 @@ unsafe fn rows_q4_0_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
     rows_split::<Q4x8Vnni>(job, rows)
 }
 
-/// The AVX-512 group kernel of [`BlockQ4_Kx4`]: per row and block, the 128 nibble bytes as two
-/// 512-bit registers (`and` / shift: four sub-block pairs against contiguous 64-byte activation
-/// chunks), `vpmaddubsw` (exact i16 pairs: |2·15·127| < 2¹⁵), then `vpdpwssd` with the pair's
-/// scales (one byte shuffle of the row's sixteen scale/minimum bytes per register); the two
-/// halves of the i32 accumulator summed give the eight lanes of
-/// [`crate::quant::LaneDot::lanes`]. The minimum lanes are one `vpmaddwd` of the activation sums
-/// with `[m0, m0, m1, m1, …]`; the four rows' `(d, dmin)` one conversion. The f32 steps are
-/// [`Q4kx4Lanes`]' (twin: the portable repacked decoder, bit-exact).
-struct Q4kx4Vnni;
-
-/// The `vpshufb` controls turning a row's `[sc0..sc8, m0..m8]` (in every 128-bit lane) into the
-/// `vpdpwssd` operand of sub-blocks `2k, 2k + 1`: words of `sc[2k]` in the low 256 bits, of
-/// `sc[2k + 1]` in the high (zero-extended bytes).
+/// The eight sub-block sums `bsums[2j] + bsums[2j + 1]` of an activation block (i16: at most
+/// 32·128 in magnitude), pairs `(2p, 2p + 1)` in dword `p`.
+///
+/// # Safety
+/// AVX2 available; `xb` points to a block.
 #[inline(always)]
-unsafe fn q4kx4_scale_ctl(k: usize) -> __m512i {
-    let word = |j: usize| (0x8000 | j as i32) as i16;
-    let lo = _mm256_set1_epi16(word(2 * k));
-    let hi = _mm256_set1_epi16(word(2 * k + 1));
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+unsafe fn q4kx16_pair_sums(xb: *const BlockQ8_K) -> [i32; 4] {
+    let bs = _mm256_loadu_si256((*xb).bsums.as_ptr() as *const __m256i);
+    let s = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bs),
+        _mm256_extracti128_si256::<1>(bs),
+    );
+    std::mem::transmute::<__m128i, [i32; 4]>(s)
 }
 
-/// The `vpshufb` control turning `[sc0..sc8, m0..m8]` (both 128-bit lanes) into
-/// `[m0, m0, m1, m1, …, m7, m7]` (zero-extended words).
+/// The four activation bytes of values `i..i + 4` as one i32 (to broadcast).
+///
+/// # Safety
+/// `xq[i..i + 4]` readable.
 #[inline(always)]
-unsafe fn q4kx4_min_ctl() -> __m256i {
+unsafe fn x4(xq: *const i8, i: usize) -> i32 {
+    (xq.add(i) as *const i32).read_unaligned()
+}
+
+/// The AVX-512 VNNI group kernel of [`BlockQ4_Kx16`]: per block and 64-value group `g`, the
+/// eight 64-byte chunks `qs[g][c]` (values `4c..4c+4` of sub-blocks `2g` and `2g + 1` of all
+/// sixteen rows) meet the four activation bytes of those values broadcast to every lane:
+/// `vpdpbusd` of the low nibbles (`and 0x0F`) gives each row's `dot₂g` in its i32 lane, of the
+/// high nibbles kept in place (`and 0xF0`: 16·level ≤ 240, still an unsigned byte) `16·dot₂g₊₁`
+/// (exact: |32·240·128| < 2³¹), shifted back exactly; each times the row's scale
+/// (`vpmovzxbd`, `vpmulld`). The minimum sums are four `vpdpwssd` of the rows' minimum pairs
+/// (zero-extended words) with the broadcast pair of sub-block sums. Then one f32 lane per row:
+/// `acc += (d·dx)·isum`, `accm += (dmin·dx)·msum` (no FMA). Twin: [`q4_kx16_dot`] (bit-exact).
+struct Q4kx16Vnni;
+
+impl Q4kGroupDot for Q4kx16Vnni {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; RQ4K] {
+        let lo_m = _mm512_set1_epi8(0x0F);
+        let hi_m = _mm512_set1_epi8(0xF0u8 as i8);
+        let mut acc = _mm512_setzero_ps();
+        let mut accm = _mm512_setzero_ps();
+        for b in 0..nb {
+            let (wb, xb) = (&*w.add(b), &*x.add(b));
+            let xq = xb.qs.as_ptr();
+            let mut isum = _mm512_setzero_si512();
+            for g in 0..4 {
+                let (mut dl, mut dh) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for c in 0..8 {
+                    let v = _mm512_loadu_si512(wb.qs[g][c].as_ptr() as *const _);
+                    let xl = _mm512_set1_epi32(x4(xq, 64 * g + 4 * c));
+                    let xh = _mm512_set1_epi32(x4(xq, 64 * g + 32 + 4 * c));
+                    dl = _mm512_dpbusd_epi32(dl, _mm512_and_si512(v, lo_m), xl);
+                    dh = _mm512_dpbusd_epi32(dh, _mm512_and_si512(v, hi_m), xh);
+                }
+                let sc = |j: usize| {
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128(wb.sc[j].as_ptr() as *const __m128i))
+                };
+                let p = _mm512_add_epi32(
+                    _mm512_mullo_epi32(dl, sc(2 * g)),
+                    _mm512_mullo_epi32(_mm512_srai_epi32::<4>(dh), sc(2 * g + 1)),
+                );
+                isum = _mm512_add_epi32(isum, p);
+                // A compiler barrier (no instruction): the chunk loads stay in address order.
+                // Left alone, LLVM issues the four groups' loads last group first, which measured
+                // 2× slower from memory (14–19 against 6–7 ns per 256 weights, one thread).
+                // SAFETY: an empty instruction sequence; it touches no register, flag or stack.
+                std::arch::asm!("", options(nostack, preserves_flags));
+            }
+            let ps = q4kx16_pair_sums(xb);
+            let mut ms = _mm512_setzero_si512();
+            for (p, &bp) in ps.iter().enumerate() {
+                let mn = _mm256_loadu_si256(wb.mn[p].as_ptr() as *const __m256i);
+                ms = _mm512_dpwssd_epi32(ms, _mm512_cvtepu8_epi16(mn), _mm512_set1_epi32(bp));
+            }
+            let dx = _mm512_set1_ps(xb.d);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb.d.as_ptr() as *const __m256i));
+            let dm = _mm512_cvtph_ps(_mm256_loadu_si256(wb.dmin.as_ptr() as *const __m256i));
+            let fi = _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum));
+            let fm = _mm512_mul_ps(_mm512_mul_ps(dm, dx), _mm512_cvtepi32_ps(ms));
+            acc = _mm512_add_ps(acc, fi);
+            accm = _mm512_add_ps(accm, fm);
+        }
+        let mut out = [0f32; RQ4K];
+        _mm512_storeu_ps(out.as_mut_ptr(), _mm512_sub_ps(acc, accm));
+        out
+    }
+}
+
+/// The AVX2 group kernel of [`BlockQ4_Kx16`]: the sixteen rows as two halves of eight (32 bytes
+/// of each chunk, one i32 / f32 lane per row). Per 64-value group, `vpmaddubsw` of the low and
+/// the high levels (0..15) with the broadcast activation bytes, eight chunks summed in i16
+/// (each pair at most 2·15·128, eight of them 30720 < 2¹⁵: exact), then `vpmaddwd` with the
+/// row's scale in both words of its lane (one `vpshufb` of the sixteen scale bytes) gives
+/// `scⱼ·dotⱼ` in i32. Minimums as [`Q4kx16Vnni`] (`vpmaddwd`), f32 steps as [`Q4kx16Vnni`]
+/// lane-wise. Twin: [`q4_kx16_dot`] (bit-exact).
+struct Q4kx16Avx2;
+
+/// The `vpshufb` control putting scale byte `8h + 4·(lane) + i` (rows of half `h`) into both
+/// words of dword `i` of each 128-bit lane (zero-extended).
+#[inline(always)]
+unsafe fn q4kx16_scale_ctl(h: usize) -> __m256i {
     let b: [u8; 32] = std::array::from_fn(|i| {
         if i % 2 == 1 {
             0x80
         } else {
-            (8 + 4 * (i / 16) + (i % 16) / 4) as u8
+            (8 * h + 4 * (i / 16) + (i % 16) / 4) as u8
         }
     });
     _mm256_loadu_si256(b.as_ptr() as *const __m256i)
 }
 
-impl Q4kGroupDot for Q4kx4Vnni {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-    unsafe fn dot4(w: *const BlockQ4_Kx4, nb: usize, x: *const BlockQ8_K) -> [f32; RK] {
-        let m4 = _mm512_set1_epi8(0x0F);
-        let ctl: [__m512i; 4] = std::array::from_fn(|k| q4kx4_scale_ctl(k));
-        let mctl = q4kx4_min_ctl();
-        let mut acc = [_mm256_setzero_ps(); RK];
-        let mut accm = [_mm256_setzero_ps(); RK];
-        for b in 0..nb {
-            let (wb, xb) = (w.add(b), x.add(b));
-            let xq = (*xb).qs.as_ptr();
-            let xv: [__m512i; 4] =
-                std::array::from_fn(|k| _mm512_loadu_si512(xq.add(64 * k) as *const _));
-            let bs = _mm256_loadu_si256((*xb).bsums.as_ptr() as *const __m256i);
-            // [d0·dx, dmin0·dx, d1·dx, …]: the products of LaneDot::scales.
-            let dm = _mm256_cvtph_ps(_mm_loadu_si128((*wb).dm.as_ptr() as *const __m128i));
-            let s = _mm256_mul_ps(dm, _mm256_set1_ps((*xb).d));
-            for r in 0..RK {
-                let scm = _mm_loadu_si128((*wb).scm[r].as_ptr() as *const __m128i);
-                let bc = _mm512_broadcast_i32x4(scm);
-                let qs = (*wb).qs[r].as_ptr();
-                let q0 = _mm512_loadu_si512(qs as *const _);
-                let q1 = _mm512_loadu_si512(qs.add(64) as *const _);
-                let lv = [
-                    _mm512_and_si512(q0, m4),
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(q0), m4),
-                    _mm512_and_si512(q1, m4),
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(q1), m4),
-                ];
-                let p = |k: usize| _mm512_maddubs_epi16(lv[k], xv[k]);
-                let sc = |k: usize| _mm512_shuffle_epi8(bc, ctl[k]);
-                let mut a = _mm512_madd_epi16(p(0), sc(0));
-                for k in 1..4 {
-                    a = super::dpwssd(a, p(k), sc(k));
-                }
-                let i =
-                    _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64::<1>(a));
-                let mn =
-                    _mm256_madd_epi16(bs, _mm256_shuffle_epi8(_mm256_set_m128i(scm, scm), mctl));
-                let d = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(2 * r as i32));
-                let dmin = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(2 * r as i32 + 1));
-                acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(d, _mm256_cvtepi32_ps(i)));
-                accm[r] = _mm256_add_ps(accm[r], _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn)));
-            }
-        }
-        std::array::from_fn(|r| fsum(acc[r]) - fsum(accm[r]))
-    }
-}
-
-/// The `vpshufb` control turning `[sc0..sc8, m0..m8]` (both 128-bit lanes) into `sc[j]` in every
-/// word (zero-extended). (LLVM loads it with a word broadcast, which measured faster than a full
-/// 256-bit memory operand: 6.0 against 7.2 ns per 256 weights.)
-#[inline(always)]
-unsafe fn scale_ctl(j: usize) -> __m256i {
-    _mm256_set1_epi16((0x8000 | j) as i16)
-}
-
-/// The AVX2 group kernel of [`BlockQ4_Kx4`]: [`Q4kx4Vnni`]'s steps on 256-bit registers (one
-/// sub-block of 32 levels per register, `vpmaddwd` + `vpaddd` for `vpdpwssd`), the four rows
-/// unrolled so every accumulator stays in a register. Twin: the portable repacked decoder
-/// (bit-exact).
-struct Q4kx4Avx2;
-
-impl Q4kGroupDot for Q4kx4Avx2 {
+impl Q4kGroupDot for Q4kx16Avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot4(w: *const BlockQ4_Kx4, nb: usize, x: *const BlockQ8_K) -> [f32; RK] {
+    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; RQ4K] {
         let m4 = _mm256_set1_epi8(0x0F);
-        let mctl = q4kx4_min_ctl();
-        let mut acc = [_mm256_setzero_ps(); RK];
-        let mut accm = [_mm256_setzero_ps(); RK];
+        let ctl = [q4kx16_scale_ctl(0), q4kx16_scale_ctl(1)];
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut accm = [_mm256_setzero_ps(); 2];
         for b in 0..nb {
             let (wb, xb) = (w.add(b), x.add(b));
             let xq = (*xb).qs.as_ptr();
-            let bs = _mm256_loadu_si256((*xb).bsums.as_ptr() as *const __m256i);
-            let dm = _mm256_cvtph_ps(_mm_loadu_si128((*wb).dm.as_ptr() as *const __m128i));
-            let s = _mm256_mul_ps(dm, _mm256_set1_ps((*xb).d));
-            // One weight row (a macro: every accumulator stays in a register).
-            macro_rules! row {
-                ($r:expr) => {{
-                    let scm = _mm_loadu_si128((*wb).scm[$r].as_ptr() as *const __m128i);
-                    let bc = _mm256_set_m128i(scm, scm);
-                    let qs = (*wb).qs[$r].as_ptr();
-                    let mut a = _mm256_setzero_si256();
-                    for (c, &(jl, jh)) in Q4KX4_SUB.iter().enumerate() {
-                        let q = _mm256_loadu_si256(qs.add(32 * c) as *const __m256i);
-                        let lo = _mm256_and_si256(q, m4);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                        let xl = _mm256_loadu_si256(xq.add(32 * jl) as *const __m256i);
-                        let xh = _mm256_loadu_si256(xq.add(32 * jh) as *const __m256i);
-                        let sl = _mm256_shuffle_epi8(bc, scale_ctl(jl));
-                        let sh = _mm256_shuffle_epi8(bc, scale_ctl(jh));
-                        let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), sl);
-                        let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xh), sh);
-                        a = _mm256_add_epi32(a, _mm256_add_epi32(pl, ph));
+            let ps = q4kx16_pair_sums(xb);
+            let dx = _mm256_set1_ps((*xb).d);
+            for h in 0..2 {
+                let mut isum = _mm256_setzero_si256();
+                for g in 0..4 {
+                    let (mut pl, mut ph) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                    for c in 0..8 {
+                        let v =
+                            _mm256_loadu_si256((*wb).qs[g][c][8 * h].as_ptr() as *const __m256i);
+                        let xl = _mm256_set1_epi32(x4(xq, 64 * g + 4 * c));
+                        let xh = _mm256_set1_epi32(x4(xq, 64 * g + 32 + 4 * c));
+                        let lo = _mm256_and_si256(v, m4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                        pl = _mm256_add_epi16(pl, _mm256_maddubs_epi16(lo, xl));
+                        ph = _mm256_add_epi16(ph, _mm256_maddubs_epi16(hi, xh));
                     }
-                    let mn = _mm256_madd_epi16(bs, _mm256_shuffle_epi8(bc, mctl));
-                    let d = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(2 * $r));
-                    let dmin = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(2 * $r + 1));
-                    acc[$r] = _mm256_add_ps(acc[$r], _mm256_mul_ps(d, _mm256_cvtepi32_ps(a)));
-                    accm[$r] = _mm256_add_ps(accm[$r], _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn)));
-                }};
+                    let sc = |j: usize| {
+                        let s = _mm_loadu_si128((*wb).sc[j].as_ptr() as *const __m128i);
+                        _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(s), ctl[h])
+                    };
+                    let p = _mm256_add_epi32(
+                        _mm256_madd_epi16(pl, sc(2 * g)),
+                        _mm256_madd_epi16(ph, sc(2 * g + 1)),
+                    );
+                    isum = _mm256_add_epi32(isum, p);
+                }
+                let mut ms = _mm256_setzero_si256();
+                for (p, &bp) in ps.iter().enumerate() {
+                    let mn = _mm_loadu_si128((*wb).mn[p][8 * h].as_ptr() as *const __m128i);
+                    let mw = _mm256_cvtepu8_epi16(mn);
+                    ms = _mm256_add_epi32(ms, _mm256_madd_epi16(mw, _mm256_set1_epi32(bp)));
+                }
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(
+                    (*wb).d.as_ptr().add(8 * h) as *const __m128i
+                ));
+                let dm = _mm256_cvtph_ps(_mm_loadu_si128(
+                    (*wb).dmin.as_ptr().add(8 * h) as *const __m128i
+                ));
+                let fi = _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum));
+                let fm = _mm256_mul_ps(_mm256_mul_ps(dm, dx), _mm256_cvtepi32_ps(ms));
+                acc[h] = _mm256_add_ps(acc[h], fi);
+                accm[h] = _mm256_add_ps(accm[h], fm);
             }
-            row!(0);
-            row!(1);
-            row!(2);
-            row!(3);
         }
-        std::array::from_fn(|r| fsum(acc[r]) - fsum(accm[r]))
+        let mut out = [0f32; RQ4K];
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_sub_ps(acc[0], accm[0]));
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_sub_ps(acc[1], accm[1]));
+        out
     }
 }
 
-/// The lanes reduced in [`crate::quant::lanes8`]'s order.
-#[inline(always)]
-unsafe fn fsum(a: __m256) -> f32 {
-    let p = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
-    let h = _mm_hadd_ps(p, p);
-    _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
-}
-
-/// The repacked Q4_K decode on [`super::Avx2`]: the shared group kernel over the AVX2 byte
-/// operations, leftover rows in place. Twin: the portable repacked decoder.
+/// The repacked Q4_K decode on [`super::Avx2`] ([`Q4kx16Avx2`]), leftover rows in place.
+/// Twin: the portable repacked decoder.
 ///
 /// # Safety
 /// AVX2/FMA/F16C available; as [`rows_q4_k`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q4_k_avx2(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_q4_k::<Q4kx4Avx2>(job, rows, super::decode_lane::<BlockQ4_K>)
+    rows_q4_k::<Q4kx16Avx2>(job, rows, super::decode_lane::<BlockQ4_K>)
 }
 
-/// [`rows_q4_k_avx2`] on [`super::Avx512`] ([`Q4kx4Vnni`]), the same results bit for bit.
+/// [`rows_q4_k_avx2`] on [`super::Avx512`] ([`Q4kx16Vnni`]), the same results bit for bit.
 ///
 /// # Safety
 /// As [`rows_q4_k_avx2`], and AVX-512 F/BW/VL/VNNI/VBMI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn rows_q4_k_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_q4_k::<Q4kx4Vnni>(job, rows, super::decode_lane::<BlockQ4_K>)
+    rows_q4_k::<Q4kx16Vnni>(job, rows, super::decode_lane::<BlockQ4_K>)
 }
 
 /// The block-interleaved K-quant decode on both x86 paths: the in-place lane tiles stepping
