@@ -73,12 +73,13 @@ fn full_queue_is_503_and_a_disconnect_cancels() {
         c.ctx = Some(4096);
     });
     let a = srv.addr;
-    // A long generation, up to the 4096-token context: sampled at a temperature so high that the
-    // demo model (trained to answer in a few tokens) picks nearly uniformly among its 128k tokens,
-    // so an end-of-turn token is unlikely to end it early (and with this seed does not).
+    // A long generation, up to the 4096-token context: sampled from the whole vocabulary (no top-k
+    // or top-p cut, which would keep the demo's few trained tokens, end-of-turn among them) at a
+    // temperature so high that the demo model picks nearly uniformly among its 128k tokens, so an
+    // end-of-turn token is unlikely to end it early (and with this seed does not).
     let long = json!({
         "model": "demo", "prompt": "<|begin_of_text|>Once", "raw": true,
-        "options": { "temperature": 100.0, "seed": 7, "num_predict": -1 },
+        "options": { "temperature": 100.0, "top_k": 0, "top_p": 1.0, "seed": 7, "num_predict": -1 },
     });
     let mut s = stream(a, "/api/generate", &long);
     assert_eq!(s.status, 200);
