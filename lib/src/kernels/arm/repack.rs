@@ -5,15 +5,12 @@
 use std::arch::aarch64::*;
 
 use super::super::intdot::{LaneKernel, LaneTile};
-use super::super::repack::{
-    full_rows, rows_grouped, rows_q4_k, rows_split, BlockQ4_0x8, GroupDot, Q4kx16Twin, R,
-};
+use super::super::repack::{full_rows, rows_grouped, rows_split, BlockQ4_0x8, GroupDot, R};
 use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
 use super::bytes::{NeonOps, SdotOps};
 use super::{quantize_split, sdot};
 use crate::quant::f16_as_f32;
-use crate::quant::q4_k::BlockQ4_K;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q6_k::BlockQ6_K;
 use crate::GgmlType;
@@ -114,25 +111,6 @@ unsafe fn rows_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) 
     rows_grouped(LaneTile::<B, NeonOps>::repacked(job), job, full, rows)
 }
 
-/// The repacked Q4_K decode on [`super::Neon`]: the portable group kernel
-/// ([`super::super::repack::q4_kx16_dot`], no NEON kernel of its own yet), leftover rows in place. Twin: the portable repacked decoder.
-///
-/// # Safety
-/// NEON available; as [`rows_q4_k`].
-#[target_feature(enable = "neon")]
-unsafe fn rows_q4_k_neon(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_q4_k::<Q4kx16Twin>(job, rows, super::decode_lane::<BlockQ4_K>)
-}
-
-/// [`rows_q4_k_neon`] with `sdot` ([`super::Dotprod`]).
-///
-/// # Safety
-/// As [`rows_q4_k_neon`], and `dotprod` available.
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn rows_q4_k_dot(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_q4_k::<Q4kx16Twin>(job, rows, super::decode_lane_dot::<BlockQ4_K>)
-}
-
 /// [`rows_lane`] with `sdot` ([`super::Dotprod`]).
 ///
 /// # Safety
@@ -163,10 +141,8 @@ pub(super) fn repacked_decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder>
             }),
             rows: rows_q4_0_dot,
         }),
-        GgmlType::Q4_K => Some(Decoder {
-            act: Some(plain_act::<crate::quant::q8_k::BlockQ8_K>()),
-            rows: if DOT { rows_q4_k_dot } else { rows_q4_k_neon },
-        }),
+        // Q4_K ×16 has no NEON kernel yet: a repacked Q4_K matrix runs the portable twin
+        // (`repack::scalar_decoder`), and models keep Q4_K in place here (`repack_pays`).
         GgmlType::Q5_K => lane::<BlockQ5_K, DOT>(),
         GgmlType::Q6_K => lane::<BlockQ6_K, DOT>(),
         _ => None,
