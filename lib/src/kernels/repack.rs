@@ -45,7 +45,8 @@
 //! Except Q4_K ×16, each row's result is computed exactly as [`QuantBlock::vec_dot`] does
 //! (exact integer block sums, then the "eight block lanes" f32 order of
 //! [`crate::quant::block_lanes`]), so every path's repacked kernel agrees bit for bit with the
-//! in-place kernels; only the memory layout differs. The portable decoder here ([`scalar_decoder`]) is the meaning of the SIMD ones.
+//! in-place kernels; only the memory layout differs. The portable decoder here
+//! ([`scalar_decoder`]) is the meaning of the SIMD ones.
 
 use std::ops::Range;
 
@@ -186,8 +187,8 @@ pub fn q4_kx16_dot(w: &[BlockQ4_Kx16], x: &[BlockQ8_K]) -> [f32; RQ4K] {
 /// A weight matrix in a repacked layout: full groups of rows, then the leftover rows in
 /// the type's plain layout, in one buffer of anonymous memory.
 pub struct Repacked {
-    /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, blocks of [`RK`] rows for the
-    /// K-quants).
+    /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, [`BlockQ4_Kx16`] for Q4_K,
+    /// blocks of [`RK`] rows for Q5_K and Q6_K).
     pub ty: GgmlType,
     /// The bytes, in cache lines: every block type aligned, and the 64-byte chunks of the Q4_K
     /// ×16 layout (one 512-bit load each) never straddle two lines.
