@@ -86,6 +86,7 @@
 //! are per-thread and persist); rayon's global job queue may allocate one block per 63 calls made
 //! from outside its pool.
 
+pub mod anon;
 pub mod attention;
 mod gemm;
 pub mod iattn;

@@ -51,13 +51,37 @@ pub fn fma_peak_gflops(path: Path, seconds: f64) -> f64 {
     iters as f64 * fma_flops_per_iter(path) * threads as f64 / dt / 1e9
 }
 
-/// A buffer for [`read_bandwidth_gbs`]: `bytes` of f32, touched so its pages exist.
-pub fn probe_buffer(bytes: usize) -> Vec<f32> {
-    let mut v = vec![0f32; bytes / 4];
-    v.par_chunks_mut(1 << 16)
+/// A buffer for [`read_bandwidth_gbs`]: `bytes` of f32 (rounded down to whole values), touched so
+/// its pages exist, in the same kind of memory as repacked weights ([`super::anon`]: huge pages
+/// advised), so the probe is not slowed by small pages the weights do not have.
+pub fn probe_buffer(bytes: usize) -> ProbeBuf {
+    let n = bytes / 4;
+    let map = super::anon::huge_zeroed(n * 4)
+        .unwrap_or_else(|e| panic!("read probe: cannot allocate {bytes} bytes: {e}"));
+    let mut buf = ProbeBuf { map, n };
+    buf.par_chunks_mut(1 << 16)
         .enumerate()
         .for_each(|(i, c)| c.fill(i as f32 * 1e-9));
-    v
+    buf
+}
+
+/// The read probe's buffer ([`probe_buffer`]), used as a `[f32]`.
+pub struct ProbeBuf {
+    map: memmap2::MmapMut,
+    n: usize,
+}
+
+impl std::ops::Deref for ProbeBuf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &bytemuck::cast_slice(&self.map[..self.n * 4])[..]
+    }
+}
+
+impl std::ops::DerefMut for ProbeBuf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        bytemuck::cast_slice_mut(&mut self.map[..self.n * 4])
+    }
 }
 
 fn sum(path: Path, x: &[f32], streams: usize) -> f32 {

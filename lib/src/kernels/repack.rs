@@ -190,16 +190,21 @@ pub struct Repacked {
     /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, [`BlockQ4_Kx16`] for Q4_K,
     /// blocks of [`RK`] rows for Q5_K and Q6_K).
     pub ty: GgmlType,
-    /// The bytes, in cache lines: every block type aligned, and the 64-byte chunks of the Q4_K
-    /// ×16 layout (one 512-bit load each) never straddle two lines.
-    buf: Vec<Line>,
+    /// The bytes, page-aligned: every block type aligned, and the 64-byte chunks of the Q4_K
+    /// ×16 layout (one 512-bit load each) never straddle two cache lines.
+    buf: AnonBuf,
     len: usize,
 }
 
-/// One cache line of a [`Repacked`] buffer.
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
+/// A repacked matrix's memory ([`super::anon::huge_zeroed`]: anonymous, huge pages advised).
+struct AnonBuf(memmap2::MmapMut);
+
+impl AnonBuf {
+    /// `None` if the memory cannot be had (the matrix then stays in place).
+    fn zeroed(len: usize) -> Option<Self> {
+        super::anon::huge_zeroed(len).ok().map(AnonBuf)
+    }
+}
 
 impl std::fmt::Debug for Repacked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -211,7 +216,7 @@ impl Repacked {
     /// The repacked bytes (the same number as the in-place matrix's, except Q4_K ×16: 148 bytes
     /// per row and block of the full groups instead of 144).
     pub fn data(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.buf)[..self.len]
+        &self.buf.0[..self.len]
     }
 }
 
@@ -258,14 +263,14 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
         return None;
     }
     if ty == GgmlType::Q4_K {
-        return Some(repack_q4_k(data, m, k));
+        return repack_q4_k(data, m, k);
     }
     if ty != GgmlType::Q4_0 {
-        return Some(repack_blocks(ty, data, m, k, g));
+        return repack_blocks(ty, data, m, k, g);
     }
     let nb = k / 32;
-    let mut buf = vec![Line([0; 64]); data.len().div_ceil(64)];
-    let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..data.len()];
+    let mut buf = AnonBuf::zeroed(data.len())?;
+    let out: &mut [u8] = &mut buf.0[..data.len()];
     let src: &[BlockQ4_0] = bytemuck::cast_slice(data);
     let full = m / R * R;
     let (groups, tail) = out.split_at_mut(full * nb * 18);
@@ -290,12 +295,12 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
 }
 
 /// The Q4_K ×16 layout of `m` rows of `k` values stored in place in `data`.
-fn repack_q4_k(data: &[u8], m: usize, k: usize) -> Repacked {
+fn repack_q4_k(data: &[u8], m: usize, k: usize) -> Option<Repacked> {
     let nb = k / 256;
     let full = m / RQ4K * RQ4K;
     let len = full * nb * Q4_KX16_ROW_BLOCK + (m - full) * nb * 144;
-    let mut buf = vec![Line([0; 64]); len.div_ceil(64)];
-    let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..len];
+    let mut buf = AnonBuf::zeroed(len)?;
+    let out: &mut [u8] = &mut buf.0[..len];
     let src: &[BlockQ4_K] = bytemuck::cast_slice(data);
     let (groups, tail) = out.split_at_mut(full * nb * Q4_KX16_ROW_BLOCK);
     let groups: &mut [BlockQ4_Kx16] = bytemuck::cast_slice_mut(groups);
@@ -307,11 +312,11 @@ fn repack_q4_k(data: &[u8], m: usize, k: usize) -> Repacked {
         }
     });
     tail.copy_from_slice(&data[full * nb * 144..]);
-    Repacked {
+    Some(Repacked {
         ty: GgmlType::Q4_K,
         buf,
         len,
-    }
+    })
 }
 
 /// The in-place tail of a repacked Q4_K matrix (`m` rows of `nb` blocks): its bytes start at
@@ -321,10 +326,10 @@ pub(crate) fn q4_k_tail_at(m: usize, nb: usize) -> usize {
 }
 
 /// The block-interleaved layout: block `b` of row `g·RK + r` at block index `(g·nb + b)·RK + r`.
-fn repack_blocks(ty: GgmlType, data: &[u8], m: usize, k: usize, g: usize) -> Repacked {
+fn repack_blocks(ty: GgmlType, data: &[u8], m: usize, k: usize, g: usize) -> Option<Repacked> {
     let (bb, nb) = (ty.type_size(), k / ty.block_size());
-    let mut buf = vec![Line([0; 64]); data.len().div_ceil(64)];
-    let out: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut buf)[..data.len()];
+    let mut buf = AnonBuf::zeroed(data.len())?;
+    let out: &mut [u8] = &mut buf.0[..data.len()];
     let full = m / g * g;
     let (groups, tail) = out.split_at_mut(full * nb * bb);
     groups
@@ -339,11 +344,11 @@ fn repack_blocks(ty: GgmlType, data: &[u8], m: usize, k: usize, g: usize) -> Rep
             }
         });
     tail.copy_from_slice(&data[full * nb * bb..]);
-    Repacked {
+    Some(Repacked {
         ty,
         buf,
         len: data.len(),
-    }
+    })
 }
 
 /// Row `j` of a repacked matrix of `m` rows of `k` values, dequantized into `out[..k]`.

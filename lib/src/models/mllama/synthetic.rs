@@ -211,13 +211,11 @@ pub fn build(spec: &ModelSpec, opts: &SyntheticOptions) -> Result<Model, Error> 
 
     // Write straight into anonymous memory (huge pages where the kernel allows): no second copy.
     let size = w.file_size() as usize;
-    let mut map = memmap2::MmapMut::map_anon(size.max(1)).map_err(|e| {
+    let mut map = crate::kernels::anon::huge_zeroed(size).map_err(|e| {
         Error::Invalid(format!(
             "synthetic model: cannot allocate {size} bytes: {e}"
         ))
     })?;
-    #[cfg(target_os = "linux")]
-    let _ = map.advise(memmap2::Advice::HugePage);
     {
         let mut buf = Vec::new();
         let mut cursor = std::io::Cursor::new(&mut map[..size]);
