@@ -12,7 +12,7 @@
 use std::marker::PhantomData;
 use std::ptr::addr_of;
 
-use super::traverse::{wide4, Dots, Tile};
+use super::traverse::Dots;
 use super::types::Job;
 use crate::quant::q4_1::BlockQ4_1;
 use crate::quant::q4_k::BlockQ4_K;
@@ -281,17 +281,6 @@ impl<B: LaneDot, S> LaneTile<B, S> {
         } else {
             (self.w.add(j * self.nb), 1)
         }
-    }
-}
-
-impl<B: LaneKernel, S: ByteOps> Tile for LaneTile<B, S> {
-    const MAX_NX: usize = 4;
-    fn width(nx: usize) -> usize {
-        4 / nx
-    }
-    #[inline(always)]
-    unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
-        wide4(self, rw, nx, js, i)
     }
 }
 

@@ -52,26 +52,23 @@ pub(crate) trait Dots: Copy {
     ) -> [[f32; NX]; RW];
 }
 
-/// [`Tile::tile`] of the 4-wide integer tiles: 4 rows × 1, 2 × 2, or one row against 1–4
-/// activation rows, through [`Dots::dots`].
-///
-/// # Safety
-/// As [`Tile::tile`].
-#[inline(always)]
-pub(crate) unsafe fn wide4<T: Dots>(
-    t: T,
-    rw: usize,
-    nx: usize,
-    js: [usize; 4],
-    i: usize,
-) -> [[f32; 4]; 4] {
-    match (rw, nx) {
-        (4, _) => pad(t.dots::<4, 1>(js, i)),
-        (2, _) => pad(t.dots::<2, 2>(js, i)),
-        (_, 1) => pad(t.dots::<1, 1>(js, i)),
-        (_, 2) => pad(t.dots::<1, 2>(js, i)),
-        (_, 3) => pad(t.dots::<1, 3>(js, i)),
-        _ => pad(t.dots::<1, 4>(js, i)),
+/// Every 4-wide integer tile: 4 rows × 1, 2 × 2, or one row against 1–4 activation rows,
+/// through [`Dots::dots`].
+impl<T: Dots> Tile for T {
+    const MAX_NX: usize = 4;
+    fn width(nx: usize) -> usize {
+        4 / nx
+    }
+    #[inline(always)]
+    unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
+        match (rw, nx) {
+            (4, _) => pad(self.dots::<4, 1>(js, i)),
+            (2, _) => pad(self.dots::<2, 2>(js, i)),
+            (_, 1) => pad(self.dots::<1, 1>(js, i)),
+            (_, 2) => pad(self.dots::<1, 2>(js, i)),
+            (_, 3) => pad(self.dots::<1, 3>(js, i)),
+            _ => pad(self.dots::<1, 4>(js, i)),
+        }
     }
 }
 
@@ -231,17 +228,6 @@ impl<B, D> QuantTile<B, D> {
             act: SplitActs::new(job.x, job.x_stride, nb),
             isa: PhantomData,
         }
-    }
-}
-
-impl<B, D: QuantDot<B>> Tile for QuantTile<B, D> {
-    const MAX_NX: usize = 4;
-    fn width(nx: usize) -> usize {
-        4 / nx
-    }
-    #[inline(always)]
-    unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
-        wide4(self, rw, nx, js, i)
     }
 }
 

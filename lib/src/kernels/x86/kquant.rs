@@ -21,7 +21,7 @@
 use std::arch::x86_64::*;
 use std::ptr::addr_of;
 
-use super::super::traverse::{wide4, Dots, Tile};
+use super::super::traverse::Dots;
 use super::super::types::Job;
 use crate::quant::q6_k::BlockQ6_K;
 use crate::quant::q8_k::BlockQ8_K;
@@ -221,16 +221,5 @@ impl<const VNNI: bool> Dots for Q6kTile<VNNI> {
             }
         }
         out
-    }
-}
-
-impl<const VNNI: bool> Tile for Q6kTile<VNNI> {
-    const MAX_NX: usize = 4;
-    fn width(nx: usize) -> usize {
-        4 / nx
-    }
-    #[inline(always)]
-    unsafe fn tile(self, rw: usize, nx: usize, js: [usize; 4], i: usize) -> [[f32; 4]; 4] {
-        wide4(self, rw, nx, js, i)
     }
 }
