@@ -161,10 +161,10 @@ pub(crate) fn repacked_decoder(ty: GgmlType, path: Path) -> Option<types::Decode
 }
 
 /// Whether models repack matrices of type `ty` for `path` ([`crate::Model::repack`]): the type's
-/// layout computes faster ([`repack::PAYS`]) and `path` has its own kernel for it (else the
-/// portable one would run, slower than the in-place kernel).
+/// layout was measured to decode faster there ([`repack::pays`]) and `path` has its own kernel
+/// for it (else the portable one would run, slower than the in-place kernel).
 pub fn repack_pays(ty: GgmlType, path: Path) -> bool {
-    repack::PAYS.contains(&ty) && with_isa!(path, I => I::repacked_decoder(ty).is_some())
+    repack::pays(ty, path) && with_isa!(path, I => I::repacked_decoder(ty).is_some())
 }
 
 use std::cell::Cell;

@@ -220,18 +220,31 @@ impl Repacked {
     }
 }
 
-/// The types models repack at load ([`super::repack_pays`]; only where the path has a kernel of
-/// its own for the layout, so Q4_K on x86 only). Q4_0 ×8 computes 1.3× (avx512) to 1.7× (avx2)
-/// faster per core than in place (`examples/kq_speed.rs`, cache-resident). Q4_K ×16 computes
-/// 2.8× (avx512: 2.6 against 7.4 ns per 256 weights) and 1.8× (avx2) faster cache-resident; on
-/// the whole 11B Q4_K_M model (`bench --synthetic 11b --type q4_k_m`, quiet, interleaved with
-/// `--no-repack`) it decoded 4.61 / 4.36 against 4.29 / 4.25 tokens/s (avx512) and 5.20 against
-/// 4.94 (avx2), and prefilled 128 tokens 1.47× faster (14.6 against 9.9 tokens/s: the integer
-/// kernel beats the f32 GEMM). (The earlier Q4_K ×4 layout computed faster per core but decoded
-/// slower.) The block-interleaved Q5_K/Q6_K compute exactly as in place and measured no faster
-/// either cache-resident or memory-bound (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise).
-/// [`super::tensor::Mat::repack`] still builds all of them (tested on every path).
-pub const PAYS: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q4_K];
+/// Whether models repack matrices of type `ty` at load on `path` ([`super::repack_pays`], which
+/// also asks for the path's own kernel: Q4_K ×16 has none on aarch64 yet).
+///
+/// - Q4_0 ×8 computes 1.3× (avx512) to 1.7× (avx2) faster per core than in place
+///   (`examples/kq_speed.rs`, cache-resident).
+/// - Q4_K ×16 computes 2.8× (avx512: 2.6 against 7.4 ns per 256 weights) and 1.8× (avx2)
+///   faster cache-resident; on the whole 11B Q4_K_M model (`bench --synthetic 11b --type
+///   q4_k_m`, quiet, interleaved with `--no-repack`) it decoded 4.61 / 4.36 against 4.29 / 4.25
+///   tokens/s (avx512) and 5.20 against 4.94 (avx2), and prefilled 128 tokens 1.47× faster.
+///   (The earlier Q4_K ×4 layout computed faster per core but decoded slower.)
+/// - Q6_K ×4 (x86 only) computes exactly as in place, with the same dedicated tile, but from one
+///   sequential stream per four rows instead of four: on the 3B-shaped Q4_K_M file (30% of its
+///   bytes Q6_K) 12 interleaved pairs decoded a median 13.1 against 12.0 tokens/s (faster in 9
+///   of 12), and a 1 GB Q6_K matrix on two threads read 35.7 against 29.8 GB/s in one of two
+///   runs (equal in the other). Not measured on aarch64, where it stays in place.
+/// - Q5_K ×4 measured no faster (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise) and stays in
+///   place; [`super::tensor::Mat::repack`] still builds it (tested on every path).
+pub fn pays(ty: GgmlType, path: super::Path) -> bool {
+    use super::Path;
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q4_K => true,
+        GgmlType::Q6_K => matches!(path, Path::Avx2 | Path::Avx512),
+        _ => false,
+    }
+}
 
 /// Whether matrices of type `ty` have a repacked layout.
 pub fn supports(ty: GgmlType) -> bool {

@@ -15,7 +15,6 @@ use super::bytes::Avx2Ops;
 use super::quantize_split;
 use crate::quant::q4_k::BlockQ4_K;
 use crate::quant::q5_k::BlockQ5_K;
-use crate::quant::q6_k::BlockQ6_K;
 use crate::quant::q8_k::BlockQ8_K;
 use crate::GgmlType;
 
@@ -347,6 +346,37 @@ unsafe fn rows_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) 
     rows_grouped(LaneTile::<B, Avx2Ops>::repacked(job), job, full, rows)
 }
 
+/// The block-interleaved Q6_K decode on [`super::Avx2`]: the dedicated Q6_K tile
+/// ([`super::kquant::Q6kTile`]) stepping over the interleaved blocks, bit-exact with in place.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `job.w` a repacked Q6_K matrix; as [`rows_grouped`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_q6_k_avx2(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    let full = full_rows(GgmlType::Q6_K, job.out.m);
+    rows_grouped(
+        super::kquant::Q6kTile::<false>::repacked(job),
+        job,
+        full,
+        rows,
+    )
+}
+
+/// [`rows_q6_k_avx2`] on [`super::Avx512`] (`vpdpwssd`), the same results bit for bit.
+///
+/// # Safety
+/// As [`rows_q6_k_avx2`], and AVX-512 F/BW/VL/VNNI/VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn rows_q6_k_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    let full = full_rows(GgmlType::Q6_K, job.out.m);
+    rows_grouped(
+        super::kquant::Q6kTile::<true>::repacked(job),
+        job,
+        full,
+        rows,
+    )
+}
+
 /// The repacked decode kernels of [`super::Avx2`] (`VNNI = false`) and [`super::Avx512`].
 pub(super) fn repacked_decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
     fn lane<B: LaneKernel>() -> Option<Decoder> {
@@ -361,7 +391,10 @@ pub(super) fn repacked_decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder
             rows: if VNNI { rows_q4_k_vnni } else { rows_q4_k_avx2 },
         }),
         GgmlType::Q5_K => lane::<BlockQ5_K>(),
-        GgmlType::Q6_K => lane::<BlockQ6_K>(),
+        GgmlType::Q6_K => Some(Decoder {
+            act: Some(plain_act::<BlockQ8_K>()),
+            rows: if VNNI { rows_q6_k_vnni } else { rows_q6_k_avx2 },
+        }),
         GgmlType::Q4_0 => Some(Decoder {
             act: Some(ActQuant {
                 row_bytes: split_row_bytes,
