@@ -74,7 +74,7 @@ pub struct ProbeBuf {
 impl std::ops::Deref for ProbeBuf {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &bytemuck::cast_slice(&self.map[..self.n * 4])[..]
+        bytemuck::cast_slice(&self.map[..self.n * 4])
     }
 }
 
