@@ -275,12 +275,7 @@ impl<B: LaneDot, S> LaneTile<B, S> {
     /// Row `j`'s first block and the distance (in blocks) from one of its blocks to the next.
     #[inline(always)]
     unsafe fn row(self, j: usize) -> (*const B, usize) {
-        use super::repack::RK;
-        if j < self.full {
-            (self.w.add(j / RK * RK * self.nb + j % RK), RK)
-        } else {
-            (self.w.add(j * self.nb), 1)
-        }
+        super::repack::block_row(self.w, self.nb, self.full, j)
     }
 }
 

@@ -261,6 +261,26 @@ pub fn group_rows(ty: GgmlType) -> Option<usize> {
     }
 }
 
+/// Row `j`'s first block in a matrix of `nb` blocks per row whose first `full` rows are stored
+/// in groups of [`RK`] block-interleaved rows (the rest in place), and the distance (in blocks)
+/// from one of its blocks to the next.
+///
+/// # Safety
+/// `w` points at such a matrix and row `j` exists.
+#[inline(always)]
+pub(crate) unsafe fn block_row<B>(
+    w: *const B,
+    nb: usize,
+    full: usize,
+    j: usize,
+) -> (*const B, usize) {
+    if j < full {
+        (w.add(j / RK * RK * nb + j % RK), RK)
+    } else {
+        (w.add(j * nb), 1)
+    }
+}
+
 /// Rows of an `m`-row matrix of type `ty` that lie in whole groups (the rest stay in place).
 pub(crate) fn full_rows(ty: GgmlType, m: usize) -> usize {
     let g = group_rows(ty).unwrap_or(1);

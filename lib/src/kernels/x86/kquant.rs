@@ -22,7 +22,7 @@
 use std::arch::x86_64::*;
 use std::ptr::addr_of;
 
-use super::super::repack::{full_rows, RK};
+use super::super::repack::{block_row, full_rows};
 use super::super::traverse::Dots;
 use super::super::types::Job;
 use crate::quant::q6_k::BlockQ6_K;
@@ -44,7 +44,7 @@ unsafe fn fsum(a: __m256) -> f32 {
 pub(super) struct Q6kTile<const VNNI: bool> {
     w: *const BlockQ6_K,
     nb: usize,
-    /// Rows stored in groups of [`RK`] block-interleaved rows (0: in place).
+    /// Rows stored in groups of [`crate::kernels::repack::RK`] block-interleaved rows (0: in place).
     full: usize,
     x: *const u8,
     x_stride: usize,
@@ -70,7 +70,7 @@ impl<const VNNI: bool> Q6kTile<VNNI> {
     }
 
     /// The tile over a decode job whose weights are in the block-interleaved layout of
-    /// [`crate::kernels::repack`] (groups of [`RK`] rows, then the leftover rows in place): the
+    /// [`crate::kernels::repack`] (groups of [`crate::kernels::repack::RK`] rows, then the leftover rows in place): the
     /// same results bit for bit, from one sequential stream per group of rows.
     pub fn repacked(job: &Job<'_>) -> Self {
         let mut t = Self::new(job);
@@ -81,11 +81,7 @@ impl<const VNNI: bool> Q6kTile<VNNI> {
     /// Row `j`'s first block and the distance (in blocks) from one of its blocks to the next.
     #[inline(always)]
     unsafe fn row(self, j: usize) -> (*const BlockQ6_K, usize) {
-        if j < self.full {
-            (self.w.add(j / RK * RK * self.nb + j % RK), RK)
-        } else {
-            (self.w.add(j * self.nb), 1)
-        }
+        block_row(self.w, self.nb, self.full, j)
     }
 }
 
