@@ -39,8 +39,9 @@
 //! # Q5_K, Q6_K ×4
 //! Q5_K and Q6_K rows go in groups of [`RK`] = 4, block by block: block `b` of the group is
 //! the four rows' blocks `b`, unchanged, one after the other, so the four-row decode tile
-//! reads one sequential stream instead of four. Their kernels are the in-place lane kernels
-//! (`intdot::LaneTile`) stepping over the interleaved blocks.
+//! reads one sequential stream instead of four. Their kernels are the in-place ones stepping over
+//! the interleaved blocks (`block_row`): the lane kernels (`intdot::LaneTile`), and on x86 the
+//! dedicated Q6_K tile.
 //!
 //! Except Q4_K ×16, each row's result is computed exactly as [`QuantBlock::vec_dot`] does
 //! (exact integer block sums, then the "eight block lanes" f32 order of
