@@ -146,7 +146,6 @@ Q_DESCRIBE = "What is in this picture?"
 Q_COUNT = "How many shapes are there?"
 Q_BACKGROUND = "What color is the background?"
 Q_COLOR = "What color is the {}?"
-Q_KIND_COUNT = "How many {}s are there?"  # training-only (--kind-counts)
 # The picture `mllama run` uses without -m (models/demo/example.jpg): 224x168 -> 2x2 tiles. Chosen after
 # training run 3 among five hand-written scenes as one the model describes right (the shipped model
 # describes only about a quarter of new pictures exactly right; see models/demo/README.md).
@@ -418,15 +417,11 @@ def self_check(codec: Codec, rng):
 class Vocab:
     """The trained token rows: every token of the prompts (input side) and answers + <|eot_id|>."""
 
-    def __init__(self, codec: Codec, kind_counts: bool = False):
+    def __init__(self, codec: Codec):
         ins, outs = set(), set()
-        qs = [Q_DESCRIBE, Q_COUNT, Q_BACKGROUND] + [Q_COLOR.format(s) for s in SHAPES]
-        if kind_counts:
-            qs += [Q_KIND_COUNT.format(s) for s in SHAPES]
-        for q in qs:
+        for q in [Q_DESCRIBE, Q_COUNT, Q_BACKGROUND] + [Q_COLOR.format(s) for s in SHAPES]:
             ins.update(codec.prompt_ids(q))
-        answers = all_answers() + (["Zero."] if kind_counts else [])
-        for a in answers:
+        for a in all_answers():
             outs.update(codec.answer_ids(a))
         outs.add(EOT)
         ins |= outs
@@ -812,22 +807,10 @@ def make_demo_picture(out_dir: Path) -> dict:
     return dict(image=img, qas=qas, scene=DEMO_SCENE, file="example.jpg")
 
 
-def kind_count_questions(scene: dict, rng, n: int) -> list[dict]:
-    """n of the training-only questions "How many circles are there?" (squares, triangles), kinds drawn
-    at random: answers "Zero." to "Three."."""
-    kinds = Counter(s["shape"] for s in scene["shapes"])
-    pick = rng.choice(len(SHAPES), size=n, replace=False).tolist()
-    return [dict(type="kind_count", question=Q_KIND_COUNT.format(SHAPES[k]),
-                 answer=NUMBERS[kinds[SHAPES[k]]] + ".") for k in sorted(pick)]
-
-
-def training_items(step: int, seed: int, n_images: int, p_jpeg: float, per_image: int = 0,
-                   kind_counts: int = 0) -> list[dict]:
+def training_items(step: int, seed: int, n_images: int, p_jpeg: float, per_image: int = 0) -> list[dict]:
     """Fresh pictures for one step. per_image > 0: the description plus per_image - 1 other questions
-    drawn at random (0: every question); kind_counts: that many training-only per-kind count questions
-    more (drawn from a stream of their own, so the pictures are the same with or without them)."""
+    drawn at random (0: every question)."""
     rng = np.random.default_rng([seed, step])
-    krng = np.random.default_rng([seed, step, 7])
     items = []
     for _ in range(n_images):
         scene = sample_scene(rng)
@@ -837,8 +820,6 @@ def training_items(step: int, seed: int, n_images: int, p_jpeg: float, per_image
             rest = qas[1:]
             pick = sorted(rng.choice(len(rest), size=per_image - 1, replace=False).tolist())
             qas = [qas[0]] + [rest[i] for i in pick]
-        if kind_counts > 0:
-            qas = qas + kind_count_questions(scene, krng, kind_counts)
         items.append(dict(image=img, qas=qas, scene=scene))
     return items
 
@@ -859,9 +840,8 @@ class Batches:
             self.proc.start()
 
     def make(self, key) -> dict:
-        stream, seed, n_images, p_jpeg, per_image, kind_counts = key
-        return make_batch(self.codec, self.vocab,
-                          training_items(stream, seed, n_images, p_jpeg, per_image, kind_counts))
+        stream, seed, n_images, p_jpeg, per_image = key
+        return make_batch(self.codec, self.vocab, training_items(stream, seed, n_images, p_jpeg, per_image))
 
     def _work(self):
         torch.set_num_threads(1)
@@ -1007,8 +987,6 @@ def main():
     ap.add_argument("--batch-images", type=int, default=16, help="pictures per step (every question of each)")
     ap.add_argument("--questions-per-image", type=int, default=2,
                     help="training questions per picture: the description + N-1 others at random (0: all)")
-    ap.add_argument("--kind-counts", type=int, default=0, choices=[0, 1, 2, 3],
-                    help="training-only questions 'How many circles are there?' (squares, triangles) per picture")
     ap.add_argument("--aux-weight", type=float, default=1.0,
                     help="weight of the training-only patch head loss (shape / colour of every patch; 0: off)")
     ap.add_argument("--obj-weight", type=float, default=0.0,
@@ -1087,7 +1065,7 @@ def main():
     assert processor.image_token_id == IMAGE
     codec = Codec(processor)
     self_check(codec, np.random.default_rng(1))
-    vocab = Vocab(codec, args.kind_counts > 0)
+    vocab = Vocab(codec)
     log(f"trained vocabulary: {len(vocab.in_ids)} input rows, {len(vocab.out_ids)} output rows "
         f"({len(all_answers())} distinct answers)")
 
@@ -1160,7 +1138,7 @@ def main():
             list(trainer.obj.parameters())
         vopt = torch.optim.AdamW(vparams, lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
         t_v = time.time()
-        vkeys = [(10**6 + step, args.seed, args.batch_images, args.p_jpeg, 1, 0) for step in range(args.vision_steps)]
+        vkeys = [(10**6 + step, args.seed, args.batch_images, args.p_jpeg, 1) for step in range(args.vision_steps)]
         for step, batch in enumerate(Batches(codec, vocab, vkeys, args.data_workers)):
             for g in vopt.param_groups:
                 g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
@@ -1183,8 +1161,7 @@ def main():
     cpu_train = time.process_time()
     t_data = t_fwd = 0.0
     ema = None
-    keys = [(step, args.seed, args.batch_images, args.p_jpeg, args.questions_per_image, args.kind_counts)
-            for step in range(args.steps)]
+    keys = [(step, args.seed, args.batch_images, args.p_jpeg, args.questions_per_image) for step in range(args.steps)]
     batches = iter(Batches(codec, vocab, keys, args.data_workers))
     for step in range(args.steps):
         if (trainer.aux_weight > 0 or trainer.obj_weight > 0) and step == int(args.aux_until * args.steps):
