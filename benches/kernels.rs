@@ -128,7 +128,7 @@ const GEMM_SHAPES: [(usize, usize, usize, GgmlType); 5] = [
 fn bench_probe(c: &mut Criterion) {
     let mut g = c.benchmark_group("probe");
     g.sample_size(10).measurement_time(Duration::from_secs(4));
-    let buf = probe::probe_buffer(512 << 20);
+    let buf = probe::probe_buffer(512 << 20).expect("read probe buffer");
     for path in simd_paths() {
         g.throughput(Throughput::Bytes((buf.len() * 4) as u64));
         g.bench_function(BenchmarkId::new("read_512MB", path.name()), |b| {
@@ -503,7 +503,7 @@ fn summary(filter: &[String]) {
     // The best path, or the one MLLAMA_SIMD asks for.
     let best = mllama::kernels::active_path();
     println!("threads: {threads}, path: {best}");
-    let buf = probe::probe_buffer(512 << 20);
+    let buf = probe::probe_buffer(512 << 20).expect("read probe buffer");
     let bw = probe::best_read_gbs(best, &buf, 3);
     println!(
         "probe: read bandwidth ({best}, 512 MB, best of 3 rounds of 1/2/4/8 streams): {bw:.1} GB/s"
@@ -539,7 +539,7 @@ fn summary(filter: &[String]) {
             .num_threads(1)
             .build()
             .unwrap();
-        let buf = probe::probe_buffer(512 << 20);
+        let buf = probe::probe_buffer(512 << 20).expect("read probe buffer");
         for streams in [1, 2, 4, 8] {
             let one: Vec<f64> = (0..4)
                 .map(|_| pool.install(|| probe::read_pass_streams_gbs(best, &buf, streams)))

@@ -58,7 +58,8 @@ fn main() {
         if m * k >= 1 << 28 {
             // Memory-bound regime: what plain summing of a buffer of the Q4_K matrix's size reads
             // in this pool, with 1 and 4 streams per thread (the ceiling the kernels aim for).
-            let buf = mllama::kernels::probe::probe_buffer(m * k / 256 * 144);
+            let buf =
+                mllama::kernels::probe::probe_buffer(m * k / 256 * 144).expect("read probe buffer");
             let g: Vec<f64> = [1, 4, 1, 4]
                 .iter()
                 .map(|&s| {

@@ -454,7 +454,12 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult, Error> {
     r.weight_bytes_per_token = model.text_bytes_per_token() as u64;
 
     let path = kernels::active_path();
-    let probe_buf = probe::probe_buffer(o.probe_bytes);
+    let probe_buf = probe::probe_buffer(o.probe_bytes).map_err(|e| {
+        Error::Invalid(format!(
+            "bench: cannot allocate the read probe's {} MiB buffer: {e}",
+            o.probe_bytes >> 20
+        ))
+    })?;
     r.read_bandwidth_gbs = probe::best_read_gbs(path, &probe_buf, 3);
     r.fma_peak_gflops = probe::fma_peak_gflops(path, 0.5);
 

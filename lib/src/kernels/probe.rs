@@ -54,15 +54,17 @@ pub fn fma_peak_gflops(path: Path, seconds: f64) -> f64 {
 /// A buffer for [`read_bandwidth_gbs`]: `bytes` of f32 (rounded down to whole values), touched so
 /// its pages exist, in the same kind of memory as repacked weights ([`super::anon`]: huge pages
 /// advised), so the probe is not slowed by small pages the weights do not have.
-pub fn probe_buffer(bytes: usize) -> ProbeBuf {
+///
+/// # Errors
+/// The memory cannot be mapped.
+pub fn probe_buffer(bytes: usize) -> std::io::Result<ProbeBuf> {
     let n = bytes / 4;
-    let map = super::anon::huge_zeroed(n * 4)
-        .unwrap_or_else(|e| panic!("read probe: cannot allocate {bytes} bytes: {e}"));
+    let map = super::anon::huge_zeroed(n * 4)?;
     let mut buf = ProbeBuf { map, n };
     buf.par_chunks_mut(1 << 16)
         .enumerate()
         .for_each(|(i, c)| c.fill(i as f32 * 1e-9));
-    buf
+    Ok(buf)
 }
 
 /// The read probe's buffer ([`probe_buffer`]), used as a `[f32]`.
@@ -110,9 +112,12 @@ pub fn read_pass_streams_gbs(path: Path, buf: &[f32], streams: usize) -> f64 {
 /// Memory read bandwidth in GB/s: the best of `reps` rounds of passes over a fresh `bytes`-sized
 /// buffer (use a few hundred MB, far beyond the last-level cache) with 1, 2, 4 and 8 read streams
 /// per thread.
-pub fn read_bandwidth_gbs(path: Path, bytes: usize, reps: usize) -> f64 {
-    let buf = probe_buffer(bytes);
-    best_read_gbs(path, &buf, reps)
+///
+/// # Errors
+/// The buffer cannot be mapped.
+pub fn read_bandwidth_gbs(path: Path, bytes: usize, reps: usize) -> std::io::Result<f64> {
+    let buf = probe_buffer(bytes)?;
+    Ok(best_read_gbs(path, &buf, reps))
 }
 
 /// [`read_bandwidth_gbs`] over an existing buffer.
