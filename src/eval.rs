@@ -100,7 +100,7 @@ fn i64s(name: &str, shape: Vec<usize>, v: &[i64]) -> OutTensor {
 ///
 /// # Errors
 ///
-/// The errors of [`Model::load`] and image loading; [`Error::Invalid`] if the prompt is empty,
+/// The errors of [`Model::load`](mllama::Model::load) and image loading; [`Error::Invalid`] if the prompt is empty,
 /// the number of `<|image|>` tokens differs from the number of images, prompt plus generated
 /// tokens exceed the model's context, or the output directory does not exist; [`Error::Io`] if
 /// the output cannot be written.

@@ -13,7 +13,7 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// The bytes of image `what` (e.g. "messages[0].images[1]") given as base64 or a `data:` URI.
+/// The bytes of image `what` (e.g. `messages[0].images[1]`) given as base64 or a `data:` URI.
 /// Whitespace inside the base64 is ignored; a remote URL is refused (the server fetches nothing).
 pub fn decode(s: &str, what: &str) -> Result<Vec<u8>, ApiError> {
     let s = s.trim();

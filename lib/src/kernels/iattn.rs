@@ -25,7 +25,7 @@
 //! these integers 0.6–1.3·10⁻³ (tests/attention_lowp.rs; the budget is ~2·10⁻³ per layer).
 //!
 //! # Agreement
-//! The integer dots are bit-identical on every path ([`Isa::itile`] against [`super::scalar::itile`]);
+//! The integer dots are bit-identical on every path (`Isa::itile` against `kernels::scalar::itile`);
 //! every float step except `exp` is the same portable Rust on every path (no FMA, fixed order),
 //! so paths differ only through the path's `exp` (within 2 ulp), which can move a `P` by one
 //! step: outputs agree within a relative L2 of 10⁻⁴ (tested).
@@ -49,7 +49,7 @@ pub const KEY_BLOCK: usize = 128;
 /// Largest head dimension (the `i32` bound of the scores).
 pub const MAX_HEAD_DIM: usize = 128;
 
-/// Two `i16` in one `i32`, `lo` in the low half (the layout of [`Isa::itile`]'s operands).
+/// Two `i16` in one `i32`, `lo` in the low half (the layout of `Isa::itile`'s operands).
 #[inline(always)]
 pub fn pair(lo: i16, hi: i16) -> i32 {
     (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32
@@ -78,7 +78,7 @@ fn round_half_away(y: f32) -> i32 {
     t + (f >= 0.5) as i32 - (f <= -0.5) as i32
 }
 
-/// The tile shape `(IMR, INR)` of [`Isa::itile`] on `path`.
+/// The tile shape `(IMR, INR)` of `Isa::itile` on `path`.
 pub fn tile_shape(path: Path) -> (usize, usize) {
     with_isa!(path, I => (I::IMR, I::INR))
 }

@@ -31,7 +31,7 @@
 //! # Traversal
 //! Parallel tasks over (block of W rows × chunk of x rows) as in `gemm`; inside a task, chunks of
 //! `MC` x rows whose packed panels fit in L2, then for each `NR`-row weight tile every `MR`-row
-//! activation panel: the micro-kernel ([`IKernel::tile`]) runs over all of k with the `MR × NR`
+//! activation panel: the micro-kernel (`IKernel::tile`) runs over all of k with the `MR × NR`
 //! float tile in registers (or L1), and the tile is stored once (plus bias).
 
 use std::cell::RefCell;

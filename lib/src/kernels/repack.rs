@@ -47,7 +47,7 @@
 //! (exact integer block sums, then the "eight block lanes" f32 order of
 //! [`crate::quant::block_lanes`]), so every path's repacked kernel agrees bit for bit with the
 //! in-place kernels; only the memory layout differs. The portable decoder here
-//! ([`scalar_decoder`]) is the meaning of the SIMD ones.
+//! (`scalar_decoder`) is the meaning of the SIMD ones.
 
 use std::ops::Range;
 

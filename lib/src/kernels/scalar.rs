@@ -12,7 +12,7 @@
 //!   agree with these within a tolerance relative to the f64 result.
 //! - The activation quantizer [`quantize_row_q8_0`] is bit-identical to [`BlockQ8_0::quantize`] for
 //!   finite inputs on every path.
-//! - The integer tile [`itile`] of the low-precision attention (16-bit pairs into `i32`) is
+//! - The integer tile `itile` of the low-precision attention (16-bit pairs into `i32`) is
 //!   bit-exact on every path.
 
 use half::{bf16, f16};

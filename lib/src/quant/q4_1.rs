@@ -5,7 +5,7 @@
 //! { d: f16, m: f16, qs: [u8; 16] }   qs[j] = q[j] | q[j+16] << 4
 //! ```
 //!
-//! The dot product is this crate's own (see [`vec_dot`]): Q4_1 weights against [`Q8_0`]
+//! The dot product is this crate's own (see [`vec_dot`]): Q4_1 weights against [`Q8_0`](super::q8_0::BlockQ8_0)
 //! activations, Σ w·x = d_w·d_x·Σ q_w·q_x + m_w·d_x·Σ q_x with both integer sums exact. ggml
 //! dots against Q8_1 instead, whose f16 `s = d·Σq` carries the minimum's share rounded to f16;
 //! ours keeps `Σ q_x` exact (no f16 rounding of `s`), so it is closer to the exact dot of the

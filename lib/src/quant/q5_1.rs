@@ -5,7 +5,7 @@
 //! { d: f16, m: f16, qh: [u8; 4], qs: [u8; 16] }   packing as Q5_0
 //! ```
 //!
-//! The dot product is this crate's own, as Q4_1's (see [`super::q4_1`]): against [`Q8_0`]
+//! The dot product is this crate's own, as Q4_1's (see [`super::q4_1`]): against [`Q8_0`](super::q8_0::BlockQ8_0)
 //! activations, `d_w·d_x·Σ q_w·q_x + m_w·d_x·Σ q_x` with exact integer sums, where ggml uses
 //! Q8_1 and its f16-rounded `s = d·Σq`.
 

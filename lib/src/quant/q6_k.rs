@@ -194,7 +194,7 @@ pub fn vec_dot(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
 impl LaneDot for BlockQ6_K {
     const HAS_MIN: bool = false;
     /// Lanes of `Σ sc[p/16]·u[p]·x[p] − 32·Σ_j sc[j]·bsums[j]` with the unsigned levels
-    /// `u = q + 32` (0..63), the offset in [`bsum_lanes`]; their sum is [`block_isum`].
+    /// `u = q + 32` (0..63), the offset in `bsum_lanes`; their sum is [`block_isum`].
     #[inline(always)]
     fn lanes(&self, x: &BlockQ8_K) -> ([i32; 8], [i32; 8]) {
         let sc = &self.scales;
