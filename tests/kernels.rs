@@ -909,6 +909,70 @@ fn attention_group_matches_naive_softmax() {
     }
 }
 
+/// `nn::attention` (parallel over kv heads and over heads × row blocks) and `nn::gelu_inplace`
+/// (parallel over chunks) run the caller's `with_path` path on rayon's workers too: bit for bit
+/// what the kernels give when called on that path on this thread.
+#[test]
+fn nn_parallel_sections_keep_the_callers_path() {
+    use kernels::attention::{attend_group, AttnScratch, Head};
+    use mllama::nn::{attention, gelu_inplace, Heads, KeysValues, Mask};
+    let _g = shared();
+    let (nh, nkv, nk, hd) = (8, 2, 700, 64);
+    let rep = nh / nkv;
+    let q = rnd(nh * hd, 91);
+    let k = rnd(nkv * nk * hd, 92);
+    let v = rnd(nkv * nk * hd, 93);
+    let heads = Heads::new(nh, nkv, hd);
+    let g = rnd(1 << 17, 94);
+    let mut per_path = Vec::new();
+    for p in Path::available() {
+        let (got, want, gelu) = with_path(p, || {
+            let mut got = vec![0f32; nh * hd];
+            attention(
+                &q,
+                KeysValues::new(&k, &v, nk, nk),
+                heads,
+                Mask::None,
+                &mut got,
+            );
+            // The same heads through the decode kernel on this thread.
+            let mut want = vec![0f32; nh * hd];
+            let mut ws = AttnScratch::new();
+            for h in 0..nkv {
+                let head = Head {
+                    q: &q[h * rep * hd..(h + 1) * rep * hd],
+                    q_stride: hd,
+                    nq: rep,
+                    k: &k[h * nk * hd..(h + 1) * nk * hd],
+                    v: &v[h * nk * hd..(h + 1) * nk * hd],
+                    nk,
+                    hd,
+                    scale: heads.scale,
+                };
+                let out = &mut want[h * rep * hd..(h + 1) * rep * hd];
+                attend_group(&head, &[0..nk], out, &mut ws);
+            }
+            let mut gelu = g.clone();
+            gelu_inplace(&mut gelu);
+            (got, want, gelu)
+        });
+        assert!(
+            got == want,
+            "{p}: nn::attention differs from attend_group on this path"
+        );
+        per_path.push((p, gelu));
+    }
+    // GELU on a chunk of the input on this thread, path by path, equals the parallel result.
+    for (p, gelu) in &per_path {
+        let mut part = g[..1 << 14].to_vec();
+        with_path(*p, || gelu_inplace(&mut part));
+        assert!(
+            gelu[..1 << 14] == part[..],
+            "{p}: parallel GELU left the path"
+        );
+    }
+}
+
 #[test]
 fn exp_matches_scalar() {
     let _g = shared();

@@ -58,7 +58,9 @@ pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
 
 /// Exact GELU: `0.5·x·(1 + erf(x/√2))`, with `erf` to within 5·10⁻⁷ ([`erf_fast`]).
 pub fn gelu_inplace(x: &mut [f32]) {
-    let f = |c: &mut [f32]| gelu_chunk(kernels::active_path(), c);
+    // The caller's path, read here: rayon's workers do not inherit a `with_path` override.
+    let path = kernels::active_path();
+    let f = |c: &mut [f32]| gelu_chunk(path, c);
     if x.len() >= 1 << 16 {
         x.par_chunks_mut(1 << 14).for_each(f);
     } else {
@@ -385,7 +387,11 @@ pub fn attention<T: KvElem>(
         if n_tasks == 1 || nq * nk * hd * rep < 1 << 14 {
             (0..n_tasks).for_each(task);
         } else {
-            (0..n_tasks).into_par_iter().for_each(task);
+            // The caller's path on every worker (rayon's workers do not inherit a `with_path`).
+            let path = kernels::active_path();
+            (0..n_tasks)
+                .into_par_iter()
+                .for_each(|t| kernels::with_path(path, || task(t)));
         }
         return;
     }
@@ -440,7 +446,11 @@ pub fn attention<T: KvElem>(
     if n_tasks == 1 || nq * nk * hd < 1 << 14 {
         (0..n_tasks).for_each(task);
     } else {
-        (0..n_tasks).into_par_iter().for_each(task);
+        // The caller's path on every worker (rayon's workers do not inherit a `with_path`).
+        let path = kernels::active_path();
+        (0..n_tasks)
+            .into_par_iter()
+            .for_each(|t| kernels::with_path(path, || task(t)));
     }
 }
 
@@ -562,7 +572,11 @@ pub fn attention_lowp(
     if n_tasks == 1 || nq * nk * hd < 1 << 14 {
         (0..n_tasks).for_each(task);
     } else {
-        (0..n_tasks).into_par_iter().for_each(task);
+        // The caller's path on every worker (rayon's workers do not inherit a `with_path`).
+        let path = kernels::active_path();
+        (0..n_tasks)
+            .into_par_iter()
+            .for_each(|t| kernels::with_path(path, || task(t)));
     }
 }
 
