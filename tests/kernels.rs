@@ -950,7 +950,7 @@ fn nn_parallel_sections_keep_the_callers_path() {
                     scale: heads.scale,
                 };
                 let out = &mut want[h * rep * hd..(h + 1) * rep * hd];
-                attend_group(&head, &[0..nk], out, &mut ws);
+                attend_group(&head, std::slice::from_ref(&(0..nk)), out, &mut ws);
             }
             let mut gelu = g.clone();
             gelu_inplace(&mut gelu);
