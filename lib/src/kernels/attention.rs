@@ -25,9 +25,29 @@ use super::{active_path, Path};
 /// Keys per online-softmax step.
 pub const KEY_BLOCK: usize = 128;
 
+/// One block of cached keys or values for [`KvElem`]'s kernels: `rows.len() / hd` rows of `hd`,
+/// and `ahead`, the bytes the caller reads after this block (a hint: a path may prefetch them while
+/// the block passes; it never changes a result).
+#[derive(Clone, Copy, Debug)]
+pub struct Block<'a, T> {
+    /// The rows, `[nb][hd]`.
+    pub rows: &'a [T],
+    /// Values per row.
+    pub hd: usize,
+    /// What the caller reads next (may be empty).
+    pub ahead: &'a [u8],
+}
+
+impl<'a, T> Block<'a, T> {
+    /// The block `rows` of rows of `hd`, with `ahead` to prefetch.
+    pub fn new(rows: &'a [T], hd: usize, ahead: &'a [u8]) -> Self {
+        Block { rows, hd, ahead }
+    }
+}
+
 /// An element type of cached keys and values: `f32`, or `f16` (half the memory and the bytes a
 /// decode step reads; widened to f32 block by block as it is used).
-pub trait KvElem: Copy + Send + Sync + 'static {
+pub trait KvElem: bytemuck::Pod + Send + Sync + 'static {
     /// The value as f32.
     fn to_f32(self) -> f32;
     /// `src` as f32: `src` itself for f32, else widened into `scratch` (grown on demand).
@@ -35,25 +55,17 @@ pub trait KvElem: Copy + Send + Sync + 'static {
     /// `dst[i] = src[i]` rounded to this type (nearest, ties to even).
     fn store_f32(src: &[f32], dst: &mut [Self]);
     /// The scores step of [`attend_group`] on `path`: `s[r·nb + j] = scale · q_r·k_j` for the
-    /// `nb = kb.len() / hd` keys of `kb` (`scratch` may hold widened keys).
+    /// `nb` keys of `kb` (`scratch` may hold widened keys).
     fn group_scores(
         path: Path,
         q: &[f32],
-        kb: &[Self],
-        hd: usize,
+        kb: Block<'_, Self>,
         scale: f32,
         s: &mut [f32],
         scratch: &mut Vec<f32>,
     );
     /// The `P·V` step of [`attend_group`] on `path`: `o[r] += Σ_j p[r·nb + j] · v_j`.
-    fn group_pv(
-        path: Path,
-        p: &[f32],
-        vb: &[Self],
-        hd: usize,
-        o: &mut [f32],
-        scratch: &mut Vec<f32>,
-    );
+    fn group_pv(path: Path, p: &[f32], vb: Block<'_, Self>, o: &mut [f32], scratch: &mut Vec<f32>);
 }
 
 impl KvElem for f32 {
@@ -72,18 +84,19 @@ impl KvElem for f32 {
     fn group_scores(
         path: Path,
         q: &[f32],
-        kb: &[f32],
-        hd: usize,
+        kb: Block<'_, f32>,
         scale: f32,
         s: &mut [f32],
         _: &mut Vec<f32>,
     ) {
+        let Block { rows, hd, ahead } = kb;
         // SAFETY: `path` is only ever an available path.
-        with_isa!(path, I => unsafe { I::scores_f32(q, kb, hd, scale, s) })
+        with_isa!(path, I => unsafe { I::scores_f32(q, rows, hd, scale, s, ahead) })
     }
-    fn group_pv(path: Path, p: &[f32], vb: &[f32], hd: usize, o: &mut [f32], _: &mut Vec<f32>) {
+    fn group_pv(path: Path, p: &[f32], vb: Block<'_, f32>, o: &mut [f32], _: &mut Vec<f32>) {
+        let Block { rows, hd, ahead } = vb;
         // SAFETY: as above.
-        with_isa!(path, I => unsafe { I::pv_f32(p, vb, hd, o) })
+        with_isa!(path, I => unsafe { I::pv_f32(p, rows, hd, o, ahead) })
     }
 }
 
@@ -108,25 +121,25 @@ impl KvElem for half::f16 {
     fn group_scores(
         path: Path,
         q: &[f32],
-        kb: &[half::f16],
-        hd: usize,
+        kb: Block<'_, half::f16>,
         scale: f32,
         s: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
+        let Block { rows, hd, ahead } = kb;
         // SAFETY: `path` is only ever an available path.
-        with_isa!(path, I => unsafe { I::scores_f16(q, kb, hd, scale, s, scratch) })
+        with_isa!(path, I => unsafe { I::scores_f16(q, rows, hd, scale, s, scratch, ahead) })
     }
     fn group_pv(
         path: Path,
         p: &[f32],
-        vb: &[half::f16],
-        hd: usize,
+        vb: Block<'_, half::f16>,
         o: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
+        let Block { rows, hd, ahead } = vb;
         // SAFETY: as above.
-        with_isa!(path, I => unsafe { I::pv_f16(p, vb, hd, o, scratch) })
+        with_isa!(path, I => unsafe { I::pv_f16(p, rows, hd, o, scratch, ahead) })
     }
 }
 
@@ -481,8 +494,19 @@ pub fn attend_group<T: KvElem>(
             let nb = GROUP_KEY_BLOCK.min(r.end - j0);
             let (kb, vb) = (&k[j0 * hd..(j0 + nb) * hd], &v[j0 * hd..(j0 + nb) * hd]);
             j0 += nb;
+            // What comes next, prefetched while this block is worked on: its values during the
+            // scores, the next block's keys during P·V.
+            let next = GROUP_KEY_BLOCK.min(r.end - j0);
+            let next_k: &[u8] = bytemuck::cast_slice(&k[j0 * hd..(j0 + next) * hd]);
             let s = &mut s[..nq * nb];
-            T::group_scores(path, &q[..nq * hd], kb, hd, scale, s, &mut ws.kt);
+            T::group_scores(
+                path,
+                &q[..nq * hd],
+                Block::new(kb, hd, bytemuck::cast_slice(vb)),
+                scale,
+                s,
+                &mut ws.kt,
+            );
             for (i, srow) in s.chunks_exact_mut(nb).enumerate() {
                 let bmax = srow.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 let m_new = m[i].max(bmax);
@@ -493,7 +517,7 @@ pub fn attend_group<T: KvElem>(
                 }
                 m[i] = m_new;
             }
-            T::group_pv(path, s, vb, hd, o, &mut ws.vt);
+            T::group_pv(path, s, Block::new(vb, hd, next_k), o, &mut ws.vt);
         }
     }
     for i in 0..nq {

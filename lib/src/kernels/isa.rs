@@ -76,8 +76,18 @@ pub(crate) trait Isa: 'static {
         super::scalar::levels(s, pmax, p)
     }
 
-    /// Grouped attention scores for f32 keys: `s[r·nb + j] = scale · q_r·k_j`.
-    unsafe fn scores_f32(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
+    /// Grouped attention scores for f32 keys: `s[r·nb + j] = scale · q_r·k_j`. `ahead`: the bytes
+    /// the caller reads next (a hint: a path may prefetch them into L2 spread over these keys,
+    /// or ignore them; they never change a result).
+    unsafe fn scores_f32(
+        q: &[f32],
+        kb: &[f32],
+        hd: usize,
+        scale: f32,
+        s: &mut [f32],
+        ahead: &[u8],
+    ) {
+        let _ = ahead;
         super::scalar::group_scores(q, kb, hd, scale, s)
     }
 
@@ -89,17 +99,29 @@ pub(crate) trait Isa: 'static {
         scale: f32,
         s: &mut [f32],
         scratch: &mut Vec<f32>,
+        ahead: &[u8],
     ) {
+        let _ = ahead;
         super::scalar::group_scores(q, super::scalar::widen(kb, scratch), hd, scale, s)
     }
 
-    /// Grouped attention `P·V` for f32 values: `o[r] += Σ_j p[r·nb + j] · v_j`.
-    unsafe fn pv_f32(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
+    /// Grouped attention `P·V` for f32 values: `o[r] += Σ_j p[r·nb + j] · v_j` (`ahead` as in
+    /// [`Isa::scores_f32`]).
+    unsafe fn pv_f32(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32], ahead: &[u8]) {
+        let _ = ahead;
         super::scalar::group_pv(p, vb, hd, o)
     }
 
     /// [`Isa::pv_f32`] for f16 values (widened into `scratch`).
-    unsafe fn pv_f16(p: &[f32], vb: &[f16], hd: usize, o: &mut [f32], scratch: &mut Vec<f32>) {
+    unsafe fn pv_f16(
+        p: &[f32],
+        vb: &[f16],
+        hd: usize,
+        o: &mut [f32],
+        scratch: &mut Vec<f32>,
+        ahead: &[u8],
+    ) {
+        let _ = ahead;
         super::scalar::group_pv(p, super::scalar::widen(vb, scratch), hd, o)
     }
 

@@ -1244,10 +1244,46 @@ pub(super) unsafe fn sum_streams<const S: usize>(x: &[f32]) -> f32 {
     lanes8(s) + x[S * q..].iter().sum::<f32>()
 }
 
+/// Keys ahead of the one in use whose rows [`group_scores`] and [`group_pv`] prefetch into L1
+/// (within the block they were given).
+const ROWS_AHEAD: usize = 4;
+
+/// Prefetch hints for the rows of keys `j..j + n` of a block of `nb` keys (`row` bytes each at
+/// `x`): the rows [`ROWS_AHEAD`] keys further into L1, and key `j..j + n`'s share of `ahead`
+/// (the bytes the caller reads next, spread evenly over the block's keys) into L2. Hints only.
+///
+/// # Safety
+/// SSE available (always on x86-64).
+#[inline(always)]
+unsafe fn prefetch_rows(x: *const u8, row: usize, nb: usize, j: usize, n: usize, ahead: &[u8]) {
+    let line = |p: *const u8| _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    if j + ROWS_AHEAD + n <= nb {
+        let mut o = (j + ROWS_AHEAD) * row;
+        while o < (j + ROWS_AHEAD + n) * row {
+            line(x.wrapping_add(o));
+            o += 64;
+        }
+    }
+    if !ahead.is_empty() {
+        let share = ahead.len().div_ceil(nb);
+        let (a, b) = (
+            (j * share).min(ahead.len()),
+            ((j + n) * share).min(ahead.len()),
+        );
+        let mut o = a;
+        while o < b {
+            _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(o) as *const i8);
+            o += 64;
+        }
+    }
+}
+
 /// [`super::attention::attend_group`]'s scores on x86: `s[r·nb + j] = scale · q_r·k_j` for keys
-/// stored as `T` (f32, or f16 widened eight at a time with F16C), eight-lane FMA chains reduced
-/// by [`hsum_ps`], then the tail; rows four at a time (four independent chains per key). Twin:
-/// the plain loops in `attention::group_scores_body` (within float rounding: FMA here).
+/// stored as `T` (f32, or f16 widened eight at a time with F16C), eight-lane FMA chains (rows
+/// four at a time, two keys at a time: eight independent chains), the eight chains' lanes summed
+/// together by [`lanes8x8`] in [`lanes8`]'s order, then the tail past the last full eight; the
+/// rows ahead and `ahead` prefetched as the keys pass ([`prefetch_rows`]). Twin: the plain loops
+/// in `attention::group_scores_body` (within float rounding: FMA here).
 ///
 /// # Safety
 /// AVX2 + FMA + F16C available; `q` holds whole rows of `hd`, `s` `nq × nb`.
@@ -1258,18 +1294,40 @@ pub(super) unsafe fn group_scores<T: Wf>(
     hd: usize,
     scale: f32,
     s: &mut [f32],
+    ahead: &[u8],
 ) {
     let nq = q.len() / hd;
     let mut r0 = 0;
     while r0 < nq {
+        // `ahead` once, with the first rows.
+        let pf = if r0 == 0 { ahead } else { &[] };
         match nq - r0 {
-            1 => scores_rows::<T, 1>(q, r0, kb, hd, scale, s),
-            2 => scores_rows::<T, 2>(q, r0, kb, hd, scale, s),
-            3 => scores_rows::<T, 3>(q, r0, kb, hd, scale, s),
-            _ => scores_rows::<T, 4>(q, r0, kb, hd, scale, s),
+            1 => scores_rows::<T, 1>(q, r0, kb, hd, scale, s, pf),
+            2 => scores_rows::<T, 2>(q, r0, kb, hd, scale, s, pf),
+            3 => scores_rows::<T, 3>(q, r0, kb, hd, scale, s, pf),
+            _ => scores_rows::<T, 4>(q, r0, kb, hd, scale, s, pf),
         }
         r0 += (nq - r0).min(4);
     }
+}
+
+/// The lane sums of eight vectors at once, `out[i] = lanes8(x[i])` bit for bit (the same
+/// additions in the same order: lower half plus upper half, then pairs, then the two pair sums),
+/// with eight 128-bit permutes and three horizontal adds instead of eight separate reductions.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lanes8x8(x: [__m256; 8]) -> __m256 {
+    // y[i] = [x[i].lo + x[i].hi | x[i+4].lo + x[i+4].hi].
+    let y: [__m256; 4] = std::array::from_fn(|i| {
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(x[i], x[i + 4]),
+            _mm256_permute2f128_ps::<0x31>(x[i], x[i + 4]),
+        )
+    });
+    // Pairs, then pair sums: lanes [x0, x1, x2, x3 | x4, x5, x6, x7].
+    let z0 = _mm256_hadd_ps(y[0], y[1]);
+    let z1 = _mm256_hadd_ps(y[2], y[3]);
+    _mm256_hadd_ps(z0, z1)
 }
 
 /// Rows `r0..r0 + R` of [`group_scores`].
@@ -1282,76 +1340,149 @@ unsafe fn scores_rows<T: Wf, const R: usize>(
     hd: usize,
     scale: f32,
     s: &mut [f32],
+    ahead: &[u8],
 ) {
     let nb = kb.len() / hd;
     let full = hd / 8 * 8;
     assert!(q.len() >= (r0 + R) * hd && s.len() >= (r0 + R) * nb);
-    // The score of row r, key j from its accumulator (plus the tail past the last full 8).
-    let finish = |a: __m256, r: usize, j: usize| {
+    // Row r, key j's part past the last full eight (none when hd is a multiple of 8).
+    let tail = |r: usize, j: usize| {
         let (qr, kj) = (&q[(r0 + r) * hd..][..hd], &kb[j * hd..][..hd]);
-        let mut tail = 0f32;
+        let mut t = 0f32;
         for d in full..hd {
-            tail += qr[d] * kj[d].get();
+            t += qr[d] * kj[d].get();
         }
-        (hsum_ps(a) + tail) * scale
+        t
     };
+    let row = hd * std::mem::size_of::<T>();
     // Two keys at a time: 2·R independent FMA chains hide the FMA latency.
     let mut j = 0;
-    while j + 2 <= nb {
-        let (k0, k1) = (kb.as_ptr().add(j * hd), kb.as_ptr().add((j + 1) * hd));
-        let mut a0 = [_mm256_setzero_ps(); R];
-        let mut a1 = [_mm256_setzero_ps(); R];
+    while j < nb {
+        let keys = (nb - j).min(2);
+        prefetch_rows(kb.as_ptr() as *const u8, row, nb, j, keys, ahead);
+        let k0 = kb.as_ptr().add(j * hd);
+        let k1 = if keys == 2 { k0.add(hd) } else { k0 };
+        let mut x = [_mm256_setzero_ps(); 8];
         for c in (0..full).step_by(8) {
             let (x0, x1) = (T::load8(k0.add(c)), T::load8(k1.add(c)));
             for r in 0..R {
                 let q8 = _mm256_loadu_ps(q.as_ptr().add((r0 + r) * hd + c));
-                a0[r] = _mm256_fmadd_ps(q8, x0, a0[r]);
-                a1[r] = _mm256_fmadd_ps(q8, x1, a1[r]);
+                x[r] = _mm256_fmadd_ps(q8, x0, x[r]);
+                x[4 + r] = _mm256_fmadd_ps(q8, x1, x[4 + r]);
             }
         }
+        // Lane 4t + r: row r, key j + t.
+        let mut v = [0f32; 8];
+        _mm256_storeu_ps(v.as_mut_ptr(), lanes8x8(x));
         for r in 0..R {
-            s[(r0 + r) * nb + j] = finish(a0[r], r, j);
-            s[(r0 + r) * nb + j + 1] = finish(a1[r], r, j + 1);
-        }
-        j += 2;
-    }
-    if j < nb {
-        let k0 = kb.as_ptr().add(j * hd);
-        let mut a0 = [_mm256_setzero_ps(); R];
-        for c in (0..full).step_by(8) {
-            let x0 = T::load8(k0.add(c));
-            for (r, a) in a0.iter_mut().enumerate() {
-                let q8 = _mm256_loadu_ps(q.as_ptr().add((r0 + r) * hd + c));
-                *a = _mm256_fmadd_ps(q8, x0, *a);
+            for t in 0..keys {
+                let sum = if full < hd {
+                    v[4 * t + r] + tail(r, j + t)
+                } else {
+                    v[4 * t + r]
+                };
+                s[(r0 + r) * nb + j + t] = sum * scale;
             }
         }
-        for (r, a) in a0.iter().enumerate() {
-            s[(r0 + r) * nb + j] = finish(*a, r, j);
-        }
+        j += keys;
     }
 }
 
+/// Keys per register-blocked run of [`group_pv`] (32 keys of 128 f32 values: 16 KB, in L1).
+const PV_KEYS: usize = 32;
+
 /// [`super::attention::attend_group`]'s `P·V` on x86: `o[r] += Σ_j p[r·nb + j] · v_j` for values
-/// stored as `T`, widened eight at a time, with FMA. Twin: `attention::group_pv_body`.
+/// stored as `T`, widened eight at a time, with FMA, each output value adding its keys' terms in
+/// key order (as `o += p_j·v_j` key by key would). Register-blocked: keys in runs of
+/// [`PV_KEYS`], rows four at a time, sixteen columns at a time, the 4 × 16 sums in registers
+/// while the run's keys pass; the rows ahead and `ahead` prefetched as the keys pass
+/// ([`prefetch_rows`]). Twin: `attention::group_pv_body`.
 ///
 /// # Safety
 /// AVX2 + FMA + F16C available; `o` holds whole rows of `hd`, `p` `rows × nb`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn group_pv<T: Wf>(p: &[f32], vb: &[T], hd: usize, o: &mut [f32]) {
+pub(super) unsafe fn group_pv<T: Wf>(p: &[f32], vb: &[T], hd: usize, o: &mut [f32], ahead: &[u8]) {
     let nb = vb.len() / hd;
-    let full = hd / 8 * 8;
-    assert!(p.len() >= o.len() / hd * nb);
-    for (j, vj) in vb.chunks_exact(hd).enumerate() {
-        for (r, or) in o.chunks_exact_mut(hd).enumerate() {
-            let pj = p[r * nb + j];
-            let pv = _mm256_set1_ps(pj);
-            for c in (0..full).step_by(8) {
-                let v8 = T::load8(vj.as_ptr().add(c));
-                let op = or.as_mut_ptr().add(c);
-                _mm256_storeu_ps(op, _mm256_fmadd_ps(pv, v8, _mm256_loadu_ps(op)));
+    let nq = o.len() / hd;
+    assert!(p.len() >= nq * nb);
+    let mut j0 = 0;
+    while j0 < nb {
+        let j1 = (j0 + PV_KEYS).min(nb);
+        let mut r0 = 0;
+        while r0 < nq {
+            // The prefetches once, with the first rows.
+            let pf = (r0 == 0).then_some(ahead);
+            match nq - r0 {
+                1 => pv_rows::<T, 1>(p, r0, vb, hd, j0..j1, o, pf),
+                2 => pv_rows::<T, 2>(p, r0, vb, hd, j0..j1, o, pf),
+                3 => pv_rows::<T, 3>(p, r0, vb, hd, j0..j1, o, pf),
+                _ => pv_rows::<T, 4>(p, r0, vb, hd, j0..j1, o, pf),
             }
-            for d in full..hd {
-                or[d] += pj * vj[d].get();
+            r0 += (nq - r0).min(4);
+        }
+        j0 = j1;
+    }
+}
+
+/// Rows `r0..r0 + R` and keys `keys` of [`group_pv`]: per block of columns (sixteen, then eight,
+/// then one by one) the rows' sums stay in registers while the keys pass; with `pf`, the first
+/// pass over the keys issues their prefetches ([`prefetch_rows`], `pf` as its `ahead`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pv_rows<T: Wf, const R: usize>(
+    p: &[f32],
+    r0: usize,
+    vb: &[T],
+    hd: usize,
+    keys: std::ops::Range<usize>,
+    o: &mut [f32],
+    pf: Option<&[u8]>,
+) {
+    let nb = vb.len() / hd;
+    let (full16, full8) = (hd / 16 * 16, hd / 8 * 8);
+    let row = hd * std::mem::size_of::<T>();
+    assert!(o.len() >= (r0 + R) * hd && p.len() >= (r0 + R) * nb && keys.end <= nb);
+    let (pp, vp, op) = (p.as_ptr(), vb.as_ptr(), o.as_mut_ptr());
+    let orow = |r: usize, c: usize| op.add((r0 + r) * hd + c);
+    let pj = |r: usize, j: usize| _mm256_broadcast_ss(&*pp.add((r0 + r) * nb + j));
+    for c in (0..full16).step_by(16) {
+        let mut a: [[__m256; 2]; R] =
+            std::array::from_fn(|r| [_mm256_loadu_ps(orow(r, c)), _mm256_loadu_ps(orow(r, c + 8))]);
+        for j in keys.clone() {
+            if let (0, Some(ahead)) = (c, pf) {
+                prefetch_rows(vp as *const u8, row, nb, j, 1, ahead);
+            }
+            let v = vp.add(j * hd + c);
+            let (v0, v1) = (T::load8(v), T::load8(v.add(8)));
+            for (r, ar) in a.iter_mut().enumerate() {
+                let w = pj(r, j);
+                ar[0] = _mm256_fmadd_ps(w, v0, ar[0]);
+                ar[1] = _mm256_fmadd_ps(w, v1, ar[1]);
+            }
+        }
+        for (r, ar) in a.iter().enumerate() {
+            _mm256_storeu_ps(orow(r, c), ar[0]);
+            _mm256_storeu_ps(orow(r, c + 8), ar[1]);
+        }
+    }
+    if full16 < full8 {
+        let c = full16;
+        let mut a: [__m256; R] = std::array::from_fn(|r| _mm256_loadu_ps(orow(r, c)));
+        for j in keys.clone() {
+            let v0 = T::load8(vp.add(j * hd + c));
+            for (r, ar) in a.iter_mut().enumerate() {
+                *ar = _mm256_fmadd_ps(pj(r, j), v0, *ar);
+            }
+        }
+        for (r, ar) in a.iter().enumerate() {
+            _mm256_storeu_ps(orow(r, c), *ar);
+        }
+    }
+    for r in 0..R {
+        for j in keys.clone() {
+            let w = *pp.add((r0 + r) * nb + j);
+            for d in full8..hd {
+                *orow(r, d) += w * (*vp.add(j * hd + d)).get();
             }
         }
     }
@@ -1524,8 +1655,15 @@ macro_rules! avx2_isa {
         unsafe fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
             exp_sub_sum(s, m)
         }
-        unsafe fn scores_f32(q: &[f32], kb: &[f32], hd: usize, scale: f32, s: &mut [f32]) {
-            group_scores(q, kb, hd, scale, s)
+        unsafe fn scores_f32(
+            q: &[f32],
+            kb: &[f32],
+            hd: usize,
+            scale: f32,
+            s: &mut [f32],
+            ahead: &[u8],
+        ) {
+            group_scores(q, kb, hd, scale, s, ahead)
         }
         /// F16C widens eight keys' values in registers (no scratch).
         unsafe fn scores_f16(
@@ -1535,14 +1673,22 @@ macro_rules! avx2_isa {
             scale: f32,
             s: &mut [f32],
             _: &mut Vec<f32>,
+            ahead: &[u8],
         ) {
-            group_scores(q, kb, hd, scale, s)
+            group_scores(q, kb, hd, scale, s, ahead)
         }
-        unsafe fn pv_f32(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32]) {
-            group_pv(p, vb, hd, o)
+        unsafe fn pv_f32(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32], ahead: &[u8]) {
+            group_pv(p, vb, hd, o, ahead)
         }
-        unsafe fn pv_f16(p: &[f32], vb: &[f16], hd: usize, o: &mut [f32], _: &mut Vec<f32>) {
-            group_pv(p, vb, hd, o)
+        unsafe fn pv_f16(
+            p: &[f32],
+            vb: &[f16],
+            hd: usize,
+            o: &mut [f32],
+            _: &mut Vec<f32>,
+            ahead: &[u8],
+        ) {
+            group_pv(p, vb, hd, o, ahead)
         }
         unsafe fn fma_chains(iters: u64) -> f32 {
             fma_chains(iters)
