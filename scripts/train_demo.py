@@ -188,11 +188,14 @@ def bounding_radius(kind: str, r: float) -> float:
     return r * math.sqrt(2) if kind == "square" else r
 
 
-def sample_scene(rng) -> dict:
+COUNT_WEIGHTS = None  # training pictures only: probabilities of 1, 2, 3 shapes (None: uniform)
+
+
+def sample_scene(rng, count_weights=None) -> dict:
     w, h = sample_size(rng)
     side = min(w, h)
     bg = COLOR_NAMES[rng.integers(len(COLOR_NAMES))]
-    n = int(rng.integers(1, 4))
+    n = int(rng.integers(1, 4)) if count_weights is None else int(rng.choice([1, 2, 3], p=count_weights))
     pairs = [(s, c) for s in SHAPES for c in COLOR_NAMES if c != bg]
     idx = rng.choice(len(pairs), size=n, replace=False)
     kinds = [pairs[i] for i in idx]
@@ -813,7 +816,7 @@ def training_items(step: int, seed: int, n_images: int, p_jpeg: float, per_image
     rng = np.random.default_rng([seed, step])
     items = []
     for _ in range(n_images):
-        scene = sample_scene(rng)
+        scene = sample_scene(rng, COUNT_WEIGHTS)
         img = maybe_jpeg(draw_scene(scene, rng), rng, p_jpeg)
         qas = questions(scene)
         if per_image > 0 and len(qas) > per_image:
@@ -1022,7 +1025,11 @@ def main():
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention kernels for training")
     ap.add_argument("--tokenizer-dir", default=DEFAULT_TOKENIZER_DIR)
     ap.add_argument("--no-final-eval", action="store_true")
+    ap.add_argument("--count-weights", default=None, help="training pictures: probabilities of 1,2,3 shapes, e.g. 0.2,0.35,0.45")
     args = ap.parse_args()
+    if args.count_weights:
+        global COUNT_WEIGHTS
+        COUNT_WEIGHTS = [float(v) for v in args.count_weights.split(",")]
 
     t_start = time.time()
     torch.set_num_threads(args.threads)
