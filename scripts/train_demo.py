@@ -1029,7 +1029,13 @@ def main():
     args = ap.parse_args()
     if args.count_weights:
         global COUNT_WEIGHTS
-        COUNT_WEIGHTS = [float(v) for v in args.count_weights.split(",")]
+        try:
+            cw = [float(v) for v in args.count_weights.split(",")]
+        except ValueError:
+            cw = []
+        if len(cw) != 3 or min(cw) < 0 or abs(sum(cw) - 1) > 1e-6:
+            ap.error(f"--count-weights {args.count_weights!r}: want three probabilities summing to 1")
+        COUNT_WEIGHTS = cw
 
     t_start = time.time()
     torch.set_num_threads(args.threads)

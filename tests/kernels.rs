@@ -909,9 +909,9 @@ fn attention_group_matches_naive_softmax() {
     }
 }
 
-/// `nn::attention` (parallel over kv heads and over heads × row blocks) and `nn::gelu_inplace`
-/// (parallel over chunks) run the caller's `with_path` path on rayon's workers too: bit for bit
-/// what the kernels give when called on that path on this thread.
+/// `nn::attention` (parallel over kv heads and over heads × row blocks), `nn::attention_lowp` and
+/// `nn::gelu_inplace` (parallel over chunks) run the caller's `with_path` path on rayon's workers
+/// too: bit for bit what the kernels give on that path on this thread (or in a one-thread pool).
 #[test]
 fn nn_parallel_sections_keep_the_callers_path() {
     use kernels::attention::{attend_group, AttnScratch, Head};
@@ -961,6 +961,34 @@ fn nn_parallel_sections_keep_the_callers_path() {
             "{p}: nn::attention differs from attend_group on this path"
         );
         per_path.push((p, gelu));
+    }
+    // The prefill sections (heads × row blocks; f32 and int16 attention): on the global pool the
+    // same bits as in a one-thread pool, where every task runs on the thread that set the path.
+    // (With the workers on the global path, the scalar path's results differed here.)
+    let nq = 40;
+    let qp = rnd(nq * nh * hd, 95);
+    let prefill = |p: Path| {
+        with_path(p, || {
+            let (mut f, mut i) = (vec![0f32; nq * nh * hd], vec![0f32; nq * nh * hd]);
+            let kv = KeysValues::new(&k, &v, nk, nk);
+            attention(&qp, kv, heads, Mask::None, &mut f);
+            let prec = mllama::nn::AttnPrecision::Int16;
+            mllama::nn::attention_lowp(&qp, kv, heads, Mask::None, &mut i, prec);
+            (f, i)
+        })
+    };
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for p in Path::available() {
+        let (f, i) = prefill(p);
+        let (f1, i1) = one.install(|| prefill(p));
+        assert!(
+            f == f1,
+            "{p}: prefill attention left the path on the workers"
+        );
+        assert!(i == i1, "{p}: int16 attention left the path on the workers");
     }
     // GELU on a chunk of the input on this thread, path by path, equals the parallel result.
     for (p, gelu) in &per_path {

@@ -1774,3 +1774,36 @@ impl Kernel for Avx2Kernel {
         kernel_6x16(kc, a, b, c, ldc, acc)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`lanes8x8`] sums each of its eight vectors exactly as [`lanes8`] does, bit for bit.
+    #[test]
+    fn lanes8x8_is_lanes8_eight_times() {
+        let ok = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        if !ok {
+            return;
+        }
+        let mut s = 7u32;
+        let mut next = || {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            ((s >> 8) as f32 / (1 << 24) as f32 - 0.5) * 10f32.powi((s % 7) as i32 - 3)
+        };
+        for _ in 0..200 {
+            let v: [[f32; 8]; 8] = std::array::from_fn(|_| std::array::from_fn(|_| next()));
+            // SAFETY: AVX2, FMA and F16C checked above.
+            unsafe {
+                let x = v.map(|r| _mm256_loadu_ps(r.as_ptr()));
+                let mut got = [0f32; 8];
+                _mm256_storeu_ps(got.as_mut_ptr(), lanes8x8(x));
+                for (i, xi) in x.iter().enumerate() {
+                    assert_eq!(got[i].to_bits(), lanes8(*xi).to_bits(), "vector {i}");
+                }
+            }
+        }
+    }
+}
