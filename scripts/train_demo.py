@@ -58,17 +58,26 @@ One torch thread (the default) is the fastest on a shared 2-core machine: with -
 10x longer when another process was busy (threads spinning at the barriers), and on a quiet machine no
 faster than one thread with --data-workers 1 (the pictures drawn in a second process: 1.26x faster
 steps, the same batches); the result depends on --threads.
+--ranks N trains data-parallel in N processes (this one and N-1 copies of it, gloo on localhost): each
+takes every N-th picture of a step and the gradients are averaged before every optimizer step, so the
+weights stay the same in all of them (checked at the end); with --data-workers 1 each has its own
+picture worker. Deterministic for a given --ranks and --threads; a different --ranks changes the
+result (each process averages the loss over its own answer tokens).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import io
 import json
 import math
+import os
 import pickle
 import shutil
+import socket
+import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -843,8 +852,9 @@ class Batches:
             self.proc.start()
 
     def make(self, key) -> dict:
-        stream, seed, n_images, p_jpeg, per_image = key
-        return make_batch(self.codec, self.vocab, training_items(stream, seed, n_images, p_jpeg, per_image))
+        stream, seed, n_images, p_jpeg, per_image, rank, world = key
+        items = training_items(stream, seed, n_images, p_jpeg, per_image)
+        return make_batch(self.codec, self.vocab, items[rank::world])
 
     def _work(self):
         torch.set_num_threads(1)
@@ -856,6 +866,68 @@ class Batches:
             yield pickle.loads(self.queue.get()) if self.proc is not None else self.make(key)
         if self.proc is not None:
             self.proc.join()
+
+
+class Ranks:
+    """Data-parallel training on `world` processes (--ranks): each takes every world-th picture of a
+    step's batch, and after the backward pass the gradients are averaged over the processes (gloo
+    all-reduce of one flat buffer), so every process takes the same optimizer step and the weights stay
+    identical. Rank 0 is this process and does everything else (evaluation, export); it starts the
+    others as copies of this script with TRAIN_DEMO_RANK set."""
+
+    def __init__(self, world: int):
+        self.world = world
+        self.rank = int(os.environ.get("TRAIN_DEMO_RANK", "0"))
+        self.children = []
+        if world == 1:
+            return
+        import torch.distributed as dist
+        self.dist = dist
+        if self.rank == 0:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            os.environ["TRAIN_DEMO_PORT"] = str(port)
+            for r in range(1, world):
+                env = dict(os.environ, TRAIN_DEMO_RANK=str(r))
+                self.children.append(subprocess.Popen([sys.executable, __file__, *sys.argv[1:]], env=env))
+        port = os.environ["TRAIN_DEMO_PORT"]
+        # a process that dies leaves the others waiting in an all-reduce: they give up after 5 minutes
+        # (an evaluation on rank 0 keeps the others waiting for seconds)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=self.rank,
+                                world_size=world, timeout=datetime.timedelta(minutes=5))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def average_grads(self, params: list):
+        """Every process's gradients replaced by their mean over the processes (a missing one counts 0)."""
+        if self.world == 1:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self.dist.all_reduce(flat)
+        flat /= self.world
+        off = 0
+        for p in params:
+            p.grad = flat[off:off + p.numel()].view_as(p)
+            off += p.numel()
+
+    def finish(self, params: list):
+        """Checks that every process ended with the same weights, then ends the group."""
+        if self.world == 1:
+            return
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1).double() for p in params])
+        sums = [torch.zeros(2, dtype=torch.float64) for _ in range(self.world)]
+        self.dist.all_gather(sums, torch.stack([flat.sum(), (flat * flat).sum()]))
+        if any(not torch.equal(x, sums[0]) for x in sums):
+            raise SystemExit(f"train_demo: the ranks' weights differ at the end ({sums})")
+        self.dist.destroy_process_group()
+        for c in self.children:
+            if c.wait() != 0:
+                raise SystemExit(f"train_demo: rank process {c.args} exited with {c.returncode}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1016,6 +1088,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data-workers", type=int, default=0, choices=[0, 1],
                     help="1: draw the pictures and make the batches in a worker process, ahead of use")
+    ap.add_argument("--ranks", type=int, default=1, choices=[1, 2, 3, 4],
+                    help="data-parallel training processes (each --threads torch threads and its own picture "
+                         "worker); a step's pictures are split between them")
     ap.add_argument("--heldout", type=int, default=40)
     ap.add_argument("--heldout-seed", type=int, default=4040)
     ap.add_argument("--eval-every", type=int, default=500)
@@ -1036,8 +1111,14 @@ def main():
         if len(cw) != 3 or min(cw) < 0 or abs(sum(cw) - 1) > 1e-6:
             ap.error(f"--count-weights {args.count_weights!r}: want three probabilities summing to 1")
         COUNT_WEIGHTS = cw
+    if args.batch_images < args.ranks:
+        ap.error(f"--batch-images {args.batch_images} is fewer than --ranks {args.ranks}")
 
     t_start = time.time()
+    ranks = Ranks(args.ranks)
+    if not ranks.main:
+        global log
+        log = lambda *a: None  # noqa: E731  (rank 0 reports)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(args.seed)
@@ -1061,7 +1142,7 @@ def main():
     cfg = build_config(dims, "float32" if args.save_dtype == "f32" else "bfloat16")
 
     # processor from a directory with our tokenizer + preprocessor config (the export writes the same files)
-    proc_dir = out / "_processor"
+    proc_dir = out / ("_processor" if ranks.main else f"_processor{ranks.rank}")
     if proc_dir.exists():
         shutil.rmtree(proc_dir)
     proc_dir.mkdir()
@@ -1083,17 +1164,19 @@ def main():
         f"({len(all_answers())} distinct answers)")
 
     heldout_dir = out / "heldout"
-    if heldout_dir.exists():
-        shutil.rmtree(heldout_dir)
-    heldout_dir.mkdir()
-    heldout = make_heldout(args.heldout, args.heldout_seed, heldout_dir)
+    if ranks.main:
+        if heldout_dir.exists():
+            shutil.rmtree(heldout_dir)
+        heldout_dir.mkdir()
+    heldout = make_heldout(args.heldout if ranks.main else 0, args.heldout_seed, heldout_dir if ranks.main else None)
     tiles = Counter(math.prod(tile_grid(it["scene"]["width"], it["scene"]["height"])) for it in heldout)
     qcount = Counter(qa["type"] for it in heldout for qa in it["qas"])
     log(f"held-out: {len(heldout)} pictures in {heldout_dir} (tiles {dict(sorted(tiles.items()))}), "
         f"questions {dict(qcount)}")
 
-    demo = make_demo_picture(out)
-    log(f"demo picture: {out / 'example.jpg'}: {demo['qas'][0]['answer']!r}")
+    demo = make_demo_picture(out) if ranks.main else None
+    if demo is not None:
+        log(f"demo picture: {out / 'example.jpg'}: {demo['qas'][0]['answer']!r}")
 
     config = MllamaConfig.from_dict(json.loads(json.dumps(cfg)))
     config._attn_implementation = args.attn
@@ -1151,19 +1234,21 @@ def main():
             list(trainer.obj.parameters())
         vopt = torch.optim.AdamW(vparams, lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
         t_v = time.time()
-        vkeys = [(10**6 + step, args.seed, args.batch_images, args.p_jpeg, 1) for step in range(args.vision_steps)]
+        vkeys = [(10**6 + step, args.seed, args.batch_images, args.p_jpeg, 1, ranks.rank, ranks.world)
+                 for step in range(args.vision_steps)]
         for step, batch in enumerate(Batches(codec, vocab, vkeys, args.data_workers)):
             for g in vopt.param_groups:
                 g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
             loss = trainer.vision_loss(batch)
             vopt.zero_grad(set_to_none=True)
             loss.backward()
+            ranks.average_grads(vparams)
             torch.nn.utils.clip_grad_norm_(vparams, 1.0)
             vopt.step()
             if step % 100 == 0 or step == args.vision_steps - 1:
                 log(f"vision step {step:5d} aux {trainer.last_aux:.3f} obj {trainer.last_obj:.3f} | "
                     f"wall {time.time() - t_v:.0f} s, cpu {time.process_time():.0f} s")
-            if args.eval_every and (step + 1) % args.eval_every == 0:
+            if ranks.main and args.eval_every and (step + 1) % args.eval_every == 0:
                 model.eval()
                 log(f"[vision step {step + 1}] patch head: {patch_head_accuracy(trainer, codec, heldout)}")
                 model.train()
@@ -1174,7 +1259,8 @@ def main():
     cpu_train = time.process_time()
     t_data = t_fwd = 0.0
     ema = None
-    keys = [(step, args.seed, args.batch_images, args.p_jpeg, args.questions_per_image) for step in range(args.steps)]
+    keys = [(step, args.seed, args.batch_images, args.p_jpeg, args.questions_per_image, ranks.rank, ranks.world)
+            for step in range(args.steps)]
     batches = iter(Batches(codec, vocab, keys, args.data_workers))
     for step in range(args.steps):
         if (trainer.aux_weight > 0 or trainer.obj_weight > 0) and step == int(args.aux_until * args.steps):
@@ -1191,6 +1277,7 @@ def main():
         loss = trainer.loss(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        ranks.average_grads(trainer.params())
         gn = torch.nn.utils.clip_grad_norm_(trainer.params(), 1.0)
         opt.step()
         t2 = time.time()
@@ -1203,12 +1290,17 @@ def main():
             log(f"step {step:5d} loss {trainer.last_nll:.4f} (ema {ema:.4f}, aux {trainer.last_aux:.3f}, obj {trainer.last_obj:.3f}) gnorm {float(gn):.2f} lr {lr_at(step):.2e} "
                 f"seqs {len(batch['types'])} | wall {el:.0f} s, {el / (step + 1):.3f} s/step "
                 f"(data {t_data / (step + 1):.3f}, train {t_fwd / (step + 1):.3f}), cpu {cpu:.0f} s")
-        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+        if ranks.main and args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             acc = evaluate(f"step {step + 1}")
             history.append(dict(step=step + 1, elapsed_s=round(time.time() - t_start, 1),
                                 cpu_s=round(time.process_time(), 1), loss_ema=ema,
                                 heldout={k: v[0] for k, v in acc.items()}))
     train_s = time.time() - t_train
+    if not ranks.main:
+        shutil.rmtree(proc_dir)
+        ranks.finish(trainer.params())
+        return 0
+    ranks.finish(trainer.params())
     acc = evaluate(f"end of training, step {args.steps}")
     history.append(dict(step=args.steps, elapsed_s=round(time.time() - t_start, 1),
                         cpu_s=round(time.process_time(), 1), loss_ema=ema,
