@@ -68,6 +68,7 @@ result (each process averages the loss over its own answer tokens).
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import hashlib
 import io
@@ -891,11 +892,17 @@ class Ranks:
             for r in range(1, world):
                 env = dict(os.environ, TRAIN_DEMO_RANK=str(r))
                 self.children.append(subprocess.Popen([sys.executable, __file__, *sys.argv[1:]], env=env))
+            atexit.register(self._stop_children)  # rank 0 failing must not leave the others waiting
         port = os.environ["TRAIN_DEMO_PORT"]
         # a process that dies leaves the others waiting in an all-reduce: they give up after 5 minutes
         # (an evaluation on rank 0 keeps the others waiting for seconds)
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=self.rank,
                                 world_size=world, timeout=datetime.timedelta(minutes=5))
+
+    def _stop_children(self):
+        for c in self.children:
+            if c.poll() is None:
+                c.kill()
 
     @property
     def main(self) -> bool:
