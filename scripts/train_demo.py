@@ -1096,8 +1096,8 @@ def main():
     ap.add_argument("--data-workers", type=int, default=0, choices=[0, 1],
                     help="1: draw the pictures and make the batches in a worker process, ahead of use")
     ap.add_argument("--ranks", type=int, default=1, choices=[1, 2, 3, 4],
-                    help="data-parallel training processes (each --threads torch threads and its own picture "
-                         "worker); a step's pictures are split between them")
+                    help="data-parallel training processes (each with --threads torch threads, and with "
+                         "--data-workers 1 its own picture worker); a step's pictures are split between them")
     ap.add_argument("--heldout", type=int, default=40)
     ap.add_argument("--heldout-seed", type=int, default=4040)
     ap.add_argument("--eval-every", type=int, default=500)
@@ -1345,7 +1345,7 @@ def main():
                              expected=heldout[i]["qas"][qi]["answer"], got=a, ids=ids[(i, qi)])
                         for (i, qi), a in answers.items()])
     report["total_seconds"] = round(time.time() - t_start, 1)
-    report["total_cpu_seconds"] = round(time.process_time(), 1)
+    report["total_cpu_seconds"] = round(time.process_time(), 1)  # this process's (rank 0's) alone
     write_json(out / "report.json", report)
     shutil.rmtree(proc_dir)
     log(f"done in {report['total_seconds']:.0f} s wall, {report['total_cpu_seconds']:.0f} s cpu")
