@@ -40,6 +40,9 @@ What it does (CPU only, seeded, deterministic for a given --threads):
    forward pass with ggml's reference Q4_0 rounding (straight-through gradient), so the Q4_0 GGUF
    computes with exactly the weights the model was trained with (the checkpoint is saved in f32 so
    that ``quantize`` sees the same values).
+   --ema-decay D exports a moving average of the weights (decay D per step) over the steps from
+   --ema-from (fraction of the steps) on, instead of the last step's weights; the end of training is
+   evaluated both ways.
 4. A fixed held-out set (--heldout pictures, seed independent of training) is written to
    OUT/heldout/ (PNG files + questions.json); accuracy per question type (exact match of the greedy
    answer) is printed during training and at the end.
@@ -80,6 +83,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -615,6 +619,10 @@ class Trainer:
         extra += list(self.obj.parameters()) if self.obj_weight > 0 else []
         return [p for p in self.model.parameters() if p.requires_grad] + [self.E, self.W] + extra
 
+    def exported_params(self):
+        """The trained weights that the checkpoint holds (not the training-only heads)."""
+        return [p for p in self.model.parameters() if p.requires_grad] + [self.E, self.W]
+
     def set_qat(self, on: bool):
         set_qat(self.model, on)
         self.qat = on
@@ -869,6 +877,30 @@ class Batches:
             self.proc.join()
 
 
+class WeightAverage:
+    """Exponential moving average of weights (--ema-decay): a copy updated after each optimizer step,
+    restarted from the weights themselves; swap_in() replaces the weights by the average (with fake
+    Q4_0 on, the average of the latent weights is what gets rounded, as for the weights themselves)."""
+
+    def __init__(self, params: list, decay: float):
+        self.params = params
+        self.decay = decay
+        self.avg = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self, restart: bool):
+        for a, p in zip(self.avg, self.params):
+            if restart:
+                a.copy_(p)
+            else:
+                a.mul_(self.decay).add_(p, alpha=1 - self.decay)
+
+    @torch.no_grad()
+    def swap_in(self):
+        for a, p in zip(self.avg, self.params):
+            p.copy_(a)
+
+
 class Ranks:
     """Data-parallel training on `world` processes (--ranks): each takes every world-th picture of a
     step's batch, and after the backward pass the gradients are averaged over the processes (gloo
@@ -893,11 +925,21 @@ class Ranks:
                 env = dict(os.environ, TRAIN_DEMO_RANK=str(r))
                 self.children.append(subprocess.Popen([sys.executable, __file__, *sys.argv[1:]], env=env))
             atexit.register(self._stop_children)  # rank 0 failing must not leave the others waiting
+            for c in self.children:  # nor another rank failing rank 0
+                threading.Thread(target=self._watch, args=(c,), daemon=True).start()
         port = os.environ["TRAIN_DEMO_PORT"]
         # a process that dies leaves the others waiting in an all-reduce: they give up after 5 minutes
         # (an evaluation on rank 0 keeps the others waiting for seconds)
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=self.rank,
                                 world_size=world, timeout=datetime.timedelta(minutes=5))
+
+    def _watch(self, child: subprocess.Popen):
+        """Ends this process (and the others) as soon as another rank fails, instead of waiting out the
+        all-reduce timeout."""
+        if child.wait() != 0:
+            log(f"train_demo: rank process {child.args} exited with {child.returncode}; stopping")
+            self._stop_children()
+            os._exit(1)
 
     def _stop_children(self):
         for c in self.children:
@@ -1082,6 +1124,10 @@ def main():
                     help="learning-rate multiplier of the trained embed_tokens / lm_head rows")
     ap.add_argument("--min-lr-frac", type=float, default=0.05, help="cosine decay to this fraction of --lr")
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--ema-decay", type=float, default=0.0,
+                    help="export an exponential moving average of the weights with this decay per step (0: the "
+                         "last step's weights)")
+    ap.add_argument("--ema-from", type=float, default=0.8, help="start the average at this fraction of the steps")
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--qat-from", type=float, default=0.7, help="fake-Q4_0 from this fraction of the steps on (>1: never)")
     ap.add_argument("--p-jpeg", type=float, default=0.2, help="fraction of training pictures round-tripped through JPEG")
@@ -1269,6 +1315,8 @@ def main():
     keys = [(step, args.seed, args.batch_images, args.p_jpeg, args.questions_per_image, ranks.rank, ranks.world)
             for step in range(args.steps)]
     batches = iter(Batches(codec, vocab, keys, args.data_workers))
+    ema_step = int(args.ema_from * args.steps) if args.ema_decay > 0 and ranks.main else None
+    averaged = WeightAverage(trainer.exported_params(), args.ema_decay) if ema_step is not None else None
     for step in range(args.steps):
         if (trainer.aux_weight > 0 or trainer.obj_weight > 0) and step == int(args.aux_until * args.steps):
             trainer.aux_weight = trainer.obj_weight = 0.0
@@ -1287,6 +1335,8 @@ def main():
         ranks.average_grads(trainer.params())
         gn = torch.nn.utils.clip_grad_norm_(trainer.params(), 1.0)
         opt.step()
+        if averaged is not None and step >= ema_step:
+            averaged.update(restart=step == ema_step)
         t2 = time.time()
         t_data += t1 - t0
         t_fwd += t2 - t1
@@ -1308,6 +1358,10 @@ def main():
         ranks.finish(trainer.params())
         return 0
     ranks.finish(trainer.params())
+    if averaged is not None:
+        evaluate(f"end of training, step {args.steps}, last weights (not exported)")
+        averaged.swap_in()
+        log(f"weights: the moving average (decay {args.ema_decay}) of steps {ema_step}..{args.steps - 1}")
     acc = evaluate(f"end of training, step {args.steps}")
     history.append(dict(step=args.steps, elapsed_s=round(time.time() - t_start, 1),
                         cpu_s=round(time.process_time(), 1), loss_ema=ema,
