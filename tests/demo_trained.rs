@@ -237,11 +237,8 @@ fn q8_0_demo_answers_as_hf_on_every_question_and_path() {
     check_against_hf("mllama-demo-q8_0.gguf (auto)", &qs, &auto);
 }
 
-/// Issue 17 asks for 90% exact answers per question type. The current demo does not reach it for
-/// every type (see `models/demo/README.md`); asserted: at least 90% for the types where HF
-/// transformers reaches 90% on the same weights (the checkpoint rounded as this file stores it),
-/// and otherwise at least HF's count minus one answer (our decode rounds activations to Q8_0 as
-/// ggml does, which may flip a near-tie).
+/// Issue 17 asks for 90% exact answers per question type, as users run the demo (the default
+/// vision precision), on every kernel path.
 #[test]
 fn shipped_q4_0_demo_accuracy_per_question_type() {
     let qs = questions("q4_0");
@@ -260,17 +257,15 @@ fn shipped_q4_0_demo_accuracy_per_question_type() {
         e.1 += 1;
     }
     assert_eq!(score.len(), 4, "question types: {score:?}");
+    eprintln!(
+        "mllama-demo-q4_0.gguf: right answers per question type (auto vision precision): {score:?}"
+    );
     for (kind, (right, total)) in &score {
         let hf = json["accuracy"]["q4_0"][kind]["correct"].as_u64().unwrap() as usize;
         let ninety = (total * 9).div_ceil(10);
-        let want = if hf >= ninety {
-            ninety
-        } else {
-            hf.saturating_sub(1)
-        };
         assert!(
-            *right >= want,
-            "{kind}: {right}/{total} right, want >= {want} (HF on the same weights: {hf}); all: {score:?}"
+            *right >= ninety,
+            "{kind}: {right}/{total} right, want >= {ninety} (HF on the same weights: {hf}); all: {score:?}"
         );
     }
 }
