@@ -172,29 +172,27 @@ def make(dirpath: Path, llama_cpp: Path) -> list[Path]:
     return outs
 
 
+def mllama_bench(args: list[str], simd: str | None) -> dict:
+    """The JSON report of one `mllama bench ... --json` run (MLLAMA_SIMD=simd if given)."""
+    env = dict(os.environ, **({"MLLAMA_SIMD": simd} if simd else {}))
+    exe = os.environ.get("MLLAMA", str(ROOT / "target" / "release" / "mllama"))
+    r = subprocess.run([exe, "bench", *args, "--json"], env=env, check=True, capture_output=True, text=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def ours(model: Path, simd: str | None) -> tuple[float, float]:
     """(decode tokens/s, read probe GB/s) of one `mllama bench` run; the probe is the run's typical
     one (weight bytes per second over the paired fraction, both medians over the tokens), not its
     best (`read_bandwidth_gbs`, which one token at the high bandwidth sets)."""
-    env = dict(os.environ)
-    if simd:
-        env["MLLAMA_SIMD"] = simd
-    exe = os.environ.get("MLLAMA", str(ROOT / "target" / "release" / "mllama"))
-    r = subprocess.run([exe, "bench", "-m", str(model), "--only", "decode",
-                        "--decode-tokens", "32", "--json"],
-                       env=env, check=True, capture_output=True, text=True)
-    v = json.loads(r.stdout.strip().splitlines()[-1])
+    v = mllama_bench(["-m", str(model), "--only", "decode", "--decode-tokens", "32"], simd)
     return v["decode_tokens_per_s"], v["effective_bandwidth_gbs"] / v["decode_paired_fraction"]
 
 
 def probe(simd: str | None) -> float:
     """The read probe alone (GB/s): a `mllama bench` of the tiny synthetic model (about 1.5 s), for
     llama.cpp's rounds, which have no probe of their own."""
-    env = dict(os.environ, **({"MLLAMA_SIMD": simd} if simd else {}))
-    exe = os.environ.get("MLLAMA", str(ROOT / "target" / "release" / "mllama"))
-    r = subprocess.run([exe, "bench", "--synthetic", "tiny", "--only", "decode", "--decode-tokens", "3",
-                        "--json"], env=env, check=True, capture_output=True, text=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])["read_bandwidth_gbs"]
+    v = mllama_bench(["--synthetic", "tiny", "--only", "decode", "--decode-tokens", "3"], simd)
+    return v["read_bandwidth_gbs"]
 
 
 def same_regime(gbs: list[float], tolerance: float = 0.25) -> bool:

@@ -1166,6 +1166,10 @@ def main():
         COUNT_WEIGHTS = cw
     if args.batch_images < args.ranks:
         ap.error(f"--batch-images {args.batch_images} is fewer than --ranks {args.ranks}")
+    if not 0 <= args.ema_decay < 1:
+        ap.error(f"--ema-decay {args.ema_decay}: want 0 (off) or a decay in (0, 1)")
+    if not 0 <= args.ema_from < 1:
+        ap.error(f"--ema-from {args.ema_from}: want a fraction of the steps in [0, 1)")
 
     t_start = time.time()
     ranks = Ranks(args.ranks)
@@ -1315,7 +1319,8 @@ def main():
     keys = [(step, args.seed, args.batch_images, args.p_jpeg, args.questions_per_image, ranks.rank, ranks.world)
             for step in range(args.steps)]
     batches = iter(Batches(codec, vocab, keys, args.data_workers))
-    ema_step = int(args.ema_from * args.steps) if args.ema_decay > 0 and ranks.main else None
+    # (at most the last step: the average must start from trained weights, never the initial copy)
+    ema_step = min(int(args.ema_from * args.steps), args.steps - 1) if args.ema_decay > 0 and ranks.main else None
     averaged = WeightAverage(trainer.exported_params(), args.ema_decay) if ema_step is not None else None
     for step in range(args.steps):
         if (trainer.aux_weight > 0 or trainer.obj_weight > 0) and step == int(args.aux_until * args.steps):
