@@ -216,8 +216,8 @@ fn decode_equals_scalar(w: &Mat, x: &[f32], n: usize, what: &str) {
 }
 
 /// The decode of `x` through `w` repacked ([`Mat::repack`], when its type has a layout) on every
-/// path, the scalar one included, equals the in-place scalar decode bit for bit; Q4_K ×16 (its own
-/// f32 order) equals its twin (the scalar path on the repacked matrix) bit for bit on every path,
+/// path, the scalar one included, equals the in-place scalar decode bit for bit; the ×16 layouts
+/// (Q4_K, Q6_K: their own f32 order) equal their twin (the scalar path on the repacked matrix) bit for bit on every path,
 /// and the twin is within 1e-5 of Σ|w·x| of the in-place scalar decode.
 fn repacked_equals_scalar(w: &Mat, x: &[f32], n: usize, what: &str) {
     let mut wp = w.clone();
@@ -225,7 +225,7 @@ fn repacked_equals_scalar(w: &Mat, x: &[f32], n: usize, what: &str) {
         return;
     }
     let in_place = run(Path::Scalar, w, x, n, Regime::Decode);
-    let own_order = w.ty == GgmlType::Q4_K;
+    let own_order = kernels::repack::group_rows(w.ty) == Some(kernels::repack::R16);
     let want = if own_order {
         let twin = run(Path::Scalar, &wp, x, n, Regime::Decode);
         let (m, k) = (w.rows, w.cols);

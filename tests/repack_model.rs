@@ -1,15 +1,16 @@
 //! Whole models with their decoder matrices repacked at load ([`Model::repack`]) against the same
 //! models with every weight in place: identical logits, bit for bit, in prefill and token by
 //! token, on every kernel path this CPU has (a random-weight model with rows of 256 and 512 as
-//! Q4_0, Q4_K and Q6_K; repacked Q4_K within 1e-4 of the largest logit, its float order being its
-//! own), and on the demo model opened both ways through [`Model::open`].
+//! Q4_0, Q4_K and Q6_K; repacked Q4_K and Q6_K within 1e-4 of the largest logit, the float order
+//! of their ×16 layouts being their own), and on the demo model opened both ways through
+//! [`Model::open`].
 
 mod common;
 #[path = "common/kq_model.rs"]
 mod kq_model;
 
 use mllama::engine::sequence::Sequence;
-use mllama::kernels::{gemm_min_rows, repack_pays, with_path, Path};
+use mllama::kernels::{self, gemm_min_rows, repack_pays, with_path, Path};
 use mllama::models::mllama::open::OpenOptions;
 use mllama::models::mllama::{CachePrecision, Model, Semantics};
 use mllama::GgmlType;
@@ -76,8 +77,8 @@ fn logits(m: &Model, ids: &[u32], prefill: bool) -> (Option<Vec<f32>>, Vec<f32>)
     (all, each)
 }
 
-/// Repacked Q4_K (×16) sums each row's integer block dot products before its f32 steps, an
-/// order of its own: its logits agree with the in-place ones closely, not bit for bit.
+/// Repacked Q4_K and Q6_K (×16) sum each row's integer block dot products before their f32
+/// steps, an order of their own: its logits agree with the in-place ones closely, not bit for bit.
 fn assert_close(what: &str, a: &[f32], b: &[f32]) {
     assert_eq!(a.len(), b.len(), "{what}");
     let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
@@ -128,7 +129,8 @@ fn repacked_models_give_the_in_place_logits_on_every_path() {
             let want = with_path(p, || logits(&plain, &ids, prefill));
             let got = with_path(p, || logits(&packed, &ids, prefill));
             let what = format!("{ty} on {p} ({n} matrices repacked)");
-            let check = if ty == GgmlType::Q4_K && n > 0 {
+            let x16 = kernels::repack::group_rows(ty) == Some(kernels::repack::R16);
+            let check = if x16 && n > 0 {
                 assert_close
             } else {
                 assert_same

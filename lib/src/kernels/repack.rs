@@ -16,7 +16,7 @@
 //! one 128-bit load. The `m mod 8` rows past the last full group follow in the plain Q4_0 layout.
 //!
 //! # Q4_K ×16
-//! Every group of [`RQ4K`] = 16 consecutive Q4_K rows is stored block by block
+//! Every group of [`R16`] = 16 consecutive Q4_K rows is stored block by block
 //! ([`BlockQ4_Kx16`], 16 × 148 bytes: 4 more per row and block than in place) with the per-block
 //! decoding done at load, in the spirit of Q4_0 ×8 (one 4-byte dot product serves every row):
 //!
@@ -36,14 +36,32 @@
 //! `acc − accm`, so it is close to, not bit-exact with, [`crate::quant::lane_vec_dot`]. The
 //! `m mod 16` rows past the last full group follow in the plain layout (the in-place kernels).
 //!
-//! # Q5_K, Q6_K ×4
-//! Q5_K and Q6_K rows go in groups of [`RK`] = 4, block by block: block `b` of the group is
-//! the four rows' blocks `b`, unchanged, one after the other, so the four-row decode tile
-//! reads one sequential stream instead of four. Their kernels are the in-place ones stepping over
-//! the interleaved blocks (`block_row`): the lane kernels (`intdot::LaneTile`), and on x86 the
-//! dedicated Q6_K tile.
+//! # Q6_K ×16
+//! Every group of [`R16`] = 16 consecutive Q6_K rows is stored block by block
+//! ([`BlockQ6_Kx16`], 16 × 212 bytes: 2 more per row and block than in place), the same idea
+//! as Q4_K ×16:
 //!
-//! Except Q4_K ×16, each row's result is computed exactly as [`QuantBlock::vec_dot`] does
+//! ```text
+//! { d: [f32; 16],                     row r's d (the f16, widened exactly at load)
+//!   sc: [[i8; 16]; 16],               sc[j][r]       = row r's scale of sub-block j (16 values)
+//!   q: [[[[[u8; 4]; 16]; 3]; 8]; 2] } q[n][c][0][r]  = row r's ql[64n + 4c..+4]
+//!                                     q[n][c][1][r]  = row r's ql[64n + 32 + 4c..+4]
+//!                                     q[n][c][2][r]  = row r's qh[32n + 4c..+4]
+//! ```
+//!
+//! so the three 64-byte chunks `q[n][c]` hold the six-bit levels of values `128n + 32s + 4c..+4`
+//! (`s` < 4, sub-block `8n + 2s + c/4`) of all sixteen rows: four registers of unsigned levels
+//! (0..63) after masks and shifts, one i32 lane per row. Each row's per-block integer
+//! `Σⱼ scⱼ·(dotⱼ − 32·bsumsⱼ)` is exact; the f32 order is the layout's own ([`q6_kx16_dot`]):
+//! per block `acc += (d·dx)·isum`.
+//!
+//! # Q5_K ×4
+//! Q5_K rows go in groups of [`RK`] = 4, block by block: block `b` of the group is the four
+//! rows' blocks `b`, unchanged, one after the other, so the four-row decode tile reads one
+//! sequential stream instead of four. Its kernels are the in-place lane kernels
+//! (`intdot::LaneTile`) stepping over the interleaved blocks (`block_row`).
+//!
+//! Except the ×16 layouts, each row's result is computed exactly as [`QuantBlock::vec_dot`] does
 //! (exact integer block sums, then the "eight block lanes" f32 order of
 //! [`crate::quant::block_lanes`]), so every path's repacked kernel agrees bit for bit with the
 //! in-place kernels; only the memory layout differs. The portable decoder here
@@ -69,10 +87,10 @@ use crate::GgmlType;
 
 /// Rows per interleaved group of the Q4_0 layout.
 pub const R: usize = 8;
-/// Rows per group of the block-interleaved K-quant layout (Q5_K, Q6_K).
+/// Rows per group of the block-interleaved layout (Q5_K).
 pub const RK: usize = 4;
-/// Rows per group of the Q4_K layout.
-pub const RQ4K: usize = 16;
+/// Rows per group of the ×16 layouts (Q4_K, Q6_K).
+pub const R16: usize = 16;
 
 /// Block `b` of a group of eight Q4_0 rows (see the module docs).
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -91,21 +109,21 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_0x8>() == 8 * 18);
 #[repr(C)]
 pub struct BlockQ4_Kx16 {
     /// Row `r`'s `d`.
-    pub d: [f16; RQ4K],
+    pub d: [f16; R16],
     /// Row `r`'s `dmin`.
-    pub dmin: [f16; RQ4K],
+    pub dmin: [f16; R16],
     /// `sc[j][r]`: row `r`'s scale of sub-block `j`.
-    pub sc: [[u8; RQ4K]; 8],
+    pub sc: [[u8; R16]; 8],
     /// `mn[p][r][e]`: row `r`'s minimum of sub-block `2p + e`.
-    pub mn: [[[u8; 2]; RQ4K]; 4],
+    pub mn: [[[u8; 2]; R16]; 4],
     /// `qs[g][c][r]`: row `r`'s in-place nibble bytes `qs[32g + 4c..32g + 4c + 4]`.
-    pub qs: [[[[u8; 4]; RQ4K]; 8]; 4],
+    pub qs: [[[[u8; 4]; R16]; 8]; 4],
 }
 
 /// Bytes of one row's block in the Q4_K ×16 layout.
 pub const Q4_KX16_ROW_BLOCK: usize = 148;
 
-const _: () = assert!(std::mem::size_of::<BlockQ4_Kx16>() == RQ4K * Q4_KX16_ROW_BLOCK);
+const _: () = assert!(std::mem::size_of::<BlockQ4_Kx16>() == R16 * Q4_KX16_ROW_BLOCK);
 // Whole cache lines, the nibble chunks on line boundaries (the buffer is line-aligned).
 const _: () = assert!(
     std::mem::size_of::<BlockQ4_Kx16>().is_multiple_of(64)
@@ -160,7 +178,7 @@ impl BlockQ4_Kx16 {
 /// one Q8_K activation row. Per row and block the exact integers `isum = Σⱼ scⱼ·dotⱼ` (`dotⱼ`
 /// the levels of sub-block `j` times its activations) and `msum = Σⱼ mⱼ·(bsums₂ⱼ + bsums₂ⱼ₊₁)`,
 /// then `acc += (d·dx)·isum`, `accm += (dmin·dx)·msum` (f32, no FMA), result `acc − accm`.
-pub fn q4_kx16_dot(w: &[BlockQ4_Kx16], x: &[BlockQ8_K]) -> [f32; RQ4K] {
+pub fn q4_kx16_dot(w: &[BlockQ4_Kx16], x: &[BlockQ8_K]) -> [f32; R16] {
     std::array::from_fn(|r| {
         let (mut acc, mut accm) = (0f32, 0f32);
         for (a, xb) in w.iter().zip(x) {
@@ -185,14 +203,133 @@ pub fn q4_kx16_dot(w: &[BlockQ4_Kx16], x: &[BlockQ8_K]) -> [f32; RQ4K] {
     })
 }
 
+/// Block `b` of a group of sixteen Q6_K rows (see the module docs).
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ6_Kx16 {
+    /// Row `r`'s `d`, widened from f16 (exact).
+    pub d: [f32; R16],
+    /// `sc[j][r]`: row `r`'s scale of sub-block `j`.
+    pub sc: [[i8; R16]; 16],
+    /// `q[n][c][s][r]`: row `r`'s in-place bytes `ql[64n + 4c..]` (`s` = 0), `ql[64n + 32 + 4c..]`
+    /// (1), `qh[32n + 4c..]` (2), four of each.
+    pub q: [[[[[u8; 4]; R16]; 3]; 8]; 2],
+}
+
+/// Bytes of one row's block in the Q6_K ×16 layout.
+pub const Q6_KX16_ROW_BLOCK: usize = 212;
+
+const _: () = assert!(std::mem::size_of::<BlockQ6_Kx16>() == R16 * Q6_KX16_ROW_BLOCK);
+// Whole cache lines, the level chunks on line boundaries (the buffer is line-aligned).
+const _: () = assert!(
+    std::mem::size_of::<BlockQ6_Kx16>().is_multiple_of(64)
+        && std::mem::offset_of!(BlockQ6_Kx16, q).is_multiple_of(64)
+);
+
+impl BlockQ6_Kx16 {
+    /// Put `s` in as row `r`.
+    pub fn set_row(&mut self, r: usize, s: &BlockQ6_K) {
+        self.d[r] = f16_as_f32(s.d);
+        for (j, &v) in s.scales.iter().enumerate() {
+            self.sc[j][r] = v;
+        }
+        for (n, qn) in self.q.iter_mut().enumerate() {
+            for (c, qc) in qn.iter_mut().enumerate() {
+                qc[0][r].copy_from_slice(&s.ql[64 * n + 4 * c..][..4]);
+                qc[1][r].copy_from_slice(&s.ql[64 * n + 32 + 4 * c..][..4]);
+                qc[2][r].copy_from_slice(&s.qh[32 * n + 4 * c..][..4]);
+            }
+        }
+    }
+
+    /// Row `r`'s block in the plain layout (the inverse of [`BlockQ6_Kx16::set_row`]; an f16
+    /// NaN scale comes back a NaN, not necessarily the same one).
+    pub fn row(&self, r: usize) -> BlockQ6_K {
+        let (mut ql, mut qh) = ([0u8; 128], [0u8; 64]);
+        for (n, qn) in self.q.iter().enumerate() {
+            for (c, qc) in qn.iter().enumerate() {
+                ql[64 * n + 4 * c..][..4].copy_from_slice(&qc[0][r]);
+                ql[64 * n + 32 + 4 * c..][..4].copy_from_slice(&qc[1][r]);
+                qh[32 * n + 4 * c..][..4].copy_from_slice(&qc[2][r]);
+            }
+        }
+        BlockQ6_K {
+            ql,
+            qh,
+            scales: std::array::from_fn(|j| self.sc[j][r]),
+            d: f16::from_f32(self.d[r]),
+        }
+    }
+}
+
+/// The twin of every Q6_K ×16 kernel: the sixteen rows of one group (`w`: its blocks) against
+/// one Q8_K activation row. Per row and block the exact integer
+/// `isum = Σⱼ scⱼ·(Σ_{p∈j} uₚ·xₚ − 32·bsumsⱼ)` (= `Σₚ sc_{p/16}·qₚ·xₚ` with the signed levels
+/// `qₚ = uₚ − 32`), then `acc += (d·dx)·isum` (f32, no FMA).
+pub fn q6_kx16_dot(w: &[BlockQ6_Kx16], x: &[BlockQ8_K]) -> [f32; R16] {
+    std::array::from_fn(|r| {
+        let mut acc = 0f32;
+        for (a, xb) in w.iter().zip(x) {
+            let q = a.row(r).levels();
+            let isum: i32 = (0..256)
+                .map(|p| a.sc[p / 16][r] as i32 * q[p] as i32 * xb.qs[p] as i32)
+                .sum();
+            acc += (a.d[r] * xb.d) * isum as f32;
+        }
+        acc
+    })
+}
+
+/// A ×16 layout (sixteen rows of a K-quant against Q8_K activations): Q4_K ×16, Q6_K ×16.
+pub(crate) trait X16Block: bytemuck::Pod + Send + Sync {
+    /// The in-place block type.
+    type Plain: LaneDot<VecDot = BlockQ8_K>;
+    /// Bytes of one row's block in the layout.
+    const ROW_BLOCK: usize;
+    /// Put `s` in as row `r`.
+    fn put(&mut self, r: usize, s: &Self::Plain);
+    /// Row `r`'s block in the plain layout.
+    fn get(&self, r: usize) -> Self::Plain;
+    /// The layout's twin ([`q4_kx16_dot`], [`q6_kx16_dot`]).
+    fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16];
+}
+
+impl X16Block for BlockQ4_Kx16 {
+    type Plain = BlockQ4_K;
+    const ROW_BLOCK: usize = Q4_KX16_ROW_BLOCK;
+    fn put(&mut self, r: usize, s: &BlockQ4_K) {
+        self.set_row(r, s)
+    }
+    fn get(&self, r: usize) -> BlockQ4_K {
+        self.row(r)
+    }
+    fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16] {
+        q4_kx16_dot(w, x)
+    }
+}
+
+impl X16Block for BlockQ6_Kx16 {
+    type Plain = BlockQ6_K;
+    const ROW_BLOCK: usize = Q6_KX16_ROW_BLOCK;
+    fn put(&mut self, r: usize, s: &BlockQ6_K) {
+        self.set_row(r, s)
+    }
+    fn get(&self, r: usize) -> BlockQ6_K {
+        self.row(r)
+    }
+    fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16] {
+        q6_kx16_dot(w, x)
+    }
+}
+
 /// A weight matrix in a repacked layout: full groups of rows, then the leftover rows in
 /// the type's plain layout, in one buffer of anonymous memory.
 pub struct Repacked {
     /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, [`BlockQ4_Kx16`] for Q4_K,
-    /// blocks of [`RK`] rows for Q5_K and Q6_K).
+    /// [`BlockQ6_Kx16`] for Q6_K, blocks of [`RK`] rows for Q5_K).
     pub ty: GgmlType,
-    /// The bytes, page-aligned: every block type aligned, and the 64-byte chunks of the Q4_K
-    /// ×16 layout (one 512-bit load each) never straddle two cache lines.
+    /// The bytes, page-aligned: every block type aligned, and the 64-byte chunks of the ×16
+    /// layouts (one 512-bit load each) never straddle two cache lines.
     buf: AnonBuf,
     len: usize,
 }
@@ -214,15 +351,16 @@ impl std::fmt::Debug for Repacked {
 }
 
 impl Repacked {
-    /// The repacked bytes (the same number as the in-place matrix's, except Q4_K ×16: 148 bytes
-    /// per row and block of the full groups instead of 144).
+    /// The repacked bytes (the same number as the in-place matrix's, except the ×16 layouts:
+    /// 148 bytes per row and block of the full groups instead of 144 (Q4_K), 212 instead of
+    /// 210 (Q6_K)).
     pub fn data(&self) -> &[u8] {
         &self.buf.0[..self.len]
     }
 }
 
 /// Whether models repack matrices of type `ty` at load on `path` ([`super::repack_pays`], which
-/// also asks for the path's own kernel: Q4_K ×16 has none on aarch64 yet).
+/// also asks for the path's own kernel: the ×16 layouts have none on aarch64 yet).
 ///
 /// - Q4_0 ×8 computes 1.3× (avx512) to 1.7× (avx2) faster per core than in place
 ///   (`examples/kq_speed.rs`, cache-resident).
@@ -231,11 +369,12 @@ impl Repacked {
 ///   q4_k_m`, quiet, interleaved with `--no-repack`) it decoded 4.61 / 4.36 against 4.29 / 4.25
 ///   tokens/s (avx512) and 5.20 against 4.94 (avx2), and prefilled 128 tokens 1.47× faster.
 ///   (The earlier Q4_K ×4 layout computed faster per core but decoded slower.)
-/// - Q6_K ×4 (x86 only) computes exactly as in place, with the same dedicated tile, but from one
-///   sequential stream per four rows instead of four: on the 3B-shaped Q4_K_M file (30% of its
-///   bytes Q6_K) 12 interleaved pairs decoded a median 13.1 against 12.0 tokens/s (faster in 9
-///   of 12), and a 1 GB Q6_K matrix on two threads read 35.7 against 29.8 GB/s in one of two
-///   runs (equal in the other). Not measured on aarch64, where it stays in place.
+/// - Q6_K ×16 (x86 only) computes 1.6× (avx512: 4.1 against 6.5 ns per 256 weights) and 1.2×
+///   (avx2: 6.9 against 8.6) faster than the dedicated in-place tile, cache-resident; on the 11B
+///   Q4_K_M model (`bench --synthetic 11b --type q4_k_m --only decode`, three rounds interleaved
+///   with the earlier Q6_K ×4 layout) it decoded 1–3% faster at either read bandwidth, and
+///   prefilled 128 tokens 4% faster on avx512, 4% slower on avx2 (one activation row at a time,
+///   where the ×4 tile took four). Not measured on aarch64, where it stays in place.
 /// - Q5_K ×4 measured no faster (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise) and stays in
 ///   place; [`super::tensor::Mat::repack`] still builds it (tested on every path).
 pub fn pays(ty: GgmlType, path: super::Path) -> bool {
@@ -256,8 +395,8 @@ pub fn supports(ty: GgmlType) -> bool {
 pub fn group_rows(ty: GgmlType) -> Option<usize> {
     match ty {
         GgmlType::Q4_0 => Some(R),
-        GgmlType::Q4_K => Some(RQ4K),
-        GgmlType::Q5_K | GgmlType::Q6_K => Some(RK),
+        GgmlType::Q4_K | GgmlType::Q6_K => Some(R16),
+        GgmlType::Q5_K => Some(RK),
         _ => None,
     }
 }
@@ -296,8 +435,10 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
     if m < g || !k.is_multiple_of(ty.block_size()) || data.len() != m * rb {
         return None;
     }
-    if ty == GgmlType::Q4_K {
-        return repack_q4_k(data, m, k);
+    match ty {
+        GgmlType::Q4_K => return repack_x16::<BlockQ4_Kx16>(data, m, k),
+        GgmlType::Q6_K => return repack_x16::<BlockQ6_Kx16>(data, m, k),
+        _ => {}
     }
     if ty != GgmlType::Q4_0 {
         return repack_blocks(ty, data, m, k, g);
@@ -328,35 +469,36 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
     })
 }
 
-/// The Q4_K ×16 layout of `m` rows of `k` values stored in place in `data`.
-fn repack_q4_k(data: &[u8], m: usize, k: usize) -> Option<Repacked> {
+/// The ×16 layout `G` of `m` rows of `k` values stored in place in `data`.
+fn repack_x16<G: X16Block>(data: &[u8], m: usize, k: usize) -> Option<Repacked> {
+    let plain = <G::Plain as QuantBlock>::BYTES;
     let nb = k / 256;
-    let full = m / RQ4K * RQ4K;
-    let len = full * nb * Q4_KX16_ROW_BLOCK + (m - full) * nb * 144;
+    let full = m / R16 * R16;
+    let len = x16_tail_at::<G>(m, nb) + (m - full) * nb * plain;
     let mut buf = AnonBuf::zeroed(len)?;
     let out: &mut [u8] = &mut buf.0[..len];
-    let src: &[BlockQ4_K] = bytemuck::cast_slice(data);
-    let (groups, tail) = out.split_at_mut(full * nb * Q4_KX16_ROW_BLOCK);
-    let groups: &mut [BlockQ4_Kx16] = bytemuck::cast_slice_mut(groups);
+    let src: &[G::Plain] = bytemuck::cast_slice(data);
+    let (groups, tail) = out.split_at_mut(x16_tail_at::<G>(m, nb));
+    let groups: &mut [G] = bytemuck::cast_slice_mut(groups);
     groups.par_chunks_mut(nb).enumerate().for_each(|(g, dst)| {
         for (b, o) in dst.iter_mut().enumerate() {
-            for r in 0..RQ4K {
-                o.set_row(r, &src[(g * RQ4K + r) * nb + b]);
+            for r in 0..R16 {
+                o.put(r, &src[(g * R16 + r) * nb + b]);
             }
         }
     });
-    tail.copy_from_slice(&data[full * nb * 144..]);
+    tail.copy_from_slice(&data[full * nb * plain..]);
     Some(Repacked {
-        ty: GgmlType::Q4_K,
+        ty: <G::Plain as QuantBlock>::TYPE,
         buf,
         len,
     })
 }
 
-/// The in-place tail of a repacked Q4_K matrix (`m` rows of `nb` blocks): its bytes start at
-/// `q4_k_tail_at(m, nb)`.
-pub(crate) fn q4_k_tail_at(m: usize, nb: usize) -> usize {
-    m / RQ4K * RQ4K * nb * Q4_KX16_ROW_BLOCK
+/// The in-place tail of a repacked ×16 matrix (`m` rows of `nb` blocks): its bytes start at
+/// `x16_tail_at::<G>(m, nb)`.
+pub(crate) fn x16_tail_at<G: X16Block>(m: usize, nb: usize) -> usize {
+    m / R16 * R16 * nb * G::ROW_BLOCK
 }
 
 /// The block-interleaved layout: block `b` of row `g·RK + r` at block index `(g·nb + b)·RK + r`.
@@ -396,18 +538,10 @@ pub(crate) fn row_to_f32(rp: &Repacked, m: usize, k: usize, j: usize, out: &mut 
         return;
     }
     let full = full_rows(ty, m);
-    if ty == GgmlType::Q4_K {
-        let (groups, tail) = rp.data().split_at(q4_k_tail_at(m, nb));
-        for b in 0..nb {
-            let blk = if j < full {
-                let groups: &[BlockQ4_Kx16] = bytemuck::cast_slice(groups);
-                groups[j / RQ4K * nb + b].row(j % RQ4K)
-            } else {
-                bytemuck::cast_slice::<u8, BlockQ4_K>(tail)[(j - full) * nb + b]
-            };
-            blk.dequantize(&mut out[b * bv..(b + 1) * bv]);
-        }
-        return;
+    match ty {
+        GgmlType::Q4_K => return x16_row_to_f32::<BlockQ4_Kx16>(rp, m, nb, j, out),
+        GgmlType::Q6_K => return x16_row_to_f32::<BlockQ6_Kx16>(rp, m, nb, j, out),
+        _ => {}
     }
     let Some(t) = crate::quant::traits(ty) else {
         return;
@@ -419,6 +553,20 @@ pub(crate) fn row_to_f32(rp: &Repacked, m: usize, k: usize, j: usize, out: &mut 
             (j * nb + b) * bb
         };
         (t.to_f32)(&rp.data()[at..at + bb], &mut out[b * bv..(b + 1) * bv]);
+    }
+}
+
+/// [`row_to_f32`] of a ×16 layout `G`.
+fn x16_row_to_f32<G: X16Block>(rp: &Repacked, m: usize, nb: usize, j: usize, out: &mut [f32]) {
+    let full = m / R16 * R16;
+    let (groups, tail) = rp.data().split_at(x16_tail_at::<G>(m, nb));
+    for (b, o) in out[..nb * 256].chunks_exact_mut(256).enumerate() {
+        let blk = if j < full {
+            bytemuck::cast_slice::<u8, G>(groups)[j / R16 * nb + b].get(j % R16)
+        } else {
+            bytemuck::cast_slice::<u8, G::Plain>(tail)[(j - full) * nb + b]
+        };
+        blk.dequantize(o);
     }
 }
 
@@ -539,67 +687,75 @@ pub(crate) fn scalar_decoder(ty: GgmlType) -> Option<Decoder> {
         }),
         GgmlType::Q4_K => Some(Decoder {
             act: Some(plain_act::<BlockQ8_K>()),
-            rows: scalar_rows_q4_k,
+            rows: scalar_rows_x16::<BlockQ4_Kx16>,
+        }),
+        GgmlType::Q6_K => Some(Decoder {
+            act: Some(plain_act::<BlockQ8_K>()),
+            rows: scalar_rows_x16::<BlockQ6_Kx16>,
         }),
         GgmlType::Q5_K => lane::<BlockQ5_K>(),
-        GgmlType::Q6_K => lane::<BlockQ6_K>(),
         _ => None,
     }
 }
 
-/// One path's kernel for a group of sixteen Q4_K ×16 rows: `y[r] = W[row r] · x` for the
-/// group's `nb` blocks at `w` against one Q8_K activation row, bit-exact with [`q4_kx16_dot`].
-pub(crate) trait Q4kGroupDot {
+/// One path's kernel for a group of sixteen rows of the ×16 layout `G`: `y[r] = W[row r] · x`
+/// for the group's `nb` blocks at `w` against one Q8_K activation row, bit-exact with
+/// [`X16Block::twin`].
+pub(crate) trait X16Dot {
+    /// The layout.
+    type G: X16Block;
     /// # Safety
     /// The CPU runs the kernel's ISA; `nb` blocks at `w` and at `x`.
-    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; RQ4K];
+    unsafe fn dot16(w: *const Self::G, nb: usize, x: *const BlockQ8_K) -> [f32; R16];
 }
 
-/// [`q4_kx16_dot`] as a group kernel (the portable and ARM paths).
-pub(crate) struct Q4kx16Twin;
+/// [`X16Block::twin`] as a group kernel (the portable and ARM paths).
+pub(crate) struct X16Twin<G>(std::marker::PhantomData<G>);
 
-impl Q4kGroupDot for Q4kx16Twin {
+impl<G: X16Block> X16Dot for X16Twin<G> {
+    type G = G;
     #[inline(always)]
-    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; RQ4K] {
-        q4_kx16_dot(
+    unsafe fn dot16(w: *const G, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
+        G::twin(
             std::slice::from_raw_parts(w, nb),
             std::slice::from_raw_parts(x, nb),
         )
     }
 }
 
-/// The repacked Q4_K decode of weight rows `rows`: whole groups with `D`'s kernel against every
-/// activation row (plain Q8_K rows) in turn, the leftover rows (stored in place after the groups)
-/// with `tail`, the path's in-place Q4_K decoder.
+/// The repacked decode of weight rows `rows` of a ×16 layout: whole groups with `D`'s kernel
+/// against every activation row (plain Q8_K rows) in turn, the leftover rows (stored in place
+/// after the groups) with `tail`, the path's in-place decoder of the type.
 ///
 /// # Safety
-/// As [`Decoder::rows`]: `job.w` is a [`Repacked`] Q4_K matrix of `job.out.m` rows; `rows`
-/// starts at a multiple of [`RQ4K`] or past the last full group; `tail` runs on this CPU.
+/// As [`Decoder::rows`]: `job.w` is a [`Repacked`] matrix of layout `D::G` and `job.out.m`
+/// rows; `rows` starts at a multiple of [`R16`] or past the last full group; `tail` runs on this
+/// CPU.
 #[inline(always)]
-pub(crate) unsafe fn rows_q4_k<D: Q4kGroupDot>(
+pub(crate) unsafe fn rows_x16<D: X16Dot>(
     job: &Job<'_>,
     rows: Range<usize>,
     tail: unsafe fn(&Job<'_>, Range<usize>),
 ) {
     let (m, nb) = (job.out.m, job.k / 256);
-    let full = m / RQ4K * RQ4K;
-    let groups = job.w.as_ptr() as *const BlockQ4_Kx16;
+    let full = m / R16 * R16;
+    let groups = job.w.as_ptr() as *const D::G;
     let mut j = rows.start;
-    while j + RQ4K <= rows.end.min(full) {
-        let w = groups.add(j / RQ4K * nb);
+    while j + R16 <= rows.end.min(full) {
+        let w = groups.add(j / R16 * nb);
         for i in 0..job.n {
             let x = job.x.as_ptr().add(i * job.x_stride) as *const BlockQ8_K;
             for (r, &v) in D::dot16(w, nb, x).iter().enumerate() {
                 job.out.put(i, j + r, with_bias(v, job.bias, j + r));
             }
         }
-        j += RQ4K;
+        j += R16;
     }
     let j = j.max(full);
     if j < rows.end {
         // The leftover rows as an in-place matrix of their own, writing columns `full..` of y.
         let tail_job = Job {
-            w: &job.w[q4_k_tail_at(m, nb)..],
+            w: &job.w[x16_tail_at::<D::G>(m, nb)..],
             k: job.k,
             x: job.x,
             x_stride: job.x_stride,
@@ -614,20 +770,20 @@ pub(crate) unsafe fn rows_q4_k<D: Q4kGroupDot>(
     }
 }
 
-/// The portable repacked Q4_K decoder: whole groups through [`q4_kx16_dot`] (the twin of every
-/// SIMD group kernel), the leftover rows through [`crate::quant::lane_vec_dot`].
-unsafe fn scalar_rows_q4_k(job: &Job<'_>, rows: Range<usize>) {
-    rows_q4_k::<Q4kx16Twin>(job, rows, scalar_tail_q4_k)
+/// The portable repacked decoder of a ×16 layout: whole groups through its twin, the leftover
+/// rows through [`crate::quant::lane_vec_dot`].
+unsafe fn scalar_rows_x16<G: X16Block>(job: &Job<'_>, rows: Range<usize>) {
+    rows_x16::<X16Twin<G>>(job, rows, scalar_tail::<G::Plain>)
 }
 
-/// In-place Q4_K rows `rows` (the leftover rows of [`scalar_rows_q4_k`]).
-unsafe fn scalar_tail_q4_k(job: &Job<'_>, rows: Range<usize>) {
-    let nb = job.k / 256;
-    let w: &[BlockQ4_K] = bytemuck::cast_slice(job.w);
-    let xb = nb * <BlockQ8_K as QuantBlock>::BYTES;
+/// In-place rows `rows` of a lane type (the leftover rows of [`scalar_rows_x16`]).
+unsafe fn scalar_tail<B: LaneDot>(job: &Job<'_>, rows: Range<usize>) {
+    let nb = job.k / B::BLOCK;
+    let w: &[B] = bytemuck::cast_slice(job.w);
+    let xb = nb * <B::VecDot as QuantBlock>::BYTES;
     for j in rows {
         for i in 0..job.n {
-            let x: &[BlockQ8_K] = bytemuck::cast_slice(&job.x[i * job.x_stride..][..xb]);
+            let x: &[B::VecDot] = bytemuck::cast_slice(&job.x[i * job.x_stride..][..xb]);
             let v = lane_vec_dot(&w[j * nb..][..nb], x);
             job.out.put(i, j, with_bias(v, job.bias, j));
         }

@@ -12,7 +12,6 @@ use super::bytes::{NeonOps, SdotOps};
 use super::{quantize_split, sdot};
 use crate::quant::f16_as_f32;
 use crate::quant::q5_k::BlockQ5_K;
-use crate::quant::q6_k::BlockQ6_K;
 use crate::GgmlType;
 
 /// The `sdot` group kernel of [`BlockQ4_0x8`].
@@ -141,10 +140,10 @@ pub(super) fn repacked_decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder>
             }),
             rows: rows_q4_0_dot,
         }),
-        // Q4_K ×16 has no NEON kernel yet: a repacked Q4_K matrix runs the portable twin
-        // (`repack::scalar_decoder`), and models keep Q4_K in place here (`repack_pays`).
+        // The ×16 layouts (Q4_K, Q6_K) have no NEON kernel yet: a repacked matrix runs the
+        // portable twin (`repack::scalar_decoder`), and models keep them in place here
+        // (`repack_pays`).
         GgmlType::Q5_K => lane::<BlockQ5_K, DOT>(),
-        GgmlType::Q6_K => lane::<BlockQ6_K, DOT>(),
         _ => None,
     }
 }

@@ -1,5 +1,4 @@
-//! A dedicated decode tile of Q6_K (both x86 paths; in place or over the block-interleaved
-//! layout of `kernels::repack`) against Q8_K activations: the same
+//! A dedicated in-place decode tile of Q6_K (both x86 paths) against Q8_K activations: the same
 //! integers and f32 steps as the shared lane kernel of `kernels::intdot` (twin:
 //! [`crate::quant::lane_vec_dot`], bit for bit), with less work per block and every accumulator
 //! of the tile's rows in registers.
@@ -22,12 +21,10 @@
 use std::arch::x86_64::*;
 use std::ptr::addr_of;
 
-use super::super::repack::{block_row, full_rows};
 use super::super::traverse::Dots;
 use super::super::types::Job;
 use crate::quant::q6_k::BlockQ6_K;
 use crate::quant::q8_k::BlockQ8_K;
-use crate::GgmlType;
 
 /// The lanes reduced in [`crate::quant::lanes8`]'s order.
 #[inline(always)]
@@ -44,8 +41,6 @@ unsafe fn fsum(a: __m256) -> f32 {
 pub(super) struct Q6kTile<const VNNI: bool> {
     w: *const BlockQ6_K,
     nb: usize,
-    /// Rows stored in groups of [`crate::kernels::repack::RK`] block-interleaved rows (0: in place).
-    full: usize,
     x: *const u8,
     x_stride: usize,
 }
@@ -63,25 +58,9 @@ impl<const VNNI: bool> Q6kTile<VNNI> {
         Q6kTile {
             w: job.w.as_ptr() as *const BlockQ6_K,
             nb: job.k / 256,
-            full: 0,
             x: job.x.as_ptr(),
             x_stride: job.x_stride,
         }
-    }
-
-    /// The tile over a decode job whose weights are in the block-interleaved layout of
-    /// [`crate::kernels::repack`] (groups of [`crate::kernels::repack::RK`] rows, then the leftover rows in place): the
-    /// same results bit for bit, from one sequential stream per group of rows.
-    pub fn repacked(job: &Job<'_>) -> Self {
-        let mut t = Self::new(job);
-        t.full = full_rows(GgmlType::Q6_K, job.out.m);
-        t
-    }
-
-    /// Row `j`'s first block and the distance (in blocks) from one of its blocks to the next.
-    #[inline(always)]
-    unsafe fn row(self, j: usize) -> (*const BlockQ6_K, usize) {
-        block_row(self.w, self.nb, self.full, j)
     }
 }
 
@@ -196,9 +175,7 @@ impl<const VNNI: bool> Dots for Q6kTile<VNNI> {
         js: [usize; 4],
         i: usize,
     ) -> [[f32; NX]; RW] {
-        // All `RW` rows are stored alike (one group, or all in place): one step.
-        let w: [*const BlockQ6_K; RW] = std::array::from_fn(|r| self.row(js[r]).0);
-        let step = self.row(js[0]).1;
+        let w: [*const BlockQ6_K; RW] = std::array::from_fn(|r| self.w.add(js[r] * self.nb));
         let x: [*const BlockQ8_K; NX] =
             std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const BlockQ8_K);
         let mut acc = [[_mm256_setzero_ps(); NX]; RW];
@@ -213,7 +190,7 @@ impl<const VNNI: bool> Dots for Q6kTile<VNNI> {
             // One weight row (a macro: see [`Q4kTile::dot`]).
             macro_rules! row {
                 ($r:expr) => {{
-                    let wb = w[$r].add(b * step);
+                    let wb = w[$r].add(b);
                     let scv = scales6(addr_of!((*wb).scales) as *const i8);
                     let lv = lanes6::<VNNI, NX>(wb, &scv, xq, bs);
                     let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(

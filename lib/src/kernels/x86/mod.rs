@@ -693,7 +693,7 @@ pub(super) unsafe fn decode_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::R
 /// # Safety
 /// As [`decode_lane`] with `B` = Q6_K.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_q6k(job: &Job<'_>, rows: std::ops::Range<usize>) {
+pub(super) unsafe fn decode_q6k(job: &Job<'_>, rows: std::ops::Range<usize>) {
     let t = kquant::Q6kTile::<false>::new(job);
     traverse(t, job.n, rows, job.out, job.bias)
 }
@@ -703,7 +703,7 @@ unsafe fn decode_q6k(job: &Job<'_>, rows: std::ops::Range<usize>) {
 /// # Safety
 /// As [`decode_q6k`], and AVX-512 F/BW/VL/VNNI/VBMI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-unsafe fn decode_q6k_512(job: &Job<'_>, rows: std::ops::Range<usize>) {
+pub(super) unsafe fn decode_q6k_512(job: &Job<'_>, rows: std::ops::Range<usize>) {
     let t = kquant::Q6kTile::<true>::new(job);
     traverse(t, job.n, rows, job.out, job.bias)
 }

@@ -6,8 +6,8 @@ use std::arch::x86_64::*;
 
 use super::super::intdot::{LaneKernel, LaneTile};
 use super::super::repack::{
-    full_rows, rows_grouped, rows_q4_k, rows_split, BlockQ4_0x8, BlockQ4_Kx16, GroupDot,
-    Q4kGroupDot, R, RQ4K,
+    full_rows, rows_grouped, rows_split, rows_x16, BlockQ4_0x8, BlockQ4_Kx16, BlockQ6_Kx16,
+    GroupDot, X16Dot, R, R16,
 };
 use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
@@ -173,13 +173,15 @@ unsafe fn x4(xq: *const i8, i: usize) -> i32 {
 /// (exact: |32·240·128| < 2³¹), shifted back exactly; each times the row's scale
 /// (`vpmovzxbd`, `vpmulld`). The minimum sums are four `vpdpwssd` of the rows' minimum pairs
 /// (zero-extended words) with the broadcast pair of sub-block sums. Then one f32 lane per row:
-/// `acc += (d·dx)·isum`, `accm += (dmin·dx)·msum` (no FMA). Twin: [`q4_kx16_dot`] (bit-exact).
+/// `acc += (d·dx)·isum`, `accm += (dmin·dx)·msum` (no FMA). Twin:
+/// [`super::super::repack::q4_kx16_dot`] (bit-exact).
 struct Q4kx16Vnni;
 
-impl Q4kGroupDot for Q4kx16Vnni {
+impl X16Dot for Q4kx16Vnni {
+    type G = BlockQ4_Kx16;
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; RQ4K] {
+    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
         let lo_m = _mm512_set1_epi8(0x0F);
         let hi_m = _mm512_set1_epi8(0xF0u8 as i8);
         let mut acc = _mm512_setzero_ps();
@@ -225,7 +227,7 @@ impl Q4kGroupDot for Q4kx16Vnni {
             acc = _mm512_add_ps(acc, fi);
             accm = _mm512_add_ps(accm, fm);
         }
-        let mut out = [0f32; RQ4K];
+        let mut out = [0f32; R16];
         _mm512_storeu_ps(out.as_mut_ptr(), _mm512_sub_ps(acc, accm));
         out
     }
@@ -237,7 +239,7 @@ impl Q4kGroupDot for Q4kx16Vnni {
 /// (each pair at most 2·15·128, eight of them 30720 < 2¹⁵: exact), then `vpmaddwd` with the
 /// row's scale in both words of its lane (one `vpshufb` of the sixteen scale bytes) gives
 /// `scⱼ·dotⱼ` in i32. Minimums as [`Q4kx16Vnni`] (`vpmaddwd`), f32 steps as [`Q4kx16Vnni`]
-/// lane-wise. Twin: [`q4_kx16_dot`] (bit-exact).
+/// lane-wise. Twin: [`super::super::repack::q4_kx16_dot`] (bit-exact).
 struct Q4kx16Avx2;
 
 /// The `vpshufb` control putting scale byte `8h + 4·(lane) + i` (rows of half `h`) into both
@@ -254,10 +256,11 @@ unsafe fn q4kx16_scale_ctl(h: usize) -> __m256i {
     _mm256_loadu_si256(b.as_ptr() as *const __m256i)
 }
 
-impl Q4kGroupDot for Q4kx16Avx2 {
+impl X16Dot for Q4kx16Avx2 {
+    type G = BlockQ4_Kx16;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; RQ4K] {
+    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
         let m4 = _mm256_set1_epi8(0x0F);
         let ctl = [q4kx16_scale_ctl(0), q4kx16_scale_ctl(1)];
         let mut acc = [_mm256_setzero_ps(); 2];
@@ -309,7 +312,7 @@ impl Q4kGroupDot for Q4kx16Avx2 {
                 accm[h] = _mm256_add_ps(accm[h], fm);
             }
         }
-        let mut out = [0f32; RQ4K];
+        let mut out = [0f32; R16];
         _mm256_storeu_ps(out.as_mut_ptr(), _mm256_sub_ps(acc[0], accm[0]));
         _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_sub_ps(acc[1], accm[1]));
         out
@@ -320,10 +323,10 @@ impl Q4kGroupDot for Q4kx16Avx2 {
 /// Twin: the portable repacked decoder.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available; as [`rows_q4_k`].
+/// AVX2/FMA/F16C available; as [`rows_x16`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q4_k_avx2(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_q4_k::<Q4kx16Avx2>(job, rows, super::decode_lane::<BlockQ4_K>)
+    rows_x16::<Q4kx16Avx2>(job, rows, super::decode_lane::<BlockQ4_K>)
 }
 
 /// [`rows_q4_k_avx2`] on [`super::Avx512`] ([`Q4kx16Vnni`]), the same results bit for bit.
@@ -332,7 +335,7 @@ unsafe fn rows_q4_k_avx2(job: &Job<'_>, rows: std::ops::Range<usize>) {
 /// As [`rows_q4_k_avx2`], and AVX-512 F/BW/VL/VNNI/VBMI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn rows_q4_k_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_q4_k::<Q4kx16Vnni>(job, rows, super::decode_lane::<BlockQ4_K>)
+    rows_x16::<Q4kx16Vnni>(job, rows, super::decode_lane::<BlockQ4_K>)
 }
 
 /// The block-interleaved K-quant decode on both x86 paths: the in-place lane tiles stepping
@@ -346,35 +349,187 @@ unsafe fn rows_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) 
     rows_grouped(LaneTile::<B, Avx2Ops>::repacked(job), job, full, rows)
 }
 
-/// The block-interleaved Q6_K decode on [`super::Avx2`]: the dedicated Q6_K tile
-/// ([`super::kquant::Q6kTile`]) stepping over the interleaved blocks, bit-exact with in place.
-///
-/// # Safety
-/// AVX2/FMA/F16C available; `job.w` a repacked Q6_K matrix; as [`rows_grouped`].
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q6_k_avx2(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let full = full_rows(GgmlType::Q6_K, job.out.m);
-    rows_grouped(
-        super::kquant::Q6kTile::<false>::repacked(job),
-        job,
-        full,
-        rows,
-    )
+/// The six-bit levels (0..63, one byte each) of the chunk `q[n][c]` of a [`BlockQ6_Kx16`]
+/// (`a`, `b`: its two `ql` parts, `h`: its `qh` part, any width): element `s` holds the levels
+/// of values `128n + 32s + 4c..+4`. The 16-bit shifts move bits across bytes only where the
+/// masks drop them.
+macro_rules! q6_levels {
+    ($a:expr, $b:expr, $h:expr, $and:ident, $or:ident, $sll:ident, $srl:ident, $m4:expr, $m30:expr) => {{
+        let (a, b, h) = ($a, $b, $h);
+        [
+            $or($and(a, $m4), $and($sll::<4>(h), $m30)),
+            $or($and(b, $m4), $and($sll::<2>(h), $m30)),
+            $or($and($srl::<4>(a), $m4), $and(h, $m30)),
+            $or($and($srl::<4>(b), $m4), $and($srl::<2>(h), $m30)),
+        ]
+    }};
 }
 
-/// [`rows_q6_k_avx2`] on [`super::Avx512`] (`vpdpwssd`), the same results bit for bit.
+/// The AVX-512 VNNI group kernel of [`BlockQ6_Kx16`]: per block, half `n` and quarter `t` of the
+/// 32 values of each of its four 32-value runs, the four chunks `q[n][4t..4t + 4]` give the
+/// levels of all sixteen rows ([`q6_levels`]); `vpdpbusd` with the four activation bytes of
+/// those values broadcast to every lane sums each row's `dotⱼ` of sub-block `j = 8n + 2s + t`
+/// in its i32 lane (at most 16·63·128); `(dotⱼ − 32·bsumsⱼ)·scⱼ` (`vpmulld`, exact: |Σ| <
+/// 16·128·(16·63·128 + 32·2048) < 2³¹) summed over the sixteen sub-blocks; then one f32 lane per
+/// row: `acc += (d·dx)·isum` (no FMA). Twin: [`super::super::repack::q6_kx16_dot`]
+/// (bit-exact).
+struct Q6kx16Vnni;
+
+impl X16Dot for Q6kx16Vnni {
+    type G = BlockQ6_Kx16;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    unsafe fn dot16(w: *const BlockQ6_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
+        let (m4, m30) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+        let mut acc = _mm512_setzero_ps();
+        for b in 0..nb {
+            let (wb, xb) = (&*w.add(b), &*x.add(b));
+            let xq = xb.qs.as_ptr();
+            let mut isum = _mm512_setzero_si512();
+            for n in 0..2 {
+                for t in 0..2 {
+                    let mut dot = [_mm512_setzero_si512(); 4];
+                    for c in 4 * t..4 * t + 4 {
+                        let ld = |s: usize| _mm512_loadu_si512(wb.q[n][c][s].as_ptr() as *const _);
+                        let v = q6_levels!(
+                            ld(0),
+                            ld(1),
+                            ld(2),
+                            _mm512_and_si512,
+                            _mm512_or_si512,
+                            _mm512_slli_epi16,
+                            _mm512_srli_epi16,
+                            m4,
+                            m30
+                        );
+                        for (s, d) in dot.iter_mut().enumerate() {
+                            let xs = _mm512_set1_epi32(x4(xq, 128 * n + 32 * s + 4 * c));
+                            *d = _mm512_dpbusd_epi32(*d, v[s], xs);
+                        }
+                    }
+                    for (s, &d) in dot.iter().enumerate() {
+                        let j = 8 * n + 2 * s + t;
+                        let off = _mm512_set1_epi32(32 * xb.bsums[j] as i32);
+                        let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(
+                            wb.sc[j].as_ptr() as *const __m128i
+                        ));
+                        isum = _mm512_add_epi32(
+                            isum,
+                            _mm512_mullo_epi32(_mm512_sub_epi32(d, off), sc),
+                        );
+                    }
+                    // A compiler barrier, as in [`Q4kx16Vnni`]: the chunk loads in address order.
+                    // SAFETY: an empty instruction sequence; it touches no register, flag or stack.
+                    std::arch::asm!("", options(nostack, preserves_flags));
+                }
+            }
+            let d = _mm512_loadu_ps(wb.d.as_ptr());
+            let f = _mm512_mul_ps(
+                _mm512_mul_ps(d, _mm512_set1_ps(xb.d)),
+                _mm512_cvtepi32_ps(isum),
+            );
+            acc = _mm512_add_ps(acc, f);
+        }
+        let mut out = [0f32; R16];
+        _mm512_storeu_ps(out.as_mut_ptr(), acc);
+        out
+    }
+}
+
+/// The AVX2 group kernel of [`BlockQ6_Kx16`]: the sixteen rows as two halves of eight (32 bytes
+/// of each chunk, one i32 / f32 lane per row). As [`Q6kx16Vnni`], with `vpmaddubsw` of the
+/// levels and the broadcast activation bytes (each pair at most 2·63·128 = 16128, two chunks
+/// summed in i16 exactly) and `vpmaddwd` with ones for each row's `dotⱼ` in i32. Twin:
+/// [`super::super::repack::q6_kx16_dot`] (bit-exact).
+struct Q6kx16Avx2;
+
+impl X16Dot for Q6kx16Avx2 {
+    type G = BlockQ6_Kx16;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot16(w: *const BlockQ6_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
+        let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for b in 0..nb {
+            let (wb, xb) = (&*w.add(b), &*x.add(b));
+            let xq = xb.qs.as_ptr();
+            let dx = _mm256_set1_ps(xb.d);
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let mut isum = _mm256_setzero_si256();
+                for n in 0..2 {
+                    for t in 0..2 {
+                        let mut dot = [_mm256_setzero_si256(); 4];
+                        for c2 in 0..2 {
+                            let mut p = [_mm256_setzero_si256(); 4];
+                            for c in 4 * t + 2 * c2..4 * t + 2 * c2 + 2 {
+                                let ld = |s: usize| {
+                                    _mm256_loadu_si256(
+                                        wb.q[n][c][s][8 * h].as_ptr() as *const __m256i
+                                    )
+                                };
+                                let v = q6_levels!(
+                                    ld(0),
+                                    ld(1),
+                                    ld(2),
+                                    _mm256_and_si256,
+                                    _mm256_or_si256,
+                                    _mm256_slli_epi16,
+                                    _mm256_srli_epi16,
+                                    m4,
+                                    m30
+                                );
+                                for (s, p) in p.iter_mut().enumerate() {
+                                    let xs = _mm256_set1_epi32(x4(xq, 128 * n + 32 * s + 4 * c));
+                                    *p = _mm256_add_epi16(*p, _mm256_maddubs_epi16(v[s], xs));
+                                }
+                            }
+                            for (d, &p) in dot.iter_mut().zip(&p) {
+                                *d = _mm256_add_epi32(*d, _mm256_madd_epi16(p, ones));
+                            }
+                        }
+                        for (s, &d) in dot.iter().enumerate() {
+                            let j = 8 * n + 2 * s + t;
+                            let off = _mm256_set1_epi32(32 * xb.bsums[j] as i32);
+                            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                wb.sc[j][8 * h..].as_ptr() as *const __m128i,
+                            ));
+                            isum = _mm256_add_epi32(
+                                isum,
+                                _mm256_mullo_epi32(_mm256_sub_epi32(d, off), sc),
+                            );
+                        }
+                    }
+                }
+                let d = _mm256_loadu_ps(wb.d[8 * h..].as_ptr());
+                let f = _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum));
+                *acc = _mm256_add_ps(*acc, f);
+            }
+        }
+        let mut out = [0f32; R16];
+        _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
+        out
+    }
+}
+
+/// The repacked Q6_K decode on [`super::Avx2`] ([`Q6kx16Avx2`]), leftover rows in place.
+/// Twin: the portable repacked decoder.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; as [`rows_x16`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_q6_k_avx2(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_x16::<Q6kx16Avx2>(job, rows, super::decode_q6k)
+}
+
+/// [`rows_q6_k_avx2`] on [`super::Avx512`] ([`Q6kx16Vnni`]), the same results bit for bit.
 ///
 /// # Safety
 /// As [`rows_q6_k_avx2`], and AVX-512 F/BW/VL/VNNI/VBMI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn rows_q6_k_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let full = full_rows(GgmlType::Q6_K, job.out.m);
-    rows_grouped(
-        super::kquant::Q6kTile::<true>::repacked(job),
-        job,
-        full,
-        rows,
-    )
+    rows_x16::<Q6kx16Vnni>(job, rows, super::decode_q6k_512)
 }
 
 /// The repacked decode kernels of [`super::Avx2`] (`VNNI = false`) and [`super::Avx512`].
