@@ -1,6 +1,6 @@
 //! Single-thread decode mat-vec throughput per type with cache-resident weights (the kernels'
 //! compute rate, without the memory system): `cargo run --release --example kq_speed`
-//! (`KQ_ROWS`, `KQ_THREADS`: a larger matrix, more threads; `KQ_PATH`, `KQ_REPS`; `KQ_MATS=N`:
+//! (`KQ_ROWS`, `KQ_COLS`, `KQ_THREADS`: another shape, more threads; `KQ_PATH`, `KQ_REPS`; `KQ_MATS=N`:
 //! N distinct copies multiplied in turn, as a model's sequence of matrices).
 //! Prints ns per 256 weights and the GB/s of weights the kernel could consume; types with a
 //! repacked layout are measured in place and repacked (`q4_0+rp`). With a matrix far beyond the
@@ -33,7 +33,7 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(d)
     };
-    let (m, k) = (env("KQ_ROWS", 512), 4096usize);
+    let (m, k) = (env("KQ_ROWS", 512), env("KQ_COLS", 4096));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let names = if args.is_empty() {
         vec!["q4_0", "q4_k", "q5_k", "q6_k", "q8_0"]

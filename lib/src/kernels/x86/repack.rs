@@ -179,58 +179,107 @@ struct Q4kx16Vnni;
 
 impl X16Dot for Q4kx16Vnni {
     type G = BlockQ4_Kx16;
+    const NX: usize = 4;
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
     unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
-        let lo_m = _mm512_set1_epi8(0x0F);
-        let hi_m = _mm512_set1_epi8(0xF0u8 as i8);
-        let mut acc = _mm512_setzero_ps();
-        let mut accm = _mm512_setzero_ps();
-        for b in 0..nb {
-            let (wb, xb) = (&*w.add(b), &*x.add(b));
-            let xq = xb.qs.as_ptr();
-            let mut isum = _mm512_setzero_si512();
-            for g in 0..4 {
-                let (mut dl, mut dh) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for c in 0..8 {
-                    let v = _mm512_loadu_si512(wb.qs[g][c].as_ptr() as *const _);
+        q4kx16_vnni::<1>(w, nb, [x])[0]
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    unsafe fn dot16n(
+        w: *const BlockQ4_Kx16,
+        nb: usize,
+        x: [*const BlockQ8_K; 4],
+        nx: usize,
+    ) -> [[f32; R16]; 4] {
+        widen(match nx {
+            1 => widen(q4kx16_vnni::<1>(w, nb, [x[0]])),
+            2 => widen(q4kx16_vnni::<2>(w, nb, [x[0], x[1]])),
+            3 => widen(q4kx16_vnni::<3>(w, nb, [x[0], x[1], x[2]])),
+            _ => q4kx16_vnni::<4>(w, nb, x),
+        })
+    }
+}
+
+/// `v` in the first `N` entries of four (the rest zero).
+#[inline(always)]
+fn widen<const N: usize>(v: [[f32; R16]; N]) -> [[f32; R16]; 4] {
+    std::array::from_fn(|t| if t < N { v[t] } else { [0.0; R16] })
+}
+
+/// [`Q4kx16Vnni`] against `NX` activation rows at once: each chunk's levels loaded and masked
+/// once for all of them (the weight-stationary form for prompts), each row's arithmetic that of
+/// one.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn q4kx16_vnni<const NX: usize>(
+    w: *const BlockQ4_Kx16,
+    nb: usize,
+    x: [*const BlockQ8_K; NX],
+) -> [[f32; R16]; NX] {
+    let lo_m = _mm512_set1_epi8(0x0F);
+    let hi_m = _mm512_set1_epi8(0xF0u8 as i8);
+    let mut acc = [_mm512_setzero_ps(); NX];
+    let mut accm = [_mm512_setzero_ps(); NX];
+    for b in 0..nb {
+        let wb = &*w.add(b);
+        let xb = x.map(|x| &*x.add(b));
+        let mut isum = [_mm512_setzero_si512(); NX];
+        for g in 0..4 {
+            let mut dl = [_mm512_setzero_si512(); NX];
+            let mut dh = [_mm512_setzero_si512(); NX];
+            for c in 0..8 {
+                let v = _mm512_loadu_si512(wb.qs[g][c].as_ptr() as *const _);
+                let (lo, hi) = (_mm512_and_si512(v, lo_m), _mm512_and_si512(v, hi_m));
+                for t in 0..NX {
+                    let xq = xb[t].qs.as_ptr();
                     let xl = _mm512_set1_epi32(x4(xq, 64 * g + 4 * c));
                     let xh = _mm512_set1_epi32(x4(xq, 64 * g + 32 + 4 * c));
-                    dl = _mm512_dpbusd_epi32(dl, _mm512_and_si512(v, lo_m), xl);
-                    dh = _mm512_dpbusd_epi32(dh, _mm512_and_si512(v, hi_m), xh);
+                    dl[t] = _mm512_dpbusd_epi32(dl[t], lo, xl);
+                    dh[t] = _mm512_dpbusd_epi32(dh[t], hi, xh);
                 }
-                let sc = |j: usize| {
-                    _mm512_cvtepu8_epi32(_mm_loadu_si128(wb.sc[j].as_ptr() as *const __m128i))
-                };
-                let p = _mm512_add_epi32(
-                    _mm512_mullo_epi32(dl, sc(2 * g)),
-                    _mm512_mullo_epi32(_mm512_srai_epi32::<4>(dh), sc(2 * g + 1)),
-                );
-                isum = _mm512_add_epi32(isum, p);
-                // A compiler barrier (no instruction): the chunk loads stay in address order.
-                // Left alone, LLVM issues the four groups' loads last group first, which measured
-                // 2× slower from memory (14–19 against 6–7 ns per 256 weights, one thread).
-                // SAFETY: an empty instruction sequence; it touches no register, flag or stack.
-                std::arch::asm!("", options(nostack, preserves_flags));
             }
-            let ps = q4kx16_pair_sums(xb);
+            let sc = |j: usize| {
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(wb.sc[j].as_ptr() as *const __m128i))
+            };
+            let (s0, s1) = (sc(2 * g), sc(2 * g + 1));
+            for t in 0..NX {
+                let p = _mm512_add_epi32(
+                    _mm512_mullo_epi32(dl[t], s0),
+                    _mm512_mullo_epi32(_mm512_srai_epi32::<4>(dh[t]), s1),
+                );
+                isum[t] = _mm512_add_epi32(isum[t], p);
+            }
+            // A compiler barrier (no instruction): the chunk loads stay in address order.
+            // Left alone, LLVM issues the four groups' loads last group first, which measured
+            // 2× slower from memory (14–19 against 6–7 ns per 256 weights, one thread).
+            // SAFETY: an empty instruction sequence; it touches no register, flag or stack.
+            std::arch::asm!("", options(nostack, preserves_flags));
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb.d.as_ptr() as *const __m256i));
+        let dm = _mm512_cvtph_ps(_mm256_loadu_si256(wb.dmin.as_ptr() as *const __m256i));
+        let mn = wb
+            .mn
+            .map(|m| _mm512_cvtepu8_epi16(_mm256_loadu_si256(m.as_ptr() as *const _)));
+        for t in 0..NX {
+            let ps = q4kx16_pair_sums(xb[t]);
             let mut ms = _mm512_setzero_si512();
             for (p, &bp) in ps.iter().enumerate() {
-                let mn = _mm256_loadu_si256(wb.mn[p].as_ptr() as *const __m256i);
-                ms = _mm512_dpwssd_epi32(ms, _mm512_cvtepu8_epi16(mn), _mm512_set1_epi32(bp));
+                ms = _mm512_dpwssd_epi32(ms, mn[p], _mm512_set1_epi32(bp));
             }
-            let dx = _mm512_set1_ps(xb.d);
-            let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb.d.as_ptr() as *const __m256i));
-            let dm = _mm512_cvtph_ps(_mm256_loadu_si256(wb.dmin.as_ptr() as *const __m256i));
-            let fi = _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum));
+            let dx = _mm512_set1_ps(xb[t].d);
+            let fi = _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum[t]));
             let fm = _mm512_mul_ps(_mm512_mul_ps(dm, dx), _mm512_cvtepi32_ps(ms));
-            acc = _mm512_add_ps(acc, fi);
-            accm = _mm512_add_ps(accm, fm);
+            acc[t] = _mm512_add_ps(acc[t], fi);
+            accm[t] = _mm512_add_ps(accm[t], fm);
         }
-        let mut out = [0f32; R16];
-        _mm512_storeu_ps(out.as_mut_ptr(), _mm512_sub_ps(acc, accm));
-        out
     }
+    let mut out = [[0f32; R16]; NX];
+    for t in 0..NX {
+        _mm512_storeu_ps(out[t].as_mut_ptr(), _mm512_sub_ps(acc[t], accm[t]));
+    }
+    out
 }
 
 /// The AVX2 group kernel of [`BlockQ4_Kx16`]: the sixteen rows as two halves of eight (32 bytes
@@ -258,65 +307,103 @@ unsafe fn q4kx16_scale_ctl(h: usize) -> __m256i {
 
 impl X16Dot for Q4kx16Avx2 {
     type G = BlockQ4_Kx16;
+    const NX: usize = 2;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let ctl = [q4kx16_scale_ctl(0), q4kx16_scale_ctl(1)];
-        let mut acc = [_mm256_setzero_ps(); 2];
-        let mut accm = [_mm256_setzero_ps(); 2];
-        for b in 0..nb {
-            let (wb, xb) = (w.add(b), x.add(b));
-            let xq = (*xb).qs.as_ptr();
-            let ps = q4kx16_pair_sums(xb);
-            let dx = _mm256_set1_ps((*xb).d);
-            for h in 0..2 {
-                let mut isum = _mm256_setzero_si256();
-                for g in 0..4 {
-                    let (mut pl, mut ph) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                    for c in 0..8 {
-                        let v =
-                            _mm256_loadu_si256((*wb).qs[g][c][8 * h].as_ptr() as *const __m256i);
+        q4kx16_avx2::<1>(w, nb, [x])[0]
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot16n(
+        w: *const BlockQ4_Kx16,
+        nb: usize,
+        x: [*const BlockQ8_K; 4],
+        nx: usize,
+    ) -> [[f32; R16]; 4] {
+        match nx {
+            1 => widen(q4kx16_avx2::<1>(w, nb, [x[0]])),
+            _ => widen(q4kx16_avx2::<2>(w, nb, [x[0], x[1]])),
+        }
+    }
+}
+
+/// [`Q4kx16Avx2`] against `NX` activation rows at once (each chunk's levels unpacked once for
+/// all of them), each row's arithmetic that of one.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4kx16_avx2<const NX: usize>(
+    w: *const BlockQ4_Kx16,
+    nb: usize,
+    x: [*const BlockQ8_K; NX],
+) -> [[f32; R16]; NX] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let ctl = [q4kx16_scale_ctl(0), q4kx16_scale_ctl(1)];
+    let mut acc = [[_mm256_setzero_ps(); 2]; NX];
+    let mut accm = [[_mm256_setzero_ps(); 2]; NX];
+    for b in 0..nb {
+        let wb = w.add(b);
+        let xb = x.map(|x| x.add(b));
+        for h in 0..2 {
+            let mut isum = [_mm256_setzero_si256(); NX];
+            for g in 0..4 {
+                let mut pl = [_mm256_setzero_si256(); NX];
+                let mut ph = [_mm256_setzero_si256(); NX];
+                for c in 0..8 {
+                    let v = _mm256_loadu_si256((*wb).qs[g][c][8 * h].as_ptr() as *const __m256i);
+                    let lo = _mm256_and_si256(v, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                    for t in 0..NX {
+                        let xq = (*xb[t]).qs.as_ptr();
                         let xl = _mm256_set1_epi32(x4(xq, 64 * g + 4 * c));
                         let xh = _mm256_set1_epi32(x4(xq, 64 * g + 32 + 4 * c));
-                        let lo = _mm256_and_si256(v, m4);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-                        pl = _mm256_add_epi16(pl, _mm256_maddubs_epi16(lo, xl));
-                        ph = _mm256_add_epi16(ph, _mm256_maddubs_epi16(hi, xh));
+                        pl[t] = _mm256_add_epi16(pl[t], _mm256_maddubs_epi16(lo, xl));
+                        ph[t] = _mm256_add_epi16(ph[t], _mm256_maddubs_epi16(hi, xh));
                     }
-                    let sc = |j: usize| {
-                        let s = _mm_loadu_si128((*wb).sc[j].as_ptr() as *const __m128i);
-                        _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(s), ctl[h])
-                    };
-                    let p = _mm256_add_epi32(
-                        _mm256_madd_epi16(pl, sc(2 * g)),
-                        _mm256_madd_epi16(ph, sc(2 * g + 1)),
-                    );
-                    isum = _mm256_add_epi32(isum, p);
                 }
+                let sc = |j: usize| {
+                    let s = _mm_loadu_si128((*wb).sc[j].as_ptr() as *const __m128i);
+                    _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(s), ctl[h])
+                };
+                let (s0, s1) = (sc(2 * g), sc(2 * g + 1));
+                for t in 0..NX {
+                    let p = _mm256_add_epi32(
+                        _mm256_madd_epi16(pl[t], s0),
+                        _mm256_madd_epi16(ph[t], s1),
+                    );
+                    isum[t] = _mm256_add_epi32(isum[t], p);
+                }
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(
+                (*wb).d.as_ptr().add(8 * h) as *const __m128i
+            ));
+            let dm = _mm256_cvtph_ps(_mm_loadu_si128(
+                (*wb).dmin.as_ptr().add(8 * h) as *const __m128i
+            ));
+            for t in 0..NX {
+                let ps = q4kx16_pair_sums(xb[t]);
                 let mut ms = _mm256_setzero_si256();
                 for (p, &bp) in ps.iter().enumerate() {
                     let mn = _mm_loadu_si128((*wb).mn[p][8 * h].as_ptr() as *const __m128i);
                     let mw = _mm256_cvtepu8_epi16(mn);
                     ms = _mm256_add_epi32(ms, _mm256_madd_epi16(mw, _mm256_set1_epi32(bp)));
                 }
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(
-                    (*wb).d.as_ptr().add(8 * h) as *const __m128i
-                ));
-                let dm = _mm256_cvtph_ps(_mm_loadu_si128(
-                    (*wb).dmin.as_ptr().add(8 * h) as *const __m128i
-                ));
-                let fi = _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum));
+                let dx = _mm256_set1_ps((*xb[t]).d);
+                let fi = _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[t]));
                 let fm = _mm256_mul_ps(_mm256_mul_ps(dm, dx), _mm256_cvtepi32_ps(ms));
-                acc[h] = _mm256_add_ps(acc[h], fi);
-                accm[h] = _mm256_add_ps(accm[h], fm);
+                acc[t][h] = _mm256_add_ps(acc[t][h], fi);
+                accm[t][h] = _mm256_add_ps(accm[t][h], fm);
             }
         }
-        let mut out = [0f32; R16];
-        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_sub_ps(acc[0], accm[0]));
-        _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_sub_ps(acc[1], accm[1]));
-        out
     }
+    let mut out = [[0f32; R16]; NX];
+    for t in 0..NX {
+        for h in 0..2 {
+            let v = _mm256_sub_ps(acc[t][h], accm[t][h]);
+            _mm256_storeu_ps(out[t].as_mut_ptr().add(8 * h), v);
+        }
+    }
+    out
 }
 
 /// The repacked Q4_K decode on [`super::Avx2`] ([`Q4kx16Avx2`]), leftover rows in place.
@@ -377,63 +464,93 @@ struct Q6kx16Vnni;
 
 impl X16Dot for Q6kx16Vnni {
     type G = BlockQ6_Kx16;
+    const NX: usize = 2;
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
     unsafe fn dot16(w: *const BlockQ6_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
-        let (m4, m30) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
-        let mut acc = _mm512_setzero_ps();
-        for b in 0..nb {
-            let (wb, xb) = (&*w.add(b), &*x.add(b));
-            let xq = xb.qs.as_ptr();
-            let mut isum = _mm512_setzero_si512();
-            for n in 0..2 {
-                for t in 0..2 {
-                    let mut dot = [_mm512_setzero_si512(); 4];
-                    for c in 4 * t..4 * t + 4 {
-                        let ld = |s: usize| _mm512_loadu_si512(wb.q[n][c][s].as_ptr() as *const _);
-                        let v = q6_levels!(
-                            ld(0),
-                            ld(1),
-                            ld(2),
-                            _mm512_and_si512,
-                            _mm512_or_si512,
-                            _mm512_slli_epi16,
-                            _mm512_srli_epi16,
-                            m4,
-                            m30
-                        );
+        q6kx16_vnni::<1>(w, nb, [x])[0]
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    unsafe fn dot16n(
+        w: *const BlockQ6_Kx16,
+        nb: usize,
+        x: [*const BlockQ8_K; 4],
+        nx: usize,
+    ) -> [[f32; R16]; 4] {
+        match nx {
+            1 => widen(q6kx16_vnni::<1>(w, nb, [x[0]])),
+            _ => widen(q6kx16_vnni::<2>(w, nb, [x[0], x[1]])),
+        }
+    }
+}
+
+/// [`Q6kx16Vnni`] against `NX` activation rows at once (levels assembled once for all of them),
+/// each row's arithmetic that of one.
+#[allow(clippy::needless_range_loop)] // dot[row][s] and acc[row][h]: one index, two arrays
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn q6kx16_vnni<const NX: usize>(
+    w: *const BlockQ6_Kx16,
+    nb: usize,
+    x: [*const BlockQ8_K; NX],
+) -> [[f32; R16]; NX] {
+    let (m4, m30) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+    let mut acc = [_mm512_setzero_ps(); NX];
+    for b in 0..nb {
+        let wb = &*w.add(b);
+        let xb = x.map(|x| &*x.add(b));
+        let mut isum = [_mm512_setzero_si512(); NX];
+        for n in 0..2 {
+            for t in 0..2 {
+                let mut dot = [[_mm512_setzero_si512(); 4]; NX];
+                for c in 4 * t..4 * t + 4 {
+                    let ld = |s: usize| _mm512_loadu_si512(wb.q[n][c][s].as_ptr() as *const _);
+                    let v = q6_levels!(
+                        ld(0),
+                        ld(1),
+                        ld(2),
+                        _mm512_and_si512,
+                        _mm512_or_si512,
+                        _mm512_slli_epi16,
+                        _mm512_srli_epi16,
+                        m4,
+                        m30
+                    );
+                    for (dot, xb) in dot.iter_mut().zip(&xb) {
+                        let xq = xb.qs.as_ptr();
                         for (s, d) in dot.iter_mut().enumerate() {
                             let xs = _mm512_set1_epi32(x4(xq, 128 * n + 32 * s + 4 * c));
                             *d = _mm512_dpbusd_epi32(*d, v[s], xs);
                         }
                     }
-                    for (s, &d) in dot.iter().enumerate() {
-                        let j = 8 * n + 2 * s + t;
-                        let off = _mm512_set1_epi32(32 * xb.bsums[j] as i32);
-                        let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(
-                            wb.sc[j].as_ptr() as *const __m128i
-                        ));
-                        isum = _mm512_add_epi32(
-                            isum,
-                            _mm512_mullo_epi32(_mm512_sub_epi32(d, off), sc),
-                        );
-                    }
-                    // A compiler barrier, as in [`Q4kx16Vnni`]: the chunk loads in address order.
-                    // SAFETY: an empty instruction sequence; it touches no register, flag or stack.
-                    std::arch::asm!("", options(nostack, preserves_flags));
                 }
+                for s in 0..4 {
+                    let j = 8 * n + 2 * s + t;
+                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(wb.sc[j].as_ptr() as *const _));
+                    for r in 0..NX {
+                        let off = _mm512_set1_epi32(32 * xb[r].bsums[j] as i32);
+                        let p = _mm512_mullo_epi32(_mm512_sub_epi32(dot[r][s], off), sc);
+                        isum[r] = _mm512_add_epi32(isum[r], p);
+                    }
+                }
+                // A compiler barrier, as in [`Q4kx16Vnni`]: the chunk loads in address order.
+                // SAFETY: an empty instruction sequence; it touches no register, flag or stack.
+                std::arch::asm!("", options(nostack, preserves_flags));
             }
-            let d = _mm512_loadu_ps(wb.d.as_ptr());
-            let f = _mm512_mul_ps(
-                _mm512_mul_ps(d, _mm512_set1_ps(xb.d)),
-                _mm512_cvtepi32_ps(isum),
-            );
-            acc = _mm512_add_ps(acc, f);
         }
-        let mut out = [0f32; R16];
-        _mm512_storeu_ps(out.as_mut_ptr(), acc);
-        out
+        let d = _mm512_loadu_ps(wb.d.as_ptr());
+        for r in 0..NX {
+            let dx = _mm512_set1_ps(xb[r].d);
+            let f = _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum[r]));
+            acc[r] = _mm512_add_ps(acc[r], f);
+        }
     }
+    let mut out = [[0f32; R16]; NX];
+    for r in 0..NX {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
+    out
 }
 
 /// The AVX2 group kernel of [`BlockQ6_Kx16`]: the sixteen rows as two halves of eight (32 bytes
@@ -445,72 +562,107 @@ struct Q6kx16Avx2;
 
 impl X16Dot for Q6kx16Avx2 {
     type G = BlockQ6_Kx16;
+    const NX: usize = 2;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot16(w: *const BlockQ6_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
-        let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for b in 0..nb {
-            let (wb, xb) = (&*w.add(b), &*x.add(b));
-            let xq = xb.qs.as_ptr();
-            let dx = _mm256_set1_ps(xb.d);
-            for (h, acc) in acc.iter_mut().enumerate() {
-                let mut isum = _mm256_setzero_si256();
-                for n in 0..2 {
-                    for t in 0..2 {
-                        let mut dot = [_mm256_setzero_si256(); 4];
-                        for c2 in 0..2 {
-                            let mut p = [_mm256_setzero_si256(); 4];
-                            for c in 4 * t + 2 * c2..4 * t + 2 * c2 + 2 {
-                                let ld = |s: usize| {
-                                    _mm256_loadu_si256(
-                                        wb.q[n][c][s][8 * h].as_ptr() as *const __m256i
-                                    )
-                                };
-                                let v = q6_levels!(
-                                    ld(0),
-                                    ld(1),
-                                    ld(2),
-                                    _mm256_and_si256,
-                                    _mm256_or_si256,
-                                    _mm256_slli_epi16,
-                                    _mm256_srli_epi16,
-                                    m4,
-                                    m30
-                                );
+        q6kx16_avx2::<1>(w, nb, [x])[0]
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot16n(
+        w: *const BlockQ6_Kx16,
+        nb: usize,
+        x: [*const BlockQ8_K; 4],
+        nx: usize,
+    ) -> [[f32; R16]; 4] {
+        match nx {
+            1 => widen(q6kx16_avx2::<1>(w, nb, [x[0]])),
+            _ => widen(q6kx16_avx2::<2>(w, nb, [x[0], x[1]])),
+        }
+    }
+}
+
+/// [`Q6kx16Avx2`] against `NX` activation rows at once (levels assembled once for all of
+/// them), each row's arithmetic that of one.
+#[allow(clippy::needless_range_loop)] // dot[row][s] and acc[row][h]: one index, two arrays
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6kx16_avx2<const NX: usize>(
+    w: *const BlockQ6_Kx16,
+    nb: usize,
+    x: [*const BlockQ8_K; NX],
+) -> [[f32; R16]; NX] {
+    let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); 2]; NX];
+    for b in 0..nb {
+        let wb = &*w.add(b);
+        let xb = x.map(|x| &*x.add(b));
+        for h in 0..2 {
+            let mut isum = [_mm256_setzero_si256(); NX];
+            for n in 0..2 {
+                for t in 0..2 {
+                    let mut dot = [[_mm256_setzero_si256(); 4]; NX];
+                    for c2 in 0..2 {
+                        let mut p = [[_mm256_setzero_si256(); 4]; NX];
+                        for c in 4 * t + 2 * c2..4 * t + 2 * c2 + 2 {
+                            let ld = |s: usize| {
+                                _mm256_loadu_si256(wb.q[n][c][s][8 * h].as_ptr() as *const __m256i)
+                            };
+                            let v = q6_levels!(
+                                ld(0),
+                                ld(1),
+                                ld(2),
+                                _mm256_and_si256,
+                                _mm256_or_si256,
+                                _mm256_slli_epi16,
+                                _mm256_srli_epi16,
+                                m4,
+                                m30
+                            );
+                            for (p, xb) in p.iter_mut().zip(&xb) {
+                                let xq = xb.qs.as_ptr();
                                 for (s, p) in p.iter_mut().enumerate() {
                                     let xs = _mm256_set1_epi32(x4(xq, 128 * n + 32 * s + 4 * c));
                                     *p = _mm256_add_epi16(*p, _mm256_maddubs_epi16(v[s], xs));
                                 }
                             }
-                            for (d, &p) in dot.iter_mut().zip(&p) {
+                        }
+                        for (dot, p) in dot.iter_mut().zip(&p) {
+                            for (d, &p) in dot.iter_mut().zip(p) {
                                 *d = _mm256_add_epi32(*d, _mm256_madd_epi16(p, ones));
                             }
                         }
-                        for (s, &d) in dot.iter().enumerate() {
-                            let j = 8 * n + 2 * s + t;
-                            let off = _mm256_set1_epi32(32 * xb.bsums[j] as i32);
-                            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                                wb.sc[j][8 * h..].as_ptr() as *const __m128i,
-                            ));
-                            isum = _mm256_add_epi32(
-                                isum,
-                                _mm256_mullo_epi32(_mm256_sub_epi32(d, off), sc),
-                            );
+                    }
+                    for s in 0..4 {
+                        let j = 8 * n + 2 * s + t;
+                        let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                            wb.sc[j][8 * h..].as_ptr() as *const __m128i
+                        ));
+                        for r in 0..NX {
+                            let off = _mm256_set1_epi32(32 * xb[r].bsums[j] as i32);
+                            let p = _mm256_mullo_epi32(_mm256_sub_epi32(dot[r][s], off), sc);
+                            isum[r] = _mm256_add_epi32(isum[r], p);
                         }
                     }
                 }
-                let d = _mm256_loadu_ps(wb.d[8 * h..].as_ptr());
-                let f = _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum));
-                *acc = _mm256_add_ps(*acc, f);
+            }
+            let d = _mm256_loadu_ps(wb.d[8 * h..].as_ptr());
+            for r in 0..NX {
+                let dx = _mm256_set1_ps(xb[r].d);
+                let f = _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[r]));
+                acc[r][h] = _mm256_add_ps(acc[r][h], f);
             }
         }
-        let mut out = [0f32; R16];
-        _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
-        _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
-        out
     }
+    let mut out = [[0f32; R16]; NX];
+    for r in 0..NX {
+        for h in 0..2 {
+            _mm256_storeu_ps(out[r].as_mut_ptr().add(8 * h), acc[r][h]);
+        }
+    }
+    out
 }
 
 /// The repacked Q6_K decode on [`super::Avx2`] ([`Q6kx16Avx2`]), leftover rows in place.
