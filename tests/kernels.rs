@@ -655,12 +655,28 @@ fn decode_does_not_allocate_with_warm_scratch() {
     }
     let x = rnd(512, 3);
     let mut y = vec![0f32; 4096];
+    // Several 512-wide matrices in one call (`matmul_many`: in place and repacked together).
+    let many: Vec<&Mat> = mats
+        .iter()
+        .filter(|(w, k)| *k == 512 && matches!(w.ty, GgmlType::Q4_K | GgmlType::Q6_K))
+        .map(|(w, _)| w)
+        .take(4)
+        .collect();
+    assert!(many.len() == 4 && many.iter().any(|w| w.repacked().is_some()));
     for p in Path::available() {
         let mut sc = Scratch::new();
-        let all = |sc: &mut Scratch, y: &mut [f32]| {
+        let mut ys: Vec<Vec<f32>> = many.iter().map(|w| vec![0f32; w.rows]).collect();
+        let mut all = |sc: &mut Scratch, y: &mut [f32]| {
             for (w, k) in &mats {
                 with_path(p, || matmul(w, &x[..*k], 1, &mut y[..w.rows], sc));
             }
+            let mut outs: [&mut [f32]; 4] = {
+                let [a, b, c, d] = &mut ys[..] else {
+                    unreachable!()
+                };
+                [a, b, c, d]
+            };
+            with_path(p, || kernels::matmul_many(&many, &x, 1, &mut outs, sc));
         };
         all(&mut sc, &mut y);
         TRACKED.with(|t| t.set(true));
@@ -710,6 +726,53 @@ fn decode_does_not_allocate_with_warm_scratch() {
             outside <= 100 / 63 + 1,
             "{p}: {outside} allocations in 100 calls"
         );
+    }
+}
+
+/// `matmul_many` gives each matrix what `matmul` gives it, bit for bit, on every path: matrices
+/// of different types and heights reading the same input, in place and repacked together, few
+/// activation rows (one parallel section) and many (where a matrix takes the GEMM).
+#[test]
+fn matmul_many_equals_matmul_on_each() {
+    let _g = shared();
+    let k = 512;
+    let mut ws: Vec<Mat> = [
+        (GgmlType::Q4_K, 48, true),
+        (GgmlType::Q6_K, 37, true),
+        (GgmlType::Q4_0, 70, true),
+        (GgmlType::Q8_0, 16, false),
+        (GgmlType::F16, 9, false),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, &(ty, m, pack))| {
+        let mut w = make(ty, m, k, 40 + i as u64).0;
+        if pack {
+            w.repack(false);
+        }
+        w
+    })
+    .collect();
+    ws.push(make(GgmlType::Q6_K, 21, k, 50).0);
+    let sets: [&[usize]; 4] = [&[0, 1, 2], &[1, 5], &[3, 4, 0, 5], &[2]];
+    for p in Path::available() {
+        for n in [1, 2, 3, 5, 40] {
+            let x = rnd(n * k, 60 + n as u64);
+            for set in sets {
+                let mats: Vec<&Mat> = set.iter().map(|&i| &ws[i]).collect();
+                let mut got: Vec<Vec<f32>> =
+                    mats.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
+                let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|v| &mut v[..]).collect();
+                let mut sc = Scratch::new();
+                with_path(p, || kernels::matmul_many(&mats, &x, n, &mut outs, &mut sc));
+                for (w, g) in mats.iter().zip(&got) {
+                    let mut want = vec![0f32; n * w.rows];
+                    with_path(p, || matmul(w, &x, n, &mut want, &mut sc));
+                    let same = g.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{p} n={n} {} [{}, {k}] in {set:?}", w.ty, w.rows);
+                }
+            }
+        }
     }
 }
 

@@ -175,7 +175,8 @@ use rayon::prelude::*;
 use crate::kernels::tensor::Mat;
 use crate::quant::BlockQ8_0;
 use crate::GgmlType;
-use types::{Job, ACT_ALIGN};
+use std::ops::Range;
+use types::{ActQuant, Decoder, Job, ACT_ALIGN};
 
 // ---------------------------------------------------------------------------------------------
 // Dispatch.
@@ -543,6 +544,51 @@ pub fn matmul(w: &Mat, x: &[f32], n: usize, y: &mut [f32], scratch: &mut Scratch
     matmul_with(w, None, x, n, y, scratch, Regime::Auto);
 }
 
+/// `ys[i] [n, mᵢ] = x[n, k] · Wᵢᵀ` for up to four matrices that read the same input (Q, K and V;
+/// gate and up): the same results as [`matmul`] on each, bit for bit, and where every one takes
+/// the decode kernels (few rows, or repacked), the tasks of all of them run in one parallel
+/// section (one fork and join, and the input quantized once per activation format).
+///
+/// # Panics
+///
+/// If `ws` and `ys` differ in length or hold more than four matrices, the matrices differ in
+/// width, or a buffer's size does not match (as [`matmul`]).
+pub fn matmul_many(ws: &[&Mat], x: &[f32], n: usize, ys: &mut [&mut [f32]], scratch: &mut Scratch) {
+    assert!(
+        ws.len() == ys.len() && ws.len() <= MAX_TARGETS,
+        "matmul_many: {} matrices, {} outputs (at most {MAX_TARGETS})",
+        ws.len(),
+        ys.len()
+    );
+    let Some(k) = ws.first().map(|w| w.cols) else {
+        return;
+    };
+    assert!(
+        ws.iter().all(|w| w.cols == k),
+        "matmul_many: matrices of different widths"
+    );
+    let path = active_path();
+    let decode_all = n > 0
+        && k > 0
+        && x.len() == n * k
+        && ws.iter().zip(ys.iter()).all(|(w, y)| {
+            w.rows > 0
+                && y.len() == n * w.rows
+                && (w.repacked().is_some() || n < gemm_min_rows(path, w.ty))
+        });
+    if !decode_all {
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            matmul(w, x, n, y, scratch);
+        }
+        return;
+    }
+    let mut targets: [Option<Target<'_>>; MAX_TARGETS] = [None, None, None, None];
+    for ((t, &w), y) in targets.iter_mut().zip(ws).zip(ys.iter_mut()) {
+        *t = Some(Target { w, bias: None, y });
+    }
+    decode_many(path, &mut targets, x, n, scratch);
+}
+
 /// `y[n, m] = x[n, k] · W[m, k]ᵀ + b[m]`
 pub fn matmul_bias(w: &Mat, b: &[f32], x: &[f32], n: usize, y: &mut [f32], scratch: &mut Scratch) {
     matmul_with(w, Some(b), x, n, y, scratch, Regime::Auto);
@@ -635,10 +681,14 @@ pub(crate) fn i16gemm_on(
 /// Weight bytes (times activation rows) a decode task should at least cover.
 const DECODE_TASK_BYTES: usize = 1 << 18;
 
-/// The decode traversal, the same for every type and path: the weight type's kernel on `path`
-/// from the kernel table, activation rows quantized into `sc` when that kernel dots against a
-/// quantized type, then parallel tasks over blocks of weight rows (a multiple of four rows each),
-/// each computing its columns of `y` for every activation row.
+/// One matrix of a [`decode_many`] call: weights, optional bias `[m]`, output `[n, m]`.
+struct Target<'a> {
+    w: &'a Mat,
+    bias: Option<&'a [f32]>,
+    y: &'a mut [f32],
+}
+
+/// The decode traversal of one matrix ([`decode_many`]).
 fn decode(
     path: Path,
     w: &Mat,
@@ -648,60 +698,133 @@ fn decode(
     y: &mut [f32],
     sc: &mut Scratch,
 ) {
-    let (m, k) = (w.rows, w.cols);
-    // A repacked matrix: its layout's kernel, tasks of whole groups of rows.
-    let (kern, wdata, row_align) = match w
-        .repacked()
-        .and_then(|r| repacked_decoder(w.ty, path).map(|d| (d, r.data())))
-    {
-        Some((d, data)) => (d, data, repack::group_rows(w.ty).unwrap_or(4)),
-        None => (decoder(w.kernels(), path), w.data(), 4),
+    decode_many(path, &mut [Some(Target { w, bias, y })], x, n, sc)
+}
+
+/// The decode traversal, the same for every type and path: each matrix's kernel on `path` from
+/// the kernel table (its repacked layout's, if it has one), the activation rows quantized into
+/// `sc` once per activation format the kernels dot against, then parallel tasks over blocks of
+/// weight rows (a multiple of four rows, or of the layout's group), each computing its columns of
+/// its matrix's `y` for every activation row — the tasks of all matrices in one parallel section
+/// (matrices that read the same input, such as Q, K and V: one fork and join instead of three).
+fn decode_many(
+    path: Path,
+    targets: &mut [Option<Target<'_>>],
+    x: &[f32],
+    n: usize,
+    sc: &mut Scratch,
+) {
+    assert!(
+        targets.len() <= MAX_TARGETS,
+        "decode_many: too many matrices"
+    );
+    let Some(k) = targets.iter().flatten().next().map(|t| t.w.cols) else {
+        return;
     };
-    let (xb, x_stride): (&[u8], usize) = match kern.act {
-        None => (bytemuck::cast_slice(x), 4 * k),
-        Some(aq) => {
+    // Fixed-size tables (no allocation in the decode loop). A repacked matrix: its layout's
+    // kernel, tasks of whole groups of rows.
+    let kernels: [Option<(Decoder, &[u8], usize)>; MAX_TARGETS] = std::array::from_fn(|i| {
+        let w = targets.get(i)?.as_ref()?.w;
+        Some(
+            match w
+                .repacked()
+                .and_then(|r| repacked_decoder(w.ty, path).map(|d| (d, r.data())))
+            {
+                Some((d, data)) => (d, data, repack::group_rows(w.ty).unwrap_or(4)),
+                None => (decoder(w.kernels(), path), w.data(), 4),
+            },
+        )
+    });
+    // Each distinct activation format once: its offset in the scratch buffer and row stride.
+    let key = |aq: &ActQuant| (aq.quantize as usize, aq.row_bytes as usize);
+    let mut formats: [Option<(ActQuant, usize, usize)>; MAX_TARGETS] = [None; MAX_TARGETS];
+    let mut total = 0;
+    for aq in kernels.iter().flatten().filter_map(|(d, ..)| d.act) {
+        let seen = formats.iter().flatten().any(|(f, ..)| key(f) == key(&aq));
+        if let (false, Some(slot)) = (seen, formats.iter_mut().find(|f| f.is_none())) {
             let stride = (aq.row_bytes)(k);
-            let buf = sc.act(n * stride);
-            for (row, out) in x.chunks_exact(k).zip(buf.chunks_exact_mut(stride)) {
-                // SAFETY: the decoder is `path`'s, which this CPU runs; `out` is 64-byte aligned
-                // (`stride` is a multiple of 64) and `row_bytes(k)` long.
-                unsafe { (aq.quantize)(row, out) };
-            }
-            (&*buf, stride)
+            *slot = Some((aq, total, stride));
+            total += n * stride;
         }
-    };
+    }
+    let buf = sc.act(total);
+    for &(aq, at, stride) in formats.iter().flatten() {
+        let out = &mut buf[at..at + n * stride];
+        for (row, out) in x.chunks_exact(k).zip(out.chunks_exact_mut(stride)) {
+            // SAFETY: the decoder is `path`'s, which this CPU runs; `out` is 64-byte aligned
+            // (`at` and `stride` are multiples of 64) and `row_bytes(k)` long.
+            unsafe { (aq.quantize)(row, out) };
+        }
+    }
+    let buf = &*buf;
     let threads = rayon::current_num_threads().max(1);
-    let work = w.nbytes().saturating_mul(n.div_ceil(4));
-    let tasks = (work / DECODE_TASK_BYTES)
-        .clamp(1, 8 * threads)
-        .min(m.div_ceil(4));
-    let rows_per = m.div_ceil(tasks).next_multiple_of(row_align);
-    let tasks = m.div_ceil(rows_per);
-    let job = Job {
-        w: wdata,
-        k,
-        x: xb,
-        x_stride,
-        n,
-        out: Out {
-            p: SyncPtr(y.as_mut_ptr()),
-            m,
-        },
-        bias,
-    };
+    // Per matrix: its job, kernel, rows per task and tasks.
+    type Plan<'a> = (Job<'a>, unsafe fn(&Job<'_>, Range<usize>), usize, usize);
+    let mut plans: [Option<Plan<'_>>; MAX_TARGETS] = [None, None, None, None];
+    for ((plan, t), &(kern, wdata, row_align)) in plans
+        .iter_mut()
+        .zip(targets.iter_mut().flatten())
+        .zip(kernels.iter().flatten())
+    {
+        let m = t.w.rows;
+        let (xb, x_stride): (&[u8], usize) = match kern.act {
+            None => (bytemuck::cast_slice(x), 4 * k),
+            Some(aq) => {
+                let &(_, at, stride) = formats
+                    .iter()
+                    .flatten()
+                    .find(|(f, ..)| key(f) == key(&aq))
+                    .expect("every activation format was quantized above");
+                (&buf[at..at + n * stride], stride)
+            }
+        };
+        let work = t.w.nbytes().saturating_mul(n.div_ceil(4));
+        let tasks = (work / DECODE_TASK_BYTES)
+            .clamp(1, 8 * threads)
+            .min(m.div_ceil(4));
+        let rows_per = m.div_ceil(tasks).next_multiple_of(row_align);
+        let job = Job {
+            w: wdata,
+            k,
+            x: xb,
+            x_stride,
+            n,
+            out: Out {
+                p: SyncPtr(t.y.as_mut_ptr()),
+                m,
+            },
+            bias: t.bias,
+        };
+        *plan = Some((job, kern.rows, rows_per, m.div_ceil(rows_per)));
+    }
+    // Task `t` of the section: matrix `i` with `ends[i - 1] <= t < ends[i]`.
+    let mut ends = [0usize; MAX_TARGETS];
+    let mut sum = 0;
+    for (e, p) in ends.iter_mut().zip(&plans) {
+        sum += p.as_ref().map_or(0, |p| p.3);
+        *e = sum;
+    }
     let task = |t: usize| {
-        let rows = t * rows_per..((t + 1) * rows_per).min(m);
-        // SAFETY: the decoder is `path`'s; tasks own disjoint row ranges of W, hence disjoint
-        // columns of y; `out` covers the n × m buffer `y`, which outlives the parallel section;
-        // the activations were prepared by the decoder's `act`.
-        unsafe { (kern.rows)(&job, rows) };
+        let i = ends.iter().position(|&e| t < e).unwrap_or(0);
+        let Some((job, rows_fn, rows_per, _)) = &plans[i] else {
+            return;
+        };
+        let t = t - if i == 0 { 0 } else { ends[i - 1] };
+        let rows = t * rows_per..((t + 1) * rows_per).min(job.out.m);
+        // SAFETY: the decoder is `path`'s; tasks own disjoint row ranges of their matrix, hence
+        // disjoint columns of its y; `out` covers the n × m buffer `y`, which outlives the
+        // parallel section; the activations were prepared by the decoder's `act`.
+        unsafe { rows_fn(job, rows) };
     };
-    if tasks == 1 {
+    if sum == 1 {
         task(0);
     } else {
-        (0..tasks).into_par_iter().for_each(task);
+        (0..sum).into_par_iter().for_each(task);
     }
 }
+
+/// Matrices one [`decode_many`] call takes at most.
+const MAX_TARGETS: usize = 4;
 
 /// Plain f32 GEMM on row-major buffers: `c[n, m] = a[n, k] · b[m, k]ᵀ` (both operands
 /// "row = one dot-product vector"). Single-threaded (callers parallelise over heads and blocks);

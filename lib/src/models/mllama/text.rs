@@ -19,7 +19,7 @@ use std::ops::Range;
 use half::f16;
 
 use crate::kernels::tensor::Mat;
-use crate::kernels::{matmul, Scratch};
+use crate::kernels::{matmul, matmul_many, Scratch};
 use crate::models::mllama::config::RopeScaling;
 use crate::models::mllama::tensors;
 use crate::models::mllama::{gate, At, Loader, ModelConfig, TextConfig};
@@ -440,9 +440,7 @@ impl TextModel {
         let v = &mut ws.v[..n * nkv * hd]; // [n, nkv·hd]
         let att = &mut ws.att[..n * nh * hd]; // [n, nh·hd]
         nn::rms_norm(x, &l.attn_norm, c.rms_eps, xn);
-        matmul(&l.q, xn, n, q, &mut ws.sc);
-        matmul(&l.k, xn, n, k, &mut ws.sc);
-        matmul(&l.v, xn, n, v, &mut ws.sc);
+        matmul_many(&[&l.q, &l.k, &l.v], xn, n, &mut [q, k, v], &mut ws.sc);
         for i in 0..n {
             let qi = &mut q[i * nh * hd..][..nh * hd]; // [nh·hd]
             nn::rope(qi, hd, pos0 + i, &self.inv_freq, self.pairs);
@@ -497,8 +495,7 @@ impl TextModel {
         let xn = &mut ws.xn[..n * h]; // [n, H]
         let (gt, up) = (&mut ws.g[..n * f], &mut ws.u[..n * f]); // [n, F] each
         nn::rms_norm(x, &m.norm, c.rms_eps, xn);
-        matmul(&m.gate, xn, n, gt, &mut ws.sc);
-        matmul(&m.up, xn, n, up, &mut ws.sc);
+        matmul_many(&[&m.gate, &m.up], xn, n, &mut [gt, up], &mut ws.sc);
         nn::silu_mul_inplace(gt, up);
         matmul(&m.down, gt, n, xn, &mut ws.sc); // [n, H]
         for (i, (xr, yr)) in x.chunks_exact_mut(h).zip(xn.chunks_exact(h)).enumerate() {
