@@ -165,6 +165,36 @@ unsafe fn x4(xq: *const i8, i: usize) -> i32 {
     (xq.add(i) as *const i32).read_unaligned()
 }
 
+/// The [`X16Dot`] impl of a ×16 kernel `$kernel` of layout `$g` whose body is
+/// `$inner::<NX>(w, nb, x: [_; NX])`, with `$feat` enabled: `dot16` is one row, `dot16n` up to
+/// `$nx` rows (the `$arms` counts below `$nx` by their own instances).
+macro_rules! x16_dot {
+    ($kernel:ident, $g:ty, $inner:ident, $feat:literal, $nx:literal, [$($arm:literal),*]) => {
+        impl X16Dot for $kernel {
+            type G = $g;
+            const NX: usize = $nx;
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn dot16(w: *const $g, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
+                $inner::<1>(w, nb, [x])[0]
+            }
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn dot16n(
+                w: *const $g,
+                nb: usize,
+                x: [*const BlockQ8_K; 4],
+                nx: usize,
+            ) -> [[f32; R16]; 4] {
+                match nx {
+                    $($arm => widen($inner::<$arm>(w, nb, std::array::from_fn(|t| x[t]))),)*
+                    _ => widen($inner::<$nx>(w, nb, std::array::from_fn(|t| x[t]))),
+                }
+            }
+        }
+    };
+}
+
 /// The AVX-512 VNNI group kernel of [`BlockQ4_Kx16`]: per block and 64-value group `g`, the
 /// eight 64-byte chunks `qs[g][c]` (values `4c..4c+4` of sub-blocks `2g` and `2g + 1` of all
 /// sixteen rows) meet the four activation bytes of those values broadcast to every lane:
@@ -177,30 +207,14 @@ unsafe fn x4(xq: *const i8, i: usize) -> i32 {
 /// [`super::super::repack::q4_kx16_dot`] (bit-exact).
 struct Q4kx16Vnni;
 
-impl X16Dot for Q4kx16Vnni {
-    type G = BlockQ4_Kx16;
-    const NX: usize = 4;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
-        q4kx16_vnni::<1>(w, nb, [x])[0]
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-    unsafe fn dot16n(
-        w: *const BlockQ4_Kx16,
-        nb: usize,
-        x: [*const BlockQ8_K; 4],
-        nx: usize,
-    ) -> [[f32; R16]; 4] {
-        widen(match nx {
-            1 => widen(q4kx16_vnni::<1>(w, nb, [x[0]])),
-            2 => widen(q4kx16_vnni::<2>(w, nb, [x[0], x[1]])),
-            3 => widen(q4kx16_vnni::<3>(w, nb, [x[0], x[1], x[2]])),
-            _ => q4kx16_vnni::<4>(w, nb, x),
-        })
-    }
-}
+x16_dot!(
+    Q4kx16Vnni,
+    BlockQ4_Kx16,
+    q4kx16_vnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
+    4,
+    [1, 2, 3]
+);
 
 /// `v` in the first `N` entries of four (the rest zero).
 #[inline(always)]
@@ -305,28 +319,14 @@ unsafe fn q4kx16_scale_ctl(h: usize) -> __m256i {
     _mm256_loadu_si256(b.as_ptr() as *const __m256i)
 }
 
-impl X16Dot for Q4kx16Avx2 {
-    type G = BlockQ4_Kx16;
-    const NX: usize = 2;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot16(w: *const BlockQ4_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
-        q4kx16_avx2::<1>(w, nb, [x])[0]
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot16n(
-        w: *const BlockQ4_Kx16,
-        nb: usize,
-        x: [*const BlockQ8_K; 4],
-        nx: usize,
-    ) -> [[f32; R16]; 4] {
-        match nx {
-            1 => widen(q4kx16_avx2::<1>(w, nb, [x[0]])),
-            _ => widen(q4kx16_avx2::<2>(w, nb, [x[0], x[1]])),
-        }
-    }
-}
+x16_dot!(
+    Q4kx16Avx2,
+    BlockQ4_Kx16,
+    q4kx16_avx2,
+    "avx2,fma,f16c",
+    2,
+    [1]
+);
 
 /// [`Q4kx16Avx2`] against `NX` activation rows at once (each chunk's levels unpacked once for
 /// all of them), each row's arithmetic that of one.
@@ -462,28 +462,14 @@ macro_rules! q6_levels {
 /// (bit-exact).
 struct Q6kx16Vnni;
 
-impl X16Dot for Q6kx16Vnni {
-    type G = BlockQ6_Kx16;
-    const NX: usize = 2;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-    unsafe fn dot16(w: *const BlockQ6_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
-        q6kx16_vnni::<1>(w, nb, [x])[0]
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-    unsafe fn dot16n(
-        w: *const BlockQ6_Kx16,
-        nb: usize,
-        x: [*const BlockQ8_K; 4],
-        nx: usize,
-    ) -> [[f32; R16]; 4] {
-        match nx {
-            1 => widen(q6kx16_vnni::<1>(w, nb, [x[0]])),
-            _ => widen(q6kx16_vnni::<2>(w, nb, [x[0], x[1]])),
-        }
-    }
-}
+x16_dot!(
+    Q6kx16Vnni,
+    BlockQ6_Kx16,
+    q6kx16_vnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
+    2,
+    [1]
+);
 
 /// [`Q6kx16Vnni`] against `NX` activation rows at once (levels assembled once for all of them),
 /// each row's arithmetic that of one.
@@ -560,28 +546,14 @@ unsafe fn q6kx16_vnni<const NX: usize>(
 /// [`super::super::repack::q6_kx16_dot`] (bit-exact).
 struct Q6kx16Avx2;
 
-impl X16Dot for Q6kx16Avx2 {
-    type G = BlockQ6_Kx16;
-    const NX: usize = 2;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot16(w: *const BlockQ6_Kx16, nb: usize, x: *const BlockQ8_K) -> [f32; R16] {
-        q6kx16_avx2::<1>(w, nb, [x])[0]
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot16n(
-        w: *const BlockQ6_Kx16,
-        nb: usize,
-        x: [*const BlockQ8_K; 4],
-        nx: usize,
-    ) -> [[f32; R16]; 4] {
-        match nx {
-            1 => widen(q6kx16_avx2::<1>(w, nb, [x[0]])),
-            _ => widen(q6kx16_avx2::<2>(w, nb, [x[0], x[1]])),
-        }
-    }
-}
+x16_dot!(
+    Q6kx16Avx2,
+    BlockQ6_Kx16,
+    q6kx16_avx2,
+    "avx2,fma,f16c",
+    2,
+    [1]
+);
 
 /// [`Q6kx16Avx2`] against `NX` activation rows at once (levels assembled once for all of
 /// them), each row's arithmetic that of one.
