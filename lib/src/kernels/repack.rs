@@ -616,6 +616,23 @@ pub(crate) trait GroupDot {
     /// # Safety
     /// The CPU runs the kernel's ISA; `nb` blocks at `w`; the activation row holds `nb` blocks.
     unsafe fn dot8(w: *const BlockQ4_0x8, nb: usize, x: Q8Row) -> [f32; R];
+    /// Activation rows [`GroupDot::dot8n`] takes at once (at most 4).
+    const NX: usize = 1;
+    /// The group against activation rows `x[..nx]` (`1 ≤ nx ≤ NX`): [`GroupDot::dot8`] of each,
+    /// bit for bit, in the first `nx` entries.
+    ///
+    /// # Safety
+    /// As [`GroupDot::dot8`] for each of the `nx` rows.
+    #[inline(always)]
+    unsafe fn dot8n(w: *const BlockQ4_0x8, nb: usize, x: [Q8Row; 4], nx: usize) -> [[f32; R]; 4] {
+        std::array::from_fn(|t| {
+            if t < nx {
+                Self::dot8(w, nb, x[t])
+            } else {
+                [0.0; R]
+            }
+        })
+    }
 }
 
 /// The repacked Q4_0 decode of weight rows `rows` (whole groups, then leftover rows) against
@@ -634,11 +651,25 @@ pub(crate) unsafe fn rows_split<D: GroupDot>(job: &Job<'_>, rows: Range<usize>) 
     let mut j = rows.start;
     while j + R <= rows.end.min(full) {
         let w = groups.add(j / R * nb);
-        for i in 0..job.n {
-            let v = D::dot8(w, nb, acts.row(i));
-            for (r, &v) in v.iter().enumerate() {
-                job.out.put(i, j + r, with_bias(v, job.bias, j + r));
+        let mut i = 0;
+        while i < job.n {
+            let nx = (job.n - i).min(D::NX);
+            let v = if nx == 1 {
+                [D::dot8(w, nb, acts.row(i)), [0.0; R], [0.0; R], [0.0; R]]
+            } else {
+                D::dot8n(
+                    w,
+                    nb,
+                    std::array::from_fn(|t| acts.row(i + t.min(nx - 1))),
+                    nx,
+                )
+            };
+            for (t, v) in v.iter().enumerate().take(nx) {
+                for (r, &v) in v.iter().enumerate() {
+                    job.out.put(i + t, j + r, with_bias(v, job.bias, j + r));
+                }
             }
+            i += nx;
         }
         j += R;
     }

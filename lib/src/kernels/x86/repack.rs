@@ -23,105 +23,172 @@ struct Q4x8;
 /// The AVX-512 VNNI group kernel of [`BlockQ4_0x8`] (`vpdpbusd` on 256-bit registers).
 struct Q4x8Vnni;
 
-/// The f32 part of both group kernels: `block(b)` gives block `b`'s eight `Σq·x − 8Σx`, then the
-/// steps of [`crate::quant::block_lanes`] lane-wise (product of the scales, product with the
-/// sum, add; no FMA): eight block-lane accumulators and a tail, reduced in
-/// [`crate::quant::lanes8`]'s order.
+/// The f32 part of both group kernels, for `NX` activation rows: `block(b)` gives block `b`'s
+/// eight `Σq·x − 8Σx` of each row, then the steps of [`crate::quant::block_lanes`] lane-wise
+/// (product of the scales, product with the sum, add; no FMA): eight block-lane accumulators and
+/// a tail per row, reduced in [`crate::quant::lanes8`]'s order.
 #[inline(always)]
-unsafe fn group_f32(
+unsafe fn group_f32<const NX: usize>(
     w: *const BlockQ4_0x8,
     nb: usize,
-    x: Q8Row,
-    isum: impl Fn(usize) -> __m256i,
-) -> [f32; R] {
-    let block = |b: usize| -> __m256 {
+    x: [Q8Row; NX],
+    isum: impl Fn(usize) -> [__m256i; NX],
+) -> [[f32; R]; NX] {
+    let block = |b: usize| -> [__m256; NX] {
         let dw = _mm256_cvtph_ps(_mm_loadu_si128((*w.add(b)).d.as_ptr() as *const __m128i));
-        let sc = _mm256_mul_ps(dw, _mm256_set1_ps(*x.d.add(b)));
-        _mm256_mul_ps(sc, _mm256_cvtepi32_ps(isum(b)))
+        let is = isum(b);
+        std::array::from_fn(|t| {
+            let sc = _mm256_mul_ps(dw, _mm256_set1_ps(*x[t].d.add(b)));
+            _mm256_mul_ps(sc, _mm256_cvtepi32_ps(is[t]))
+        })
     };
-    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut acc = [[_mm256_setzero_ps(); 8]; NX];
     let full = nb / 8 * 8;
     let mut g = 0;
     while g < full {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_add_ps(*a, block(g + l));
+        for l in 0..8 {
+            let v = block(g + l);
+            for (a, v) in acc.iter_mut().zip(v) {
+                a[l] = _mm256_add_ps(a[l], v);
+            }
         }
         g += 8;
     }
-    let mut tail = _mm256_setzero_ps();
+    let mut tail = [_mm256_setzero_ps(); NX];
     for b in full..nb {
-        tail = _mm256_add_ps(tail, block(b));
+        for (t, v) in tail.iter_mut().zip(block(b)) {
+            *t = _mm256_add_ps(*t, v);
+        }
     }
-    let s = _mm256_add_ps(
-        _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[1], acc[5])),
-        _mm256_add_ps(_mm256_add_ps(acc[2], acc[6]), _mm256_add_ps(acc[3], acc[7])),
-    );
-    let mut out = [0f32; R];
-    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(s, tail));
+    let mut out = [[0f32; R]; NX];
+    for ((o, acc), tail) in out.iter_mut().zip(&acc).zip(tail) {
+        let s = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[1], acc[5])),
+            _mm256_add_ps(_mm256_add_ps(acc[2], acc[6]), _mm256_add_ps(acc[3], acc[7])),
+        );
+        _mm256_storeu_ps(o.as_mut_ptr(), _mm256_add_ps(s, tail));
+    }
     out
 }
 
-/// Chunk `c` of block `b`: the 32 nibble bytes (low, high nibbles) and the activation bytes of
-/// values `4c..4c+4` and `16+4c..` broadcast to every lane.
+/// Chunk `c` of block `b`: the 32 nibble bytes as low and high nibbles.
 #[inline(always)]
-unsafe fn chunk(w: *const BlockQ4_0x8, x: Q8Row, b: usize, c: usize) -> [__m256i; 4] {
+unsafe fn chunk(w: *const BlockQ4_0x8, b: usize, c: usize) -> [__m256i; 2] {
     let mask = _mm256_set1_epi8(0x0F);
     let v = _mm256_loadu_si256((*w.add(b)).qs.as_ptr().add(32 * c) as *const __m256i);
-    let xq = (*x.qs.add(b)).0.as_ptr() as *const u8;
     [
         _mm256_and_si256(v, mask),
         _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
+    ]
+}
+
+/// The activation bytes of values `4c..4c+4` and `16+4c..` of block `b` of `x`, broadcast to
+/// every lane.
+#[inline(always)]
+unsafe fn x_chunk(x: Q8Row, b: usize, c: usize) -> [__m256i; 2] {
+    let xq = (*x.qs.add(b)).0.as_ptr() as *const u8;
+    [
         _mm256_set1_epi32((xq.add(4 * c) as *const i32).read_unaligned()),
         _mm256_set1_epi32((xq.add(16 + 4 * c) as *const i32).read_unaligned()),
     ]
 }
 
-impl GroupDot for Q4x8Vnni {
-    /// As [`Q4x8`], the integer sums with `vpdpbusd` (exact in i32). Twin: the portable
-    /// repacked decoder (bit-exact).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-    unsafe fn dot8(w: *const BlockQ4_0x8, nb: usize, x: Q8Row) -> [f32; R] {
-        group_f32(w, nb, x, |b| {
-            let mut p = _mm256_setzero_si256();
-            for c in 0..4 {
-                let [lo, hi, xl, xh] = chunk(w, x, b, c);
-                p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(p, lo, xl), hi, xh);
+/// [`Q4x8Vnni`] against `NX` activation rows (each chunk's nibbles unpacked once for all), each
+/// row's arithmetic that of one: per block `vpdpbusd` of the nibbles with the broadcast
+/// activation bytes (exact in i32), minus `8·Σx`, then [`group_f32`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn q4x8_vnni<const NX: usize>(
+    w: *const BlockQ4_0x8,
+    nb: usize,
+    x: [Q8Row; NX],
+) -> [[f32; R]; NX] {
+    group_f32(w, nb, x, |b| {
+        let mut p = [_mm256_setzero_si256(); NX];
+        for c in 0..4 {
+            let [lo, hi] = chunk(w, b, c);
+            for (p, &x) in p.iter_mut().zip(&x) {
+                let [xl, xh] = x_chunk(x, b, c);
+                *p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(*p, lo, xl), hi, xh);
             }
-            _mm256_sub_epi32(p, _mm256_set1_epi32(8 * *x.s.add(b)))
-        })
-    }
+        }
+        std::array::from_fn(|t| _mm256_sub_epi32(p[t], _mm256_set1_epi32(8 * *x[t].s.add(b))))
+    })
 }
 
-impl GroupDot for Q4x8 {
-    /// Per block: the 32 nibble bytes of chunk `c` (values `4c..4c+4` and `16+4c..` of all eight
-    /// rows) meet the four activation bytes of those values broadcast to every lane
-    /// (`vpmaddubsw`, unsigned nibbles 0..15); the i16 pairs of four chunks stay below
-    /// 4·2·2·15·128 = 30720, and one `vpmaddwd` gives each row's Σq·x in its lane; the −8 offset
-    /// comes out with the activation block sum. Then the f32 steps of
-    /// [`crate::quant::block_lanes`] lane-wise (product of the scales, product with the sum, add;
-    /// no FMA): eight block-lane accumulators and a tail, reduced in [`crate::quant::lanes8`]'s
-    /// order. Twin: the portable repacked decoder (bit-exact).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot8(w: *const BlockQ4_0x8, nb: usize, x: Q8Row) -> [f32; R] {
-        let ones = _mm256_set1_epi16(1);
-        group_f32(w, nb, x, |b| {
-            let mut p = _mm256_setzero_si256();
-            for c in 0..4 {
-                let [lo, hi, xl, xh] = chunk(w, x, b, c);
-                p = _mm256_add_epi16(
-                    p,
+/// [`Q4x8`] against `NX` activation rows (each chunk's nibbles unpacked once for all), each
+/// row's arithmetic that of one: per block the 32 nibble bytes of chunk `c` (values `4c..4c+4`
+/// and `16+4c..` of all eight rows) meet the four activation bytes of those values broadcast to
+/// every lane (`vpmaddubsw`, unsigned nibbles 0..15); the i16 pairs of four chunks stay below
+/// 4·2·2·15·128 = 30720, and one `vpmaddwd` gives each row's Σq·x in its lane; the −8 offset
+/// comes out with the activation block sum; then [`group_f32`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4x8_avx2<const NX: usize>(
+    w: *const BlockQ4_0x8,
+    nb: usize,
+    x: [Q8Row; NX],
+) -> [[f32; R]; NX] {
+    let ones = _mm256_set1_epi16(1);
+    group_f32(w, nb, x, |b| {
+        let mut p = [_mm256_setzero_si256(); NX];
+        for c in 0..4 {
+            let [lo, hi] = chunk(w, b, c);
+            for (p, &x) in p.iter_mut().zip(&x) {
+                let [xl, xh] = x_chunk(x, b, c);
+                *p = _mm256_add_epi16(
+                    *p,
                     _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh)),
                 );
             }
+        }
+        std::array::from_fn(|t| {
             _mm256_sub_epi32(
-                _mm256_madd_epi16(p, ones),
-                _mm256_set1_epi32(8 * *x.s.add(b)),
+                _mm256_madd_epi16(p[t], ones),
+                _mm256_set1_epi32(8 * *x[t].s.add(b)),
             )
         })
-    }
+    })
 }
+
+/// The [`GroupDot`] impl of a Q4_0 ×8 kernel `$kernel` whose body is `$inner::<NX>`, with
+/// `$feat` enabled: `dot8` is one row, `dot8n` up to `$nx` rows (the `$arm` counts below `$nx`
+/// by their own instances). Twin: the portable repacked decoder (bit-exact).
+macro_rules! group_dot {
+    ($kernel:ident, $inner:ident, $feat:literal, $nx:literal, [$($arm:literal),*]) => {
+        impl GroupDot for $kernel {
+            const NX: usize = $nx;
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn dot8(w: *const BlockQ4_0x8, nb: usize, x: Q8Row) -> [f32; R] {
+                $inner::<1>(w, nb, [x])[0]
+            }
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn dot8n(
+                w: *const BlockQ4_0x8,
+                nb: usize,
+                x: [Q8Row; 4],
+                nx: usize,
+            ) -> [[f32; R]; 4] {
+                let widen = |v: &[[f32; R]]| std::array::from_fn(|t| v.get(t).copied().unwrap_or([0.0; R]));
+                match nx {
+                    $($arm => widen(&$inner::<$arm>(w, nb, std::array::from_fn(|t| x[t]))),)*
+                    _ => widen(&$inner::<$nx>(w, nb, std::array::from_fn(|t| x[t]))),
+                }
+            }
+        }
+    };
+}
+
+group_dot!(
+    Q4x8Vnni,
+    q4x8_vnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
+    4,
+    [1, 2, 3]
+);
+group_dot!(Q4x8, q4x8_avx2, "avx2,fma,f16c", 4, [1, 2, 3]);
 
 /// The repacked Q4_0 decode on [`super::Avx2`]. Twin: the portable repacked decoder.
 ///
