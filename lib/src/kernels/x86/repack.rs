@@ -534,8 +534,8 @@ x16_dot!(
     BlockQ6_Kx16,
     q6kx16_vnni,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
-    2,
-    [1]
+    3,
+    [1, 2]
 );
 
 /// [`Q6kx16Vnni`] against `NX` activation rows at once (levels assembled once for all of them),
