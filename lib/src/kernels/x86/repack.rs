@@ -1,6 +1,8 @@
 //! The repacked-layout decode kernels of both x86 paths ([`super::super::repack`]): eight weight
-//! rows per 256-bit register (sixteen per 512-bit one for Q4_K on AVX-512), one i32 / f32 lane
-//! per row, so nothing is reduced horizontally.
+//! rows per 256-bit register (sixteen per 512-bit one for Q4_K and Q6_K on AVX-512), one i32 /
+//! f32 lane per row, so nothing is reduced horizontally. Each kernel also takes several
+//! activation rows per pass over its weights (prompts): the weights unpacked once for all of
+//! them, each row's arithmetic that of one.
 
 use std::arch::x86_64::*;
 
