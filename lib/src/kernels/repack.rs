@@ -374,7 +374,7 @@ impl Repacked {
 ///   Q4_K_M model (`bench --synthetic 11b --type q4_k_m --only decode`, three rounds interleaved
 ///   with the earlier Q6_K ×4 layout) it decoded 1–3% faster at either read bandwidth. With
 ///   the ×16 kernels taking two to four activation rows per pass over a group
-///   ([`X16Dot::dot16n`]), a 128-token prompt prefills 15% (avx512) and 20% (avx2) faster than
+///   (`X16Dot::dot16n`), a 128-token prompt prefills 15% (avx512) and 20% (avx2) faster than
 ///   with one row at a time, and faster than with the ×4 layout on both paths. Not measured on
 ///   aarch64, where it stays in place.
 /// - Q5_K ×4 measured no faster (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise) and stays in
