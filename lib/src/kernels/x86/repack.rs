@@ -153,6 +153,13 @@ unsafe fn q4x8_avx2<const NX: usize>(
     })
 }
 
+/// `v` (the results of `N` activation rows) in the first `N` entries of four, the rest zero: what
+/// `dot8n` / `dot16n` return.
+#[inline(always)]
+fn widen<const N: usize, const W: usize>(v: [[f32; W]; N]) -> [[f32; W]; 4] {
+    std::array::from_fn(|t| if t < N { v[t] } else { [0.0; W] })
+}
+
 /// The [`GroupDot`] impl of a Q4_0 ×8 kernel `$kernel` whose body is `$inner::<NX>`, with
 /// `$feat` enabled: `dot8` is one row, `dot8n` up to `$nx` rows (the `$arm` counts below `$nx`
 /// by their own instances). Twin: the portable repacked decoder (bit-exact).
@@ -173,10 +180,9 @@ macro_rules! group_dot {
                 x: [Q8Row; 4],
                 nx: usize,
             ) -> [[f32; R]; 4] {
-                let widen = |v: &[[f32; R]]| std::array::from_fn(|t| v.get(t).copied().unwrap_or([0.0; R]));
                 match nx {
-                    $($arm => widen(&$inner::<$arm>(w, nb, std::array::from_fn(|t| x[t]))),)*
-                    _ => widen(&$inner::<$nx>(w, nb, std::array::from_fn(|t| x[t]))),
+                    $($arm => widen($inner::<$arm>(w, nb, std::array::from_fn(|t| x[t]))),)*
+                    _ => widen($inner::<$nx>(w, nb, std::array::from_fn(|t| x[t]))),
                 }
             }
         }
@@ -284,12 +290,6 @@ x16_dot!(
     4,
     [1, 2, 3]
 );
-
-/// `v` in the first `N` entries of four (the rest zero).
-#[inline(always)]
-fn widen<const N: usize>(v: [[f32; R16]; N]) -> [[f32; R16]; 4] {
-    std::array::from_fn(|t| if t < N { v[t] } else { [0.0; R16] })
-}
 
 /// [`Q4kx16Vnni`] against `NX` activation rows at once: each chunk's levels loaded and masked
 /// once for all of them (the weight-stationary form for prompts), each row's arithmetic that of
