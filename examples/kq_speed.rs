@@ -1,7 +1,7 @@
 //! Single-thread decode mat-vec throughput per type with cache-resident weights (the kernels'
 //! compute rate, without the memory system): `cargo run --release --example kq_speed`
 //! (`KQ_ROWS`, `KQ_COLS`, `KQ_THREADS`: another shape, more threads; `KQ_PATH`, `KQ_REPS`; `KQ_MATS=N`:
-//! N distinct copies multiplied in turn, as a model's sequence of matrices).
+//! N distinct copies multiplied in turn, as a model's sequence of matrices; with `KQ_RP=1` repacked).
 //! Prints ns per 256 weights and the GB/s of weights the kernel could consume; types with a
 //! repacked layout are measured in place and repacked (`q4_0+rp`). With a matrix far beyond the
 //! caches it first prints what plain summing of a buffer that size reads in the same pool.
@@ -85,8 +85,15 @@ fn main() {
             // matrices, none cache-resident), instead of one matrix again and again.
             let mats = env("KQ_MATS", 0);
             if mats > 0 {
+                let rp = env("KQ_RP", 0) == 1;
                 let copies: Vec<Mat> = (0..mats)
-                    .map(|_| Mat::from_bytes(ty, m, k, &bytes))
+                    .map(|_| {
+                        let mut c = Mat::from_bytes(ty, m, k, &bytes);
+                        if rp {
+                            c.repack(false);
+                        }
+                        c
+                    })
                     .collect();
                 let mut y = vec![0f32; m];
                 let mut sc = Scratch::new();
@@ -105,7 +112,7 @@ fn main() {
                 println!(
                     "{:8} {:9} {:7.2} ns/256 {:6.1} GB/s ({mats} matrices in turn)",
                     path.name(),
-                    name,
+                    format!("{name}{}", if rp { "+rp" } else { "" }),
                     best * 1e9 / (m * k / 256) as f64,
                     bytes.len() as f64 / best / 1e9
                 );

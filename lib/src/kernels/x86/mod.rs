@@ -19,9 +19,11 @@ mod iattn;
 pub(crate) use iattn::dpwssd;
 mod igemm;
 mod kquant;
+mod prefetch;
 mod repack;
 
 use bytes::Avx2Ops;
+use prefetch::Ahead;
 
 use super::intdot::{LaneKernel, LaneTile};
 use super::traverse::{traverse, FloatDot, FloatTile, QuantDot, QuantTile};
@@ -553,10 +555,12 @@ macro_rules! quant_tile {
             x: [Q8Row; NX],
         ) -> [[f32; NX]; RW] {
             let mut acc = [[_mm256_setzero_ps(); NX]; RW];
+            let mut ahead = w.map(|w| Ahead::new(w as *const u8));
             let full = nb / 8 * 8;
             let mut g = 0;
             while g < full {
-                for (wr, ar) in w.iter().zip(acc.iter_mut()) {
+                for ((wr, ar), ahead) in w.iter().zip(acc.iter_mut()).zip(&mut ahead) {
+                    ahead.at(wr.add(g + 8) as *const u8);
                     let sums8 = B::$sums::<NX>(*wr, g, &x);
                     let dw = B::$scales(*wr, g);
                     for (t, &sums) in sums8.iter().enumerate() {

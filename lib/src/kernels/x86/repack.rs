@@ -15,6 +15,7 @@ use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
 use super::bytes::Avx2Ops;
 use super::quantize_split;
+use super::Ahead;
 use crate::quant::q4_k::BlockQ4_K;
 use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q8_k::BlockQ8_K;
@@ -34,9 +35,9 @@ unsafe fn group_f32<const NX: usize>(
     w: *const BlockQ4_0x8,
     nb: usize,
     x: [Q8Row; NX],
-    isum: impl Fn(usize) -> [__m256i; NX],
+    mut isum: impl FnMut(usize) -> [__m256i; NX],
 ) -> [[f32; R]; NX] {
-    let block = |b: usize| -> [__m256; NX] {
+    let mut block = |b: usize| -> [__m256; NX] {
         let dw = _mm256_cvtph_ps(_mm_loadu_si128((*w.add(b)).d.as_ptr() as *const __m128i));
         let is = isum(b);
         std::array::from_fn(|t| {
@@ -73,11 +74,13 @@ unsafe fn group_f32<const NX: usize>(
     out
 }
 
-/// Chunk `c` of block `b`: the 32 nibble bytes as low and high nibbles.
+/// Chunk `c` of block `b`: the 32 nibble bytes as low and high nibbles (`ahead` told of the load).
 #[inline(always)]
-unsafe fn chunk(w: *const BlockQ4_0x8, b: usize, c: usize) -> [__m256i; 2] {
+unsafe fn chunk(w: *const BlockQ4_0x8, b: usize, c: usize, ahead: &mut Ahead) -> [__m256i; 2] {
     let mask = _mm256_set1_epi8(0x0F);
-    let v = _mm256_loadu_si256((*w.add(b)).qs.as_ptr().add(32 * c) as *const __m256i);
+    let p = (*w.add(b)).qs.as_ptr().add(32 * c);
+    ahead.at(p);
+    let v = _mm256_loadu_si256(p as *const __m256i);
     [
         _mm256_and_si256(v, mask),
         _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
@@ -105,10 +108,11 @@ unsafe fn q4x8_vnni<const NX: usize>(
     nb: usize,
     x: [Q8Row; NX],
 ) -> [[f32; R]; NX] {
+    let mut ahead = Ahead::new(w as *const u8);
     group_f32(w, nb, x, |b| {
         let mut p = [_mm256_setzero_si256(); NX];
         for c in 0..4 {
-            let [lo, hi] = chunk(w, b, c);
+            let [lo, hi] = chunk(w, b, c, &mut ahead);
             for (p, &x) in p.iter_mut().zip(&x) {
                 let [xl, xh] = x_chunk(x, b, c);
                 *p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(*p, lo, xl), hi, xh);
@@ -132,10 +136,11 @@ unsafe fn q4x8_avx2<const NX: usize>(
     x: [Q8Row; NX],
 ) -> [[f32; R]; NX] {
     let ones = _mm256_set1_epi16(1);
+    let mut ahead = Ahead::new(w as *const u8);
     group_f32(w, nb, x, |b| {
         let mut p = [_mm256_setzero_si256(); NX];
         for c in 0..4 {
-            let [lo, hi] = chunk(w, b, c);
+            let [lo, hi] = chunk(w, b, c, &mut ahead);
             for (p, &x) in p.iter_mut().zip(&x) {
                 let [xl, xh] = x_chunk(x, b, c);
                 *p = _mm256_add_epi16(
@@ -305,6 +310,7 @@ unsafe fn q4kx16_vnni<const NX: usize>(
     let hi_m = _mm512_set1_epi8(0xF0u8 as i8);
     let mut acc = [_mm512_setzero_ps(); NX];
     let mut accm = [_mm512_setzero_ps(); NX];
+    let mut ahead = Ahead::new(w as *const u8);
     for b in 0..nb {
         let wb = &*w.add(b);
         let xb = x.map(|x| &*x.add(b));
@@ -313,6 +319,7 @@ unsafe fn q4kx16_vnni<const NX: usize>(
             let mut dl = [_mm512_setzero_si512(); NX];
             let mut dh = [_mm512_setzero_si512(); NX];
             for c in 0..8 {
+                ahead.at(wb.qs[g][c].as_ptr() as *const u8);
                 let v = _mm512_loadu_si512(wb.qs[g][c].as_ptr() as *const _);
                 let (lo, hi) = (_mm512_and_si512(v, lo_m), _mm512_and_si512(v, hi_m));
                 for t in 0..NX {
@@ -410,6 +417,7 @@ unsafe fn q4kx16_avx2<const NX: usize>(
     let ctl = [q4kx16_scale_ctl(0), q4kx16_scale_ctl(1)];
     let mut acc = [[_mm256_setzero_ps(); 2]; NX];
     let mut accm = [[_mm256_setzero_ps(); 2]; NX];
+    let mut ahead = Ahead::new(w as *const u8);
     for b in 0..nb {
         let wb = w.add(b);
         let xb = x.map(|x| x.add(b));
@@ -419,7 +427,9 @@ unsafe fn q4kx16_avx2<const NX: usize>(
                 let mut pl = [_mm256_setzero_si256(); NX];
                 let mut ph = [_mm256_setzero_si256(); NX];
                 for c in 0..8 {
-                    let v = _mm256_loadu_si256((*wb).qs[g][c][8 * h].as_ptr() as *const __m256i);
+                    let p = (*wb).qs[g][c][8 * h].as_ptr();
+                    ahead.at(p);
+                    let v = _mm256_loadu_si256(p as *const __m256i);
                     let lo = _mm256_and_si256(v, m4);
                     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
                     for t in 0..NX {
@@ -552,6 +562,7 @@ unsafe fn q6kx16_vnni<const NX: usize>(
 ) -> [[f32; R16]; NX] {
     let (m4, m30) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
     let mut acc = [_mm512_setzero_ps(); NX];
+    let mut ahead = Ahead::new(w as *const u8);
     for b in 0..nb {
         let wb = &*w.add(b);
         let xb = x.map(|x| &*x.add(b));
@@ -560,7 +571,11 @@ unsafe fn q6kx16_vnni<const NX: usize>(
             for t in 0..2 {
                 let mut dot = [[_mm512_setzero_si512(); 4]; NX];
                 for c in 4 * t..4 * t + 4 {
-                    let ld = |s: usize| _mm512_loadu_si512(wb.q[n][c][s].as_ptr() as *const _);
+                    let mut ld = |s: usize| {
+                        let p = wb.q[n][c][s].as_ptr();
+                        ahead.at(p as *const u8);
+                        _mm512_loadu_si512(p as *const _)
+                    };
                     let v = q6_levels!(
                         ld(0),
                         ld(1),
@@ -637,6 +652,7 @@ unsafe fn q6kx16_avx2<const NX: usize>(
     let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); 2]; NX];
+    let mut ahead = Ahead::new(w as *const u8);
     for b in 0..nb {
         let wb = &*w.add(b);
         let xb = x.map(|x| &*x.add(b));
@@ -648,8 +664,10 @@ unsafe fn q6kx16_avx2<const NX: usize>(
                     for c2 in 0..2 {
                         let mut p = [[_mm256_setzero_si256(); 4]; NX];
                         for c in 4 * t + 2 * c2..4 * t + 2 * c2 + 2 {
-                            let ld = |s: usize| {
-                                _mm256_loadu_si256(wb.q[n][c][s][8 * h].as_ptr() as *const __m256i)
+                            let mut ld = |s: usize| {
+                                let p = wb.q[n][c][s][8 * h].as_ptr();
+                                ahead.at(p);
+                                _mm256_loadu_si256(p as *const __m256i)
                             };
                             let v = q6_levels!(
                                 ld(0),
