@@ -181,11 +181,11 @@ def mllama_bench(args: list[str], simd: str | None) -> dict:
 
 
 def ours(model: Path, simd: str | None) -> tuple[float, float]:
-    """(decode tokens/s, read probe GB/s) of one `mllama bench` run; the probe is the run's typical
-    one (weight bytes per second over the paired fraction, both medians over the tokens), not its
-    best (`read_bandwidth_gbs`, which one token at the high bandwidth sets)."""
+    """(decode tokens/s, read probe GB/s) of one `mllama bench` run: the tokens/s of its
+    back-to-back steps, and its typical probe (the median of those beside its paired steps), not
+    its best (`read_bandwidth_gbs`, which one token at the high bandwidth sets)."""
     v = mllama_bench(["-m", str(model), "--only", "decode", "--decode-tokens", "32"], simd)
-    return v["decode_tokens_per_s"], v["effective_bandwidth_gbs"] / v["decode_paired_fraction"]
+    return v["decode_tokens_per_s"], v["decode_probe_gbs"]
 
 
 def probe(simd: str | None) -> float:
