@@ -38,7 +38,8 @@ const PREFETCH_INTEL: usize = 4608;
 /// the loads with the address read up to, keeps the cache lines up to [`prefetch_distance`]
 /// bytes ahead of it requested. Starting `dist` ahead, each call requests about the lines its
 /// kernel has read since the last one (at most eight), so the requests spread over the loads
-/// (issued in bursts of a whole block they measured slower than none). Addresses that go back
+/// (a whole block's lines requested at once at its start measured hardly better than none, against
+/// +30% spread out). Addresses that go back
 /// (another pass over the same rows, for a prompt) request nothing. Prefetching never faults,
 /// so lines past the end are fine.
 pub(crate) struct Ahead {
