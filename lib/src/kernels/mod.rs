@@ -758,8 +758,6 @@ fn decode_many(
     }
     let buf = &*buf;
     let threads = rayon::current_num_threads().max(1);
-    // Per matrix: its job, kernel, rows per task and tasks.
-    type Plan<'a> = (Job<'a>, unsafe fn(&Job<'_>, Range<usize>), usize, usize);
     let mut plans: [Option<Plan<'_>>; MAX_TARGETS] = [None, None, None, None];
     for ((plan, t), &(kern, wdata, row_align)) in plans
         .iter_mut()
@@ -795,18 +793,29 @@ fn decode_many(
             },
             bias: t.bias,
         };
-        *plan = Some((job, kern.rows, rows_per, m.div_ceil(rows_per)));
+        *plan = Some(Plan {
+            job,
+            rows: kern.rows,
+            rows_per,
+            tasks: m.div_ceil(rows_per),
+        });
     }
     // Task `t` of the section: matrix `i` with `ends[i - 1] <= t < ends[i]`.
     let mut ends = [0usize; MAX_TARGETS];
     let mut sum = 0;
     for (e, p) in ends.iter_mut().zip(&plans) {
-        sum += p.as_ref().map_or(0, |p| p.3);
+        sum += p.as_ref().map_or(0, |p| p.tasks);
         *e = sum;
     }
     let task = |t: usize| {
         let i = ends.iter().position(|&e| t < e).unwrap_or(0);
-        let Some((job, rows_fn, rows_per, _)) = &plans[i] else {
+        let Some(Plan {
+            job,
+            rows: rows_fn,
+            rows_per,
+            ..
+        }) = &plans[i]
+        else {
             return;
         };
         let t = t - if i == 0 { 0 } else { ends[i - 1] };
@@ -821,6 +830,18 @@ fn decode_many(
     } else {
         (0..sum).into_par_iter().for_each(task);
     }
+}
+
+/// One matrix's part of a [`decode_many`] section.
+struct Plan<'a> {
+    /// What the kernel reads and writes.
+    job: Job<'a>,
+    /// The kernel over a range of rows.
+    rows: unsafe fn(&Job<'_>, Range<usize>),
+    /// Rows per task (a multiple of the layout's group).
+    rows_per: usize,
+    /// Tasks of this matrix.
+    tasks: usize,
 }
 
 /// Matrices one [`decode_many`] call takes at most.
