@@ -423,8 +423,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The library prints nothing: its warning about MLLAMA_SIMD is shown here.
-    if let Some(w) = mllama::kernels::path_warning() {
+    // The library prints nothing: its warnings about MLLAMA_SIMD and MLLAMA_PREFETCH are shown
+    // here.
+    for w in [
+        mllama::kernels::path_warning(),
+        mllama::kernels::prefetch_warning(),
+    ]
+    .into_iter()
+    .flatten()
+    {
         eprintln!("warning: {w}");
     }
     match run(cli) {

@@ -323,6 +323,20 @@ pub fn path_warning() -> Option<&'static str> {
     global().1.as_deref()
 }
 
+/// Why the x86 decode kernels' prefetch distance is not the one `MLLAMA_PREFETCH` asks for (not
+/// a number of bytes, or too far), or `None` (always on other architectures, which ignore it).
+/// Like [`path_warning`], for a front end to show.
+pub fn prefetch_warning() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::prefetch_warning()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 /// The path kernels called on this thread use now.
 pub fn active_path() -> Path {
     OVERRIDE.with(|o| o.get()).unwrap_or_else(global_path)

@@ -23,6 +23,7 @@ mod prefetch;
 mod repack;
 
 use bytes::Avx2Ops;
+pub(crate) use prefetch::prefetch_warning;
 use prefetch::Ahead;
 
 use super::intdot::{LaneKernel, LaneTile};

@@ -13,23 +13,45 @@ use std::arch::x86_64::*;
 /// on other vendors until measured there. `MLLAMA_PREFETCH=<bytes>` overrides the choice (0
 /// turns it off).
 fn prefetch_distance() -> usize {
-    static D: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *D.get_or_init(|| {
-        if let Some(d) = std::env::var("MLLAMA_PREFETCH")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            return d;
-        }
+    setting().0
+}
+
+/// Why the prefetch distance is not the one `MLLAMA_PREFETCH` asks for, or `None`.
+pub(crate) fn prefetch_warning() -> Option<&'static str> {
+    setting().1.as_deref()
+}
+
+/// The distance and the warning of its selection, chosen on first use.
+fn setting() -> &'static (usize, Option<String>) {
+    static S: std::sync::OnceLock<(usize, Option<String>)> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
         let id = __cpuid(0); // the vendor string, in EBX, EDX, ECX
         let intel = (id.ebx, id.edx, id.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e);
-        if intel {
-            PREFETCH_INTEL
-        } else {
-            0
-        }
+        select(std::env::var("MLLAMA_PREFETCH").ok().as_deref(), intel)
     })
 }
+
+/// The distance for a `MLLAMA_PREFETCH` value (`None`, empty or `auto`: the vendor's default),
+/// with a warning when it cannot be used (not a number of bytes, or beyond [`MAX_DISTANCE`]).
+fn select(request: Option<&str>, intel: bool) -> (usize, Option<String>) {
+    let default = if intel { PREFETCH_INTEL } else { 0 };
+    match request.map(str::trim) {
+        None | Some("") => (default, None),
+        Some(s) if s.eq_ignore_ascii_case("auto") => (default, None),
+        Some(s) => match s.parse::<usize>() {
+            Ok(d) if d <= MAX_DISTANCE => (d, None),
+            _ => (
+                default,
+                Some(format!(
+                    "MLLAMA_PREFETCH={s}: expected a distance in bytes from 0 to {MAX_DISTANCE} or auto; using {default}"
+                )),
+            ),
+        },
+    }
+}
+
+/// The largest distance `MLLAMA_PREFETCH` accepts (bytes).
+const MAX_DISTANCE: usize = 1 << 20;
 
 /// The prefetch distance on Intel cores (bytes).
 const PREFETCH_INTEL: usize = 4608;
@@ -51,11 +73,15 @@ impl Ahead {
     /// A prefetcher for a stream starting at `start` (with the distance 0, one that does nothing).
     #[inline(always)]
     pub(crate) fn new(start: *const u8) -> Self {
-        let dist = prefetch_distance();
+        Self::with_distance(start as usize, prefetch_distance())
+    }
+
+    #[inline(always)]
+    fn with_distance(start: usize, dist: usize) -> Self {
         let next = if dist == 0 {
             usize::MAX
         } else {
-            (start as usize + dist) & !63
+            (start + dist) & !63
         };
         Ahead { next, dist }
     }
@@ -64,12 +90,76 @@ impl Ahead {
     #[inline(always)]
     pub(crate) unsafe fn at(&mut self, p: *const u8) {
         let end = (p as usize).wrapping_add(self.dist);
-        for _ in 0..8 {
-            if self.next > end {
+        for _ in 0..MAX_LINES {
+            let Some(line) = self.line(end) else {
                 return;
-            }
-            _mm_prefetch::<_MM_HINT_T0>(self.next as *const i8);
+            };
+            _mm_prefetch::<_MM_HINT_T0>(line as *const i8);
+        }
+    }
+
+    /// The next line to request while reading up to `end − dist`, if any.
+    #[inline(always)]
+    fn line(&mut self, end: usize) -> Option<usize> {
+        (self.next <= end).then(|| {
             self.next += 64;
+            self.next - 64
+        })
+    }
+}
+
+/// Lines one [`Ahead::at`] requests at most.
+const MAX_LINES: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines [`Ahead::at`] would request for a read up to `p`.
+    fn lines(a: &mut Ahead, p: usize) -> Vec<usize> {
+        let end = p.wrapping_add(a.dist);
+        (0..MAX_LINES).map_while(|_| a.line(end)).collect()
+    }
+
+    #[test]
+    fn a_stream_requests_every_line_ahead_once_in_order() {
+        // 36-byte loads (not a divisor of 64) from an unaligned start.
+        let (start, dist) = (1_000_003usize, 4608);
+        let mut a = Ahead::with_distance(start, dist);
+        let got: Vec<usize> = (0..400)
+            .flat_map(|i| lines(&mut a, start + 36 * i))
+            .collect();
+        let first = (start + dist) & !63;
+        let last = (start + 36 * 399 + dist) & !63;
+        let want: Vec<usize> = (first..=last).step_by(64).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn going_back_requests_nothing_and_a_jump_at_most_eight_lines() {
+        let mut a = Ahead::with_distance(1 << 20, 4096);
+        assert_eq!(lines(&mut a, 1 << 20).len(), 1);
+        assert!(lines(&mut a, (1 << 20) - 4096).is_empty());
+        assert_eq!(lines(&mut a, 2 << 20).len(), MAX_LINES);
+        let mut off = Ahead::with_distance(1 << 20, 0);
+        assert!(lines(&mut off, 4 << 20).is_empty());
+    }
+
+    #[test]
+    fn the_setting_takes_bytes_or_auto_and_warns_on_anything_else() {
+        assert_eq!(select(None, true), (PREFETCH_INTEL, None));
+        assert_eq!(select(None, false), (0, None));
+        assert_eq!(select(Some(" auto "), false), (0, None));
+        assert_eq!(select(Some("0"), true), (0, None));
+        assert_eq!(select(Some("9216"), false), (9216, None));
+        for bad in ["4k", "-1", "99999999999"] {
+            let (d, w) = select(Some(bad), true);
+            assert_eq!(d, PREFETCH_INTEL);
+            let w = w.expect("a warning");
+            assert!(
+                w.starts_with(&format!("MLLAMA_PREFETCH={bad}: expected")),
+                "{w}"
+            );
         }
     }
 }
