@@ -423,11 +423,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The library prints nothing: its warnings about MLLAMA_SIMD and MLLAMA_PREFETCH are shown
-    // here.
+    // The library prints nothing: its warnings about MLLAMA_SIMD, MLLAMA_PREFETCH and
+    // MLLAMA_SPIN_US are shown here.
     for w in [
         mllama::kernels::path_warning(),
         mllama::kernels::prefetch_warning(),
+        mllama::kernels::team::spin_warning(),
     ]
     .into_iter()
     .flatten()

@@ -20,8 +20,6 @@ pub(crate) use super::pack::Panel;
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use super::{Out, SyncPtr};
 use crate::kernels::tensor::Mat;
 
@@ -149,11 +147,7 @@ pub(super) fn gemm_with<K: Kernel>(w: &Mat, x: &[f32], n: usize, y: &mut [f32]) 
         });
     };
     let tasks = m_tasks * n_tasks;
-    if tasks == 1 {
-        task(0);
-    } else {
-        (0..tasks).into_par_iter().for_each(task);
-    }
+    super::team::for_each(tasks, &task);
 }
 
 /// One task: `y[is, js]` over all of k.

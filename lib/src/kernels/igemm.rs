@@ -625,9 +625,5 @@ fn product<W: Width, K: IKernel<W>>(
         }
     };
     let tasks = m_tasks * n_tasks;
-    if tasks == 1 {
-        task(0);
-    } else {
-        (0..tasks).into_par_iter().for_each(task);
-    }
+    super::team::for_each(tasks, &task);
 }

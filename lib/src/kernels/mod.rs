@@ -97,6 +97,7 @@ mod pack;
 pub mod probe;
 pub mod repack;
 pub mod scalar;
+pub mod team;
 pub mod tensor;
 mod traverse;
 pub mod types;
@@ -169,8 +170,6 @@ pub fn repack_pays(ty: GgmlType, path: Path) -> bool {
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-
-use rayon::prelude::*;
 
 use crate::kernels::tensor::Mat;
 use crate::quant::BlockQ8_0;
@@ -839,11 +838,7 @@ fn decode_many(
         // parallel section; the activations were prepared by the decoder's `act`.
         unsafe { rows_fn(job, rows) };
     };
-    if sum == 1 {
-        task(0);
-    } else {
-        (0..sum).into_par_iter().for_each(task);
-    }
+    team::for_each(sum, &task);
 }
 
 /// One matrix's part of a [`decode_many`] section.

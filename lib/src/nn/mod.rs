@@ -384,14 +384,10 @@ pub fn attention<T: KvElem>(
             });
         };
         let n_tasks = n_kv_heads * nq;
-        if n_tasks == 1 || nq * nk * hd * rep < 1 << 14 {
+        if nq * nk * hd * rep < 1 << 14 {
             (0..n_tasks).for_each(task);
         } else {
-            // The caller's path on every worker (rayon's workers do not inherit a `with_path`).
-            let path = kernels::active_path();
-            (0..n_tasks)
-                .into_par_iter()
-                .for_each(|t| kernels::with_path(path, || task(t)));
+            kernels::team::for_each(n_tasks, &task);
         }
         return;
     }
@@ -443,14 +439,10 @@ pub fn attention<T: KvElem>(
         });
     };
     let n_tasks = n_heads * nqb;
-    if n_tasks == 1 || nq * nk * hd < 1 << 14 {
+    if nq * nk * hd < 1 << 14 {
         (0..n_tasks).for_each(task);
     } else {
-        // The caller's path on every worker (rayon's workers do not inherit a `with_path`).
-        let path = kernels::active_path();
-        (0..n_tasks)
-            .into_par_iter()
-            .for_each(|t| kernels::with_path(path, || task(t)));
+        kernels::team::for_each(n_tasks, &task);
     }
 }
 
@@ -569,14 +561,10 @@ pub fn attention_lowp(
         });
     };
     let n_tasks = n_heads * nqb;
-    if n_tasks == 1 || nq * nk * hd < 1 << 14 {
+    if nq * nk * hd < 1 << 14 {
         (0..n_tasks).for_each(task);
     } else {
-        // The caller's path on every worker (rayon's workers do not inherit a `with_path`).
-        let path = kernels::active_path();
-        (0..n_tasks)
-            .into_par_iter()
-            .for_each(|t| kernels::with_path(path, || task(t)));
+        kernels::team::for_each(n_tasks, &task);
     }
 }
 
