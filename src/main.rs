@@ -35,8 +35,8 @@ struct Cli {
     #[arg(long, global = true, default_value = "ggml", value_parser = ["ggml", "hf"])]
     era1_cross_qk: String,
     /// Keep the weights in place in the memory-mapped file instead of repacking the decoder's
-    /// Q4_0 matrices (and, on x86, Q4_K and Q6_K) into row-interleaved copies at load (less load
-    /// time and no copy; slower decode and prompts; Q4_0 gives the same results, Q4_K and Q6_K
+    /// Q4_0 matrices (and, on x86, Q4_K, Q6_K and Q4_1) into row-interleaved copies at load (less
+    /// load time and no copy; slower decode and prompts; Q4_0 gives the same results, the others
     /// the same within float rounding).
     #[arg(long, global = true)]
     no_repack: bool,

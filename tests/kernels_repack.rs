@@ -31,6 +31,7 @@ fn run(path: Path, w: &Mat, bias: Option<&[f32]>, x: &[f32], n: usize) -> Vec<f3
 fn repack_types() -> Vec<GgmlType> {
     [
         GgmlType::Q4_0,
+        GgmlType::Q4_1,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
         GgmlType::Q8_0,
@@ -58,8 +59,8 @@ fn magnitudes(w: &Mat, x: &[f32], n: usize) -> Vec<f64> {
     mag
 }
 
-/// Every layout but the ×16 ones (Q4_K, Q6_K) computes in the in-place order: bit-exact with the
-/// in-place scalar decode on every path. The ×16 layouts have their own f32 order: every path
+/// Every layout but the ×16 ones (Q4_K, Q6_K) and Q4_1 ×8 computes in the in-place order:
+/// bit-exact with the in-place scalar decode on every path. Those have their own f32 order: every path
 /// bit-exact with the twin (the scalar path on the repacked matrix), the twin within 1e-5 of
 /// Σ|w·x| of the in-place decode.
 #[test]
@@ -67,7 +68,7 @@ fn repacked_decode_is_bit_exact_with_in_place_scalar_on_every_path() {
     let types = repack_types();
     assert!(types.contains(&GgmlType::Q4_0));
     for ty in types {
-        let own_order = repack::group_rows(ty) == Some(repack::R16);
+        let own_order = repack::group_rows(ty) == Some(repack::R16) || ty == GgmlType::Q4_1;
         let group = repack::group_rows(ty).unwrap();
         let ks: &[usize] = if ty.block_size() == 32 {
             &[32, 96, 256, 288, 544, 4096]
@@ -107,7 +108,7 @@ fn repacked_decode_is_bit_exact_with_in_place_scalar_on_every_path() {
                                 let err = (t as f64 - r as f64).abs();
                                 assert!(
                                     err <= 1e-5 * a,
-                                    "{ty} x16 twin n={n} m={m} k={k} [{idx}]: {t} vs in place {r} (error {err:e}, scale {a:e})"
+                                    "{ty} layout twin n={n} m={m} k={k} [{idx}]: {t} vs in place {r} (error {err:e}, scale {a:e})"
                                 );
                             }
                             twin

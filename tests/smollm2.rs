@@ -186,10 +186,14 @@ fn run_case(model: &Model, case: &Value, sem: Semantics, tol: f32) -> Result<Agr
     Ok(a)
 }
 
-/// Every case of the reference `file` run greedily with `sem`, logits within `tol`.
-fn compare_all(file: &str, sem: Semantics, tol: f32) {
+/// Every case of the reference `file` run greedily with `sem`, logits within `tol` (with the
+/// weights repacked as `mllama run` does by default when `repack`).
+fn compare_all(file: &str, sem: Semantics, tol: f32, repack: bool) {
     let Some(path) = gguf() else { return };
-    let model = Model::load(&path).unwrap();
+    let mut model = Model::load(&path).unwrap();
+    if repack {
+        model.repack();
+    }
     let r = reference(file);
     let mut failures = Vec::new();
     for case in r["cases"].as_array().unwrap() {
@@ -215,7 +219,13 @@ fn compare_all(file: &str, sem: Semantics, tol: f32) {
 
 #[test]
 fn greedy_decoding_matches_llama_cpp() {
-    compare_all(REFERENCE, Semantics::default(), LOGIT_TOL);
+    compare_all(REFERENCE, Semantics::default(), LOGIT_TOL, false);
+}
+
+/// The same with the Q4_1 matrices in their repacked layout (x86; its own f32 order).
+#[test]
+fn greedy_decoding_matches_llama_cpp_repacked() {
+    compare_all(REFERENCE, Semantics::default(), LOGIT_TOL, true);
 }
 
 /// The same prompts through llama.cpp's most exact attention (flash attention off, f32 KV
@@ -228,7 +238,7 @@ fn greedy_decoding_matches_llama_cpp_without_flash_attention() {
         cache: CachePrecision::F32,
         ..Semantics::default()
     };
-    compare_all(REFERENCE_FA0_F32KV, sem, LOGIT_TOL);
+    compare_all(REFERENCE_FA0_F32KV, sem, LOGIT_TOL, false);
 }
 
 #[test]

@@ -212,7 +212,7 @@ impl Team {
         let mut spins = 0u32;
         while self.active.load(SeqCst) != 0 {
             spins = spins.wrapping_add(1);
-            if spins % 4096 == 0 {
+            if spins.is_multiple_of(4096) {
                 std::thread::yield_now(); // a helper was descheduled mid-task
             } else {
                 std::hint::spin_loop();
@@ -273,7 +273,7 @@ impl Team {
                 return g;
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 == 0 && start.elapsed() >= spin {
+            if spins.is_multiple_of(256) && start.elapsed() >= spin {
                 break;
             }
             std::hint::spin_loop();

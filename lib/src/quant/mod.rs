@@ -100,11 +100,12 @@ pub fn lane_vec_dot<B: LaneDot>(w: &[B], x: &[B::VecDot]) -> f32 {
 #[inline(always)]
 pub fn lane_vec_dot_iter<B: LaneDot>(
     w: impl Iterator<Item = impl std::borrow::Borrow<B>>,
-    x: &[B::VecDot],
+    x: impl IntoIterator<Item = impl std::borrow::Borrow<B::VecDot>>,
 ) -> f32 {
     let (mut acc, mut accm) = ([0f32; 8], [0f32; 8]);
     for (wb, xb) in w.zip(x) {
         let wb: &B = wb.borrow();
+        let xb: &B::VecDot = xb.borrow();
         let (i, m) = wb.lanes(xb);
         let (d, dm) = wb.scales(xb);
         for l in 0..8 {
@@ -159,18 +160,26 @@ pub fn lanes8(a: &[f32; 8]) -> f32 {
 /// `tail`, and the result is `lanes + tail`.
 #[inline(always)]
 pub fn block_lanes(nb: usize, block: impl Fn(usize) -> (f32, i32)) -> f32 {
+    block_lanes_f32(nb, |b| {
+        let (s, i) = block(b);
+        s * i as f32
+    })
+}
+
+/// [`block_lanes`]' accumulation of per-block f32 values `value(b)` (for a block value that is
+/// not one product, as a repacked Q4_1 row's `(d·dx)·isum + (m·dx)·Σx`).
+#[inline(always)]
+pub fn block_lanes_f32(nb: usize, value: impl Fn(usize) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let full = nb / 8 * 8;
     for g in (0..full).step_by(8) {
         for (l, a) in acc.iter_mut().enumerate() {
-            let (s, i) = block(g + l);
-            *a += s * i as f32;
+            *a += value(g + l);
         }
     }
     let mut tail = 0f32;
     for b in full..nb {
-        let (s, i) = block(b);
-        tail += s * i as f32;
+        tail += value(b);
     }
     lanes8(&acc) + tail
 }

@@ -18,6 +18,7 @@ use crate::GgmlType;
 struct Q4x8Sdot;
 
 impl GroupDot for Q4x8Sdot {
+    type G = BlockQ4_0x8;
     /// Per block: chunk `c`'s 32 nibble bytes (rows 0..3, rows 4..7) against the activation
     /// bytes of values `4c..4c+4` and `16+4c..` in every lane (`sdot`, nibbles 0..15 as signed
     /// bytes), minus 8·Σx; then the f32 steps of [`crate::quant::block_lanes`] lane-wise (no

@@ -8,8 +8,8 @@ use std::arch::x86_64::*;
 
 use super::super::intdot::{LaneKernel, LaneTile};
 use super::super::repack::{
-    full_rows, rows_grouped, rows_split, rows_x16, BlockQ4_0x8, BlockQ4_Kx16, BlockQ6_Kx16,
-    GroupDot, X16Dot, R, R16,
+    full_rows, rows_grouped, rows_split, rows_x16, BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx16,
+    BlockQ6_Kx16, GroupDot, X16Dot, X8Block, R, R16,
 };
 use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
@@ -21,29 +21,66 @@ use crate::quant::q5_k::BlockQ5_K;
 use crate::quant::q8_k::BlockQ8_K;
 use crate::GgmlType;
 
-/// The AVX2 group kernel of [`BlockQ4_0x8`].
-struct Q4x8;
-/// The AVX-512 VNNI group kernel of [`BlockQ4_0x8`] (`vpdpbusd` on 256-bit registers).
-struct Q4x8Vnni;
+/// The AVX2 group kernel of a ×8 layout `G` (Q4_0 ×8, Q4_1 ×8).
+struct Q4x8<G>(std::marker::PhantomData<G>);
+/// The AVX-512 VNNI group kernel of a ×8 layout `G` (`vpdpbusd` on 256-bit registers).
+struct Q4x8Vnni<G>(std::marker::PhantomData<G>);
 
-/// The f32 part of both group kernels, for `NX` activation rows: `block(b)` gives block `b`'s
-/// eight `Σq·x − 8Σx` of each row, then the steps of [`crate::quant::block_lanes`] lane-wise
-/// (product of the scales, product with the sum, add; no FMA): eight block-lane accumulators and
-/// a tail per row, reduced in [`crate::quant::lanes8`]'s order.
+/// A ×8 layout's block values in one register, one f32 lane per row: [`X8Block::value`] with
+/// the same roundings.
+trait X8Values: X8Block {
+    /// Block `b`'s eight values from the rows' `raw` sums (i32 lanes), the activation block's
+    /// scale `dx` and sum `sx`.
+    ///
+    /// # Safety
+    /// AVX2/FMA/F16C available; block `b` exists at `w`.
+    unsafe fn values(w: *const Self, b: usize, raw: __m256i, dx: f32, sx: i32) -> __m256;
+}
+
+/// The eight f16 at `p` as f32.
 #[inline(always)]
-unsafe fn group_f32<const NX: usize>(
-    w: *const BlockQ4_0x8,
+unsafe fn f16x8(p: *const half::f16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+impl X8Values for BlockQ4_0x8 {
+    /// `(d·dx)·(raw − 8·sx)`.
+    #[inline(always)]
+    unsafe fn values(w: *const Self, b: usize, raw: __m256i, dx: f32, sx: i32) -> __m256 {
+        let sc = _mm256_mul_ps(f16x8((*w.add(b)).d.as_ptr()), _mm256_set1_ps(dx));
+        let i = _mm256_sub_epi32(raw, _mm256_set1_epi32(8 * sx));
+        _mm256_mul_ps(sc, _mm256_cvtepi32_ps(i))
+    }
+}
+
+impl X8Values for BlockQ4_1x8 {
+    /// `(d·dx)·raw + (m·dx)·sx`.
+    #[inline(always)]
+    unsafe fn values(w: *const Self, b: usize, raw: __m256i, dx: f32, sx: i32) -> __m256 {
+        let (blk, dx) = (&*w.add(b), _mm256_set1_ps(dx));
+        let sc = _mm256_mul_ps(f16x8(blk.d.as_ptr()), dx);
+        let mn = _mm256_mul_ps(f16x8(blk.m.as_ptr()), dx);
+        _mm256_add_ps(
+            _mm256_mul_ps(sc, _mm256_cvtepi32_ps(raw)),
+            _mm256_mul_ps(mn, _mm256_set1_ps(sx as f32)),
+        )
+    }
+}
+
+/// The f32 part of every ×8 group kernel, for `NX` activation rows: `raw(b)` gives block `b`'s
+/// eight `Σq·x` of each row (unsigned nibbles), [`X8Values::values`] the block values, then the
+/// steps of [`crate::quant::block_lanes_f32`] lane-wise: eight block-lane accumulators and a tail
+/// per row, reduced in [`crate::quant::lanes8`]'s order.
+#[inline(always)]
+unsafe fn group_f32<G: X8Values, const NX: usize>(
+    w: *const G,
     nb: usize,
     x: [Q8Row; NX],
-    mut isum: impl FnMut(usize) -> [__m256i; NX],
+    mut raw: impl FnMut(usize) -> [__m256i; NX],
 ) -> [[f32; R]; NX] {
     let mut block = |b: usize| -> [__m256; NX] {
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128((*w.add(b)).d.as_ptr() as *const __m128i));
-        let is = isum(b);
-        std::array::from_fn(|t| {
-            let sc = _mm256_mul_ps(dw, _mm256_set1_ps(*x[t].d.add(b)));
-            _mm256_mul_ps(sc, _mm256_cvtepi32_ps(is[t]))
-        })
+        let is = raw(b);
+        std::array::from_fn(|t| G::values(w, b, is[t], *x[t].d.add(b), *x[t].s.add(b)))
     };
     let mut acc = [[_mm256_setzero_ps(); 8]; NX];
     let full = nb / 8 * 8;
@@ -76,9 +113,9 @@ unsafe fn group_f32<const NX: usize>(
 
 /// Chunk `c` of block `b`: the 32 nibble bytes as low and high nibbles (`ahead` told of the load).
 #[inline(always)]
-unsafe fn chunk(w: *const BlockQ4_0x8, b: usize, c: usize, ahead: &mut Ahead) -> [__m256i; 2] {
+unsafe fn chunk<G: X8Block>(w: *const G, b: usize, c: usize, ahead: &mut Ahead) -> [__m256i; 2] {
     let mask = _mm256_set1_epi8(0x0F);
-    let p = (*w.add(b)).qs.as_ptr().add(32 * c);
+    let p = (*w.add(b)).qs().as_ptr().add(32 * c);
     ahead.at(p);
     let v = _mm256_loadu_si256(p as *const __m256i);
     [
@@ -100,11 +137,11 @@ unsafe fn x_chunk(x: Q8Row, b: usize, c: usize) -> [__m256i; 2] {
 
 /// [`Q4x8Vnni`] against `NX` activation rows (each chunk's nibbles unpacked once for all), each
 /// row's arithmetic that of one: per block `vpdpbusd` of the nibbles with the broadcast
-/// activation bytes (exact in i32), minus `8·Σx`, then [`group_f32`].
+/// activation bytes (exact in i32), then [`group_f32`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-unsafe fn q4x8_vnni<const NX: usize>(
-    w: *const BlockQ4_0x8,
+unsafe fn q4x8_vnni<G: X8Values, const NX: usize>(
+    w: *const G,
     nb: usize,
     x: [Q8Row; NX],
 ) -> [[f32; R]; NX] {
@@ -118,7 +155,7 @@ unsafe fn q4x8_vnni<const NX: usize>(
                 *p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(*p, lo, xl), hi, xh);
             }
         }
-        std::array::from_fn(|t| _mm256_sub_epi32(p[t], _mm256_set1_epi32(8 * *x[t].s.add(b))))
+        p
     })
 }
 
@@ -126,12 +163,12 @@ unsafe fn q4x8_vnni<const NX: usize>(
 /// row's arithmetic that of one: per block the 32 nibble bytes of chunk `c` (values `4c..4c+4`
 /// and `16+4c..` of all eight rows) meet the four activation bytes of those values broadcast to
 /// every lane (`vpmaddubsw`, unsigned nibbles 0..15); the i16 pairs of four chunks stay below
-/// 4·2·2·15·128 = 30720, and one `vpmaddwd` gives each row's Σq·x in its lane; the −8 offset
-/// comes out with the activation block sum; then [`group_f32`].
+/// 4·2·2·15·128 = 30720, and one `vpmaddwd` gives each row's Σq·x in its lane; then
+/// [`group_f32`] (where Q4_0's −8 offset comes out with the activation block sum).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4x8_avx2<const NX: usize>(
-    w: *const BlockQ4_0x8,
+unsafe fn q4x8_avx2<G: X8Values, const NX: usize>(
+    w: *const G,
     nb: usize,
     x: [Q8Row; NX],
 ) -> [[f32; R]; NX] {
@@ -149,12 +186,7 @@ unsafe fn q4x8_avx2<const NX: usize>(
                 );
             }
         }
-        std::array::from_fn(|t| {
-            _mm256_sub_epi32(
-                _mm256_madd_epi16(p[t], ones),
-                _mm256_set1_epi32(8 * *x[t].s.add(b)),
-            )
-        })
+        std::array::from_fn(|t| _mm256_madd_epi16(p[t], ones))
     })
 }
 
@@ -165,29 +197,25 @@ fn widen<const N: usize, const W: usize>(v: [[f32; W]; N]) -> [[f32; W]; 4] {
     std::array::from_fn(|t| if t < N { v[t] } else { [0.0; W] })
 }
 
-/// The [`GroupDot`] impl of a Q4_0 ×8 kernel `$kernel` whose body is `$inner::<NX>`, with
+/// The [`GroupDot`] impl of a ×8 kernel `$kernel<G>` whose body is `$inner::<G, NX>`, with
 /// `$feat` enabled: `dot8` is one row, `dot8n` up to `$nx` rows (the `$arm` counts below `$nx`
 /// by their own instances). Twin: the portable repacked decoder (bit-exact).
 macro_rules! group_dot {
     ($kernel:ident, $inner:ident, $feat:literal, $nx:literal, [$($arm:literal),*]) => {
-        impl GroupDot for $kernel {
+        impl<G: X8Values> GroupDot for $kernel<G> {
+            type G = G;
             const NX: usize = $nx;
             #[inline]
             #[target_feature(enable = $feat)]
-            unsafe fn dot8(w: *const BlockQ4_0x8, nb: usize, x: Q8Row) -> [f32; R] {
-                $inner::<1>(w, nb, [x])[0]
+            unsafe fn dot8(w: *const G, nb: usize, x: Q8Row) -> [f32; R] {
+                $inner::<G, 1>(w, nb, [x])[0]
             }
             #[inline]
             #[target_feature(enable = $feat)]
-            unsafe fn dot8n(
-                w: *const BlockQ4_0x8,
-                nb: usize,
-                x: [Q8Row; 4],
-                nx: usize,
-            ) -> [[f32; R]; 4] {
+            unsafe fn dot8n(w: *const G, nb: usize, x: [Q8Row; 4], nx: usize) -> [[f32; R]; 4] {
                 match nx {
-                    $($arm => widen($inner::<$arm>(w, nb, std::array::from_fn(|t| x[t]))),)*
-                    _ => widen($inner::<$nx>(w, nb, std::array::from_fn(|t| x[t]))),
+                    $($arm => widen($inner::<G, $arm>(w, nb, std::array::from_fn(|t| x[t]))),)*
+                    _ => widen($inner::<G, $nx>(w, nb, std::array::from_fn(|t| x[t]))),
                 }
             }
         }
@@ -209,7 +237,7 @@ group_dot!(Q4x8, q4x8_avx2, "avx2,fma,f16c", 4, [1, 2, 3]);
 /// AVX2/FMA/F16C available; as [`rows_split`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q4_0(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_split::<Q4x8>(job, rows)
+    rows_split::<Q4x8<BlockQ4_0x8>>(job, rows)
 }
 
 /// [`rows_q4_0`] on [`super::Avx512`] (VNNI), the same results bit for bit.
@@ -218,7 +246,25 @@ unsafe fn rows_q4_0(job: &Job<'_>, rows: std::ops::Range<usize>) {
 /// As [`rows_q4_0`], and AVX-512 F/BW/VL/VNNI/VBMI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn rows_q4_0_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_split::<Q4x8Vnni>(job, rows)
+    rows_split::<Q4x8Vnni<BlockQ4_0x8>>(job, rows)
+}
+
+/// The repacked Q4_1 decode on [`super::Avx2`]. Twin: the portable repacked decoder.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; as [`rows_split`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_q4_1(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_split::<Q4x8<BlockQ4_1x8>>(job, rows)
+}
+
+/// [`rows_q4_1`] on [`super::Avx512`] (VNNI), the same results bit for bit.
+///
+/// # Safety
+/// As [`rows_q4_1`], and AVX-512 F/BW/VL/VNNI/VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn rows_q4_1_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_split::<Q4x8Vnni<BlockQ4_1x8>>(job, rows)
 }
 
 /// The eight sub-block sums `bsums[2j] + bsums[2j + 1]` of an activation block (i16: at most
@@ -767,6 +813,13 @@ pub(super) fn repacked_decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder
                 quantize: quantize_split::<1>,
             }),
             rows: if VNNI { rows_q4_0_vnni } else { rows_q4_0 },
+        }),
+        GgmlType::Q4_1 => Some(Decoder {
+            act: Some(ActQuant {
+                row_bytes: split_row_bytes,
+                quantize: quantize_split::<1>,
+            }),
+            rows: if VNNI { rows_q4_1_vnni } else { rows_q4_1 },
         }),
         _ => None,
     }
