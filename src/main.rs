@@ -35,9 +35,9 @@ struct Cli {
     #[arg(long, global = true, default_value = "ggml", value_parser = ["ggml", "hf"])]
     era1_cross_qk: String,
     /// Keep the weights in place in the memory-mapped file instead of repacking the decoder's
-    /// Q4_0 matrices (and, on x86, Q4_K, Q6_K and Q4_1) into row-interleaved copies at load (less
-    /// load time and no copy; slower decode and prompts; Q4_0 gives the same results, the others
-    /// the same within float rounding).
+    /// Q4_0 matrices (and, on x86, Q8_0, Q4_K, Q6_K and Q4_1) into row-interleaved copies at load
+    /// (less load time and no copy; slower decode and prompts; Q4_0 and Q8_0 give the same
+    /// results, the others the same within float rounding).
     #[arg(long, global = true)]
     no_repack: bool,
     /// Arithmetic of the vision tower and projector: auto (f32 for float files; for quantized

@@ -69,7 +69,7 @@ pub fn probe_buffer(bytes: usize) -> std::io::Result<ProbeBuf> {
 
 /// The read probe's buffer ([`probe_buffer`]), used as a `[f32]`.
 pub struct ProbeBuf {
-    map: memmap2::MmapMut,
+    map: super::anon::HugeBuf,
     n: usize,
 }
 

@@ -64,7 +64,7 @@ impl Bytes {
             use memmap2::UncheckedAdvice::DontNeed;
             match &*self.map {
                 MapBytes::Mmap(m) => m.unchecked_advise_range(DontNeed, start, end - start),
-                MapBytes::Anon(m) => m.unchecked_advise_range(DontNeed, start, end - start),
+                MapBytes::Anon(m) => m.release_range(start, end - start),
                 MapBytes::Owned { .. } => return 0,
             }
         };

@@ -422,7 +422,7 @@ pub enum MapBytes {
     /// A read-only memory map of a file.
     Mmap(Mmap),
     /// Anonymous memory (synthetic models built in memory).
-    Anon(memmap2::MmapMut),
+    Anon(crate::kernels::anon::HugeBuf),
     /// Owned bytes, kept in a `u64` buffer so that typed views get 8-byte alignment like a map.
     Owned {
         /// The bytes, in 8-byte words.

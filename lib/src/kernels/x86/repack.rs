@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 use super::super::intdot::{LaneKernel, LaneTile};
 use super::super::repack::{
     full_rows, rows_grouped, rows_split, rows_x16, BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx16,
-    BlockQ6_Kx16, GroupDot, X16Dot, X8Block, R, R16,
+    BlockQ6_Kx16, BlockQ8_0x8, GroupDot, X16Dot, X8Block, R, R16,
 };
 use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
@@ -67,6 +67,88 @@ impl X8Values for BlockQ4_1x8 {
     }
 }
 
+impl X8Values for BlockQ8_0x8 {
+    /// `(d·dx)·raw`.
+    #[inline(always)]
+    unsafe fn values(w: *const Self, b: usize, raw: __m256i, dx: f32, _sx: i32) -> __m256 {
+        let sc = _mm256_mul_ps(f16x8((*w.add(b)).d.as_ptr()), _mm256_set1_ps(dx));
+        _mm256_mul_ps(sc, _mm256_cvtepi32_ps(raw))
+    }
+}
+
+/// The AVX2 group kernel of a layout of signed bytes (Q8_0 ×8).
+struct Q8x8<G>(std::marker::PhantomData<G>);
+/// The AVX-512 VNNI group kernel of a layout of signed bytes (`vpdpbusd` on 256-bit registers).
+struct Q8x8Vnni<G>(std::marker::PhantomData<G>);
+
+/// Chunk `c` (of eight) of Q8_0 ×8 block `b`: values `4c..4c+4` of the eight rows (`ahead` told
+/// of the load).
+#[inline(always)]
+unsafe fn chunk8<G: X8Block>(w: *const G, b: usize, c: usize, ahead: &mut Ahead) -> __m256i {
+    let p = (*w.add(b)).qs_ptr().add(32 * c);
+    ahead.at(p);
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// The activation bytes of values `4c..4c+4` of block `b` of `x`, broadcast to every lane.
+#[inline(always)]
+unsafe fn x_chunk8(x: Q8Row, b: usize, c: usize) -> __m256i {
+    let xq = (*x.qs.add(b)).0.as_ptr() as *const u8;
+    _mm256_set1_epi32((xq.add(4 * c) as *const i32).read_unaligned())
+}
+
+/// [`Q8x8Vnni`] against `NX` activation rows: per chunk the weight bytes offset to unsigned
+/// (`w + 128`, one xor for all rows) meet the broadcast activation bytes in `vpdpbusd` (exact in
+/// i32: at most 8·4·255·128 per lane), then `−128·Σx` gives each row's `Σw·x`; then
+/// [`group_f32`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn q8x8_vnni<G: X8Values, const NX: usize>(
+    w: *const G,
+    nb: usize,
+    x: [Q8Row; NX],
+) -> [[f32; R]; NX] {
+    let mut ahead = Ahead::new(w as *const u8);
+    let bias = _mm256_set1_epi8(-128);
+    group_f32(w, nb, x, |b| {
+        let mut p = [_mm256_setzero_si256(); NX];
+        for c in 0..8 {
+            let u = _mm256_xor_si256(chunk8(w, b, c, &mut ahead), bias);
+            for (p, &x) in p.iter_mut().zip(&x) {
+                *p = _mm256_dpbusd_epi32(*p, u, x_chunk8(x, b, c));
+            }
+        }
+        std::array::from_fn(|t| _mm256_sub_epi32(p[t], _mm256_set1_epi32(128 * *x[t].s.add(b))))
+    })
+}
+
+/// [`Q8x8`] against `NX` activation rows: per chunk `vpmaddubsw` of `|w|` with the activation
+/// bytes carrying `w`'s sign (`|x| ≤ 127` for Q8_0 activations, so the i16 pairs stay within
+/// 2·128·127), `vpmaddwd` to i32, summed over the eight chunks; then [`group_f32`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8x8_avx2<G: X8Values, const NX: usize>(
+    w: *const G,
+    nb: usize,
+    x: [Q8Row; NX],
+) -> [[f32; R]; NX] {
+    let ones = _mm256_set1_epi16(1);
+    let mut ahead = Ahead::new(w as *const u8);
+    group_f32(w, nb, x, |b| {
+        let mut p = [_mm256_setzero_si256(); NX];
+        for c in 0..8 {
+            let v = chunk8(w, b, c, &mut ahead);
+            let a = _mm256_abs_epi8(v);
+            for (p, &x) in p.iter_mut().zip(&x) {
+                let sx = _mm256_sign_epi8(x_chunk8(x, b, c), v);
+                let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(a, sx), ones);
+                *p = _mm256_add_epi32(*p, prod);
+            }
+        }
+        p
+    })
+}
+
 /// The f32 part of every ×8 group kernel, for `NX` activation rows: `raw(b)` gives block `b`'s
 /// eight `Σq·x` of each row (unsigned nibbles), [`X8Values::values`] the block values, then the
 /// steps of [`crate::quant::block_lanes_f32`] lane-wise: eight block-lane accumulators and a tail
@@ -115,7 +197,7 @@ unsafe fn group_f32<G: X8Values, const NX: usize>(
 #[inline(always)]
 unsafe fn chunk<G: X8Block>(w: *const G, b: usize, c: usize, ahead: &mut Ahead) -> [__m256i; 2] {
     let mask = _mm256_set1_epi8(0x0F);
-    let p = (*w.add(b)).qs().as_ptr().add(32 * c);
+    let p = (*w.add(b)).qs_ptr().add(32 * c);
     ahead.at(p);
     let v = _mm256_loadu_si256(p as *const __m256i);
     [
@@ -230,6 +312,14 @@ group_dot!(
     [1, 2, 3]
 );
 group_dot!(Q4x8, q4x8_avx2, "avx2,fma,f16c", 4, [1, 2, 3]);
+group_dot!(
+    Q8x8Vnni,
+    q8x8_vnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
+    4,
+    [1, 2, 3]
+);
+group_dot!(Q8x8, q8x8_avx2, "avx2,fma,f16c", 4, [1, 2, 3]);
 
 /// The repacked Q4_0 decode on [`super::Avx2`]. Twin: the portable repacked decoder.
 ///
@@ -256,6 +346,24 @@ unsafe fn rows_q4_0_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q4_1(job: &Job<'_>, rows: std::ops::Range<usize>) {
     rows_split::<Q4x8<BlockQ4_1x8>>(job, rows)
+}
+
+/// The repacked Q8_0 decode on [`super::Avx2`]. Twin: the portable repacked decoder.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; as [`rows_split`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_q8_0(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_split::<Q8x8<BlockQ8_0x8>>(job, rows)
+}
+
+/// [`rows_q8_0`] on [`super::Avx512`] (VNNI), the same results bit for bit.
+///
+/// # Safety
+/// As [`rows_q8_0`], and AVX-512 F/BW/VL/VNNI/VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn rows_q8_0_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_split::<Q8x8Vnni<BlockQ8_0x8>>(job, rows)
 }
 
 /// [`rows_q4_1`] on [`super::Avx512`] (VNNI), the same results bit for bit.
@@ -820,6 +928,13 @@ pub(super) fn repacked_decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder
                 quantize: quantize_split::<1>,
             }),
             rows: if VNNI { rows_q4_1_vnni } else { rows_q4_1 },
+        }),
+        GgmlType::Q8_0 => Some(Decoder {
+            act: Some(ActQuant {
+                row_bytes: split_row_bytes,
+                quantize: quantize_split::<1>,
+            }),
+            rows: if VNNI { rows_q8_0_vnni } else { rows_q8_0 },
         }),
         _ => None,
     }
