@@ -5,7 +5,9 @@
 use std::arch::aarch64::*;
 
 use super::super::intdot::{LaneKernel, LaneTile};
-use super::super::repack::{full_rows, rows_grouped, rows_split, BlockQ4_0x8, GroupDot, R};
+use super::super::repack::{
+    full_rows, rows_grouped, rows_split, BlockQ4_0x8, GroupDot, X8Block, R,
+};
 use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
 use super::bytes::{NeonOps, SdotOps};
@@ -29,7 +31,7 @@ impl GroupDot for Q4x8Sdot {
     unsafe fn dot8(w: *const BlockQ4_0x8, nb: usize, x: Q8Row) -> [f32; R] {
         let block = |b: usize| -> [float32x4_t; 2] {
             let blk = w.add(b);
-            let q = (*blk).qs.as_ptr();
+            let q = (*blk).qs_ptr();
             let xq = (*x.qs.add(b)).0.as_ptr() as *const u8;
             let mask = vdupq_n_u8(0x0F);
             let (mut a0, mut a1) = (vdupq_n_s32(0), vdupq_n_s32(0));
