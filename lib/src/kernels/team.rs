@@ -10,7 +10,8 @@
 //! [`for_each`]`(n, task)` runs `task(0..n)` on the calling thread and the team sized to
 //! `rayon::current_num_threads()` (so `--threads` and `ThreadPool::install` size it as they size
 //! rayon's pool): tasks are claimed one at a time from a shared counter, the caller works too,
-//! and returns when every task has finished. One section at a time runs on a team; a call while
+//! and returns when every task has finished. A pool larger than the cores the process may use
+//! keeps rayon (spinning helpers would starve the caller's single-threaded work). One section at a time runs on a team; a call while
 //! the team is busy (another thread's section, or a task that itself calls `for_each`) runs on
 //! rayon instead. Helpers run each section under the caller's [`super::active_path`].
 //!
@@ -79,7 +80,14 @@ pub fn for_each(n: usize, task: &(dyn Fn(usize) + Sync)) {
         (0..n).for_each(task);
         return;
     }
-    match team(threads) {
+    // More threads than cores: spinning helpers would take the cores the caller's own
+    // single-threaded work needs, so such pools keep rayon's sleeping workers.
+    let team = if threads <= cores() {
+        team(threads)
+    } else {
+        None
+    };
+    match team {
         Some(t) if t.try_enter() => {
             let _leave = Leave(t);
             t.run(n, task);
@@ -91,6 +99,12 @@ pub fn for_each(n: usize, task: &(dyn Fn(usize) + Sync)) {
                 .for_each(|i| super::with_path(path, || task(i)));
         }
     }
+}
+
+/// Cores this process may run on (`std::thread::available_parallelism`, once).
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The team of `threads` threads (the caller and `threads - 1` helpers), started on first use;
@@ -305,7 +319,7 @@ mod tests {
 
     #[test]
     fn every_task_runs_once_over_many_sections() {
-        pool(3).install(|| {
+        pool(2).install(|| {
             for n in [0, 1, 2, 7, 64, 1000] {
                 for _ in 0..50 {
                     let hits: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
