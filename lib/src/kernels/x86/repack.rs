@@ -321,58 +321,38 @@ group_dot!(
 );
 group_dot!(Q8x8, q8x8_avx2, "avx2,fma,f16c", 4, [1, 2, 3]);
 
-/// The repacked Q4_0 decode on [`super::Avx2`]. Twin: the portable repacked decoder.
+/// The repacked decode of a ×8 layout on [`super::Avx2`] with group kernel `D`. Twin: the
+/// portable repacked decoder.
 ///
 /// # Safety
 /// AVX2/FMA/F16C available; as [`rows_split`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q4_0(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_split::<Q4x8<BlockQ4_0x8>>(job, rows)
+unsafe fn rows_x8<D: GroupDot>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_split::<D>(job, rows)
 }
 
-/// [`rows_q4_0`] on [`super::Avx512`] (VNNI), the same results bit for bit.
+/// [`rows_x8`] on [`super::Avx512`] (VNNI kernels `D`), the same results bit for bit.
 ///
 /// # Safety
-/// As [`rows_q4_0`], and AVX-512 F/BW/VL/VNNI/VBMI available.
+/// As [`rows_x8`], and AVX-512 F/BW/VL/VNNI/VBMI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-unsafe fn rows_q4_0_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_split::<Q4x8Vnni<BlockQ4_0x8>>(job, rows)
+unsafe fn rows_x8_vnni<D: GroupDot>(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_split::<D>(job, rows)
 }
 
-/// The repacked Q4_1 decode on [`super::Avx2`]. Twin: the portable repacked decoder.
-///
-/// # Safety
-/// AVX2/FMA/F16C available; as [`rows_split`].
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q4_1(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_split::<Q4x8<BlockQ4_1x8>>(job, rows)
-}
-
-/// The repacked Q8_0 decode on [`super::Avx2`]. Twin: the portable repacked decoder.
-///
-/// # Safety
-/// AVX2/FMA/F16C available; as [`rows_split`].
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q8_0(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_split::<Q8x8<BlockQ8_0x8>>(job, rows)
-}
-
-/// [`rows_q8_0`] on [`super::Avx512`] (VNNI), the same results bit for bit.
-///
-/// # Safety
-/// As [`rows_q8_0`], and AVX-512 F/BW/VL/VNNI/VBMI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-unsafe fn rows_q8_0_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_split::<Q8x8Vnni<BlockQ8_0x8>>(job, rows)
-}
-
-/// [`rows_q4_1`] on [`super::Avx512`] (VNNI), the same results bit for bit.
-///
-/// # Safety
-/// As [`rows_q4_1`], and AVX-512 F/BW/VL/VNNI/VBMI available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-unsafe fn rows_q4_1_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    rows_split::<Q4x8Vnni<BlockQ4_1x8>>(job, rows)
+/// The decoder of a ×8 layout: group kernel `A` on AVX2, `V` on AVX-512, split activations.
+fn x8_decoder<A: GroupDot, V: GroupDot>(vnni: bool) -> Option<Decoder> {
+    Some(Decoder {
+        act: Some(ActQuant {
+            row_bytes: split_row_bytes,
+            quantize: quantize_split::<1>,
+        }),
+        rows: if vnni {
+            rows_x8_vnni::<V>
+        } else {
+            rows_x8::<A>
+        },
+    })
 }
 
 /// The eight sub-block sums `bsums[2j] + bsums[2j + 1]` of an activation block (i16: at most
@@ -915,27 +895,9 @@ pub(super) fn repacked_decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder
             act: Some(plain_act::<BlockQ8_K>()),
             rows: if VNNI { rows_q6_k_vnni } else { rows_q6_k_avx2 },
         }),
-        GgmlType::Q4_0 => Some(Decoder {
-            act: Some(ActQuant {
-                row_bytes: split_row_bytes,
-                quantize: quantize_split::<1>,
-            }),
-            rows: if VNNI { rows_q4_0_vnni } else { rows_q4_0 },
-        }),
-        GgmlType::Q4_1 => Some(Decoder {
-            act: Some(ActQuant {
-                row_bytes: split_row_bytes,
-                quantize: quantize_split::<1>,
-            }),
-            rows: if VNNI { rows_q4_1_vnni } else { rows_q4_1 },
-        }),
-        GgmlType::Q8_0 => Some(Decoder {
-            act: Some(ActQuant {
-                row_bytes: split_row_bytes,
-                quantize: quantize_split::<1>,
-            }),
-            rows: if VNNI { rows_q8_0_vnni } else { rows_q8_0 },
-        }),
+        GgmlType::Q4_0 => x8_decoder::<Q4x8<BlockQ4_0x8>, Q4x8Vnni<BlockQ4_0x8>>(VNNI),
+        GgmlType::Q4_1 => x8_decoder::<Q4x8<BlockQ4_1x8>, Q4x8Vnni<BlockQ4_1x8>>(VNNI),
+        GgmlType::Q8_0 => x8_decoder::<Q8x8<BlockQ8_0x8>, Q8x8Vnni<BlockQ8_0x8>>(VNNI),
         _ => None,
     }
 }
