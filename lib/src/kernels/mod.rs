@@ -81,10 +81,13 @@
 //!   epilogue, so every path gives the same bits; 12-bit is what `--vision-precision auto` picks
 //!   on x86-64).
 //! - [`probe`]: FMA-peak and memory-bandwidth probes for reporting kernel figures as ratios.
+//! - [`team`]: the parallel sections of the kernels (helpers that spin between sections instead
+//!   of sleeping; rayon when the team is busy or the pool has more threads than cores).
 //!
 //! Allocation: a call with a warm [`Scratch`] allocates nothing itself (the GEMM's packing buffers
-//! are per-thread and persist); rayon's global job queue may allocate one block per 63 calls made
-//! from outside its pool.
+//! are per-thread and persist; a team's threads start on its first section); where a section
+//! falls back to rayon, its global job queue may allocate one block per 63 calls made from
+//! outside its pool.
 
 pub mod anon;
 pub mod attention;
@@ -497,8 +500,8 @@ pub(crate) struct Q8Row {
 #[derive(Clone, Copy)]
 pub struct SyncPtr(pub *mut f32);
 // SAFETY: only used to hand one output buffer to tasks that write disjoint index sets (each task
-// owns a distinct tile of `y`); the buffer outlives the parallel section (rayon joins before the
-// borrow ends).
+// owns a distinct tile of `y`); the buffer outlives the parallel section (`team::for_each`
+// returns only when every task has finished).
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 

@@ -19,7 +19,7 @@
 //! The same for Q4_1 ([`BlockQ4_1x8`], 160 bytes): the eight rows' minimums `m` follow their
 //! scales, the nibbles as in Q4_0 ×8. The kernels share Q4_0 ×8's integer part (`Σq·x` of each
 //! row's unsigned nibbles, one i32 lane per row); the block value is the layout's own f32 order
-//! ([`X8Block::value`]: `(d·dx)·Σq·x + (m·dx)·Σx`, no FMA) summed in the eight block lanes of
+//! (`X8Block::value`: `(d·dx)·Σq·x + (m·dx)·Σx`, no FMA) summed in the eight block lanes of
 //! [`crate::quant::block_lanes_f32`], so it is close to, not bit-exact with, the in-place
 //! [`crate::quant::lane_vec_dot`] (whose eight lanes split each block instead). The leftover rows
 //! are computed exactly as in place.

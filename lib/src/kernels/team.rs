@@ -15,7 +15,7 @@
 //! the team is busy (another thread's section, or a task that itself calls `for_each`) runs on
 //! rayon instead. Helpers run each section under the caller's [`super::active_path`].
 //!
-//! Protocol (all on [`Team`]'s atomics): the caller stores the section (`next = 0`, then the
+//! Protocol (all on `Team`'s atomics): the caller stores the section (`next = 0`, then the
 //! job pointer), bumps `generation` and wakes parked helpers. A helper that sees a new generation
 //! raises `active`, then loads the job pointer; the caller, after claiming past the last task,
 //! clears the pointer and waits for `active == 0`. With both sides sequentially consistent either
