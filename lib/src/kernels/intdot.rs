@@ -26,6 +26,8 @@ use crate::quant::{BlockQ8_0, LaneDot};
 /// One ISA's operations on 32 byte lanes (`V`) and an exact i32 accumulator (`Acc`). Every method
 /// is `unsafe` (the CPU must run the ISA) and meant to inline into its ISA's entry point.
 pub(crate) trait ByteOps {
+    /// The prefetcher of a weight stream (x86: requests the lines ahead; ARM: [`NoAhead`]).
+    type Ahead: StreamAhead;
     /// 32 bytes.
     type V: Copy;
     /// Integer accumulator of eight i32 lanes; lane `l` holds the products of bytes `4l..4l+4`
@@ -233,6 +235,30 @@ impl LaneKernel for BlockQ6_K {
 
 /// The decode tile of a [`LaneKernel`] type on the ISA of `S`: per (row, activation) pair two
 /// f32 lane accumulators kept in registers across the row, reduced once at its end.
+/// A cursor that keeps a weight stream's cache lines requested ahead of a kernel's reads.
+pub(crate) trait StreamAhead {
+    /// A cursor for a stream starting at `start`.
+    fn new(start: *const u8) -> Self;
+    /// The kernel is about to read up to `p`.
+    ///
+    /// # Safety
+    /// The CPU runs the ISA of the cursor's kernel.
+    unsafe fn at(&mut self, p: *const u8);
+}
+
+/// No prefetching.
+#[allow(dead_code)] // not on every architecture
+pub(crate) struct NoAhead;
+
+impl StreamAhead for NoAhead {
+    #[inline(always)]
+    fn new(_: *const u8) -> Self {
+        NoAhead
+    }
+    #[inline(always)]
+    unsafe fn at(&mut self, _: *const u8) {}
+}
+
 pub(crate) struct LaneTile<B, S> {
     w: *const B,
     nb: usize,
@@ -298,11 +324,19 @@ impl<B: LaneKernel, S: ByteOps> Dots for LaneTile<B, S> {
             std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const B::VecDot);
         let mut acc = [[S::fzero(); NX]; RW];
         let mut accm = [[S::fzero(); NX]; RW];
+        // One prefetch stream per row in place; one for the group when its rows are interleaved.
+        let grouped = step > 1;
+        let mut ahead: [S::Ahead; RW] = std::array::from_fn(|r| S::Ahead::new(w[r] as *const u8));
         for b in 0..self.nb {
             let xb = x.map(|p| p.add(b));
             let xd: [f32; NX] = std::array::from_fn(|t| <B::VecDot as LaneAct>::scale::<S>(xb[t]));
             for r in 0..RW {
                 let wb = w[r].add(b * step);
+                if !grouped {
+                    ahead[r].at(wb.add(1) as *const u8);
+                } else if r == 0 {
+                    ahead[0].at(w[0].add((b + 1) * step) as *const u8);
+                }
                 let lanes = B::lanes_simd::<S, NX>(wb, xb);
                 // LaneDot::scales: the f16 scales as f32 (exact), times each activation scale.
                 let at = (wb as *const u8).add(B::D_AT);

@@ -5,7 +5,7 @@
 use std::arch::aarch64::*;
 
 use super::sdot;
-use crate::kernels::intdot::ByteOps;
+use crate::kernels::intdot::{ByteOps, NoAhead};
 
 /// NEON byte operations, integer products with `vmull_s8`.
 pub(super) struct NeonOps;
@@ -148,6 +148,7 @@ unsafe fn pairs4(a: *const i16, w: int16x8_t) -> int32x4_t {
 }
 
 impl ByteOps for NeonOps {
+    type Ahead = NoAhead;
     neon_bytes!("neon");
     #[inline]
     #[target_feature(enable = "neon")]
@@ -160,6 +161,7 @@ impl ByteOps for NeonOps {
 }
 
 impl ByteOps for SdotOps {
+    type Ahead = NoAhead;
     neon_bytes!("neon,dotprod");
     #[inline]
     #[target_feature(enable = "neon,dotprod")]

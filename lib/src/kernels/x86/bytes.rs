@@ -10,6 +10,7 @@ use crate::kernels::intdot::ByteOps;
 pub(super) struct Avx2Ops;
 
 impl ByteOps for Avx2Ops {
+    type Ahead = super::Ahead;
     type V = __m256i;
     type Acc = __m256i;
     #[inline]

@@ -108,6 +108,17 @@ impl Ahead {
     }
 }
 
+impl crate::kernels::intdot::StreamAhead for Ahead {
+    #[inline(always)]
+    fn new(start: *const u8) -> Self {
+        Ahead::new(start)
+    }
+    #[inline(always)]
+    unsafe fn at(&mut self, p: *const u8) {
+        Ahead::at(self, p)
+    }
+}
+
 /// Lines one [`Ahead::at`] requests at most.
 const MAX_LINES: usize = 8;
 
