@@ -23,6 +23,7 @@ use std::ptr::addr_of;
 
 use super::super::traverse::Dots;
 use super::super::types::Job;
+use super::Ahead;
 use crate::quant::q6_k::BlockQ6_K;
 use crate::quant::q8_k::BlockQ8_K;
 
@@ -179,6 +180,7 @@ impl<const VNNI: bool> Dots for Q6kTile<VNNI> {
         let x: [*const BlockQ8_K; NX] =
             std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const BlockQ8_K);
         let mut acc = [[_mm256_setzero_ps(); NX]; RW];
+        let mut ahead: [Ahead; RW] = std::array::from_fn(|r| Ahead::new(w[r] as *const u8));
         for b in 0..self.nb {
             let xb = x.map(|p| p.add(b));
             let xq = xb.map(|p| addr_of!((*p).qs) as *const i8);
@@ -191,6 +193,7 @@ impl<const VNNI: bool> Dots for Q6kTile<VNNI> {
             macro_rules! row {
                 ($r:expr) => {{
                     let wb = w[$r].add(b);
+                    ahead[$r].at(wb.add(1) as *const u8);
                     let scv = scales6(addr_of!((*wb).scales) as *const i8);
                     let lv = lanes6::<VNNI, NX>(wb, &scv, xq, bs);
                     let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
