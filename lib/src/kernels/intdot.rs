@@ -233,8 +233,6 @@ impl LaneKernel for BlockQ6_K {
     }
 }
 
-/// The decode tile of a [`LaneKernel`] type on the ISA of `S`: per (row, activation) pair two
-/// f32 lane accumulators kept in registers across the row, reduced once at its end.
 /// A cursor that keeps a weight stream's cache lines requested ahead of a kernel's reads.
 pub(crate) trait StreamAhead {
     /// A cursor for a stream starting at `start`.
@@ -259,6 +257,8 @@ impl StreamAhead for NoAhead {
     unsafe fn at(&mut self, _: *const u8) {}
 }
 
+/// The decode tile of a [`LaneKernel`] type on the ISA of `S`: per (row, activation) pair two
+/// f32 lane accumulators kept in registers across the row, reduced once at its end.
 pub(crate) struct LaneTile<B, S> {
     w: *const B,
     nb: usize,

@@ -532,10 +532,11 @@ impl X16Block for BlockQ6_Kx16 {
 /// A weight matrix in a repacked layout: full groups of rows, then the leftover rows in
 /// the type's plain layout, in one buffer of anonymous memory.
 pub struct Repacked {
-    /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, [`BlockQ4_Kx16`] for Q4_K,
-    /// [`BlockQ6_Kx16`] for Q6_K, blocks of [`RK`] rows for Q5_K).
+    /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, [`BlockQ4_1x8`] for Q4_1,
+    /// [`BlockQ8_0x8`] for Q8_0, [`BlockQ4_Kx16`] for Q4_K, [`BlockQ6_Kx16`] for Q6_K, blocks of
+    /// [`RK`] rows for Q5_K).
     pub ty: GgmlType,
-    /// The bytes, page-aligned: every block type aligned, and the 64-byte chunks of the ×16
+    /// The bytes, 2 MiB-aligned from 2 MiB on, else page-aligned: every block type aligned, and the 64-byte chunks of the ×16
     /// layouts (one 512-bit load each) never straddle two cache lines.
     buf: AnonBuf,
     len: usize,
