@@ -444,7 +444,7 @@ unsafe fn q4kx16_vnni<const NX: usize>(
     let hi_m = _mm512_set1_epi8(0xF0u8 as i8);
     let mut acc = [_mm512_setzero_ps(); NX];
     let mut accm = [_mm512_setzero_ps(); NX];
-    let mut ahead = Ahead::new(w as *const u8);
+    let mut ahead = Ahead::two_level(w as *const u8);
     for b in 0..nb {
         let wb = &*w.add(b);
         let xb = x.map(|x| &*x.add(b));
@@ -696,7 +696,7 @@ unsafe fn q6kx16_vnni<const NX: usize>(
 ) -> [[f32; R16]; NX] {
     let (m4, m30) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
     let mut acc = [_mm512_setzero_ps(); NX];
-    let mut ahead = Ahead::new(w as *const u8);
+    let mut ahead = Ahead::two_level(w as *const u8);
     for b in 0..nb {
         let wb = &*w.add(b);
         let xb = x.map(|x| &*x.add(b));
