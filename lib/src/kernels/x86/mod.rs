@@ -17,6 +17,7 @@ use super::isa::Isa;
 mod bytes;
 mod iattn;
 pub(crate) use iattn::dpwssd;
+mod attn512;
 mod igemm;
 mod kquant;
 mod prefetch;
@@ -791,6 +792,9 @@ pub(super) trait Wf: Copy {
     /// # Safety
     /// AVX2/F16C available and 8 elements readable at `p`.
     unsafe fn load8(p: *const Self) -> __m256;
+    /// # Safety
+    /// AVX-512F/F16C available and 16 elements readable at `p`.
+    unsafe fn load16(p: *const Self) -> __m512;
     fn get(self) -> f32;
 }
 
@@ -799,6 +803,11 @@ impl Wf for f32 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load8(p: *const f32) -> __m256 {
         _mm256_loadu_ps(p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn load16(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
     }
     #[inline(always)]
     fn get(self) -> f32 {
@@ -812,6 +821,11 @@ impl Wf for f16 {
     unsafe fn load8(p: *const f16) -> __m256 {
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
     }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn load16(p: *const f16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
     #[inline(always)]
     fn get(self) -> f32 {
         self.to_f32()
@@ -824,6 +838,12 @@ impl Wf for bf16 {
     unsafe fn load8(p: *const bf16) -> __m256 {
         let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn load16(p: *const bf16) -> __m512 {
+        let h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h))
     }
     #[inline(always)]
     fn get(self) -> f32 {
@@ -1640,6 +1660,48 @@ pub(crate) struct Avx2;
 /// [`Path::Avx512`]: [`Avx2`] with the AVX-512 VNNI quantized decode kernels.
 pub(crate) struct Avx512;
 
+/// The grouped decode attention methods of an x86 [`Isa`], from module `$m`'s `group_scores`
+/// and `group_pv` (this module's AVX2 forms, or [`attn512`]'s).
+macro_rules! group_attention {
+    ($($m:ident)::*) => {
+        unsafe fn scores_f32(
+            q: &[f32],
+            kb: &[f32],
+            hd: usize,
+            scale: f32,
+            s: &mut [f32],
+            ahead: &[u8],
+        ) {
+            $($m)::*::group_scores(q, kb, hd, scale, s, ahead)
+        }
+        /// F16C widens the keys' values in registers (no scratch).
+        unsafe fn scores_f16(
+            q: &[f32],
+            kb: &[f16],
+            hd: usize,
+            scale: f32,
+            s: &mut [f32],
+            _: &mut Vec<f32>,
+            ahead: &[u8],
+        ) {
+            $($m)::*::group_scores(q, kb, hd, scale, s, ahead)
+        }
+        unsafe fn pv_f32(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32], ahead: &[u8]) {
+            $($m)::*::group_pv(p, vb, hd, o, ahead)
+        }
+        unsafe fn pv_f16(
+            p: &[f32],
+            vb: &[f16],
+            hd: usize,
+            o: &mut [f32],
+            _: &mut Vec<f32>,
+            ahead: &[u8],
+        ) {
+            $($m)::*::group_pv(p, vb, hd, o, ahead)
+        }
+    };
+}
+
 /// The [`Isa`] methods both x86 paths share (the AVX2 kernels).
 macro_rules! avx2_isa {
     () => {
@@ -1660,41 +1722,6 @@ macro_rules! avx2_isa {
         unsafe fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
             exp_sub_sum(s, m)
         }
-        unsafe fn scores_f32(
-            q: &[f32],
-            kb: &[f32],
-            hd: usize,
-            scale: f32,
-            s: &mut [f32],
-            ahead: &[u8],
-        ) {
-            group_scores(q, kb, hd, scale, s, ahead)
-        }
-        /// F16C widens eight keys' values in registers (no scratch).
-        unsafe fn scores_f16(
-            q: &[f32],
-            kb: &[f16],
-            hd: usize,
-            scale: f32,
-            s: &mut [f32],
-            _: &mut Vec<f32>,
-            ahead: &[u8],
-        ) {
-            group_scores(q, kb, hd, scale, s, ahead)
-        }
-        unsafe fn pv_f32(p: &[f32], vb: &[f32], hd: usize, o: &mut [f32], ahead: &[u8]) {
-            group_pv(p, vb, hd, o, ahead)
-        }
-        unsafe fn pv_f16(
-            p: &[f32],
-            vb: &[f16],
-            hd: usize,
-            o: &mut [f32],
-            _: &mut Vec<f32>,
-            ahead: &[u8],
-        ) {
-            group_pv(p, vb, hd, o, ahead)
-        }
         unsafe fn fma_chains(iters: u64) -> f32 {
             fma_chains(iters)
         }
@@ -1714,6 +1741,7 @@ impl Isa for Avx2 {
     type IGemm = igemm::Avx2IKernel;
     type I16Gemm = igemm::Avx2I16Kernel;
     avx2_isa!();
+    group_attention!(self);
     const IMR: usize = 4;
     const INR: usize = 16;
     /// [`exp_levels_avx2`].
@@ -1737,6 +1765,7 @@ impl Isa for Avx512 {
     type IGemm = igemm::Avx512IKernel;
     type I16Gemm = igemm::Avx512I16Kernel;
     avx2_isa!();
+    group_attention!(attn512);
     const IMR: usize = 8;
     const INR: usize = 32;
     /// [`exp_levels_512`].

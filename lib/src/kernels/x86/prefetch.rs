@@ -110,7 +110,6 @@ impl Ahead {
         Self::with_distance(start as usize, prefetch_distance())
     }
 
-
     #[inline(always)]
     fn with_distance(start: usize, dist: usize) -> Self {
         let next = if dist == 0 {
@@ -230,14 +229,19 @@ mod tests {
 
     #[test]
     fn two_levels_request_each_line_near_and_far_unless_prefetching_is_off() {
-        assert_eq!(near_far(PREFETCH_INTEL, false), (NEAR_TWO_LEVEL, FAR_TWO_LEVEL));
+        assert_eq!(
+            near_far(PREFETCH_INTEL, false),
+            (NEAR_TWO_LEVEL, FAR_TWO_LEVEL)
+        );
         assert_eq!(near_far(2048, true), (2048, FAR_TWO_LEVEL));
         assert_eq!(near_far(0, true), (0, 0));
         assert_eq!(near_far(0, false), (0, 0));
         // The L1 stream is the one-level cursor's at the near distance (the far line rides along).
         let (start, (near, _)) = (4096usize, near_far(PREFETCH_INTEL, false));
         let mut a = Ahead::with_distance(start, near);
-        let got: Vec<usize> = (0..64).flat_map(|i| lines(&mut a, start + 64 * i)).collect();
+        let got: Vec<usize> = (0..64)
+            .flat_map(|i| lines(&mut a, start + 64 * i))
+            .collect();
         let want: Vec<usize> = (0..64).map(|i| start + near + 64 * i).collect();
         assert_eq!(got, want);
     }
