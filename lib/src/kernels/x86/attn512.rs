@@ -8,35 +8,9 @@ use std::arch::x86_64::*;
 
 use super::{lanes8x8, prefetch_rows, Wf, PV_KEYS};
 
-/// [`super::group_scores`] with AVX-512: `s[r·nb + j] = scale · q_r·k_j`, rows four at a time
-/// and keys two at a time (eight sixteen-lane FMA chains), each chain folded to eight lanes
-/// (low half plus high half) and the eight summed by [`lanes8x8`]; the part of a row past its
-/// last sixteen values added one by one. Prefetching as in [`super::group_scores`].
-///
-/// # Safety
-/// AVX-512F + AVX2 + FMA + F16C available; `q` holds whole rows of `hd`, `s` `nq × nb`.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(super) unsafe fn group_scores<T: Wf>(
-    q: &[f32],
-    kb: &[T],
-    hd: usize,
-    scale: f32,
-    s: &mut [f32],
-    ahead: &[u8],
-) {
-    let nq = q.len() / hd;
-    let mut r0 = 0;
-    while r0 < nq {
-        let pf = if r0 == 0 { ahead } else { &[] };
-        match nq - r0 {
-            1 => scores_rows::<T, 1>(q, r0, kb, hd, scale, s, pf),
-            2 => scores_rows::<T, 2>(q, r0, kb, hd, scale, s, pf),
-            3 => scores_rows::<T, 3>(q, r0, kb, hd, scale, s, pf),
-            _ => scores_rows::<T, 4>(q, r0, kb, hd, scale, s, pf),
-        }
-        r0 += (nq - r0).min(4);
-    }
-}
+// `group_scores` and `group_pv` (the AVX2 forms' drivers) over this module's row kernels.
+
+group_drivers!("avx512f,avx2,fma,f16c");
 
 /// The low and high eight lanes of `v` added (lane `i` + lane `i + 8`).
 #[inline]
@@ -46,7 +20,9 @@ unsafe fn fold8(v: __m512) -> __m256 {
     _mm256_add_ps(_mm512_castps512_ps256(v), hi)
 }
 
-/// Rows `r0..r0 + R` of [`group_scores`].
+/// Rows `r0..r0 + R` of [`group_scores`]: keys two at a time (eight sixteen-lane FMA chains),
+/// each chain folded to eight lanes (low half plus high half) and the eight summed by
+/// [`lanes8x8`]; the part of a row past its last sixteen values added one by one.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn scores_rows<T: Wf, const R: usize>(
@@ -95,38 +71,9 @@ unsafe fn scores_rows<T: Wf, const R: usize>(
     }
 }
 
-/// [`super::group_pv`] with AVX-512: `o[r] += Σ_j p[r·nb + j] · v_j`, each output value adding
-/// its keys' terms in key order; keys in runs of [`PV_KEYS`], rows four at a time, thirty-two
-/// columns at a time (then sixteen, then one by one) with the sums in registers while the run's
-/// keys pass. Prefetching as in [`super::group_pv`].
-///
-/// # Safety
-/// AVX-512F + AVX2 + FMA + F16C available; `o` holds whole rows of `hd`, `p` `rows × nb`.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(super) unsafe fn group_pv<T: Wf>(p: &[f32], vb: &[T], hd: usize, o: &mut [f32], ahead: &[u8]) {
-    let nb = vb.len() / hd;
-    let nq = o.len() / hd;
-    assert!(p.len() >= nq * nb);
-    let mut j0 = 0;
-    while j0 < nb {
-        let j1 = (j0 + PV_KEYS).min(nb);
-        let mut r0 = 0;
-        while r0 < nq {
-            let pf = (r0 == 0).then_some(ahead);
-            match nq - r0 {
-                1 => pv_rows::<T, 1>(p, r0, vb, hd, j0..j1, o, pf),
-                2 => pv_rows::<T, 2>(p, r0, vb, hd, j0..j1, o, pf),
-                3 => pv_rows::<T, 3>(p, r0, vb, hd, j0..j1, o, pf),
-                _ => pv_rows::<T, 4>(p, r0, vb, hd, j0..j1, o, pf),
-            }
-            r0 += (nq - r0).min(4);
-        }
-        j0 = j1;
-    }
-}
-
-/// Rows `r0..r0 + R` and keys `keys` of [`group_pv`]; with `pf`, the first pass over the keys
-/// issues their prefetches.
+/// Rows `r0..r0 + R` and keys `keys` of [`group_pv`]: thirty-two columns at a time (then sixteen,
+/// then one by one), the sums in registers while the keys pass; with `pf`, the first pass over
+/// the keys issues their prefetches.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn pv_rows<T: Wf, const R: usize>(

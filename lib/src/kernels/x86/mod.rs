@@ -14,10 +14,88 @@ use half::{bf16, f16};
 
 use super::gemm::{Kernel, Panel};
 use super::isa::Isa;
+/// The two drivers of a grouped decode attention over the calling module's row kernels
+/// `scores_rows::<T, R>` and `pv_rows::<T, R>` (rows four at a time; `pv` in runs of
+/// [`PV_KEYS`] keys), compiled with the features `$feat`: this module's AVX2 forms and
+/// [`attn512`]'s.
+macro_rules! group_drivers {
+    ($feat:literal) => {
+        /// [`super::attention::attend_group`]'s scores: `s[r·nb + j] = scale · q_r·k_j` for keys
+        /// stored as `T` (f32, f16 or bf16, widened in registers), rows four at a time through
+        /// `scores_rows`, `ahead` (the bytes the caller reads next) prefetched with the first
+        /// rows ([`prefetch_rows`]). Twin: the plain loops in `attention::group_scores_body`
+        /// (within float rounding: FMA here).
+        ///
+        /// # Safety
+        /// The features it is compiled with available; `q` holds whole rows of `hd`, `s` `nq × nb`.
+        #[target_feature(enable = $feat)]
+        pub(super) unsafe fn group_scores<T: Wf>(
+            q: &[f32],
+            kb: &[T],
+            hd: usize,
+            scale: f32,
+            s: &mut [f32],
+            ahead: &[u8],
+        ) {
+            let nq = q.len() / hd;
+            let mut r0 = 0;
+            while r0 < nq {
+                // `ahead` once, with the first rows.
+                let pf = if r0 == 0 { ahead } else { &[] };
+                match nq - r0 {
+                    1 => scores_rows::<T, 1>(q, r0, kb, hd, scale, s, pf),
+                    2 => scores_rows::<T, 2>(q, r0, kb, hd, scale, s, pf),
+                    3 => scores_rows::<T, 3>(q, r0, kb, hd, scale, s, pf),
+                    _ => scores_rows::<T, 4>(q, r0, kb, hd, scale, s, pf),
+                }
+                r0 += (nq - r0).min(4);
+            }
+        }
+
+        /// [`super::attention::attend_group`]'s `P·V`: `o[r] += Σ_j p[r·nb + j] · v_j` for values
+        /// stored as `T`, each output value adding its keys' terms in key order (as
+        /// `o += p_j·v_j` key by key would); keys in runs of [`PV_KEYS`], rows four at a time
+        /// through `pv_rows`, the prefetches with the first rows. Twin:
+        /// `attention::group_pv_body`.
+        ///
+        /// # Safety
+        /// The features it is compiled with available; `o` holds whole rows of `hd`, `p` `rows × nb`.
+        #[target_feature(enable = $feat)]
+        pub(super) unsafe fn group_pv<T: Wf>(
+            p: &[f32],
+            vb: &[T],
+            hd: usize,
+            o: &mut [f32],
+            ahead: &[u8],
+        ) {
+            let nb = vb.len() / hd;
+            let nq = o.len() / hd;
+            assert!(p.len() >= nq * nb);
+            let mut j0 = 0;
+            while j0 < nb {
+                let j1 = (j0 + PV_KEYS).min(nb);
+                let mut r0 = 0;
+                while r0 < nq {
+                    // The prefetches once, with the first rows.
+                    let pf = (r0 == 0).then_some(ahead);
+                    match nq - r0 {
+                        1 => pv_rows::<T, 1>(p, r0, vb, hd, j0..j1, o, pf),
+                        2 => pv_rows::<T, 2>(p, r0, vb, hd, j0..j1, o, pf),
+                        3 => pv_rows::<T, 3>(p, r0, vb, hd, j0..j1, o, pf),
+                        _ => pv_rows::<T, 4>(p, r0, vb, hd, j0..j1, o, pf),
+                    }
+                    r0 += (nq - r0).min(4);
+                }
+                j0 = j1;
+            }
+        }
+    };
+}
+
+mod attn512;
 mod bytes;
 mod iattn;
 pub(crate) use iattn::dpwssd;
-mod attn512;
 mod igemm;
 mod kquant;
 mod prefetch;
@@ -1303,38 +1381,8 @@ unsafe fn prefetch_rows(x: *const u8, row: usize, nb: usize, j: usize, n: usize,
     }
 }
 
-/// [`super::attention::attend_group`]'s scores on x86: `s[r·nb + j] = scale · q_r·k_j` for keys
-/// stored as `T` (f32, or f16 widened eight at a time with F16C), eight-lane FMA chains (rows
-/// four at a time, two keys at a time: eight independent chains), the eight chains' lanes summed
-/// together by [`lanes8x8`] in [`lanes8`]'s order, then the tail past the last full eight; the
-/// rows ahead and `ahead` prefetched as the keys pass ([`prefetch_rows`]). Twin: the plain loops
-/// in `attention::group_scores_body` (within float rounding: FMA here).
-///
-/// # Safety
-/// AVX2 + FMA + F16C available; `q` holds whole rows of `hd`, `s` `nq × nb`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn group_scores<T: Wf>(
-    q: &[f32],
-    kb: &[T],
-    hd: usize,
-    scale: f32,
-    s: &mut [f32],
-    ahead: &[u8],
-) {
-    let nq = q.len() / hd;
-    let mut r0 = 0;
-    while r0 < nq {
-        // `ahead` once, with the first rows.
-        let pf = if r0 == 0 { ahead } else { &[] };
-        match nq - r0 {
-            1 => scores_rows::<T, 1>(q, r0, kb, hd, scale, s, pf),
-            2 => scores_rows::<T, 2>(q, r0, kb, hd, scale, s, pf),
-            3 => scores_rows::<T, 3>(q, r0, kb, hd, scale, s, pf),
-            _ => scores_rows::<T, 4>(q, r0, kb, hd, scale, s, pf),
-        }
-        r0 += (nq - r0).min(4);
-    }
-}
+// `group_scores` and `group_pv` over this module's `scores_rows` and `pv_rows`.
+group_drivers!("avx2,fma,f16c");
 
 /// The lane sums of eight vectors at once, `out[i] = lanes8(x[i])` bit for bit (the same
 /// additions in the same order: lower half plus upper half, then pairs, then the two pair sums),
@@ -1355,7 +1403,10 @@ unsafe fn lanes8x8(x: [__m256; 8]) -> __m256 {
     _mm256_hadd_ps(z0, z1)
 }
 
-/// Rows `r0..r0 + R` of [`group_scores`].
+/// Rows `r0..r0 + R` of [`group_scores`]: eight-lane FMA chains (two keys at a time: eight
+/// independent chains), the eight chains' lanes summed together by [`lanes8x8`] in [`lanes8`]'s
+/// order, then the tail past the last full eight; the rows [`ROWS_AHEAD`] keys ahead prefetched
+/// as the keys pass.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn scores_rows<T: Wf, const R: usize>(
@@ -1415,39 +1466,6 @@ unsafe fn scores_rows<T: Wf, const R: usize>(
 
 /// Keys per register-blocked run of [`group_pv`] (32 keys of 128 f32 values: 16 KB, in L1).
 const PV_KEYS: usize = 32;
-
-/// [`super::attention::attend_group`]'s `P·V` on x86: `o[r] += Σ_j p[r·nb + j] · v_j` for values
-/// stored as `T`, widened eight at a time, with FMA, each output value adding its keys' terms in
-/// key order (as `o += p_j·v_j` key by key would). Register-blocked: keys in runs of
-/// [`PV_KEYS`], rows four at a time, sixteen columns at a time, the 4 × 16 sums in registers
-/// while the run's keys pass; the rows ahead and `ahead` prefetched as the keys pass
-/// ([`prefetch_rows`]). Twin: `attention::group_pv_body`.
-///
-/// # Safety
-/// AVX2 + FMA + F16C available; `o` holds whole rows of `hd`, `p` `rows × nb`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn group_pv<T: Wf>(p: &[f32], vb: &[T], hd: usize, o: &mut [f32], ahead: &[u8]) {
-    let nb = vb.len() / hd;
-    let nq = o.len() / hd;
-    assert!(p.len() >= nq * nb);
-    let mut j0 = 0;
-    while j0 < nb {
-        let j1 = (j0 + PV_KEYS).min(nb);
-        let mut r0 = 0;
-        while r0 < nq {
-            // The prefetches once, with the first rows.
-            let pf = (r0 == 0).then_some(ahead);
-            match nq - r0 {
-                1 => pv_rows::<T, 1>(p, r0, vb, hd, j0..j1, o, pf),
-                2 => pv_rows::<T, 2>(p, r0, vb, hd, j0..j1, o, pf),
-                3 => pv_rows::<T, 3>(p, r0, vb, hd, j0..j1, o, pf),
-                _ => pv_rows::<T, 4>(p, r0, vb, hd, j0..j1, o, pf),
-            }
-            r0 += (nq - r0).min(4);
-        }
-        j0 = j1;
-    }
-}
 
 /// Rows `r0..r0 + R` and keys `keys` of [`group_pv`]: per block of columns (sixteen, then eight,
 /// then one by one) the rows' sums stay in registers while the keys pass; with `pf`, the first
