@@ -15,32 +15,23 @@ use std::arch::x86_64::*;
 ///
 /// The AVX-512 ×16 kernels (repacked Q4_K and Q6_K) prefetch on two levels instead
 /// ([`Ahead::two_level`]): each line into L1 [`NEAR_TWO_LEVEL`] bytes ahead (or the distance
-/// `MLLAMA_PREFETCH` sets) and into L2 [`FAR_TWO_LEVEL`] bytes beyond that. Eleven-billion-shaped
-/// Q4_K_M decode, interleaved with the one-level default over three rounds on the Xeon VM:
-/// 0.709 / 0.676 / 0.699 → 0.730 / 0.694 / 0.714 of the paired read probe; forty matrices in turn
-/// (`kq_speed`), Q4_K 30.4 → 32–33 GB/s and Q6_K 32.2 → 33.5–34 (medians of four rounds). The
-/// AVX2 kernels, and the ×8 layouts on AVX-512, measured no better with it (within the noise), so
+/// `MLLAMA_PREFETCH` sets) and into L2 [`FAR_TWO_LEVEL`] bytes beyond that. On the Xeon VM, the
+/// build before and this one interleaved: forty matrices in turn (`kq_speed`, medians of four
+/// rounds) Q4_K 26.4 → 29.3 GB/s and Q6_K 27.4 → 30.8; eleven-billion-shaped Q4_K_M decode,
+/// three rounds, paired fraction 0.698 / 0.687 / 0.731 → 0.766 / 0.754 / 0.769. The AVX2
+/// kernels, and the ×8 layouts on AVX-512, measured no better with it (within the noise), so
 /// they keep one level.
 fn prefetch_distance() -> usize {
-    setting().0
+    setting().dist
 }
 
 /// Why the prefetch distance is not the one `MLLAMA_PREFETCH` asks for, or `None`.
 pub(crate) fn prefetch_warning() -> Option<&'static str> {
-    setting().1.as_deref()
+    setting().warning.as_deref()
 }
 
-/// The near and far distances of [`Ahead::two_level`] for a [`setting`]: off when prefetching
-/// is off, the requested distance when `MLLAMA_PREFETCH` names one, else [`NEAR_TWO_LEVEL`].
-fn two_level_distances(&(dist, ref warning): &(usize, Option<String>)) -> (usize, usize) {
-    let explicit = std::env::var("MLLAMA_PREFETCH").is_ok_and(|v| {
-        let v = v.trim();
-        !v.is_empty() && !v.eq_ignore_ascii_case("auto")
-    }) && warning.is_none();
-    near_far(dist, explicit)
-}
-
-/// [`two_level_distances`] for the chosen distance `dist`, `explicit` when the user named it.
+/// The near and far distances of [`Ahead::two_level`] for the chosen distance `dist`: off when
+/// prefetching is off, `dist` when the user named it (`explicit`), else [`NEAR_TWO_LEVEL`].
 fn near_far(dist: usize, explicit: bool) -> (usize, usize) {
     match (dist, explicit) {
         (0, _) => (0, 0),
@@ -49,13 +40,33 @@ fn near_far(dist: usize, explicit: bool) -> (usize, usize) {
     }
 }
 
-/// The distance and the warning of its selection, chosen on first use.
-fn setting() -> &'static (usize, Option<String>) {
-    static S: std::sync::OnceLock<(usize, Option<String>)> = std::sync::OnceLock::new();
+/// The prefetch setting, chosen once from the vendor and `MLLAMA_PREFETCH`.
+struct Setting {
+    /// The one-level distance ([`prefetch_distance`]).
+    dist: usize,
+    /// The near and far distances of [`Ahead::two_level`] ([`near_far`]).
+    two: (usize, usize),
+    /// Why `dist` is not what `MLLAMA_PREFETCH` asks for.
+    warning: Option<String>,
+}
+
+/// The setting, chosen on first use.
+fn setting() -> &'static Setting {
+    static S: std::sync::OnceLock<Setting> = std::sync::OnceLock::new();
     S.get_or_init(|| {
         let id = __cpuid(0); // the vendor string, in EBX, EDX, ECX
         let intel = (id.ebx, id.edx, id.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e);
-        select(std::env::var("MLLAMA_PREFETCH").ok().as_deref(), intel)
+        let request = std::env::var("MLLAMA_PREFETCH").ok();
+        let (dist, warning) = select(request.as_deref(), intel);
+        let named = request
+            .as_deref()
+            .map(str::trim)
+            .is_some_and(|s| !s.is_empty() && !s.eq_ignore_ascii_case("auto"));
+        Setting {
+            dist,
+            two: near_far(dist, named && warning.is_none()),
+            warning,
+        }
     })
 }
 
@@ -123,12 +134,20 @@ impl Ahead {
     /// The kernel is about to read up to `p`.
     #[inline(always)]
     pub(crate) unsafe fn at(&mut self, p: *const u8) {
-        let end = (p as usize).wrapping_add(self.dist);
+        self.each(p as usize, |line| {
+            _mm_prefetch::<_MM_HINT_T0>(line as *const i8)
+        });
+    }
+
+    /// `request` each line to prefetch for a read up to `p` (at most [`MAX_LINES`]).
+    #[inline(always)]
+    fn each(&mut self, p: usize, mut request: impl FnMut(usize)) {
+        let end = p.wrapping_add(self.dist);
         for _ in 0..MAX_LINES {
             let Some(line) = self.line(end) else {
                 return;
             };
-            _mm_prefetch::<_MM_HINT_T0>(line as *const i8);
+            request(line);
         }
     }
 
@@ -155,8 +174,7 @@ impl Ahead {
     /// one that does nothing where prefetching is off.
     #[inline(always)]
     pub(crate) fn two_level(start: *const u8) -> AheadTwo {
-        static TWO: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-        let &(dist, far) = TWO.get_or_init(|| two_level_distances(setting()));
+        let (dist, far) = setting().two;
         AheadTwo {
             near: Self::with_distance(start as usize, dist),
             far,
@@ -168,14 +186,18 @@ impl AheadTwo {
     /// The kernel is about to read up to `p`.
     #[inline(always)]
     pub(crate) unsafe fn at(&mut self, p: *const u8) {
-        let end = (p as usize).wrapping_add(self.near.dist);
-        for _ in 0..MAX_LINES {
-            let Some(line) = self.near.line(end) else {
-                return;
-            };
-            _mm_prefetch::<_MM_HINT_T0>(line as *const i8);
-            _mm_prefetch::<_MM_HINT_T1>(line.wrapping_add(self.far) as *const i8);
-        }
+        self.each(p as usize, |near, far| {
+            _mm_prefetch::<_MM_HINT_T0>(near as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(far as *const i8);
+        });
+    }
+
+    /// `request` each pair (line into L1, line into L2) to prefetch for a read up to `p`.
+    #[inline(always)]
+    fn each(&mut self, p: usize, mut request: impl FnMut(usize, usize)) {
+        let far = self.far;
+        self.near
+            .each(p, |line| request(line, line.wrapping_add(far)));
     }
 }
 
@@ -199,8 +221,9 @@ mod tests {
 
     /// The lines [`Ahead::at`] would request for a read up to `p`.
     fn lines(a: &mut Ahead, p: usize) -> Vec<usize> {
-        let end = p.wrapping_add(a.dist);
-        (0..MAX_LINES).map_while(|_| a.line(end)).collect()
+        let mut v = Vec::new();
+        a.each(p, |l| v.push(l));
+        v
     }
 
     #[test]
@@ -236,13 +259,20 @@ mod tests {
         assert_eq!(near_far(2048, true), (2048, FAR_TWO_LEVEL));
         assert_eq!(near_far(0, true), (0, 0));
         assert_eq!(near_far(0, false), (0, 0));
-        // The L1 stream is the one-level cursor's at the near distance (the far line rides along).
-        let (start, (near, _)) = (4096usize, near_far(PREFETCH_INTEL, false));
-        let mut a = Ahead::with_distance(start, near);
-        let got: Vec<usize> = (0..64)
-            .flat_map(|i| lines(&mut a, start + 64 * i))
+        // Each line near, and with it the line `far` beyond, once each, in order.
+        let (start, (near, far)) = (4096usize, near_far(PREFETCH_INTEL, false));
+        let mut a = AheadTwo {
+            near: Ahead::with_distance(start, near),
+            far,
+        };
+        let mut got = Vec::new();
+        for i in 0..64 {
+            a.each(start + 64 * i, |n, f| got.push((n, f)));
+        }
+        let want: Vec<(usize, usize)> = (0..64)
+            .map(|i| start + near + 64 * i)
+            .map(|l| (l, l + far))
             .collect();
-        let want: Vec<usize> = (0..64).map(|i| start + near + 64 * i).collect();
         assert_eq!(got, want);
     }
 
