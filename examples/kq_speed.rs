@@ -1,7 +1,8 @@
 //! Single-thread decode mat-vec throughput per type with cache-resident weights (the kernels'
 //! compute rate, without the memory system): `cargo run --release --example kq_speed`
 //! (`KQ_ROWS`, `KQ_COLS`, `KQ_THREADS`: another shape, more threads; `KQ_PATH`, `KQ_REPS`; `KQ_MATS=N`:
-//! N distinct copies multiplied in turn, as a model's sequence of matrices; with `KQ_RP=1` repacked).
+//! N distinct copies multiplied in turn, as a model's sequence of matrices, after a read-probe pass
+//! over a buffer of their size (the fraction of it printed); with `KQ_RP=1` repacked).
 //! Prints ns per 256 weights and the GB/s of weights the kernel could consume; types with a
 //! repacked layout are measured in place and repacked (`q4_0+rp`). With a matrix far beyond the
 //! caches it first prints what plain summing of a buffer that size reads in the same pool.
@@ -95,6 +96,12 @@ fn main() {
                         c
                     })
                     .collect();
+                // The read probe over a buffer of the matrices' size, best of five, in this pool
+                // right before them: the ceiling their rate is a fraction of.
+                let total = mats * bytes.len();
+                let buf = mllama::kernels::probe::probe_buffer(total).expect("read probe buffer");
+                let probe = pool.install(|| mllama::kernels::probe::best_read_gbs(path, &buf, 5));
+                drop(buf);
                 let mut y = vec![0f32; m];
                 let mut sc = Scratch::new();
                 let mut best = f64::MAX;
@@ -109,12 +116,17 @@ fn main() {
                         }
                     })
                 });
+                // The file's bytes per second (as `bench`'s paired fraction counts them; a
+                // repacked layout reads up to 3% more), and their fraction of the probe.
+                let read = bytes.len() as f64 / best / 1e9;
                 println!(
-                    "{:8} {:9} {:7.2} ns/256 {:6.1} GB/s ({mats} matrices in turn)",
+                    "{:8} {:9} {:7.2} ns/256 {:6.1} GB/s, probe {probe:.1}: {:.3} \
+                     ({mats} matrices in turn)",
                     path.name(),
                     format!("{name}{}", if rp { "+rp" } else { "" }),
                     best * 1e9 / (m * k / 256) as f64,
-                    bytes.len() as f64 / best / 1e9
+                    read,
+                    read / probe
                 );
                 continue;
             }

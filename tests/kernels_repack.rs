@@ -33,6 +33,7 @@ fn repack_types() -> Vec<GgmlType> {
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
         GgmlType::Q8_0,
     ]
@@ -59,7 +60,7 @@ fn magnitudes(w: &Mat, x: &[f32], n: usize) -> Vec<f64> {
     mag
 }
 
-/// Every layout but the ×16 ones (Q4_K, Q6_K) and Q4_1 ×8 computes in the in-place order:
+/// Every layout but the ×16 ones (Q4_K, Q5_K, Q6_K) and Q4_1 ×8 computes in the in-place order:
 /// bit-exact with the in-place scalar decode on every path. Those have their own f32 order: every path
 /// bit-exact with the twin (the scalar path on the repacked matrix), the twin within 1e-5 of
 /// Σ|w·x| of the in-place decode.

@@ -1,8 +1,9 @@
 //! Whole models with their decoder matrices repacked at load ([`Model::repack`]) against the same
 //! models with every weight in place: identical logits, bit for bit, in prefill and token by
 //! token, on every kernel path this CPU has (a random-weight model with rows of 256 and 512 as
-//! Q4_0, Q4_K and Q6_K; repacked Q4_K and Q6_K within 1e-4 of the largest logit, the float order
-//! of their ×16 layouts being their own), and on the demo model opened both ways through
+//! Q4_0, Q4_K, Q5_K and Q6_K; repacked K-quants within 5e-2 of the largest logit, the float
+//! order of their ×16 layouts being their own: see [`assert_close`]), and on the demo model
+//! opened both ways through
 //! [`Model::open`].
 
 mod common;
@@ -77,14 +78,20 @@ fn logits(m: &Model, ids: &[u32], prefill: bool) -> (Option<Vec<f32>>, Vec<f32>)
     (all, each)
 }
 
-/// Repacked Q4_K and Q6_K (×16) sum each row's integer block dot products before their f32
-/// steps, an order of their own: its logits agree with the in-place ones closely, not bit for bit.
+/// Repacked Q4_K, Q5_K and Q6_K (×16) sum each row's integer block dot products before their f32
+/// steps, an order of their own (each matrix within 1e-5 of Σ|w·x| of the in-place result:
+/// `tests/kernels_repack.rs`). Through a model those last-bit differences can move an activation
+/// across a rounding boundary of its Q8_K quantization before the next matrix, and this
+/// random-weight model amplifies one such step to ~1e-2 of the largest logit (seen at one step
+/// of twelve for Q5_K with this seed, at four to seven for Q4_K and Q5_K with seeds 8 and 9), so
+/// the check is 5e-2 of the largest logit: far below what a matrix used wrongly gives (errors
+/// of the logits' own size), the arithmetic itself being checked per matrix.
 fn assert_close(what: &str, a: &[f32], b: &[f32]) {
     assert_eq!(a.len(), b.len(), "{what}");
     let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         assert!(
-            (x - y).abs() <= 1e-4 * scale,
+            (x - y).abs() <= 5e-2 * scale,
             "{what} [{i}]: {x} repacked vs {y} in place (scale {scale})"
         );
     }
@@ -105,7 +112,12 @@ fn assert_same(what: &str, a: &[f32], b: &[f32]) {
 fn repacked_models_give_the_in_place_logits_on_every_path() {
     let image = kq_model::spec256().image_token;
     let ids = prompt(image);
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
         let plain = model256(ty);
         let mut packed = model256(ty);
         let (n, bytes) = packed.repack();

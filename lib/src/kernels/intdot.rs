@@ -262,8 +262,6 @@ impl StreamAhead for NoAhead {
 pub(crate) struct LaneTile<B, S> {
     w: *const B,
     nb: usize,
-    /// Rows stored in groups of [`super::repack::RK`] block-interleaved rows (0: in place).
-    full: usize,
     x: *const u8,
     x_stride: usize,
     isa: PhantomData<S>,
@@ -283,25 +281,10 @@ impl<B: LaneDot, S> LaneTile<B, S> {
         LaneTile {
             w: job.w.as_ptr() as *const B,
             nb: job.k / B::BLOCK,
-            full: 0,
             x: job.x.as_ptr(),
             x_stride: job.x_stride,
             isa: PhantomData,
         }
-    }
-
-    /// The tile over a decode job whose weights are in the block-interleaved layout of
-    /// [`super::repack`] (groups of [`super::repack::RK`] rows, then the leftover rows in place).
-    pub fn repacked(job: &Job<'_>) -> Self {
-        let mut t = Self::new(job);
-        t.full = super::repack::full_rows(B::TYPE, job.out.m);
-        t
-    }
-
-    /// Row `j`'s first block and the distance (in blocks) from one of its blocks to the next.
-    #[inline(always)]
-    unsafe fn row(self, j: usize) -> (*const B, usize) {
-        super::repack::block_row(self.w, self.nb, self.full, j)
     }
 }
 
@@ -318,25 +301,19 @@ impl<B: LaneKernel, S: ByteOps> Dots for LaneTile<B, S> {
         B: LaneKernel,
         S: ByteOps,
     {
-        let w: [*const B; RW] = std::array::from_fn(|r| self.row(js[r]).0);
-        let step = self.row(js[0]).1;
+        let w: [*const B; RW] = std::array::from_fn(|r| self.w.add(js[r] * self.nb));
         let x: [*const B::VecDot; NX] =
             std::array::from_fn(|t| self.x.add((i + t) * self.x_stride) as *const B::VecDot);
         let mut acc = [[S::fzero(); NX]; RW];
         let mut accm = [[S::fzero(); NX]; RW];
-        // One prefetch stream per row in place; one for the group when its rows are interleaved.
-        let grouped = step > 1;
+        // One prefetch stream per row.
         let mut ahead: [S::Ahead; RW] = std::array::from_fn(|r| S::Ahead::new(w[r] as *const u8));
         for b in 0..self.nb {
             let xb = x.map(|p| p.add(b));
             let xd: [f32; NX] = std::array::from_fn(|t| <B::VecDot as LaneAct>::scale::<S>(xb[t]));
             for r in 0..RW {
-                let wb = w[r].add(b * step);
-                if !grouped {
-                    ahead[r].at(wb.add(1) as *const u8);
-                } else if r == 0 {
-                    ahead[0].at(w[0].add((b + 1) * step) as *const u8);
-                }
+                let wb = w[r].add(b);
+                ahead[r].at(wb.add(1) as *const u8);
                 let lanes = B::lanes_simd::<S, NX>(wb, xb);
                 // LaneDot::scales: the f16 scales as f32 (exact), times each activation scale.
                 let at = (wb as *const u8).add(B::D_AT);

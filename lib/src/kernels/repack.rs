@@ -69,11 +69,18 @@
 //! `Σⱼ scⱼ·(dotⱼ − 32·bsumsⱼ)` is exact; the f32 order is the layout's own ([`q6_kx16_dot`]):
 //! per block `acc += (d·dx)·isum`.
 //!
-//! # Q5_K ×4
-//! Q5_K rows go in groups of [`RK`] = 4, block by block: block `b` of the group is the four
-//! rows' blocks `b`, unchanged, one after the other, so the four-row decode tile reads one
-//! sequential stream instead of four. Its kernels are the in-place lane kernels
-//! (`intdot::LaneTile`) stepping over the interleaved blocks (`block_row`).
+//! # Q5_K ×16
+//! Q4_K ×16 with the fifth bits ([`BlockQ5_Kx16`], 16 × 180 bytes: 4 more per row and block
+//! than in place): the same `d`, `dmin`, `sc`, `mn` and low-nibble `qs`, and between them
+//!
+//! ```text
+//!   hb: [[[u64; 2]; 8]; 4]            bit 4r + e of hb[g][c][h] = bit 4 of row r's value
+//!                                     64g + 32h + 4c + e
+//! ```
+//!
+//! one 64-bit byte mask per chunk `qs[g][c]` and nibble half, so the five-bit levels of a chunk
+//! are its nibbles plus 16 under the mask (AVX-512: `vpaddb` with the mask register). The twin
+//! ([`q5_kx16_dot`]) is Q4_K ×16's arithmetic with these levels.
 //!
 //! Except the ×16 layouts, each row's result is computed exactly as [`QuantBlock::vec_dot`] does
 //! (exact integer block sums, then the "eight block lanes" f32 order of
@@ -86,7 +93,6 @@ use std::ops::Range;
 use half::f16;
 use rayon::prelude::*;
 
-use super::traverse::Tile;
 use super::types::{plain_act, Decoder, Job};
 use super::{with_bias, Out, Q8Row, SyncPtr};
 use crate::quant::q4_1::BlockQ4_1;
@@ -102,9 +108,7 @@ use crate::GgmlType;
 
 /// Rows per interleaved group of the Q4_0 layout.
 pub const R: usize = 8;
-/// Rows per group of the block-interleaved layout (Q5_K).
-pub const RK: usize = 4;
-/// Rows per group of the ×16 layouts (Q4_K, Q6_K).
+/// Rows per group of the ×16 layouts (Q4_K, Q5_K, Q6_K).
 pub const R16: usize = 16;
 
 /// Block `b` of a group of eight Q4_0 rows (see the module docs).
@@ -311,10 +315,11 @@ pub(crate) fn x8_dot_row<G: X8Block>(g: &[G], r: usize, x: &[BlockQ8_0]) -> f32 
     })
 }
 
-/// Block `b` of a group of sixteen Q4_K rows (see the module docs).
+/// The per-row scales of a block of a Q4_K-family ×16 layout (Q4_K, Q5_K; 320 bytes, five
+/// whole cache lines), decoded from the in-place 12 packed bytes at load.
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
-pub struct BlockQ4_Kx16 {
+pub struct Kx16Scales {
     /// Row `r`'s `d`.
     pub d: [f16; R16],
     /// Row `r`'s `dmin`.
@@ -323,6 +328,43 @@ pub struct BlockQ4_Kx16 {
     pub sc: [[u8; R16]; 8],
     /// `mn[p][r][e]`: row `r`'s minimum of sub-block `2p + e`.
     pub mn: [[[u8; 2]; R16]; 4],
+}
+
+const _: () = assert!(std::mem::size_of::<Kx16Scales>() == 320);
+
+impl Kx16Scales {
+    /// Row `r`'s scales from its in-place `d`, `dmin` and unpacked 6-bit scales and minimums.
+    fn set_row(&mut self, r: usize, d: f16, dmin: f16, (sc, m): ([u8; 8], [u8; 8])) {
+        self.d[r] = d;
+        self.dmin[r] = dmin;
+        for j in 0..8 {
+            self.sc[j][r] = sc[j];
+            self.mn[j / 2][r][j % 2] = m[j];
+        }
+    }
+
+    /// Row `r`'s `d`, `dmin` and packed scales (with the in-place blocks' unpacking, the exact
+    /// inverse of [`Kx16Scales::set_row`]: `get_scale_min_k4`'s packing, every bit of the 12
+    /// bytes a bit of a scale or minimum).
+    fn row(&self, r: usize) -> (f16, f16, [u8; 12]) {
+        let sc: [u8; 8] = std::array::from_fn(|j| self.sc[j][r]);
+        let m: [u8; 8] = std::array::from_fn(|j| self.mn[j / 2][r][j % 2]);
+        let mut packed = [0u8; 12];
+        for j in 0..4 {
+            packed[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+            packed[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
+            packed[j + 8] = (sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4);
+        }
+        (self.d[r], self.dmin[r], packed)
+    }
+}
+
+/// Block `b` of a group of sixteen Q4_K rows (see the module docs).
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ4_Kx16 {
+    /// The rows' scales.
+    pub s: Kx16Scales,
     /// `qs[g][c][r]`: row `r`'s in-place nibble bytes `qs[32g + 4c..32g + 4c + 4]`.
     pub qs: [[[[u8; 4]; R16]; 8]; 4],
 }
@@ -340,13 +382,7 @@ const _: () = assert!(
 impl BlockQ4_Kx16 {
     /// Put `s` in as row `r` (the load-time decoding of the module docs).
     pub fn set_row(&mut self, r: usize, s: &BlockQ4_K) {
-        self.d[r] = s.d;
-        self.dmin[r] = s.dmin;
-        let (sc, m) = s.scales_mins();
-        for j in 0..8 {
-            self.sc[j][r] = sc[j];
-            self.mn[j / 2][r][j % 2] = m[j];
-        }
+        self.s.set_row(r, s.d, s.dmin, s.scales_mins());
         for (g, qg) in self.qs.iter_mut().enumerate() {
             for (c, qc) in qg.iter_mut().enumerate() {
                 qc[r].copy_from_slice(&s.qs[32 * g + 4 * c..][..4]);
@@ -362,52 +398,154 @@ impl BlockQ4_Kx16 {
                 qs[32 * g + 4 * c..][..4].copy_from_slice(&qc[r]);
             }
         }
-        let sc: [u8; 8] = std::array::from_fn(|j| self.sc[j][r]);
-        let m: [u8; 8] = std::array::from_fn(|j| self.mn[j / 2][r][j % 2]);
-        // `get_scale_min_k4`'s packing, inverted (every bit of the 12 bytes is a bit of a 6-bit
-        // scale or minimum).
-        let mut scales = [0u8; 12];
-        for j in 0..4 {
-            scales[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
-            scales[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
-            scales[j + 8] = (sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4);
-        }
+        let (d, dmin, scales) = self.s.row(r);
         BlockQ4_K {
-            d: self.d[r],
-            dmin: self.dmin[r],
+            d,
+            dmin,
             scales,
             qs,
         }
     }
 }
 
-/// The twin of every Q4_K ×16 kernel: the sixteen rows of one group (`w`: its blocks) against
-/// one Q8_K activation row. Per row and block the exact integers `isum = Σⱼ scⱼ·dotⱼ` (`dotⱼ`
-/// the levels of sub-block `j` times its activations) and `msum = Σⱼ mⱼ·(bsums₂ⱼ + bsums₂ⱼ₊₁)`,
-/// then `acc += (d·dx)·isum`, `accm += (dmin·dx)·msum` (f32, no FMA), result `acc − accm`.
-pub fn q4_kx16_dot(w: &[BlockQ4_Kx16], x: &[BlockQ8_K]) -> [f32; R16] {
+/// The ×16 layouts of the Q4_K family (Q4_K, Q5_K): each row's `d`, `dmin`, eight 6-bit
+/// sub-block scales and minimums, and an unsigned level per value.
+pub(crate) trait Kx16Family: X16Block {
+    /// The rows' scales.
+    fn scales(&self) -> &Kx16Scales;
+    /// Row `r`'s level of value `64g + 32h + 4c + e` (sub-block `2g + h`).
+    fn level(&self, r: usize, g: usize, h: usize, c: usize, e: usize) -> i32;
+}
+
+/// The twin of every kernel of a [`Kx16Family`] layout: the sixteen rows of one group (`w`: its
+/// blocks) against one Q8_K activation row. Per row and block the exact integers
+/// `isum = Σⱼ scⱼ·dotⱼ` (`dotⱼ` the levels of sub-block `j` times its activations) and
+/// `msum = Σⱼ mⱼ·(bsums₂ⱼ + bsums₂ⱼ₊₁)`, then `acc += (d·dx)·isum`, `accm += (dmin·dx)·msum`
+/// (f32, no FMA), result `acc − accm`.
+fn kx16_family_dot<B: Kx16Family>(w: &[B], x: &[BlockQ8_K]) -> [f32; R16] {
     std::array::from_fn(|r| {
         let (mut acc, mut accm) = (0f32, 0f32);
         for (a, xb) in w.iter().zip(x) {
             let (mut isum, mut msum) = (0i32, 0i32);
             for j in 0..8 {
-                let (g, hi) = (j / 2, j % 2);
+                let (g, h) = (j / 2, j % 2);
                 let mut dot = 0i32;
-                for (c, qc) in a.qs[g].iter().enumerate() {
-                    for (e, &q) in qc[r].iter().enumerate() {
-                        let l = if hi == 1 { q >> 4 } else { q & 0x0F };
-                        dot += l as i32 * xb.qs[64 * g + 32 * hi + 4 * c + e] as i32;
+                for c in 0..8 {
+                    for e in 0..4 {
+                        dot += a.level(r, g, h, c, e) * xb.qs[64 * g + 32 * h + 4 * c + e] as i32;
                     }
                 }
-                isum += a.sc[j][r] as i32 * dot;
+                isum += a.scales().sc[j][r] as i32 * dot;
                 let bs = xb.bsums[2 * j] as i32 + xb.bsums[2 * j + 1] as i32;
-                msum += a.mn[g][r][hi] as i32 * bs;
+                msum += a.scales().mn[g][r][h] as i32 * bs;
             }
-            acc += (f16_as_f32(a.d[r]) * xb.d) * isum as f32;
-            accm += (f16_as_f32(a.dmin[r]) * xb.d) * msum as f32;
+            let s = a.scales();
+            acc += (f16_as_f32(s.d[r]) * xb.d) * isum as f32;
+            accm += (f16_as_f32(s.dmin[r]) * xb.d) * msum as f32;
         }
         acc - accm
     })
+}
+
+/// The twin of every Q4_K ×16 kernel: the sixteen rows of one group (`w`: its blocks) against
+/// one Q8_K activation row. Per row and block the exact integers `isum = Σⱼ scⱼ·dotⱼ` and
+/// `msum = Σⱼ mⱼ·(bsums₂ⱼ + bsums₂ⱼ₊₁)`, then `acc += (d·dx)·isum`, `accm += (dmin·dx)·msum`
+/// (f32, no FMA), result `acc − accm` (the Q4_K family's shared twin).
+pub fn q4_kx16_dot(w: &[BlockQ4_Kx16], x: &[BlockQ8_K]) -> [f32; R16] {
+    kx16_family_dot(w, x)
+}
+
+impl Kx16Family for BlockQ4_Kx16 {
+    #[inline(always)]
+    fn scales(&self) -> &Kx16Scales {
+        &self.s
+    }
+    #[inline(always)]
+    fn level(&self, r: usize, g: usize, h: usize, c: usize, e: usize) -> i32 {
+        (self.qs[g][c][r][e] >> (4 * h) & 0x0F) as i32
+    }
+}
+
+/// Block `b` of a group of sixteen Q5_K rows (see the module docs).
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ5_Kx16 {
+    /// The rows' scales.
+    pub s: Kx16Scales,
+    /// `hb[g][c][h]`: bit `4r + e` is the fifth bit of row `r`'s value `64g + 32h + 4c + e`
+    /// (one byte mask over the 64 bytes of `qs[g][c]`).
+    pub hb: [[[u64; 2]; 8]; 4],
+    /// `qs[g][c][r]`: row `r`'s in-place low-nibble bytes `qs[32g + 4c..32g + 4c + 4]`.
+    pub qs: [[[[u8; 4]; R16]; 8]; 4],
+}
+
+/// Bytes of one row's block in the Q5_K ×16 layout.
+pub const Q5_KX16_ROW_BLOCK: usize = 180;
+
+const _: () = assert!(std::mem::size_of::<BlockQ5_Kx16>() == R16 * Q5_KX16_ROW_BLOCK);
+const _: () = assert!(
+    std::mem::size_of::<BlockQ5_Kx16>().is_multiple_of(64)
+        && std::mem::offset_of!(BlockQ5_Kx16, hb).is_multiple_of(64)
+        && std::mem::offset_of!(BlockQ5_Kx16, qs).is_multiple_of(64)
+);
+
+impl BlockQ5_Kx16 {
+    /// Put `s` in as row `r`.
+    pub fn set_row(&mut self, r: usize, s: &BlockQ5_K) {
+        self.s.set_row(r, s.d, s.dmin, s.scales_mins());
+        for g in 0..4 {
+            for c in 0..8 {
+                self.qs[g][c][r].copy_from_slice(&s.qs[32 * g + 4 * c..][..4]);
+                for (h, hb) in self.hb[g][c].iter_mut().enumerate() {
+                    for e in 0..4 {
+                        let bit = (s.qh[4 * c + e] >> (2 * g + h)) & 1;
+                        *hb = *hb & !(1 << (4 * r + e)) | (bit as u64) << (4 * r + e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Row `r`'s block in the plain layout (the exact inverse of [`BlockQ5_Kx16::set_row`]).
+    pub fn row(&self, r: usize) -> BlockQ5_K {
+        let (mut qs, mut qh) = ([0u8; 128], [0u8; 32]);
+        for g in 0..4 {
+            for c in 0..8 {
+                qs[32 * g + 4 * c..][..4].copy_from_slice(&self.qs[g][c][r]);
+                for (h, &hb) in self.hb[g][c].iter().enumerate() {
+                    for e in 0..4 {
+                        qh[4 * c + e] |= ((hb >> (4 * r + e)) as u8 & 1) << (2 * g + h);
+                    }
+                }
+            }
+        }
+        let (d, dmin, scales) = self.s.row(r);
+        BlockQ5_K {
+            d,
+            dmin,
+            scales,
+            qh,
+            qs,
+        }
+    }
+}
+
+/// The twin of every Q5_K ×16 kernel: [`q4_kx16_dot`]'s arithmetic with five-bit levels.
+pub fn q5_kx16_dot(w: &[BlockQ5_Kx16], x: &[BlockQ8_K]) -> [f32; R16] {
+    kx16_family_dot(w, x)
+}
+
+impl Kx16Family for BlockQ5_Kx16 {
+    #[inline(always)]
+    fn scales(&self) -> &Kx16Scales {
+        &self.s
+    }
+    #[inline(always)]
+    fn level(&self, r: usize, g: usize, h: usize, c: usize, e: usize) -> i32 {
+        let low = self.qs[g][c][r][e] >> (4 * h) & 0x0F;
+        let fifth = (self.hb[g][c][h] >> (4 * r + e)) as u8 & 1;
+        (low | fifth << 4) as i32
+    }
 }
 
 /// Block `b` of a group of sixteen Q6_K rows (see the module docs).
@@ -487,7 +625,7 @@ pub fn q6_kx16_dot(w: &[BlockQ6_Kx16], x: &[BlockQ8_K]) -> [f32; R16] {
     })
 }
 
-/// A ×16 layout (sixteen rows of a K-quant against Q8_K activations): Q4_K ×16, Q6_K ×16.
+/// A ×16 layout (sixteen rows of a K-quant against Q8_K activations): Q4_K, Q5_K, Q6_K ×16.
 pub(crate) trait X16Block: bytemuck::Pod + Send + Sync {
     /// The in-place block type.
     type Plain: LaneDot<VecDot = BlockQ8_K>;
@@ -497,7 +635,7 @@ pub(crate) trait X16Block: bytemuck::Pod + Send + Sync {
     fn put(&mut self, r: usize, s: &Self::Plain);
     /// Row `r`'s block in the plain layout.
     fn get(&self, r: usize) -> Self::Plain;
-    /// The layout's twin ([`q4_kx16_dot`], [`q6_kx16_dot`]).
+    /// The layout's twin ([`q4_kx16_dot`], [`q5_kx16_dot`], [`q6_kx16_dot`]).
     fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16];
 }
 
@@ -512,6 +650,20 @@ impl X16Block for BlockQ4_Kx16 {
     }
     fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16] {
         q4_kx16_dot(w, x)
+    }
+}
+
+impl X16Block for BlockQ5_Kx16 {
+    type Plain = BlockQ5_K;
+    const ROW_BLOCK: usize = Q5_KX16_ROW_BLOCK;
+    fn put(&mut self, r: usize, s: &BlockQ5_K) {
+        self.set_row(r, s)
+    }
+    fn get(&self, r: usize) -> BlockQ5_K {
+        self.row(r)
+    }
+    fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16] {
+        q5_kx16_dot(w, x)
     }
 }
 
@@ -533,8 +685,8 @@ impl X16Block for BlockQ6_Kx16 {
 /// the type's plain layout, in one buffer of anonymous memory.
 pub struct Repacked {
     /// The weight type (its layout: [`BlockQ4_0x8`] for Q4_0, [`BlockQ4_1x8`] for Q4_1,
-    /// [`BlockQ8_0x8`] for Q8_0, [`BlockQ4_Kx16`] for Q4_K, [`BlockQ6_Kx16`] for Q6_K, blocks of
-    /// [`RK`] rows for Q5_K).
+    /// [`BlockQ8_0x8`] for Q8_0, [`BlockQ4_Kx16`] for Q4_K, [`BlockQ5_Kx16`] for Q5_K,
+    /// [`BlockQ6_Kx16`] for Q6_K).
     pub ty: GgmlType,
     /// The bytes, 2 MiB-aligned from 2 MiB on, else page-aligned: every block type aligned, and the 64-byte chunks of the ×16
     /// layouts (one 512-bit load each) never straddle two cache lines.
@@ -560,8 +712,8 @@ impl std::fmt::Debug for Repacked {
 
 impl Repacked {
     /// The repacked bytes (the same number as the in-place matrix's, except the ×16 layouts:
-    /// 148 bytes per row and block of the full groups instead of 144 (Q4_K), 212 instead of
-    /// 210 (Q6_K)).
+    /// 148 bytes per row and block of the full groups instead of 144 (Q4_K), 180 instead of 176
+    /// (Q5_K), 212 instead of 210 (Q6_K)).
     pub fn data(&self) -> &[u8] {
         &self.buf.0[..self.len]
     }
@@ -597,8 +749,12 @@ impl Repacked {
 ///   3B-shaped Q8_0 file in place at 6.2–6.6 tokens/s and 8.2–8.6 after dropping and re-reading
 ///   it; repacked, 8.1–8.4 either way. A 128-token prompt prefilled 2× faster (46 against 24
 ///   tokens/s).
-/// - Q5_K ×4 measured no faster (`KQ_ROWS=32768 KQ_THREADS=2`, within the noise) and stays in
-///   place; [`super::tensor::Mat::repack`] still builds it (tested on every path).
+/// - Q5_K ×16 (avx512 only) read forty 14336 × 4096 matrices on two threads at 0.82–0.85 of the
+///   read probe against 0.71 in place (`KQ_MATS=40 KQ_ROWS=14336 KQ_THREADS=2`, with and without
+///   `KQ_RP=1`); the 11B Q5_K_M decode went 4.10 / 3.89 / 3.96 → 4.16 / 4.43 / 4.42 tokens/s
+///   (interleaved with the in-place build). On avx2 its kernel read them at 0.65–0.72 against
+///   0.73–0.78 in place (cache-resident: 10.2–11.4 against 11.3 ns per 256 weights), so Q5_K
+///   stays in place there. (The earlier Q5_K ×4 layout measured no faster anywhere.)
 pub fn pays(ty: GgmlType, path: super::Path) -> bool {
     use super::Path;
     match ty {
@@ -606,6 +762,7 @@ pub fn pays(ty: GgmlType, path: super::Path) -> bool {
         GgmlType::Q6_K | GgmlType::Q4_1 | GgmlType::Q8_0 => {
             matches!(path, Path::Avx2 | Path::Avx512)
         }
+        GgmlType::Q5_K => path == Path::Avx512,
         _ => false,
     }
 }
@@ -619,36 +776,9 @@ pub fn supports(ty: GgmlType) -> bool {
 pub fn group_rows(ty: GgmlType) -> Option<usize> {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => Some(R),
-        GgmlType::Q4_K | GgmlType::Q6_K => Some(R16),
-        GgmlType::Q5_K => Some(RK),
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => Some(R16),
         _ => None,
     }
-}
-
-/// Row `j`'s first block in a matrix of `nb` blocks per row whose first `full` rows are stored
-/// in groups of [`RK`] block-interleaved rows (the rest in place), and the distance (in blocks)
-/// from one of its blocks to the next.
-///
-/// # Safety
-/// `w` points at such a matrix and row `j` exists.
-#[inline(always)]
-pub(crate) unsafe fn block_row<B>(
-    w: *const B,
-    nb: usize,
-    full: usize,
-    j: usize,
-) -> (*const B, usize) {
-    if j < full {
-        (w.add(j / RK * RK * nb + j % RK), RK)
-    } else {
-        (w.add(j * nb), 1)
-    }
-}
-
-/// Rows of an `m`-row matrix of type `ty` that lie in whole groups (the rest stay in place).
-pub(crate) fn full_rows(ty: GgmlType, m: usize) -> usize {
-    let g = group_rows(ty).unwrap_or(1);
-    m / g * g
 }
 
 /// Repack `m` rows of `k` values of type `ty` stored in place in `data` (groups in parallel), or
@@ -661,6 +791,7 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
     }
     match ty {
         GgmlType::Q4_K => return repack_x16::<BlockQ4_Kx16>(data, m, k),
+        GgmlType::Q5_K => return repack_x16::<BlockQ5_Kx16>(data, m, k),
         GgmlType::Q6_K => return repack_x16::<BlockQ6_Kx16>(data, m, k),
         _ => {}
     }
@@ -668,7 +799,7 @@ pub fn repack(ty: GgmlType, data: &[u8], m: usize, k: usize) -> Option<Repacked>
         GgmlType::Q4_0 => repack_x8::<BlockQ4_0x8>(data, m, k),
         GgmlType::Q4_1 => repack_x8::<BlockQ4_1x8>(data, m, k),
         GgmlType::Q8_0 => repack_x8::<BlockQ8_0x8>(data, m, k),
-        _ => repack_blocks(ty, data, m, k, g),
+        _ => None,
     }
 }
 
@@ -729,55 +860,19 @@ pub(crate) fn x16_tail_at<G: X16Block>(m: usize, nb: usize) -> usize {
     m / R16 * R16 * nb * G::ROW_BLOCK
 }
 
-/// The block-interleaved layout: block `b` of row `g·RK + r` at block index `(g·nb + b)·RK + r`.
-fn repack_blocks(ty: GgmlType, data: &[u8], m: usize, k: usize, g: usize) -> Option<Repacked> {
-    let (bb, nb) = (ty.type_size(), k / ty.block_size());
-    let mut buf = AnonBuf::zeroed(data.len())?;
-    let out: &mut [u8] = &mut buf.0[..data.len()];
-    let full = m / g * g;
-    let (groups, tail) = out.split_at_mut(full * nb * bb);
-    groups
-        .par_chunks_mut(g * nb * bb)
-        .enumerate()
-        .for_each(|(gi, dst)| {
-            for r in 0..g {
-                let src = &data[(gi * g + r) * nb * bb..][..nb * bb];
-                for (b, blk) in src.chunks_exact(bb).enumerate() {
-                    dst[(b * g + r) * bb..][..bb].copy_from_slice(blk);
-                }
-            }
-        });
-    tail.copy_from_slice(&data[full * nb * bb..]);
-    Some(Repacked {
-        ty,
-        buf,
-        len: data.len(),
-    })
-}
-
 /// Row `j` of a repacked matrix of `m` rows of `k` values, dequantized into `out[..k]`.
 pub(crate) fn row_to_f32(rp: &Repacked, m: usize, k: usize, j: usize, out: &mut [f32]) {
     let ty = rp.ty;
-    let (bv, bb, nb) = (ty.block_size(), ty.type_size(), k / ty.block_size());
-    let full = full_rows(ty, m);
+    let nb = k / ty.block_size();
     match ty {
-        GgmlType::Q4_0 => return x8_row_to_f32::<BlockQ4_0x8>(rp, m, nb, j, out),
-        GgmlType::Q4_1 => return x8_row_to_f32::<BlockQ4_1x8>(rp, m, nb, j, out),
-        GgmlType::Q8_0 => return x8_row_to_f32::<BlockQ8_0x8>(rp, m, nb, j, out),
-        GgmlType::Q4_K => return x16_row_to_f32::<BlockQ4_Kx16>(rp, m, nb, j, out),
-        GgmlType::Q6_K => return x16_row_to_f32::<BlockQ6_Kx16>(rp, m, nb, j, out),
-        _ => {}
-    }
-    let Some(t) = crate::quant::traits(ty) else {
-        return;
-    };
-    for b in 0..nb {
-        let at = if j < full {
-            (j / RK * RK * nb + b * RK + j % RK) * bb
-        } else {
-            (j * nb + b) * bb
-        };
-        (t.to_f32)(&rp.data()[at..at + bb], &mut out[b * bv..(b + 1) * bv]);
+        GgmlType::Q4_0 => x8_row_to_f32::<BlockQ4_0x8>(rp, m, nb, j, out),
+        GgmlType::Q4_1 => x8_row_to_f32::<BlockQ4_1x8>(rp, m, nb, j, out),
+        GgmlType::Q8_0 => x8_row_to_f32::<BlockQ8_0x8>(rp, m, nb, j, out),
+        GgmlType::Q4_K => x16_row_to_f32::<BlockQ4_Kx16>(rp, m, nb, j, out),
+        GgmlType::Q5_K => x16_row_to_f32::<BlockQ5_Kx16>(rp, m, nb, j, out),
+        GgmlType::Q6_K => x16_row_to_f32::<BlockQ6_Kx16>(rp, m, nb, j, out),
+        // `repack` builds no other layout.
+        other => unreachable!("no repacked layout of {other}"),
     }
 }
 
@@ -913,12 +1008,6 @@ pub(crate) unsafe fn plain_row_split(w: *const BlockQ4_0, nb: usize, x: Q8Row) -
 /// The portable decode kernel of a repacked matrix of type `ty` (activations: plain blocks of
 /// the type's activation type).
 pub(crate) fn scalar_decoder(ty: GgmlType) -> Option<Decoder> {
-    fn lane<B: LaneDot>() -> Option<Decoder> {
-        Some(Decoder {
-            act: Some(plain_act::<B::VecDot>()),
-            rows: scalar_rows_lane::<B>,
-        })
-    }
     match ty {
         GgmlType::Q4_0 => Some(Decoder {
             act: Some(plain_act::<BlockQ8_0>()),
@@ -940,7 +1029,10 @@ pub(crate) fn scalar_decoder(ty: GgmlType) -> Option<Decoder> {
             act: Some(plain_act::<BlockQ8_K>()),
             rows: scalar_rows_x16::<BlockQ6_Kx16>,
         }),
-        GgmlType::Q5_K => lane::<BlockQ5_K>(),
+        GgmlType::Q5_K => Some(Decoder {
+            act: Some(plain_act::<BlockQ8_K>()),
+            rows: scalar_rows_x16::<BlockQ5_Kx16>,
+        }),
         _ => None,
     }
 }
@@ -1067,68 +1159,6 @@ unsafe fn scalar_tail<B: LaneDot>(job: &Job<'_>, rows: Range<usize>) {
             let x: &[B::VecDot] = bytemuck::cast_slice(&job.x[i * job.x_stride..][..xb]);
             let v = lane_vec_dot(&w[j * nb..][..nb], x);
             job.out.put(i, j, with_bias(v, job.bias, j));
-        }
-    }
-}
-
-/// Twin of every repacked K-quant kernel: each row's blocks, read from the interleaved groups,
-/// through [`crate::quant::lane_vec_dot_iter`] (the in-place reference's arithmetic).
-unsafe fn scalar_rows_lane<B: LaneDot>(job: &Job<'_>, rows: Range<usize>) {
-    let nb = job.k / B::BLOCK;
-    let full = full_rows(B::TYPE, job.out.m);
-    let w: &[B] = bytemuck::cast_slice(job.w);
-    let xb = nb * <B::VecDot as QuantBlock>::BYTES;
-    for j in rows {
-        let (first, step) = if j < full {
-            (j / RK * RK * nb + j % RK, RK)
-        } else {
-            (j * nb, 1)
-        };
-        for i in 0..job.n {
-            let x: &[B::VecDot] = bytemuck::cast_slice(&job.x[i * job.x_stride..][..xb]);
-            let v = lane_vec_dot_iter::<B>((0..nb).map(|b| &w[first + b * step]), x);
-            job.out.put(i, j, with_bias(v, job.bias, j));
-        }
-    }
-}
-
-/// The decode of weight rows `rows` of a block-interleaved matrix with a tile whose rows
-/// [`Tile::tile`] finds in that layout (`intdot::LaneTile::repacked`): each group's four rows
-/// side by side (one stream), every activation row, then the leftover rows one by one.
-///
-/// # Safety
-/// As [`Tile::tile`]; the caller owns columns `rows` of `job.out`; `rows` starts at a multiple
-/// of [`RK`] or past the last full group.
-#[inline(always)]
-pub(crate) unsafe fn rows_grouped<T: Tile>(t: T, job: &Job<'_>, full: usize, rows: Range<usize>) {
-    let (n, out, bias) = (job.n, job.out, job.bias);
-    let put = |i: usize, nx: usize, js: [usize; 4], rw: usize, v: [[f32; 4]; 4]| {
-        for (&j, row) in js.iter().zip(&v).take(rw) {
-            for (dt, val) in row.iter().enumerate().take(nx) {
-                out.put(i + dt, j, with_bias(*val, bias, j));
-            }
-        }
-    };
-    let mut j = rows.start;
-    while j + RK <= rows.end.min(full) {
-        let mut i = 0;
-        while i < n {
-            let nx = (n - i).min(T::MAX_NX);
-            let rw = T::width(nx).min(RK);
-            for r0 in (0..RK).step_by(rw) {
-                let js = std::array::from_fn(|r| j + r0 + r.min(rw - 1));
-                put(i, nx, js, rw, t.tile(rw, nx, js, i));
-            }
-            i += nx;
-        }
-        j += RK;
-    }
-    for j in j.max(full)..rows.end {
-        let mut i = 0;
-        while i < n {
-            let nx = (n - i).min(T::MAX_NX);
-            put(i, nx, [j; 4], 1, t.tile(1, nx, [j; 4], i));
-            i += nx;
         }
     }
 }

@@ -1,19 +1,14 @@
 //! The repacked-layout decode kernels of the aarch64 paths ([`super::super::repack`]): Q4_0 ×8
 //! with `sdot` on [`super::Dotprod`] (two registers of four rows; plain NEON has no 4-byte dot,
-//! so it keeps the in-place Q4_0 kernel), and the block-interleaved K-quants on both paths.
+//! so it keeps the in-place Q4_0 kernel). The ×16 K-quant layouts have no kernel here yet.
 
 use std::arch::aarch64::*;
 
-use super::super::intdot::{LaneKernel, LaneTile};
-use super::super::repack::{
-    full_rows, rows_grouped, rows_split, BlockQ4_0x8, GroupDot, X8Block, R,
-};
-use super::super::types::{plain_act, ActQuant, Decoder, Job};
+use super::super::repack::{rows_split, BlockQ4_0x8, GroupDot, X8Block, R};
+use super::super::types::{ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
-use super::bytes::{NeonOps, SdotOps};
 use super::{quantize_split, sdot};
 use crate::quant::f16_as_f32;
-use crate::quant::q5_k::BlockQ5_K;
 use crate::GgmlType;
 
 /// The `sdot` group kernel of [`BlockQ4_0x8`].
@@ -102,39 +97,8 @@ unsafe fn rows_q4_0_dot(job: &Job<'_>, rows: std::ops::Range<usize>) {
     rows_split::<Q4x8Sdot>(job, rows)
 }
 
-/// The block-interleaved K-quant decode on [`super::Neon`]: the in-place lane tiles stepping over
-/// the interleaved blocks. Twin: the portable repacked decoder.
-///
-/// # Safety
-/// NEON available; `job.w` a repacked matrix of type `B`; as [`rows_grouped`].
-#[target_feature(enable = "neon")]
-unsafe fn rows_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let full = full_rows(B::TYPE, job.out.m);
-    rows_grouped(LaneTile::<B, NeonOps>::repacked(job), job, full, rows)
-}
-
-/// [`rows_lane`] with `sdot` ([`super::Dotprod`]).
-///
-/// # Safety
-/// As [`rows_lane`], and `dotprod` available.
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn rows_lane_dot<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let full = full_rows(B::TYPE, job.out.m);
-    rows_grouped(LaneTile::<B, SdotOps>::repacked(job), job, full, rows)
-}
-
 /// The repacked decode kernels of [`super::Neon`] (`DOT = false`) and [`super::Dotprod`].
 pub(super) fn repacked_decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder> {
-    fn lane<B: LaneKernel, const DOT: bool>() -> Option<Decoder> {
-        Some(Decoder {
-            act: Some(plain_act::<B::VecDot>()),
-            rows: if DOT {
-                rows_lane_dot::<B>
-            } else {
-                rows_lane::<B>
-            },
-        })
-    }
     match ty {
         GgmlType::Q4_0 if DOT => Some(Decoder {
             act: Some(ActQuant {
@@ -143,10 +107,9 @@ pub(super) fn repacked_decoder<const DOT: bool>(ty: GgmlType) -> Option<Decoder>
             }),
             rows: rows_q4_0_dot,
         }),
-        // The ×16 layouts (Q4_K, Q6_K) have no NEON kernel yet: a repacked matrix runs the
-        // portable twin (`repack::scalar_decoder`), and models keep them in place here
+        // The ×16 layouts (Q4_K, Q5_K, Q6_K) have no NEON kernel yet: a repacked matrix runs
+        // the portable twin (`repack::scalar_decoder`), and models keep them in place here
         // (`repack_pays`).
-        GgmlType::Q5_K => lane::<BlockQ5_K, DOT>(),
         _ => None,
     }
 }

@@ -6,14 +6,12 @@
 
 use std::arch::x86_64::*;
 
-use super::super::intdot::{LaneKernel, LaneTile};
 use super::super::repack::{
-    full_rows, rows_grouped, rows_split, rows_x16, BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx16,
-    BlockQ6_Kx16, BlockQ8_0x8, GroupDot, X16Dot, X8Block, R, R16,
+    rows_split, rows_x16, BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx16, BlockQ5_Kx16, BlockQ6_Kx16,
+    BlockQ8_0x8, GroupDot, Kx16Family, X16Dot, X8Block, R, R16,
 };
 use super::super::types::{plain_act, ActQuant, Decoder, Job};
 use super::super::{split_row_bytes, Q8Row};
-use super::bytes::Avx2Ops;
 use super::quantize_split;
 use super::Ahead;
 use crate::quant::q4_k::BlockQ4_K;
@@ -430,9 +428,58 @@ x16_dot!(
     [1, 2, 3]
 );
 
-/// [`Q4kx16Vnni`] against `NX` activation rows at once: each chunk's levels loaded and masked
-/// once for all of them (the weight-stationary form for prompts), each row's arithmetic that of
-/// one.
+/// The Q4_K family's ×16 layouts in [`kx16_vnni`]: the levels of one 64-byte chunk.
+trait Kx16Levels512: Kx16Family {
+    /// Whether the high levels come out as 16·level (kept in place by a mask, the sums shifted
+    /// back exactly) rather than as levels.
+    const HI_X16: bool;
+    /// The chunk `qs[g][c]` of block `wb` (loaded as `v`) as two registers of unsigned levels:
+    /// values `64g + 4c..+4` (sub-block `2g`) and `64g + 32 + 4c..+4` (sub-block `2g + 1`) of
+    /// the sixteen rows, one i32 lane per row.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW available.
+    unsafe fn levels(wb: &Self, g: usize, c: usize, v: __m512i) -> (__m512i, __m512i);
+    /// The chunk's address.
+    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8;
+}
+
+impl Kx16Levels512 for BlockQ4_Kx16 {
+    const HI_X16: bool = true;
+    /// `and 0x0F`, `and 0xF0`.
+    #[inline(always)]
+    unsafe fn levels(_: &Self, _: usize, _: usize, v: __m512i) -> (__m512i, __m512i) {
+        let lo_m = _mm512_set1_epi8(0x0F);
+        (_mm512_and_si512(v, lo_m), _mm512_andnot_si512(lo_m, v))
+    }
+    #[inline(always)]
+    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8 {
+        wb.qs[g][c].as_ptr() as *const u8
+    }
+}
+
+impl Kx16Levels512 for BlockQ5_Kx16 {
+    const HI_X16: bool = false;
+    /// Each nibble (`and 0x0F`; `vpsrlw 4`, `and 0x0F`) plus 16 where its byte mask `hb[g][c][h]`
+    /// has the fifth bit (`vpaddb` under the mask).
+    #[inline(always)]
+    unsafe fn levels(wb: &Self, g: usize, c: usize, v: __m512i) -> (__m512i, __m512i) {
+        let (m4, sixteen) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(16));
+        let lo = _mm512_and_si512(v, m4);
+        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+        let [kl, kh] = wb.hb[g][c];
+        (
+            _mm512_mask_add_epi8(lo, kl, lo, sixteen),
+            _mm512_mask_add_epi8(hi, kh, hi, sixteen),
+        )
+    }
+    #[inline(always)]
+    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8 {
+        wb.qs[g][c].as_ptr() as *const u8
+    }
+}
+
+/// [`Q4kx16Vnni`]'s body.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn q4kx16_vnni<const NX: usize>(
@@ -440,8 +487,30 @@ unsafe fn q4kx16_vnni<const NX: usize>(
     nb: usize,
     x: [*const BlockQ8_K; NX],
 ) -> [[f32; R16]; NX] {
-    let lo_m = _mm512_set1_epi8(0x0F);
-    let hi_m = _mm512_set1_epi8(0xF0u8 as i8);
+    kx16_vnni::<BlockQ4_Kx16, NX>(w, nb, x)
+}
+
+/// [`Q5kx16Vnni`]'s body.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn q5kx16_vnni<const NX: usize>(
+    w: *const BlockQ5_Kx16,
+    nb: usize,
+    x: [*const BlockQ8_K; NX],
+) -> [[f32; R16]; NX] {
+    kx16_vnni::<BlockQ5_Kx16, NX>(w, nb, x)
+}
+
+/// The AVX-512 VNNI group kernel of a Q4_K-family ×16 layout `B` against `NX` activation rows
+/// at once: each chunk's levels ([`Kx16Levels512::levels`]) made once for all of them (the
+/// weight-stationary form for prompts), each row's arithmetic that of one.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn kx16_vnni<B: Kx16Levels512, const NX: usize>(
+    w: *const B,
+    nb: usize,
+    x: [*const BlockQ8_K; NX],
+) -> [[f32; R16]; NX] {
     let mut acc = [_mm512_setzero_ps(); NX];
     let mut accm = [_mm512_setzero_ps(); NX];
     let mut ahead = Ahead::two_level(w as *const u8);
@@ -453,9 +522,9 @@ unsafe fn q4kx16_vnni<const NX: usize>(
             let mut dl = [_mm512_setzero_si512(); NX];
             let mut dh = [_mm512_setzero_si512(); NX];
             for c in 0..8 {
-                ahead.at(wb.qs[g][c].as_ptr() as *const u8);
-                let v = _mm512_loadu_si512(wb.qs[g][c].as_ptr() as *const _);
-                let (lo, hi) = (_mm512_and_si512(v, lo_m), _mm512_and_si512(v, hi_m));
+                let p = B::chunk(wb, g, c);
+                ahead.at(p);
+                let (lo, hi) = B::levels(wb, g, c, _mm512_loadu_si512(p as *const _));
                 for t in 0..NX {
                     let xq = xb[t].qs.as_ptr();
                     let xl = _mm512_set1_epi32(x4(xq, 64 * g + 4 * c));
@@ -465,14 +534,16 @@ unsafe fn q4kx16_vnni<const NX: usize>(
                 }
             }
             let sc = |j: usize| {
-                _mm512_cvtepu8_epi32(_mm_loadu_si128(wb.sc[j].as_ptr() as *const __m128i))
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(wb.scales().sc[j].as_ptr() as *const __m128i))
             };
             let (s0, s1) = (sc(2 * g), sc(2 * g + 1));
             for t in 0..NX {
-                let p = _mm512_add_epi32(
-                    _mm512_mullo_epi32(dl[t], s0),
-                    _mm512_mullo_epi32(_mm512_srai_epi32::<4>(dh[t]), s1),
-                );
+                let dh = if B::HI_X16 {
+                    _mm512_srai_epi32::<4>(dh[t])
+                } else {
+                    dh[t]
+                };
+                let p = _mm512_add_epi32(_mm512_mullo_epi32(dl[t], s0), _mm512_mullo_epi32(dh, s1));
                 isum[t] = _mm512_add_epi32(isum[t], p);
             }
             // A compiler barrier (no instruction): the chunk loads stay in address order.
@@ -481,11 +552,11 @@ unsafe fn q4kx16_vnni<const NX: usize>(
             // SAFETY: an empty instruction sequence; it touches no register, flag or stack.
             std::arch::asm!("", options(nostack, preserves_flags));
         }
-        let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb.d.as_ptr() as *const __m256i));
-        let dm = _mm512_cvtph_ps(_mm256_loadu_si256(wb.dmin.as_ptr() as *const __m256i));
-        let mn = wb
-            .mn
-            .map(|m| _mm512_cvtepu8_epi16(_mm256_loadu_si256(m.as_ptr() as *const _)));
+        let s = wb.scales();
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(s.d.as_ptr() as *const __m256i));
+        let dm = _mm512_cvtph_ps(_mm256_loadu_si256(s.dmin.as_ptr() as *const __m256i));
+        let mn =
+            s.mn.map(|m| _mm512_cvtepu8_epi16(_mm256_loadu_si256(m.as_ptr() as *const _)));
         for t in 0..NX {
             let ps = q4kx16_pair_sums(xb[t]);
             let mut ms = _mm512_setzero_si512();
@@ -505,6 +576,21 @@ unsafe fn q4kx16_vnni<const NX: usize>(
     }
     out
 }
+
+/// The AVX-512 VNNI group kernel of [`BlockQ5_Kx16`]: [`Q4kx16Vnni`]'s arithmetic with five-bit
+/// levels (each low or high nibble plus 16 under the chunk's fifth-bit byte mask, so the high
+/// levels are not kept in place: the dot products are exact as they are, at most 32·31·128).
+/// Twin: [`super::super::repack::q5_kx16_dot`] (bit-exact).
+struct Q5kx16Vnni;
+
+x16_dot!(
+    Q5kx16Vnni,
+    BlockQ5_Kx16,
+    q5kx16_vnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
+    4,
+    [1, 2, 3]
+);
 
 /// The AVX2 group kernel of [`BlockQ4_Kx16`]: the sixteen rows as two halves of eight (32 bytes
 /// of each chunk, one i32 / f32 lane per row). Per 64-value group, `vpmaddubsw` of the low and
@@ -538,8 +624,70 @@ x16_dot!(
     [1]
 );
 
-/// [`Q4kx16Avx2`] against `NX` activation rows at once (each chunk's levels unpacked once for
-/// all of them), each row's arithmetic that of one.
+/// The Q4_K family's ×16 layouts in [`kx16_avx2`]: the levels of one half (eight rows) of a
+/// 64-byte chunk.
+trait Kx16Levels256: Kx16Family {
+    /// Whether eight chunks' `vpmaddubsw` pairs may be summed in i16 (levels ≤ 15: 8·2·15·128 <
+    /// 2¹⁵); else (five-bit levels) four at a time.
+    const EIGHT_IN_I16: bool;
+    /// Half `h` (rows `8h..8h + 8`) of chunk `qs[g][c]` of block `wb`, loaded as `v`: the
+    /// unsigned levels of values `64g + 4c..+4` and `64g + 32 + 4c..+4`, four bytes per row.
+    ///
+    /// # Safety
+    /// AVX2 available.
+    unsafe fn levels(wb: &Self, g: usize, c: usize, h: usize, v: __m256i) -> (__m256i, __m256i);
+    /// The chunk's address.
+    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8;
+}
+
+impl Kx16Levels256 for BlockQ4_Kx16 {
+    const EIGHT_IN_I16: bool = true;
+    /// `and 0x0F`; `vpsrlw 4`, `and 0x0F`.
+    #[inline(always)]
+    unsafe fn levels(_: &Self, _: usize, _: usize, _: usize, v: __m256i) -> (__m256i, __m256i) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let lo = _mm256_and_si256(v, m4);
+        (lo, _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4))
+    }
+    #[inline(always)]
+    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8 {
+        wb.qs[g][c].as_ptr() as *const u8
+    }
+}
+
+impl Kx16Levels256 for BlockQ5_Kx16 {
+    const EIGHT_IN_I16: bool = false;
+    /// Q4_K's nibbles, each plus 16 where bit `i` of the half's 32 mask bits is set: the mask
+    /// spread to byte `i` (`vpbroadcastd`, `vpshufb` of byte `i / 8`), its bit `i mod 8`
+    /// tested (`and`, `vpcmpeqb`), `and 16`, `or`.
+    #[inline(always)]
+    unsafe fn levels(wb: &Self, g: usize, c: usize, h: usize, v: __m256i) -> (__m256i, __m256i) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let spread = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
+        );
+        let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let fifth = |mask: u64| {
+            let m = _mm256_set1_epi32((mask >> (32 * h)) as u32 as i32);
+            let on = _mm256_and_si256(_mm256_shuffle_epi8(m, spread), bits);
+            _mm256_and_si256(_mm256_cmpeq_epi8(on, bits), _mm256_set1_epi8(16))
+        };
+        let [kl, kh] = wb.hb[g][c];
+        let lo = _mm256_and_si256(v, m4);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+        (
+            _mm256_or_si256(lo, fifth(kl)),
+            _mm256_or_si256(hi, fifth(kh)),
+        )
+    }
+    #[inline(always)]
+    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8 {
+        wb.qs[g][c].as_ptr() as *const u8
+    }
+}
+
+/// [`Q4kx16Avx2`]'s body.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4kx16_avx2<const NX: usize>(
@@ -547,57 +695,87 @@ unsafe fn q4kx16_avx2<const NX: usize>(
     nb: usize,
     x: [*const BlockQ8_K; NX],
 ) -> [[f32; R16]; NX] {
-    let m4 = _mm256_set1_epi8(0x0F);
+    kx16_avx2::<BlockQ4_Kx16, NX>(w, nb, x)
+}
+
+/// [`Q5kx16Avx2`]'s body.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5kx16_avx2<const NX: usize>(
+    w: *const BlockQ5_Kx16,
+    nb: usize,
+    x: [*const BlockQ8_K; NX],
+) -> [[f32; R16]; NX] {
+    kx16_avx2::<BlockQ5_Kx16, NX>(w, nb, x)
+}
+
+/// The AVX2 group kernel of a Q4_K-family ×16 layout `B` against `NX` activation rows at once
+/// (each chunk's levels made once for all of them), each row's arithmetic that of one.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn kx16_avx2<B: Kx16Levels256, const NX: usize>(
+    w: *const B,
+    nb: usize,
+    x: [*const BlockQ8_K; NX],
+) -> [[f32; R16]; NX] {
     let ctl = [q4kx16_scale_ctl(0), q4kx16_scale_ctl(1)];
     let mut acc = [[_mm256_setzero_ps(); 2]; NX];
     let mut accm = [[_mm256_setzero_ps(); 2]; NX];
     let mut ahead = Ahead::new(w as *const u8);
+    // Chunks summed in one i16 accumulator.
+    let run = if B::EIGHT_IN_I16 { 8 } else { 4 };
     for b in 0..nb {
-        let wb = w.add(b);
+        let wb = &*w.add(b);
         let xb = x.map(|x| x.add(b));
         for h in 0..2 {
             let mut isum = [_mm256_setzero_si256(); NX];
             for g in 0..4 {
-                let mut pl = [_mm256_setzero_si256(); NX];
-                let mut ph = [_mm256_setzero_si256(); NX];
+                let mut pl = [[_mm256_setzero_si256(); 2]; NX];
+                let mut ph = [[_mm256_setzero_si256(); 2]; NX];
                 for c in 0..8 {
-                    let p = (*wb).qs[g][c][8 * h].as_ptr();
+                    let p = B::chunk(wb, g, c).add(32 * h);
                     ahead.at(p);
                     let v = _mm256_loadu_si256(p as *const __m256i);
-                    let lo = _mm256_and_si256(v, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                    let (lo, hi) = B::levels(wb, g, c, h, v);
                     for t in 0..NX {
                         let xq = (*xb[t]).qs.as_ptr();
                         let xl = _mm256_set1_epi32(x4(xq, 64 * g + 4 * c));
                         let xh = _mm256_set1_epi32(x4(xq, 64 * g + 32 + 4 * c));
-                        pl[t] = _mm256_add_epi16(pl[t], _mm256_maddubs_epi16(lo, xl));
-                        ph[t] = _mm256_add_epi16(ph[t], _mm256_maddubs_epi16(hi, xh));
+                        let i = c / run;
+                        pl[t][i] = _mm256_add_epi16(pl[t][i], _mm256_maddubs_epi16(lo, xl));
+                        ph[t][i] = _mm256_add_epi16(ph[t][i], _mm256_maddubs_epi16(hi, xh));
                     }
                 }
                 let sc = |j: usize| {
-                    let s = _mm_loadu_si128((*wb).sc[j].as_ptr() as *const __m128i);
+                    let s = _mm_loadu_si128(wb.scales().sc[j].as_ptr() as *const __m128i);
                     _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(s), ctl[h])
                 };
                 let (s0, s1) = (sc(2 * g), sc(2 * g + 1));
                 for t in 0..NX {
-                    let p = _mm256_add_epi32(
-                        _mm256_madd_epi16(pl[t], s0),
-                        _mm256_madd_epi16(ph[t], s1),
+                    let mut p = _mm256_add_epi32(
+                        _mm256_madd_epi16(pl[t][0], s0),
+                        _mm256_madd_epi16(ph[t][0], s1),
                     );
+                    if !B::EIGHT_IN_I16 {
+                        p = _mm256_add_epi32(
+                            p,
+                            _mm256_add_epi32(
+                                _mm256_madd_epi16(pl[t][1], s0),
+                                _mm256_madd_epi16(ph[t][1], s1),
+                            ),
+                        );
+                    }
                     isum[t] = _mm256_add_epi32(isum[t], p);
                 }
             }
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(
-                (*wb).d.as_ptr().add(8 * h) as *const __m128i
-            ));
-            let dm = _mm256_cvtph_ps(_mm_loadu_si128(
-                (*wb).dmin.as_ptr().add(8 * h) as *const __m128i
-            ));
+            let s = wb.scales();
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(s.d.as_ptr().add(8 * h) as *const __m128i));
+            let dm = _mm256_cvtph_ps(_mm_loadu_si128(s.dmin.as_ptr().add(8 * h) as *const __m128i));
             for t in 0..NX {
                 let ps = q4kx16_pair_sums(xb[t]);
                 let mut ms = _mm256_setzero_si256();
                 for (p, &bp) in ps.iter().enumerate() {
-                    let mn = _mm_loadu_si128((*wb).mn[p][8 * h].as_ptr() as *const __m128i);
+                    let mn = _mm_loadu_si128(s.mn[p][8 * h].as_ptr() as *const __m128i);
                     let mw = _mm256_cvtepu8_epi16(mn);
                     ms = _mm256_add_epi32(ms, _mm256_madd_epi16(mw, _mm256_set1_epi32(bp)));
                 }
@@ -619,6 +797,21 @@ unsafe fn q4kx16_avx2<const NX: usize>(
     out
 }
 
+/// The AVX2 group kernel of [`BlockQ5_Kx16`]: [`Q4kx16Avx2`]'s arithmetic with five-bit levels
+/// ([`Kx16Levels256::levels`]), the `vpmaddubsw` pairs (at most 2·31·128) summed in i16 four
+/// chunks at a time (exact: 31744 < 2¹⁵). Twin: [`super::super::repack::q5_kx16_dot`]
+/// (bit-exact).
+struct Q5kx16Avx2;
+
+x16_dot!(
+    Q5kx16Avx2,
+    BlockQ5_Kx16,
+    q5kx16_avx2,
+    "avx2,fma,f16c",
+    2,
+    [1]
+);
+
 /// The repacked Q4_K decode on [`super::Avx2`] ([`Q4kx16Avx2`]), leftover rows in place.
 /// Twin: the portable repacked decoder.
 ///
@@ -638,15 +831,23 @@ unsafe fn rows_q4_k_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
     rows_x16::<Q4kx16Vnni>(job, rows, super::decode_lane::<BlockQ4_K>)
 }
 
-/// The block-interleaved K-quant decode on both x86 paths: the in-place lane tiles stepping
-/// over the interleaved blocks. Twin: the portable repacked decoder.
+/// The repacked Q5_K decode on [`super::Avx2`] ([`Q5kx16Avx2`]), leftover rows in place.
+/// Twin: the portable repacked decoder.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available; `job.w` a repacked matrix of type `B`; as [`rows_grouped`].
+/// AVX2/FMA/F16C available; as [`rows_x16`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_lane<B: LaneKernel>(job: &Job<'_>, rows: std::ops::Range<usize>) {
-    let full = full_rows(B::TYPE, job.out.m);
-    rows_grouped(LaneTile::<B, Avx2Ops>::repacked(job), job, full, rows)
+unsafe fn rows_q5_k_avx2(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_x16::<Q5kx16Avx2>(job, rows, super::decode_lane::<BlockQ5_K>)
+}
+
+/// [`rows_q5_k_avx2`] on [`super::Avx512`] ([`Q5kx16Vnni`]), the same results bit for bit.
+///
+/// # Safety
+/// As [`rows_q5_k_avx2`], and AVX-512 F/BW/VL/VNNI/VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn rows_q5_k_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
+    rows_x16::<Q5kx16Vnni>(job, rows, super::decode_lane::<BlockQ5_K>)
 }
 
 /// The six-bit levels (0..63, one byte each) of the chunk `q[n][c]` of a [`BlockQ6_Kx16`]
@@ -879,18 +1080,15 @@ unsafe fn rows_q6_k_vnni(job: &Job<'_>, rows: std::ops::Range<usize>) {
 
 /// The repacked decode kernels of [`super::Avx2`] (`VNNI = false`) and [`super::Avx512`].
 pub(super) fn repacked_decoder<const VNNI: bool>(ty: GgmlType) -> Option<Decoder> {
-    fn lane<B: LaneKernel>() -> Option<Decoder> {
-        Some(Decoder {
-            act: Some(plain_act::<B::VecDot>()),
-            rows: rows_lane::<B>,
-        })
-    }
     match ty {
         GgmlType::Q4_K => Some(Decoder {
             act: Some(plain_act::<BlockQ8_K>()),
             rows: if VNNI { rows_q4_k_vnni } else { rows_q4_k_avx2 },
         }),
-        GgmlType::Q5_K => lane::<BlockQ5_K>(),
+        GgmlType::Q5_K => Some(Decoder {
+            act: Some(plain_act::<BlockQ8_K>()),
+            rows: if VNNI { rows_q5_k_vnni } else { rows_q5_k_avx2 },
+        }),
         GgmlType::Q6_K => Some(Decoder {
             act: Some(plain_act::<BlockQ8_K>()),
             rows: if VNNI { rows_q6_k_vnni } else { rows_q6_k_avx2 },
