@@ -35,9 +35,10 @@
 //! decoding done at load, in the spirit of Q4_0 ×8 (one 4-byte dot product serves every row):
 //!
 //! ```text
-//! { d, dmin: [f16; 16],               row r's d, dmin
-//!   sc: [[u8; 16]; 8],                sc[j][r]    = row r's 6-bit scale of sub-block j
-//!   mn: [[[u8; 2]; 16]; 4],           mn[p][r][e] = row r's minimum of sub-block 2p + e
+//! { s: { d, dmin: [f16; 16],          row r's d, dmin                    (Kx16Scales,
+//!        sc: [[u8; 16]; 8],           sc[j][r]    = row r's 6-bit scale   320 bytes)
+//!                                                   of sub-block j
+//!        mn: [[[u8; 2]; 16]; 4] },    mn[p][r][e] = row r's minimum of sub-block 2p + e
 //!   qs: [[[[u8; 4]; 16]; 8]; 4] }     qs[g][c][r] = row r's in-place qs[32g + 4c..32g + 4c + 4]
 //! ```
 //!
@@ -71,7 +72,7 @@
 //!
 //! # Q5_K ×16
 //! Q4_K ×16 with the fifth bits ([`BlockQ5_Kx16`], 16 × 180 bytes: 4 more per row and block
-//! than in place): the same `d`, `dmin`, `sc`, `mn` and low-nibble `qs`, and between them
+//! than in place): the same scales `s` and low-nibble `qs`, and between them
 //!
 //! ```text
 //!   hb: [[[u64; 2]; 8]; 4]            bit 4r + e of hb[g][c][h] = bit 4 of row r's value
@@ -413,8 +414,19 @@ impl BlockQ4_Kx16 {
 pub(crate) trait Kx16Family: X16Block {
     /// The rows' scales.
     fn scales(&self) -> &Kx16Scales;
+    /// The nibble chunks `qs[g][c][r]`: the levels' low four bits.
+    fn qs(&self) -> &[[[[u8; 4]; R16]; 8]; 4];
+    /// Row `r`'s fifth bit of value `64g + 32h + 4c + e` (Q4_K: none).
+    #[inline(always)]
+    fn fifth(&self, _r: usize, _g: usize, _h: usize, _c: usize, _e: usize) -> u8 {
+        0
+    }
     /// Row `r`'s level of value `64g + 32h + 4c + e` (sub-block `2g + h`).
-    fn level(&self, r: usize, g: usize, h: usize, c: usize, e: usize) -> i32;
+    #[inline(always)]
+    fn level(&self, r: usize, g: usize, h: usize, c: usize, e: usize) -> i32 {
+        let low = self.qs()[g][c][r][e] >> (4 * h) & 0x0F;
+        (low | self.fifth(r, g, h, c, e) << 4) as i32
+    }
 }
 
 /// The twin of every kernel of a [`Kx16Family`] layout: the sixteen rows of one group (`w`: its
@@ -461,8 +473,8 @@ impl Kx16Family for BlockQ4_Kx16 {
         &self.s
     }
     #[inline(always)]
-    fn level(&self, r: usize, g: usize, h: usize, c: usize, e: usize) -> i32 {
-        (self.qs[g][c][r][e] >> (4 * h) & 0x0F) as i32
+    fn qs(&self) -> &[[[[u8; 4]; R16]; 8]; 4] {
+        &self.qs
     }
 }
 
@@ -541,10 +553,12 @@ impl Kx16Family for BlockQ5_Kx16 {
         &self.s
     }
     #[inline(always)]
-    fn level(&self, r: usize, g: usize, h: usize, c: usize, e: usize) -> i32 {
-        let low = self.qs[g][c][r][e] >> (4 * h) & 0x0F;
-        let fifth = (self.hb[g][c][h] >> (4 * r + e)) as u8 & 1;
-        (low | fifth << 4) as i32
+    fn qs(&self) -> &[[[[u8; 4]; R16]; 8]; 4] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn fifth(&self, r: usize, g: usize, h: usize, c: usize, e: usize) -> u8 {
+        (self.hb[g][c][h] >> (4 * r + e)) as u8 & 1
     }
 }
 
@@ -639,47 +653,29 @@ pub(crate) trait X16Block: bytemuck::Pod + Send + Sync {
     fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16];
 }
 
-impl X16Block for BlockQ4_Kx16 {
-    type Plain = BlockQ4_K;
-    const ROW_BLOCK: usize = Q4_KX16_ROW_BLOCK;
-    fn put(&mut self, r: usize, s: &BlockQ4_K) {
-        self.set_row(r, s)
-    }
-    fn get(&self, r: usize) -> BlockQ4_K {
-        self.row(r)
-    }
-    fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16] {
-        q4_kx16_dot(w, x)
-    }
+/// The [`X16Block`] impl of layout `$g` over plain blocks `$plain`: its `set_row`, `row` and
+/// twin `$twin`.
+macro_rules! x16_block {
+    ($g:ty, $plain:ty, $row_block:expr, $twin:ident) => {
+        impl X16Block for $g {
+            type Plain = $plain;
+            const ROW_BLOCK: usize = $row_block;
+            fn put(&mut self, r: usize, s: &$plain) {
+                self.set_row(r, s)
+            }
+            fn get(&self, r: usize) -> $plain {
+                self.row(r)
+            }
+            fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16] {
+                $twin(w, x)
+            }
+        }
+    };
 }
 
-impl X16Block for BlockQ5_Kx16 {
-    type Plain = BlockQ5_K;
-    const ROW_BLOCK: usize = Q5_KX16_ROW_BLOCK;
-    fn put(&mut self, r: usize, s: &BlockQ5_K) {
-        self.set_row(r, s)
-    }
-    fn get(&self, r: usize) -> BlockQ5_K {
-        self.row(r)
-    }
-    fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16] {
-        q5_kx16_dot(w, x)
-    }
-}
-
-impl X16Block for BlockQ6_Kx16 {
-    type Plain = BlockQ6_K;
-    const ROW_BLOCK: usize = Q6_KX16_ROW_BLOCK;
-    fn put(&mut self, r: usize, s: &BlockQ6_K) {
-        self.set_row(r, s)
-    }
-    fn get(&self, r: usize) -> BlockQ6_K {
-        self.row(r)
-    }
-    fn twin(w: &[Self], x: &[BlockQ8_K]) -> [f32; R16] {
-        q6_kx16_dot(w, x)
-    }
-}
+x16_block!(BlockQ4_Kx16, BlockQ4_K, Q4_KX16_ROW_BLOCK, q4_kx16_dot);
+x16_block!(BlockQ5_Kx16, BlockQ5_K, Q5_KX16_ROW_BLOCK, q5_kx16_dot);
+x16_block!(BlockQ6_Kx16, BlockQ6_K, Q6_KX16_ROW_BLOCK, q6_kx16_dot);
 
 /// A weight matrix in a repacked layout: full groups of rows, then the leftover rows in
 /// the type's plain layout, in one buffer of anonymous memory.

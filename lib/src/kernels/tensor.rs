@@ -164,9 +164,9 @@ impl Mat {
         self.kernels
     }
 
-    /// Build the row-interleaved layout of this matrix ([`super::repack`]: Q4_0 with at least 8
-    /// rows, Q4_K/Q5_K/Q6_K with at least 4) into anonymous memory; the decode kernels use it from then on and
-    /// [`Mat::row_to_f32`] reads it. With `release`, the in-place bytes' pages are given back to
+    /// Build the row-interleaved layout of this matrix ([`super::repack`]: Q4_0, Q4_1 and Q8_0
+    /// with at least 8 rows, Q4_K, Q5_K and Q6_K with at least 16) into anonymous memory; the
+    /// decode kernels use it from then on and [`Mat::row_to_f32`] reads it. With `release`, the in-place bytes' pages are given back to
     /// the system (a mapped file's pages come back from the file if something reads
     /// [`Mat::data`] later; a synthetic model's anonymous bytes do not). Returns whether the
     /// matrix is repacked.

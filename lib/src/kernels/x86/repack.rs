@@ -1,6 +1,6 @@
 //! The repacked-layout decode kernels of both x86 paths ([`super::super::repack`]): eight weight
-//! rows per 256-bit register (sixteen per 512-bit one for Q4_K and Q6_K on AVX-512), one i32 /
-//! f32 lane per row, so nothing is reduced horizontally. Each kernel also takes several
+//! rows per 256-bit register (sixteen per 512-bit one for Q4_K, Q5_K and Q6_K on AVX-512), one
+//! i32 / f32 lane per row, so nothing is reduced horizontally. Each kernel also takes several
 //! activation rows per pass over its weights (prompts): the weights unpacked once for all of
 //! them, each row's arithmetic that of one.
 
@@ -440,8 +440,6 @@ trait Kx16Levels512: Kx16Family {
     /// # Safety
     /// AVX-512 F/BW available.
     unsafe fn levels(wb: &Self, g: usize, c: usize, v: __m512i) -> (__m512i, __m512i);
-    /// The chunk's address.
-    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8;
 }
 
 impl Kx16Levels512 for BlockQ4_Kx16 {
@@ -451,10 +449,6 @@ impl Kx16Levels512 for BlockQ4_Kx16 {
     unsafe fn levels(_: &Self, _: usize, _: usize, v: __m512i) -> (__m512i, __m512i) {
         let lo_m = _mm512_set1_epi8(0x0F);
         (_mm512_and_si512(v, lo_m), _mm512_andnot_si512(lo_m, v))
-    }
-    #[inline(always)]
-    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8 {
-        wb.qs[g][c].as_ptr() as *const u8
     }
 }
 
@@ -472,10 +466,6 @@ impl Kx16Levels512 for BlockQ5_Kx16 {
             _mm512_mask_add_epi8(lo, kl, lo, sixteen),
             _mm512_mask_add_epi8(hi, kh, hi, sixteen),
         )
-    }
-    #[inline(always)]
-    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8 {
-        wb.qs[g][c].as_ptr() as *const u8
     }
 }
 
@@ -522,7 +512,7 @@ unsafe fn kx16_vnni<B: Kx16Levels512, const NX: usize>(
             let mut dl = [_mm512_setzero_si512(); NX];
             let mut dh = [_mm512_setzero_si512(); NX];
             for c in 0..8 {
-                let p = B::chunk(wb, g, c);
+                let p = wb.qs()[g][c].as_ptr() as *const u8;
                 ahead.at(p);
                 let (lo, hi) = B::levels(wb, g, c, _mm512_loadu_si512(p as *const _));
                 for t in 0..NX {
@@ -636,8 +626,6 @@ trait Kx16Levels256: Kx16Family {
     /// # Safety
     /// AVX2 available.
     unsafe fn levels(wb: &Self, g: usize, c: usize, h: usize, v: __m256i) -> (__m256i, __m256i);
-    /// The chunk's address.
-    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8;
 }
 
 impl Kx16Levels256 for BlockQ4_Kx16 {
@@ -648,10 +636,6 @@ impl Kx16Levels256 for BlockQ4_Kx16 {
         let m4 = _mm256_set1_epi8(0x0F);
         let lo = _mm256_and_si256(v, m4);
         (lo, _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4))
-    }
-    #[inline(always)]
-    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8 {
-        wb.qs[g][c].as_ptr() as *const u8
     }
 }
 
@@ -680,10 +664,6 @@ impl Kx16Levels256 for BlockQ5_Kx16 {
             _mm256_or_si256(lo, fifth(kl)),
             _mm256_or_si256(hi, fifth(kh)),
         )
-    }
-    #[inline(always)]
-    fn chunk(wb: &Self, g: usize, c: usize) -> *const u8 {
-        wb.qs[g][c].as_ptr() as *const u8
     }
 }
 
@@ -733,7 +713,7 @@ unsafe fn kx16_avx2<B: Kx16Levels256, const NX: usize>(
                 let mut pl = [[_mm256_setzero_si256(); 2]; NX];
                 let mut ph = [[_mm256_setzero_si256(); 2]; NX];
                 for c in 0..8 {
-                    let p = B::chunk(wb, g, c).add(32 * h);
+                    let p = wb.qs()[g][c][8 * h].as_ptr();
                     ahead.at(p);
                     let v = _mm256_loadu_si256(p as *const __m256i);
                     let (lo, hi) = B::levels(wb, g, c, h, v);
