@@ -16,7 +16,12 @@
 //! real decode step, where the whole model passes through the caches) rather than from the
 //! last-level cache.
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::rand_vec;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use mllama::kernels::tensor::Mat;
@@ -87,18 +92,6 @@ fn weights(ty: GgmlType, m: usize, k: usize, seed: u64) -> Mat {
     Mat::from_bytes(ty, m, k, &bytes)
 }
 
-fn acts(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
 /// Enough copies of a matrix that cycling through them exceeds the last-level cache.
 fn copies(ty: GgmlType, m: usize, k: usize) -> Vec<Mat> {
     let bytes = ty.row_bytes(k as u64).unwrap() as usize * m;
@@ -152,7 +145,7 @@ fn bench_decode(c: &mut Criterion) {
     for ty in DECODE_TYPES {
         for (m, k) in DECODE_SHAPES {
             let ws = copies(ty, m, k);
-            let x = acts(k, 3);
+            let x = rand_vec(k, 3);
             let mut y = vec![0f32; m];
             let mut sc = Scratch::new();
             g.throughput(Throughput::Bytes(ws[0].nbytes() as u64));
@@ -193,7 +186,7 @@ impl CrossAttn {
     fn new() -> Self {
         let (nh, nkv, nk, hd) = XA;
         let layers = 8;
-        let f = |s: u64| acts(nkv * nk * hd, s);
+        let f = |s: u64| rand_vec(nkv * nk * hd, s);
         let h = |x: &[f32]| {
             x.iter()
                 .map(|&v| half::f16::from_f32(v))
@@ -202,7 +195,7 @@ impl CrossAttn {
         let k32: Vec<Vec<f32>> = (0..layers).map(|l| f(40 + l)).collect();
         let v32: Vec<Vec<f32>> = (0..layers).map(|l| f(60 + l)).collect();
         CrossAttn {
-            q: acts(nh * hd, 5),
+            q: rand_vec(nh * hd, 5),
             k16: k32.iter().map(|k| h(k)).collect(),
             v16: v32.iter().map(|v| h(v)).collect(),
             k32,
@@ -272,7 +265,7 @@ fn bench_gemm(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     for (n, m, k, ty) in GEMM_SHAPES {
         let w = weights(ty, m, k, 5);
-        let x = acts(n * k, 7);
+        let x = rand_vec(n * k, 7);
         let mut y = vec![0f32; n * m];
         let mut sc = Scratch::new();
         g.throughput(Throughput::Elements((2 * n * m * k) as u64));
@@ -308,7 +301,7 @@ fn bench_crossover(c: &mut Criterion) {
     ] {
         let w = weights(ty, 4096, 4096, 9);
         for n in [2, 4, 8, 12, 16, 24, 32, 48, 64] {
-            let x = acts(n * 4096, 1);
+            let x = rand_vec(n * 4096, 1);
             let mut y = vec![0f32; n * 4096];
             let mut sc = Scratch::new();
             for regime in [Regime::Decode, Regime::Gemm] {
@@ -361,7 +354,7 @@ fn paired(buf: &[f32]) {
             .map(|c| weights(ty, m, k, 101 + c as u64))
             .collect();
         let bytes: usize = ws.iter().map(|w| w.nbytes()).sum();
-        let x = acts(k, 3);
+        let x = rand_vec(k, 3);
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -455,7 +448,7 @@ fn path_ratios() {
                 1
             };
             for n in [1, 2, 4] {
-                let x = acts(n * k, 3);
+                let x = rand_vec(n * k, 3);
                 let mut y = vec![0f32; n * m];
                 let mut sc = Scratch::new();
                 let mut best = vec![f64::INFINITY; paths.len()];
@@ -525,7 +518,7 @@ fn summary(filter: &[String]) {
             Regime::Decode
         };
         let w = weights(ty, 4096, 4096, 9);
-        let x = acts(n * 4096, 1);
+        let x = rand_vec(n * 4096, 1);
         let mut y = vec![0f32; n * 4096];
         let mut sc = Scratch::new();
         let t = time(200, || {
@@ -553,7 +546,7 @@ fn summary(filter: &[String]) {
         println!("FMA peak one thread: {one:.1} GFLOP/s");
         for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16] {
             let ws = copies(ty, 14336, 4096);
-            let x = acts(4096, 3);
+            let x = rand_vec(4096, 3);
             let mut y = vec![0f32; 14336];
             let mut sc = Scratch::new();
             let mut idx = 0;
@@ -600,7 +593,7 @@ fn summary(filter: &[String]) {
             let w = weights(ty, m, k, 1);
             let mut line = format!("  {:5} {m}x{k}", ty.name());
             for nx in [1, 2, 4] {
-                let x = acts(nx * k, 3);
+                let x = rand_vec(nx * k, 3);
                 let mut y = vec![0f32; nx * m];
                 let mut sc = Scratch::new();
                 let t = pool.install(|| {
@@ -618,9 +611,9 @@ fn summary(filter: &[String]) {
     if want("attn") {
         // Vision-tower self-attention of one 1608-token tile: 16 heads of 80, all keys visible.
         let (n, heads, hd) = (1608, 16, 80);
-        let q = acts(n * heads * hd, 1);
-        let k = acts(heads * n * hd, 2);
-        let v = acts(heads * n * hd, 3);
+        let q = rand_vec(n * heads * hd, 1);
+        let k = rand_vec(heads * n * hd, 2);
+        let v = rand_vec(heads * n * hd, 3);
         let scale = 1.0 / (hd as f32).sqrt();
         let mut out = vec![0f32; n * heads * hd];
         let flop = 4.0 * (heads * n * n * hd) as f64;
@@ -727,7 +720,7 @@ fn summary(filter: &[String]) {
         for ty in DECODE_TYPES {
             for (m, k) in DECODE_SHAPES {
                 let ws = copies(ty, m, k);
-                let x = acts(k, 3);
+                let x = rand_vec(k, 3);
                 let mut y = vec![0f32; m];
                 let mut sc = Scratch::new();
                 let bw = probe::best_read_gbs(best, &buf, 1);
@@ -765,7 +758,7 @@ fn summary(filter: &[String]) {
         println!("\ngemm (GFLOP/s; % of the path's FMA peak)");
         for (n, m, k, ty) in GEMM_SHAPES {
             let w = weights(ty, m, k, 5);
-            let x = acts(n * k, 7);
+            let x = rand_vec(n * k, 7);
             let mut y = vec![0f32; n * m];
             let mut sc = Scratch::new();
             let flop = 2.0 * (n * m * k) as f64;
@@ -814,7 +807,7 @@ fn summary(filter: &[String]) {
                 if n > 64 && (m > 4096 || !ty.is_quantized()) {
                     continue;
                 }
-                let x = acts(n * k, 1);
+                let x = rand_vec(n * k, 1);
                 let mut y = vec![0f32; n * m];
                 let mut sc = Scratch::new();
                 let mut ms = [0.0; 2];

@@ -1,20 +1,16 @@
 //! Throughput of f32 → Q8_0/Q4_0 quantization and back (MB/s of f32 data), single-threaded
 //! (one row at a time, the kernel) and parallel over rows (what `quantize` uses).
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
+use common::rand_vec;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mllama::quant::{convert_f32, convert_f32_serial, dequantize};
 use mllama::GgmlType;
 
 fn data(n: usize) -> Vec<f32> {
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    rand_vec(n, 0x2545_F491_4F6C_DD1D)
 }
 
 fn bench(c: &mut Criterion) {

@@ -5,22 +5,14 @@
 //! `cargo run --release --example iattn_speed` (`IATTN_REPS`, default 3; `IATTN_PATHS`, e.g.
 //! `avx512,avx2`, default the active path; `IATTN_TILES`, default 4).
 
+mod common;
+
 use std::time::Instant;
 
-use mllama::kernels::{probe, with_path, Path};
-use mllama::nn::{attention_lowp, AttnPrecision, Heads, KeysValues, Mask};
+use common::{env_usize, paths_env, rand_vec};
 
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * 1.7
-        })
-        .collect()
-}
+use mllama::kernels::{probe, with_path};
+use mllama::nn::{attention_lowp, AttnPrecision, Heads, KeysValues, Mask};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -28,27 +20,15 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    let reps: usize = env("IATTN_REPS", "3").parse().unwrap();
-    let tiles: usize = env("IATTN_TILES", "4").parse().unwrap();
-    let paths: Vec<Path> = match std::env::var("IATTN_PATHS") {
-        Ok(s) => s
-            .split(',')
-            .map(|p| {
-                Path::available()
-                    .into_iter()
-                    .find(|a| a.to_string() == p)
-                    .expect("path not available")
-            })
-            .collect(),
-        Err(_) => vec![mllama::kernels::active_path()],
-    };
+    let reps = env_usize("IATTN_REPS", 3);
+    let tiles = env_usize("IATTN_TILES", 4);
+    let paths = paths_env("IATTN_PATHS", vec![mllama::kernels::active_path()]);
     let (tile, real, heads, hd) = (1608, 1601, 16, 80);
     let n = tiles * tile;
     let d = heads * hd;
-    let q = rand_vec(n * d, 1);
-    let k = rand_vec(n * d, 2);
-    let v = rand_vec(n * d, 3);
+    // Values in ±1.7 (activations of the vision tower's size).
+    let wide = |seed| -> Vec<f32> { rand_vec(n * d, seed).iter().map(|x| x * 3.4).collect() };
+    let (q, k, v) = (wide(1), wide(2), wide(3));
     let pad_query: Vec<bool> = (0..n).map(|i| i % tile >= real).collect();
     let real_keys: Vec<_> = (0..tiles).map(|t| t * tile..t * tile + real).collect();
     let mask = Mask::Vision {

@@ -9,25 +9,17 @@
 //! in the same run, median of a probe before and after every shape), and the f32
 //! `kernels::matmul` (packed GEMM) on the same F16 matrix, interleaved with the int8 runs.
 
+mod common;
+
 use std::time::Instant;
+
+use common::rand_vec;
 
 use mllama::kernels::igemm::{matmul_i16, matmul_i8, I16Mat, I8Mat, KB};
 use mllama::kernels::tensor::Mat;
 use mllama::kernels::{matmul_with, probe, with_path, Path, Regime, Scratch};
 use mllama::quant::convert_f32;
 use mllama::GgmlType;
-
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());

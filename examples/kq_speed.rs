@@ -7,33 +7,20 @@
 //! repacked layout are measured in place and repacked (`q4_0+rp`). With a matrix far beyond the
 //! caches it first prints what plain summing of a buffer that size reads in the same pool.
 
+mod common;
+
 use std::time::Instant;
+
+use common::{env_usize, rand_vec};
 
 use mllama::kernels::tensor::Mat;
 use mllama::kernels::{matmul_with, with_path, Path, Regime, Scratch};
 use mllama::GgmlType;
 
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
 fn main() {
     // KQ_ROWS=131072 KQ_THREADS=2: a matrix far larger than the caches (the memory-bound
     // regime of decode) instead of the cache-resident one.
-    let env = |v: &str, d: usize| {
-        std::env::var(v)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = env_usize;
     let (m, k) = (env("KQ_ROWS", 512), env("KQ_COLS", 4096));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let names = if args.is_empty() {
@@ -47,10 +34,7 @@ fn main() {
         .unwrap();
     let f = rand_vec(m * k, 7);
     let x = rand_vec(k, 3);
-    let reps: usize = std::env::var("KQ_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let reps = env("KQ_REPS", 50);
     let only = std::env::var("KQ_PATH").ok();
     for path in Path::available() {
         if only.as_deref().is_some_and(|o| o != path.name()) {

@@ -7,46 +7,28 @@
 //! another shape; `XATTN_INNER`, passes per timed round: `XATTN_LAYERS=1 XATTN_KEYS=512
 //! XATTN_INNER=50` times K/V that stay in the caches, the compute rate).
 
+mod common;
+
 use std::time::Instant;
+
+use common::{env_usize, paths_env, rand_vec};
 
 use half::f16;
 use mllama::kernels::{probe, with_path, Path};
 use mllama::nn::{attention, Heads, KeysValues, Mask};
 
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
 fn main() {
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let env = env_usize;
     let (layers, keys) = (env("XATTN_LAYERS", 8), env("XATTN_KEYS", 6404));
     let (heads, kv_heads, hd) = (32, 8, 128);
     let reps = env("XATTN_REPS", 5);
     // Passes over the layers per timed round (more than one: the K/V stay cached if small).
     let inner = env("XATTN_INNER", 1);
-    let paths: Vec<Path> = match std::env::var("XATTN_PATHS") {
-        Ok(list) => list
-            .split(',')
-            .filter_map(|n| Path::available().into_iter().find(|p| p.name() == n))
-            .collect(),
-        Err(_) => Path::available()
-            .into_iter()
-            .filter(|p| *p != Path::Scalar)
-            .collect(),
-    };
+    let simd = Path::available()
+        .into_iter()
+        .filter(|p| *p != Path::Scalar)
+        .collect();
+    let paths = paths_env("XATTN_PATHS", simd);
     let kv: Vec<(Vec<f16>, Vec<f16>)> = (0..layers)
         .map(|l| {
             let k = rand_vec(kv_heads * keys * hd, 2 * l as u64 + 1);
